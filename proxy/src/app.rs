@@ -1,0 +1,135 @@
+//! Wiring: build the cache from `ServeArgs`, serve until SIGTERM/SIGINT.
+
+use std::{path::PathBuf, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use nixcache_protocol::{CacheInfo, PublicKey, STORE_DIR};
+use tokio::net::TcpListener;
+
+use crate::{
+    cache::{Cache, NegativeCache},
+    cli::ServeArgs,
+    db, http, keys,
+    storage::LocalStore,
+    upstream::{Netrc, UpstreamOptions, Upstreams},
+};
+
+/// How often upstreams whose nix-cache-info could not be read are tried again.
+const PRIORITY_RETRY: Duration = Duration::from_secs(30);
+
+/// Builds the application state: opens (and migrates) the database, storage, keys, upstreams.
+pub async fn build_state(args: &ServeArgs) -> anyhow::Result<http::AppState> {
+    let data_dir = &args.data_dir;
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating the data dir {}", data_dir.display()))?;
+    let tmp_dir = data_dir.join("tmp");
+    clear_temp_files(&tmp_dir)?;
+
+    let name = match &args.hostname {
+        Some(name) => name.clone(),
+        None => hostname::get()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .unwrap_or_else(|| "nixcache".into()),
+    };
+    let signer = keys::load_or_generate(args.secret_key_file.as_deref(), data_dir, &name)?;
+    let database_url = args.database_url();
+    let metadata = db::connect(&database_url)
+        .await
+        .with_context(|| format!("opening the database {}", db::redact_url(&database_url)))?;
+    let storage = LocalStore::open(data_dir.join("nar"), tmp_dir.clone()).await?;
+
+    let trusted = args
+        .upstream_public_keys
+        .iter()
+        .map(|k| PublicKey::parse(k.trim()).with_context(|| format!("invalid --upstream-public-key {k:?}")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let options = UpstreamOptions {
+        connect_timeout: args.upstream_connect_timeout,
+        header_timeout: args.upstream_header_timeout,
+        read_timeout: args.upstream_read_timeout,
+        netrc: read_netrc(args.netrc_file.as_ref())?,
+    };
+    let upstreams = Arc::new(Upstreams::new(&args.upstreams, trusted, options)?);
+
+    tracing::info!(public_key = %signer.public_key(), upstreams = ?args.upstreams, "signing with key");
+    let cache = Cache::new(
+        metadata,
+        Arc::new(storage),
+        upstreams,
+        signer,
+        NegativeCache::new(args.negative_ttl),
+        tmp_dir,
+    );
+    let info = CacheInfo {
+        store_dir: STORE_DIR.into(),
+        want_mass_query: true,
+        priority: Some(args.priority),
+    };
+    Ok(http::AppState {
+        cache,
+        cache_info: info.to_string().into(),
+    })
+}
+
+/// Temp files of an earlier run are partial downloads: never valid, always removed at start.
+fn clear_temp_files(tmp_dir: &std::path::Path) -> anyhow::Result<()> {
+    if tmp_dir.exists() {
+        std::fs::remove_dir_all(tmp_dir).with_context(|| format!("clearing {}", tmp_dir.display()))?;
+    }
+    std::fs::create_dir_all(tmp_dir).with_context(|| format!("creating {}", tmp_dir.display()))
+}
+
+fn read_netrc(explicit: Option<&PathBuf>) -> anyhow::Result<Netrc> {
+    let path = match explicit {
+        Some(path) => path.clone(),
+        None => match std::env::var_os("HOME") {
+            Some(home) if PathBuf::from(&home).join(".netrc").exists() => PathBuf::from(home).join(".netrc"),
+            _ => return Ok(Netrc::default()),
+        },
+    };
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("reading the netrc file {}", path.display()))?;
+    Ok(Netrc::parse(&text))
+}
+
+/// Runs `nixcache serve` until a shutdown signal.
+pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let state = build_state(&args).await?;
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let cache = state.cache.clone();
+    tokio::spawn(async move {
+        loop {
+            cache.upstreams().refresh_priorities().await;
+            tokio::time::sleep(PRIORITY_RETRY).await;
+        }
+    });
+    tracing::info!(listen = %args.listen, data_dir = %args.data_dir.display(), "nixcache serving");
+    axum::serve(listener, http::router(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutdown signal received; finishing in-flight requests");
+}

@@ -1,0 +1,321 @@
+//! One upstream download of a NAR, shared by every client that wants it meanwhile. The bytes go
+//! to a temp file; clients follow the file as it grows (late joiners start from what is already
+//! there); the verifier follows it too. Only when every hash matches is the file committed to
+//! storage; until then the last byte is held back, so no client ever gets a complete body of
+//! an object that failed verification.
+
+use std::{fs::File, io, os::unix::fs::FileExt, path::PathBuf, sync::Arc};
+
+use bytes::Bytes;
+use futures::{FutureExt, StreamExt};
+use tokio::sync::watch;
+
+use super::{verify, Cache, CacheError};
+use crate::{
+    db::{NarInfoRecord, NarRecord},
+    storage::{BlobKey, ByteRange, ByteStream},
+};
+
+/// Largest write batch and read chunk.
+const CHUNK: usize = 1 << 20;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Phase {
+    Downloading,
+    /// Every byte is in the temp file; verification is finishing.
+    Downloaded,
+    /// Verified and stored.
+    Committed,
+    Failed(Arc<str>),
+}
+
+#[derive(Clone, Debug)]
+pub struct Progress {
+    pub written: u64,
+    /// The file's size, once known (narinfo FileSize or the upstream's Content-Length).
+    pub size: Option<u64>,
+    pub phase: Phase,
+}
+
+pub struct Fill {
+    pub key: BlobKey,
+    file: Arc<File>,
+    tmp_path: PathBuf,
+    progress: watch::Sender<Progress>,
+}
+
+impl Fill {
+    /// Creates the temp file; the download starts with `start`.
+    pub fn create(key: BlobKey, tmp_path: PathBuf, size: Option<u64>) -> io::Result<Arc<Self>> {
+        let file = File::options()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&tmp_path)?;
+        let (progress, _) = watch::channel(Progress {
+            written: 0,
+            size,
+            phase: Phase::Downloading,
+        });
+        Ok(Arc::new(Self {
+            key,
+            file: Arc::new(file),
+            tmp_path,
+            progress,
+        }))
+    }
+
+    /// Waits until the size is known; fails if the download failed first.
+    pub async fn size(&self) -> Result<u64, CacheError> {
+        let mut rx = self.progress.subscribe();
+        loop {
+            let (size, phase) = {
+                let p = rx.borrow_and_update();
+                (p.size, p.phase.clone())
+            };
+            if let Phase::Failed(reason) = phase {
+                return Err(CacheError::FillFailed(reason.to_string()));
+            }
+            if let Some(size) = size {
+                return Ok(size);
+            }
+            rx.changed()
+                .await
+                .map_err(|_| CacheError::FillFailed("download abandoned".into()))?;
+        }
+    }
+
+    /// Streams `range` of the file as it arrives.
+    pub fn follow(self: &Arc<Self>, range: ByteRange) -> ByteStream {
+        let state = Follower {
+            fill: Arc::clone(self),
+            rx: self.progress.subscribe(),
+            pos: range.start,
+            end: range.end,
+        };
+        Box::pin(futures::stream::unfold(Some(state), |state| async move {
+            let mut state = state?;
+            match state.next_chunk().await {
+                Ok(Some(bytes)) => Some((Ok(bytes), Some(state))),
+                Ok(None) => None,
+                Err(e) => Some((Err(e), None)),
+            }
+        }))
+    }
+}
+
+struct Follower {
+    fill: Arc<Fill>,
+    rx: watch::Receiver<Progress>,
+    pos: u64,
+    end: u64,
+}
+
+impl Follower {
+    async fn next_chunk(&mut self) -> io::Result<Option<Bytes>> {
+        if self.pos > self.end {
+            return Ok(None);
+        }
+        loop {
+            let (written, size, phase) = {
+                let p = self.rx.borrow_and_update();
+                (p.written, p.size, p.phase.clone())
+            };
+            let readable = match &phase {
+                Phase::Failed(reason) => {
+                    return Err(io::Error::other(format!("upstream download failed: {reason}")))
+                }
+                Phase::Committed => written,
+                // Hold the last byte back until the object is verified.
+                _ => size.map_or(written, |s| written.min(s.saturating_sub(1))),
+            };
+            if readable > self.pos {
+                let len = (readable.min(self.end + 1) - self.pos).min(CHUNK as u64) as usize;
+                let (file, pos) = (Arc::clone(&self.fill.file), self.pos);
+                let bytes = tokio::task::spawn_blocking(move || read_exact_at(&file, pos, len))
+                    .await
+                    .map_err(io::Error::other)??;
+                self.pos += bytes.len() as u64;
+                return Ok(Some(bytes));
+            }
+            if phase == Phase::Committed {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "object shorter than announced",
+                ));
+            }
+            self.rx
+                .changed()
+                .await
+                .map_err(|_| io::Error::other("download abandoned"))?;
+        }
+    }
+}
+
+fn read_exact_at(file: &File, pos: u64, len: usize) -> io::Result<Bytes> {
+    let mut buf = vec![0u8; len];
+    file.read_exact_at(&mut buf, pos)?;
+    Ok(Bytes::from(buf))
+}
+
+/// Runs the download to its end and publishes the outcome; spawned, so no client can cancel it.
+pub async fn run(cache: Cache, fill: Arc<Fill>, record: NarInfoRecord) {
+    let result = download_verify_commit(&cache, &fill, &record).await;
+    cache.forget_fill(&fill.key).await;
+    match result {
+        Ok(size) => {
+            tracing::info!(nar = %fill.key, size, store_path = %record.info.store_path, "NAR verified and stored");
+            fill.progress.send_modify(|p| p.phase = Phase::Committed);
+        }
+        Err(err) => {
+            tracing::error!(nar = %fill.key, store_path = %record.info.store_path, error = %err, "NAR fill failed");
+            fill.progress
+                .send_modify(|p| p.phase = Phase::Failed(err.to_string().into()));
+            let _ = tokio::fs::remove_file(&fill.tmp_path).await;
+        }
+    }
+}
+
+async fn download_verify_commit(
+    cache: &Cache,
+    fill: &Arc<Fill>,
+    record: &NarInfoRecord,
+) -> Result<u64, CacheError> {
+    let info = &record.info;
+    let response = cache
+        .upstreams
+        .get_nar(&info.url)
+        .await
+        .map_err(CacheError::Upstream)?;
+    let announced = response.content_length();
+    if let (Some(expected), Some(got)) = (info.file_size, announced) {
+        if expected != got {
+            return Err(CacheError::Verification(format!(
+                "upstream sends {got} bytes, narinfo says FileSize {expected}"
+            )));
+        }
+    }
+    fill.progress
+        .send_modify(|p| p.size = info.file_size.or(announced));
+    let verifier = {
+        let (file, rx, compression) = (
+            Arc::clone(&fill.file),
+            fill.progress.subscribe(),
+            info.compression.clone(),
+        );
+        let handle = tokio::runtime::Handle::current();
+        tokio::task::spawn_blocking(move || verify::run(file, rx, compression, handle))
+    };
+    let total = write_body(fill, response).await?;
+    if let Some(expected) = info.file_size.or(announced) {
+        if total != expected {
+            return Err(CacheError::Verification(format!(
+                "upstream sent {total} of {expected} bytes"
+            )));
+        }
+    }
+    let file = Arc::clone(&fill.file);
+    tokio::task::spawn_blocking(move || file.sync_all())
+        .await
+        .map_err(CacheError::internal)?
+        .map_err(io_err)?;
+    fill.progress.send_modify(|p| {
+        p.size = Some(total);
+        p.phase = Phase::Downloaded;
+    });
+    let digests = verifier
+        .await
+        .map_err(CacheError::internal)?
+        .map_err(|e| CacheError::Verification(format!("cannot verify {}: {e}", fill.key)))?;
+    check_digests(record, &digests)?;
+    cache
+        .storage
+        .put_file(&fill.key, &fill.tmp_path)
+        .await
+        .map_err(CacheError::Storage)?;
+    let nar = NarRecord {
+        nar_file: record.nar_file.clone(),
+        file_size: total,
+    };
+    cache.db.put_nar(&nar).await.map_err(CacheError::Db)?;
+    Ok(total)
+}
+
+fn io_err(e: io::Error) -> CacheError {
+    CacheError::Storage(crate::storage::StorageError::io("writing the temp file", e))
+}
+
+/// Appends the upstream body to the temp file in batches, publishing progress after each.
+async fn write_body(fill: &Arc<Fill>, response: reqwest::Response) -> Result<u64, CacheError> {
+    let url = response.url().to_string();
+    let mut body = response.bytes_stream();
+    let mut offset = 0u64;
+    while let Some(first) = body.next().await {
+        let mut batch = vec![first.map_err(|e| upstream_body_err(&url, e))?];
+        let mut batch_len = batch[0].len();
+        // Take whatever else is already here, without waiting, up to CHUNK.
+        while batch_len < CHUNK {
+            match body.next().now_or_never() {
+                Some(Some(chunk)) => {
+                    let chunk = chunk.map_err(|e| upstream_body_err(&url, e))?;
+                    batch_len += chunk.len();
+                    batch.push(chunk);
+                }
+                _ => break,
+            }
+        }
+        let file = Arc::clone(&fill.file);
+        offset = tokio::task::spawn_blocking(move || {
+            let mut at = offset;
+            for chunk in batch {
+                file.write_all_at(&chunk, at)?;
+                at += chunk.len() as u64;
+            }
+            Ok::<_, io::Error>(at)
+        })
+        .await
+        .map_err(CacheError::internal)?
+        .map_err(io_err)?;
+        fill.progress.send_modify(|p| p.written = offset);
+    }
+    Ok(offset)
+}
+
+fn upstream_body_err(url: &str, source: reqwest::Error) -> CacheError {
+    CacheError::Upstream(crate::upstream::UpstreamError::Request {
+        url: url.to_owned(),
+        source,
+    })
+}
+
+fn check_digests(record: &NarInfoRecord, got: &verify::Digests) -> Result<(), CacheError> {
+    let info = &record.info;
+    let mut problems = Vec::new();
+    if let Some(expected) = info.file_hash.filter(|h| *h != got.file_hash) {
+        problems.push(format!("FileHash expected {expected}, got {}", got.file_hash));
+    }
+    if let Some(expected) = info.file_size.filter(|s| *s != got.file_size) {
+        problems.push(format!("FileSize expected {expected}, got {}", got.file_size));
+    }
+    if info.nar_hash != got.nar_hash {
+        problems.push(format!(
+            "NarHash expected {}, got {}",
+            info.nar_hash, got.nar_hash
+        ));
+    }
+    if info.nar_size != got.nar_size {
+        problems.push(format!(
+            "NarSize expected {}, got {}",
+            info.nar_size, got.nar_size
+        ));
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(CacheError::Verification(format!(
+            "{}: {}",
+            info.store_path,
+            problems.join("; ")
+        )))
+    }
+}

@@ -1,0 +1,142 @@
+//! Verification of a NAR file while it is still being downloaded: a blocking thread follows the
+//! temp file as it grows, hashes the compressed bytes, decompresses and hashes the NAR. It reads
+//! from the file (the page cache), not from the download, so a slow decompressor never slows
+//! the clients' streams; it only delays the final byte.
+
+use std::{
+    fs::File,
+    io::{self, Read, Write},
+    os::unix::fs::FileExt,
+    sync::Arc,
+};
+
+use nixcache_protocol::{Compression, Sha256Hash};
+use sha2::{Digest, Sha256};
+use tokio::{runtime::Handle, sync::watch};
+
+use super::fill::{Phase, Progress};
+
+/// What the verifier measured.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Digests {
+    pub file_hash: Sha256Hash,
+    pub file_size: u64,
+    pub nar_hash: Sha256Hash,
+    pub nar_size: u64,
+}
+
+/// Reads the growing file until the download is complete; fails when the download fails.
+struct GrowingFile {
+    file: Arc<File>,
+    pos: u64,
+    progress: watch::Receiver<Progress>,
+    handle: Handle,
+    hasher: Sha256,
+}
+
+impl Read for GrowingFile {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            let (written, phase) = {
+                let p = self.progress.borrow_and_update();
+                (p.written, p.phase.clone())
+            };
+            if let Phase::Failed(reason) = phase {
+                return Err(io::Error::other(format!("download failed: {reason}")));
+            }
+            if written > self.pos {
+                let want = buf.len().min((written - self.pos) as usize);
+                let n = self.file.read_at(&mut buf[..want], self.pos)?;
+                if n == 0 {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "temp file shorter than written",
+                    ));
+                }
+                self.hasher.update(&buf[..n]);
+                self.pos += n as u64;
+                return Ok(n);
+            }
+            if !matches!(phase, Phase::Downloading) {
+                return Ok(0);
+            }
+            self.handle
+                .block_on(self.progress.changed())
+                .map_err(|_| io::Error::other("download abandoned"))?;
+        }
+    }
+}
+
+/// Hashes and counts what is written to it.
+struct HashSink {
+    hasher: Sha256,
+    size: u64,
+}
+
+impl Write for HashSink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.hasher.update(buf);
+        self.size += buf.len() as u64;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Runs on a blocking thread until the download ends; returns the digests of the whole file.
+pub fn run(
+    file: Arc<File>,
+    progress: watch::Receiver<Progress>,
+    compression: Compression,
+    handle: Handle,
+) -> io::Result<Digests> {
+    let mut input = GrowingFile {
+        file,
+        pos: 0,
+        progress,
+        handle,
+        hasher: Sha256::new(),
+    };
+    let mut nar = HashSink {
+        hasher: Sha256::new(),
+        size: 0,
+    };
+    let decode_err =
+        |e: io::Error| io::Error::new(e.kind(), format!("{} decoding failed: {e}", compression.as_str()));
+    match &compression {
+        Compression::None => io::copy(&mut input, &mut nar).map(drop)?,
+        Compression::Xz => {
+            io::copy(
+                &mut liblzma::read::XzDecoder::new_multi_decoder(&mut input),
+                &mut nar,
+            )
+            .map(drop)
+            .map_err(decode_err)?;
+        }
+        Compression::Zstd => {
+            io::copy(&mut zstd::stream::read::Decoder::new(&mut input)?, &mut nar)
+                .map(drop)
+                .map_err(decode_err)?;
+        }
+        Compression::Bzip2 => {
+            io::copy(&mut bzip2::read::MultiBzDecoder::new(&mut input), &mut nar)
+                .map(drop)
+                .map_err(decode_err)?;
+        }
+        Compression::Other(name) => {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!("compression {name}"),
+            ));
+        }
+    }
+    // Anything after the compressed stream still counts towards FileHash/FileSize.
+    io::copy(&mut input, &mut io::sink())?;
+    Ok(Digests {
+        file_hash: Sha256Hash::from_sha2(input.hasher),
+        file_size: input.pos,
+        nar_hash: Sha256Hash::from_sha2(nar.hasher),
+        nar_size: nar.size,
+    })
+}

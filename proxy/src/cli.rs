@@ -1,0 +1,120 @@
+//! Command line: `nixcache serve | keygen`. Every flag also reads a `NIXCACHE_*` env var.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// The public key of cache.nixos.org, trusted by default.
+pub const NIXOS_PUBLIC_KEY: &str = "cache.nixos.org-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY=";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "nixcache",
+    version,
+    about = "A caching, verifying proxy for Nix binary caches"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the binary cache protocol, fetching misses from the upstream caches.
+    Serve(ServeArgs),
+    /// Write a new signing key pair in Nix's format (like `nix-store --generate-binary-cache-key`).
+    Keygen(KeygenArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address and port to listen on.
+    #[arg(long, env = "NIXCACHE_LISTEN", default_value = "0.0.0.0:8501")]
+    pub listen: SocketAddr,
+
+    /// Directory for the NARs, the SQLite database, temporary files and the generated key.
+    #[arg(long, env = "NIXCACHE_DATA_DIR", default_value = "./nixcache-data")]
+    pub data_dir: PathBuf,
+
+    /// Metadata database [default: sqlite://<data-dir>/db.sqlite].
+    #[arg(long, env = "NIXCACHE_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+
+    /// Upstream binary cache URL; repeat for several (comma-separated in the env var).
+    #[arg(
+        long = "upstream",
+        env = "NIXCACHE_UPSTREAMS",
+        value_delimiter = ',',
+        default_value = "https://cache.nixos.org"
+    )]
+    pub upstreams: Vec<String>,
+
+    /// Public key trusted for upstream narinfos (NAME:BASE64); repeatable, trusted for every upstream.
+    #[arg(long = "upstream-public-key", env = "NIXCACHE_UPSTREAM_PUBLIC_KEYS", value_delimiter = ',',
+          default_value = NIXOS_PUBLIC_KEY)]
+    pub upstream_public_keys: Vec<String>,
+
+    /// Priority advertised in /nix-cache-info (lower is preferred by Nix).
+    #[arg(long, env = "NIXCACHE_PRIORITY", default_value_t = 40)]
+    pub priority: u32,
+
+    /// Name of the generated signing key [default: the machine's hostname].
+    #[arg(long, env = "NIXCACHE_HOSTNAME")]
+    pub hostname: Option<String>,
+
+    /// Secret signing key in Nix's format; without it a key is generated once in the data dir.
+    #[arg(long, env = "NIXCACHE_SECRET_KEY_FILE")]
+    pub secret_key_file: Option<PathBuf>,
+
+    /// netrc file with credentials for upstreams [default: ~/.netrc when it exists].
+    #[arg(long, env = "NIXCACHE_NETRC_FILE")]
+    pub netrc_file: Option<PathBuf>,
+
+    /// Time allowed to connect to an upstream.
+    #[arg(long, env = "NIXCACHE_UPSTREAM_CONNECT_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub upstream_connect_timeout: Duration,
+
+    /// Time allowed for an upstream to answer with response headers.
+    #[arg(long, env = "NIXCACHE_UPSTREAM_HEADER_TIMEOUT", default_value = "15s", value_parser = humantime::parse_duration)]
+    pub upstream_header_timeout: Duration,
+
+    /// Longest pause allowed while an upstream sends a body.
+    #[arg(long, env = "NIXCACHE_UPSTREAM_READ_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub upstream_read_timeout: Duration,
+
+    /// How long a narinfo that no upstream has is remembered as missing (0s disables).
+    #[arg(long, env = "NIXCACHE_NEGATIVE_TTL", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub negative_ttl: Duration,
+
+    /// Log output format (the level comes from RUST_LOG, default info).
+    #[arg(long, env = "NIXCACHE_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct KeygenArgs {
+    /// Key name, conventionally `HOST-1` (it appears in every signature).
+    pub name: String,
+    /// Where to write the secret key (mode 0600; an existing file is never overwritten).
+    #[arg(long, env = "NIXCACHE_SECRET_KEY_FILE")]
+    pub secret_key_file: PathBuf,
+    /// Where to write the public key.
+    #[arg(long, env = "NIXCACHE_PUBLIC_KEY_FILE")]
+    pub public_key_file: PathBuf,
+}
+
+impl ServeArgs {
+    /// The database URL, defaulting to SQLite inside the data dir.
+    pub fn database_url(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.clone(),
+            None => format!("sqlite://{}/db.sqlite", self.data_dir.display()),
+        }
+    }
+}

@@ -1,0 +1,73 @@
+//! Metadata: which narinfos we know and which NAR files we hold. Named operations returning domain
+//! types; each engine implements them with plain SQL (SQLite now; PostgreSQL and MySQL next).
+
+mod model;
+mod sqlite;
+#[cfg(test)]
+mod tests;
+
+use async_trait::async_trait;
+use nixcache_protocol::{NarFile, StorePathHash};
+
+pub use model::{NarInfoRecord, NarRecord, ProxySignature};
+pub use sqlite::SqliteMetadata;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("database error: {0}")]
+    Sqlx(#[from] sqlx::Error),
+    #[error("migrating the database failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("database row for {key} has an invalid {field}: {reason}")]
+    Corrupt {
+        key: String,
+        field: &'static str,
+        reason: String,
+    },
+    #[error("unsupported database URL {0}: use sqlite://PATH")]
+    UnsupportedUrl(String),
+}
+
+/// The metadata store every engine implements; `tests.rs` holds the conformance suite.
+#[async_trait]
+pub trait MetadataStore: Send + Sync + 'static {
+    async fn get_narinfo(&self, hash: &StorePathHash) -> Result<Option<NarInfoRecord>, DbError>;
+    /// Inserts or replaces the narinfo for its store path hash.
+    async fn put_narinfo(&self, record: &NarInfoRecord) -> Result<(), DbError>;
+    /// Some narinfo whose NAR is `file` (several may share one).
+    async fn narinfo_for_nar(&self, file: &NarFile) -> Result<Option<NarInfoRecord>, DbError>;
+    async fn set_proxy_signature(&self, hash: &StorePathHash, sig: &ProxySignature) -> Result<(), DbError>;
+    async fn get_nar(&self, file: &NarFile) -> Result<Option<NarRecord>, DbError>;
+    /// Records that the NAR is stored, after the blob is in place.
+    async fn put_nar(&self, record: &NarRecord) -> Result<(), DbError>;
+    async fn delete_nar(&self, file: &NarFile) -> Result<(), DbError>;
+    async fn ping(&self) -> Result<(), DbError>;
+}
+
+/// Opens the metadata store named by `url`, applying migrations for SQLite.
+pub async fn connect(url: &str) -> Result<std::sync::Arc<dyn MetadataStore>, DbError> {
+    if url.starts_with("sqlite:") {
+        return Ok(std::sync::Arc::new(SqliteMetadata::open(url).await?));
+    }
+    Err(DbError::UnsupportedUrl(redact_url(url)))
+}
+
+/// The URL without its password, for messages.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        Ok(parsed) => parsed.to_string(),
+        Err(_) => "<unparsable URL>".into(),
+    }
+}
+
+/// Seconds since the Unix epoch.
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,104 @@
+//! The conformance suite every `MetadataStore` must pass.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use nixcache_protocol::{Compression, NarFile, NarInfo, Sha256Hash, SigningKey, StorePath};
+
+use super::{MetadataStore, NarInfoRecord, NarRecord, ProxySignature, SqliteMetadata};
+
+fn store_path(n: u8, name: &str) -> StorePath {
+    let hash = nixcache_protocol::StorePathHash([n; 20]);
+    StorePath::new(hash, name).unwrap()
+}
+
+fn record(n: u8, refs: Vec<StorePath>) -> NarInfoRecord {
+    let file_hash = Sha256Hash::digest(&[n, 1]);
+    let key = SigningKey::generate("upstream-1").unwrap();
+    let mut info = NarInfo {
+        store_path: store_path(n, "hello-2.12"),
+        url: format!("https://up.example/nar/{}.nar.xz", file_hash.to_nixbase32()),
+        compression: Compression::Xz,
+        file_hash: Some(file_hash),
+        file_size: Some(1234),
+        nar_hash: Sha256Hash::digest(&[n, 2]),
+        nar_size: 5678,
+        references: refs,
+        deriver: Some(store_path(n + 100, "hello-2.12.drv")),
+        sigs: vec![],
+        ca: None,
+    };
+    info.add_signature(&key);
+    let nar_file = NarFile {
+        hash: file_hash,
+        compression: Compression::Xz,
+    };
+    NarInfoRecord {
+        info,
+        nar_file,
+        proxy_sig: None,
+    }
+}
+
+async fn suite(db: &dyn MetadataStore) {
+    db.ping().await.unwrap();
+    let a = record(1, vec![]);
+    let b = record(2, vec![store_path(1, "hello-2.12"), store_path(2, "hello-2.12")]);
+    assert_eq!(db.get_narinfo(a.info.store_path.hash()).await.unwrap(), None);
+
+    db.put_narinfo(&a).await.unwrap();
+    db.put_narinfo(&b).await.unwrap();
+    assert_eq!(
+        db.get_narinfo(a.info.store_path.hash()).await.unwrap(),
+        Some(a.clone())
+    );
+    assert_eq!(
+        db.get_narinfo(b.info.store_path.hash()).await.unwrap(),
+        Some(b.clone())
+    );
+    assert_eq!(db.narinfo_for_nar(&b.nar_file).await.unwrap(), Some(b.clone()));
+
+    // Replacing keeps one row per store path hash.
+    let mut b2 = b.clone();
+    b2.info.ca = Some("fixed:r:sha256:1b8m03r63zqhnjf7l5wnldhh7c134ap5vpj0850ymkq1iyzicy5s".into());
+    db.put_narinfo(&b2).await.unwrap();
+    assert_eq!(
+        db.get_narinfo(b.info.store_path.hash()).await.unwrap(),
+        Some(b2.clone())
+    );
+
+    let key = SigningKey::generate("proxy-1").unwrap();
+    let sig = ProxySignature {
+        public_key: key.public_key().to_string(),
+        sig: key.sign("x"),
+    };
+    db.set_proxy_signature(a.info.store_path.hash(), &sig)
+        .await
+        .unwrap();
+    let got = db.get_narinfo(a.info.store_path.hash()).await.unwrap().unwrap();
+    assert_eq!(got.proxy_sig, Some(sig));
+
+    assert_eq!(db.get_nar(&a.nar_file).await.unwrap(), None);
+    let nar = NarRecord {
+        nar_file: a.nar_file.clone(),
+        file_size: 1234,
+    };
+    db.put_nar(&nar).await.unwrap();
+    assert_eq!(db.get_nar(&a.nar_file).await.unwrap(), Some(nar));
+    db.delete_nar(&a.nar_file).await.unwrap();
+    assert_eq!(db.get_nar(&a.nar_file).await.unwrap(), None);
+    // The narinfo outlives its NAR file (the NAR is fetched again on demand).
+    assert!(db.get_narinfo(a.info.store_path.hash()).await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn sqlite_conformance() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/db.sqlite", dir.path().display());
+    suite(&SqliteMetadata::open(&url).await.unwrap()).await;
+    // Opening again re-applies nothing and keeps the data.
+    let again = SqliteMetadata::open(&url).await.unwrap();
+    assert!(again
+        .get_narinfo(&nixcache_protocol::StorePathHash([1; 20]))
+        .await
+        .unwrap()
+        .is_some());
+}

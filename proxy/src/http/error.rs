@@ -1,0 +1,96 @@
+//! The one place where errors become HTTP statuses. Clients get a fixed one-line message; the
+//! internal detail (URLs, paths, SQL) goes to the log only.
+
+use axum::{
+    http::{header, HeaderValue, StatusCode},
+    response::{IntoResponse, Response},
+};
+
+use crate::{cache::CacheError, storage::StorageError};
+
+#[derive(Debug)]
+pub enum ApiError {
+    /// Malformed request: answered before any lookup.
+    BadRequest(String),
+    Cache(CacheError),
+}
+
+impl From<CacheError> for ApiError {
+    fn from(e: CacheError) -> Self {
+        Self::Cache(e)
+    }
+}
+
+/// Status and client-facing message for a cache error.
+fn classify(err: &CacheError) -> (StatusCode, &'static str) {
+    match err {
+        CacheError::NotFound => (StatusCode::NOT_FOUND, "not found"),
+        CacheError::Upstream(e) if e.is_timeout() => {
+            (StatusCode::GATEWAY_TIMEOUT, "upstream cache timed out")
+        }
+        CacheError::Upstream(_) => (StatusCode::BAD_GATEWAY, "upstream cache failed"),
+        CacheError::Verification(_) => (
+            StatusCode::BAD_GATEWAY,
+            "upstream sent data that failed verification",
+        ),
+        CacheError::FillFailed(_) => (StatusCode::BAD_GATEWAY, "fetching from the upstream cache failed"),
+        CacheError::Storage(StorageError::NoSpace { .. }) => {
+            (StatusCode::INSUFFICIENT_STORAGE, "cache storage is full")
+        }
+        CacheError::Storage(StorageError::NotFound(_)) => (StatusCode::NOT_FOUND, "not found"),
+        CacheError::Storage(StorageError::BadRange { .. }) => {
+            (StatusCode::RANGE_NOT_SATISFIABLE, "range not satisfiable")
+        }
+        CacheError::Storage(StorageError::Io { .. }) => {
+            (StatusCode::SERVICE_UNAVAILABLE, "cache storage unavailable")
+        }
+        CacheError::Db(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "cache metadata database unavailable",
+        ),
+        CacheError::RangeNotSatisfiable { .. } => {
+            (StatusCode::RANGE_NOT_SATISFIABLE, "range not satisfiable")
+        }
+        CacheError::Shared(inner) => classify(inner),
+        CacheError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal error"),
+    }
+}
+
+fn unsatisfiable_size(err: &CacheError) -> Option<u64> {
+    match err {
+        CacheError::RangeNotSatisfiable { size } => Some(*size),
+        CacheError::Shared(inner) => unsatisfiable_size(inner),
+        _ => None,
+    }
+}
+
+pub fn plain(status: StatusCode, message: &str) -> Response {
+    let mut response = (status, format!("{message}\n")).into_response();
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        match self {
+            ApiError::BadRequest(reason) => plain(StatusCode::BAD_REQUEST, &reason),
+            ApiError::Cache(err) => {
+                let (status, message) = classify(&err);
+                if status.is_server_error() {
+                    tracing::error!(status = status.as_u16(), error = %err, "request failed");
+                } else {
+                    tracing::debug!(status = status.as_u16(), error = %err, "request refused");
+                }
+                let mut response = plain(status, message);
+                if let Some(size) = unsatisfiable_size(&err) {
+                    if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
+                        response.headers_mut().insert(header::CONTENT_RANGE, v);
+                    }
+                }
+                response
+            }
+        }
+    }
+}

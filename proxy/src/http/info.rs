@@ -1,0 +1,26 @@
+//! `/nix-cache-info` and `/pubkey`.
+
+use axum::{
+    extract::State,
+    http::header,
+    response::{IntoResponse, Response},
+};
+use nixcache_protocol::MIME_CACHE_INFO;
+
+use super::AppState;
+
+pub async fn cache_info(State(state): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, MIME_CACHE_INFO)],
+        state.cache_info.to_string(),
+    )
+        .into_response()
+}
+
+pub async fn pubkey(State(state): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain")],
+        format!("{}\n", state.cache.public_key()),
+    )
+        .into_response()
+}

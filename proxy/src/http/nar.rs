@@ -1,0 +1,49 @@
+//! `GET|HEAD /nar/<filehash>.nar[.xz|.zst|.bz2]`: streamed, with single-range support.
+
+use axum::{
+    body::Body,
+    extract::{Path, State},
+    http::{header, HeaderMap, HeaderValue, Method, StatusCode},
+    response::Response,
+};
+use nixcache_protocol::{NarFile, MIME_NAR};
+
+use super::{ApiError, AppState};
+use crate::{cache::NarResponse, range::RangeSpec};
+
+pub async fn get_nar(
+    State(state): State<AppState>,
+    method: Method,
+    headers: HeaderMap,
+    Path(file): Path<String>,
+) -> Result<Response, ApiError> {
+    let file = NarFile::parse(&file).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let range = headers
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(RangeSpec::parse);
+    let nar = state.cache.nar(&file, range, method == Method::HEAD).await?;
+    Ok(respond(nar))
+}
+
+fn respond(nar: NarResponse) -> Response {
+    let (status, length, content_range) = match nar.range {
+        Some(r) => (
+            StatusCode::PARTIAL_CONTENT,
+            r.len(),
+            Some(format!("bytes {}-{}/{}", r.start, r.end, nar.size)),
+        ),
+        None => (StatusCode::OK, nar.size, None),
+    };
+    let body = nar.body.map_or_else(Body::empty, Body::from_stream);
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(MIME_NAR));
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    if let Some(v) = content_range.and_then(|v| HeaderValue::from_str(&v).ok()) {
+        headers.insert(header::CONTENT_RANGE, v);
+    }
+    response
+}

@@ -1,0 +1,16 @@
+//! nixcache: a caching, verifying, re-signing proxy for Nix binary caches.
+//!
+//! `cli` parses flags, `app` wires the pieces, `http` is the protocol edge, `cache` the service
+//! (lookups, upstream fills, verification), `upstream` the client side, `storage` and `db` the
+//! two backends behind traits. Protocol types live in the `nixcache-protocol` crate.
+
+pub mod app;
+pub mod cache;
+pub mod cli;
+pub mod db;
+pub mod http;
+pub mod keys;
+pub mod range;
+pub mod storage;
+pub mod telemetry;
+pub mod upstream;

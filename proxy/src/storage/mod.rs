@@ -1,0 +1,110 @@
+//! Where NAR files live. One small trait; the local directory is the embedded default.
+
+pub(crate) mod local;
+#[cfg(test)]
+mod tests;
+
+use std::{io, path::Path};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::BoxStream;
+
+pub use local::LocalStore;
+
+/// A validated object name such as `<52 nixbase32>.nar.xz`: never a path, never user text.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct BlobKey(String);
+
+impl BlobKey {
+    /// Keys come from parsed protocol types only.
+    pub fn for_nar(file: &nixcache_protocol::NarFile) -> Self {
+        Self(file.file_name())
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for BlobKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// An inclusive byte range already checked against the object's size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ByteRange {
+    pub start: u64,
+    pub end: u64,
+}
+
+impl ByteRange {
+    /// Number of bytes; a range always holds at least one.
+    #[allow(clippy::len_without_is_empty)]
+    pub fn len(&self) -> u64 {
+        self.end - self.start + 1
+    }
+}
+
+pub type ByteStream = BoxStream<'static, io::Result<Bytes>>;
+
+/// An open object: its total size and a stream of the requested bytes.
+pub struct BlobRead {
+    pub size: u64,
+    pub body: ByteStream,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("object {0} not found")]
+    NotFound(String),
+    #[error("range {start}-{end} is outside object {key} of {size} bytes")]
+    BadRange {
+        key: String,
+        start: u64,
+        end: u64,
+        size: u64,
+    },
+    #[error("storage is out of space while {context}")]
+    NoSpace { context: String, source: io::Error },
+    #[error("storage I/O failed while {context}: {source}")]
+    Io { context: String, source: io::Error },
+}
+
+impl StorageError {
+    /// Classifies an I/O error so a full disk gets its own status.
+    pub fn io(context: impl Into<String>, source: io::Error) -> Self {
+        let context = context.into();
+        if source.raw_os_error() == Some(28) {
+            Self::NoSpace { context, source }
+        } else {
+            Self::Io { context, source }
+        }
+    }
+}
+
+/// The blob storage every backend implements; the conformance suite in `tests.rs` runs against each.
+#[async_trait]
+pub trait BlobStore: Send + Sync + 'static {
+    /// Size of the object, or `None` when absent.
+    async fn stat(&self, key: &BlobKey) -> Result<Option<u64>, StorageError>;
+    /// Streams the object, or the given range of it.
+    async fn get(&self, key: &BlobKey, range: Option<ByteRange>) -> Result<BlobRead, StorageError>;
+    /// Stores a stream as the object, atomically: readers see all of it or nothing. Returns its size.
+    async fn put_stream(&self, key: &BlobKey, body: ByteStream) -> Result<u64, StorageError>;
+    /// Stores a finished file written by the cache (in its temp dir); the file is consumed.
+    async fn put_file(&self, key: &BlobKey, staged: &Path) -> Result<(), StorageError> {
+        let file = tokio::fs::File::open(staged)
+            .await
+            .map_err(|e| StorageError::io(format!("opening staged file for {key}"), e))?;
+        let body = tokio_util::io::ReaderStream::with_capacity(file, 1 << 20);
+        self.put_stream(key, Box::pin(body)).await?;
+        let _ = tokio::fs::remove_file(staged).await;
+        Ok(())
+    }
+    /// Removes the object; `false` when it was not there.
+    async fn delete(&self, key: &BlobKey) -> Result<bool, StorageError>;
+    /// Checks the backend is reachable.
+    async fn ping(&self) -> Result<(), StorageError>;
+}

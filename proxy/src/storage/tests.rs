@@ -1,0 +1,111 @@
+//! The conformance suite every `BlobStore` must pass. Backends add one `#[tokio::test]` that calls `suite`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use bytes::Bytes;
+use futures::stream;
+
+use super::{local::collect, BlobKey, BlobStore, ByteRange, LocalStore, StorageError};
+
+fn key(n: u8) -> BlobKey {
+    let hash = nixcache_protocol::Sha256Hash::digest(&[n]);
+    BlobKey::for_nar(&nixcache_protocol::NarFile {
+        hash,
+        compression: nixcache_protocol::Compression::Xz,
+    })
+}
+
+fn chunks(data: &[u8]) -> super::ByteStream {
+    let parts: Vec<std::io::Result<Bytes>> =
+        data.chunks(7000).map(|c| Ok(Bytes::copy_from_slice(c))).collect();
+    Box::pin(stream::iter(parts))
+}
+
+async fn suite(store: &dyn BlobStore) {
+    let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+    let k = key(1);
+    assert_eq!(store.stat(&k).await.unwrap(), None);
+    assert!(matches!(
+        store.get(&k, None).await,
+        Err(StorageError::NotFound(_))
+    ));
+
+    assert_eq!(
+        store.put_stream(&k, chunks(&data)).await.unwrap(),
+        data.len() as u64
+    );
+    assert_eq!(store.stat(&k).await.unwrap(), Some(data.len() as u64));
+    let whole = store.get(&k, None).await.unwrap();
+    assert_eq!(whole.size, data.len() as u64);
+    assert_eq!(collect(whole.body).await.unwrap(), data);
+
+    let part = store
+        .get(
+            &k,
+            Some(ByteRange {
+                start: 10,
+                end: 99_999,
+            }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(collect(part.body).await.unwrap(), &data[10..]);
+    let one = store.get(&k, Some(ByteRange { start: 5, end: 5 })).await.unwrap();
+    assert_eq!(collect(one.body).await.unwrap(), &data[5..6]);
+    let past = store
+        .get(
+            &k,
+            Some(ByteRange {
+                start: 0,
+                end: 100_000,
+            }),
+        )
+        .await;
+    assert!(
+        matches!(past, Err(StorageError::BadRange { .. })),
+        "range past the end must be refused"
+    );
+
+    // A failing body leaves nothing behind, and the old object stays intact.
+    let k2 = key(2);
+    let failing: super::ByteStream = Box::pin(stream::iter(vec![
+        Ok(Bytes::from_static(b"partial")),
+        Err(std::io::Error::other("upstream cut off")),
+    ]));
+    assert!(store.put_stream(&k2, failing).await.is_err());
+    assert_eq!(store.stat(&k2).await.unwrap(), None);
+
+    // Overwrite replaces atomically; delete reports whether something went.
+    store.put_stream(&k, chunks(b"new")).await.unwrap();
+    assert_eq!(
+        collect(store.get(&k, None).await.unwrap().body).await.unwrap(),
+        b"new"
+    );
+    assert!(store.delete(&k).await.unwrap());
+    assert!(!store.delete(&k).await.unwrap());
+    assert_eq!(store.stat(&k).await.unwrap(), None);
+    store.ping().await.unwrap();
+}
+
+#[tokio::test]
+async fn local_store_conformance() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LocalStore::open(dir.path().join("nar"), dir.path().join("tmp"))
+        .await
+        .unwrap();
+    suite(&store).await;
+    // No temp files are left over.
+    assert_eq!(std::fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+}
+
+#[tokio::test]
+async fn local_put_file_moves_the_staged_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LocalStore::open(dir.path().join("nar"), dir.path().join("tmp"))
+        .await
+        .unwrap();
+    let staged = dir.path().join("tmp").join("x.tmp");
+    std::fs::write(&staged, b"staged bytes").unwrap();
+    store.put_file(&key(3), &staged).await.unwrap();
+    assert!(!staged.exists());
+    assert_eq!(store.stat(&key(3)).await.unwrap(), Some(12));
+}

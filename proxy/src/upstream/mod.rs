@@ -1,0 +1,348 @@
+//! The upstream caches: priorities from their nix-cache-info, concurrent narinfo lookups that take
+//! the best-priority verified hit, and NAR downloads.
+
+mod netrc;
+
+use std::{
+    sync::{Arc, RwLock},
+    time::Duration,
+};
+
+use nixcache_protocol::{CacheInfo, NarInfo, PublicKey, StorePathHash, STORE_DIR};
+use reqwest::{header, StatusCode};
+use url::Url;
+
+pub use netrc::{Credentials, Netrc};
+
+/// Priority assumed for an upstream whose nix-cache-info could not be read (Nix's default).
+const DEFAULT_PRIORITY: u32 = 50;
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("{url}: no response within {after:?}")]
+    Timeout { url: String, after: Duration },
+    #[error("{url}: {source}")]
+    Request { url: String, source: reqwest::Error },
+    #[error("{url}: HTTP {status}")]
+    Status { url: String, status: u16 },
+    #[error("{url}: {reason}")]
+    Invalid { url: String, reason: String },
+}
+
+impl UpstreamError {
+    pub fn is_timeout(&self) -> bool {
+        match self {
+            Self::Timeout { .. } => true,
+            Self::Request { source, .. } => source.is_timeout(),
+            Self::Status { .. } | Self::Invalid { .. } => false,
+        }
+    }
+}
+
+/// Timeouts and credentials shared by every upstream.
+#[derive(Clone, Debug)]
+pub struct UpstreamOptions {
+    pub connect_timeout: Duration,
+    pub header_timeout: Duration,
+    pub read_timeout: Duration,
+    pub netrc: Netrc,
+}
+
+/// One upstream cache.
+#[derive(Debug)]
+pub struct Upstream {
+    base: Url,
+    priority: RwLock<Option<u32>>,
+    credentials: Option<Credentials>,
+}
+
+impl Upstream {
+    pub fn url(&self) -> &str {
+        self.base.as_str()
+    }
+    pub fn priority(&self) -> u32 {
+        self.priority
+            .read()
+            .map(|p| p.unwrap_or(DEFAULT_PRIORITY))
+            .unwrap_or(DEFAULT_PRIORITY)
+    }
+    fn priority_known(&self) -> bool {
+        self.priority.read().map(|p| p.is_some()).unwrap_or(false)
+    }
+}
+
+/// What the upstreams said about a narinfo.
+#[derive(Debug)]
+pub enum Lookup {
+    /// A verified narinfo; its `url` is absolute.
+    Found(Box<NarInfo>),
+    /// Every upstream answered, none has it (or none with a trusted signature).
+    NotFound,
+    /// No hit, and at least one upstream failed: the client should retry later.
+    Failed(UpstreamError),
+}
+
+pub struct Upstreams {
+    list: Vec<Arc<Upstream>>,
+    trusted: Vec<PublicKey>,
+    client: reqwest::Client,
+    options: UpstreamOptions,
+}
+
+impl Upstreams {
+    pub fn new(
+        urls: &[String],
+        trusted: Vec<PublicKey>,
+        options: UpstreamOptions,
+    ) -> Result<Self, UpstreamError> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(options.connect_timeout)
+            .read_timeout(options.read_timeout)
+            .user_agent(concat!("nixcache/", env!("CARGO_PKG_VERSION")))
+            .tcp_nodelay(true)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build()
+            .map_err(|source| UpstreamError::Request {
+                url: "<client>".into(),
+                source,
+            })?;
+        let mut list = Vec::new();
+        for raw in urls {
+            let invalid = |reason: String| UpstreamError::Invalid {
+                url: raw.clone(),
+                reason,
+            };
+            let mut base = Url::parse(raw.trim()).map_err(|e| invalid(format!("not a URL: {e}")))?;
+            if !matches!(base.scheme(), "http" | "https") {
+                return Err(invalid(
+                    "only http:// and https:// upstreams are supported".into(),
+                ));
+            }
+            if !base.path().ends_with('/') {
+                base.set_path(&format!("{}/", base.path()));
+            }
+            let credentials = base.host_str().and_then(|h| options.netrc.lookup(h)).cloned();
+            list.push(Arc::new(Upstream {
+                base,
+                priority: RwLock::new(None),
+                credentials,
+            }));
+        }
+        Ok(Self {
+            list,
+            trusted,
+            client,
+            options,
+        })
+    }
+
+    pub fn list(&self) -> &[Arc<Upstream>] {
+        &self.list
+    }
+
+    /// Reads nix-cache-info of every upstream whose priority is not known yet. Failures are logged
+    /// and retried on the next call; they never stop the proxy.
+    pub async fn refresh_priorities(&self) {
+        let pending = self.list.iter().filter(|u| !u.priority_known());
+        futures::future::join_all(pending.map(|u| self.refresh_priority(u))).await;
+    }
+
+    async fn refresh_priority(&self, upstream: &Upstream) {
+        let url = upstream.base.join("nix-cache-info").map_err(|e| e.to_string());
+        let result = match url {
+            Ok(url) => self.get_text(upstream, url).await.map_err(|e| e.to_string()),
+            Err(e) => Err(e),
+        };
+        match result.and_then(|text| text.ok_or_else(|| "no nix-cache-info (404)".into())) {
+            Ok(text) => match CacheInfo::parse(&text) {
+                Ok(info) if info.store_dir != STORE_DIR => {
+                    tracing::warn!(
+                        upstream = upstream.url(),
+                        store_dir = info.store_dir,
+                        "upstream serves another store dir"
+                    );
+                }
+                Ok(info) => {
+                    let priority = info.priority.unwrap_or(DEFAULT_PRIORITY);
+                    if let Ok(mut p) = upstream.priority.write() {
+                        *p = Some(priority);
+                    }
+                    tracing::info!(upstream = upstream.url(), priority, "upstream ready");
+                }
+                Err(e) => tracing::warn!(upstream = upstream.url(), error = %e, "invalid nix-cache-info"),
+            },
+            Err(e) => {
+                tracing::warn!(upstream = upstream.url(), error = %e, "upstream not reachable; will retry")
+            }
+        }
+    }
+
+    /// Asks every upstream at once; returns the verified hit of best priority.
+    pub async fn lookup_narinfo(&self, hash: &StorePathHash) -> Lookup {
+        let mut order: Vec<&Arc<Upstream>> = self.list.iter().collect();
+        order.sort_by_key(|u| u.priority());
+        let tasks: Vec<_> = order
+            .iter()
+            .map(|u| {
+                let (this, upstream) = (self.clone_for_task(), Arc::clone(u));
+                let hash = *hash;
+                tokio::spawn(async move { this.narinfo_from(&upstream, &hash).await })
+            })
+            .collect();
+        let mut failure = None;
+        let mut tasks = tasks.into_iter();
+        while let Some(task) = tasks.next() {
+            match task.await {
+                Ok(Ok(Some(info))) => {
+                    tasks.for_each(|t| t.abort());
+                    return Lookup::Found(Box::new(info));
+                }
+                Ok(Ok(None)) => {}
+                Ok(Err(e)) => failure = Some(e),
+                Err(join) => {
+                    failure = Some(UpstreamError::Invalid {
+                        url: "<task>".into(),
+                        reason: join.to_string(),
+                    })
+                }
+            }
+        }
+        failure.map_or(Lookup::NotFound, Lookup::Failed)
+    }
+
+    fn clone_for_task(&self) -> Arc<TaskContext> {
+        Arc::new(TaskContext {
+            client: self.client.clone(),
+            trusted: self.trusted.clone(),
+            options: self.options.clone(),
+        })
+    }
+
+    async fn get_text(&self, upstream: &Upstream, url: Url) -> Result<Option<String>, UpstreamError> {
+        self.clone_for_task().get_text(upstream, url).await
+    }
+
+    /// Starts a download of `url` from the upstream that served its narinfo; resolves once the
+    /// response headers arrived with status 200.
+    pub async fn get_nar(&self, url: &str) -> Result<reqwest::Response, UpstreamError> {
+        let parsed = Url::parse(url).map_err(|e| UpstreamError::Invalid {
+            url: url.into(),
+            reason: e.to_string(),
+        })?;
+        let upstream = self
+            .list
+            .iter()
+            .find(|u| parsed.as_str().starts_with(u.base.as_str()));
+        let ctx = self.clone_for_task();
+        let response = ctx.send(upstream.map(Arc::as_ref), parsed.clone()).await?;
+        match response.status() {
+            StatusCode::OK => Ok(response),
+            status => Err(UpstreamError::Status {
+                url: parsed.to_string(),
+                status: status.as_u16(),
+            }),
+        }
+    }
+}
+
+/// What a spawned lookup needs, detached from `Upstreams`' lifetime.
+struct TaskContext {
+    client: reqwest::Client,
+    trusted: Vec<PublicKey>,
+    options: UpstreamOptions,
+}
+
+impl TaskContext {
+    async fn send(&self, upstream: Option<&Upstream>, url: Url) -> Result<reqwest::Response, UpstreamError> {
+        let mut request = self
+            .client
+            .get(url.clone())
+            .header(header::ACCEPT_ENCODING, "identity");
+        if let Some(creds) = upstream.and_then(|u| u.credentials.as_ref()) {
+            request = request.basic_auth(&creds.login, Some(&creds.password));
+        }
+        let after = self.options.header_timeout;
+        match tokio::time::timeout(after, request.send()).await {
+            Err(_) => Err(UpstreamError::Timeout {
+                url: url.to_string(),
+                after,
+            }),
+            Ok(Err(source)) => Err(UpstreamError::Request {
+                url: url.to_string(),
+                source,
+            }),
+            Ok(Ok(response)) => Ok(response),
+        }
+    }
+
+    /// GET a small text document; `None` on 404/403/410 (absent, as Nix treats them).
+    async fn get_text(&self, upstream: &Upstream, url: Url) -> Result<Option<String>, UpstreamError> {
+        let response = self.send(Some(upstream), url.clone()).await?;
+        match response.status() {
+            StatusCode::OK => {}
+            StatusCode::NOT_FOUND | StatusCode::FORBIDDEN | StatusCode::GONE => return Ok(None),
+            status => {
+                return Err(UpstreamError::Status {
+                    url: url.to_string(),
+                    status: status.as_u16(),
+                })
+            }
+        }
+        let after = self.options.read_timeout;
+        match tokio::time::timeout(after, response.text()).await {
+            Err(_) => Err(UpstreamError::Timeout {
+                url: url.to_string(),
+                after,
+            }),
+            Ok(Err(source)) => Err(UpstreamError::Request {
+                url: url.to_string(),
+                source,
+            }),
+            Ok(Ok(text)) => Ok(Some(text)),
+        }
+    }
+
+    /// One upstream's verified narinfo; `Ok(None)` for absent or untrusted.
+    async fn narinfo_from(
+        &self,
+        upstream: &Upstream,
+        hash: &StorePathHash,
+    ) -> Result<Option<NarInfo>, UpstreamError> {
+        let url = upstream
+            .base
+            .join(&format!("{hash}.narinfo"))
+            .map_err(|e| UpstreamError::Invalid {
+                url: upstream.url().into(),
+                reason: e.to_string(),
+            })?;
+        let Some(text) = self.get_text(upstream, url.clone()).await? else {
+            return Ok(None);
+        };
+        let invalid = |reason: String| UpstreamError::Invalid {
+            url: url.to_string(),
+            reason,
+        };
+        let mut info = NarInfo::parse(&text).map_err(|e| invalid(format!("malformed narinfo: {e}")))?;
+        if info.store_path.hash() != hash {
+            return Err(invalid(format!("narinfo is for {}, not {hash}", info.store_path)));
+        }
+        if !info.verify_any(&self.trusted) {
+            let sigs: Vec<String> = info.sigs.iter().map(|s| s.key_name().to_owned()).collect();
+            tracing::warn!(%url, ?sigs, "narinfo not signed by any trusted key; treated as a miss");
+            return Ok(None);
+        }
+        if !info.compression.is_supported() {
+            tracing::warn!(%url, compression = info.compression.as_str(), "unsupported compression; treated as a miss");
+            return Ok(None);
+        }
+        let nar_url = url
+            .join(&info.url)
+            .map_err(|e| invalid(format!("bad URL {:?}: {e}", info.url)))?;
+        // The URL is not covered by the signature: never let it point away from this upstream.
+        if nar_url.origin() != upstream.base.origin() {
+            return Err(invalid(format!("NAR URL {nar_url} is not on this upstream")));
+        }
+        info.url = nar_url.to_string();
+        Ok(Some(info))
+    }
+}
