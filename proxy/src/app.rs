@@ -7,7 +7,7 @@ use nixcache_protocol::{CacheInfo, PublicKey, STORE_DIR};
 use tokio::net::TcpListener;
 
 use crate::{
-    cache::{Cache, NegativeCache},
+    cache::{Cache, HotCache, NegativeCache},
     cli::ServeArgs,
     db, http, keys,
     storage::LocalStore,
@@ -53,12 +53,15 @@ pub async fn build_state(args: &ServeArgs) -> anyhow::Result<http::AppState> {
     let upstreams = Arc::new(Upstreams::new(&args.upstreams, trusted, options)?);
 
     tracing::info!(public_key = %signer.public_key(), upstreams = ?args.upstreams, "signing with key");
+    let negative = NegativeCache::new(args.negative_ttl);
+    let hot = HotCache::new(args.memory_cache_bytes, args.memory_cache_ttl);
     let cache = Cache::new(
         metadata,
         Arc::new(storage),
         upstreams,
         signer,
-        NegativeCache::new(args.negative_ttl),
+        negative,
+        hot,
         tmp_dir,
     );
     let info = CacheInfo {

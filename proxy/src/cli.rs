@@ -21,7 +21,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve the binary cache protocol, fetching misses from the upstream caches.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Write a new signing key pair in Nix's format (like `nix-store --generate-binary-cache-key`).
     Keygen(KeygenArgs),
 }
@@ -91,6 +91,14 @@ pub struct ServeArgs {
     /// How long a narinfo that no upstream has is remembered as missing (0s disables).
     #[arg(long, env = "NIXCACHE_NEGATIVE_TTL", default_value = "60s", value_parser = humantime::parse_duration)]
     pub negative_ttl: Duration,
+
+    /// Memory for hot narinfos and NAR sizes, so warm hits skip the database (bytes).
+    #[arg(long, env = "NIXCACHE_MEMORY_CACHE_BYTES", default_value_t = 32 << 20)]
+    pub memory_cache_bytes: u64,
+
+    /// How long an in-memory entry is trusted before the database is asked again.
+    #[arg(long, env = "NIXCACHE_MEMORY_CACHE_TTL", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub memory_cache_ttl: Duration,
 
     /// Log output format (the level comes from RUST_LOG, default info).
     #[arg(long, env = "NIXCACHE_LOG_FORMAT", value_enum, default_value = "text")]

@@ -10,7 +10,7 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => {
             telemetry::init(args.log_format);
-            nixcache::app::serve(args).await
+            nixcache::app::serve(*args).await
         }
         Command::Keygen(args) => {
             telemetry::init(LogFormat::Text);

@@ -2,11 +2,14 @@
 //! from the upstreams. No HTTP types here; `http` turns results into responses.
 
 mod fill;
+mod hot;
 mod negative;
 mod singleflight;
 mod verify;
 
 use std::{collections::HashMap, path::PathBuf, sync::Arc};
+
+use bytes::Bytes;
 
 use nixcache_protocol::{NarFile, NarInfo, SigningKey, StorePathHash};
 
@@ -17,6 +20,7 @@ use crate::{
     upstream::{Lookup, UpstreamError, Upstreams},
 };
 use fill::Fill;
+pub use hot::HotCache;
 pub use negative::NegativeCache;
 use singleflight::SingleFlight;
 
@@ -63,6 +67,7 @@ pub struct Cache {
     signer: Arc<SigningKey>,
     public_key: Arc<str>,
     negative: Arc<NegativeCache>,
+    hot: Arc<HotCache>,
     narinfo_flights: Arc<SingleFlight<StorePathHash, NarInfoRecord>>,
     fills: Arc<tokio::sync::Mutex<HashMap<BlobKey, Arc<Fill>>>>,
     tmp_dir: Arc<PathBuf>,
@@ -80,6 +85,7 @@ impl Cache {
         upstreams: Arc<Upstreams>,
         signer: SigningKey,
         negative: NegativeCache,
+        hot: HotCache,
         tmp_dir: PathBuf,
     ) -> Self {
         let public_key = signer.public_key().to_string().into();
@@ -90,6 +96,7 @@ impl Cache {
             signer: Arc::new(signer),
             public_key,
             negative: Arc::new(negative),
+            hot: Arc::new(hot),
             narinfo_flights: Arc::new(SingleFlight::new()),
             fills: Arc::new(tokio::sync::Mutex::new(HashMap::new())),
             tmp_dir: Arc::new(tmp_dir),
@@ -106,7 +113,10 @@ impl Cache {
     }
 
     /// The narinfo as this proxy serves it: our NAR URL and our signature added.
-    pub async fn narinfo(&self, hash: &StorePathHash) -> Result<String, CacheError> {
+    pub async fn narinfo(&self, hash: &StorePathHash) -> Result<Bytes, CacheError> {
+        if let Some(text) = self.hot.narinfo(hash) {
+            return Ok(text);
+        }
         if let Some(record) = self.db.get_narinfo(hash).await? {
             return Ok(self.render(record));
         }
@@ -154,7 +164,7 @@ impl Cache {
         }
     }
 
-    fn render(&self, record: NarInfoRecord) -> String {
+    fn render(&self, record: NarInfoRecord) -> Bytes {
         let mut info = record.info;
         info.url = format!("nar/{}", record.nar_file.file_name());
         let sig = match record.proxy_sig {
@@ -169,7 +179,9 @@ impl Cache {
         };
         info.sigs.retain(|s| s.key_name() != self.signer.name());
         info.sigs.push(sig);
-        info.to_string()
+        let text = Bytes::from(info.to_string());
+        self.hot.put_narinfo(*info.store_path.hash(), text.clone());
+        text
     }
 
     /// Opens a NAR file (or a range of it), from storage or by joining/starting an upstream fill.
@@ -180,11 +192,8 @@ impl Cache {
         head: bool,
     ) -> Result<NarResponse, CacheError> {
         let key = BlobKey::for_nar(file);
-        if let Some(stored) = self.db.get_nar(file).await? {
-            if let Some(response) = self
-                .serve_stored(file, &key, stored.file_size, range, head)
-                .await?
-            {
+        if let Some(size) = self.stored_size(file).await? {
+            if let Some(response) = self.serve_stored(file, &key, size, range, head).await? {
                 return Ok(response);
             }
         }
@@ -216,6 +225,17 @@ impl Cache {
         }
     }
 
+    async fn stored_size(&self, file: &NarFile) -> Result<Option<u64>, CacheError> {
+        if let Some(size) = self.hot.nar_size(file) {
+            return Ok(Some(size));
+        }
+        let stored = self.db.get_nar(file).await?;
+        if let Some(nar) = &stored {
+            self.hot.put_nar_size(file.clone(), nar.file_size);
+        }
+        Ok(stored.map(|nar| nar.file_size))
+    }
+
     /// `None` when the stored object is missing or damaged: it is dropped and fetched again.
     async fn serve_stored(
         &self,
@@ -241,12 +261,14 @@ impl Cache {
             })),
             Ok(read) => {
                 tracing::error!(nar = %key, expected = size, found = read.size, "stored NAR has the wrong size; dropping it");
+                self.hot.forget_nar(file);
                 self.storage.delete(key).await?;
                 self.db.delete_nar(file).await?;
                 Ok(None)
             }
             Err(StorageError::NotFound(_)) => {
                 tracing::error!(nar = %key, "NAR recorded but missing from storage; fetching it again");
+                self.hot.forget_nar(file);
                 self.db.delete_nar(file).await?;
                 Ok(None)
             }

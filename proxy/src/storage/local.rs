@@ -1,22 +1,20 @@
 //! A local directory: `<root>/<first two characters>/<key>`, written by temp file, fsync, rename.
 
 use std::{
-    io::{self, SeekFrom},
+    io,
+    os::unix::fs::FileExt,
     path::{Path, PathBuf},
 };
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use futures::StreamExt;
-use tokio::{
-    fs,
-    io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt},
-};
-use tokio_util::io::ReaderStream;
+use tokio::{fs, io::AsyncWriteExt};
 
 use super::{BlobKey, BlobRead, BlobStore, ByteRange, ByteStream, StorageError};
 
 /// Read size for streaming objects out; large enough that per-chunk overhead is small.
-const READ_CHUNK: usize = 512 * 1024;
+const READ_CHUNK: usize = 1 << 20;
 
 pub struct LocalStore {
     root: PathBuf,
@@ -69,41 +67,45 @@ impl BlobStore for LocalStore {
     }
 
     async fn get(&self, key: &BlobKey, range: Option<ByteRange>) -> Result<BlobRead, StorageError> {
-        let mut file = match fs::File::open(self.path_of(key)).await {
-            Ok(file) => file,
+        let path = self.path_of(key);
+        let opened = tokio::task::spawn_blocking(move || {
+            let file = std::fs::File::open(path)?;
+            let size = file.metadata()?.len();
+            Ok::<_, io::Error>((file, size))
+        })
+        .await
+        .map_err(|e| StorageError::io(format!("opening {key}"), io::Error::other(e)))?;
+        let (file, size) = match opened {
+            Ok(opened) => opened,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 return Err(StorageError::NotFound(key.to_string()))
             }
             Err(e) => return Err(StorageError::io(format!("opening {key}"), e)),
         };
-        let size = file
-            .metadata()
-            .await
-            .map_err(|e| StorageError::io(format!("stat of {key}"), e))?
-            .len();
-        let Some(range) = range else {
-            let body = ReaderStream::with_capacity(file, READ_CHUNK);
-            return Ok(BlobRead {
-                size,
-                body: Box::pin(body),
-            });
+        let range = match range {
+            None if size == 0 => {
+                return Ok(BlobRead {
+                    size,
+                    body: Box::pin(futures::stream::empty()),
+                })
+            }
+            None => ByteRange {
+                start: 0,
+                end: size - 1,
+            },
+            Some(r) if r.start > r.end || r.end >= size => {
+                return Err(StorageError::BadRange {
+                    key: key.to_string(),
+                    start: r.start,
+                    end: r.end,
+                    size,
+                });
+            }
+            Some(r) => r,
         };
-        if range.start > range.end || range.end >= size {
-            let (start, end) = (range.start, range.end);
-            return Err(StorageError::BadRange {
-                key: key.to_string(),
-                start,
-                end,
-                size,
-            });
-        }
-        file.seek(SeekFrom::Start(range.start))
-            .await
-            .map_err(|e| StorageError::io(format!("seeking {key}"), e))?;
-        let body = ReaderStream::with_capacity(file.take(range.len()), READ_CHUNK);
         Ok(BlobRead {
             size,
-            body: Box::pin(body),
+            body: read_in_background(file, range),
         })
     }
 
@@ -152,6 +154,33 @@ impl BlobStore for LocalStore {
             .map(|_| ())
             .map_err(|e| StorageError::io("checking the storage dir", e))
     }
+}
+
+/// Streams `range` of `file` from one blocking thread through a small channel: one thread hop
+/// per request rather than per chunk, and at most `READ_AHEAD` chunks in memory.
+fn read_in_background(file: std::fs::File, range: ByteRange) -> ByteStream {
+    const READ_AHEAD: usize = 2;
+    let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(READ_AHEAD);
+    tokio::task::spawn_blocking(move || {
+        let mut pos = range.start;
+        while pos <= range.end {
+            let len = (range.end + 1 - pos).min(READ_CHUNK as u64) as usize;
+            let mut buf = vec![0u8; len];
+            let chunk = file.read_exact_at(&mut buf, pos).map(|()| Bytes::from(buf));
+            let failed = chunk.is_err();
+            if tx.blocking_send(chunk).is_err() || failed {
+                return; // the client went away, or the error was passed on
+            }
+            pos += len as u64;
+        }
+    });
+    Box::pin(tokio_stream_from(rx))
+}
+
+fn tokio_stream_from(
+    mut rx: tokio::sync::mpsc::Receiver<io::Result<Bytes>>,
+) -> impl futures::Stream<Item = io::Result<Bytes>> {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
 /// A unique temp path for `key` in `dir`.

@@ -84,9 +84,7 @@ pub enum Lookup {
 
 pub struct Upstreams {
     list: Vec<Arc<Upstream>>,
-    trusted: Vec<PublicKey>,
-    client: reqwest::Client,
-    options: UpstreamOptions,
+    ctx: Arc<TaskContext>,
 }
 
 impl Upstreams {
@@ -130,9 +128,11 @@ impl Upstreams {
         }
         Ok(Self {
             list,
-            trusted,
-            client,
-            options,
+            ctx: Arc::new(TaskContext {
+                client,
+                trusted,
+                options,
+            }),
         })
     }
 
@@ -150,7 +150,7 @@ impl Upstreams {
     async fn refresh_priority(&self, upstream: &Upstream) {
         let url = upstream.base.join("nix-cache-info").map_err(|e| e.to_string());
         let result = match url {
-            Ok(url) => self.get_text(upstream, url).await.map_err(|e| e.to_string()),
+            Ok(url) => self.ctx.get_text(upstream, url).await.map_err(|e| e.to_string()),
             Err(e) => Err(e),
         };
         match result.and_then(|text| text.ok_or_else(|| "no nix-cache-info (404)".into())) {
@@ -184,7 +184,7 @@ impl Upstreams {
         let tasks: Vec<_> = order
             .iter()
             .map(|u| {
-                let (this, upstream) = (self.clone_for_task(), Arc::clone(u));
+                let (this, upstream) = (Arc::clone(&self.ctx), Arc::clone(u));
                 let hash = *hash;
                 tokio::spawn(async move { this.narinfo_from(&upstream, &hash).await })
             })
@@ -210,18 +210,6 @@ impl Upstreams {
         failure.map_or(Lookup::NotFound, Lookup::Failed)
     }
 
-    fn clone_for_task(&self) -> Arc<TaskContext> {
-        Arc::new(TaskContext {
-            client: self.client.clone(),
-            trusted: self.trusted.clone(),
-            options: self.options.clone(),
-        })
-    }
-
-    async fn get_text(&self, upstream: &Upstream, url: Url) -> Result<Option<String>, UpstreamError> {
-        self.clone_for_task().get_text(upstream, url).await
-    }
-
     /// Starts a download of `url` from the upstream that served its narinfo; resolves once the
     /// response headers arrived with status 200.
     pub async fn get_nar(&self, url: &str) -> Result<reqwest::Response, UpstreamError> {
@@ -233,8 +221,7 @@ impl Upstreams {
             .list
             .iter()
             .find(|u| parsed.as_str().starts_with(u.base.as_str()));
-        let ctx = self.clone_for_task();
-        let response = ctx.send(upstream.map(Arc::as_ref), parsed.clone()).await?;
+        let response = self.ctx.send(upstream.map(Arc::as_ref), parsed.clone()).await?;
         match response.status() {
             StatusCode::OK => Ok(response),
             status => Err(UpstreamError::Status {

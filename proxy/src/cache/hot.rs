@@ -1,0 +1,50 @@
+//! In-memory copies of what hits need, so a warm narinfo or NAR lookup touches no database:
+//! rendered narinfos and the sizes of stored NAR files. Bounded by bytes, with a TTL that bounds
+//! how long another process's change (a GC run) can go unseen here.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use moka::sync::Cache;
+use nixcache_protocol::{NarFile, StorePathHash};
+
+pub struct HotCache {
+    narinfos: Cache<StorePathHash, Bytes>,
+    nar_sizes: Cache<NarFile, u64>,
+}
+
+impl HotCache {
+    /// `max_bytes` of narinfo text (NAR entries are small and counted as 64 bytes each).
+    pub fn new(max_bytes: u64, ttl: Duration) -> Self {
+        let narinfos = Cache::builder()
+            .max_capacity(max_bytes)
+            .weigher(|_, text: &Bytes| u32::try_from(text.len() + 64).unwrap_or(u32::MAX))
+            .time_to_live(ttl)
+            .build();
+        let nar_sizes = Cache::builder()
+            .max_capacity((max_bytes / 64).max(1))
+            .time_to_live(ttl)
+            .build();
+        Self { narinfos, nar_sizes }
+    }
+
+    pub fn narinfo(&self, hash: &StorePathHash) -> Option<Bytes> {
+        self.narinfos.get(hash)
+    }
+
+    pub fn put_narinfo(&self, hash: StorePathHash, text: Bytes) {
+        self.narinfos.insert(hash, text);
+    }
+
+    pub fn nar_size(&self, file: &NarFile) -> Option<u64> {
+        self.nar_sizes.get(file)
+    }
+
+    pub fn put_nar_size(&self, file: NarFile, size: u64) {
+        self.nar_sizes.insert(file, size);
+    }
+
+    pub fn forget_nar(&self, file: &NarFile) {
+        self.nar_sizes.invalidate(file);
+    }
+}
