@@ -16,6 +16,8 @@ use crate::{
 
 /// How often upstreams whose nix-cache-info could not be read are tried again.
 const PRIORITY_RETRY: Duration = Duration::from_secs(30);
+/// How long start-up waits for the upstreams' nix-cache-info.
+const INITIAL_PRIORITY_WAIT: Duration = Duration::from_secs(2);
 
 /// Builds the application state: opens (and migrates) the database, storage, keys, upstreams.
 pub async fn build_state(args: &ServeArgs) -> anyhow::Result<http::AppState> {
@@ -102,11 +104,13 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
+    // Learn the upstreams' priorities before the first lookup, but never wait long for a dead one.
     let cache = state.cache.clone();
+    let _ = tokio::time::timeout(INITIAL_PRIORITY_WAIT, cache.upstreams().refresh_priorities()).await;
     tokio::spawn(async move {
         loop {
-            cache.upstreams().refresh_priorities().await;
             tokio::time::sleep(PRIORITY_RETRY).await;
+            cache.upstreams().refresh_priorities().await;
         }
     });
     tracing::info!(listen = %args.listen, data_dir = %args.data_dir.display(), "nixcache serving");

@@ -19,14 +19,15 @@ use crate::{
 /// Largest write batch and read chunk.
 const CHUNK: usize = 1 << 20;
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub enum Phase {
     Downloading,
     /// Every byte is in the temp file; verification is finishing.
     Downloaded,
     /// Verified and stored.
     Committed,
-    Failed(Arc<str>),
+    /// Why, as the first waiter would have been told (so a timeout stays a 504 for everyone).
+    Failed(Arc<CacheError>),
 }
 
 #[derive(Clone, Debug)]
@@ -45,8 +46,9 @@ pub struct Fill {
 }
 
 impl Fill {
-    /// Creates the temp file; the download starts with `start`.
-    pub fn create(key: BlobKey, tmp_path: PathBuf, size: Option<u64>) -> io::Result<Arc<Self>> {
+    /// Creates the temp file. The size stays unknown until the upstream answered, so no client
+    /// is promised a body before the upstream has agreed to send one.
+    pub fn create(key: BlobKey, tmp_path: PathBuf) -> io::Result<Arc<Self>> {
         let file = File::options()
             .read(true)
             .write(true)
@@ -54,7 +56,7 @@ impl Fill {
             .open(&tmp_path)?;
         let (progress, _) = watch::channel(Progress {
             written: 0,
-            size,
+            size: None,
             phase: Phase::Downloading,
         });
         Ok(Arc::new(Self {
@@ -73,8 +75,8 @@ impl Fill {
                 let p = rx.borrow_and_update();
                 (p.size, p.phase.clone())
             };
-            if let Phase::Failed(reason) = phase {
-                return Err(CacheError::FillFailed(reason.to_string()));
+            if let Phase::Failed(err) = phase {
+                return Err(CacheError::Shared(err));
             }
             if let Some(size) = size {
                 return Ok(size);
@@ -117,20 +119,21 @@ impl Follower {
             return Ok(None);
         }
         loop {
-            let (written, size, phase) = {
+            let (written, phase) = {
                 let p = self.rx.borrow_and_update();
-                (p.written, p.size, p.phase.clone())
+                (p.written, p.phase.clone())
             };
+            // Bytes [pos, readable) may go out now. Until the object is verified, the last byte
+            // of this response is held back, so no client has a complete body of a bad object.
             let readable = match &phase {
                 Phase::Failed(reason) => {
                     return Err(io::Error::other(format!("upstream download failed: {reason}")))
                 }
-                Phase::Committed => written,
-                // Hold the last byte back until the object is verified.
-                _ => size.map_or(written, |s| written.min(s.saturating_sub(1))),
+                Phase::Committed => written.min(self.end + 1),
+                _ => written.min(self.end),
             };
             if readable > self.pos {
-                let len = (readable.min(self.end + 1) - self.pos).min(CHUNK as u64) as usize;
+                let len = (readable - self.pos).min(CHUNK as u64) as usize;
                 let (file, pos) = (Arc::clone(&self.fill.file), self.pos);
                 let bytes = tokio::task::spawn_blocking(move || read_exact_at(&file, pos, len))
                     .await
@@ -138,7 +141,7 @@ impl Follower {
                 self.pos += bytes.len() as u64;
                 return Ok(Some(bytes));
             }
-            if phase == Phase::Committed {
+            if matches!(phase, Phase::Committed) && written <= self.end {
                 return Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
                     "object shorter than announced",
@@ -170,7 +173,7 @@ pub async fn run(cache: Cache, fill: Arc<Fill>, record: NarInfoRecord) {
         Err(err) => {
             tracing::error!(nar = %fill.key, store_path = %record.info.store_path, error = %err, "NAR fill failed");
             fill.progress
-                .send_modify(|p| p.phase = Phase::Failed(err.to_string().into()));
+                .send_modify(|p| p.phase = Phase::Failed(Arc::new(err)));
             let _ = tokio::fs::remove_file(&fill.tmp_path).await;
         }
     }

@@ -16,7 +16,7 @@ use nixcache_protocol::{NarFile, NarInfo, SigningKey, StorePathHash};
 use crate::{
     db::{DbError, MetadataStore, NarInfoRecord, ProxySignature},
     range::RangeSpec,
-    storage::{local::tempfile_in, BlobKey, BlobStore, ByteRange, ByteStream, StorageError},
+    storage::{local::tempfile_in, BlobKey, BlobRead, BlobStore, ByteRange, ByteStream, StorageError},
     upstream::{Lookup, UpstreamError, Upstreams},
 };
 use fill::Fill;
@@ -133,6 +133,13 @@ impl Cache {
     }
 
     async fn fetch_narinfo(&self, hash: StorePathHash) -> Result<NarInfoRecord, CacheError> {
+        // A flight that finished just before this one started may have answered already.
+        if let Some(record) = self.db.get_narinfo(&hash).await? {
+            return Ok(record);
+        }
+        if self.negative.contains(&hash) {
+            return Err(CacheError::NotFound);
+        }
         match self.upstreams.lookup_narinfo(&hash).await {
             Lookup::Found(info) => {
                 let info = *info;
@@ -259,8 +266,8 @@ impl Cache {
                 range,
                 body: Some(read.body),
             })),
-            Ok(read) => {
-                tracing::error!(nar = %key, expected = size, found = read.size, "stored NAR has the wrong size; dropping it");
+            Ok(BlobRead { size: found, .. }) | Err(StorageError::BadRange { size: found, .. }) => {
+                tracing::error!(nar = %key, expected = size, found, "stored NAR has the wrong size; dropping it");
                 self.hot.forget_nar(file);
                 self.storage.delete(key).await?;
                 self.db.delete_nar(file).await?;
@@ -291,8 +298,7 @@ impl Cache {
             return Ok(Joined::Stored(stored.file_size));
         }
         let tmp = tempfile_in(&self.tmp_dir, key);
-        let fill = Fill::create(key.clone(), tmp, record.info.file_size)
-            .map_err(|e| StorageError::io("creating a temp file", e))?;
+        let fill = Fill::create(key.clone(), tmp).map_err(|e| StorageError::io("creating a temp file", e))?;
         fills.insert(key.clone(), Arc::clone(&fill));
         drop(fills);
         tracing::info!(nar = %key, store_path = %record.info.store_path, upstream = %record.info.url, "fetching NAR");

@@ -1,0 +1,174 @@
+//! The proxy under test: `build_state` + `router`, served in-process on 127.0.0.1:0.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::Once,
+    time::Duration,
+};
+
+use clap::Parser;
+use nixcache::cli::{Cli, Command};
+use nixcache_protocol::PublicKey;
+use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
+
+use super::upstream::Upstream;
+
+pub struct Proxy {
+    pub addr: SocketAddr,
+    pub data_dir: PathBuf,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+fn init_tracing() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("off"));
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_test_writer()
+            .try_init();
+    });
+}
+
+/// The `nixcache serve` command line for these upstreams and keys; `extra` flags come last.
+fn serve_args(data_dir: &Path, upstreams: &[String], keys: &[PublicKey], extra: &[&str]) -> Vec<String> {
+    let netrc = data_dir.join("empty.netrc");
+    std::fs::create_dir_all(data_dir).unwrap();
+    std::fs::write(&netrc, "").unwrap();
+    let mut args: Vec<String> = vec!["nixcache".into(), "serve".into()];
+    let mut flag = |name: &str, value: String| args.extend([name.to_owned(), value]);
+    flag("--data-dir", data_dir.display().to_string());
+    flag("--hostname", "test-proxy".into());
+    flag("--netrc-file", netrc.display().to_string());
+    flag("--listen", "127.0.0.1:0".into());
+    if !extra.contains(&"--negative-ttl") {
+        flag("--negative-ttl", "60s".into());
+    }
+    for upstream in upstreams {
+        flag("--upstream", upstream.clone());
+    }
+    for key in keys {
+        flag("--upstream-public-key", key.to_string());
+    }
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
+impl Proxy {
+    /// A proxy over `upstreams` trusting `keys`; `extra` are more `serve` flags.
+    pub async fn start(data_dir: &Path, upstreams: &[&Upstream], keys: &[PublicKey], extra: &[&str]) -> Self {
+        let urls: Vec<String> = upstreams.iter().map(|u| u.url.clone()).collect();
+        Self::start_urls(data_dir, &urls, keys, extra).await
+    }
+
+    /// Like `start`, with upstream URLs given verbatim.
+    pub async fn start_urls(
+        data_dir: &Path,
+        upstreams: &[String],
+        keys: &[PublicKey],
+        extra: &[&str],
+    ) -> Self {
+        assert!(
+            !upstreams.is_empty(),
+            "without --upstream the proxy would use cache.nixos.org"
+        );
+        init_tracing();
+        let cli = Cli::try_parse_from(serve_args(data_dir, upstreams, keys, extra)).unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("not a serve command");
+        };
+        let state = nixcache::app::build_state(&args).await.unwrap();
+        // `app::serve` does this in the background; done first here so priorities are known.
+        state.cache.upstreams().refresh_priorities().await;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = oneshot::channel::<()>();
+        let app = nixcache::http::router(state);
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = rx.await;
+                })
+                .await;
+        });
+        Self {
+            addr,
+            data_dir: data_dir.to_owned(),
+            shutdown: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    /// `http://127.0.0.1:PORT` + `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Stops serving; waits (bounded) for open connections to finish.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let abort = task.abort_handle();
+            if tokio::time::timeout(Duration::from_secs(5), task).await.is_err() {
+                abort.abort();
+            }
+        }
+    }
+
+    /// Regular files under `<data dir>/nar`, recursively.
+    pub fn stored_files(&self) -> Vec<PathBuf> {
+        files_under(&self.data_dir.join("nar"))
+    }
+
+    /// Regular files under `<data dir>/tmp`, recursively.
+    pub fn tmp_files(&self) -> Vec<PathBuf> {
+        files_under(&self.data_dir.join("tmp"))
+    }
+
+    /// Waits (bounded) until a file named `name` is stored under `nar/`; panics if none appears.
+    pub async fn wait_stored(&self, name: &str) -> PathBuf {
+        let found = super::wait_until(super::TIMEOUT, || async { self.stored_file(name).is_some() }).await;
+        assert!(found, "{name} not stored under nar/: {:?}", self.stored_files());
+        self.stored_file(name).unwrap()
+    }
+
+    /// The stored file named `name` anywhere under `nar/`, if any.
+    pub fn stored_file(&self, name: &str) -> Option<PathBuf> {
+        self.stored_files()
+            .into_iter()
+            .find(|p| p.file_name().is_some_and(|n| n == name))
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut pending = vec![dir.to_owned()];
+    while let Some(dir) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            match entry.file_type() {
+                Ok(t) if t.is_dir() => pending.push(path),
+                Ok(_) => out.push(path),
+                Err(_) => {}
+            }
+        }
+    }
+    out.sort();
+    out
+}
