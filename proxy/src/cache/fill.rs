@@ -13,10 +13,10 @@ use tokio::sync::watch;
 use super::{verify, Cache, CacheError};
 use crate::{
     db::{NarInfoRecord, NarRecord},
-    storage::{BlobKey, ByteRange, ByteStream},
+    storage::{bufpool, BlobKey, ByteRange, ByteStream},
 };
 
-/// Largest write batch and read chunk.
+/// Largest write batch.
 const CHUNK: usize = 1 << 20;
 
 #[derive(Clone, Debug)]
@@ -133,9 +133,9 @@ impl Follower {
                 _ => written.min(self.end),
             };
             if readable > self.pos {
-                let len = (readable - self.pos).min(CHUNK as u64) as usize;
+                let len = (readable - self.pos).min(bufpool::CHUNK as u64) as usize;
                 let (file, pos) = (Arc::clone(&self.fill.file), self.pos);
-                let bytes = tokio::task::spawn_blocking(move || read_exact_at(&file, pos, len))
+                let bytes = tokio::task::spawn_blocking(move || bufpool::read_at(&file, pos, len))
                     .await
                     .map_err(io::Error::other)??;
                 self.pos += bytes.len() as u64;
@@ -153,12 +153,6 @@ impl Follower {
                 .map_err(|_| io::Error::other("download abandoned"))?;
         }
     }
-}
-
-fn read_exact_at(file: &File, pos: u64, len: usize) -> io::Result<Bytes> {
-    let mut buf = vec![0u8; len];
-    file.read_exact_at(&mut buf, pos)?;
-    Ok(Bytes::from(buf))
 }
 
 /// Runs the download to its end and publishes the outcome; spawned, so no client can cancel it.

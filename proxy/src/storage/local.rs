@@ -2,7 +2,6 @@
 
 use std::{
     io,
-    os::unix::fs::FileExt,
     path::{Path, PathBuf},
 };
 
@@ -11,10 +10,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use tokio::{fs, io::AsyncWriteExt};
 
-use super::{BlobKey, BlobRead, BlobStore, ByteRange, ByteStream, StorageError};
-
-/// Read size for streaming objects out; large enough that per-chunk overhead is small.
-const READ_CHUNK: usize = 1 << 20;
+use super::{bufpool, BlobKey, BlobRead, BlobStore, ByteRange, ByteStream, StorageError};
 
 pub struct LocalStore {
     root: PathBuf,
@@ -157,16 +153,15 @@ impl BlobStore for LocalStore {
 }
 
 /// Streams `range` of `file` from one blocking thread through a small channel: one thread hop
-/// per request rather than per chunk, and at most `READ_AHEAD` chunks in memory.
+/// per request rather than per chunk, and at most `READ_AHEAD` pooled chunks queued.
 fn read_in_background(file: std::fs::File, range: ByteRange) -> ByteStream {
-    const READ_AHEAD: usize = 2;
+    const READ_AHEAD: usize = 4;
     let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(READ_AHEAD);
     tokio::task::spawn_blocking(move || {
         let mut pos = range.start;
         while pos <= range.end {
-            let len = (range.end + 1 - pos).min(READ_CHUNK as u64) as usize;
-            let mut buf = vec![0u8; len];
-            let chunk = file.read_exact_at(&mut buf, pos).map(|()| Bytes::from(buf));
+            let len = (range.end + 1 - pos).min(bufpool::CHUNK as u64) as usize;
+            let chunk = bufpool::read_at(&file, pos, len);
             let failed = chunk.is_err();
             if tx.blocking_send(chunk).is_err() || failed {
                 return; // the client went away, or the error was passed on

@@ -1,5 +1,6 @@
 //! Where NAR files live. One small trait; the local directory is the embedded default.
 
+pub mod bufpool;
 pub(crate) mod local;
 #[cfg(test)]
 mod tests;

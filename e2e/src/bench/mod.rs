@@ -1,0 +1,118 @@
+//! The benchmark harness behind `--bin bench`: nginx and `nixcache serve`
+//! side by side on the same cache files, measured alternately in one run.
+//!
+//! [`procfs`] reads CPU and memory figures, [`nginx`] runs nginx from
+//! `e2e/bench/nginx.conf.template`, [`wrk`] drives narinfo load, [`loadgen`]
+//! is a raw keep-alive HTTP/1.1 client for NAR bodies, [`hits`] and
+//! [`misses`] are the scenarios, [`report`] prints the comparison.
+
+pub mod hits;
+pub mod loadgen;
+pub mod misses;
+pub mod nginx;
+pub mod procfs;
+pub mod report;
+pub mod setup;
+pub mod wrk;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// The two servers compared.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Server {
+    Nginx,
+    Nixcache,
+}
+
+impl Server {
+    pub fn name(self) -> &'static str {
+        match self {
+            Server::Nginx => "nginx",
+            Server::Nixcache => "nixcache",
+        }
+    }
+}
+
+/// A server under test: where it listens and which processes are it.
+#[derive(Clone, Debug)]
+pub struct Target {
+    pub server: Server,
+    pub addr: SocketAddr,
+    /// The main process (nginx: the master).
+    pub pid: u32,
+    /// Also count the children of `pid` (nginx workers).
+    pub with_children: bool,
+}
+
+impl Target {
+    /// Every process of this server, as of now.
+    pub fn pids(&self) -> Vec<u32> {
+        let mut pids = vec![self.pid];
+        if self.with_children {
+            pids.extend(procfs::children_of(self.pid));
+        }
+        pids
+    }
+}
+
+/// What the command line asked for.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub quick: bool,
+    pub runs: usize,
+    /// Length of each load run (wrk and the NAR load).
+    pub duration: Duration,
+    /// The command line, as typed (for the report).
+    pub command: String,
+    /// `--only`: the parts to run ([`PARTS`]); empty = all.
+    pub only: Vec<String>,
+}
+
+/// The parts of a run, for `--only`.
+pub const PARTS: [&str; 4] = ["narinfo", "nar", "memory", "misses"];
+
+impl Settings {
+    /// True when `part` is to be run.
+    pub fn wants(&self, part: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|p| p == part)
+    }
+}
+
+/// Nginx first on odd runs, nixcache first on even ones, so slow drift on
+/// the box does not always favour the same server.
+pub fn order(run: usize) -> [Server; 2] {
+    if run % 2 == 0 {
+        [Server::Nginx, Server::Nixcache]
+    } else {
+        [Server::Nixcache, Server::Nginx]
+    }
+}
+
+/// Median, min and max of `values` (NaN-free); None when empty.
+pub fn summary(values: &[f64]) -> Option<(f64, f64, f64)> {
+    if values.is_empty() {
+        return None;
+    }
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    let median = if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    };
+    Some((median, v[0], v[n - 1]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summaries() {
+        assert_eq!(summary(&[]), None);
+        assert_eq!(summary(&[3.0, 1.0, 2.0]), Some((2.0, 1.0, 3.0)));
+        assert_eq!(summary(&[4.0, 1.0, 2.0, 3.0]), Some((2.5, 1.0, 4.0)));
+    }
+}

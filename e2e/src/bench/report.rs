@@ -1,0 +1,316 @@
+//! The comparison table: one row per metric, nginx and nixcache as median
+//! (min–max) over the runs, their ratio and the issue's goals.
+
+use std::fmt::Write as _;
+
+use super::procfs::{CpuUse, IDLE_BELOW_PCT};
+use super::{summary, Server};
+
+/// Which direction is better for a metric.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Better {
+    Higher,
+    Lower,
+}
+
+/// A goal for nixcache's figure.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Goal {
+    None,
+    /// median(nixcache) / median(nginx) at least this.
+    RatioAtLeast(f64),
+    /// Every nixcache run below this.
+    Below(f64),
+    /// Every nixcache run exactly this.
+    Exactly(f64),
+}
+
+struct Row {
+    label: String,
+    better: Better,
+    goal: Goal,
+    /// nginx, nixcache.
+    values: [Vec<f64>; 2],
+}
+
+struct Condition {
+    label: String,
+    server: Server,
+    busy: Vec<f64>,
+    /// Server, client and other CPU, % of one core.
+    cpu: [Vec<f64>; 3],
+}
+
+/// Everything measured, in the order it was first added.
+#[derive(Default)]
+pub struct Report {
+    rows: Vec<Row>,
+    conditions: Vec<Condition>,
+    notes: Vec<String>,
+}
+
+fn slot(server: Server) -> usize {
+    match server {
+        Server::Nginx => 0,
+        Server::Nixcache => 1,
+    }
+}
+
+impl Report {
+    pub fn add(&mut self, label: &str, better: Better, goal: Goal, server: Server, value: f64) {
+        let at = match self.rows.iter().position(|r| r.label == label) {
+            Some(at) => at,
+            None => {
+                let values = [Vec::new(), Vec::new()];
+                self.rows.push(Row {
+                    label: label.to_string(),
+                    better,
+                    goal,
+                    values,
+                });
+                self.rows.len() - 1
+            }
+        };
+        self.rows[at].values[slot(server)].push(value);
+    }
+
+    /// Rows of one scenario for one server, labelled `<scenario>: <what>`.
+    pub fn scoped<'a>(&'a mut self, scenario: &'a str, server: Server) -> Scoped<'a> {
+        Scoped {
+            report: self,
+            scenario,
+            server,
+        }
+    }
+
+    /// How busy the box was before a run, and who used the CPU during it.
+    pub fn condition(&mut self, label: &str, server: Server, busy: f64, cpu: Option<&CpuUse>) {
+        let at = match self
+            .conditions
+            .iter()
+            .position(|c| c.label == label && c.server == server)
+        {
+            Some(at) => at,
+            None => {
+                let cpu = [Vec::new(), Vec::new(), Vec::new()];
+                self.conditions.push(Condition {
+                    label: label.to_string(),
+                    server,
+                    busy: vec![],
+                    cpu,
+                });
+                self.conditions.len() - 1
+            }
+        };
+        let c = &mut self.conditions[at];
+        c.busy.push(busy.round());
+        if let Some(u) = cpu {
+            for (slot, s) in c.cpu.iter_mut().zip([u.server_s, u.client_s, u.other_s]) {
+                slot.push(u.pct(s).round());
+            }
+        }
+    }
+
+    pub fn note(&mut self, note: String) {
+        if !self.notes.contains(&note) {
+            self.notes.push(note);
+        }
+    }
+
+    /// Goal lines: (met, text).
+    pub fn goals(&self) -> Vec<(bool, String)> {
+        self.rows
+            .iter()
+            .filter_map(|r| {
+                let (met, goal) = judge(r)?;
+                let ratio = ratio(r).map_or(String::new(), |x| format!(", ratio {}×", ratio_num(x)));
+                let nix = cell(&r.values[1]);
+                Some((met, format!("{}: {goal}: nixcache {nix}{ratio}", r.label)))
+            })
+            .collect()
+    }
+
+    /// The result table, goals, conditions and notes, as markdown.
+    pub fn tables(&self) -> String {
+        let mut out = String::from("| metric | nginx | nixcache | nixcache/nginx | goal | met |\n");
+        out.push_str("|---|---|---|---|---|---|\n");
+        for r in &self.rows {
+            let arrow = if r.better == Better::Higher { "↑" } else { "↓" };
+            let ratio = ratio(r).map_or("–".to_string(), |x| format!("{}×", ratio_num(x)));
+            let (met, goal) = judge(r).map_or(("", String::new()), |(m, g)| {
+                (if m { "yes" } else { "**NO**" }, g)
+            });
+            let (nginx, nix) = (cell(&r.values[0]), cell(&r.values[1]));
+            let _ = writeln!(
+                out,
+                "| {} {arrow} | {nginx} | {nix} | {ratio} | {goal} | {met} |",
+                r.label
+            );
+        }
+        out.push_str("\n### Goals\n\n");
+        for (met, line) in self.goals() {
+            let _ = writeln!(out, "- {} {line}", if met { "MET" } else { "**NOT MET**" });
+        }
+        out.push_str(&self.condition_table());
+        out.push_str(&self.notes_section());
+        out
+    }
+
+    fn condition_table(&self) -> String {
+        let mut out = format!(
+            "\n### Conditions\n\nbusy before: % of the whole box over 2 s before each run (waited ≤ 60 s for < {IDLE_BELOW_PCT:.0} %); \
+             CPU columns: % of one core during the run (server = its processes, client = the bench process and wrk, \
+             other = the rest of the box).\n\n| measurement | server | busy before % | server CPU % | client CPU % | other CPU % |\n|---|---|---|---|---|---|\n"
+        );
+        for c in &self.conditions {
+            let [server, client, other] = c.cpu.each_ref().map(|v| cell(v));
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {server} | {client} | {other} |",
+                c.label,
+                c.server.name(),
+                cell(&c.busy)
+            );
+        }
+        out
+    }
+
+    fn notes_section(&self) -> String {
+        let mut notes = self.notes.clone();
+        for r in &self.rows {
+            for (i, values) in r.values.iter().enumerate() {
+                if let Some((med, min, max)) = summary(values).filter(|_| values.len() > 1) {
+                    // Spreads of near-zero counts (page faults of nginx) mean nothing.
+                    if med >= 1.0 && (max - min) / med > 0.25 && !matches!(r.goal, Goal::Exactly(_)) {
+                        let name = if i == 0 { "nginx" } else { "nixcache" };
+                        notes.push(format!(
+                            "{}, {name}: runs spread by {:.0} % of the median (noisy or bimodal): {}",
+                            r.label,
+                            100.0 * (max - min) / med,
+                            values.iter().map(|v| num(*v)).collect::<Vec<_>>().join(", ")
+                        ));
+                    }
+                }
+            }
+        }
+        for c in &self.conditions {
+            if c.busy.iter().any(|&b| b >= IDLE_BELOW_PCT) {
+                notes.push(format!(
+                    "{}, {}: a run started on a busy box ({})",
+                    c.label,
+                    c.server.name(),
+                    cell(&c.busy)
+                ));
+            }
+        }
+        if notes.is_empty() {
+            return String::new();
+        }
+        let mut out = String::from("\n### Anomalies and notes\n\n");
+        for n in notes {
+            let _ = writeln!(out, "- {n}");
+        }
+        out
+    }
+}
+
+/// See [`Report::scoped`].
+pub struct Scoped<'a> {
+    report: &'a mut Report,
+    scenario: &'a str,
+    server: Server,
+}
+
+impl Scoped<'_> {
+    pub fn add(&mut self, what: &str, better: Better, goal: Goal, value: f64) {
+        let label = format!("{}: {what}", self.scenario);
+        self.report.add(&label, better, goal, self.server, value);
+    }
+}
+
+fn ratio(r: &Row) -> Option<f64> {
+    let (nginx, _, _) = summary(&r.values[0])?;
+    let (nix, _, _) = summary(&r.values[1])?;
+    (nginx != 0.0).then(|| nix / nginx)
+}
+
+/// (met, description) for a row with a goal.
+fn judge(r: &Row) -> Option<(bool, String)> {
+    let nix = &r.values[1];
+    match r.goal {
+        Goal::None => None,
+        Goal::RatioAtLeast(x) => Some((ratio(r).is_some_and(|v| v >= x), format!("≥ {x:.1}× nginx"))),
+        Goal::Below(x) => Some((
+            !nix.is_empty() && nix.iter().all(|&v| v < x),
+            format!("< {} (every run)", num(x)),
+        )),
+        Goal::Exactly(x) => Some((
+            !nix.is_empty() && nix.iter().all(|&v| v == x),
+            format!("= {} (every run)", num(x)),
+        )),
+    }
+}
+
+/// `median (min–max)`.
+fn cell(values: &[f64]) -> String {
+    match summary(values) {
+        None => "–".to_string(),
+        Some((m, lo, hi)) if lo == hi => num(m),
+        Some((m, lo, hi)) => format!("{} ({}–{})", num(m), num(lo), num(hi)),
+    }
+}
+
+/// A ratio: two decimals up to 100, then a whole number.
+fn ratio_num(x: f64) -> String {
+    if x.abs() < 100.0 {
+        format!("{x:.2}")
+    } else {
+        format!("{x:.0}")
+    }
+}
+
+/// A number with a precision that suits its size.
+pub fn num(v: f64) -> String {
+    let a = v.abs();
+    if v.fract() == 0.0 || a >= 100.0 {
+        format!("{v:.0}")
+    } else if a >= 10.0 {
+        format!("{v:.1}")
+    } else if a >= 1.0 {
+        format!("{v:.2}")
+    } else {
+        format!("{v:.3}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_and_goals() {
+        let mut r = Report::default();
+        for (server, v) in [
+            (Server::Nginx, 100.0),
+            (Server::Nginx, 110.0),
+            (Server::Nixcache, 85.0),
+        ] {
+            r.add("x req/s", Better::Higher, Goal::RatioAtLeast(0.8), server, v);
+        }
+        r.add("rss", Better::Lower, Goal::Below(64.0), Server::Nixcache, 70.0);
+        let text = r.tables();
+        assert!(
+            text.contains("| x req/s ↑ | 105 (100–110) | 85 | 0.81× | ≥ 0.8× nginx | yes |"),
+            "{text}"
+        );
+        assert!(
+            text.contains("| rss ↓ | – | 70 | – | < 64 (every run) | **NO** |"),
+            "{text}"
+        );
+        assert_eq!(r.goals().iter().filter(|(met, _)| *met).count(), 1);
+        assert_eq!(
+            (num(0.0566), num(1.5), num(12.34), num(3122.7)),
+            ("0.057".into(), "1.50".into(), "12.3".into(), "3123".into())
+        );
+    }
+}

@@ -1,0 +1,189 @@
+//! `cargo run --release -p nixcache-e2e --bin bench -- [--quick] [--runs N]`
+//!
+//! Runs `nixcache serve` (release build) and nginx on the same fixture cache
+//! side by side, measures both alternately (narinfo and NAR hits, memory with
+//! 16 clients, 16-client cold misses against nginx's proxy_cache lock), and
+//! prints a markdown comparison, also written to `<target>/bench-report.md`.
+//! Needs nginx and wrk (Debian: `apt-get install nginx-light wrk`) and Nix
+//! (to build the fixture cache once). Listens on 127.0.0.1 only.
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use nixcache_e2e::bench::hits::{self, Targets};
+use nixcache_e2e::bench::nginx::Nginx;
+use nixcache_e2e::bench::report::Report;
+use nixcache_e2e::bench::setup::{self, Objects};
+use nixcache_e2e::bench::{misses, wrk, Server, Settings, Target, PARTS};
+use nixcache_e2e::util::target_dir;
+use nixcache_e2e::{Proxy, ProxyOptions, TestUpstream, UpstreamCache};
+
+const USAGE: &str = "usage: bench [--quick] [--runs N] [--only PART,...]\n  \
+    --quick   3 s load runs instead of 10 s\n  \
+    --runs N  runs per figure (default 3); figures are median (min–max)\n  \
+    --only    some of narinfo,nar,memory,misses (default: all)\n\
+    env: NIXCACHE_BIN=<path> uses that nixcache instead of building it (cargo build --release -p nixcache)";
+
+fn main() -> ExitCode {
+    match main_inner() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bench: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn main_inner() -> Result<()> {
+    let Some(settings) = parse_args(std::env::args().skip(1).collect())? else {
+        println!("{USAGE}");
+        return Ok(());
+    };
+    let started = Instant::now();
+    setup::check_tools()?;
+    let bin = setup::nixcache_bin()?;
+    // Before any thread exists: Proxy::start reads it.
+    std::env::set_var("NIXCACHE_BIN", &bin);
+    eprintln!("[bench] fixture cache xz/bench (built with Nix on first use)");
+    let cache = UpstreamCache::get("xz", "bench").context("the fixture cache")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let report = runtime.block_on(async {
+        tokio::select! {
+            r = measure(&settings, &cache) => r,
+            signal = stop_signal() => bail!("{signal}; every server started was stopped"),
+        }
+    });
+    // Anything still blocking (none expected) may not hold the process up.
+    runtime.shutdown_timeout(Duration::from_secs(5));
+    let report = report?;
+    let text = render(&settings, &bin, &report, started.elapsed());
+    println!("{text}");
+    let path = target_dir().join("bench-report.md");
+    std::fs::write(&path, &text).with_context(|| format!("write {}", path.display()))?;
+    eprintln!("[bench] report written to {}", path.display());
+    Ok(())
+}
+
+/// Waits for SIGINT or SIGTERM; dropping the measurement then stops every server.
+async fn stop_signal() -> String {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut term) = signal(SignalKind::terminate()) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return "interrupted".to_string();
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => "interrupted (SIGINT)".to_string(),
+        _ = term.recv() => "terminated (SIGTERM)".to_string(),
+    }
+}
+
+/// None for `--help`.
+fn parse_args(args: Vec<String>) -> Result<Option<Settings>> {
+    let mut quick = false;
+    let mut runs = 3;
+    let mut only = Vec::new();
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--quick" => quick = true,
+            "--runs" => {
+                let n = it.next().context("--runs needs a number")?;
+                runs = n.parse().with_context(|| format!("--runs {n:?}"))?;
+                anyhow::ensure!((1..=99).contains(&runs), "--runs must be 1 to 99");
+            }
+            "--only" => {
+                let parts = it.next().context("--only needs a list")?;
+                for part in parts.split(',') {
+                    anyhow::ensure!(PARTS.contains(&part), "--only: unknown part {part:?} ({PARTS:?})");
+                    only.push(part.to_string());
+                }
+            }
+            "-h" | "--help" => return Ok(None),
+            other => bail!("unknown argument {other:?}\n{USAGE}"),
+        }
+    }
+    let mut command = String::from("cargo run --release -p nixcache-e2e --bin bench --");
+    for a in &args {
+        command.push(' ');
+        command.push_str(a);
+    }
+    Ok(Some(Settings {
+        quick,
+        runs,
+        duration: Duration::from_secs(if quick { 3 } else { 10 }),
+        command,
+        only,
+    }))
+}
+
+async fn measure(s: &Settings, cache: &UpstreamCache) -> Result<Report> {
+    let objects = Objects::of(cache)?;
+    let mut report = Report::default();
+    if ["narinfo", "nar", "memory"].iter().any(|p| s.wants(p)) {
+        hits(&mut report, s, cache, &objects).await?;
+    }
+    if s.wants("misses") {
+        misses::rate_limited(&mut report, s, cache, &objects).await?;
+        misses::cold(&mut report, s, cache, &objects).await?;
+    }
+    Ok(report)
+}
+
+/// The hit scenarios: nginx's static server against a warm nixcache.
+async fn hits(report: &mut Report, s: &Settings, cache: &UpstreamCache, objects: &Objects) -> Result<()> {
+    let upstream = TestUpstream::start(&cache.dir)?;
+    let nginx = Nginx::start(&cache.dir, upstream.addr).await?;
+    let proxy = Proxy::start(ProxyOptions::new(&upstream.url, &cache.public_key)).await?;
+    let n = setup::warm(cache, &proxy.url, &format!("http://{}", nginx.static_addr)).await?;
+    eprintln!("[bench] warmed nixcache: {n} objects, bodies equal to the files (nginx's too)");
+    let targets = Targets {
+        nginx: nginx.static_target(),
+        nixcache: Target {
+            server: Server::Nixcache,
+            addr: proxy.addr,
+            pid: proxy.pid().context("nixcache is not running")?,
+            with_children: false,
+        },
+    };
+    let script_dir = tempfile::Builder::new().prefix("nixcache-bench-wrk-").tempdir()?;
+    let script = script_dir.path().join("narinfo.lua");
+    std::fs::write(&script, wrk::script(&objects.narinfos))?;
+    hits::warm_up(&targets, &script, objects).await?;
+    if s.wants("narinfo") {
+        hits::narinfo(report, s, &targets, &script).await?;
+    }
+    if s.wants("nar") {
+        hits::nar(report, s, &targets, objects).await?;
+    }
+    if s.wants("memory") {
+        hits::memory(report, s, &targets, objects).await?;
+    }
+    Ok(())
+}
+
+fn render(s: &Settings, bin: &std::path::Path, report: &Report, wall: Duration) -> String {
+    let mut out = String::from("## nixcache vs nginx: bench report\n\n");
+    out.push_str(&format!("Command: `{}`  \n", s.command));
+    out.push_str(&format!(
+        "Wall time: {:.0} s; {} run(s) per figure, load runs of {} s, servers alternated (nginx first on odd runs); \
+         figures are median (min–max) over the runs; ratio = median(nixcache) / median(nginx); ↑/↓ = higher/lower is better.  \n",
+        wall.as_secs_f64(),
+        s.runs,
+        s.duration.as_secs()
+    ));
+    out.push_str(
+        "nginx: the anchors' static server (sendfile on) for hits, its proxy_cache (lock on) for misses; \
+         narinfo load: wrk -t1 --latency, round-robin over the 20 narinfos; NAR load: the bench's raw \
+         keep-alive HTTP/1.1 client (4 MiB read buffer per connection).\n\n",
+    );
+    out.push_str(&report.tables());
+    out.push_str("\n### Machine\n\n| | |\n|---|---|\n");
+    for (k, v) in setup::machine_info(bin) {
+        out.push_str(&format!("| {k} | {v} |\n"));
+    }
+    out
+}

@@ -1,0 +1,316 @@
+//! A real Nix client: substitutes store paths from a binary cache URL into a
+//! fresh store root, trusting one key with `require-sigs`, then checks what
+//! arrived (NAR hashes and signatures).
+
+use std::path::PathBuf;
+use std::process::Output;
+use std::time::Duration;
+
+use anyhow::{bail, ensure, Context, Result};
+use tempfile::TempDir;
+
+use crate::fixtures::UpstreamCache;
+use crate::narinfo::key_name;
+use crate::util::remove_tree;
+
+/// How the client fetches.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Method {
+    /// `nix-store --store S -r P --option substituters URL` (what a machine
+    /// with `substituters = URL` does).
+    #[default]
+    Substitute,
+    /// `nix copy --from URL --to S P`.
+    Copy,
+}
+
+#[derive(Clone, Debug)]
+pub struct FetchOptions {
+    pub method: Method,
+    /// Bound on the fetch (verification gets the same again).
+    pub timeout: Duration,
+}
+
+impl Default for FetchOptions {
+    fn default() -> Self {
+        FetchOptions {
+            method: Method::Substitute,
+            timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+impl FetchOptions {
+    pub fn copy() -> Self {
+        FetchOptions {
+            method: Method::Copy,
+            ..Self::default()
+        }
+    }
+}
+
+/// What the client made of the cache.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClientOutcome {
+    /// Every requested path and its closure arrived and verified.
+    Ok { paths: Vec<String>, nar_bytes: u64 },
+    /// Nix refused the data: a missing or unknown signature, a NAR hash
+    /// mismatch, or a NAR that does not decompress. `reason` is Nix's line.
+    Rejected { reason: String },
+}
+
+impl ClientOutcome {
+    pub fn is_ok(&self) -> bool {
+        matches!(self, ClientOutcome::Ok { .. })
+    }
+
+    /// An error unless this is `Ok` with exactly the closure of `cache.root`
+    /// (every path of the fixture) and its NAR bytes.
+    pub fn expect_whole_closure(&self, cache: &UpstreamCache) -> Result<()> {
+        let ClientOutcome::Ok { paths, nar_bytes } = self else {
+            bail!("expected the closure, got {self:?}")
+        };
+        let mut expected = cache.paths.clone();
+        expected.sort();
+        ensure!(*paths == expected, "fetched {paths:?}, expected {expected:?}");
+        let mut expected_bytes = 0;
+        for path in &cache.paths {
+            expected_bytes += cache.narinfo_for(path)?.nar_size()?;
+        }
+        ensure!(
+            *nar_bytes == expected_bytes,
+            "fetched {nar_bytes} NAR bytes, expected {expected_bytes}"
+        );
+        Ok(())
+    }
+
+    /// The reason of a `Rejected`, else an error.
+    pub fn expect_rejected(&self) -> Result<&str> {
+        match self {
+            ClientOutcome::Rejected { reason } => Ok(reason),
+            other => bail!("expected Nix to refuse the data, got {other:?}"),
+        }
+    }
+}
+
+/// Nix's words when it refuses data (testbed README, "Findings" 4).
+const REJECTIONS: &[&str] = &[
+    "is not signed by any of the keys",
+    "lacks a valid signature",
+    "lacks a signature",
+    "hash mismatch",
+    "Corrupted input",
+    "library error",
+    "Failed to open archive",
+];
+
+/// Fetches `paths` (and their closures) from `url` into a new store root
+/// with a real Nix client, trusting only `trusted_key` (`name:base64`).
+/// Any failure other than a refusal of the data is an `Err` with Nix's output.
+pub async fn fetch(
+    url: &str,
+    trusted_key: &str,
+    paths: &[impl AsRef<str>],
+    opts: &FetchOptions,
+) -> Result<ClientOutcome> {
+    let paths: Vec<&str> = paths.iter().map(AsRef::as_ref).collect();
+    ensure!(!paths.is_empty(), "no paths to fetch");
+    let client = ClientDirs::new()?;
+    let store = client.store.display().to_string();
+    let mut args: Vec<&str> = match opts.method {
+        Method::Substitute => vec!["nix-store", "--store", &store, "-r"],
+        Method::Copy => vec!["nix", "copy", "--from", url, "--to", &store],
+    };
+    args.extend(&paths);
+    args.extend([
+        "--option",
+        "substituters",
+        url,
+        "--option",
+        "trusted-public-keys",
+        trusted_key,
+    ]);
+    args.extend([
+        "--option",
+        "require-sigs",
+        "true",
+        "--option",
+        "connect-timeout",
+        "5",
+    ]);
+    args.extend([
+        "--option",
+        "narinfo-cache-negative-ttl",
+        "0",
+        "--option",
+        "narinfo-cache-positive-ttl",
+        "0",
+    ]);
+    let out = client.run(&args, opts.timeout).await?;
+    let text = output_text(&out);
+    if !out.status.success() {
+        if let Some(reason) = rejection_reason(&text) {
+            return Ok(ClientOutcome::Rejected { reason });
+        }
+        bail!(
+            "nix could not fetch {paths:?} from {url} ({}):\n{}",
+            out.status,
+            summary(&text)
+        );
+    }
+    client.verify(trusted_key, &paths, opts.timeout).await
+}
+
+/// The first line of Nix's output that says it refused the data.
+pub fn rejection_reason(output: &str) -> Option<String> {
+    output
+        .lines()
+        .find(|l| REJECTIONS.iter().any(|r| l.contains(r)))
+        .map(|l| l.trim().to_string())
+}
+
+fn output_text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Nix's output less the per-path lines, at most 40 lines.
+fn summary(text: &str) -> String {
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.starts_with("copying path") && !l.starts_with("  /nix/store/") && !l.trim().is_empty())
+        .collect();
+    let mut out: Vec<String> = lines.iter().take(40).map(|l| format!("    nix: {l}")).collect();
+    if lines.len() > 40 {
+        out.push(format!("    nix: ... ({} more lines)", lines.len() - 40));
+    }
+    out.join("\n")
+}
+
+/// A fresh store root and a private `XDG_CACHE_HOME` (no narinfo cache from
+/// earlier runs); both removed on drop.
+struct ClientDirs {
+    tmp: TempDir,
+    store: PathBuf,
+}
+
+impl ClientDirs {
+    fn new() -> Result<ClientDirs> {
+        let tmp = tempfile::Builder::new()
+            .prefix("nixcache-e2e-client-")
+            .tempdir()?;
+        let store = tmp.path().join("store");
+        std::fs::create_dir(&store)?;
+        Ok(ClientDirs { tmp, store })
+    }
+
+    async fn run(&self, args: &[&str], timeout: Duration) -> Result<Output> {
+        let mut cmd = tokio::process::Command::new(args[0]);
+        cmd.args(&args[1..])
+            .env("XDG_CACHE_HOME", self.tmp.path().join("xdg-cache"))
+            .env("NIX_CONFIG", crate::util::NIX_CONFIG)
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true);
+        for var in [
+            "http_proxy",
+            "https_proxy",
+            "HTTP_PROXY",
+            "HTTPS_PROXY",
+            "all_proxy",
+            "ALL_PROXY",
+        ] {
+            cmd.env_remove(var);
+        }
+        match tokio::time::timeout(timeout, cmd.output()).await {
+            Ok(out) => out.with_context(|| format!("cannot run {}", args[0])),
+            Err(_) => bail!("{} timed out after {timeout:?}: {args:?}", args[0]),
+        }
+    }
+
+    /// Every path (closure included) is valid, signed by `trusted_key`'s
+    /// name, and `nix store verify` finds its NAR hash and signature right.
+    async fn verify(&self, trusted_key: &str, paths: &[&str], timeout: Duration) -> Result<ClientOutcome> {
+        let store = self.store.display().to_string();
+        let mut args = vec!["nix", "path-info", "--store", &store, "-r", "--json"];
+        args.extend(paths);
+        let out = self.run(&args, timeout).await?;
+        ensure!(
+            out.status.success(),
+            "nix path-info in the client store failed:\n{}",
+            output_text(&out)
+        );
+        let (fetched, nar_bytes) = check_path_info(&out.stdout, key_name(trusted_key))?;
+        let mut args = vec![
+            "nix",
+            "store",
+            "verify",
+            "--store",
+            &store,
+            "-r",
+            "--sigs-needed",
+            "1",
+        ];
+        args.extend(paths);
+        args.extend(["--option", "trusted-public-keys", trusted_key]);
+        let out = self.run(&args, timeout).await?;
+        ensure!(
+            out.status.success(),
+            "nix store verify failed ({}):\n{}",
+            out.status,
+            output_text(&out)
+        );
+        for path in paths {
+            let local = self.store.join(path.trim_start_matches('/'));
+            ensure!(
+                local.symlink_metadata().is_ok(),
+                "{} does not exist after the fetch",
+                local.display()
+            );
+        }
+        Ok(ClientOutcome::Ok {
+            paths: fetched,
+            nar_bytes,
+        })
+    }
+}
+
+/// Parses `nix path-info --json`: every path must carry a signature by
+/// `key_name`. Returns the paths (sorted) and the sum of their NAR sizes.
+fn check_path_info(json: &[u8], key_name: &str) -> Result<(Vec<String>, u64)> {
+    let info: serde_json::Value = serde_json::from_slice(json).context("nix path-info --json")?;
+    let entries = info.as_array().context("nix path-info --json: not a list")?;
+    let prefix = format!("{key_name}:");
+    let mut paths = Vec::new();
+    let mut nar_bytes = 0;
+    for entry in entries {
+        let path = entry["path"].as_str().context("path-info entry without path")?;
+        let sigs = entry["signatures"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        let signed = sigs
+            .iter()
+            .filter_map(|s| s.as_str())
+            .any(|s| s.starts_with(&prefix));
+        ensure!(
+            signed,
+            "{path} arrived without a signature by {key_name}: {sigs:?}"
+        );
+        nar_bytes += entry["narSize"]
+            .as_u64()
+            .context("path-info entry without narSize")?;
+        paths.push(path.to_string());
+    }
+    paths.sort();
+    Ok((paths, nar_bytes))
+}
+
+impl Drop for ClientDirs {
+    fn drop(&mut self) {
+        // Store paths are read-only: make them writable, then remove.
+        let _ = remove_tree(self.tmp.path());
+    }
+}

@@ -1,0 +1,190 @@
+//! Self-tests of the harness without the proxy: a real Nix client fetches the
+//! fixture caches straight from TestUpstream. If these fail, the proxy tests
+//! cannot be trusted either.
+
+use anyhow::Result;
+use nixcache_e2e::{fetch, generate_signing_key, nix_available, FetchOptions, TestUpstream};
+use nixcache_e2e::{Faults, UpstreamCache};
+
+const SALT: &str = "e2e";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zstd_closure_substitutes_directly_from_upstream() -> Result<()> {
+    if !nix_available() {
+        return Ok(());
+    }
+    let cache = UpstreamCache::get("zstd", SALT)?;
+    assert_eq!(cache.paths.len(), 20);
+    let upstream = TestUpstream::start(&cache.dir)?;
+    let outcome = fetch(
+        &upstream.url,
+        &cache.public_key,
+        &[&cache.root],
+        &FetchOptions::default(),
+    )
+    .await?;
+    outcome.expect_whole_closure(&cache)?;
+    // Every NAR was downloaded exactly once, every narinfo at least once.
+    let stats = upstream.stats();
+    for path in &cache.paths {
+        assert_eq!(stats.get(&cache.nar_http_path(path)?), 1, "NAR of {path}");
+        assert!(
+            stats.get(&cache.narinfo_http_path(path)) >= 1,
+            "narinfo of {path}"
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn xz_closure_copies_directly_from_upstream() -> Result<()> {
+    if !nix_available() {
+        return Ok(());
+    }
+    let cache = UpstreamCache::get("xz", SALT)?;
+    let upstream = TestUpstream::start(&cache.dir)?;
+    let outcome = fetch(
+        &upstream.url,
+        &cache.public_key,
+        &[&cache.root],
+        &FetchOptions::copy(),
+    )
+    .await?;
+    outcome.expect_whole_closure(&cache)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_key_is_rejected() -> Result<()> {
+    if !nix_available() {
+        return Ok(());
+    }
+    let cache = UpstreamCache::get("zstd", SALT)?;
+    let keys = tempfile::tempdir()?;
+    let wrong = generate_signing_key(keys.path(), "some-other-key-1")?;
+    let upstream = TestUpstream::start(&cache.dir)?;
+    let outcome = fetch(
+        &upstream.url,
+        &wrong.public_key,
+        &[&cache.root],
+        &FetchOptions::default(),
+    )
+    .await?;
+    let reason = outcome.expect_rejected()?;
+    assert!(reason.contains("is not signed by any of the keys"), "{reason}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsigned_cache_is_rejected() -> Result<()> {
+    if !nix_available() {
+        return Ok(());
+    }
+    let cache = UpstreamCache::get("zstd", SALT)?.unsigned()?;
+    assert!(cache.narinfo_for(&cache.root)?.sigs().is_empty());
+    let upstream = TestUpstream::start(&cache.dir)?;
+    let outcome = fetch(
+        &upstream.url,
+        &cache.public_key,
+        &[&cache.root],
+        &FetchOptions::default(),
+    )
+    .await?;
+    let reason = outcome.expect_rejected()?;
+    assert!(reason.contains("is not signed by any of the keys"), "{reason}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tampered_nar_is_rejected() -> Result<()> {
+    if !nix_available() {
+        return Ok(());
+    }
+    let fixture = UpstreamCache::get("zstd", SALT)?;
+    let victim = fixture.path_named("-05-small")?.to_string();
+    let cache = fixture.tampered(&victim)?;
+    // The fixture itself is untouched (the copy is made of hard links).
+    assert_ne!(
+        std::fs::read(fixture.nar_file_for(&victim)?)?,
+        std::fs::read(cache.nar_file_for(&victim)?)?
+    );
+    assert_eq!(fixture.narinfo_for(&victim)?, cache.narinfo_for(&victim)?);
+    let upstream = TestUpstream::start(&cache.dir)?;
+    let outcome = fetch(
+        &upstream.url,
+        &cache.public_key,
+        &[&victim],
+        &FetchOptions::default(),
+    )
+    .await?;
+    let reason = outcome.expect_rejected()?;
+    assert!(reason.contains("hash mismatch"), "{reason}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupted_xz_stream_is_rejected() -> Result<()> {
+    if !nix_available() {
+        return Ok(());
+    }
+    let cache = UpstreamCache::get("xz", SALT)?;
+    let upstream = TestUpstream::start(&cache.dir)?;
+    upstream.set_faults(Faults {
+        corrupt: true,
+        only_paths_with_prefix: Some("/nar/".into()),
+        ..Faults::default()
+    });
+    let medium = cache.path_named("-04-medium")?;
+    let outcome = fetch(
+        &upstream.url,
+        &cache.public_key,
+        &[medium],
+        &FetchOptions::default(),
+    )
+    .await?;
+    let reason = outcome.expect_rejected()?;
+    assert!(upstream.stats().faults >= 1);
+    eprintln!("rejected: {reason}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_retries_through_upstream_500s() -> Result<()> {
+    if !nix_available() {
+        return Ok(());
+    }
+    let cache = UpstreamCache::get("zstd", SALT)?;
+    let upstream = TestUpstream::start(&cache.dir)?;
+    upstream.set_faults(Faults {
+        fail_first_n: 1,
+        only_paths_with_suffix: Some(".narinfo".into()),
+        ..Faults::default()
+    });
+    let small = cache.path_named("-06-small")?;
+    let outcome = fetch(
+        &upstream.url,
+        &cache.public_key,
+        &[small],
+        &FetchOptions::default(),
+    )
+    .await?;
+    assert!(outcome.is_ok(), "{outcome:?}");
+    let stats = upstream.stats();
+    assert!(stats.faults >= 1, "{stats:?}");
+    assert!(stats.get(&cache.narinfo_http_path(small)) >= 2, "{stats:?}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_upstream_is_an_error_not_a_rejection() -> Result<()> {
+    if !nix_available() {
+        return Ok(());
+    }
+    let cache = UpstreamCache::get("zstd", SALT)?;
+    let mut upstream = TestUpstream::start(&cache.dir)?;
+    let url = upstream.url.clone();
+    upstream.stop();
+    let small = cache.path_named("-00-small")?;
+    let result = fetch(&url, &cache.public_key, &[small], &FetchOptions::default()).await;
+    assert!(result.is_err(), "{result:?}");
+    Ok(())
+}
