@@ -19,28 +19,40 @@ const PRIORITY_RETRY: Duration = Duration::from_secs(30);
 /// How long start-up waits for the upstreams' nix-cache-info.
 const INITIAL_PRIORITY_WAIT: Duration = Duration::from_secs(2);
 
-/// Builds the application state: opens (and migrates) the database, storage, keys, upstreams.
+/// Builds the application state: checks the upstream settings, then opens (and migrates) the
+/// database and storage and loads or creates the key. Everything fails here, at start, not on
+/// the first request.
 pub async fn build_state(args: &ServeArgs) -> anyhow::Result<http::AppState> {
+    let upstreams = Arc::new(build_upstreams(args)?);
     let data_dir = &args.data_dir;
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("creating the data dir {}", data_dir.display()))?;
     let tmp_dir = data_dir.join("tmp");
     clear_temp_files(&tmp_dir)?;
 
-    let name = match &args.hostname {
-        Some(name) => name.clone(),
-        None => hostname::get()
-            .ok()
-            .and_then(|h| h.into_string().ok())
-            .unwrap_or_else(|| "nixcache".into()),
-    };
-    let signer = keys::load_or_generate(args.secret_key_file.as_deref(), data_dir, &name)?;
+    let signer = keys::load_or_generate(args.secret_key_file.as_deref(), data_dir, &key_name(args))?;
     let database_url = args.database_url();
     let metadata = db::connect(&database_url)
         .await
         .with_context(|| format!("opening the database {}", db::redact_url(&database_url)))?;
-    let storage = LocalStore::open(data_dir.join("nar"), tmp_dir.clone()).await?;
+    let storage = Arc::new(LocalStore::open(data_dir.join("nar"), tmp_dir.clone()).await?);
 
+    tracing::info!(public_key = %signer.public_key(), upstreams = ?args.upstreams, "signing with key");
+    let negative = NegativeCache::new(args.negative_ttl);
+    let hot = HotCache::new(args.memory_cache_bytes, args.memory_cache_ttl);
+    let cache = Cache::new(metadata, storage, upstreams, signer, negative, hot, tmp_dir);
+    let info = CacheInfo {
+        store_dir: STORE_DIR.into(),
+        want_mass_query: true,
+        priority: Some(args.priority),
+    };
+    Ok(http::AppState {
+        cache,
+        cache_info: info.to_string().into(),
+    })
+}
+
+fn build_upstreams(args: &ServeArgs) -> anyhow::Result<Upstreams> {
     let trusted = args
         .upstream_public_keys
         .iter()
@@ -52,29 +64,18 @@ pub async fn build_state(args: &ServeArgs) -> anyhow::Result<http::AppState> {
         read_timeout: args.upstream_read_timeout,
         netrc: read_netrc(args.netrc_file.as_ref())?,
     };
-    let upstreams = Arc::new(Upstreams::new(&args.upstreams, trusted, options)?);
+    Ok(Upstreams::new(&args.upstreams, trusted, options)?)
+}
 
-    tracing::info!(public_key = %signer.public_key(), upstreams = ?args.upstreams, "signing with key");
-    let negative = NegativeCache::new(args.negative_ttl);
-    let hot = HotCache::new(args.memory_cache_bytes, args.memory_cache_ttl);
-    let cache = Cache::new(
-        metadata,
-        Arc::new(storage),
-        upstreams,
-        signer,
-        negative,
-        hot,
-        tmp_dir,
-    );
-    let info = CacheInfo {
-        store_dir: STORE_DIR.into(),
-        want_mass_query: true,
-        priority: Some(args.priority),
-    };
-    Ok(http::AppState {
-        cache,
-        cache_info: info.to_string().into(),
-    })
+/// `--hostname`, else the machine's hostname.
+fn key_name(args: &ServeArgs) -> String {
+    match &args.hostname {
+        Some(name) => name.clone(),
+        None => hostname::get()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .unwrap_or_else(|| "nixcache".into()),
+    }
 }
 
 /// Temp files of an earlier run are partial downloads: never valid, always removed at start.

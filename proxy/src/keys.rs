@@ -16,12 +16,12 @@ pub const GENERATED_PUBLIC: &str = "signing-key.pub";
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyFileError {
-    #[error("cannot read the secret key file {path}: {source}")]
-    Read { path: PathBuf, source: io::Error },
-    #[error("the secret key file {path} is not a Nix secret key: {source}")]
-    Parse { path: PathBuf, source: KeyError },
-    #[error("cannot write {path}: {source}")]
-    Write { path: PathBuf, source: io::Error },
+    #[error("cannot read the secret key file {path}: {error}")]
+    Read { path: PathBuf, error: io::Error },
+    #[error("the secret key file {path} is not a Nix secret key: {error}")]
+    Parse { path: PathBuf, error: KeyError },
+    #[error("cannot write {path}: {error}")]
+    Write { path: PathBuf, error: io::Error },
     #[error("{path} already exists; refusing to overwrite a key")]
     Exists { path: PathBuf },
     #[error("invalid key name: {0}")]
@@ -30,13 +30,13 @@ pub enum KeyFileError {
 
 /// Reads a Nix secret key file.
 pub fn read_secret_key(path: &Path) -> Result<SigningKey, KeyFileError> {
-    let text = fs::read_to_string(path).map_err(|source| KeyFileError::Read {
+    let text = fs::read_to_string(path).map_err(|error| KeyFileError::Read {
         path: path.into(),
-        source,
+        error,
     })?;
-    SigningKey::parse(text.trim()).map_err(|source| KeyFileError::Parse {
+    SigningKey::parse(text.trim()).map_err(|error| KeyFileError::Parse {
         path: path.into(),
-        source,
+        error,
     })
 }
 
@@ -75,18 +75,18 @@ fn write_new(path: &Path, content: &str, mode: u32) -> Result<(), KeyFileError> 
         .create_new(true)
         .mode(mode)
         .open(path)
-        .map_err(|source| match source.kind() {
+        .map_err(|error| match error.kind() {
             io::ErrorKind::AlreadyExists => KeyFileError::Exists { path: path.into() },
             _ => KeyFileError::Write {
                 path: path.into(),
-                source,
+                error,
             },
         })?;
     file.write_all(content.as_bytes())
         .and_then(|()| file.sync_all())
-        .map_err(|source| KeyFileError::Write {
+        .map_err(|error| KeyFileError::Write {
             path: path.into(),
-            source,
+            error,
         })
 }
 

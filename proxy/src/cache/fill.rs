@@ -278,10 +278,10 @@ async fn write_body(fill: &Arc<Fill>, response: reqwest::Response) -> Result<u64
     Ok(offset)
 }
 
-fn upstream_body_err(url: &str, source: reqwest::Error) -> CacheError {
+fn upstream_body_err(url: &str, error: reqwest::Error) -> CacheError {
     CacheError::Upstream(crate::upstream::UpstreamError::Request {
         url: url.to_owned(),
-        source,
+        error,
     })
 }
 

@@ -68,19 +68,19 @@ pub enum StorageError {
         size: u64,
     },
     #[error("storage is out of space while {context}")]
-    NoSpace { context: String, source: io::Error },
-    #[error("storage I/O failed while {context}: {source}")]
-    Io { context: String, source: io::Error },
+    NoSpace { context: String, error: io::Error },
+    #[error("storage I/O failed while {context}: {error}")]
+    Io { context: String, error: io::Error },
 }
 
 impl StorageError {
     /// Classifies an I/O error so a full disk gets its own status.
-    pub fn io(context: impl Into<String>, source: io::Error) -> Self {
+    pub fn io(context: impl Into<String>, error: io::Error) -> Self {
         let context = context.into();
-        if source.raw_os_error() == Some(28) {
-            Self::NoSpace { context, source }
+        if error.raw_os_error() == Some(28) {
+            Self::NoSpace { context, error }
         } else {
-            Self::Io { context, source }
+            Self::Io { context, error }
         }
     }
 }

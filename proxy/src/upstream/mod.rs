@@ -21,8 +21,8 @@ const DEFAULT_PRIORITY: u32 = 50;
 pub enum UpstreamError {
     #[error("{url}: no response within {after:?}")]
     Timeout { url: String, after: Duration },
-    #[error("{url}: {source}")]
-    Request { url: String, source: reqwest::Error },
+    #[error("{url}: {error}")]
+    Request { url: String, error: reqwest::Error },
     #[error("{url}: HTTP {status}")]
     Status { url: String, status: u16 },
     #[error("{url}: {reason}")]
@@ -33,7 +33,7 @@ impl UpstreamError {
     pub fn is_timeout(&self) -> bool {
         match self {
             Self::Timeout { .. } => true,
-            Self::Request { source, .. } => source.is_timeout(),
+            Self::Request { error, .. } => error.is_timeout(),
             Self::Status { .. } | Self::Invalid { .. } => false,
         }
     }
@@ -100,9 +100,9 @@ impl Upstreams {
             .tcp_nodelay(true)
             .pool_idle_timeout(Duration::from_secs(60))
             .build()
-            .map_err(|source| UpstreamError::Request {
+            .map_err(|error| UpstreamError::Request {
                 url: "<client>".into(),
-                source,
+                error,
             })?;
         let mut list = Vec::new();
         for raw in urls {
@@ -254,9 +254,9 @@ impl TaskContext {
                 url: url.to_string(),
                 after,
             }),
-            Ok(Err(source)) => Err(UpstreamError::Request {
+            Ok(Err(error)) => Err(UpstreamError::Request {
                 url: url.to_string(),
-                source,
+                error,
             }),
             Ok(Ok(response)) => Ok(response),
         }
@@ -281,9 +281,9 @@ impl TaskContext {
                 url: url.to_string(),
                 after,
             }),
-            Ok(Err(source)) => Err(UpstreamError::Request {
+            Ok(Err(error)) => Err(UpstreamError::Request {
                 url: url.to_string(),
-                source,
+                error,
             }),
             Ok(Ok(text)) => Ok(Some(text)),
         }
