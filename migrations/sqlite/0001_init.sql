@@ -26,6 +26,7 @@ CREATE INDEX narinfos_last_access ON narinfos (last_access);
 CREATE TABLE nars (
     nar_file      TEXT PRIMARY KEY NOT NULL,
     file_size     INTEGER NOT NULL,
+    nar_hash      TEXT NOT NULL,              -- verified: a narinfo naming this file must agree
     created_at    INTEGER NOT NULL,
     last_access   INTEGER NOT NULL
 );

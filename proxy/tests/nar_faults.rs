@@ -107,6 +107,17 @@ async fn nar_not_matching_the_signed_nar_hash_is_refused() {
     let s = setup(&e, &key, &[]).await;
     assert_not_delivered(&s).await;
     assert_eq!(s.upstream.gets(&e.upstream_nar_path()), 1);
+    // The file was exactly the one named, so the narinfo itself is wrong: it is forgotten (a
+    // retry of the same NAR cannot help) and the next narinfo request asks the upstream again.
+    let again = s.client.get(&s.nar_url).send().await.unwrap();
+    assert_eq!(again.status(), StatusCode::NOT_FOUND);
+    let narinfo_gets = s.upstream.gets(&e.narinfo_path());
+    get(&s.client, &s.proxy.url(&e.narinfo_path())).await.narinfo();
+    assert_eq!(
+        s.upstream.gets(&e.narinfo_path()),
+        narinfo_gets + 1,
+        "the narinfo was served from the cache"
+    );
     assert_not_delivered(&s).await;
     assert_eq!(
         s.upstream.gets(&e.upstream_nar_path()),

@@ -36,6 +36,10 @@ impl HotCache {
         self.narinfos.insert(hash, text);
     }
 
+    pub fn forget_narinfo(&self, hash: &StorePathHash) {
+        self.narinfos.invalidate(hash);
+    }
+
     pub fn nar_size(&self, file: &NarFile) -> Option<u64> {
         self.nar_sizes.get(file)
     }

@@ -147,6 +147,17 @@ impl Cache {
                     hash: info.file_hash.unwrap_or(info.nar_hash),
                     compression: info.compression.clone(),
                 };
+                // FileHash is not signed: a narinfo must not claim a stored file holding another NAR.
+                if let Some(stored) = self.db.get_nar(&nar_file).await? {
+                    if stored.nar_hash != info.nar_hash {
+                        return Err(CacheError::Verification(format!(
+                            "{} names {} as its file, which holds another NAR ({})",
+                            info.store_path,
+                            nar_file.file_name(),
+                            stored.nar_hash
+                        )));
+                    }
+                }
                 let proxy_sig = Some(self.sign(&info));
                 let record = NarInfoRecord {
                     info,
@@ -304,6 +315,16 @@ impl Cache {
         tracing::info!(nar = %key, store_path = %record.info.store_path, upstream = %record.info.url, "fetching NAR");
         tokio::spawn(fill::run(self.clone(), Arc::clone(&fill), record));
         Ok(Joined::Fill(fill))
+    }
+
+    /// A narinfo whose NAR failed verification is forgotten, so the next request asks the
+    /// upstream again instead of pointing clients at a file that can never verify.
+    async fn forget_lying_narinfo(&self, record: &NarInfoRecord) {
+        let hash = record.info.store_path.hash();
+        self.hot.forget_narinfo(hash);
+        if let Err(err) = self.db.delete_narinfo(hash).await {
+            tracing::warn!(store_path = %record.info.store_path, error = %err, "could not forget a narinfo");
+        }
     }
 
     async fn forget_fill(&self, key: &BlobKey) {

@@ -12,18 +12,21 @@ use super::CacheError;
 
 pub type FlightResult<T> = Result<Arc<T>, Arc<CacheError>>;
 
+type Flights<K, T> = Arc<Mutex<HashMap<K, Shared<BoxFuture<'static, FlightResult<T>>>>>>;
+
 pub struct SingleFlight<K, T> {
-    inflight: Mutex<HashMap<K, Shared<BoxFuture<'static, FlightResult<T>>>>>,
+    inflight: Flights<K, T>,
 }
 
-impl<K: Eq + Hash + Clone, T: Send + Sync + 'static> SingleFlight<K, T> {
+impl<K: Eq + Hash + Clone + Send + 'static, T: Send + Sync + 'static> SingleFlight<K, T> {
     pub fn new() -> Self {
         Self {
-            inflight: Mutex::new(HashMap::new()),
+            inflight: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 
     /// Runs `work` unless a run for `key` is under way, in which case its result is shared.
+    /// The run removes itself from the map when it ends, whether or not anyone still waits.
     pub async fn run<F>(&self, key: K, work: F) -> FlightResult<T>
     where
         F: Future<Output = Result<T, CacheError>> + Send + 'static,
@@ -35,26 +38,33 @@ impl<K: Eq + Hash + Clone, T: Send + Sync + 'static> SingleFlight<K, T> {
                 )));
             };
             map.entry(key.clone())
-                .or_insert_with(|| {
-                    let task = tokio::spawn(work);
-                    async move {
-                        match task.await {
-                            Ok(result) => result.map(Arc::new).map_err(Arc::new),
-                            Err(e) => Err(Arc::new(CacheError::Internal(format!("fetch task failed: {e}")))),
-                        }
-                    }
-                    .boxed()
-                    .shared()
-                })
+                .or_insert_with(|| self.start(key, work))
                 .clone()
         };
-        let result = flight.clone().await;
-        if let Ok(mut map) = self.inflight.lock() {
-            if map.get(&key).is_some_and(|f| f.ptr_eq(&flight)) {
+        flight.await
+    }
+
+    fn start<F>(&self, key: K, work: F) -> Shared<BoxFuture<'static, FlightResult<T>>>
+    where
+        F: Future<Output = Result<T, CacheError>> + Send + 'static,
+    {
+        let inflight = Arc::clone(&self.inflight);
+        // Inserted under the map's lock, which the task needs to remove it: no early removal.
+        let task = tokio::spawn(async move {
+            let result = work.await;
+            if let Ok(mut map) = inflight.lock() {
                 map.remove(&key);
             }
+            result
+        });
+        async move {
+            match task.await {
+                Ok(result) => result.map(Arc::new).map_err(Arc::new),
+                Err(e) => Err(Arc::new(CacheError::Internal(format!("fetch task failed: {e}")))),
+            }
         }
-        result
+        .boxed()
+        .shared()
     }
 }
 
@@ -84,5 +94,33 @@ mod tests {
         }
         assert_eq!(runs.load(Ordering::SeqCst), 1);
         assert_eq!(*call(flights, Arc::clone(&runs)).await.unwrap(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_result_nobody_waited_for_is_not_served_later() {
+        let flights = SingleFlight::<u32, usize>::new();
+        let (release, gate) = tokio::sync::oneshot::channel::<()>();
+        let abandoned = flights.run(1, async move {
+            let _ = gate.await;
+            Ok(1)
+        });
+        // The caller gives up before the run ends (a client that disconnected).
+        assert!(
+            tokio::time::timeout(std::time::Duration::from_millis(20), abandoned)
+                .await
+                .is_err()
+        );
+        release.send(()).unwrap();
+        for _ in 0..100 {
+            if flights.inflight.lock().unwrap().is_empty() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        assert!(
+            flights.inflight.lock().unwrap().is_empty(),
+            "finished run left in the map"
+        );
+        assert_eq!(*flights.run(1, async { Ok(2) }).await.unwrap(), 2);
     }
 }

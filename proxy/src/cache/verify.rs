@@ -67,14 +67,22 @@ impl Read for GrowingFile {
     }
 }
 
-/// Hashes and counts what is written to it.
+/// Hashes and counts what is written to it; refuses more than `max` bytes, so a small file
+/// that decompresses to far more than its NarSize is stopped early.
 struct HashSink {
     hasher: Sha256,
     size: u64,
+    max: u64,
 }
 
 impl Write for HashSink {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.size + buf.len() as u64 > self.max {
+            return Err(io::Error::other(format!(
+                "decompresses to more than NarSize {}",
+                self.max
+            )));
+        }
         self.hasher.update(buf);
         self.size += buf.len() as u64;
         Ok(buf.len())
@@ -84,11 +92,30 @@ impl Write for HashSink {
     }
 }
 
-/// Runs on a blocking thread until the download ends; returns the digests of the whole file.
-pub fn run(
+/// Starts the verifier on a thread of its own: it waits for bytes for as long as the download
+/// runs, and must not occupy the runtime's blocking pool (the download's writes need it).
+pub fn spawn(
+    file: Arc<File>,
+    progress: watch::Receiver<Progress>,
+    info: &nixcache_protocol::NarInfo,
+) -> Result<tokio::sync::oneshot::Receiver<io::Result<Digests>>, super::CacheError> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let (compression, max_nar, handle) = (info.compression.clone(), info.nar_size, Handle::current());
+    std::thread::Builder::new()
+        .name("nixcache-verify".into())
+        .spawn(move || {
+            let _ = tx.send(run(file, progress, compression, max_nar, handle));
+        })
+        .map_err(|e| super::CacheError::Internal(format!("cannot start a verifier thread: {e}")))?;
+    Ok(rx)
+}
+
+/// Follows the file until the download ends; returns the digests of the whole file.
+fn run(
     file: Arc<File>,
     progress: watch::Receiver<Progress>,
     compression: Compression,
+    max_nar: u64,
     handle: Handle,
 ) -> io::Result<Digests> {
     let mut input = GrowingFile {
@@ -101,6 +128,7 @@ pub fn run(
     let mut nar = HashSink {
         hasher: Sha256::new(),
         size: 0,
+        max: max_nar,
     };
     let decode_err =
         |e: io::Error| io::Error::new(e.kind(), format!("{} decoding failed: {e}", compression.as_str()));

@@ -36,6 +36,8 @@ pub trait MetadataStore: Send + Sync + 'static {
     async fn put_narinfo(&self, record: &NarInfoRecord) -> Result<(), DbError>;
     /// Some narinfo whose NAR is `file` (several may share one).
     async fn narinfo_for_nar(&self, file: &NarFile) -> Result<Option<NarInfoRecord>, DbError>;
+    /// Forgets a narinfo (one that proved wrong); its NAR file, if stored, stays.
+    async fn delete_narinfo(&self, hash: &StorePathHash) -> Result<(), DbError>;
     async fn set_proxy_signature(&self, hash: &StorePathHash, sig: &ProxySignature) -> Result<(), DbError>;
     async fn get_nar(&self, file: &NarFile) -> Result<Option<NarRecord>, DbError>;
     /// Records that the NAR is stored, after the blob is in place.

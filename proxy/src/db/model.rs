@@ -1,6 +1,6 @@
 //! Domain records stored in the metadata database.
 
-use nixcache_protocol::{NarFile, NarInfo, Signature};
+use nixcache_protocol::{NarFile, NarInfo, Sha256Hash, Signature};
 
 /// The proxy's own signature over a narinfo, with the public key that made it, so a changed key
 /// is noticed and the signature made again.
@@ -25,4 +25,6 @@ pub struct NarInfoRecord {
 pub struct NarRecord {
     pub nar_file: NarFile,
     pub file_size: u64,
+    /// The verified NarHash of its content.
+    pub nar_hash: Sha256Hash,
 }

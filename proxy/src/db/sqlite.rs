@@ -163,30 +163,44 @@ impl MetadataStore for SqliteMetadata {
     }
 
     async fn get_nar(&self, file: &NarFile) -> Result<Option<NarRecord>, DbError> {
-        let row = sqlx::query("SELECT file_size FROM nars WHERE nar_file = ?")
+        let row = sqlx::query("SELECT file_size, nar_hash FROM nars WHERE nar_file = ?")
             .bind(file.file_name())
             .fetch_optional(&self.pool)
             .await?;
         let Some(row) = row else { return Ok(None) };
+        let key = file.file_name();
         let size: i64 = row.try_get("file_size")?;
-        let file_size = u64::try_from(size).map_err(|e| corrupt(&file.file_name(), "file_size", e))?;
+        let file_size = u64::try_from(size).map_err(|e| corrupt(&key, "file_size", e))?;
+        let nar_hash = row.try_get::<String, _>("nar_hash")?;
+        let nar_hash = Sha256Hash::from_str(&nar_hash).map_err(|e| corrupt(&key, "nar_hash", e))?;
         Ok(Some(NarRecord {
             nar_file: file.clone(),
             file_size,
+            nar_hash,
         }))
     }
 
     async fn put_nar(&self, rec: &NarRecord) -> Result<(), DbError> {
         let ts = now();
         sqlx::query(
-            "INSERT OR REPLACE INTO nars (nar_file, file_size, created_at, last_access) VALUES (?, ?, ?, ?)",
+            "INSERT OR REPLACE INTO nars (nar_file, file_size, nar_hash, created_at, last_access) \
+             VALUES (?, ?, ?, ?, ?)",
         )
         .bind(rec.nar_file.file_name())
-        .bind(rec.file_size as i64)
+        .bind(i64::try_from(rec.file_size).map_err(|e| corrupt(&rec.nar_file.file_name(), "file_size", e))?)
+        .bind(rec.nar_hash.to_string())
         .bind(ts)
         .bind(ts)
         .execute(&self.pool)
         .await?;
+        Ok(())
+    }
+
+    async fn delete_narinfo(&self, hash: &StorePathHash) -> Result<(), DbError> {
+        sqlx::query("DELETE FROM narinfos WHERE hash = ?")
+            .bind(hash.to_string())
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 

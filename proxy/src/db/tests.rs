@@ -80,6 +80,7 @@ async fn suite(db: &dyn MetadataStore) {
     let nar = NarRecord {
         nar_file: a.nar_file.clone(),
         file_size: 1234,
+        nar_hash: a.info.nar_hash,
     };
     db.put_nar(&nar).await.unwrap();
     assert_eq!(db.get_nar(&a.nar_file).await.unwrap(), Some(nar));
@@ -87,6 +88,9 @@ async fn suite(db: &dyn MetadataStore) {
     assert_eq!(db.get_nar(&a.nar_file).await.unwrap(), None);
     // The narinfo outlives its NAR file (the NAR is fetched again on demand).
     assert!(db.get_narinfo(a.info.store_path.hash()).await.unwrap().is_some());
+    db.delete_narinfo(a.info.store_path.hash()).await.unwrap();
+    assert_eq!(db.get_narinfo(a.info.store_path.hash()).await.unwrap(), None);
+    assert!(db.get_narinfo(b.info.store_path.hash()).await.unwrap().is_some());
 }
 
 #[tokio::test]
@@ -97,7 +101,7 @@ async fn sqlite_conformance() {
     // Opening again re-applies nothing and keeps the data.
     let again = SqliteMetadata::open(&url).await.unwrap();
     assert!(again
-        .get_narinfo(&nixcache_protocol::StorePathHash([1; 20]))
+        .get_narinfo(&nixcache_protocol::StorePathHash([2; 20]))
         .await
         .unwrap()
         .is_some());

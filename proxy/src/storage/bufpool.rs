@@ -9,7 +9,7 @@ use bytes::Bytes;
 
 /// Size of one read: large enough that per-chunk overhead is small, small enough that many
 /// concurrent streams stay within about a MiB each.
-pub const CHUNK: usize = 256 * 1024;
+pub const CHUNK: usize = 512 * 1024;
 
 /// Free buffers kept for reuse by the shared pool (beyond that they are freed).
 const MAX_FREE: usize = 64;

@@ -152,18 +152,22 @@ impl BlobStore for LocalStore {
     }
 }
 
-/// Streams `range` of `file` from one blocking thread through a small channel: one thread hop
-/// per request rather than per chunk, and at most `READ_AHEAD` pooled chunks queued.
+/// Streams `range` of `file`: a task reads ahead up to `READ_AHEAD` pooled chunks, each read on
+/// the blocking pool and released at once, so a client that stops reading holds no thread.
 fn read_in_background(file: std::fs::File, range: ByteRange) -> ByteStream {
-    const READ_AHEAD: usize = 4;
+    const READ_AHEAD: usize = 2;
     let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(READ_AHEAD);
-    tokio::task::spawn_blocking(move || {
+    let file = std::sync::Arc::new(file);
+    tokio::spawn(async move {
         let mut pos = range.start;
         while pos <= range.end {
             let len = (range.end + 1 - pos).min(bufpool::CHUNK as u64) as usize;
-            let chunk = bufpool::read_at(&file, pos, len);
+            let reader = std::sync::Arc::clone(&file);
+            let chunk = tokio::task::spawn_blocking(move || bufpool::read_at(&reader, pos, len))
+                .await
+                .unwrap_or_else(|e| Err(io::Error::other(e)));
             let failed = chunk.is_err();
-            if tx.blocking_send(chunk).is_err() || failed {
+            if tx.send(chunk).await.is_err() || failed {
                 return; // the client went away, or the error was passed on
             }
             pos += len as u64;

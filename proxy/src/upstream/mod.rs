@@ -14,6 +14,9 @@ use url::Url;
 
 pub use netrc::{Credentials, Netrc};
 
+/// Largest narinfo or nix-cache-info accepted (real ones are a few KiB).
+const MAX_TEXT_BYTES: usize = 1 << 20;
+
 /// Priority assumed for an upstream whose nix-cache-info could not be read (Nix's default).
 const DEFAULT_PRIORITY: u32 = 50;
 
@@ -107,10 +110,15 @@ impl Upstreams {
         let mut list = Vec::new();
         for raw in urls {
             let invalid = |reason: String| UpstreamError::Invalid {
-                url: raw.clone(),
+                url: crate::db::redact_url(raw),
                 reason,
             };
             let mut base = Url::parse(raw.trim()).map_err(|e| invalid(format!("not a URL: {e}")))?;
+            if !base.username().is_empty() || base.password().is_some() {
+                return Err(invalid(
+                    "put credentials in a netrc file (--netrc-file), not in the URL".into(),
+                ));
+            }
             if !matches!(base.scheme(), "http" | "https") {
                 return Err(invalid(
                     "only http:// and https:// upstreams are supported".into(),
@@ -232,6 +240,21 @@ impl Upstreams {
     }
 }
 
+/// The body as text, or `None` when it is longer than `limit`.
+async fn read_limited(
+    mut response: reqwest::Response,
+    limit: usize,
+) -> Result<Option<String>, reqwest::Error> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        if body.len() + chunk.len() > limit {
+            return Ok(None);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Some(String::from_utf8_lossy(&body).into_owned()))
+}
+
 /// What a spawned lookup needs, detached from `Upstreams`' lifetime.
 struct TaskContext {
     client: reqwest::Client,
@@ -276,7 +299,7 @@ impl TaskContext {
             }
         }
         let after = self.options.read_timeout;
-        match tokio::time::timeout(after, response.text()).await {
+        match tokio::time::timeout(after, read_limited(response, MAX_TEXT_BYTES)).await {
             Err(_) => Err(UpstreamError::Timeout {
                 url: url.to_string(),
                 after,
@@ -285,7 +308,11 @@ impl TaskContext {
                 url: url.to_string(),
                 error,
             }),
-            Ok(Ok(text)) => Ok(Some(text)),
+            Ok(Ok(None)) => Err(UpstreamError::Invalid {
+                url: url.to_string(),
+                reason: format!("larger than {MAX_TEXT_BYTES} bytes"),
+            }),
+            Ok(Ok(Some(text))) => Ok(Some(text)),
         }
     }
 
@@ -317,6 +344,14 @@ impl TaskContext {
             let sigs: Vec<String> = info.sigs.iter().map(|s| s.key_name().to_owned()).collect();
             tracing::warn!(%url, ?sigs, "narinfo not signed by any trusted key; treated as a miss");
             return Ok(None);
+        }
+        // Sizes are not covered by the signature: refuse what no real NAR can be.
+        let too_big = |n: u64| i64::try_from(n).is_err();
+        if info.file_size == Some(0) || info.file_size.is_some_and(too_big) || too_big(info.nar_size) {
+            return Err(invalid(format!(
+                "impossible FileSize {:?} / NarSize {}",
+                info.file_size, info.nar_size
+            )));
         }
         if !info.compression.is_supported() {
             tracing::warn!(%url, compression = info.compression.as_str(), "unsupported compression; treated as a miss");
