@@ -4,6 +4,7 @@ use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use nixcache_protocol::{CacheInfo, PublicKey, STORE_DIR};
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 
 use crate::{
@@ -102,9 +103,15 @@ fn read_netrc(explicit: Option<&PathBuf>) -> anyhow::Result<Netrc> {
 /// Runs `nixcache serve` until a shutdown signal.
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let state = build_state(&args).await?;
+    // Without TCP_NODELAY the tail of a response can wait ~40 ms for a delayed ACK (Nagle).
     let listener = TcpListener::bind(args.listen)
         .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
+        .with_context(|| format!("cannot listen on {}", args.listen))?
+        .tap_io(|tcp| {
+            if let Err(err) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %err, "cannot set TCP_NODELAY");
+            }
+        });
     // Learn the upstreams' priorities before the first lookup, but never wait long for a dead one.
     let cache = state.cache.clone();
     let _ = tokio::time::timeout(INITIAL_PRIORITY_WAIT, cache.upstreams().refresh_priorities()).await;
