@@ -3,8 +3,8 @@
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::Context;
-use nixcache_protocol::{CacheInfo, PublicKey, STORE_DIR};
 use axum::serve::ListenerExt;
+use nixcache_protocol::{CacheInfo, PublicKey, STORE_DIR};
 use tokio::net::TcpListener;
 
 use crate::{
