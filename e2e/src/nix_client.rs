@@ -93,6 +93,12 @@ impl ClientOutcome {
     }
 }
 
+/// Fetches `paths` with default options, expecting Nix to refuse the data; returns its reason.
+pub async fn fetch_rejected(url: &str, trusted_key: &str, paths: &[&str]) -> Result<String> {
+    let outcome = fetch(url, trusted_key, paths, &FetchOptions::default()).await?;
+    Ok(outcome.expect_rejected()?.to_string())
+}
+
 /// Nix's words when it refuses data (testbed README, "Findings" 4).
 const REJECTIONS: &[&str] = &[
     "is not signed by any of the keys",

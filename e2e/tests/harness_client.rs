@@ -3,7 +3,7 @@
 //! cannot be trusted either.
 
 use anyhow::Result;
-use nixcache_e2e::{fetch, generate_signing_key, nix_available, FetchOptions, TestUpstream};
+use nixcache_e2e::{fetch, fetch_rejected, generate_signing_key, nix_available, FetchOptions, TestUpstream};
 use nixcache_e2e::{Faults, UpstreamCache};
 
 const SALT: &str = "e2e";
@@ -62,14 +62,7 @@ async fn wrong_key_is_rejected() -> Result<()> {
     let keys = tempfile::tempdir()?;
     let wrong = generate_signing_key(keys.path(), "some-other-key-1")?;
     let upstream = TestUpstream::start(&cache.dir)?;
-    let outcome = fetch(
-        &upstream.url,
-        &wrong.public_key,
-        &[&cache.root],
-        &FetchOptions::default(),
-    )
-    .await?;
-    let reason = outcome.expect_rejected()?;
+    let reason = fetch_rejected(&upstream.url, &wrong.public_key, &[&cache.root]).await?;
     assert!(reason.contains("is not signed by any of the keys"), "{reason}");
     Ok(())
 }
@@ -82,14 +75,7 @@ async fn unsigned_cache_is_rejected() -> Result<()> {
     let cache = UpstreamCache::get("zstd", SALT)?.unsigned()?;
     assert!(cache.narinfo_for(&cache.root)?.sigs().is_empty());
     let upstream = TestUpstream::start(&cache.dir)?;
-    let outcome = fetch(
-        &upstream.url,
-        &cache.public_key,
-        &[&cache.root],
-        &FetchOptions::default(),
-    )
-    .await?;
-    let reason = outcome.expect_rejected()?;
+    let reason = fetch_rejected(&upstream.url, &cache.public_key, &[&cache.root]).await?;
     assert!(reason.contains("is not signed by any of the keys"), "{reason}");
     Ok(())
 }
@@ -109,14 +95,7 @@ async fn tampered_nar_is_rejected() -> Result<()> {
     );
     assert_eq!(fixture.narinfo_for(&victim)?, cache.narinfo_for(&victim)?);
     let upstream = TestUpstream::start(&cache.dir)?;
-    let outcome = fetch(
-        &upstream.url,
-        &cache.public_key,
-        &[&victim],
-        &FetchOptions::default(),
-    )
-    .await?;
-    let reason = outcome.expect_rejected()?;
+    let reason = fetch_rejected(&upstream.url, &cache.public_key, &[&victim]).await?;
     assert!(reason.contains("hash mismatch"), "{reason}");
     Ok(())
 }
@@ -134,14 +113,7 @@ async fn corrupted_xz_stream_is_rejected() -> Result<()> {
         ..Faults::default()
     });
     let medium = cache.path_named("-04-medium")?;
-    let outcome = fetch(
-        &upstream.url,
-        &cache.public_key,
-        &[medium],
-        &FetchOptions::default(),
-    )
-    .await?;
-    let reason = outcome.expect_rejected()?;
+    let reason = fetch_rejected(&upstream.url, &cache.public_key, &[medium]).await?;
     assert!(upstream.stats().faults >= 1);
     eprintln!("rejected: {reason}");
     Ok(())

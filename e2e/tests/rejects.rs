@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{ensure, Result};
 use nixcache_e2e::http::{client, get};
 use nixcache_e2e::util::{find_by_name, wait_until};
-use nixcache_e2e::{fetch, generate_signing_key, nix_available, ClientOutcome, FetchOptions};
+use nixcache_e2e::{fetch, fetch_rejected, generate_signing_key, nix_available, ClientOutcome, FetchOptions};
 use nixcache_e2e::{Proxy, ProxyOptions, TestUpstream, UpstreamCache};
 use reqwest::StatusCode;
 
@@ -23,14 +23,7 @@ async fn client_trusting_another_key_rejects_the_proxy() -> Result<()> {
     let proxy = Proxy::start(ProxyOptions::new(&upstream.url, &cache.public_key)).await?;
     let keys = tempfile::tempdir()?;
     let wrong = generate_signing_key(keys.path(), "not-the-proxy-1")?;
-    let outcome = fetch(
-        &proxy.url,
-        &wrong.public_key,
-        &[&cache.root],
-        &FetchOptions::default(),
-    )
-    .await?;
-    let reason = outcome.expect_rejected()?;
+    let reason = fetch_rejected(&proxy.url, &wrong.public_key, &[&cache.root]).await?;
     assert!(reason.contains("is not signed by any of the keys"), "{reason}");
     Ok(())
 }
