@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{client, get, random_bytes, upstream_key, Entry, Fault, Proxy, Upstream, TIMEOUT};
+use common::{get, random_bytes, upstream_key, Entry, Fault, OneNar, TIMEOUT};
 use nixcache_protocol::{Compression, SigningKey};
 use reqwest::{header, StatusCode};
 
@@ -38,34 +38,10 @@ async fn first_bytes(response: &mut reqwest::Response) -> Vec<u8> {
     body
 }
 
-struct Setup {
-    _dir: tempfile::TempDir,
-    upstream: Upstream,
-    proxy: Proxy,
-    client: reqwest::Client,
-    entry: Entry,
-    nar_url: String,
-}
-
 /// An upstream sending the entry's NAR `chunk` bytes at a time, one chunk per `every`; the proxy
 /// has the narinfo.
-async fn throttled(e: Entry, key: &SigningKey, chunk: usize, every: Duration) -> Setup {
-    let dir = tempfile::tempdir().unwrap();
-    let upstream = Upstream::start(10).await;
-    upstream.add(&e);
-    upstream.set_fault(&e.upstream_nar_path(), Some(Fault::Throttle { chunk, every }));
-    let proxy = Proxy::start(dir.path(), &[&upstream], &[key.public_key()], &[]).await;
-    let client = client();
-    let info = get(&client, &proxy.url(&e.narinfo_path())).await.narinfo();
-    let nar_url = proxy.url(&format!("/{}", info.url));
-    Setup {
-        _dir: dir,
-        upstream,
-        proxy,
-        client,
-        entry: e,
-        nar_url,
-    }
+async fn throttled(e: Entry, key: &SigningKey, chunk: usize, every: Duration) -> OneNar {
+    OneNar::start(e, key, &[], Some(Fault::Throttle { chunk, every })).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

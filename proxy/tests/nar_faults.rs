@@ -6,35 +6,12 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{
-    client, get, sample_nar, upstream_key, wait_until, Entry, Fault, Mode, Proxy, Upstream, TIMEOUT,
-};
+use common::{get, sample_nar, upstream_key, wait_until, Entry, Fault, Mode, OneNar, TIMEOUT};
 use nixcache_protocol::{Compression, SigningKey};
 use reqwest::{header::RANGE, StatusCode};
 
-struct Setup {
-    _dir: tempfile::TempDir,
-    upstream: Upstream,
-    proxy: Proxy,
-    client: reqwest::Client,
-    nar_url: String,
-}
-
-async fn setup(e: &Entry, key: &SigningKey, extra: &[&str]) -> Setup {
-    let dir = tempfile::tempdir().unwrap();
-    let upstream = Upstream::start(10).await;
-    upstream.add(e);
-    let proxy = Proxy::start(dir.path(), &[&upstream], &[key.public_key()], extra).await;
-    let client = client();
-    let info = get(&client, &proxy.url(&e.narinfo_path())).await.narinfo();
-    let nar_url = proxy.url(&format!("/{}", info.url));
-    Setup {
-        _dir: dir,
-        upstream,
-        proxy,
-        client,
-        nar_url,
-    }
+async fn setup(e: &Entry, key: &SigningKey, extra: &[&str]) -> OneNar {
+    OneNar::start(e.clone(), key, extra, None).await
 }
 
 fn entry(name: &str, compression: Compression, key: &SigningKey) -> Entry {
@@ -42,7 +19,7 @@ fn entry(name: &str, compression: Compression, key: &SigningKey) -> Entry {
 }
 
 /// One GET of the NAR: either an error status, or a 200 whose body cannot be read completely.
-async fn assert_not_delivered(s: &Setup) {
+async fn assert_not_delivered(s: &OneNar) {
     let response = s.client.get(&s.nar_url).send().await.unwrap();
     let status = response.status();
     if status == StatusCode::OK {

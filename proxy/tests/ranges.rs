@@ -3,41 +3,19 @@
 
 mod common;
 
-use common::{client, get, raw_request, sample_nar, send, upstream_key, Entry, Proxy, Upstream};
+use common::{get, raw_request, sample_nar, send, upstream_key, Entry, OneNar};
 use nixcache_protocol::Compression;
 use reqwest::{header, StatusCode};
 
-struct Setup {
-    _dir: tempfile::TempDir,
-    upstream: Upstream,
-    proxy: Proxy,
-    client: reqwest::Client,
-    entry: Entry,
-    nar_path: String,
-}
-
 /// A proxy that knows the narinfo of one NAR (not fetched yet).
-async fn setup() -> Setup {
-    let dir = tempfile::tempdir().unwrap();
-    let upstream = Upstream::start(10).await;
+async fn setup() -> OneNar {
     let key = upstream_key();
     let entry = Entry::new("ranged", sample_nar(41, 100_000), Compression::Xz, &key);
-    upstream.add(&entry);
-    let proxy = Proxy::start(dir.path(), &[&upstream], &[key.public_key()], &[]).await;
-    let client = client();
-    let info = get(&client, &proxy.url(&entry.narinfo_path())).await.narinfo();
-    Setup {
-        _dir: dir,
-        upstream,
-        proxy,
-        client,
-        entry,
-        nar_path: format!("/{}", info.url),
-    }
+    OneNar::start(entry, &key, &[], None).await
 }
 
 /// Same, with the NAR fetched and stored.
-async fn stored() -> Setup {
+async fn stored() -> OneNar {
     let s = setup().await;
     let got = get(&s.client, &s.proxy.url(&s.nar_path)).await;
     assert_eq!(got.status, StatusCode::OK);
@@ -46,7 +24,7 @@ async fn stored() -> Setup {
     s
 }
 
-async fn ranged(s: &Setup, range: &str) -> common::Got {
+async fn ranged(s: &OneNar, range: &str) -> common::Got {
     send(
         s.client
             .get(s.proxy.url(&s.nar_path))

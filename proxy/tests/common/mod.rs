@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod data;
+pub mod one_nar;
 pub mod proxy;
 pub mod upstream;
 
@@ -18,9 +19,27 @@ use tokio::{
 
 #[allow(unused_imports)]
 pub use data::{random_bytes, sample_nar, Entry};
+#[allow(unused_imports)]
+pub use one_nar::OneNar;
 pub use proxy::Proxy;
 #[allow(unused_imports)]
 pub use upstream::{Fault, Mode, Upstream};
+
+/// Serves `app` on `listener` until the returned sender is dropped or fires.
+pub fn serve_in_background(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+) -> (tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = rx.await;
+            })
+            .await;
+    });
+    (tx, task)
+}
 
 /// Upper bound for any single wait in these tests.
 pub const TIMEOUT: Duration = Duration::from_secs(10);

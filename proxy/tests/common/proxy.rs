@@ -85,15 +85,7 @@ impl Proxy {
         state.cache.upstreams().refresh_priorities().await;
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let (tx, rx) = oneshot::channel::<()>();
-        let app = nixcache::http::router(state);
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = rx.await;
-                })
-                .await;
-        });
+        let (tx, task) = super::serve_in_background(listener, nixcache::http::router(state));
         Self {
             addr,
             data_dir: data_dir.to_owned(),
