@@ -6,10 +6,12 @@ mod sqlite;
 #[cfg(test)]
 mod tests;
 
+use std::time::Duration;
+
 use async_trait::async_trait;
 use nixcache_protocol::{NarFile, StorePathHash};
 
-pub use model::{NarInfoRecord, NarRecord, ProxySignature};
+pub use model::{Lease, LeaseClaim, LeaseKey, NarInfoRecord, NarRecord, ProxySignature};
 pub use sqlite::SqliteMetadata;
 
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +46,22 @@ pub trait MetadataStore: Send + Sync + 'static {
     async fn put_nar(&self, record: &NarRecord) -> Result<(), DbError>;
     async fn delete_nar(&self, file: &NarFile) -> Result<(), DbError>;
     async fn ping(&self) -> Result<(), DbError>;
+
+    /// Takes the lease when it is free, expired or already `holder`'s; else says who holds it.
+    /// One short statement or transaction: no lock outlives the call.
+    async fn claim_lease(
+        &self,
+        key: &LeaseKey,
+        holder: &str,
+        address: &str,
+        ttl: Duration,
+    ) -> Result<LeaseClaim, DbError>;
+    /// Extends `holder`'s lease; `false` when it is no longer theirs (expired and taken over).
+    async fn renew_lease(&self, key: &LeaseKey, holder: &str, ttl: Duration) -> Result<bool, DbError>;
+    /// Gives the lease up, if `holder` still has it.
+    async fn release_lease(&self, key: &LeaseKey, holder: &str) -> Result<(), DbError>;
+    /// The current lease, expired or not.
+    async fn get_lease(&self, key: &LeaseKey) -> Result<Option<Lease>, DbError>;
 }
 
 /// Opens the metadata store named by `url`, applying migrations for SQLite.
@@ -64,6 +82,19 @@ pub fn redact_url(url: &str) -> String {
         Ok(parsed) => parsed.to_string(),
         Err(_) => "<unparsable URL>".into(),
     }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// When a lease taken now for `ttl` expires, in Unix milliseconds.
+pub fn lease_expiry(ttl: Duration) -> i64 {
+    now_ms().saturating_add(ttl.as_millis().min(i64::MAX as u128) as i64)
 }
 
 /// Seconds since the Unix epoch.

@@ -28,3 +28,46 @@ pub struct NarRecord {
     /// The verified NarHash of its content.
     pub nar_hash: Sha256Hash,
 }
+
+/// What a fetch lease is for: one upstream download of a NAR file, or one narinfo lookup.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct LeaseKey(String);
+
+impl LeaseKey {
+    pub fn nar(file: &nixcache_protocol::NarFile) -> Self {
+        Self(format!("nar/{}", file.file_name()))
+    }
+    pub fn narinfo(hash: &nixcache_protocol::StorePathHash) -> Self {
+        Self(format!("narinfo/{hash}"))
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for LeaseKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A replica's claim to do one fetch. Rows with an expiry, renewed while the fetch progresses:
+/// a replica that dies simply stops renewing, and another takes over after `expires_at_ms`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lease {
+    pub key: LeaseKey,
+    /// The replica's id (unique per process).
+    pub holder: String,
+    /// Where other replicas can stream the fetch in progress (`http://POD_IP:PORT`).
+    pub address: String,
+    /// Unix milliseconds, by the holder's clock.
+    pub expires_at_ms: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LeaseClaim {
+    /// The caller holds the lease now (it was free, expired, or already the caller's).
+    Acquired,
+    /// Another replica holds it.
+    Held(Lease),
+}

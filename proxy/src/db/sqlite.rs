@@ -9,7 +9,10 @@ use sqlx::{
     Row, SqlitePool,
 };
 
-use super::{now, DbError, MetadataStore, NarInfoRecord, NarRecord, ProxySignature};
+use super::{
+    lease_expiry, now, now_ms, DbError, Lease, LeaseClaim, LeaseKey, MetadataStore, NarInfoRecord, NarRecord,
+    ProxySignature,
+};
 
 pub struct SqliteMetadata {
     pool: SqlitePool,
@@ -215,5 +218,72 @@ impl MetadataStore for SqliteMetadata {
     async fn ping(&self) -> Result<(), DbError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
+    }
+
+    async fn claim_lease(
+        &self,
+        key: &LeaseKey,
+        holder: &str,
+        address: &str,
+        ttl: Duration,
+    ) -> Result<LeaseClaim, DbError> {
+        // One statement: insert, or take over a row that expired or is already ours.
+        let taken = sqlx::query(
+            "INSERT INTO fetch_leases (lease_key, holder, address, expires_at_ms) VALUES (?, ?, ?, ?) \
+             ON CONFLICT (lease_key) DO UPDATE SET holder = excluded.holder, address = excluded.address, \
+             expires_at_ms = excluded.expires_at_ms \
+             WHERE fetch_leases.expires_at_ms < ? OR fetch_leases.holder = excluded.holder",
+        )
+        .bind(key.as_str())
+        .bind(holder)
+        .bind(address)
+        .bind(lease_expiry(ttl))
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        if taken == 1 {
+            return Ok(LeaseClaim::Acquired);
+        }
+        match self.get_lease(key).await? {
+            Some(lease) => Ok(LeaseClaim::Held(lease)),
+            // Released between the two statements: free again.
+            None => Box::pin(self.claim_lease(key, holder, address, ttl)).await,
+        }
+    }
+
+    async fn renew_lease(&self, key: &LeaseKey, holder: &str, ttl: Duration) -> Result<bool, DbError> {
+        let renewed =
+            sqlx::query("UPDATE fetch_leases SET expires_at_ms = ? WHERE lease_key = ? AND holder = ?")
+                .bind(lease_expiry(ttl))
+                .bind(key.as_str())
+                .bind(holder)
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+        Ok(renewed == 1)
+    }
+
+    async fn release_lease(&self, key: &LeaseKey, holder: &str) -> Result<(), DbError> {
+        sqlx::query("DELETE FROM fetch_leases WHERE lease_key = ? AND holder = ?")
+            .bind(key.as_str())
+            .bind(holder)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn get_lease(&self, key: &LeaseKey) -> Result<Option<Lease>, DbError> {
+        let row = sqlx::query("SELECT holder, address, expires_at_ms FROM fetch_leases WHERE lease_key = ?")
+            .bind(key.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        Ok(Some(Lease {
+            key: key.clone(),
+            holder: row.try_get("holder")?,
+            address: row.try_get("address")?,
+            expires_at_ms: row.try_get("expires_at_ms")?,
+        }))
     }
 }

@@ -3,7 +3,9 @@
 
 use nixcache_protocol::{Compression, NarFile, NarInfo, Sha256Hash, SigningKey, StorePath};
 
-use super::{MetadataStore, NarInfoRecord, NarRecord, ProxySignature, SqliteMetadata};
+use std::time::Duration;
+
+use super::{LeaseClaim, LeaseKey, MetadataStore, NarInfoRecord, NarRecord, ProxySignature, SqliteMetadata};
 
 fn store_path(n: u8, name: &str) -> StorePath {
     let hash = nixcache_protocol::StorePathHash([n; 20]);
@@ -91,6 +93,55 @@ async fn suite(db: &dyn MetadataStore) {
     db.delete_narinfo(a.info.store_path.hash()).await.unwrap();
     assert_eq!(db.get_narinfo(a.info.store_path.hash()).await.unwrap(), None);
     assert!(db.get_narinfo(b.info.store_path.hash()).await.unwrap().is_some());
+    leases(db).await;
+}
+
+async fn leases(db: &dyn MetadataStore) {
+    let key = LeaseKey::nar(&record(7, vec![]).nar_file);
+    let other = LeaseKey::narinfo(&nixcache_protocol::StorePathHash([7; 20]));
+    let long = Duration::from_secs(60);
+    assert_eq!(db.get_lease(&key).await.unwrap(), None);
+    assert_eq!(
+        db.claim_lease(&key, "a", "http://a:1", long).await.unwrap(),
+        LeaseClaim::Acquired
+    );
+    // Claiming again is re-entrant for the holder, refused for anyone else.
+    assert_eq!(
+        db.claim_lease(&key, "a", "http://a:1", long).await.unwrap(),
+        LeaseClaim::Acquired
+    );
+    let LeaseClaim::Held(held) = db.claim_lease(&key, "b", "http://b:1", long).await.unwrap() else {
+        panic!("b took a's lease");
+    };
+    assert_eq!((held.holder.as_str(), held.address.as_str()), ("a", "http://a:1"));
+    assert!(held.expires_at_ms > super::now_ms() + 50_000);
+    // Leases are independent per key.
+    assert_eq!(
+        db.claim_lease(&other, "b", "http://b:1", long).await.unwrap(),
+        LeaseClaim::Acquired
+    );
+
+    assert!(db.renew_lease(&key, "a", long).await.unwrap());
+    assert!(!db.renew_lease(&key, "b", long).await.unwrap());
+    // Only the holder releases.
+    db.release_lease(&key, "b").await.unwrap();
+    assert_eq!(db.get_lease(&key).await.unwrap().unwrap().holder, "a");
+    db.release_lease(&key, "a").await.unwrap();
+    assert_eq!(db.get_lease(&key).await.unwrap(), None);
+
+    // An expired lease is taken over, and its old holder can no longer renew it.
+    let short = Duration::from_millis(1);
+    assert_eq!(
+        db.claim_lease(&key, "a", "http://a:1", short).await.unwrap(),
+        LeaseClaim::Acquired
+    );
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(
+        db.claim_lease(&key, "b", "http://b:1", long).await.unwrap(),
+        LeaseClaim::Acquired
+    );
+    assert!(!db.renew_lease(&key, "a", long).await.unwrap());
+    assert_eq!(db.get_lease(&key).await.unwrap().unwrap().address, "http://b:1");
 }
 
 #[tokio::test]
