@@ -8,7 +8,10 @@ use nixcache_protocol::{CacheInfo, PublicKey, STORE_DIR};
 use tokio::net::TcpListener;
 
 use crate::{
-    cache::{Cache, HotCache, NegativeCache},
+    cache::{
+        replica::{Replica, ReplicaOptions},
+        Cache, CacheParts, HotCache, NegativeCache,
+    },
     cli::ServeArgs,
     db, http, keys,
     storage::LocalStore,
@@ -41,7 +44,17 @@ pub async fn build_state(args: &ServeArgs) -> anyhow::Result<http::AppState> {
     tracing::info!(public_key = %signer.public_key(), upstreams = ?args.upstreams, "signing with key");
     let negative = NegativeCache::new(args.negative_ttl);
     let hot = HotCache::new(args.memory_cache_bytes, args.memory_cache_ttl);
-    let cache = Cache::new(metadata, storage, upstreams, signer, negative, hot, tmp_dir);
+    let replica = build_replica(args).await?;
+    let cache = Cache::new(CacheParts {
+        db: metadata,
+        storage,
+        upstreams,
+        signer,
+        negative,
+        hot,
+        tmp_dir,
+        replica,
+    });
     let info = CacheInfo {
         store_dir: STORE_DIR.into(),
         want_mass_query: true,
@@ -66,6 +79,46 @@ fn build_upstreams(args: &ServeArgs) -> anyhow::Result<Upstreams> {
         netrc: read_netrc(args.netrc_file.as_ref())?,
     };
     Ok(Upstreams::new(&args.upstreams, trusted, options)?)
+}
+
+async fn build_replica(args: &ServeArgs) -> anyhow::Result<Replica> {
+    let address = match &args.advertise_url {
+        Some(url) => {
+            let parsed = url::Url::parse(url).with_context(|| format!("invalid --advertise-url {url:?}"))?;
+            anyhow::ensure!(
+                parsed.scheme() == "http" && parsed.host().is_some() && parsed.path() == "/",
+                "--advertise-url must look like http://HOST:PORT, got {url:?}"
+            );
+            url.trim_end_matches('/').to_owned()
+        }
+        None => default_advertise_url(args.listen).await,
+    };
+    let options = ReplicaOptions {
+        id: ReplicaOptions::new_id(),
+        address,
+        lease_ttl: args.lease_ttl.max(Duration::from_millis(300)),
+        peer_read_timeout: args.upstream_read_timeout,
+    };
+    tracing::info!(replica = %options.id, advertise_url = %options.address, "replica identity");
+    Replica::new(options).context("building the HTTP client for other replicas")
+}
+
+/// The listen address when it names one; for a wildcard, the first non-loopback address the
+/// hostname resolves to (a pod's IP in Kubernetes), else loopback.
+async fn default_advertise_url(listen: std::net::SocketAddr) -> String {
+    let port = listen.port();
+    if !listen.ip().is_unspecified() {
+        return format!("http://{listen}");
+    }
+    let host = hostname::get().ok().and_then(|h| h.into_string().ok());
+    if let Some(host) = host {
+        if let Ok(addrs) = tokio::net::lookup_host((host.as_str(), port)).await {
+            if let Some(addr) = addrs.into_iter().find(|a| !a.ip().is_loopback() && a.is_ipv4()) {
+                return format!("http://{addr}");
+            }
+        }
+    }
+    format!("http://127.0.0.1:{port}")
 }
 
 /// `--hostname`, else the machine's hostname.
@@ -101,17 +154,19 @@ fn read_netrc(explicit: Option<&PathBuf>) -> anyhow::Result<Netrc> {
 }
 
 /// Runs `nixcache serve` until a shutdown signal.
-pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let state = build_state(&args).await?;
-    // Without TCP_NODELAY the tail of a response can wait ~40 ms for a delayed ACK (Nagle).
+pub async fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
     let listener = TcpListener::bind(args.listen)
         .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?
-        .tap_io(|tcp| {
-            if let Err(err) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %err, "cannot set TCP_NODELAY");
-            }
-        });
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    // With port 0, other replicas must learn the port actually bound.
+    args.listen = listener.local_addr()?;
+    let state = build_state(&args).await?;
+    // Without TCP_NODELAY the tail of a response can wait ~40 ms for a delayed ACK (Nagle).
+    let listener = listener.tap_io(|tcp| {
+        if let Err(err) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %err, "cannot set TCP_NODELAY");
+        }
+    });
     // Learn the upstreams' priorities before the first lookup, but never wait long for a dead one.
     let cache = state.cache.clone();
     let _ = tokio::time::timeout(INITIAL_PRIORITY_WAIT, cache.upstreams().refresh_priorities()).await;

@@ -100,6 +100,16 @@ pub struct ServeArgs {
     #[arg(long, env = "NIXCACHE_MEMORY_CACHE_TTL", default_value = "60s", value_parser = humantime::parse_duration)]
     pub memory_cache_ttl: Duration,
 
+    /// URL other replicas use to reach this one, to stream a download it is doing
+    /// (`http://$POD_IP:8501` in a cluster) [default: from --listen, else the hostname's address].
+    #[arg(long, env = "NIXCACHE_ADVERTISE_URL")]
+    pub advertise_url: Option<String>,
+
+    /// How long a replica's claim on a download lasts without renewal: how soon another replica
+    /// takes over the download of one that died.
+    #[arg(long, env = "NIXCACHE_LEASE_TTL", default_value = "15s", value_parser = humantime::parse_duration)]
+    pub lease_ttl: Duration,
+
     /// Log output format (the level comes from RUST_LOG, default info).
     #[arg(long, env = "NIXCACHE_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use futures::{FutureExt, StreamExt};
 use tokio::sync::watch;
 
-use super::{verify, Cache, CacheError};
+use super::{replica::HeldLease, verify, Cache, CacheError};
 use crate::{
     db::{NarInfoRecord, NarRecord},
     storage::{bufpool, BlobKey, ByteRange, ByteStream},
@@ -24,6 +24,8 @@ pub enum Phase {
     Downloading,
     /// Every byte is in the temp file; verification is finishing.
     Downloaded,
+    /// Every hash matched: the last bytes may go out while the file is being stored.
+    Verified,
     /// Verified and stored.
     Committed,
     /// Why, as the first waiter would have been told (so a timeout stays a 504 for everyone).
@@ -129,7 +131,7 @@ impl Follower {
                 Phase::Failed(reason) => {
                     return Err(io::Error::other(format!("upstream download failed: {reason}")))
                 }
-                Phase::Committed => written.min(self.end + 1),
+                Phase::Verified | Phase::Committed => written.min(self.end + 1),
                 _ => written.min(self.end),
             };
             if readable > self.pos {
@@ -141,7 +143,7 @@ impl Follower {
                 self.pos += bytes.len() as u64;
                 return Ok(Some(bytes));
             }
-            if matches!(phase, Phase::Committed) && written <= self.end {
+            if matches!(phase, Phase::Verified | Phase::Committed) && written <= self.end {
                 return Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
                     "object shorter than announced",
@@ -156,7 +158,9 @@ impl Follower {
 }
 
 /// Runs the download to its end and publishes the outcome; spawned, so no client can cancel it.
-pub async fn run(cache: Cache, fill: Arc<Fill>, record: NarInfoRecord) {
+/// The fetch lease, when held, is released after the outcome is recorded and before the fill
+/// is forgotten, so no other request of this replica can take the lease in between.
+pub async fn run(cache: Cache, fill: Arc<Fill>, record: Arc<NarInfoRecord>, lease: Option<HeldLease>) {
     // A panic must still end the fill, or its joiners would wait forever.
     let result = std::panic::AssertUnwindSafe(download_verify_commit(&cache, &fill, &record))
         .catch_unwind()
@@ -167,10 +171,16 @@ pub async fn run(cache: Cache, fill: Arc<Fill>, record: NarInfoRecord) {
             tracing::info!(nar = %fill.key, size, store_path = %record.info.store_path, "NAR verified and stored");
             // Joiners may finish at once; new requests find the stored object from now on.
             fill.progress.send_modify(|p| p.phase = Phase::Committed);
-            cache.forget_fill(&fill.key).await;
+            if let Some(lease) = lease {
+                lease.release().await;
+            }
+            cache.forget_fill(&fill.key);
         }
         Err(err) => {
-            cache.forget_fill(&fill.key).await;
+            if let Some(lease) = lease {
+                lease.release().await;
+            }
+            cache.forget_fill(&fill.key);
             tracing::error!(nar = %fill.key, store_path = %record.info.store_path, error = %err, "NAR fill failed");
             fill.progress
                 .send_modify(|p| p.phase = Phase::Failed(Arc::new(err)));
@@ -235,6 +245,7 @@ async fn download_verify_commit(
         }
         return Err(err);
     }
+    fill.progress.send_modify(|p| p.phase = Phase::Verified);
     cache
         .storage
         .put_file(&fill.key, &fill.tmp_path)

@@ -3,26 +3,38 @@
 
 mod fill;
 mod hot;
+mod nar;
 mod negative;
+mod relay;
+pub mod replica;
 mod singleflight;
 mod verify;
 
-use std::{collections::HashMap, path::PathBuf, sync::Arc};
+use std::{
+    collections::HashMap,
+    path::PathBuf,
+    sync::{Arc, Mutex},
+    time::Instant,
+};
 
 use bytes::Bytes;
 
 use nixcache_protocol::{NarFile, NarInfo, SigningKey, StorePathHash};
 
 use crate::{
-    db::{DbError, MetadataStore, NarInfoRecord, ProxySignature},
+    db::{DbError, LeaseClaim, LeaseKey, MetadataStore, NarInfoRecord, ProxySignature},
     range::RangeSpec,
-    storage::{local::tempfile_in, BlobKey, BlobRead, BlobStore, ByteRange, ByteStream, StorageError},
+    storage::{BlobKey, BlobStore, ByteRange, ByteStream, StorageError},
     upstream::{Lookup, UpstreamError, Upstreams},
 };
 use fill::Fill;
 pub use hot::HotCache;
 pub use negative::NegativeCache;
+use replica::Replica;
 use singleflight::SingleFlight;
+
+/// Pause between looks at a narinfo another replica is fetching.
+const NARINFO_POLL: std::time::Duration = std::time::Duration::from_millis(20);
 
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
@@ -38,6 +50,8 @@ pub enum CacheError {
     Storage(#[from] StorageError),
     #[error(transparent)]
     Db(#[from] DbError),
+    #[error("another replica: {0}")]
+    Peer(String),
     #[error("range not satisfiable for an object of {size} bytes")]
     RangeNotSatisfiable { size: u64 },
     #[error("{0}")]
@@ -59,6 +73,19 @@ pub struct NarResponse {
     pub body: Option<ByteStream>,
 }
 
+/// What a cache is made of; `app::build_state` assembles it from the command line.
+pub struct CacheParts {
+    pub db: Arc<dyn MetadataStore>,
+    pub storage: Arc<dyn BlobStore>,
+    pub upstreams: Arc<Upstreams>,
+    pub signer: SigningKey,
+    pub negative: NegativeCache,
+    pub hot: HotCache,
+    /// Local directory for downloads in progress.
+    pub tmp_dir: PathBuf,
+    pub replica: Replica,
+}
+
 #[derive(Clone)]
 pub struct Cache {
     db: Arc<dyn MetadataStore>,
@@ -68,38 +95,29 @@ pub struct Cache {
     public_key: Arc<str>,
     negative: Arc<NegativeCache>,
     hot: Arc<HotCache>,
+    replica: Arc<Replica>,
     narinfo_flights: Arc<SingleFlight<StorePathHash, NarInfoRecord>>,
-    fills: Arc<tokio::sync::Mutex<HashMap<BlobKey, Arc<Fill>>>>,
+    nar_locates: Arc<SingleFlight<BlobKey, nar::Source>>,
+    fills: Arc<Mutex<HashMap<BlobKey, Arc<Fill>>>>,
     tmp_dir: Arc<PathBuf>,
 }
 
-enum Joined {
-    Fill(Arc<Fill>),
-    Stored(u64),
-}
-
 impl Cache {
-    pub fn new(
-        db: Arc<dyn MetadataStore>,
-        storage: Arc<dyn BlobStore>,
-        upstreams: Arc<Upstreams>,
-        signer: SigningKey,
-        negative: NegativeCache,
-        hot: HotCache,
-        tmp_dir: PathBuf,
-    ) -> Self {
-        let public_key = signer.public_key().to_string().into();
+    pub fn new(parts: CacheParts) -> Self {
+        let public_key = parts.signer.public_key().to_string().into();
         Self {
-            db,
-            storage,
-            upstreams,
-            signer: Arc::new(signer),
+            db: parts.db,
+            storage: parts.storage,
+            upstreams: parts.upstreams,
+            signer: Arc::new(parts.signer),
             public_key,
-            negative: Arc::new(negative),
-            hot: Arc::new(hot),
+            negative: Arc::new(parts.negative),
+            hot: Arc::new(parts.hot),
+            replica: Arc::new(parts.replica),
             narinfo_flights: Arc::new(SingleFlight::new()),
-            fills: Arc::new(tokio::sync::Mutex::new(HashMap::new())),
-            tmp_dir: Arc::new(tmp_dir),
+            nar_locates: Arc::new(SingleFlight::new()),
+            fills: Arc::new(Mutex::new(HashMap::new())),
+            tmp_dir: Arc::new(parts.tmp_dir),
         }
     }
 
@@ -132,14 +150,38 @@ impl Cache {
         Ok(self.render((*record).clone()))
     }
 
+    /// Asks the upstreams, unless another replica is already asking: then waits (bounded) for
+    /// its answer to appear in the database.
     async fn fetch_narinfo(&self, hash: StorePathHash) -> Result<NarInfoRecord, CacheError> {
-        // A flight that finished just before this one started may have answered already.
-        if let Some(record) = self.db.get_narinfo(&hash).await? {
-            return Ok(record);
+        let lease_key = LeaseKey::narinfo(&hash);
+        let deadline = Instant::now() + self.replica.wait_limit();
+        loop {
+            // A flight that finished just before this one started may have answered already.
+            if let Some(record) = self.db.get_narinfo(&hash).await? {
+                return Ok(record);
+            }
+            if self.negative.contains(&hash) {
+                return Err(CacheError::NotFound);
+            }
+            if Instant::now() > deadline {
+                return self.lookup_upstreams(hash).await;
+            }
+            if let LeaseClaim::Acquired = self.replica.claim(&*self.db, &lease_key).await? {
+                let lease = self.replica.hold(Arc::clone(&self.db), lease_key);
+                // The last holder records its answer before releasing: look again first.
+                let result = match self.db.get_narinfo(&hash).await {
+                    Ok(Some(record)) => Ok(record),
+                    Ok(None) => self.lookup_upstreams(hash).await,
+                    Err(err) => Err(err.into()),
+                };
+                lease.release().await;
+                return result;
+            }
+            tokio::time::sleep(NARINFO_POLL).await;
         }
-        if self.negative.contains(&hash) {
-            return Err(CacheError::NotFound);
-        }
+    }
+
+    async fn lookup_upstreams(&self, hash: StorePathHash) -> Result<NarInfoRecord, CacheError> {
         match self.upstreams.lookup_narinfo(&hash).await {
             Lookup::Found(info) => {
                 let info = *info;
@@ -202,121 +244,6 @@ impl Cache {
         text
     }
 
-    /// Opens a NAR file (or a range of it), from storage or by joining/starting an upstream fill.
-    pub async fn nar(
-        &self,
-        file: &NarFile,
-        range: Option<RangeSpec>,
-        head: bool,
-    ) -> Result<NarResponse, CacheError> {
-        let key = BlobKey::for_nar(file);
-        if let Some(size) = self.stored_size(file).await? {
-            if let Some(response) = self.serve_stored(file, &key, size, range, head).await? {
-                return Ok(response);
-            }
-        }
-        let Some(record) = self.db.narinfo_for_nar(file).await? else {
-            return Err(CacheError::NotFound);
-        };
-        if let (true, Some(size)) = (head, record.info.file_size) {
-            return Ok(NarResponse {
-                size,
-                range: resolve(range, size)?,
-                body: None,
-            });
-        }
-        match self.join_or_start(file, &key, record).await? {
-            Joined::Stored(size) => self
-                .serve_stored(file, &key, size, range, head)
-                .await?
-                .ok_or_else(|| CacheError::Internal(format!("{key} vanished right after being stored"))),
-            Joined::Fill(fill) => {
-                let size = fill.size().await?;
-                let range = resolve(range, size)?;
-                let whole = ByteRange {
-                    start: 0,
-                    end: size.saturating_sub(1),
-                };
-                let body = (!head && size > 0).then(|| fill.follow(range.unwrap_or(whole)));
-                Ok(NarResponse { size, range, body })
-            }
-        }
-    }
-
-    async fn stored_size(&self, file: &NarFile) -> Result<Option<u64>, CacheError> {
-        if let Some(size) = self.hot.nar_size(file) {
-            return Ok(Some(size));
-        }
-        let stored = self.db.get_nar(file).await?;
-        if let Some(nar) = &stored {
-            self.hot.put_nar_size(file.clone(), nar.file_size);
-        }
-        Ok(stored.map(|nar| nar.file_size))
-    }
-
-    /// `None` when the stored object is missing or damaged: it is dropped and fetched again.
-    async fn serve_stored(
-        &self,
-        file: &NarFile,
-        key: &BlobKey,
-        size: u64,
-        range: Option<RangeSpec>,
-        head: bool,
-    ) -> Result<Option<NarResponse>, CacheError> {
-        let range = resolve(range, size)?;
-        if head {
-            return Ok(Some(NarResponse {
-                size,
-                range,
-                body: None,
-            }));
-        }
-        match self.storage.get(key, range).await {
-            Ok(read) if read.size == size => Ok(Some(NarResponse {
-                size,
-                range,
-                body: Some(read.body),
-            })),
-            Ok(BlobRead { size: found, .. }) | Err(StorageError::BadRange { size: found, .. }) => {
-                tracing::error!(nar = %key, expected = size, found, "stored NAR has the wrong size; dropping it");
-                self.hot.forget_nar(file);
-                self.storage.delete(key).await?;
-                self.db.delete_nar(file).await?;
-                Ok(None)
-            }
-            Err(StorageError::NotFound(_)) => {
-                tracing::error!(nar = %key, "NAR recorded but missing from storage; fetching it again");
-                self.hot.forget_nar(file);
-                self.db.delete_nar(file).await?;
-                Ok(None)
-            }
-            Err(e) => Err(e.into()),
-        }
-    }
-
-    async fn join_or_start(
-        &self,
-        file: &NarFile,
-        key: &BlobKey,
-        record: NarInfoRecord,
-    ) -> Result<Joined, CacheError> {
-        let mut fills = self.fills.lock().await;
-        if let Some(fill) = fills.get(key) {
-            return Ok(Joined::Fill(Arc::clone(fill)));
-        }
-        // Checked again under the lock: a fill may have committed since the first look.
-        if let Some(stored) = self.db.get_nar(file).await? {
-            return Ok(Joined::Stored(stored.file_size));
-        }
-        let tmp = tempfile_in(&self.tmp_dir, key);
-        let fill = Fill::create(key.clone(), tmp).map_err(|e| StorageError::io("creating a temp file", e))?;
-        fills.insert(key.clone(), Arc::clone(&fill));
-        drop(fills);
-        tracing::info!(nar = %key, store_path = %record.info.store_path, upstream = %record.info.url, "fetching NAR");
-        tokio::spawn(fill::run(self.clone(), Arc::clone(&fill), record));
-        Ok(Joined::Fill(fill))
-    }
-
     /// A narinfo whose NAR failed verification is forgotten, so the next request asks the
     /// upstream again instead of pointing clients at a file that can never verify.
     async fn forget_lying_narinfo(&self, record: &NarInfoRecord) {
@@ -325,10 +252,6 @@ impl Cache {
         if let Err(err) = self.db.delete_narinfo(hash).await {
             tracing::warn!(store_path = %record.info.store_path, error = %err, "could not forget a narinfo");
         }
-    }
-
-    async fn forget_fill(&self, key: &BlobKey) {
-        self.fills.lock().await.remove(key);
     }
 
     /// Checks metadata and storage; for readiness.

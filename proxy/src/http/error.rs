@@ -33,6 +33,7 @@ fn classify(err: &CacheError) -> (StatusCode, &'static str) {
             StatusCode::BAD_GATEWAY,
             "upstream sent data that failed verification",
         ),
+        CacheError::Peer(_) => (StatusCode::BAD_GATEWAY, "the replica fetching it failed"),
         CacheError::FillFailed(_) => (StatusCode::BAD_GATEWAY, "fetching from the upstream cache failed"),
         CacheError::Storage(StorageError::NoSpace { .. }) => {
             (StatusCode::INSUFFICIENT_STORAGE, "cache storage is full")

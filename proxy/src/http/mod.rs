@@ -14,7 +14,7 @@ use axum::{
     Router,
 };
 
-use crate::cache::Cache;
+use crate::cache::{replica::FILLS_ROUTE, Cache};
 pub use error::ApiError;
 
 #[derive(Clone)]
@@ -30,6 +30,7 @@ pub fn router(state: AppState) -> Router {
         .route("/nix-cache-info", get(info::cache_info))
         .route("/pubkey", get(info::pubkey))
         .route("/nar/{file}", get(nar::get_nar))
+        .route(&format!("{FILLS_ROUTE}/{{file}}"), get(nar::get_fill))
         .route("/{file}", get(narinfo::get_narinfo))
         .fallback(fallback)
         .with_state(state)

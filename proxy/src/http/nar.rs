@@ -18,12 +18,33 @@ pub async fn get_nar(
     Path(file): Path<String>,
 ) -> Result<Response, ApiError> {
     let file = NarFile::parse(&file).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let range = headers
-        .get(header::RANGE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(RangeSpec::parse);
+    let range = requested_range(&headers);
     let nar = state.cache.nar(&file, range, method == Method::HEAD).await?;
     Ok(respond(nar))
+}
+
+/// `GET|HEAD /_nixcache/fills/<file>`: another replica streams this replica's fetch in progress.
+/// 404 when there is none; it never starts a fetch.
+pub async fn get_fill(
+    State(state): State<AppState>,
+    method: Method,
+    headers: HeaderMap,
+    Path(file): Path<String>,
+) -> Result<Response, ApiError> {
+    let file = NarFile::parse(&file).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let range = requested_range(&headers);
+    let nar = state
+        .cache
+        .local_fill(&file, range, method == Method::HEAD)
+        .await?;
+    Ok(respond(nar))
+}
+
+fn requested_range(headers: &HeaderMap) -> Option<RangeSpec> {
+    headers
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(RangeSpec::parse)
 }
 
 fn respond(nar: NarResponse) -> Response {

@@ -41,6 +41,11 @@ pub struct ByteRange {
 }
 
 impl ByteRange {
+    /// All of an object of `size` bytes; `None` when it is empty.
+    pub fn whole(size: u64) -> Option<Self> {
+        size.checked_sub(1).map(|end| Self { start: 0, end })
+    }
+
     /// Number of bytes; a range always holds at least one.
     #[allow(clippy::len_without_is_empty)]
     pub fn len(&self) -> u64 {

@@ -76,15 +76,20 @@ impl Proxy {
             "without --upstream the proxy would use cache.nixos.org"
         );
         init_tracing();
-        let cli = Cli::try_parse_from(serve_args(data_dir, upstreams, keys, extra)).unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let advertise = format!("http://{addr}");
+        let mut extra = extra.to_vec();
+        if !extra.contains(&"--advertise-url") {
+            extra.extend(["--advertise-url", &advertise]);
+        }
+        let cli = Cli::try_parse_from(serve_args(data_dir, upstreams, keys, &extra)).unwrap();
         let Command::Serve(args) = cli.command else {
             panic!("not a serve command");
         };
         let state = nixcache::app::build_state(&args).await.unwrap();
         // `app::serve` does this in the background; done first here so priorities are known.
         state.cache.upstreams().refresh_priorities().await;
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
         let (tx, task) = super::serve_in_background(listener, nixcache::http::router(state));
         Self {
             addr,
@@ -122,9 +127,16 @@ impl Proxy {
         files_under(&self.data_dir.join("tmp"))
     }
 
-    /// Waits (bounded) until a file named `name` is stored under `nar/`; panics if none appears.
+    /// Waits (bounded) until a file named `name` is stored under `nar/` and recorded in the
+    /// metadata (a client may have all its bytes a moment before); panics if it never is.
     pub async fn wait_stored(&self, name: &str) -> PathBuf {
-        let found = super::wait_until(super::TIMEOUT, || async { self.stored_file(name).is_some() }).await;
+        let file = nixcache_protocol::NarFile::parse(name).unwrap();
+        let url = format!("sqlite://{}/db.sqlite", self.data_dir.display());
+        let db = nixcache::db::connect(&url).await.unwrap();
+        let found = super::wait_until(super::TIMEOUT, || async {
+            self.stored_file(name).is_some() && db.get_nar(&file).await.unwrap().is_some()
+        })
+        .await;
         assert!(found, "{name} not stored under nar/: {:?}", self.stored_files());
         self.stored_file(name).unwrap()
     }

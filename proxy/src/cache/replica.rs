@@ -1,0 +1,199 @@
+//! This process among the replicas that share one database and one storage: its identity, the
+//! fetch leases it holds (renewed while the fetch runs), and the client that streams another
+//! replica's fetch in progress from that replica's internal endpoint.
+
+use std::{sync::Arc, time::Duration};
+
+use futures::TryStreamExt;
+use nixcache_protocol::NarFile;
+use reqwest::{header, StatusCode};
+
+use crate::{
+    db::{DbError, Lease, LeaseClaim, LeaseKey, MetadataStore},
+    storage::{ByteRange, ByteStream},
+};
+
+/// Route prefix of the internal endpoint: `/_nixcache/fills/<file>` streams a fill in progress.
+pub const FILLS_ROUTE: &str = "/_nixcache/fills";
+
+#[derive(Clone, Debug)]
+pub struct ReplicaOptions {
+    /// Unique per process: a restarted replica never mistakes an old lease for its own.
+    pub id: String,
+    /// Base URL other replicas use to reach this one, e.g. `http://10.1.2.3:8501`.
+    pub address: String,
+    /// How long a lease lasts without renewal: the wait before a dead holder's fetch is retaken.
+    pub lease_ttl: Duration,
+    /// Longest pause tolerated in a peer's stream (the peer may itself wait on its upstream).
+    pub peer_read_timeout: Duration,
+}
+
+impl ReplicaOptions {
+    /// `<hostname>-<8 random hex digits>`.
+    pub fn new_id() -> String {
+        let host = hostname::get()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .unwrap_or_else(|| "nixcache".into());
+        let mut random = [0u8; 4];
+        let _ = getrandom::getrandom(&mut random);
+        let suffix: String = random.iter().map(|b| format!("{b:02x}")).collect();
+        format!("{host}-{suffix}")
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("replica {holder} at {address}: {reason}")]
+pub struct PeerError {
+    pub holder: String,
+    pub address: String,
+    pub reason: String,
+}
+
+pub struct Replica {
+    pub options: ReplicaOptions,
+    client: reqwest::Client,
+}
+
+impl Replica {
+    pub fn new(options: ReplicaOptions) -> Result<Self, reqwest::Error> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(2))
+            .read_timeout(options.peer_read_timeout)
+            .no_proxy()
+            .build()?;
+        Ok(Self { options, client })
+    }
+
+    pub fn id(&self) -> &str {
+        &self.options.id
+    }
+
+    /// Longest wait for another replica's fetch before this one fetches as well: long enough for
+    /// a dead holder's lease to expire and be taken over.
+    pub fn wait_limit(&self) -> Duration {
+        self.options.lease_ttl * 2 + Duration::from_secs(5)
+    }
+
+    pub async fn claim(&self, db: &dyn MetadataStore, key: &LeaseKey) -> Result<LeaseClaim, DbError> {
+        db.claim_lease(
+            key,
+            &self.options.id,
+            &self.options.address,
+            self.options.lease_ttl,
+        )
+        .await
+    }
+
+    /// Keeps a lease this replica acquired alive until it is released or dropped.
+    pub fn hold(&self, db: Arc<dyn MetadataStore>, key: LeaseKey) -> HeldLease {
+        let (holder, ttl) = (self.options.id.clone(), self.options.lease_ttl);
+        let renewer = {
+            let (db, key, holder) = (Arc::clone(&db), key.clone(), holder.clone());
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(ttl / 3).await;
+                    match db.renew_lease(&key, &holder, ttl).await {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            tracing::warn!(lease = %key, "fetch lease lost (expired and taken over); the fetch goes on");
+                            return;
+                        }
+                        Err(err) => {
+                            tracing::warn!(lease = %key, error = %err, "renewing a fetch lease failed")
+                        }
+                    }
+                }
+            })
+        };
+        HeldLease {
+            db,
+            key,
+            holder,
+            renewer,
+            released: false,
+        }
+    }
+
+    /// The size of the file `holder` is fetching; `None` when it has no such fetch (any more).
+    pub async fn peer_size(&self, lease: &Lease, file: &NarFile) -> Result<Option<u64>, PeerError> {
+        let response = self.request(lease, file, None, true).await?;
+        Ok(response.and_then(|r| r.content_length()))
+    }
+
+    /// Streams `range` of the file `holder` is fetching; `None` when it has no such fetch.
+    pub async fn peer_get(
+        &self,
+        lease: &Lease,
+        file: &NarFile,
+        range: ByteRange,
+    ) -> Result<Option<ByteStream>, PeerError> {
+        let Some(response) = self.request(lease, file, Some(range), false).await? else {
+            return Ok(None);
+        };
+        let body = response.bytes_stream().map_err(std::io::Error::other);
+        Ok(Some(Box::pin(body)))
+    }
+
+    async fn request(
+        &self,
+        lease: &Lease,
+        file: &NarFile,
+        range: Option<ByteRange>,
+        head: bool,
+    ) -> Result<Option<reqwest::Response>, PeerError> {
+        let fail = |reason: String| PeerError {
+            holder: lease.holder.clone(),
+            address: lease.address.clone(),
+            reason,
+        };
+        let url = format!(
+            "{}{FILLS_ROUTE}/{}",
+            lease.address.trim_end_matches('/'),
+            file.file_name()
+        );
+        let mut request = if head {
+            self.client.head(&url)
+        } else {
+            self.client.get(&url)
+        };
+        if let Some(r) = range {
+            request = request.header(header::RANGE, format!("bytes={}-{}", r.start, r.end));
+        }
+        let response = request.send().await.map_err(|e| fail(e.to_string()))?;
+        match response.status() {
+            StatusCode::NOT_FOUND => Ok(None),
+            StatusCode::OK | StatusCode::PARTIAL_CONTENT => Ok(Some(response)),
+            other => Err(fail(format!("answered HTTP {other}"))),
+        }
+    }
+}
+
+/// A lease this replica holds; renewed in the background until released (or dropped).
+pub struct HeldLease {
+    db: Arc<dyn MetadataStore>,
+    key: LeaseKey,
+    holder: String,
+    renewer: tokio::task::JoinHandle<()>,
+    released: bool,
+}
+
+impl HeldLease {
+    pub async fn release(mut self) {
+        self.renewer.abort();
+        self.released = true;
+        if let Err(err) = self.db.release_lease(&self.key, &self.holder).await {
+            tracing::warn!(lease = %self.key, error = %err, "releasing a fetch lease failed; it will expire");
+        }
+    }
+}
+
+impl Drop for HeldLease {
+    fn drop(&mut self) {
+        self.renewer.abort();
+        if !self.released {
+            let (db, key, holder) = (Arc::clone(&self.db), self.key.clone(), self.holder.clone());
+            tokio::spawn(async move { db.release_lease(&key, &holder).await });
+        }
+    }
+}
