@@ -7,6 +7,7 @@
 //! pass, unless `CI` or `NIXCACHE_E2E_REQUIRED=1` is set, when they fail.
 
 pub mod bench;
+pub mod cluster;
 pub mod fixtures;
 pub mod http;
 pub mod narinfo;

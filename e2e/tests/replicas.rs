@@ -1,0 +1,135 @@
+//! Several `nixcache serve` processes sharing metadata and storage act as one cache: a path
+//! cached through one is a hit on the others, and killing (-9) the replica that is downloading a
+//! NAR does not stop the clients another replica relays it to.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{ensure, Context, Result};
+use futures::StreamExt;
+use nixcache_e2e::cluster::{Backend, Cluster};
+use nixcache_e2e::http::{body_matches, client, get_narinfo};
+use nixcache_e2e::{fetch, nix_available, Faults, FetchOptions, TestUpstream, UpstreamCache};
+use reqwest::StatusCode;
+
+const SALT: &str = "e2e";
+
+async fn killing_the_downloading_replica_keeps_relayed_clients_going(backend: Backend) -> Result<()> {
+    let cache = UpstreamCache::get("zstd", SALT)?;
+    let upstream = TestUpstream::start(&cache.dir)?;
+    let mut cluster = Cluster::start(backend, 2, &upstream.url, &cache.public_key).await?;
+    let narinfo = get_narinfo(&cluster.replicas[0].url, &cache.big_path).await?;
+    let nar_path = format!("/{}", narinfo.url()?);
+    let upstream_nar = cache.nar_http_path(&cache.big_path)?;
+    let expected = Arc::new(std::fs::read(cache.nar_file_for(&cache.big_path)?)?);
+    // 64 MiB at 16 MiB/s: the download takes about 4 s.
+    upstream.set_faults(Faults {
+        rate_bytes_per_s: 16 << 20,
+        only_paths_with_prefix: Some("/nar/".into()),
+        ..Faults::default()
+    });
+
+    // A client of replica 0 starts the download; a client of replica 1 is relayed from it.
+    let mut from_0 = client()
+        .get(cluster.replicas[0].url_for(&nar_path))
+        .send()
+        .await?;
+    ensure!(
+        from_0.status() == StatusCode::OK,
+        "replica 0: {}",
+        from_0.status()
+    );
+    from_0.chunk().await?.context("replica 0 sent no bytes")?;
+    let from_1 = client()
+        .get(cluster.replicas[1].url_for(&nar_path))
+        .send()
+        .await?;
+    ensure!(
+        from_1.status() == StatusCode::OK,
+        "replica 1: {}",
+        from_1.status()
+    );
+    let mut body_1 = from_1.bytes_stream();
+    let mut received = Vec::with_capacity(expected.len());
+    while received.len() < 8 << 20 {
+        received.extend_from_slice(&body_1.next().await.context("replica 1's body ended")??);
+    }
+
+    let killed_at = Instant::now();
+    cluster.replicas[0].stop(); // SIGKILL
+    while let Some(chunk) = body_1.next().await {
+        received
+            .extend_from_slice(&chunk.with_context(|| format!("replica 1's body at {}", received.len()))?);
+    }
+    ensure!(
+        received.len() == expected.len(),
+        "replica 1 sent {} bytes",
+        received.len()
+    );
+    ensure!(
+        received == *expected,
+        "replica 1 sent wrong bytes after the failover"
+    );
+    eprintln!(
+        "replica 1 finished {:?} after replica 0 was killed",
+        killed_at.elapsed()
+    );
+    let gets = upstream.stats().get(&upstream_nar);
+    ensure!(gets == 2, "upstream GETs of the NAR: {gets} (one per download)");
+
+    // The NAR is stored now: replica 1 serves it without the upstream.
+    let response = client()
+        .get(cluster.replicas[1].url_for(&nar_path))
+        .send()
+        .await?;
+    body_matches(response, &expected).await?;
+    ensure!(
+        upstream.stats().get(&upstream_nar) == 2,
+        "served from storage, not upstream"
+    );
+    Ok(())
+}
+
+async fn a_closure_cached_through_one_replica_is_a_hit_on_another(backend: Backend) -> Result<()> {
+    let cache = UpstreamCache::get("xz", SALT)?;
+    let mut upstream = TestUpstream::start(&cache.dir)?;
+    let cluster = Cluster::start(backend, 2, &upstream.url, &cache.public_key).await?;
+    let (first, second) = (&cluster.replicas[0], &cluster.replicas[1]);
+    ensure!(
+        first.public_key == second.public_key,
+        "replicas sign with different keys"
+    );
+    let opts = FetchOptions {
+        timeout: Duration::from_secs(120),
+        ..FetchOptions::default()
+    };
+    fetch(&first.url, &first.public_key, &[&cache.root], &opts)
+        .await?
+        .expect_whole_closure(&cache)?;
+    let before = upstream.stats().total_gets();
+    upstream.stop();
+    fetch(&second.url, &second.public_key, &[&cache.root], &opts)
+        .await?
+        .expect_whole_closure(&cache)?;
+    ensure!(
+        upstream.stats().total_gets() == before,
+        "the second replica asked the upstream"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_dir_kill_the_downloading_replica() -> Result<()> {
+    if !nix_available() {
+        return Ok(());
+    }
+    killing_the_downloading_replica_keeps_relayed_clients_going(Backend::SharedDir).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_dir_read_your_writes_with_a_real_nix_client() -> Result<()> {
+    if !nix_available() {
+        return Ok(());
+    }
+    a_closure_cached_through_one_replica_is_a_hit_on_another(Backend::SharedDir).await
+}
