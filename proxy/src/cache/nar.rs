@@ -104,6 +104,7 @@ impl Cache {
     ) -> Result<ByteStream, CacheError> {
         let key = BlobKey::for_nar(file);
         let deadline = Instant::now() + self.replica.wait_limit();
+        let mut warned = false;
         loop {
             if after_loss && self.fetch_gave_up(file, &key).await? {
                 return Err(CacheError::FillFailed(
@@ -126,8 +127,13 @@ impl Cache {
                     Ok(None) => {
                         tracing::debug!(nar = %key, holder = %lease.holder, "peer has no fill for it (yet)")
                     }
+                    Err(err) if !warned => {
+                        warned = true;
+                        tracing::warn!(nar = %key, error = %err, "cannot stream from the replica fetching it; \
+                            waiting for it to come back or for its lease to expire");
+                    }
                     Err(err) => {
-                        tracing::warn!(nar = %key, error = %err, "cannot stream from the replica fetching it")
+                        tracing::debug!(nar = %key, error = %err, "replica fetching it still unreachable")
                     }
                 },
             }
