@@ -100,6 +100,10 @@ async fn build_replica(args: &ServeArgs) -> anyhow::Result<Replica> {
         peer_read_timeout: args.upstream_read_timeout,
     };
     tracing::info!(replica = %options.id, advertise_url = %options.address, "replica identity");
+    if args.listen.ip().is_unspecified() && options.address.starts_with("http://127.") {
+        tracing::warn!(advertise_url = %options.address, "advertising a loopback address: replicas on other \
+            hosts cannot stream this one's downloads; set --advertise-url (in Kubernetes, the pod IP)");
+    }
     Replica::new(options).context("building the HTTP client for other replicas")
 }
 

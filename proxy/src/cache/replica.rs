@@ -161,10 +161,11 @@ impl Replica {
             request = request.header(header::RANGE, format!("bytes={}-{}", r.start, r.end));
         }
         let response = request.send().await.map_err(|e| fail(e.to_string()))?;
-        match response.status() {
-            StatusCode::NOT_FOUND => Ok(None),
-            StatusCode::OK | StatusCode::PARTIAL_CONTENT => Ok(Some(response)),
-            other => Err(fail(format!("answered HTTP {other}"))),
+        // A range must come back as a range: other bytes would be spliced into a response.
+        match (response.status(), range.is_some()) {
+            (StatusCode::NOT_FOUND, _) => Ok(None),
+            (StatusCode::PARTIAL_CONTENT, true) | (StatusCode::OK, false) => Ok(Some(response)),
+            (other, _) => Err(fail(format!("answered HTTP {other}"))),
         }
     }
 }
@@ -191,9 +192,10 @@ impl HeldLease {
 impl Drop for HeldLease {
     fn drop(&mut self) {
         self.renewer.abort();
-        if !self.released {
+        // Outside a runtime (process exit) the lease simply expires.
+        if let (false, Ok(runtime)) = (self.released, tokio::runtime::Handle::try_current()) {
             let (db, key, holder) = (Arc::clone(&self.db), self.key.clone(), self.holder.clone());
-            tokio::spawn(async move { db.release_lease(&key, &holder).await });
+            runtime.spawn(async move { db.release_lease(&key, &holder).await });
         }
     }
 }
