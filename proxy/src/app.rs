@@ -14,7 +14,7 @@ use crate::{
     },
     cli::ServeArgs,
     db, http, keys,
-    storage::LocalStore,
+    storage::{BlobStore, LocalStore, S3Store},
     upstream::{Netrc, UpstreamOptions, Upstreams},
 };
 
@@ -39,7 +39,7 @@ pub async fn build_state(args: &ServeArgs) -> anyhow::Result<http::AppState> {
     let metadata = db::connect(&database_url)
         .await
         .with_context(|| format!("opening the database {}", db::redact_url(&database_url)))?;
-    let storage = Arc::new(LocalStore::open(data_dir.join("nar"), tmp_dir.clone()).await?);
+    let storage = open_storage(args, &tmp_dir).await?;
 
     tracing::info!(public_key = %signer.public_key(), upstreams = ?args.upstreams, "signing with key");
     let negative = NegativeCache::new(args.negative_ttl);
@@ -64,6 +64,18 @@ pub async fn build_state(args: &ServeArgs) -> anyhow::Result<http::AppState> {
         cache,
         cache_info: info.to_string().into(),
     })
+}
+
+/// The NAR store `--storage` names. An S3 bucket is checked now, so bad settings fail at start.
+async fn open_storage(args: &ServeArgs, tmp_dir: &std::path::Path) -> anyhow::Result<Arc<dyn BlobStore>> {
+    let Some(config) = args.storage.s3_config()? else {
+        let nar_dir = args.data_dir.join("nar");
+        return Ok(Arc::new(LocalStore::open(nar_dir, tmp_dir.to_path_buf()).await?));
+    };
+    let store = S3Store::connect(&config).await?;
+    store.ping().await?;
+    tracing::info!(bucket = %config.bucket, endpoint = ?config.endpoint, prefix = %config.prefix, "storing NARs in S3");
+    Ok(Arc::new(store))
 }
 
 fn build_upstreams(args: &ServeArgs) -> anyhow::Result<Upstreams> {

@@ -4,6 +4,8 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::storage::S3Config;
+
 /// The public key of cache.nixos.org, trusted by default.
 pub const NIXOS_PUBLIC_KEY: &str = "cache.nixos.org-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY=";
 
@@ -41,6 +43,9 @@ pub struct ServeArgs {
     /// Directory for the NARs, the SQLite database, temporary files and the generated key.
     #[arg(long, env = "NIXCACHE_DATA_DIR", default_value = "./nixcache-data")]
     pub data_dir: PathBuf,
+
+    #[command(flatten)]
+    pub storage: StorageArgs,
 
     /// Metadata database [default: sqlite://<data-dir>/db.sqlite].
     #[arg(long, env = "NIXCACHE_DATABASE_URL", hide_env_values = true)]
@@ -134,5 +139,117 @@ impl ServeArgs {
             Some(url) => url.clone(),
             None => format!("sqlite://{}/db.sqlite", self.data_dir.display()),
         }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StorageKind {
+    /// `<data-dir>/nar`.
+    Local,
+    /// An S3 bucket, shared by every replica.
+    S3,
+}
+
+/// Where NARs are kept. S3 credentials come from the standard AWS chain (AWS_ACCESS_KEY_ID /
+/// AWS_SECRET_ACCESS_KEY, AWS_PROFILE, web identity / IRSA, ECS, IMDS), never from flags.
+#[derive(Debug, Clone, Args)]
+pub struct StorageArgs {
+    /// Where NARs are stored (temporary files stay in the data dir either way).
+    #[arg(
+        long = "storage",
+        env = "NIXCACHE_STORAGE",
+        value_enum,
+        default_value = "local"
+    )]
+    pub kind: StorageKind,
+
+    /// S3 bucket; required with --storage s3.
+    #[arg(long, env = "NIXCACHE_S3_BUCKET")]
+    pub s3_bucket: Option<String>,
+
+    /// S3 endpoint for MinIO, Ceph, Garage, ... [default: AWS].
+    #[arg(long, env = "NIXCACHE_S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+
+    /// S3 region [default: from the AWS config chain, else us-east-1].
+    #[arg(long, env = "NIXCACHE_S3_REGION")]
+    pub s3_region: Option<String>,
+
+    /// Address the bucket as ENDPOINT/BUCKET (most self-hosted servers need this).
+    #[arg(long, env = "NIXCACHE_S3_PATH_STYLE")]
+    pub s3_path_style: bool,
+
+    /// Prefix for object names: objects go to PREFIX/nar/FILE.
+    #[arg(long, env = "NIXCACHE_S3_PREFIX", default_value = "")]
+    pub s3_prefix: String,
+}
+
+impl StorageArgs {
+    /// The S3 settings for `--storage s3`, `None` for local storage; refuses S3 flags that
+    /// would be ignored, so a forgotten `--storage s3` does not silently fill a local disk.
+    pub fn s3_config(&self) -> anyhow::Result<Option<S3Config>> {
+        let bucket = self.s3_bucket.as_deref().map(str::trim).filter(|b| !b.is_empty());
+        match self.kind {
+            StorageKind::Local => {
+                let s3_flags = bucket.is_some() || self.s3_endpoint.is_some() || !self.s3_prefix.is_empty();
+                anyhow::ensure!(
+                    !s3_flags,
+                    "--s3-bucket, --s3-endpoint and --s3-prefix need --storage s3"
+                );
+                Ok(None)
+            }
+            StorageKind::S3 => {
+                let bucket = bucket.ok_or_else(|| {
+                    anyhow::anyhow!("--storage s3 needs a bucket: set --s3-bucket or NIXCACHE_S3_BUCKET")
+                })?;
+                Ok(Some(S3Config {
+                    bucket: bucket.to_owned(),
+                    endpoint: self.s3_endpoint.clone(),
+                    region: self.s3_region.clone(),
+                    path_style: self.s3_path_style,
+                    prefix: self.s3_prefix.clone(),
+                    credentials: None,
+                }))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    fn storage(flags: &[&str]) -> anyhow::Result<Option<S3Config>> {
+        let cli = Cli::try_parse_from(["nixcache", "serve"].iter().chain(flags))?;
+        let Command::Serve(args) = cli.command else {
+            unreachable!()
+        };
+        args.storage.s3_config()
+    }
+
+    #[test]
+    fn storage_flags_are_checked() {
+        assert!(storage(&[]).unwrap().is_none());
+        let err = storage(&["--storage", "s3"]).unwrap_err().to_string();
+        assert!(err.contains("--s3-bucket"), "{err}");
+        let err = storage(&["--s3-bucket", "b"]).unwrap_err().to_string();
+        assert!(err.contains("--storage s3"), "{err}");
+        let s3 = storage(&[
+            "--storage",
+            "s3",
+            "--s3-bucket",
+            "b",
+            "--s3-path-style",
+            "--s3-prefix",
+            "p",
+        ])
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            (s3.bucket.as_str(), s3.path_style, s3.prefix.as_str()),
+            ("b", true, "p")
+        );
+        assert!(s3.endpoint.is_none() && s3.region.is_none() && s3.credentials.is_none());
     }
 }

@@ -13,4 +13,6 @@ pub mod keys;
 pub mod range;
 pub mod storage;
 pub mod telemetry;
+#[doc(hidden)]
+pub mod testutil;
 pub mod upstream;

@@ -42,7 +42,9 @@ fn classify(err: &CacheError) -> (StatusCode, &'static str) {
         CacheError::Storage(StorageError::BadRange { .. }) => {
             (StatusCode::RANGE_NOT_SATISFIABLE, "range not satisfiable")
         }
-        CacheError::Storage(StorageError::Io { .. }) => {
+        // A failing S3 is our own storage, like a failing disk: 503 (502 is kept for upstream
+        // caches, so the two stay apart in logs and metrics). Nix retries both.
+        CacheError::Storage(StorageError::Io { .. } | StorageError::Backend { .. }) => {
             (StatusCode::SERVICE_UNAVAILABLE, "cache storage unavailable")
         }
         CacheError::Db(_) => (

@@ -1,7 +1,8 @@
-//! Where NAR files live. One small trait; the local directory is the embedded default.
+//! Where NAR files live. One small trait; a local directory by default, or an S3 bucket (`s3`).
 
 pub mod bufpool;
 pub(crate) mod local;
+pub mod s3;
 #[cfg(test)]
 mod tests;
 
@@ -12,6 +13,7 @@ use bytes::Bytes;
 use futures::stream::BoxStream;
 
 pub use local::LocalStore;
+pub use s3::{S3Config, S3Store};
 
 /// A validated object name such as `<52 nixbase32>.nar.xz`: never a path, never user text.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -76,6 +78,12 @@ pub enum StorageError {
     NoSpace { context: String, error: io::Error },
     #[error("storage I/O failed while {context}: {error}")]
     Io { context: String, error: io::Error },
+    /// A remote backend (S3) refused or failed a request; `error` is the client's error.
+    #[error("storage backend failed while {context}: {}", chain(.error))]
+    Backend {
+        context: String,
+        error: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 impl StorageError {
@@ -87,6 +95,26 @@ impl StorageError {
         } else {
             Self::Io { context, error }
         }
+    }
+}
+
+/// Displays an error with its sources, since SDK errors say little at the top ("service error").
+struct ErrorChain<'a>(&'a (dyn std::error::Error + 'static));
+
+#[allow(clippy::borrowed_box)] // thiserror hands over the field as it is
+fn chain(error: &Box<dyn std::error::Error + Send + Sync>) -> ErrorChain<'_> {
+    ErrorChain(&**error)
+}
+
+impl std::fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(err) = source {
+            write!(f, ": {err}")?;
+            source = err.source();
+        }
+        Ok(())
     }
 }
 

@@ -1,12 +1,15 @@
 //! The conformance suite every `BlobStore` must pass. Backends add one `#[tokio::test]` that calls `suite`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::path::Path;
+
 use bytes::Bytes;
 use futures::stream;
 
 use super::{local::collect, BlobKey, BlobStore, ByteRange, LocalStore, StorageError};
+use crate::testutil::s3::S3sFs;
 
-fn key(n: u8) -> BlobKey {
+pub(super) fn key(n: u8) -> BlobKey {
     let hash = nixcache_protocol::Sha256Hash::digest(&[n]);
     BlobKey::for_nar(&nixcache_protocol::NarFile {
         hash,
@@ -14,7 +17,7 @@ fn key(n: u8) -> BlobKey {
     })
 }
 
-fn chunks(data: &[u8]) -> super::ByteStream {
+pub(super) fn chunks(data: &[u8]) -> super::ByteStream {
     let parts: Vec<std::io::Result<Bytes>> =
         data.chunks(7000).map(|c| Ok(Bytes::copy_from_slice(c))).collect();
     Box::pin(stream::iter(parts))
@@ -61,8 +64,21 @@ async fn suite(store: &dyn BlobStore) {
         )
         .await;
     assert!(
-        matches!(past, Err(StorageError::BadRange { .. })),
+        matches!(past, Err(StorageError::BadRange { size: 100_000, .. })),
         "range past the end must be refused"
+    );
+    let beyond = store
+        .get(
+            &k,
+            Some(ByteRange {
+                start: 100_000,
+                end: 100_005,
+            }),
+        )
+        .await;
+    assert!(
+        matches!(beyond, Err(StorageError::BadRange { size: 100_000, .. })),
+        "range starting past the end must be refused"
     );
 
     // A failing body leaves nothing behind, and the old object stays intact.
@@ -86,6 +102,55 @@ async fn suite(store: &dyn BlobStore) {
     store.ping().await.unwrap();
 }
 
+/// Bytes that differ from part to part, so a misplaced part shows in the hash.
+pub(super) fn pseudo_random(len: usize) -> Vec<u8> {
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// 40 MiB, by stream and from a staged file in `staging` (multipart on S3, several parts), and
+/// ranged reads around the 8 MiB part boundaries.
+async fn large_objects(store: &dyn BlobStore, staging: &Path) {
+    const MIB: u64 = 1 << 20;
+    let data = pseudo_random(40 * MIB as usize);
+    let (streamed, staged) = (key(10), key(11));
+    let body = Box::pin(stream::iter(
+        data.chunks(300_000)
+            .map(|c| Ok(Bytes::copy_from_slice(c)))
+            .collect::<Vec<_>>(),
+    ));
+    assert_eq!(store.put_stream(&streamed, body).await.unwrap(), 40 * MIB);
+    let file = staging.join("large.tmp");
+    std::fs::write(&file, &data).unwrap();
+    store.put_file(&staged, &file).await.unwrap();
+    assert!(!file.exists(), "put_file consumes the staged file");
+    for k in [&streamed, &staged] {
+        assert_eq!(store.stat(k).await.unwrap(), Some(40 * MIB));
+        let whole = store.get(k, None).await.unwrap();
+        assert_eq!(whole.size, 40 * MIB);
+        // Compared whole (a memcmp): as strict as a hash, and fast in debug builds.
+        assert!(collect(whole.body).await.unwrap() == data, "40 MiB round trip");
+        for (start, end) in [
+            (8 * MIB - 10, 8 * MIB + 9),
+            (MIB, 17 * MIB),
+            (40 * MIB - 1, 40 * MIB - 1),
+        ] {
+            let part = store.get(k, Some(ByteRange { start, end })).await.unwrap();
+            assert_eq!(part.size, 40 * MIB, "size is the whole object's");
+            let got = collect(part.body).await.unwrap();
+            assert!(got == data[start as usize..=end as usize], "bytes {start}-{end}");
+        }
+        assert!(store.delete(k).await.unwrap());
+    }
+}
+
 #[tokio::test]
 async fn local_store_conformance() {
     let dir = tempfile::tempdir().unwrap();
@@ -93,6 +158,7 @@ async fn local_store_conformance() {
         .await
         .unwrap();
     suite(&store).await;
+    large_objects(&store, &dir.path().join("tmp")).await;
     // No temp files are left over.
     assert_eq!(std::fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
 }
@@ -108,4 +174,20 @@ async fn local_put_file_moves_the_staged_file() {
     store.put_file(&key(3), &staged).await.unwrap();
     assert!(!staged.exists());
     assert_eq!(store.stat(&key(3)).await.unwrap(), Some(12));
+}
+
+#[tokio::test]
+async fn s3_store_conformance() {
+    let Some(server) = S3sFs::start().await.unwrap() else {
+        return;
+    };
+    let store = server.store("nixcache/").await.unwrap();
+    suite(&store).await;
+    let staging = tempfile::tempdir().unwrap();
+    large_objects(&store, staging.path()).await;
+    assert_eq!(
+        server.open_uploads().unwrap(),
+        0,
+        "every multipart upload completed or aborted"
+    );
 }

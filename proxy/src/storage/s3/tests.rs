@@ -1,0 +1,183 @@
+//! S3-only cases, on a real s3s-fs; the shared conformance suite runs in `storage/tests.rs`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::{sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use futures::{stream, StreamExt};
+
+use super::{parse_content_range, S3Config, S3Store};
+use crate::{
+    storage::{
+        tests::{chunks, key, pseudo_random},
+        BlobStore, ByteStream, StorageError,
+    },
+    testutil::s3::S3sFs,
+};
+
+/// `data` in 1 MiB chunks, then an error: the upload fails after some parts went up.
+fn failing_after(data: &[u8]) -> ByteStream {
+    let mut parts: Vec<std::io::Result<Bytes>> = data
+        .chunks(1 << 20)
+        .map(|c| Ok(Bytes::copy_from_slice(c)))
+        .collect();
+    parts.push(Err(std::io::Error::other("upstream cut off")));
+    Box::pin(stream::iter(parts))
+}
+
+async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_failing_multipart_upload_is_aborted() {
+    let Some(server) = S3sFs::start().await.unwrap() else {
+        return;
+    };
+    let store = server.store("").await.unwrap();
+    let k = key(1);
+    let err = store
+        .put_stream(&k, failing_after(&pseudo_random(20 << 20)))
+        .await;
+    assert!(matches!(err, Err(StorageError::Io { .. })), "{err:?}");
+    assert_eq!(store.stat(&k).await.unwrap(), None);
+    assert_eq!(server.open_uploads().unwrap(), 0, "the upload was aborted");
+}
+
+#[tokio::test]
+async fn a_cancelled_multipart_upload_is_aborted() {
+    let Some(server) = S3sFs::start().await.unwrap() else {
+        return;
+    };
+    let store = Arc::new(server.store("").await.unwrap());
+    // Nine MiB, then silence: one part goes up, the second never fills.
+    let body: ByteStream = Box::pin(chunks(&pseudo_random(9 << 20)).chain(stream::pending()));
+    let task = tokio::spawn({
+        let store = Arc::clone(&store);
+        async move { store.put_stream(&key(2), body).await }
+    });
+    wait_for("the upload to start", || server.open_uploads().unwrap() == 1).await;
+    task.abort();
+    assert!(task.await.unwrap_err().is_cancelled());
+    wait_for("the abort", || server.open_uploads().unwrap() == 0).await;
+    assert_eq!(store.stat(&key(2)).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn prefixes_keep_stores_apart() {
+    let Some(server) = S3sFs::start().await.unwrap() else {
+        return;
+    };
+    let bucket = server.create_bucket().await.unwrap();
+    let a = S3Store::connect(&server.config(&bucket, "/team-a"))
+        .await
+        .unwrap();
+    let b = S3Store::connect(&server.config(&bucket, "team-b/"))
+        .await
+        .unwrap();
+    let k = key(3);
+    a.put_stream(&k, chunks(b"only in a")).await.unwrap();
+    assert_eq!(b.stat(&k).await.unwrap(), None);
+    assert!(matches!(b.get(&k, None).await, Err(StorageError::NotFound(_))));
+    assert!(!b.delete(&k).await.unwrap());
+    assert_eq!(a.stat(&k).await.unwrap(), Some(9));
+    // The layout operators see in the bucket: `<prefix>/nar/<file>`.
+    let file = server
+        .data_dir()
+        .join(&bucket)
+        .join("team-a/nar")
+        .join(k.as_str());
+    assert_eq!(std::fs::read(file).unwrap(), b"only in a");
+}
+
+#[tokio::test]
+async fn ping_explains_bad_credentials_and_missing_buckets() {
+    let Some(server) = S3sFs::start().await.unwrap() else {
+        return;
+    };
+    let bucket = server.create_bucket().await.unwrap();
+    S3Store::connect(&server.config(&bucket, ""))
+        .await
+        .unwrap()
+        .ping()
+        .await
+        .unwrap();
+
+    let mut wrong = server.config(&bucket, "");
+    wrong.credentials = Some(aws_sdk_s3::config::Credentials::new(
+        crate::testutil::s3::ACCESS_KEY,
+        "not-the-secret",
+        None,
+        None,
+        "test",
+    ));
+    let err = S3Store::connect(&wrong).await.unwrap().ping().await.unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains(&bucket) && msg.contains(&server.endpoint()), "{msg}");
+    assert!(msg.contains("access denied"), "{msg}");
+    assert!(!msg.contains("not-the-secret"), "{msg}");
+
+    let missing = server.config("no-such-bucket", "");
+    let err = S3Store::connect(&missing)
+        .await
+        .unwrap()
+        .ping()
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("does not exist"), "{err}");
+}
+
+#[tokio::test]
+async fn an_unreachable_endpoint_fails_ping_not_connect() {
+    let mut config = S3Config {
+        bucket: "b".into(),
+        endpoint: Some("http://127.0.0.1:9".into()),
+        region: Some("us-east-1".into()),
+        path_style: true,
+        ..S3Config::default()
+    };
+    config.credentials = Some(aws_sdk_s3::config::Credentials::new("a", "s", None, None, "test"));
+    let store = S3Store::connect(&config).await.unwrap();
+    let err = store.ping().await.unwrap_err();
+    assert!(err.to_string().contains("could not be reached"), "{err}");
+}
+
+#[test]
+fn debug_hides_credentials() {
+    let config = S3Config {
+        bucket: "b".into(),
+        credentials: Some(aws_sdk_s3::config::Credentials::new(
+            "AKIDEXAMPLE",
+            "wJalrXUtnFEMI",
+            None,
+            None,
+            "t",
+        )),
+        ..S3Config::default()
+    };
+    let shown = format!("{config:?}");
+    assert!(
+        !shown.contains("wJalrXUtnFEMI") && !shown.contains("AKIDEXAMPLE"),
+        "{shown}"
+    );
+    assert!(shown.contains("***"), "{shown}");
+}
+
+#[tokio::test]
+async fn connect_refuses_an_empty_bucket_name() {
+    assert!(S3Store::connect(&S3Config::default()).await.is_err());
+}
+
+#[test]
+fn content_range_parses() {
+    assert_eq!(parse_content_range("bytes 0-9/100"), Some((0, 9, 100)));
+    assert_eq!(parse_content_range("bytes */100"), None);
+    assert_eq!(parse_content_range("items 0-9/100"), None);
+}

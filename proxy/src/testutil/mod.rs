@@ -1,0 +1,3 @@
+//! Helpers for tests of this crate, its integration tests and the e2e crate; not part of the API.
+
+pub mod s3;

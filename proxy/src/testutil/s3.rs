@@ -1,0 +1,196 @@
+//! A throwaway S3 server for tests: `S3sFs::start()` finds the `s3s-fs` binary, runs it on a
+//! free port over a temp dir, and kills it when dropped. s3s-fs checks SigV4 signatures and
+//! keeps objects as plain files (`<data dir>/<bucket>/<key>`), so tests can look at them.
+//!
+//! Where the binary is looked for: `$NIXCACHE_TEST_S3S_FS`, `PATH`, `~/.cache/nixcache-tools/bin`
+//! (where `.ci/run` installs it), `~/.cargo/bin`. When it is missing, `start` returns `None`
+//! after printing `SKIP: ...`, unless `CI` or `NIXCACHE_TEST_REQUIRE_S3=1` is set: then it fails.
+
+use std::{
+    io,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::atomic::{AtomicU32, Ordering},
+    time::{Duration, Instant},
+};
+
+use aws_sdk_s3::config::Credentials;
+
+use crate::storage::{s3::build_client, S3Config, S3Store};
+
+pub const ACCESS_KEY: &str = "nixcache-test";
+pub const SECRET_KEY: &str = "nixcache-test-secret";
+/// The version `.ci/run` installs.
+pub const VERSION: &str = "0.14.1";
+const BINARY: &str = "s3s-fs";
+
+pub struct S3sFs {
+    child: Child,
+    port: u16,
+    dir: tempfile::TempDir,
+    buckets: AtomicU32,
+}
+
+impl S3sFs {
+    /// A running server, or `None` when s3s-fs is missing and not required.
+    pub async fn start() -> io::Result<Option<Self>> {
+        let Some(binary) = find_binary()? else {
+            let hint = format!(
+                "s3s-fs not found (set NIXCACHE_TEST_S3S_FS, or: cargo install --locked {BINARY} \
+                 --version {VERSION} --features binary)"
+            );
+            if required() {
+                return Err(io::Error::new(io::ErrorKind::NotFound, hint));
+            }
+            eprintln!("SKIP: {hint}");
+            return Ok(None);
+        };
+        // The free port may be taken between the probe and the server's bind: try again.
+        let mut last = None;
+        for _ in 0..3 {
+            match Self::spawn(&binary).await {
+                Ok(server) => return Ok(Some(server)),
+                Err(err) => last = Some(err),
+            }
+        }
+        Err(last.unwrap_or_else(|| io::Error::other("s3s-fs did not start")))
+    }
+
+    async fn spawn(binary: &Path) -> io::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let data = dir.path().join("data");
+        std::fs::create_dir(&data)?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let log = std::fs::File::create(dir.path().join("s3s-fs.log"))?;
+        let child = Command::new(binary)
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY])
+            .arg(&data)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()?;
+        let mut server = Self {
+            child,
+            port,
+            dir,
+            buckets: AtomicU32::new(0),
+        };
+        server.wait_until_up().await?;
+        Ok(server)
+    }
+
+    async fn wait_until_up(&mut self) -> io::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                let log = std::fs::read_to_string(self.dir.path().join("s3s-fs.log")).unwrap_or_default();
+                return Err(io::Error::other(format!("s3s-fs exited ({status}): {log}")));
+            }
+            if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+                .await
+                .is_ok()
+            {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(io::Error::other("s3s-fs did not answer within 10 s"));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Where s3s-fs keeps its buckets (one directory each).
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// Settings for `bucket` on this server, with its credentials.
+    pub fn config(&self, bucket: &str, prefix: &str) -> S3Config {
+        S3Config {
+            bucket: bucket.into(),
+            endpoint: Some(self.endpoint()),
+            region: Some("us-east-1".into()),
+            path_style: true,
+            prefix: prefix.into(),
+            credentials: Some(Credentials::new(
+                ACCESS_KEY,
+                SECRET_KEY,
+                None,
+                None,
+                "nixcache-test",
+            )),
+        }
+    }
+
+    /// Creates a new, empty bucket through the S3 API and returns its name.
+    pub async fn create_bucket(&self) -> io::Result<String> {
+        let name = format!("test-{}", self.buckets.fetch_add(1, Ordering::Relaxed));
+        build_client(&self.config(&name, ""))
+            .await
+            .create_bucket()
+            .bucket(&name)
+            .send()
+            .await
+            .map_err(|e| io::Error::other(aws_sdk_s3::error::DisplayErrorContext(e).to_string()))?;
+        Ok(name)
+    }
+
+    /// A store on a new bucket.
+    pub async fn store(&self, prefix: &str) -> io::Result<S3Store> {
+        let bucket = self.create_bucket().await?;
+        S3Store::connect(&self.config(&bucket, prefix))
+            .await
+            .map_err(io::Error::other)
+    }
+
+    /// Multipart uploads begun and neither completed nor aborted. s3s-fs has no
+    /// ListMultipartUploads; it keeps one `.upload-<id>.json` per open upload in its root.
+    pub fn open_uploads(&self) -> io::Result<usize> {
+        let mut open = 0;
+        for entry in std::fs::read_dir(self.data_dir())? {
+            let name = entry?.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with(".upload-") && name.ends_with(".json") {
+                open += 1;
+            }
+        }
+        Ok(open)
+    }
+}
+
+impl Drop for S3sFs {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// True when a missing s3s-fs must fail the tests rather than skip them.
+fn required() -> bool {
+    let set = |name| std::env::var(name).is_ok_and(|v| !v.is_empty() && v != "0" && v != "false");
+    set("CI") || set("NIXCACHE_TEST_REQUIRE_S3")
+}
+
+fn find_binary() -> io::Result<Option<PathBuf>> {
+    if let Some(explicit) = std::env::var_os("NIXCACHE_TEST_S3S_FS") {
+        let path = PathBuf::from(explicit);
+        if !path.is_file() {
+            let msg = format!("NIXCACHE_TEST_S3S_FS={} is not a file", path.display());
+            return Err(io::Error::new(io::ErrorKind::NotFound, msg));
+        }
+        return Ok(Some(path));
+    }
+    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default();
+    if let Some(home) = std::env::var_os("HOME").map(PathBuf::from) {
+        dirs.push(home.join(".cache/nixcache-tools/bin"));
+        dirs.push(home.join(".cargo/bin"));
+    }
+    Ok(dirs.into_iter().map(|d| d.join(BINARY)).find(|p| p.is_file()))
+}
