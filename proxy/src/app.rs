@@ -34,11 +34,11 @@ pub async fn build_state(args: &ServeArgs) -> anyhow::Result<http::AppState> {
     let tmp_dir = data_dir.join("tmp");
     clear_temp_files(&tmp_dir)?;
 
-    let signer = keys::load_or_generate(args.secret_key_file.as_deref(), data_dir, &key_name(args))?;
     let database_url = args.database_url();
     let metadata = db::connect(&database_url)
         .await
         .with_context(|| format!("opening the database {}", db::redact_url(&database_url)))?;
+    let signer = keys::load_or_generate(args.secret_key_file.as_deref(), data_dir, &key_name(args))?;
     let storage = open_storage(args, &tmp_dir).await?;
 
     tracing::info!(public_key = %signer.public_key(), upstreams = ?args.upstreams, "signing with key");

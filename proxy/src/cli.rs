@@ -1,4 +1,4 @@
-//! Command line: `nixcache serve | keygen`. Every flag also reads a `NIXCACHE_*` env var.
+//! Command line: `nixcache serve | migrate | keygen`. Every flag also reads a `NIXCACHE_*` env var.
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
@@ -24,6 +24,9 @@ pub struct Cli {
 pub enum Command {
     /// Serve the binary cache protocol, fetching misses from the upstream caches.
     Serve(Box<ServeArgs>),
+    /// Apply the database migrations this version needs, then exit (a PostgreSQL/MySQL database
+    /// must be migrated before `serve` starts on it; SQLite is migrated by `serve` itself).
+    Migrate(MigrateArgs),
     /// Write a new signing key pair in Nix's format (like `nix-store --generate-binary-cache-key`).
     Keygen(KeygenArgs),
 }
@@ -47,9 +50,10 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub storage: StorageArgs,
 
-    /// Metadata database [default: sqlite://<data-dir>/db.sqlite].
+    /// Metadata database: sqlite://PATH, postgres://… or mysql://… (mariadb://…)
+    /// [default: sqlite://<data-dir>/db.sqlite].
     #[arg(long, env = "NIXCACHE_DATABASE_URL", hide_env_values = true)]
-    pub database_url: Option<String>,
+    pub database_url: Option<DatabaseUrl>,
 
     /// Upstream binary cache URL; repeat for several (comma-separated in the env var).
     #[arg(
@@ -121,6 +125,17 @@ pub struct ServeArgs {
 }
 
 #[derive(Debug, Clone, Args)]
+pub struct MigrateArgs {
+    /// Metadata database: sqlite://PATH, postgres://USER:PASSWORD@HOST/DB or mysql://… (mariadb://…).
+    #[arg(long, env = "NIXCACHE_DATABASE_URL", hide_env_values = true)]
+    pub database_url: DatabaseUrl,
+
+    /// Log output format (the level comes from RUST_LOG, default info).
+    #[arg(long, env = "NIXCACHE_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Args)]
 pub struct KeygenArgs {
     /// Key name, conventionally `HOST-1` (it appears in every signature).
     pub name: String,
@@ -136,7 +151,7 @@ impl ServeArgs {
     /// The database URL, defaulting to SQLite inside the data dir.
     pub fn database_url(&self) -> String {
         match &self.database_url {
-            Some(url) => url.clone(),
+            Some(url) => url.0.clone(),
             None => format!("sqlite://{}/db.sqlite", self.data_dir.display()),
         }
     }
@@ -212,6 +227,23 @@ impl StorageArgs {
                 }))
             }
         }
+    }
+}
+
+/// A database URL, which may hold a password: `Debug` shows it redacted.
+#[derive(Clone)]
+pub struct DatabaseUrl(pub String);
+
+impl std::str::FromStr for DatabaseUrl {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_string()))
+    }
+}
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&crate::db::redact_url(&self.0))
     }
 }
 

@@ -1,7 +1,7 @@
 use clap::Parser;
 use nixcache::{
     cli::{Cli, Command, LogFormat},
-    keys, telemetry,
+    db, keys, telemetry,
 };
 
 #[tokio::main]
@@ -11,6 +11,12 @@ async fn main() -> anyhow::Result<()> {
         Command::Serve(args) => {
             telemetry::init(args.log_format);
             nixcache::app::serve(*args).await
+        }
+        Command::Migrate(args) => {
+            telemetry::init(args.log_format);
+            let url = &args.database_url.0;
+            println!("{}", db::migrate::report(url, &db::migrate::run(url).await?));
+            Ok(())
         }
         Command::Keygen(args) => {
             telemetry::init(LogFormat::Text);

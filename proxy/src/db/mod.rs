@@ -1,8 +1,17 @@
 //! Metadata: which narinfos we know and which NAR files we hold. Named operations returning domain
-//! types; each engine implements them with plain SQL (SQLite now; PostgreSQL and MySQL next).
+//! types; one generic implementation (`store.rs`) runs them on SQLite, PostgreSQL and MySQL/MariaDB
+//! with the few dialect differences in `statements.rs`.
 
+pub mod migrate;
 mod model;
+mod mysql;
+mod postgres;
+mod row;
 mod sqlite;
+mod statements;
+mod store;
+#[cfg(any(test, feature = "test-util"))]
+pub mod testdb;
 #[cfg(test)]
 mod tests;
 
@@ -12,22 +21,67 @@ use async_trait::async_trait;
 use nixcache_protocol::{NarFile, StorePathHash};
 
 pub use model::{Lease, LeaseClaim, LeaseKey, NarInfoRecord, NarRecord, ProxySignature};
-pub use sqlite::SqliteMetadata;
+pub use store::{MySqlMetadata, PostgresMetadata, SqliteMetadata};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
     #[error("database error: {0}")]
     Sqlx(#[from] sqlx::Error),
+    #[error("cannot connect to the database {url}: {source}")]
+    Connect {
+        url: String,
+        #[source]
+        source: sqlx::Error,
+    },
     #[error("migrating the database failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error(
+        "database {url} is not migrated ({pending} pending migrations): \
+         run `nixcache migrate --database-url {url}`"
+    )]
+    NotMigrated { url: String, pending: usize },
+    #[error(
+        "database {url} has migration {version} applied, which this nixcache does not know \
+         (the schema is newer): run a nixcache at least as new as the one that migrated it"
+    )]
+    UnknownMigration { url: String, version: i64 },
+    #[error("database {url}: migration {version} {problem}")]
+    BadMigration {
+        url: String,
+        version: i64,
+        problem: &'static str,
+    },
     #[error("database row for {key} has an invalid {field}: {reason}")]
     Corrupt {
         key: String,
         field: &'static str,
         reason: String,
     },
-    #[error("unsupported database URL {0}: use sqlite://PATH")]
+    #[error(
+        "unsupported database URL {0}: use sqlite://PATH, postgres://USER@HOST/DB or mysql://USER@HOST/DB"
+    )]
     UnsupportedUrl(String),
+}
+
+/// The database engines, told apart by the URL's scheme.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Engine {
+    Sqlite,
+    Postgres,
+    MySql,
+}
+
+impl Engine {
+    /// `sqlite:`, `postgres://` / `postgresql://`, `mysql://` / `mariadb://`.
+    pub fn from_url(url: &str) -> Result<Self, DbError> {
+        let scheme = url.split_once(':').map(|(s, _)| s.to_ascii_lowercase());
+        match scheme.as_deref() {
+            Some("sqlite") => Ok(Self::Sqlite),
+            Some("postgres" | "postgresql") => Ok(Self::Postgres),
+            Some("mysql" | "mariadb") => Ok(Self::MySql),
+            _ => Err(DbError::UnsupportedUrl(redact_url(url))),
+        }
+    }
 }
 
 /// The metadata store every engine implements; `tests.rs` holds the conformance suite.
@@ -64,12 +118,15 @@ pub trait MetadataStore: Send + Sync + 'static {
     async fn get_lease(&self, key: &LeaseKey) -> Result<Option<Lease>, DbError>;
 }
 
-/// Opens the metadata store named by `url`, applying migrations for SQLite.
+/// Opens the metadata store named by `url`. SQLite is migrated on the spot; PostgreSQL and MySQL
+/// must have been migrated by `nixcache migrate` (several replicas share them), else this fails
+/// with [`DbError::NotMigrated`].
 pub async fn connect(url: &str) -> Result<std::sync::Arc<dyn MetadataStore>, DbError> {
-    if url.starts_with("sqlite:") {
-        return Ok(std::sync::Arc::new(SqliteMetadata::open(url).await?));
-    }
-    Err(DbError::UnsupportedUrl(redact_url(url)))
+    Ok(match Engine::from_url(url)? {
+        Engine::Sqlite => std::sync::Arc::new(SqliteMetadata::open(url).await?),
+        Engine::Postgres => std::sync::Arc::new(PostgresMetadata::open(url).await?),
+        Engine::MySql => std::sync::Arc::new(MySqlMetadata::open(url).await?),
+    })
 }
 
 /// The URL without its password, for messages.

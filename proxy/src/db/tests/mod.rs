@@ -7,12 +7,14 @@ use std::time::Duration;
 
 use super::{LeaseClaim, LeaseKey, MetadataStore, NarInfoRecord, NarRecord, ProxySignature, SqliteMetadata};
 
+mod engines;
+
 fn store_path(n: u8, name: &str) -> StorePath {
     let hash = nixcache_protocol::StorePathHash([n; 20]);
     StorePath::new(hash, name).unwrap()
 }
 
-fn record(n: u8, refs: Vec<StorePath>) -> NarInfoRecord {
+pub(super) fn record(n: u8, refs: Vec<StorePath>) -> NarInfoRecord {
     let file_hash = Sha256Hash::digest(&[n, 1]);
     let key = SigningKey::generate("upstream-1").unwrap();
     let mut info = NarInfo {
@@ -40,7 +42,7 @@ fn record(n: u8, refs: Vec<StorePath>) -> NarInfoRecord {
     }
 }
 
-async fn suite(db: &dyn MetadataStore) {
+pub(super) async fn suite(db: &dyn MetadataStore) {
     db.ping().await.unwrap();
     let a = record(1, vec![]);
     let b = record(2, vec![store_path(1, "hello-2.12"), store_path(2, "hello-2.12")]);
@@ -156,4 +158,16 @@ async fn sqlite_conformance() {
         .await
         .unwrap()
         .is_some());
+}
+
+#[test]
+fn database_urls_are_redacted_in_debug_output() {
+    let url = "postgres://nixcache:hunter2@db:5432/nixcache";
+    let shown = format!("{:?}", crate::cli::DatabaseUrl(url.into()));
+    assert_eq!(shown, "postgres://nixcache:***@db:5432/nixcache");
+    let err = super::DbError::NotMigrated {
+        url: super::redact_url(url),
+        pending: 2,
+    };
+    assert!(!format!("{err} {err:?}").contains("hunter2"));
 }

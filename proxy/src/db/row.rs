@@ -1,0 +1,172 @@
+//! Rows to domain records and back, the same for every engine: every column is text or a 64-bit
+//! integer, read through [`SqlDb`].
+
+use std::str::FromStr;
+
+use nixcache_protocol::{Compression, NarFile, NarInfo, Sha256Hash, Signature, StorePath};
+
+use super::{
+    store::{Arg, SqlDb},
+    DbError, Lease, LeaseKey, NarInfoRecord, NarRecord, ProxySignature,
+};
+
+fn corrupt(key: &str, field: &'static str, reason: impl ToString) -> DbError {
+    DbError::Corrupt {
+        key: key.to_string(),
+        field,
+        reason: reason.to_string(),
+    }
+}
+
+/// Column accessors for one row, naming the row's key in errors.
+struct Cols<'r, DB: SqlDb> {
+    row: &'r DB::Row,
+    key: String,
+}
+
+impl<DB: SqlDb> Cols<'_, DB> {
+    fn opt_text(&self, column: &'static str) -> Result<Option<String>, DbError> {
+        Ok(DB::text(self.row, column)?)
+    }
+    fn text(&self, column: &'static str) -> Result<String, DbError> {
+        self.opt_text(column)?
+            .ok_or_else(|| corrupt(&self.key, column, "NULL"))
+    }
+    fn int(&self, column: &'static str) -> Result<i64, DbError> {
+        DB::int(self.row, column)?.ok_or_else(|| corrupt(&self.key, column, "NULL"))
+    }
+    fn size(&self, column: &'static str) -> Result<Option<u64>, DbError> {
+        DB::int(self.row, column)?
+            .map(|v| u64::try_from(v).map_err(|e| corrupt(&self.key, column, e)))
+            .transpose()
+    }
+    fn path(&self, column: &'static str, s: &str) -> Result<StorePath, DbError> {
+        StorePath::from_base_name(s).map_err(|e| corrupt(&self.key, column, e))
+    }
+    fn hash(&self, column: &'static str, s: &str) -> Result<Sha256Hash, DbError> {
+        Sha256Hash::from_str(s).map_err(|e| corrupt(&self.key, column, e))
+    }
+    fn sig(&self, column: &'static str, s: &str) -> Result<Signature, DbError> {
+        Signature::parse(s).map_err(|e| corrupt(&self.key, column, e))
+    }
+}
+
+/// A row of `narinfos`, selected with the first 15 of `statements::NARINFO_COLUMNS`.
+pub(super) fn narinfo<DB: SqlDb>(row: &DB::Row) -> Result<NarInfoRecord, DbError> {
+    let key = DB::text(row, "hash")?.unwrap_or_default();
+    let c = Cols::<DB> { row, key };
+    let info = NarInfo {
+        store_path: c.path("store_path", &c.text("store_path")?)?,
+        url: c.text("upstream_url")?,
+        compression: Compression::parse(&c.text("compression")?),
+        file_hash: c
+            .opt_text("file_hash")?
+            .map(|h| c.hash("file_hash", &h))
+            .transpose()?,
+        file_size: c.size("file_size")?,
+        nar_hash: c.hash("nar_hash", &c.text("nar_hash")?)?,
+        nar_size: c
+            .size("nar_size")?
+            .ok_or_else(|| corrupt(&c.key, "nar_size", "NULL"))?,
+        references: c
+            .text("refs")?
+            .split_whitespace()
+            .map(|r| c.path("refs", r))
+            .collect::<Result<_, _>>()?,
+        deriver: c
+            .opt_text("deriver")?
+            .map(|d| c.path("deriver", &d))
+            .transpose()?,
+        sigs: c
+            .text("sigs")?
+            .lines()
+            .map(|s| c.sig("sigs", s))
+            .collect::<Result<_, _>>()?,
+        ca: c.opt_text("ca")?,
+    };
+    let nar_file = NarFile::parse(&c.text("nar_file")?).map_err(|e| corrupt(&c.key, "nar_file", e))?;
+    let proxy_sig = match (c.opt_text("proxy_key")?, c.opt_text("proxy_sig")?) {
+        (Some(public_key), Some(sig)) => Some(ProxySignature {
+            public_key,
+            sig: c.sig("proxy_sig", &sig)?,
+        }),
+        _ => None,
+    };
+    Ok(NarInfoRecord {
+        info,
+        nar_file,
+        proxy_sig,
+    })
+}
+
+/// The values of `statements::NARINFO_COLUMNS` for `rec`, created and accessed at `ts`.
+pub(super) fn narinfo_args(rec: &NarInfoRecord, ts: i64) -> Result<Vec<Arg>, DbError> {
+    let info = &rec.info;
+    let key = info.store_path.hash().to_string();
+    let size = |v: u64| i64::try_from(v).map_err(|e| corrupt(&key, "size", e));
+    Ok(vec![
+        key.as_str().into(),
+        info.store_path.to_string().into(),
+        rec.nar_file.file_name().into(),
+        info.compression.as_str().into(),
+        info.file_hash.map(|h| h.to_string()).into(),
+        info.file_size.map(size).transpose()?.into(),
+        info.nar_hash.to_string().into(),
+        size(info.nar_size)?.into(),
+        join(&info.references, " ").into(),
+        info.deriver.as_ref().map(|d| d.to_string()).into(),
+        info.ca.clone().into(),
+        join(&info.sigs, "\n").into(),
+        info.url.as_str().into(),
+        rec.proxy_sig.as_ref().map(|p| p.public_key.clone()).into(),
+        rec.proxy_sig.as_ref().map(|p| p.sig.to_string()).into(),
+        ts.into(),
+        ts.into(),
+    ])
+}
+
+fn join<T: ToString>(items: &[T], sep: &str) -> String {
+    items.iter().map(T::to_string).collect::<Vec<_>>().join(sep)
+}
+
+/// A row of `nars` (`file_size, nar_hash`).
+pub(super) fn nar<DB: SqlDb>(row: &DB::Row, file: &NarFile) -> Result<NarRecord, DbError> {
+    let c = Cols::<DB> {
+        row,
+        key: file.file_name(),
+    };
+    Ok(NarRecord {
+        nar_file: file.clone(),
+        file_size: c
+            .size("file_size")?
+            .ok_or_else(|| corrupt(&c.key, "file_size", "NULL"))?,
+        nar_hash: c.hash("nar_hash", &c.text("nar_hash")?)?,
+    })
+}
+
+/// The values of `nars`' columns for `rec`, created and accessed at `ts`.
+pub(super) fn nar_args(rec: &NarRecord, ts: i64) -> Result<Vec<Arg>, DbError> {
+    let key = rec.nar_file.file_name();
+    let size = i64::try_from(rec.file_size).map_err(|e| corrupt(&key, "file_size", e))?;
+    Ok(vec![
+        key.into(),
+        size.into(),
+        rec.nar_hash.to_string().into(),
+        ts.into(),
+        ts.into(),
+    ])
+}
+
+/// A row of `fetch_leases` (`holder, address, expires_at_ms`).
+pub(super) fn lease<DB: SqlDb>(row: &DB::Row, key: &LeaseKey) -> Result<Lease, DbError> {
+    let c = Cols::<DB> {
+        row,
+        key: key.to_string(),
+    };
+    Ok(Lease {
+        key: key.clone(),
+        holder: c.text("holder")?,
+        address: c.text("address")?,
+        expires_at_ms: c.int("expires_at_ms")?,
+    })
+}

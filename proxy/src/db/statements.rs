@@ -1,0 +1,159 @@
+//! The SQL of every operation, written once with `?` placeholders. Engines differ only in the
+//! upserts (`ON CONFLICT … DO UPDATE` on SQLite and PostgreSQL, `ON DUPLICATE KEY UPDATE` on
+//! MySQL) and in PostgreSQL's numbered placeholders (`$1`, `$2`, …).
+
+use super::Engine;
+
+/// The narinfo columns, in the order `put_narinfo` binds them and `row::narinfo` reads them.
+pub(super) const NARINFO_COLUMNS: [&str; 17] = [
+    "hash",
+    "store_path",
+    "nar_file",
+    "compression",
+    "file_hash",
+    "file_size",
+    "nar_hash",
+    "nar_size",
+    "refs",
+    "deriver",
+    "ca",
+    "sigs",
+    "upstream_url",
+    "proxy_key",
+    "proxy_sig",
+    "created_at",
+    "last_access",
+];
+
+const NAR_COLUMNS: [&str; 5] = ["nar_file", "file_size", "nar_hash", "created_at", "last_access"];
+const LEASE_COLUMNS: [&str; 4] = ["lease_key", "holder", "address", "expires_at_ms"];
+
+pub(super) struct Statements {
+    pub get_narinfo: String,
+    pub narinfo_for_nar: String,
+    pub put_narinfo: String,
+    pub set_proxy_signature: String,
+    pub delete_narinfo: String,
+    pub get_nar: String,
+    pub put_nar: String,
+    pub delete_nar: String,
+    /// Binds key, holder, address, expiry, now. Takes the row when it is new, expired, or the
+    /// holder's already; otherwise leaves it as it is. The caller reads the row back.
+    pub claim_lease: String,
+    pub renew_lease: String,
+    pub release_lease: String,
+    pub get_lease: String,
+}
+
+impl Statements {
+    pub fn new(engine: Engine) -> Self {
+        let select = NARINFO_COLUMNS[..15].join(", ");
+        let sql = |text: &str| placeholders(engine, text);
+        Self {
+            get_narinfo: sql(&format!("SELECT {select} FROM narinfos WHERE hash = ?")),
+            narinfo_for_nar: sql(&format!(
+                "SELECT {select} FROM narinfos WHERE nar_file = ? LIMIT 1"
+            )),
+            put_narinfo: sql(&upsert(engine, "narinfos", &NARINFO_COLUMNS)),
+            set_proxy_signature: sql("UPDATE narinfos SET proxy_key = ?, proxy_sig = ? WHERE hash = ?"),
+            delete_narinfo: sql("DELETE FROM narinfos WHERE hash = ?"),
+            get_nar: sql("SELECT file_size, nar_hash FROM nars WHERE nar_file = ?"),
+            put_nar: sql(&upsert(engine, "nars", &NAR_COLUMNS)),
+            delete_nar: sql("DELETE FROM nars WHERE nar_file = ?"),
+            claim_lease: sql(&claim_lease(engine)),
+            renew_lease: sql("UPDATE fetch_leases SET expires_at_ms = ? WHERE lease_key = ? AND holder = ?"),
+            release_lease: sql("DELETE FROM fetch_leases WHERE lease_key = ? AND holder = ?"),
+            get_lease: sql("SELECT holder, address, expires_at_ms FROM fetch_leases WHERE lease_key = ?"),
+        }
+    }
+}
+
+/// Inserts a row, or replaces every column but the key (the first column) of the existing one.
+fn upsert(engine: Engine, table: &str, columns: &[&str]) -> String {
+    let values = vec!["?"; columns.len()].join(", ");
+    let (key, rest) = columns.split_first().map_or(("", &[][..]), |(k, r)| (*k, r));
+    let insert = format!("INSERT INTO {table} ({}) VALUES ({values})", columns.join(", "));
+    match engine {
+        Engine::MySql => {
+            let set: Vec<_> = rest.iter().map(|c| format!("{c} = VALUES({c})")).collect();
+            format!("{insert} ON DUPLICATE KEY UPDATE {}", set.join(", "))
+        }
+        Engine::Sqlite | Engine::Postgres => {
+            let set: Vec<_> = rest.iter().map(|c| format!("{c} = excluded.{c}")).collect();
+            format!("{insert} ON CONFLICT ({key}) DO UPDATE SET {}", set.join(", "))
+        }
+    }
+}
+
+fn claim_lease(engine: Engine) -> String {
+    let insert = format!(
+        "INSERT INTO fetch_leases ({}) VALUES (?, ?, ?, ?)",
+        LEASE_COLUMNS.join(", ")
+    );
+    match engine {
+        // MySQL has no conditional upsert, and evaluates the assignments left to right, each
+        // seeing the columns already assigned. So `holder` goes first, decided on the old row;
+        // after it, `holder = VALUES(holder)` holds exactly when the lease was taken.
+        Engine::MySql => format!(
+            "{insert} ON DUPLICATE KEY UPDATE \
+             holder = IF(expires_at_ms < ? OR holder = VALUES(holder), VALUES(holder), holder), \
+             address = IF(holder = VALUES(holder), VALUES(address), address), \
+             expires_at_ms = IF(holder = VALUES(holder), VALUES(expires_at_ms), expires_at_ms)"
+        ),
+        Engine::Sqlite | Engine::Postgres => format!(
+            "{insert} ON CONFLICT (lease_key) DO UPDATE SET holder = excluded.holder, \
+             address = excluded.address, expires_at_ms = excluded.expires_at_ms \
+             WHERE fetch_leases.expires_at_ms < ? OR fetch_leases.holder = excluded.holder"
+        ),
+    }
+}
+
+/// PostgreSQL numbers its placeholders; the statements here have no `?` inside literals.
+fn placeholders(engine: Engine, sql: &str) -> String {
+    if engine != Engine::Postgres {
+        return sql.to_string();
+    }
+    let mut out = String::with_capacity(sql.len() + 16);
+    let mut n = 0;
+    for c in sql.chars() {
+        if c == '?' {
+            n += 1;
+            out.push_str(&format!("${n}"));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn postgres_placeholders_are_numbered() {
+        let s = Statements::new(Engine::Postgres);
+        assert_eq!(
+            s.renew_lease,
+            "UPDATE fetch_leases SET expires_at_ms = $1 WHERE lease_key = $2 AND holder = $3"
+        );
+        assert!(s
+            .claim_lease
+            .ends_with("fetch_leases.expires_at_ms < $5 OR fetch_leases.holder = excluded.holder"));
+        assert!(s
+            .put_narinfo
+            .contains("$17) ON CONFLICT (hash) DO UPDATE SET store_path = excluded.store_path"));
+    }
+
+    #[test]
+    fn mysql_upserts_replace_all_but_the_key() {
+        let s = Statements::new(Engine::MySql);
+        assert_eq!(
+            s.put_nar,
+            "INSERT INTO nars (nar_file, file_size, nar_hash, created_at, last_access) VALUES (?, ?, ?, ?, ?) \
+             ON DUPLICATE KEY UPDATE file_size = VALUES(file_size), nar_hash = VALUES(nar_hash), \
+             created_at = VALUES(created_at), last_access = VALUES(last_access)"
+        );
+        assert_eq!(s.claim_lease.matches('?').count(), 5);
+    }
+}

@@ -1,0 +1,337 @@
+//! One `MetadataStore` for every engine: the SQL comes from `statements.rs`, rows are decoded by
+//! `row.rs`, and [`SqlDb`] is the little each engine's sqlx driver has to offer.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use nixcache_protocol::{NarFile, StorePathHash};
+use sqlx::{
+    database::Database, migrate::Migrate, mysql::MySqlQueryResult, pool::PoolOptions,
+    postgres::PgQueryResult, query::Query, sqlite::SqliteQueryResult, ColumnIndex, ConnectOptions,
+    Connection, Decode, Encode, Executor, IntoArguments, MySql, Pool, Postgres, Row, Sqlite, Type,
+};
+
+use super::{
+    lease_expiry, migrate, now, now_ms, redact_url, row, statements::Statements, DbError, Engine, Lease,
+    LeaseClaim, LeaseKey, MetadataStore, NarInfoRecord, NarRecord, ProxySignature,
+};
+
+/// The metadata store on SQLite (the embedded default).
+pub type SqliteMetadata = SqlStore<Sqlite>;
+/// The metadata store on PostgreSQL.
+pub type PostgresMetadata = SqlStore<Postgres>;
+/// The metadata store on MySQL or MariaDB.
+pub type MySqlMetadata = SqlStore<MySql>;
+
+/// A value bound to a placeholder: every column is text or a 64-bit integer.
+pub enum Arg {
+    Text(Option<String>),
+    Int(Option<i64>),
+}
+
+impl From<String> for Arg {
+    fn from(v: String) -> Self {
+        Arg::Text(Some(v))
+    }
+}
+impl From<&str> for Arg {
+    fn from(v: &str) -> Self {
+        Arg::Text(Some(v.to_string()))
+    }
+}
+impl From<Option<String>> for Arg {
+    fn from(v: Option<String>) -> Self {
+        Arg::Text(v)
+    }
+}
+impl From<i64> for Arg {
+    fn from(v: i64) -> Self {
+        Arg::Int(Some(v))
+    }
+}
+impl From<Option<i64>> for Arg {
+    fn from(v: Option<i64>) -> Self {
+        Arg::Int(v)
+    }
+}
+
+/// Rows changed by a statement (sqlx has no trait for it).
+pub trait RowsAffected {
+    fn rows_affected(&self) -> u64;
+}
+impl RowsAffected for SqliteQueryResult {
+    fn rows_affected(&self) -> u64 {
+        SqliteQueryResult::rows_affected(self)
+    }
+}
+impl RowsAffected for PgQueryResult {
+    fn rows_affected(&self) -> u64 {
+        PgQueryResult::rows_affected(self)
+    }
+}
+impl RowsAffected for MySqlQueryResult {
+    fn rows_affected(&self) -> u64 {
+        MySqlQueryResult::rows_affected(self)
+    }
+}
+
+/// What the store needs from an engine: run a statement, fetch a row, read a column. Implemented
+/// once, for every sqlx database that can bind and decode our two column types.
+#[async_trait]
+pub trait SqlDb: Database {
+    fn query(sql: &str, args: Vec<Arg>) -> Query<'_, Self, Self::Arguments<'_>>;
+    async fn exec(pool: &Pool<Self>, sql: &str, args: Vec<Arg>) -> Result<u64, sqlx::Error>;
+    async fn fetch(pool: &Pool<Self>, sql: &str, args: Vec<Arg>) -> Result<Option<Self::Row>, sqlx::Error>;
+    /// Text columns are read without sqlx's type check: MySQL marks `*_bin` collations BINARY,
+    /// which sqlx 0.8 refuses to read as `String` (the bytes are valid UTF-8 all the same).
+    fn text(row: &Self::Row, column: &str) -> Result<Option<String>, sqlx::Error>;
+    fn int(row: &Self::Row, column: &str) -> Result<Option<i64>, sqlx::Error>;
+}
+
+#[async_trait]
+impl<DB> SqlDb for DB
+where
+    DB: Database,
+    DB::QueryResult: RowsAffected,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> Option<String>: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> Option<i64>: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'a> &'a str: ColumnIndex<DB::Row>,
+{
+    fn query(sql: &str, args: Vec<Arg>) -> Query<'_, Self, Self::Arguments<'_>> {
+        args.into_iter()
+            .fold(sqlx::query::<DB>(sql), |query, arg| match arg {
+                Arg::Text(v) => query.bind(v),
+                Arg::Int(v) => query.bind(v),
+            })
+    }
+
+    async fn exec(pool: &Pool<Self>, sql: &str, args: Vec<Arg>) -> Result<u64, sqlx::Error> {
+        Ok(Self::query(sql, args).execute(pool).await?.rows_affected())
+    }
+
+    async fn fetch(pool: &Pool<Self>, sql: &str, args: Vec<Arg>) -> Result<Option<Self::Row>, sqlx::Error> {
+        Self::query(sql, args).fetch_optional(pool).await
+    }
+
+    fn text(row: &Self::Row, column: &str) -> Result<Option<String>, sqlx::Error> {
+        row.try_get_unchecked(column)
+    }
+
+    fn int(row: &Self::Row, column: &str) -> Result<Option<i64>, sqlx::Error> {
+        row.try_get(column)
+    }
+}
+
+/// Connections per replica to a shared PostgreSQL or MySQL server.
+const SHARED_MAX_CONNECTIONS: u32 = 16;
+/// How long a query waits for a free connection (or for the server to accept one).
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Parses `url` into connect options of any engine, naming the (redacted) URL when it fails.
+pub(super) fn parse_options<O: ConnectOptions>(url: &str) -> Result<O, DbError> {
+    O::from_str(url).map_err(|source| DbError::Connect {
+        url: redact_url(url),
+        source,
+    })
+}
+
+/// The metadata store over a connection pool of engine `DB`. Each engine's `open` is in its file.
+pub struct SqlStore<DB: Database> {
+    pool: Pool<DB>,
+    sql: Statements,
+}
+
+impl<DB: SqlDb> SqlStore<DB> {
+    pub(super) fn new(pool: Pool<DB>, engine: Engine) -> Self {
+        Self {
+            pool,
+            sql: Statements::new(engine),
+        }
+    }
+
+    /// A pool of at most `max` connections to `url`. One connection is opened first, on its own,
+    /// so that a wrong URL or an unreachable server fails at start with the real cause (the
+    /// pool would retry until its timeout and report only that).
+    pub(super) async fn pool(
+        options: <DB::Connection as Connection>::Options,
+        max: u32,
+        url: &str,
+    ) -> Result<Pool<DB>, DbError> {
+        let failed = |source| DbError::Connect {
+            url: redact_url(url),
+            source,
+        };
+        let probe = tokio::time::timeout(ACQUIRE_TIMEOUT, ConnectOptions::connect(&options))
+            .await
+            .unwrap_or(Err(sqlx::Error::PoolTimedOut))
+            .map_err(failed)?;
+        let _ = probe.close().await;
+        PoolOptions::<DB>::new()
+            .max_connections(max)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options)
+            .await
+            .map_err(failed)
+    }
+
+    /// Opens a database that several replicas share: checked, never migrated, here.
+    pub(super) async fn open_shared(
+        options: <DB::Connection as Connection>::Options,
+        engine: Engine,
+        url: &str,
+    ) -> Result<Self, DbError>
+    where
+        DB::Connection: Migrate,
+    {
+        let pool = Self::pool(options, SHARED_MAX_CONNECTIONS, url).await?;
+        migrate::check(&pool, engine, url).await?;
+        Ok(Self::new(pool, engine))
+    }
+
+    async fn exec(&self, sql: &str, args: Vec<Arg>) -> Result<u64, DbError> {
+        Ok(DB::exec(&self.pool, sql, args).await?)
+    }
+
+    async fn fetch(&self, sql: &str, args: Vec<Arg>) -> Result<Option<DB::Row>, DbError> {
+        Ok(DB::fetch(&self.pool, sql, args).await?)
+    }
+}
+
+/// Claims that lose a race with a concurrent release (the row vanished between the two
+/// statements) or hit a deadlock are tried again this often.
+const CLAIM_ATTEMPTS: usize = 5;
+
+fn is_retryable(err: &DbError) -> bool {
+    // 40001: serialization failure (MySQL reports deadlocks so), 40P01: PostgreSQL deadlock.
+    matches!(err, DbError::Sqlx(sqlx::Error::Database(e))
+        if matches!(e.code().as_deref(), Some("40001" | "40P01")))
+}
+
+#[async_trait]
+impl<DB: SqlDb> MetadataStore for SqlStore<DB> {
+    async fn get_narinfo(&self, hash: &StorePathHash) -> Result<Option<NarInfoRecord>, DbError> {
+        let row = self
+            .fetch(&self.sql.get_narinfo, vec![hash.to_string().into()])
+            .await?;
+        row.as_ref().map(row::narinfo::<DB>).transpose()
+    }
+
+    async fn put_narinfo(&self, rec: &NarInfoRecord) -> Result<(), DbError> {
+        self.exec(&self.sql.put_narinfo, row::narinfo_args(rec, now())?)
+            .await?;
+        Ok(())
+    }
+
+    async fn narinfo_for_nar(&self, file: &NarFile) -> Result<Option<NarInfoRecord>, DbError> {
+        let row = self
+            .fetch(&self.sql.narinfo_for_nar, vec![file.file_name().into()])
+            .await?;
+        row.as_ref().map(row::narinfo::<DB>).transpose()
+    }
+
+    async fn delete_narinfo(&self, hash: &StorePathHash) -> Result<(), DbError> {
+        self.exec(&self.sql.delete_narinfo, vec![hash.to_string().into()])
+            .await?;
+        Ok(())
+    }
+
+    async fn set_proxy_signature(&self, hash: &StorePathHash, sig: &ProxySignature) -> Result<(), DbError> {
+        let args = vec![
+            sig.public_key.as_str().into(),
+            sig.sig.to_string().into(),
+            hash.to_string().into(),
+        ];
+        self.exec(&self.sql.set_proxy_signature, args).await?;
+        Ok(())
+    }
+
+    async fn get_nar(&self, file: &NarFile) -> Result<Option<NarRecord>, DbError> {
+        let row = self
+            .fetch(&self.sql.get_nar, vec![file.file_name().into()])
+            .await?;
+        row.as_ref().map(|r| row::nar::<DB>(r, file)).transpose()
+    }
+
+    async fn put_nar(&self, rec: &NarRecord) -> Result<(), DbError> {
+        self.exec(&self.sql.put_nar, row::nar_args(rec, now())?).await?;
+        Ok(())
+    }
+
+    async fn delete_nar(&self, file: &NarFile) -> Result<(), DbError> {
+        self.exec(&self.sql.delete_nar, vec![file.file_name().into()])
+            .await?;
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<(), DbError> {
+        self.exec("SELECT 1", vec![]).await?;
+        Ok(())
+    }
+
+    async fn claim_lease(
+        &self,
+        key: &LeaseKey,
+        holder: &str,
+        address: &str,
+        ttl: Duration,
+    ) -> Result<LeaseClaim, DbError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.try_claim(key, holder, address, ttl).await {
+                Ok(Some(claim)) => return Ok(claim),
+                Err(err) if !is_retryable(&err) || attempt >= CLAIM_ATTEMPTS => return Err(err),
+                // Released between our two statements, or a deadlock victim: try again.
+                Ok(None) | Err(_) => tokio::time::sleep(Duration::from_millis(attempt as u64)).await,
+            }
+        }
+    }
+
+    async fn renew_lease(&self, key: &LeaseKey, holder: &str, ttl: Duration) -> Result<bool, DbError> {
+        let args = vec![lease_expiry(ttl).into(), key.as_str().into(), holder.into()];
+        // MySQL counts matched rows here (sqlx sets CLIENT_FOUND_ROWS), like the others.
+        Ok(self.exec(&self.sql.renew_lease, args).await? >= 1)
+    }
+
+    async fn release_lease(&self, key: &LeaseKey, holder: &str) -> Result<(), DbError> {
+        let args = vec![key.as_str().into(), holder.into()];
+        self.exec(&self.sql.release_lease, args).await?;
+        Ok(())
+    }
+
+    async fn get_lease(&self, key: &LeaseKey) -> Result<Option<Lease>, DbError> {
+        let row = self.fetch(&self.sql.get_lease, vec![key.as_str().into()]).await?;
+        row.as_ref().map(|r| row::lease::<DB>(r, key)).transpose()
+    }
+}
+
+impl<DB: SqlDb> SqlStore<DB> {
+    /// One claim: the conditional upsert, then the row read back. The lease is ours exactly when
+    /// the row names us, which holds on every engine whatever it reports as rows affected.
+    /// `None`: the row was released in between.
+    async fn try_claim(
+        &self,
+        key: &LeaseKey,
+        holder: &str,
+        address: &str,
+        ttl: Duration,
+    ) -> Result<Option<LeaseClaim>, DbError> {
+        let args = vec![
+            key.as_str().into(),
+            holder.into(),
+            address.into(),
+            lease_expiry(ttl).into(),
+            now_ms().into(),
+        ];
+        self.exec(&self.sql.claim_lease, args).await?;
+        Ok(self.get_lease(key).await?.map(|lease| {
+            if lease.holder == holder {
+                LeaseClaim::Acquired
+            } else {
+                LeaseClaim::Held(lease)
+            }
+        }))
+    }
+}
