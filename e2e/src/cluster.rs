@@ -1,45 +1,158 @@
 //! [`Cluster`]: several `nixcache serve` processes sharing metadata and storage, as replicas
 //! behind one Service would.
 
-use anyhow::Result;
+use std::process::Command;
+
+use anyhow::{ensure, Context, Result};
+use nixcache::db::{testdb::TestDb, Engine};
+use nixcache::testutil::s3::{S3sFs, ACCESS_KEY, SECRET_KEY};
 use tempfile::TempDir;
 
-use crate::proxy::{Proxy, ProxyOptions};
+use crate::proxy::{nixcache_bin, Proxy, ProxyOptions};
 
 /// What the replicas share.
-#[derive(Clone, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
     /// One data dir: one SQLite database, one NAR directory, one key (one machine, several
     /// processes; the cheapest way to run the cross-replica paths).
     SharedDir,
+    /// A fresh PostgreSQL database and an S3 bucket on a real s3s-fs; a data dir each.
+    PostgresS3,
+    /// The same with MariaDB/MySQL.
+    MySqlS3,
+}
+
+/// The services a cluster shares; dropped with it (the database too).
+struct Shared {
+    dir: TempDir,
+    _db: Option<TestDb>,
+    _s3: Option<S3sFs>,
+    /// Flags and environment every replica gets.
+    args: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 pub struct Cluster {
     pub replicas: Vec<Proxy>,
-    _shared: TempDir,
+    shared: Shared,
 }
 
 /// Short leases, so a killed replica's download is taken over within seconds.
 const LEASE_TTL: &str = "2s";
 
 impl Cluster {
-    /// Starts `n` replicas over `upstream`, trusting `upstream_key`.
-    pub async fn start(backend: Backend, n: usize, upstream: &str, upstream_key: &str) -> Result<Cluster> {
-        let shared = tempfile::Builder::new()
+    /// Starts `n` replicas over `upstream`, trusting `upstream_key`. `None` (after a `SKIP`
+    /// line) when the backend's services are missing and not required.
+    pub async fn start(
+        backend: Backend,
+        n: usize,
+        upstream: &str,
+        upstream_key: &str,
+    ) -> Result<Option<Cluster>> {
+        let Some(shared) = Shared::start(backend).await? else {
+            return Ok(None);
+        };
+        let mut cluster = Cluster {
+            replicas: Vec::with_capacity(n),
+            shared,
+        };
+        for _ in 0..n {
+            cluster.add_replica(upstream, upstream_key).await?;
+        }
+        Ok(Some(cluster))
+    }
+
+    /// Starts one more replica (e.g. to replace a killed one).
+    pub async fn add_replica(&mut self, upstream: &str, upstream_key: &str) -> Result<&Proxy> {
+        let mut opts = ProxyOptions::new(upstream, upstream_key);
+        opts.extra_args = self.shared.args.clone();
+        opts.extra_args.extend(["--lease-ttl".into(), LEASE_TTL.into()]);
+        opts.env = self.shared.env.clone();
+        if self.shared.args.is_empty() {
+            opts.data_dir = Some(self.shared.dir.path().join("data"));
+        }
+        self.replicas.push(Proxy::start(opts).await?);
+        self.replicas.last().context("no replica")
+    }
+}
+
+impl Shared {
+    async fn start(backend: Backend) -> Result<Option<Shared>> {
+        let dir = tempfile::Builder::new()
             .prefix("nixcache-e2e-cluster-")
             .tempdir()?;
-        let mut replicas = Vec::with_capacity(n);
-        for _ in 0..n {
-            let mut opts = ProxyOptions::new(upstream, upstream_key);
-            opts.extra_args = vec!["--lease-ttl".into(), LEASE_TTL.into()];
-            match backend {
-                Backend::SharedDir => opts.data_dir = Some(shared.path().join("data")),
+        let engine = match backend {
+            Backend::SharedDir => {
+                return Ok(Some(Shared {
+                    dir,
+                    _db: None,
+                    _s3: None,
+                    args: Vec::new(),
+                    env: Vec::new(),
+                }))
             }
-            replicas.push(Proxy::start(opts).await?);
-        }
-        Ok(Cluster {
-            replicas,
-            _shared: shared,
-        })
+            Backend::PostgresS3 => Engine::Postgres,
+            Backend::MySqlS3 => Engine::MySql,
+        };
+        let Some(db) = TestDb::fresh(engine).await else {
+            return Ok(None);
+        };
+        let Some(s3) = S3sFs::start().await? else {
+            return Ok(None);
+        };
+        let bucket = s3.create_bucket().await?;
+        let bin = tokio::task::spawn_blocking(nixcache_bin).await??;
+        run(Command::new(&bin).args(["migrate", "--database-url", db.url()]))?;
+        let secret = dir.path().join("cluster.sec");
+        let public = dir.path().join("cluster.pub");
+        run(Command::new(&bin)
+            .arg("keygen")
+            .arg("e2e-cluster-1")
+            .arg("--secret-key-file")
+            .arg(&secret)
+            .arg("--public-key-file")
+            .arg(&public))?;
+        let args = [
+            "--database-url",
+            db.url(),
+            "--storage",
+            "s3",
+            "--s3-bucket",
+            &bucket,
+            "--s3-endpoint",
+            &s3.endpoint(),
+            "--s3-region",
+            "us-east-1",
+            "--s3-path-style",
+            "--s3-prefix",
+            "cluster",
+        ];
+        let mut args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        args.extend(["--secret-key-file".into(), secret.display().to_string()]);
+        let env = [
+            ("AWS_ACCESS_KEY_ID", ACCESS_KEY),
+            ("AWS_SECRET_ACCESS_KEY", SECRET_KEY),
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+            ("AWS_CONFIG_FILE", "/nonexistent"),
+            ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent"),
+        ];
+        Ok(Some(Shared {
+            dir,
+            _db: Some(db),
+            _s3: Some(s3),
+            args,
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        }))
     }
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
+    ensure!(
+        out.status.success(),
+        "{cmd:?}: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
 }

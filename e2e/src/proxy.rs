@@ -24,6 +24,8 @@ pub struct ProxyOptions {
     pub extra_args: Vec<String>,
     /// `--data-dir`; a new temporary directory when None.
     pub data_dir: Option<PathBuf>,
+    /// More environment variables (e.g. AWS credentials).
+    pub env: Vec<(String, String)>,
 }
 
 impl ProxyOptions {
@@ -196,6 +198,7 @@ fn spawn(bin: &Path, port: u16, data_dir: &Path, opts: &ProxyOptions, log_file: 
             cmd.env_remove(name);
         }
     }
+    cmd.envs(opts.env.iter().map(|(k, v)| (k, v)));
     if std::env::var_os("RUST_LOG").is_none() {
         cmd.env("RUST_LOG", "info");
     }

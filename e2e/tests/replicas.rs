@@ -1,6 +1,7 @@
-//! Several `nixcache serve` processes sharing metadata and storage act as one cache: a path
-//! cached through one is a hit on the others, and killing (-9) the replica that is downloading a
-//! NAR does not stop the clients another replica relays it to.
+//! Several `nixcache serve` processes sharing metadata and storage act as one cache: 30 clients
+//! spread over three replicas cost one upstream download, a path cached through one replica is
+//! a hit on the others, and killing (-9) the replica that is downloading a NAR does not stop the
+//! clients another replica relays it to. On PostgreSQL + S3, MariaDB + S3, and one shared dir.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,7 +18,9 @@ const SALT: &str = "e2e";
 async fn killing_the_downloading_replica_keeps_relayed_clients_going(backend: Backend) -> Result<()> {
     let cache = UpstreamCache::get("zstd", SALT)?;
     let upstream = TestUpstream::start(&cache.dir)?;
-    let mut cluster = Cluster::start(backend, 2, &upstream.url, &cache.public_key).await?;
+    let Some(mut cluster) = Cluster::start(backend, 2, &upstream.url, &cache.public_key).await? else {
+        return Ok(());
+    };
     let narinfo = get_narinfo(&cluster.replicas[0].url, &cache.big_path).await?;
     let nar_path = format!("/{}", narinfo.url()?);
     let upstream_nar = cache.nar_http_path(&cache.big_path)?;
@@ -93,10 +96,12 @@ async fn killing_the_downloading_replica_keeps_relayed_clients_going(backend: Ba
 async fn a_closure_cached_through_one_replica_is_a_hit_on_another(backend: Backend) -> Result<()> {
     let cache = UpstreamCache::get("xz", SALT)?;
     let mut upstream = TestUpstream::start(&cache.dir)?;
-    let cluster = Cluster::start(backend, 2, &upstream.url, &cache.public_key).await?;
-    let (first, second) = (&cluster.replicas[0], &cluster.replicas[1]);
+    let Some(cluster) = Cluster::start(backend, 3, &upstream.url, &cache.public_key).await? else {
+        return Ok(());
+    };
+    let (first, third) = (&cluster.replicas[0], &cluster.replicas[2]);
     ensure!(
-        first.public_key == second.public_key,
+        first.public_key == third.public_key,
         "replicas sign with different keys"
     );
     let opts = FetchOptions {
@@ -108,28 +113,108 @@ async fn a_closure_cached_through_one_replica_is_a_hit_on_another(backend: Backe
         .expect_whole_closure(&cache)?;
     let before = upstream.stats().total_gets();
     upstream.stop();
-    fetch(&second.url, &second.public_key, &[&cache.root], &opts)
+    fetch(&third.url, &third.public_key, &[&cache.root], &opts)
         .await?
         .expect_whole_closure(&cache)?;
     ensure!(
         upstream.stats().total_gets() == before,
-        "the second replica asked the upstream"
+        "the third replica asked the upstream"
     );
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shared_dir_kill_the_downloading_replica() -> Result<()> {
-    if !nix_available() {
+const CLIENTS: usize = 30;
+
+/// 30 clients, 10 per replica, ask for the same uncached 64 MiB NAR at once.
+async fn thirty_clients_on_three_replicas_cost_one_upstream_download(backend: Backend) -> Result<()> {
+    let cache = UpstreamCache::get("zstd", SALT)?;
+    let upstream = TestUpstream::start(&cache.dir)?;
+    let Some(cluster) = Cluster::start(backend, 3, &upstream.url, &cache.public_key).await? else {
         return Ok(());
+    };
+    let narinfo = get_narinfo(&cluster.replicas[0].url, &cache.big_path).await?;
+    let nar_path = format!("/{}", narinfo.url()?);
+    let upstream_nar = cache.nar_http_path(&cache.big_path)?;
+    let expected = Arc::new(std::fs::read(cache.nar_file_for(&cache.big_path)?)?);
+    upstream.set_faults(Faults {
+        rate_bytes_per_s: 32 << 20,
+        only_paths_with_prefix: Some("/nar/".into()),
+        ..Faults::default()
+    });
+    let started = Instant::now();
+    let downloads: Vec<_> = (0..CLIENTS)
+        .map(|i| {
+            let url = cluster.replicas[i % 3].url_for(&nar_path);
+            let expected = Arc::clone(&expected);
+            tokio::spawn(async move {
+                let response = client().get(&url).send().await?;
+                ensure!(
+                    response.status() == StatusCode::OK,
+                    "GET {url}: {}",
+                    response.status()
+                );
+                let mut body = response.bytes_stream();
+                let first = body.next().await.context("no body")??;
+                let ttfb = started.elapsed();
+                ensure!(first[..] == expected[..first.len()], "first bytes differ");
+                let mut offset = first.len();
+                while let Some(chunk) = body.next().await {
+                    let chunk = chunk?;
+                    ensure!(
+                        chunk[..] == expected[offset..offset + chunk.len()],
+                        "bytes differ at {offset}"
+                    );
+                    offset += chunk.len();
+                }
+                ensure!(
+                    offset == expected.len(),
+                    "got {offset} of {} bytes",
+                    expected.len()
+                );
+                Ok(ttfb)
+            })
+        })
+        .collect();
+    let mut ttfb = [Duration::ZERO; 3];
+    for (i, download) in downloads.into_iter().enumerate() {
+        let t = download.await?.with_context(|| format!("client {i}"))?;
+        ttfb[i % 3] = ttfb[i % 3].max(t);
     }
-    killing_the_downloading_replica_keeps_relayed_clients_going(Backend::SharedDir).await
+    let gets = upstream.stats().get(&upstream_nar);
+    ensure!(gets == 1, "upstream GETs of the NAR: {gets}");
+    let (fastest, slowest) = (ttfb.iter().min().copied(), ttfb.iter().max().copied());
+    eprintln!(
+        "slowest first byte per replica: {ttfb:?}; all done after {:?}",
+        started.elapsed()
+    );
+    if let (Some(fastest), Some(slowest)) = (fastest, slowest) {
+        ensure!(
+            slowest - fastest < Duration::from_secs(1),
+            "first bytes per replica: {ttfb:?}"
+        );
+    }
+    Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shared_dir_read_your_writes_with_a_real_nix_client() -> Result<()> {
-    if !nix_available() {
-        return Ok(());
-    }
-    a_closure_cached_through_one_replica_is_a_hit_on_another(Backend::SharedDir).await
+/// One test per backend and scenario, so they run in parallel and fail separately.
+macro_rules! on_backend {
+    ($($name:ident: $scenario:ident($backend:expr);)*) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() -> Result<()> {
+            if !nix_available() {
+                return Ok(());
+            }
+            $scenario($backend).await
+        }
+    )*};
+}
+
+on_backend! {
+    shared_dir_kill_the_downloading_replica: killing_the_downloading_replica_keeps_relayed_clients_going(Backend::SharedDir);
+    postgres_thirty_clients_one_download: thirty_clients_on_three_replicas_cost_one_upstream_download(Backend::PostgresS3);
+    postgres_read_your_writes_with_a_real_nix_client: a_closure_cached_through_one_replica_is_a_hit_on_another(Backend::PostgresS3);
+    postgres_kill_the_downloading_replica: killing_the_downloading_replica_keeps_relayed_clients_going(Backend::PostgresS3);
+    mysql_thirty_clients_one_download: thirty_clients_on_three_replicas_cost_one_upstream_download(Backend::MySqlS3);
+    mysql_read_your_writes_with_a_real_nix_client: a_closure_cached_through_one_replica_is_a_hit_on_another(Backend::MySqlS3);
+    mysql_kill_the_downloading_replica: killing_the_downloading_replica_keeps_relayed_clients_going(Backend::MySqlS3);
 }
