@@ -1,11 +1,12 @@
 //! The cache service: answers narinfo and NAR requests from metadata and storage, and fills misses
 //! from the upstreams. No HTTP types here; `http` turns results into responses.
 
+mod download;
 mod fill;
 mod hot;
+mod mirror;
 mod nar;
 mod negative;
-mod relay;
 pub mod replica;
 mod singleflight;
 mod verify;

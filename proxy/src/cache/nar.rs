@@ -1,26 +1,30 @@
-//! NAR requests. A NAR comes from storage, from this replica's fill, or from the replica that
-//! holds its fetch lease (streamed as it arrives there); a miss takes the lease and starts a fill.
+//! NAR requests. A NAR comes from storage or from a fill on this replica: its own upstream
+//! download when it took the fetch lease, else a copy of the lease holder's download.
 
-use std::{sync::Arc, time::Instant};
+use std::sync::Arc;
 
 use nixcache_protocol::NarFile;
 
-use super::{fill::Fill, relay::Relay, resolve, Cache, CacheError, NarResponse};
+use super::{fill::Fill, replica::HeldLease, resolve, Cache, CacheError, NarResponse};
 use crate::{
     db::{Lease, LeaseClaim, LeaseKey, NarInfoRecord},
     range::RangeSpec,
-    storage::{local::tempfile_in, BlobKey, BlobRead, ByteRange, ByteStream, StorageError},
+    storage::{local::tempfile_in, BlobKey, BlobRead, ByteRange, StorageError},
 };
-
-/// Pause before asking again when another replica's fetch cannot be streamed right now.
-const PEER_RETRY: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// Where a NAR's bytes are.
 pub(super) enum Source {
     Stored(u64),
+    /// Being written on this replica (downloaded, or copied from the replica downloading it).
     Local(Arc<Fill>),
-    /// Another replica is fetching it.
-    Peer(Lease),
+}
+
+/// What fills a temp file.
+enum Feed {
+    /// This replica downloads from the upstream, under `lease` (when it holds one).
+    Upstream(Option<HeldLease>),
+    /// This replica copies the download of the lease holder.
+    Holder(Lease),
 }
 
 impl Cache {
@@ -48,32 +52,15 @@ impl Cache {
             });
         }
         let record = Arc::new(record);
-        let deadline = Instant::now() + self.replica.wait_limit();
         loop {
-            let size = match &*self.locate(file, &record).await? {
-                Source::Stored(size) => match self.serve_stored(file, &key, *size, range, head).await? {
-                    Some(response) => return Ok(response),
-                    None => continue,
-                },
+            match &*self.locate(file, &record).await? {
+                Source::Stored(size) => {
+                    if let Some(response) = self.serve_stored(file, &key, *size, range, head).await? {
+                        return Ok(response);
+                    }
+                }
                 Source::Local(fill) => return follow_fill(fill, range, head).await,
-                Source::Peer(lease) => match record.info.file_size {
-                    Some(size) => Some(size),
-                    None => self.replica.peer_size(lease, file).await.ok().flatten(),
-                },
-            };
-            if let Some(size) = size {
-                let range = resolve(range, size)?;
-                let whole = ByteRange::whole(size);
-                let body = match range.or(whole) {
-                    Some(bytes) if !head => Some(Relay::new(self.clone(), file, record, bytes).stream()),
-                    _ => None,
-                };
-                return Ok(NarResponse { size, range, body });
             }
-            if Instant::now() > deadline {
-                return Err(CacheError::Peer("the replica fetching it does not answer".into()));
-            }
-            tokio::time::sleep(PEER_RETRY).await;
         }
     }
 
@@ -89,74 +76,6 @@ impl Cache {
             Some(fill) => follow_fill(&fill, range, head).await,
             None => Err(CacheError::NotFound),
         }
-    }
-
-    /// Opens `range` of the NAR from wherever it is now: storage, a local fill, or the lease
-    /// holder. Waits (bounded) while the holder cannot be reached; its lease then expires and
-    /// this replica takes the fetch over. `after_loss`: a source was lost mid-stream; if its fetch
-    /// ended without storing the NAR, it failed, and so does this.
-    pub(super) async fn open_range(
-        &self,
-        file: &NarFile,
-        record: &Arc<NarInfoRecord>,
-        range: ByteRange,
-        after_loss: bool,
-    ) -> Result<ByteStream, CacheError> {
-        let key = BlobKey::for_nar(file);
-        let deadline = Instant::now() + self.replica.wait_limit();
-        let mut warned = false;
-        loop {
-            if after_loss && self.fetch_gave_up(file, &key).await? {
-                return Err(CacheError::FillFailed(
-                    "the fetch serving this response failed".into(),
-                ));
-            }
-            match &*self.locate(file, record).await? {
-                Source::Stored(size) => {
-                    let read = self.storage.get(&key, Some(range)).await?;
-                    if read.size == *size {
-                        return Ok(read.body);
-                    }
-                    return Err(CacheError::Internal(format!(
-                        "{key} changed size while being read"
-                    )));
-                }
-                Source::Local(fill) => return Ok(fill.follow(range)),
-                Source::Peer(lease) => match self.replica.peer_get(lease, file, range).await {
-                    Ok(Some(body)) => return Ok(body),
-                    Ok(None) => {
-                        tracing::debug!(nar = %key, holder = %lease.holder, "peer has no fill for it (yet)")
-                    }
-                    Err(err) if !warned => {
-                        warned = true;
-                        tracing::warn!(nar = %key, error = %err, "cannot stream from the replica fetching it; \
-                            waiting for it to come back or for its lease to expire");
-                    }
-                    Err(err) => {
-                        tracing::debug!(nar = %key, error = %err, "replica fetching it still unreachable")
-                    }
-                },
-            }
-            if Instant::now() > deadline {
-                tracing::warn!(nar = %key, "the replica holding the fetch lease stays unreachable (check its \
-                    --advertise-url); fetching the NAR here as well");
-                return Ok(self.start_fill(&key, Arc::clone(record), None)?.follow(range));
-            }
-            tokio::time::sleep(PEER_RETRY).await;
-        }
-    }
-
-    /// True when nobody fetches the NAR any more and it was not stored: the fetch failed.
-    async fn fetch_gave_up(&self, file: &NarFile, key: &BlobKey) -> Result<bool, CacheError> {
-        if self.fill_in_progress(key).is_some() {
-            return Ok(false);
-        }
-        // The holder stores the NAR before releasing the lease: lease gone and nothing stored
-        // means it gave up.
-        if self.db.get_lease(&LeaseKey::nar(file)).await?.is_some() {
-            return Ok(false);
-        }
-        Ok(self.db.get_nar(file).await?.is_none())
     }
 
     /// One decision per NAR at a time on this replica, so two requests never start two fills.
@@ -183,8 +102,8 @@ impl Cache {
             return Ok(Source::Stored(stored.file_size));
         }
         let lease_key = LeaseKey::nar(file);
-        match self.replica.claim(&*self.db, &lease_key).await? {
-            LeaseClaim::Held(lease) => Ok(Source::Peer(lease)),
+        let feed = match self.replica.claim(&*self.db, &lease_key).await? {
+            LeaseClaim::Held(holder) => Feed::Holder(holder),
             LeaseClaim::Acquired => {
                 let lease = self.replica.hold(Arc::clone(&self.db), lease_key);
                 // A holder stores the NAR before it releases the lease: look again.
@@ -192,9 +111,10 @@ impl Cache {
                     lease.release().await;
                     return Ok(Source::Stored(stored.file_size));
                 }
-                Ok(Source::Local(self.start_fill(&key, record, Some(lease))?))
+                Feed::Upstream(Some(lease))
             }
-        }
+        };
+        Ok(Source::Local(self.start_fill(&key, record, feed)?))
     }
 
     pub(super) fn fill_in_progress(&self, key: &BlobKey) -> Option<Arc<Fill>> {
@@ -205,12 +125,12 @@ impl Cache {
             .cloned()
     }
 
-    /// Registers and spawns a fill; `lease` (when held) is released when it ends.
+    /// Registers and spawns a fill; a lease it holds is released when it ends.
     fn start_fill(
         &self,
         key: &BlobKey,
         record: Arc<NarInfoRecord>,
-        lease: Option<super::replica::HeldLease>,
+        feed: Feed,
     ) -> Result<Arc<Fill>, CacheError> {
         let tmp = tempfile_in(&self.tmp_dir, key);
         let fill = Fill::create(key.clone(), tmp).map_err(|e| StorageError::io("creating a temp file", e))?;
@@ -218,8 +138,18 @@ impl Cache {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .insert(key.clone(), Arc::clone(&fill));
-        tracing::info!(nar = %key, store_path = %record.info.store_path, upstream = %record.info.url, "fetching NAR");
-        tokio::spawn(super::fill::run(self.clone(), Arc::clone(&fill), record, lease));
+        let (this, spawned) = (self.clone(), Arc::clone(&fill));
+        match feed {
+            Feed::Upstream(lease) => {
+                tracing::info!(nar = %key, store_path = %record.info.store_path, upstream = %record.info.url, "fetching NAR");
+                tokio::spawn(super::download::run(this, spawned, record, lease));
+            }
+            Feed::Holder(holder) => {
+                tracing::info!(nar = %key, holder = %holder.holder, address = %holder.address,
+                    "copying the NAR from the replica fetching it");
+                tokio::spawn(super::mirror::run(this, spawned, record, holder));
+            }
+        }
         Ok(fill)
     }
 

@@ -92,13 +92,16 @@ impl Write for HashSink {
     }
 }
 
+/// The verifier's result, once the download has ended.
+pub type Pending = tokio::sync::oneshot::Receiver<io::Result<Digests>>;
+
 /// Starts the verifier on a thread of its own: it waits for bytes for as long as the download
 /// runs, and must not occupy the runtime's blocking pool (the download's writes need it).
 pub fn spawn(
     file: Arc<File>,
     progress: watch::Receiver<Progress>,
     info: &nixcache_protocol::NarInfo,
-) -> Result<tokio::sync::oneshot::Receiver<io::Result<Digests>>, super::CacheError> {
+) -> Result<Pending, super::CacheError> {
     let (tx, rx) = tokio::sync::oneshot::channel();
     let (compression, max_nar, handle) = (info.compression.clone(), info.nar_size, Handle::current());
     std::thread::Builder::new()

@@ -1,0 +1,234 @@
+//! The upstream download behind a fill: fetch into the temp file, verify while it arrives, and
+//! commit (storage, then metadata) only when every hash matches.
+
+use std::{io, os::unix::fs::FileExt, sync::Arc};
+
+use bytes::Bytes;
+use futures::{FutureExt, Stream, StreamExt};
+
+use super::{
+    fill::{Fill, Phase},
+    replica::HeldLease,
+    verify, Cache, CacheError,
+};
+use crate::db::{NarInfoRecord, NarRecord};
+
+/// Largest write batch.
+const CHUNK: usize = 1 << 20;
+
+/// Runs the download to its end and publishes the outcome; spawned, so no client can cancel it.
+/// The fetch lease, when held, is released after the outcome is recorded and before the fill
+/// is forgotten, so no other request of this replica can take the lease in between.
+pub async fn run(cache: Cache, fill: Arc<Fill>, record: Arc<NarInfoRecord>, lease: Option<HeldLease>) {
+    // A panic must still end the fill, or its joiners would wait forever.
+    let result = std::panic::AssertUnwindSafe(download_verify_commit(&cache, &fill, &record))
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|_| Err(CacheError::Internal("the fill task panicked".into())));
+    match result {
+        Ok(size) => {
+            tracing::info!(nar = %fill.key, size, store_path = %record.info.store_path, "NAR verified and stored");
+            // Joiners may finish at once; new requests find the stored object from now on.
+            fill.progress.send_modify(|p| p.phase = Phase::Committed);
+            if let Some(lease) = lease {
+                lease.release().await;
+            }
+            cache.forget_fill(&fill.key);
+        }
+        Err(err) => {
+            if let Some(lease) = lease {
+                lease.release().await;
+            }
+            cache.forget_fill(&fill.key);
+            tracing::error!(nar = %fill.key, store_path = %record.info.store_path, error = %err, "NAR fill failed");
+            fill.progress
+                .send_modify(|p| p.phase = Phase::Failed(Arc::new(err)));
+            let _ = tokio::fs::remove_file(&fill.tmp_path).await;
+        }
+    }
+}
+
+pub(super) async fn download_verify_commit(
+    cache: &Cache,
+    fill: &Arc<Fill>,
+    record: &NarInfoRecord,
+) -> Result<u64, CacheError> {
+    let info = &record.info;
+    let (response, size) = open_upstream(cache, record).await?;
+    fill.progress.send_modify(|p| p.size = size);
+    let verifier = verify::spawn(Arc::clone(&fill.file), fill.progress.subscribe(), info)?;
+    // No more than announced, and never much more than the NAR itself (xz adds < 1 %).
+    let limit = size.unwrap_or(info.nar_size + info.nar_size / 100 + (1 << 20));
+    let url = response.url().to_string();
+    let body = response.bytes_stream();
+    let total = write_stream(fill, body, 0, limit, |e| upstream_body_err(&url, e)).await?;
+    finish(cache, fill, record, size, total, verifier).await
+}
+
+/// The upstream's answer for the NAR and the file's size, when the narinfo or the answer says.
+pub(super) async fn open_upstream(
+    cache: &Cache,
+    record: &NarInfoRecord,
+) -> Result<(reqwest::Response, Option<u64>), CacheError> {
+    let info = &record.info;
+    let response = cache
+        .upstreams
+        .get_nar(&info.url)
+        .await
+        .map_err(CacheError::Upstream)?;
+    let announced = response.content_length();
+    if let (Some(expected), Some(got)) = (info.file_size, announced) {
+        if expected != got {
+            return Err(CacheError::Verification(format!(
+                "upstream sends {got} bytes, narinfo says FileSize {expected}"
+            )));
+        }
+    }
+    Ok((response, info.file_size.or(announced)))
+}
+
+/// After the last byte is written: check the size, wait for the verifier, then store the file
+/// and record it. Clients get their last byte as soon as the hashes match.
+pub(super) async fn finish(
+    cache: &Cache,
+    fill: &Arc<Fill>,
+    record: &NarInfoRecord,
+    expected: Option<u64>,
+    total: u64,
+    verifier: verify::Pending,
+) -> Result<u64, CacheError> {
+    let info = &record.info;
+    if let Some(expected) = expected {
+        if total != expected {
+            return Err(CacheError::Verification(format!(
+                "upstream sent {total} of {expected} bytes"
+            )));
+        }
+    }
+    let file = Arc::clone(&fill.file);
+    tokio::task::spawn_blocking(move || file.sync_all())
+        .await
+        .map_err(CacheError::internal)?
+        .map_err(io_err)?;
+    fill.progress.send_modify(|p| {
+        p.size = Some(total);
+        p.phase = Phase::Downloaded;
+    });
+    let digests = verifier
+        .await
+        .map_err(|_| CacheError::Internal("the verifier thread ended without a result".into()))?
+        .map_err(|e| CacheError::Verification(format!("cannot verify {}: {e}", fill.key)))?;
+    if let Err(err) = check_digests(record, &digests) {
+        // The file is exactly the one named, yet its NAR is not the narinfo's: retrying cannot
+        // help, so the narinfo is forgotten (a byte damaged in transit keeps it, for a retry).
+        if info.file_hash == Some(digests.file_hash) {
+            cache.forget_lying_narinfo(record).await;
+        }
+        return Err(err);
+    }
+    fill.progress.send_modify(|p| p.phase = Phase::Verified);
+    cache
+        .storage
+        .put_file(&fill.key, &fill.tmp_path)
+        .await
+        .map_err(CacheError::Storage)?;
+    let nar = NarRecord {
+        nar_file: record.nar_file.clone(),
+        file_size: total,
+        nar_hash: digests.nar_hash,
+    };
+    cache.db.put_nar(&nar).await.map_err(CacheError::Db)?;
+    Ok(total)
+}
+
+fn io_err(e: io::Error) -> CacheError {
+    CacheError::Storage(crate::storage::StorageError::io("writing the temp file", e))
+}
+
+/// Appends `body` to the temp file from `start` in batches, publishing progress after each.
+/// Returns the end offset; on error, the progress says how far it got.
+pub(super) async fn write_stream<S, E>(
+    fill: &Arc<Fill>,
+    mut body: S,
+    start: u64,
+    limit: u64,
+    body_err: impl Fn(E) -> CacheError,
+) -> Result<u64, CacheError>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+{
+    let mut offset = start;
+    while let Some(first) = body.next().await {
+        let mut batch = vec![first.map_err(&body_err)?];
+        let mut batch_len = batch[0].len();
+        // Take whatever else is already here, without waiting, up to CHUNK.
+        while batch_len < CHUNK {
+            match body.next().now_or_never() {
+                Some(Some(chunk)) => {
+                    let chunk = chunk.map_err(&body_err)?;
+                    batch_len += chunk.len();
+                    batch.push(chunk);
+                }
+                _ => break,
+            }
+        }
+        if offset + batch_len as u64 > limit {
+            return Err(CacheError::Verification(format!(
+                "the source sends more than the expected {limit} bytes"
+            )));
+        }
+        let file = Arc::clone(&fill.file);
+        offset = tokio::task::spawn_blocking(move || {
+            let mut at = offset;
+            for chunk in batch {
+                file.write_all_at(&chunk, at)?;
+                at += chunk.len() as u64;
+            }
+            Ok::<_, io::Error>(at)
+        })
+        .await
+        .map_err(CacheError::internal)?
+        .map_err(io_err)?;
+        fill.progress.send_modify(|p| p.written = offset);
+    }
+    Ok(offset)
+}
+
+pub(super) fn upstream_body_err(url: &str, error: reqwest::Error) -> CacheError {
+    CacheError::Upstream(crate::upstream::UpstreamError::Request {
+        url: url.to_owned(),
+        error,
+    })
+}
+
+pub(super) fn check_digests(record: &NarInfoRecord, got: &verify::Digests) -> Result<(), CacheError> {
+    let info = &record.info;
+    let mut problems = Vec::new();
+    if let Some(expected) = info.file_hash.filter(|h| *h != got.file_hash) {
+        problems.push(format!("FileHash expected {expected}, got {}", got.file_hash));
+    }
+    if let Some(expected) = info.file_size.filter(|s| *s != got.file_size) {
+        problems.push(format!("FileSize expected {expected}, got {}", got.file_size));
+    }
+    if info.nar_hash != got.nar_hash {
+        problems.push(format!(
+            "NarHash expected {}, got {}",
+            info.nar_hash, got.nar_hash
+        ));
+    }
+    if info.nar_size != got.nar_size {
+        problems.push(format!(
+            "NarSize expected {}, got {}",
+            info.nar_size, got.nar_size
+        ));
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(CacheError::Verification(format!(
+            "{}: {}",
+            info.store_path,
+            problems.join("; ")
+        )))
+    }
+}

@@ -1,0 +1,279 @@
+//! A replica's own copy of the download another replica (the lease holder) is doing: one stream
+//! from the holder per NAR, however many local clients want it, written to a temp file that
+//! they follow like a fill.
+//!
+//! If the holder dies, the copy resumes at the byte where it stopped, from whoever has the
+//! bytes next: storage, the replica that took the download over, or the upstream itself when
+//! this replica takes it over (then the bytes already copied are compared with the upstream's,
+//! and the NAR is verified and stored as by any fill). Resuming splices two downloads, so it is
+//! done only when the file's bytes are fixed by its name. A finished copy is hashed once against
+//! FileHash (or fully verified) before local clients get their last byte.
+
+use std::{io, os::unix::fs::FileExt, panic::AssertUnwindSafe, sync::Arc, time::Instant};
+
+use bytes::Bytes;
+use futures::{FutureExt, StreamExt};
+use nixcache_protocol::{Compression, Sha256Hash};
+use sha2::{Digest, Sha256};
+
+use super::{
+    download::{self, write_stream},
+    fill::{Fill, Phase},
+    replica::HeldLease,
+    verify, Cache, CacheError,
+};
+use crate::{
+    db::{now_ms, Lease, LeaseClaim, LeaseKey, NarInfoRecord},
+    storage::{BlobKey, ByteRange, ByteStream},
+};
+
+/// Pause before asking again when no source can be streamed right now.
+const RETRY: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Copies `holder`'s download into `fill`; spawned like a fill, so no client can cancel it.
+pub async fn run(cache: Cache, fill: Arc<Fill>, record: Arc<NarInfoRecord>, holder: Lease) {
+    let mut copier = Copier {
+        cache: &cache,
+        fill: &fill,
+        record: &record,
+        lease: None,
+    };
+    let result = AssertUnwindSafe(copier.copy(holder))
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|_| Err(CacheError::Internal("the copy task panicked".into())));
+    let lease = copier.lease.take();
+    match result {
+        Ok(()) => fill.progress.send_modify(|p| p.phase = Phase::Committed),
+        Err(err) => {
+            tracing::error!(nar = %fill.key, error = %err, "copying another replica's download failed");
+            fill.progress
+                .send_modify(|p| p.phase = Phase::Failed(Arc::new(err)));
+        }
+    }
+    if let Some(lease) = lease {
+        lease.release().await;
+    }
+    cache.forget_fill(&fill.key);
+    // Consumed by storage when this replica took the download over and stored it.
+    let _ = tokio::fs::remove_file(&fill.tmp_path).await;
+}
+
+enum Next {
+    Stream(ByteStream),
+    /// The holder is gone: this replica downloads from the upstream now.
+    TakeOver,
+}
+
+struct Copier<'a> {
+    cache: &'a Cache,
+    fill: &'a Arc<Fill>,
+    record: &'a NarInfoRecord,
+    /// Held once this replica took the download over.
+    lease: Option<HeldLease>,
+}
+
+impl Copier<'_> {
+    async fn copy(&mut self, holder: Lease) -> Result<(), CacheError> {
+        let file = &self.record.nar_file;
+        let size = match self.record.info.file_size {
+            Some(size) => size,
+            None => self
+                .cache
+                .replica
+                .peer_size(&holder, file)
+                .await
+                .ok()
+                .flatten()
+                .ok_or_else(|| {
+                    CacheError::Peer(format!("replica {} does not say the file's size", holder.holder))
+                })?,
+        };
+        let mut next = match self.cache.replica.peer_get(&holder, file, whole(size)?).await {
+            Ok(Some(stream)) => Next::Stream(stream),
+            _ => self.next_source(0, size).await?,
+        };
+        // Only now is a body promised to local clients: a source has answered.
+        self.fill.progress.send_modify(|p| p.size = Some(size));
+        let mut offset = 0;
+        loop {
+            let stream = match next {
+                Next::Stream(stream) => stream,
+                Next::TakeOver => return self.take_over(offset, size).await,
+            };
+            let copied = write_stream(self.fill, stream, offset, size, |e: io::Error| {
+                CacheError::Peer(e.to_string())
+            })
+            .await;
+            offset = self.fill.progress.borrow().written;
+            match copied {
+                Ok(end) if end == size => break,
+                Err(err @ CacheError::Verification(_)) => return Err(err),
+                _ if offset > 0 && !bytes_fixed_by_name(self.record) => {
+                    return Err(CacheError::Peer("lost the replica streaming this NAR".into()))
+                }
+                lost => tracing::warn!(nar = %self.fill.key, at = offset, outcome = ?lost.err(),
+                    "lost the replica streaming this NAR; resuming from the next source"),
+            }
+            next = self.next_source(offset, size).await?;
+        }
+        self.check_copy(size).await?;
+        self.fill.progress.send_modify(|p| p.phase = Phase::Verified);
+        Ok(())
+    }
+
+    /// Where to continue from `offset`: storage once the NAR is stored, the (new) lease holder
+    /// while one is alive, or this replica once the lease expired. A holder that released its
+    /// lease without storing the NAR failed: so does the copy.
+    async fn next_source(&mut self, offset: u64, size: u64) -> Result<Next, CacheError> {
+        let (cache, file) = (self.cache, &self.record.nar_file);
+        let range = ByteRange {
+            start: offset,
+            end: size - 1,
+        };
+        let lease_key = LeaseKey::nar(file);
+        let deadline = Instant::now() + cache.replica.wait_limit();
+        loop {
+            let holder = match cache.db.get_lease(&lease_key).await? {
+                None => return self.stored_range(range, size).await.map(Next::Stream),
+                Some(lease) if lease.expires_at_ms < now_ms() => {
+                    match cache.replica.claim(&*cache.db, &lease_key).await? {
+                        LeaseClaim::Acquired => {
+                            self.lease = Some(cache.replica.hold(Arc::clone(&cache.db), lease_key));
+                            return Ok(Next::TakeOver);
+                        }
+                        LeaseClaim::Held(lease) => lease,
+                    }
+                }
+                Some(lease) => lease,
+            };
+            if let Ok(Some(stream)) = cache.replica.peer_get(&holder, file, range).await {
+                return Ok(Next::Stream(stream));
+            }
+            if Instant::now() > deadline {
+                tracing::warn!(nar = %self.fill.key, holder = %holder.holder, address = %holder.address,
+                    "the replica holding the download stays unreachable (check its --advertise-url); \
+                     downloading the NAR here as well");
+                return Ok(Next::TakeOver);
+            }
+            tokio::time::sleep(RETRY).await;
+        }
+    }
+
+    async fn stored_range(&self, range: ByteRange, size: u64) -> Result<ByteStream, CacheError> {
+        if self.cache.db.get_nar(&self.record.nar_file).await?.is_none() {
+            return Err(CacheError::FillFailed(
+                "the replica downloading it gave up without storing it".into(),
+            ));
+        }
+        let read = self
+            .cache
+            .storage
+            .get(&BlobKey::for_nar(&self.record.nar_file), Some(range))
+            .await?;
+        if read.size != size {
+            return Err(CacheError::Internal(format!(
+                "{} is stored with another size",
+                self.fill.key
+            )));
+        }
+        Ok(read.body)
+    }
+
+    /// Downloads the rest from the upstream as the new holder; the bytes already copied must
+    /// equal the upstream's. The whole file is then verified and stored like any fill.
+    async fn take_over(&mut self, offset: u64, size: u64) -> Result<(), CacheError> {
+        tracing::warn!(nar = %self.fill.key, at = offset, "taking over the download from the upstream");
+        let (cache, fill, record) = (self.cache, self.fill, self.record);
+        let verifier = verify::spawn(Arc::clone(&fill.file), fill.progress.subscribe(), &record.info)?;
+        let (response, announced) = download::open_upstream(cache, record).await?;
+        if announced.is_some_and(|n| n != size) {
+            return Err(CacheError::Verification(format!(
+                "upstream sends {announced:?} bytes, expected {size}"
+            )));
+        }
+        let url = response.url().to_string();
+        let upstream_err = |e: reqwest::Error| download::upstream_body_err(&url, e);
+        let mut body = response.bytes_stream();
+        let mut compared = 0;
+        let mut rest = Bytes::new();
+        while compared < offset {
+            let chunk = body
+                .next()
+                .await
+                .ok_or_else(|| CacheError::Verification("upstream body too short".into()))?;
+            let chunk = chunk.map_err(upstream_err)?;
+            let take = chunk.len().min((offset - compared) as usize);
+            if !same_as_file(&fill.file, compared, chunk.slice(..take)).await? {
+                return Err(CacheError::Verification(format!(
+                    "the bytes relayed before {offset} differ from the upstream's"
+                )));
+            }
+            compared += take as u64;
+            rest = chunk.slice(take..);
+        }
+        let body = futures::stream::iter((!rest.is_empty()).then_some(Ok(rest))).chain(body);
+        let total = write_stream(fill, body, offset, size, upstream_err).await?;
+        download::finish(cache, fill, record, Some(size), total, verifier).await?;
+        Ok(())
+    }
+
+    /// A complete copy is checked once: its FileHash, or (without one) a full verification.
+    async fn check_copy(&self, size: u64) -> Result<(), CacheError> {
+        let info = &self.record.info;
+        if let Some(expected) = info.file_hash {
+            let file = Arc::clone(&self.fill.file);
+            let got = tokio::task::spawn_blocking(move || hash_file(&file, size))
+                .await
+                .map_err(CacheError::internal)?
+                .map_err(|e| CacheError::Internal(format!("reading the copy: {e}")))?;
+            if got != expected {
+                return Err(CacheError::Verification(format!(
+                    "copy of {} has FileHash {got}, expected {expected}",
+                    self.fill.key
+                )));
+            }
+            return Ok(());
+        }
+        let verifier = verify::spawn(Arc::clone(&self.fill.file), self.fill.progress.subscribe(), info)?;
+        self.fill.progress.send_modify(|p| p.phase = Phase::Downloaded);
+        let digests = verifier
+            .await
+            .map_err(|_| CacheError::Internal("the verifier thread ended without a result".into()))?
+            .map_err(|e| CacheError::Verification(format!("cannot verify {}: {e}", self.fill.key)))?;
+        download::check_digests(self.record, &digests)
+    }
+}
+
+/// Two downloads can be spliced only when the file's bytes are fixed by its name.
+fn bytes_fixed_by_name(record: &NarInfoRecord) -> bool {
+    record.info.file_hash.is_some() || record.info.compression == Compression::None
+}
+
+fn whole(size: u64) -> Result<ByteRange, CacheError> {
+    ByteRange::whole(size).ok_or_else(|| CacheError::Verification("an empty NAR file".into()))
+}
+
+async fn same_as_file(file: &Arc<std::fs::File>, at: u64, bytes: Bytes) -> Result<bool, CacheError> {
+    let file = Arc::clone(file);
+    tokio::task::spawn_blocking(move || {
+        let mut ours = vec![0; bytes.len()];
+        file.read_exact_at(&mut ours, at).map(|()| ours == bytes)
+    })
+    .await
+    .map_err(CacheError::internal)?
+    .map_err(|e| CacheError::Internal(format!("reading the copy: {e}")))
+}
+
+fn hash_file(file: &std::fs::File, size: u64) -> io::Result<Sha256Hash> {
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0; 1 << 20];
+    let mut at = 0;
+    while at < size {
+        let n = buf.len().min((size - at) as usize);
+        file.read_exact_at(&mut buf[..n], at)?;
+        hasher.update(&buf[..n]);
+        at += n as u64;
+    }
+    Ok(Sha256Hash::from_sha2(hasher))
+}
