@@ -74,6 +74,17 @@ impl Cluster {
         self.replicas.push(Proxy::start(opts).await?);
         self.replicas.last().context("no replica")
     }
+
+    /// Indices of the replicas whose log contains `text` (e.g. `"fetching NAR"`: the ones that
+    /// downloaded from the upstream).
+    pub fn logging(&self, text: &str) -> Vec<usize> {
+        self.replicas
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| std::fs::read_to_string(&r.log_file).is_ok_and(|log| log.contains(text)))
+            .map(|(i, _)| i)
+            .collect()
+    }
 }
 
 impl Shared {

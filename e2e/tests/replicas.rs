@@ -3,11 +3,14 @@
 //! a hit on the others, and killing (-9) the replica that is downloading a NAR does not stop the
 //! clients another replica relays it to. On PostgreSQL + S3, MariaDB + S3, and one shared dir.
 
+use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{ensure, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use futures::StreamExt;
+use nixcache_e2e::bench::procfs;
 use nixcache_e2e::cluster::{Backend, Cluster};
 use nixcache_e2e::http::{body_matches, client, get_narinfo};
 use nixcache_e2e::{fetch, nix_available, Faults, FetchOptions, TestUpstream, UpstreamCache};
@@ -223,4 +226,187 @@ on_backend! {
     mysql_thirty_clients_one_download: thirty_clients_on_three_replicas_cost_one_upstream_download(Backend::MySqlS3);
     mysql_read_your_writes_with_a_real_nix_client: a_closure_cached_through_one_replica_is_a_hit_on_another(Backend::MySqlS3);
     mysql_kill_the_downloading_replica: killing_the_downloading_replica_keeps_relayed_clients_going(Backend::MySqlS3);
+}
+
+/// Size of the NAR in [`one_gib_nar_through_three_replicas_with_a_kill`].
+const ONE_GIB_MIB: u64 = 1024;
+/// Bytes every client has before the kill: mid-download, so the survivors resume deep into the
+/// file (and check the bytes before the splice).
+const KILL_AFTER: u64 = 64 << 20;
+
+/// GETs `url` and compares the body, chunk by chunk as it streams in, with `file` (read at the
+/// same offsets): nothing of the body is kept. `got` follows the bytes received. The number of
+/// bytes, all equal to the file's.
+async fn stream_and_compare(
+    url: String,
+    file: Arc<std::fs::File>,
+    size: u64,
+    got: Arc<AtomicU64>,
+) -> Result<u64> {
+    let response = client()
+        .get(&url)
+        .send()
+        .await
+        .with_context(|| format!("GET {url}"))?;
+    ensure!(
+        response.status() == StatusCode::OK,
+        "GET {url}: {}",
+        response.status()
+    );
+    ensure!(
+        response.content_length() == Some(size),
+        "GET {url}: Content-Length {:?}, the file has {size} bytes",
+        response.content_length()
+    );
+    let mut body = response.bytes_stream();
+    let (mut offset, mut expected) = (0u64, Vec::new());
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.with_context(|| format!("GET {url}: body at {offset}"))?;
+        let end = offset + chunk.len() as u64;
+        ensure!(end <= size, "GET {url}: more than the file's {size} bytes");
+        expected.resize(chunk.len(), 0);
+        file.read_exact_at(&mut expected, offset)?;
+        if let Some(at) = chunk.iter().zip(&expected).position(|(a, b)| a != b) {
+            bail!(
+                "GET {url}: body differs from the file at offset {}",
+                offset + at as u64
+            );
+        }
+        offset = end;
+        got.store(offset, Ordering::Relaxed);
+    }
+    ensure!(offset == size, "GET {url}: {offset} of {size} bytes");
+    Ok(offset)
+}
+
+/// A 1 GiB NAR (zstd fixture with a 1024 MiB big path, built once on first use: the Nix build and
+/// `nix copy` take seconds, 2 GiB of disk) goes through 3 replicas, 2 clients each, all at once,
+/// from an upstream sending 200 MiB/s; once every client has [`KILL_AFTER`] bytes, the replica
+/// downloading it is killed (-9). Every client of the other two replicas must still get all bytes, equal to the
+/// file's, and the upstream sees 2 GETs (the first download and the one that took over). Prints
+/// timings and each replica's peak RSS. Ignored by default (1 GiB through storage and page cache
+/// per run); run it with
+///
+/// ```text
+/// cargo test --release -p nixcache-e2e --test replicas -- --ignored one_gib
+/// ```
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "1 GiB NAR; run: cargo test --release -p nixcache-e2e --test replicas -- --ignored one_gib"]
+async fn one_gib_nar_through_three_replicas_with_a_kill() -> Result<()> {
+    if !nix_available() {
+        return Ok(());
+    }
+    const CLIENTS_PER_REPLICA: usize = 2;
+    let cache = UpstreamCache::get_sized("zstd", SALT, ONE_GIB_MIB)?;
+    let upstream = TestUpstream::start(&cache.dir)?;
+    let mut cluster = Cluster::start(Backend::SharedDir, 3, &upstream.url, &cache.public_key).await?;
+    let mut nar_path = String::new();
+    for replica in &cluster.replicas {
+        nar_path = format!("/{}", get_narinfo(&replica.url, &cache.big_path).await?.url()?);
+    }
+    let upstream_nar = cache.nar_http_path(&cache.big_path)?;
+    let path = cache.nar_file_for(&cache.big_path)?;
+    let file = Arc::new(std::fs::File::open(&path)?);
+    let size = file.metadata()?.len();
+    ensure!(size > ONE_GIB_MIB << 20, "{} has {size} bytes", path.display());
+    upstream.set_faults(Faults {
+        rate_bytes_per_s: 200 << 20,
+        only_paths_with_prefix: Some("/nar/".into()),
+        ..Faults::default()
+    });
+
+    let started = Instant::now();
+    let mut clients = Vec::new();
+    for (r, replica) in cluster.replicas.iter().enumerate() {
+        for _ in 0..CLIENTS_PER_REPLICA {
+            let got = Arc::new(AtomicU64::new(0));
+            let task = tokio::spawn(stream_and_compare(
+                replica.url_for(&nar_path),
+                file.clone(),
+                size,
+                got.clone(),
+            ));
+            clients.push((r, got, task));
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while clients
+        .iter()
+        .any(|(_, got, _)| got.load(Ordering::Relaxed) < KILL_AFTER)
+    {
+        ensure!(
+            Instant::now() < deadline,
+            "not every client had {KILL_AFTER} bytes within 60 s: {:?}",
+            clients
+                .iter()
+                .map(|(_, got, _)| got.load(Ordering::Relaxed))
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let fetching = cluster.logging("fetching NAR");
+    let &[holder] = fetching.as_slice() else {
+        bail!("expected one replica downloading the NAR, these logged \"fetching NAR\": {fetching:?}");
+    };
+    let received: Vec<u64> = clients
+        .iter()
+        .map(|(_, got, _)| got.load(Ordering::Relaxed))
+        .collect();
+    let killed_at = Instant::now();
+    cluster.replicas[holder].stop(); // SIGKILL
+    eprintln!(
+        "killed replica {holder} (downloading) {:?} after the start; bytes per client then: {received:?}",
+        killed_at - started
+    );
+
+    for (i, (r, _, task)) in clients.into_iter().enumerate() {
+        let outcome = task.await?;
+        if r == holder {
+            eprintln!(
+                "client {i} of the killed replica {r}: {:?}",
+                outcome.map_err(|e| format!("{e:#}"))
+            );
+            continue;
+        }
+        outcome.with_context(|| format!("client {i} of replica {r}"))?;
+        eprintln!(
+            "client {i} of replica {r}: all {size} bytes, equal to the file's, {:?} after the kill",
+            killed_at.elapsed()
+        );
+    }
+    let gets = upstream.stats().get(&upstream_nar);
+    ensure!(
+        gets == 2,
+        "upstream GETs of the NAR: {gets} (expected 2: one per download)"
+    );
+    let fetching = cluster.logging("fetching NAR");
+    eprintln!("replicas that downloaded it: {fetching:?} (replica {holder} was killed)");
+
+    // Stored now: the tail comes from storage on a survivor, without the upstream.
+    let survivor = &cluster.replicas[(holder + 1) % cluster.replicas.len()];
+    let tail = client()
+        .get(survivor.url_for(&nar_path))
+        .header(reqwest::header::RANGE, "bytes=-1048576")
+        .send()
+        .await?;
+    ensure!(
+        tail.status() == StatusCode::PARTIAL_CONTENT,
+        "range GET: {}",
+        tail.status()
+    );
+    let mut expected = vec![0; 1 << 20];
+    file.read_exact_at(&mut expected, size - (1 << 20))?;
+    body_matches(tail, &expected).await?;
+    ensure!(
+        upstream.stats().get(&upstream_nar) == 2,
+        "the tail came from the upstream"
+    );
+
+    for (r, replica) in cluster.replicas.iter().enumerate() {
+        if let Some(pid) = replica.pid() {
+            let peak = procfs::status_kib(pid, "VmHWM").unwrap_or(0) >> 10;
+            eprintln!("replica {r}: peak RSS (VmHWM) {peak} MiB");
+        }
+    }
+    Ok(())
 }

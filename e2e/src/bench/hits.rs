@@ -1,5 +1,5 @@
-//! Hits: narinfo load with wrk, 64 MiB NAR load with [`loadgen`], and the
-//! memory of 16 clients downloading the 64 MiB NAR at once.
+//! Hits: narinfo load with wrk, big NAR (64 MiB unless `--big-mib`) load
+//! with [`loadgen`], and the memory of 16 clients downloading it at once.
 
 use std::future::Future;
 use std::path::Path;
@@ -32,6 +32,7 @@ impl Targets {
         match server {
             Server::Nginx => &self.nginx,
             Server::Nixcache => &self.nixcache,
+            Server::Replicas => panic!("the hit scenarios measure one nixcache, not replicas"),
         }
     }
 }
@@ -124,11 +125,12 @@ pub async fn narinfo(report: &mut Report, s: &Settings, targets: &Targets, scrip
     Ok(())
 }
 
-/// The 64 MiB NAR fetched back to back by 1 and 8 keep-alive connections.
+/// The big NAR fetched back to back by 1 and 8 keep-alive connections.
 pub async fn nar(report: &mut Report, s: &Settings, targets: &Targets, objects: &Objects) -> Result<()> {
     let len = objects.big_bytes.len() as u64;
+    let size = objects.big_size();
     for conns in NAR_CONNS {
-        let scenario = format!("64 MiB NAR hits c={conns}");
+        let scenario = format!("{size} NAR hits c={conns}");
         for run in 0..s.runs {
             for server in order(run) {
                 let t = targets.get(server);
@@ -140,20 +142,20 @@ pub async fn nar(report: &mut Report, s: &Settings, targets: &Targets, objects: 
                 let (load, cpu) = (m.value, m.cpu);
                 let mibps = load.bytes as f64 / MIB / load.elapsed_s;
                 progress(&scenario, run, s, server, m.busy, &format!("{mibps:.0} MiB/s"));
-                let nars = (load.bytes as f64 / (64.0 * MIB)).max(1e-9);
+                let nars = (load.bytes as f64 / (objects.big_mib as f64 * MIB)).max(1e-9);
                 let ttlb = summary(&load.ttlb_ms).map_or(0.0, |(m, _, _)| m);
                 let mut rows = report.scoped(&scenario, server);
                 rows.add("MiB/s", Better::Higher, Goal::RatioAtLeast(0.9), mibps);
                 rows.add("TTLB p50 ms", Better::Lower, Goal::None, ttlb);
                 rows.add(
-                    "server CPU ms per 64 MiB",
+                    &format!("server CPU ms per {size}"),
                     Better::Lower,
                     Goal::None,
                     cpu.server_s * 1e3 / nars,
                 );
                 let faults = cpu.server_faults as f64 / nars;
                 rows.add(
-                    "server minor page faults per 64 MiB",
+                    &format!("server minor page faults per {size}"),
                     Better::Lower,
                     Goal::None,
                     faults,
@@ -165,10 +167,10 @@ pub async fn nar(report: &mut Report, s: &Settings, targets: &Targets, objects: 
     Ok(())
 }
 
-/// 16 new connections download the 64 MiB NAR at once (all hits): RSS
+/// 16 new connections download the big NAR at once (all hits): RSS
 /// before, peak (`VmHWM`, reset first) and the largest `VmRSS` sampled.
 pub async fn memory(report: &mut Report, s: &Settings, targets: &Targets, objects: &Objects) -> Result<()> {
-    let scenario = format!("{CLIENTS} clients at once, 64 MiB NAR hit");
+    let scenario = format!("{CLIENTS} clients at once, {} NAR hit", objects.big_size());
     for run in 0..s.runs {
         for server in order(run) {
             let t = targets.get(server);
@@ -195,13 +197,25 @@ pub struct Memory {
 impl Memory {
     /// Records RSS rows and the last-byte time; `limit` (MiB) is the goal for nixcache's peak.
     pub fn record(&self, report: &mut Report, scenario: &str, server: Server, limit: Option<f64>) {
+        self.record_rss(report, scenario, server, limit);
+        let last = self.last_byte_s();
+        let mut rows = report.scoped(scenario, server);
+        rows.add("last byte s", Better::Lower, Goal::None, last);
+    }
+
+    /// Seconds from the burst's start to its last byte.
+    pub fn last_byte_s(&self) -> f64 {
+        self.fetches.iter().map(|f| f.ttlb_s).fold(0.0, f64::max)
+    }
+
+    /// Records the RSS rows (summed over the server's processes); `limit`
+    /// (MiB) is the goal for nixcache's peak.
+    pub fn record_rss(&self, report: &mut Report, scenario: &str, server: Server, limit: Option<f64>) {
         let goal = limit.map_or(Goal::None, Goal::Below);
-        let last = self.fetches.iter().map(|f| f.ttlb_s).fold(0.0, f64::max);
         let mut rows = report.scoped(scenario, server);
         rows.add("RSS before MiB", Better::Lower, Goal::None, self.before);
         rows.add("peak RSS (VmHWM) MiB", Better::Lower, goal, self.hwm);
         rows.add("max sampled VmRSS MiB", Better::Lower, goal, self.sampled);
-        rows.add("last byte s", Better::Lower, Goal::None, last);
         if !self.hwm_reset {
             report.note(format!(
                 "{scenario}, {}: VmHWM could not be reset, it is the lifetime peak",
@@ -216,7 +230,7 @@ pub async fn measure_memory(t: &Target, path: &str, objects: &Objects) -> Result
     let hwm_reset = pids.iter().all(|&p| procfs::reset_peak_rss(p));
     let before = procfs::sum_mib(&pids, "VmRSS");
     let sampler = RssSampler::start(pids.clone());
-    let fetches = loadgen::burst(t.addr, path, CLIENTS, objects.big_bytes.clone()).await;
+    let fetches = loadgen::burst(&t.addrs(), path, CLIENTS, objects.big_bytes.clone()).await;
     let sampled = sampler.finish().await;
     let fetches = fetches.with_context(|| format!("{CLIENTS} clients on {}", t.server.name()))?;
     Ok(Memory {

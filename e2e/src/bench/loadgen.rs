@@ -242,17 +242,20 @@ pub struct Fetch {
     pub ttlb_s: f64,
 }
 
-/// `clients` new connections GET `path` at once; each body must equal
+/// `clients` new connections GET `path` at once, spread round-robin over
+/// `addrs` (client i to `addrs[i % addrs.len()]`); each body must equal
 /// `expected`.
 pub async fn burst(
-    addr: SocketAddr,
+    addrs: &[SocketAddr],
     path: &str,
     clients: usize,
     expected: Arc<Vec<u8>>,
 ) -> Result<Vec<Fetch>> {
+    ensure!(!addrs.is_empty(), "a burst needs an address");
     let start = Instant::now();
     let tasks: Vec<_> = (0..clients)
-        .map(|_| {
+        .map(|i| {
+            let addr = addrs[i % addrs.len()];
             let (path, check) = (path.to_string(), Check::Equal(expected.clone()));
             tokio::spawn(async move {
                 let mut conn = Conn::connect(addr, BURST_BUFFER).await?;
@@ -267,7 +270,11 @@ pub async fn burst(
         .collect();
     let mut fetches = Vec::new();
     for (i, task) in tasks.into_iter().enumerate() {
-        fetches.push(task.await?.with_context(|| format!("burst client {i}"))?);
+        let addr = addrs[i % addrs.len()];
+        fetches.push(
+            task.await?
+                .with_context(|| format!("burst client {i} (of {addr})"))?,
+        );
     }
     Ok(fetches)
 }

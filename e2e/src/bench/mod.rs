@@ -3,14 +3,16 @@
 //!
 //! [`procfs`] reads CPU and memory figures, [`nginx`] runs nginx from
 //! `e2e/bench/nginx.conf.template`, [`wrk`] drives narinfo load, [`loadgen`]
-//! is a raw keep-alive HTTP/1.1 client for NAR bodies, [`hits`] and
-//! [`misses`] are the scenarios, [`report`] prints the comparison.
+//! is a raw keep-alive HTTP/1.1 client for NAR bodies, [`hits`],
+//! [`misses`] and [`replicas`] are the scenarios, [`report`] prints the
+//! comparison.
 
 pub mod hits;
 pub mod loadgen;
 pub mod misses;
 pub mod nginx;
 pub mod procfs;
+pub mod replicas;
 pub mod report;
 pub mod setup;
 pub mod wrk;
@@ -18,11 +20,16 @@ pub mod wrk;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-/// The two servers compared.
+use crate::cluster::Cluster;
+use crate::Proxy;
+
+/// The servers compared: nginx, one nixcache, and (in the `replicas` part
+/// only) [`replicas::REPLICAS`] nixcache replicas sharing one data dir.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Server {
     Nginx,
     Nixcache,
+    Replicas,
 }
 
 impl Server {
@@ -30,6 +37,7 @@ impl Server {
         match self {
             Server::Nginx => "nginx",
             Server::Nixcache => "nixcache",
+            Server::Replicas => "nixcache×3",
         }
     }
 }
@@ -43,16 +51,51 @@ pub struct Target {
     pub pid: u32,
     /// Also count the children of `pid` (nginx workers).
     pub with_children: bool,
+    /// The other replicas of a cluster (`addr` and `pid` are the first's):
+    /// address and pid of each.
+    pub replicas: Vec<(SocketAddr, u32)>,
 }
 
 impl Target {
+    /// One `nixcache serve`.
+    pub fn nixcache(proxy: &Proxy) -> Target {
+        Target {
+            server: Server::Nixcache,
+            addr: proxy.addr,
+            pid: proxy.pid().unwrap_or(0),
+            with_children: false,
+            replicas: Vec::new(),
+        }
+    }
+
+    /// The replicas of a cluster, as one server.
+    pub fn cluster(cluster: &Cluster) -> Target {
+        let mut each = cluster.replicas.iter().map(|p| (p.addr, p.pid().unwrap_or(0)));
+        let (addr, pid) = each.next().unwrap_or((SocketAddr::from(([127, 0, 0, 1], 0)), 0));
+        Target {
+            server: Server::Replicas,
+            addr,
+            pid,
+            with_children: false,
+            replicas: each.collect(),
+        }
+    }
+
     /// Every process of this server, as of now.
     pub fn pids(&self) -> Vec<u32> {
         let mut pids = vec![self.pid];
         if self.with_children {
             pids.extend(procfs::children_of(self.pid));
         }
+        pids.extend(self.replicas.iter().map(|&(_, pid)| pid));
         pids
+    }
+
+    /// Where clients may connect: one address, or one per replica.
+    pub fn addrs(&self) -> Vec<SocketAddr> {
+        let mut addrs = vec![self.addr];
+        addrs.extend(self.replicas.iter().map(|&(addr, _)| addr));
+        addrs
     }
 }
 
@@ -67,10 +110,12 @@ pub struct Settings {
     pub command: String,
     /// `--only`: the parts to run ([`PARTS`]); empty = all.
     pub only: Vec<String>,
+    /// `--big-mib`: size of the fixture's big path.
+    pub big_mib: u64,
 }
 
 /// The parts of a run, for `--only`.
-pub const PARTS: [&str; 4] = ["narinfo", "nar", "memory", "misses"];
+pub const PARTS: [&str; 5] = ["narinfo", "nar", "memory", "misses", "replicas"];
 
 impl Settings {
     /// True when `part` is to be run.

@@ -65,6 +65,7 @@ impl Nginx {
             addr,
             pid: self.child.as_ref().map_or(0, Child::id),
             with_children: true,
+            replicas: Vec::new(),
         }
     }
 

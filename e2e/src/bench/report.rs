@@ -1,5 +1,6 @@
-//! The comparison table: one row per metric, nginx and nixcache as median
-//! (min–max) over the runs, their ratio and the issue's goals.
+//! The comparison table: one row per metric, nginx and nixcache (and, when
+//! measured, nixcache's replicas) as median (min–max) over the runs, their
+//! ratios to nginx and the issue's goals.
 
 use std::fmt::Write as _;
 
@@ -29,9 +30,14 @@ struct Row {
     label: String,
     better: Better,
     goal: Goal,
-    /// nginx, nixcache.
-    values: [Vec<f64>; 2],
+    /// nginx, nixcache, nixcache's replicas ([`SERVERS`] order).
+    values: [Vec<f64>; 3],
 }
+
+/// The report's columns, in order.
+const SERVERS: [Server; 3] = [Server::Nginx, Server::Nixcache, Server::Replicas];
+/// The servers a goal is for.
+const JUDGED: [Server; 2] = [Server::Nixcache, Server::Replicas];
 
 struct Condition {
     label: String,
@@ -53,6 +59,7 @@ fn slot(server: Server) -> usize {
     match server {
         Server::Nginx => 0,
         Server::Nixcache => 1,
+        Server::Replicas => 2,
     }
 }
 
@@ -61,7 +68,7 @@ impl Report {
         let at = match self.rows.iter().position(|r| r.label == label) {
             Some(at) => at,
             None => {
-                let values = [Vec::new(), Vec::new()];
+                let values = [Vec::new(), Vec::new(), Vec::new()];
                 self.rows.push(Row {
                     label: label.to_string(),
                     better,
@@ -117,34 +124,56 @@ impl Report {
         }
     }
 
-    /// Goal lines: (met, text).
+    /// Goal lines: (met, text), one per judged server with figures.
     pub fn goals(&self) -> Vec<(bool, String)> {
+        let mut lines = Vec::new();
+        for r in &self.rows {
+            for server in JUDGED {
+                let Some((met, goal)) = judge(r, server) else {
+                    continue;
+                };
+                let ratio = ratio(r, server).map_or(String::new(), |x| format!(", ratio {}×", ratio_num(x)));
+                let value = cell(&r.values[slot(server)]);
+                let name = server.name();
+                lines.push((met, format!("{}: {goal}: {name} {value}{ratio}", r.label)));
+            }
+        }
+        lines
+    }
+
+    /// True when some row has figures of the replicas (their columns are shown).
+    fn has_replicas(&self) -> bool {
         self.rows
             .iter()
-            .filter_map(|r| {
-                let (met, goal) = judge(r)?;
-                let ratio = ratio(r).map_or(String::new(), |x| format!(", ratio {}×", ratio_num(x)));
-                let nix = cell(&r.values[1]);
-                Some((met, format!("{}: {goal}: nixcache {nix}{ratio}", r.label)))
-            })
-            .collect()
+            .any(|r| !r.values[slot(Server::Replicas)].is_empty())
     }
 
     /// The result table, goals, conditions and notes, as markdown.
     pub fn tables(&self) -> String {
-        let mut out = String::from("| metric | nginx | nixcache | nixcache/nginx | goal | met |\n");
-        out.push_str("|---|---|---|---|---|---|\n");
+        let replicas = self.has_replicas();
+        let mut out = if replicas {
+            let name = Server::Replicas.name();
+            format!(
+                "| metric | nginx | nixcache | {name} | nixcache/nginx | {name}/nginx | goal | met |\n\
+                 |---|---|---|---|---|---|---|---|\n"
+            )
+        } else {
+            "| metric | nginx | nixcache | nixcache/nginx | goal | met |\n|---|---|---|---|---|---|\n"
+                .to_string()
+        };
+        let shown: &[Server] = if replicas { &SERVERS } else { &SERVERS[..2] };
         for r in &self.rows {
             let arrow = if r.better == Better::Higher { "↑" } else { "↓" };
-            let ratio = ratio(r).map_or("–".to_string(), |x| format!("{}×", ratio_num(x)));
-            let (met, goal) = judge(r).map_or(("", String::new()), |(m, g)| {
-                (if m { "yes" } else { "**NO**" }, g)
-            });
-            let (nginx, nix) = (cell(&r.values[0]), cell(&r.values[1]));
+            let mut cells: Vec<String> = shown.iter().map(|&s| cell(&r.values[slot(s)])).collect();
+            for &server in &shown[1..] {
+                cells.push(ratio(r, server).map_or("–".to_string(), |x| format!("{}×", ratio_num(x))));
+            }
+            let (met, goal) = verdict(r);
             let _ = writeln!(
                 out,
-                "| {} {arrow} | {nginx} | {nix} | {ratio} | {goal} | {met} |",
-                r.label
+                "| {} {arrow} | {} | {goal} | {met} |",
+                r.label,
+                cells.join(" | ")
             );
         }
         out.push_str("\n### Goals\n\n");
@@ -178,11 +207,12 @@ impl Report {
     fn notes_section(&self) -> String {
         let mut notes = self.notes.clone();
         for r in &self.rows {
-            for (i, values) in r.values.iter().enumerate() {
+            for server in SERVERS {
+                let values = &r.values[slot(server)];
                 if let Some((med, min, max)) = summary(values).filter(|_| values.len() > 1) {
                     // Spreads of near-zero counts (page faults of nginx) mean nothing.
                     if med >= 1.0 && (max - min) / med > 0.25 && !matches!(r.goal, Goal::Exactly(_)) {
-                        let name = if i == 0 { "nginx" } else { "nixcache" };
+                        let name = server.name();
                         notes.push(format!(
                             "{}, {name}: runs spread by {:.0} % of the median (noisy or bimodal): {}",
                             r.label,
@@ -228,18 +258,45 @@ impl Scoped<'_> {
     }
 }
 
-fn ratio(r: &Row) -> Option<f64> {
-    let (nginx, _, _) = summary(&r.values[0])?;
-    let (nix, _, _) = summary(&r.values[1])?;
+/// median(`server`) / median(nginx).
+fn ratio(r: &Row, server: Server) -> Option<f64> {
+    let (nginx, _, _) = summary(&r.values[slot(Server::Nginx)])?;
+    let (nix, _, _) = summary(&r.values[slot(server)])?;
     (nginx != 0.0).then(|| nix / nginx)
 }
 
-/// (met, description) for a row with a goal.
-fn judge(r: &Row) -> Option<(bool, String)> {
-    let nix = &r.values[1];
+/// The goal and met cells of a row: "yes" when every judged server with
+/// figures met it, else which did not.
+fn verdict(r: &Row) -> (String, String) {
+    let judged: Vec<(Server, bool, String)> = JUDGED
+        .iter()
+        .filter_map(|&s| judge(r, s).map(|(met, goal)| (s, met, goal)))
+        .collect();
+    let Some((_, _, goal)) = judged.first() else {
+        return (String::new(), String::new());
+    };
+    let missed: Vec<&str> = judged.iter().filter(|j| !j.1).map(|j| j.0.name()).collect();
+    let met = match (missed.is_empty(), judged.len()) {
+        (true, _) => "yes".to_string(),
+        (false, 1) => "**NO**".to_string(),
+        (false, _) => format!("**NO** ({})", missed.join(", ")),
+    };
+    (met, goal.clone())
+}
+
+/// (met, description) for a row with a goal, for `server`'s figures (None
+/// without a goal or without figures).
+fn judge(r: &Row, server: Server) -> Option<(bool, String)> {
+    let nix = &r.values[slot(server)];
+    if nix.is_empty() && server != Server::Nixcache {
+        return None;
+    }
     match r.goal {
         Goal::None => None,
-        Goal::RatioAtLeast(x) => Some((ratio(r).is_some_and(|v| v >= x), format!("≥ {x:.1}× nginx"))),
+        Goal::RatioAtLeast(x) => Some((
+            ratio(r, server).is_some_and(|v| v >= x),
+            format!("≥ {x:.1}× nginx"),
+        )),
         Goal::Below(x) => Some((
             !nix.is_empty() && nix.iter().all(|&v| v < x),
             format!("< {} (every run)", num(x)),
@@ -308,9 +365,42 @@ mod tests {
             "{text}"
         );
         assert_eq!(r.goals().iter().filter(|(met, _)| *met).count(), 1);
+        assert!(!text.contains("nixcache×3"), "{text}");
         assert_eq!(
             (num(0.0566), num(1.5), num(12.34), num(3122.7)),
             ("0.057".into(), "1.50".into(), "12.3".into(), "3123".into())
         );
+    }
+
+    #[test]
+    fn replica_columns() {
+        let mut r = Report::default();
+        for (server, v) in [
+            (Server::Nginx, 1.0),
+            (Server::Nixcache, 1.0),
+            (Server::Replicas, 2.0),
+        ] {
+            r.add("gets", Better::Lower, Goal::Exactly(1.0), server, v);
+        }
+        r.add("ttfb", Better::Lower, Goal::None, Server::Nginx, 0.5);
+        r.add("ttfb", Better::Lower, Goal::None, Server::Replicas, 0.1);
+        let text = r.tables();
+        assert!(
+            text.contains(
+                "| metric | nginx | nixcache | nixcache×3 | nixcache/nginx | nixcache×3/nginx | goal | met |"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("| gets ↓ | 1 | 1 | 2 | 1.00× | 2.00× | = 1 (every run) | **NO** (nixcache×3) |"),
+            "{text}"
+        );
+        assert!(
+            text.contains("| ttfb ↓ | 0.500 | – | 0.100 | – | 0.20× |  |  |"),
+            "{text}"
+        );
+        let goals = r.goals();
+        assert_eq!(goals.len(), 2, "{goals:?}");
+        assert!(goals[1].1.contains("nixcache×3 2") && !goals[1].0, "{goals:?}");
     }
 }

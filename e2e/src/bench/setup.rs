@@ -193,12 +193,14 @@ fn humantime_like(d: Duration) -> String {
 pub struct Objects {
     /// `/<hash>.narinfo` of every path.
     pub narinfos: Vec<String>,
-    /// `/<hash>.narinfo` of the 64 MiB path.
+    /// `/<hash>.narinfo` of the big path.
     pub big_narinfo: String,
-    /// `/nar/<filehash>.nar.xz` of the 64 MiB path.
+    /// `/nar/<filehash>.nar.xz` of the big path.
     pub big_nar: String,
     /// Its bytes, as in the cache directory.
     pub big_bytes: Arc<Vec<u8>>,
+    /// The big path's size in MiB (its content; the NAR is a little larger).
+    pub big_mib: u64,
 }
 
 impl Objects {
@@ -208,7 +210,21 @@ impl Objects {
             big_narinfo: cache.narinfo_http_path(&cache.big_path),
             big_nar: cache.nar_http_path(&cache.big_path)?,
             big_bytes: Arc::new(std::fs::read(cache.nar_file_for(&cache.big_path)?)?),
+            big_mib: cache.big_mib,
         })
+    }
+
+    /// The big NAR's size for scenario labels: `64 MiB`, `1 GiB`.
+    pub fn big_size(&self) -> String {
+        size_label(self.big_mib)
+    }
+}
+
+/// `64 MiB`, `1 GiB`.
+pub fn size_label(mib: u64) -> String {
+    match mib {
+        m if m >= 1024 && m % 1024 == 0 => format!("{} GiB", m / 1024),
+        m => format!("{m} MiB"),
     }
 }
 

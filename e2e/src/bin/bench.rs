@@ -1,9 +1,10 @@
-//! `cargo run --release -p nixcache-e2e --bin bench -- [--quick] [--runs N]`
+//! `cargo run --release -p nixcache-e2e --bin bench -- [--quick] [--runs N] [--only PARTS] [--big-mib N]`
 //!
 //! Runs `nixcache serve` (release build) and nginx on the same fixture cache
 //! side by side, measures both alternately (narinfo and NAR hits, memory with
-//! 16 clients, 16-client cold misses against nginx's proxy_cache lock), and
-//! prints a markdown comparison, also written to `<target>/bench-report.md`.
+//! 16 clients, 16-client cold misses against nginx's proxy_cache lock, the
+//! same misses spread over 3 nixcache replicas), and prints a markdown
+//! comparison, also written to `<target>/bench-report.md`.
 //! Needs nginx and wrk (Debian: `apt-get install nginx-light wrk`) and Nix
 //! (to build the fixture cache once). Listens on 127.0.0.1 only.
 
@@ -15,15 +16,33 @@ use nixcache_e2e::bench::hits::{self, Targets};
 use nixcache_e2e::bench::nginx::Nginx;
 use nixcache_e2e::bench::report::Report;
 use nixcache_e2e::bench::setup::{self, Objects};
-use nixcache_e2e::bench::{misses, wrk, Server, Settings, Target, PARTS};
+use nixcache_e2e::bench::{misses, replicas, wrk, Settings, Target, PARTS};
+use nixcache_e2e::fixtures::{BIG_MIB, MAX_BIG_MIB};
 use nixcache_e2e::util::target_dir;
 use nixcache_e2e::{Proxy, ProxyOptions, TestUpstream, UpstreamCache};
 
-const USAGE: &str = "usage: bench [--quick] [--runs N] [--only PART,...]\n  \
-    --quick   3 s load runs instead of 10 s\n  \
-    --runs N  runs per figure (default 3); figures are median (min–max)\n  \
-    --only    some of narinfo,nar,memory,misses (default: all)\n\
+const USAGE: &str = "usage: bench [--quick] [--runs N] [--only PART,...] [--big-mib N]\n  \
+    --quick      3 s load runs instead of 10 s\n  \
+    --runs N     runs per figure (default 3); figures are median (min–max)\n  \
+    --only       some of narinfo,nar,memory,misses,replicas (default: all)\n  \
+    --big-mib N  size of the fixture's big (incompressible) NAR, default 64; another size is\n               \
+    another fixture, built once (xz up to 256 MiB, zstd above; 1024 MiB: 2 GiB of disk,\n               \
+    and 1 GiB more per nixcache data dir and nginx cache while they run)\n\
     env: NIXCACHE_BIN=<path> uses that nixcache instead of building it (cargo build --release -p nixcache)";
+
+/// The bench's fixture is xz-compressed (as cache.nixos.org and the anchors' testbed), unless its
+/// big path is larger than this: `nix copy` compresses the incompressible big NAR with xz at
+/// ~8 MiB/s here (2 min 9 s for 1 GiB on a busy box), with zstd in seconds (1 GiB: 4 s).
+const XZ_UP_TO_MIB: u64 = 256;
+
+/// `xz`, or `zstd` for a big path over [`XZ_UP_TO_MIB`].
+fn compression(big_mib: u64) -> &'static str {
+    if big_mib <= XZ_UP_TO_MIB {
+        "xz"
+    } else {
+        "zstd"
+    }
+}
 
 fn main() -> ExitCode {
     match main_inner() {
@@ -45,8 +64,13 @@ fn main_inner() -> Result<()> {
     let bin = setup::nixcache_bin()?;
     // Before any thread exists: Proxy::start reads it.
     std::env::set_var("NIXCACHE_BIN", &bin);
-    eprintln!("[bench] fixture cache xz/bench (built with Nix on first use)");
-    let cache = UpstreamCache::get("xz", "bench").context("the fixture cache")?;
+    let compression = compression(settings.big_mib);
+    eprintln!(
+        "[bench] fixture cache {compression}/bench, big path {} MiB (built with Nix on first use)",
+        settings.big_mib
+    );
+    let cache =
+        UpstreamCache::get_sized(compression, "bench", settings.big_mib).context("the fixture cache")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -60,7 +84,7 @@ fn main_inner() -> Result<()> {
     // Anything still blocking (none expected) may not hold the process up.
     runtime.shutdown_timeout(Duration::from_secs(5));
     let report = report?;
-    let text = render(&settings, &bin, &report, started.elapsed());
+    let text = render(&settings, &bin, &cache, &report, started.elapsed());
     println!("{text}");
     let path = target_dir().join("bench-report.md");
     std::fs::write(&path, &text).with_context(|| format!("write {}", path.display()))?;
@@ -86,6 +110,7 @@ fn parse_args(args: Vec<String>) -> Result<Option<Settings>> {
     let mut quick = false;
     let mut runs = 3;
     let mut only = Vec::new();
+    let mut big_mib = BIG_MIB;
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         match arg.as_str() {
@@ -102,6 +127,14 @@ fn parse_args(args: Vec<String>) -> Result<Option<Settings>> {
                     only.push(part.to_string());
                 }
             }
+            "--big-mib" => {
+                let n = it.next().context("--big-mib needs a number")?;
+                big_mib = n.parse().with_context(|| format!("--big-mib {n:?}"))?;
+                anyhow::ensure!(
+                    (1..=MAX_BIG_MIB).contains(&big_mib),
+                    "--big-mib must be 1 to {MAX_BIG_MIB}"
+                );
+            }
             "-h" | "--help" => return Ok(None),
             other => bail!("unknown argument {other:?}\n{USAGE}"),
         }
@@ -117,6 +150,7 @@ fn parse_args(args: Vec<String>) -> Result<Option<Settings>> {
         duration: Duration::from_secs(if quick { 3 } else { 10 }),
         command,
         only,
+        big_mib,
     }))
 }
 
@@ -130,6 +164,9 @@ async fn measure(s: &Settings, cache: &UpstreamCache) -> Result<Report> {
         misses::rate_limited(&mut report, s, cache, &objects).await?;
         misses::cold(&mut report, s, cache, &objects).await?;
     }
+    if s.wants("replicas") {
+        replicas::run(&mut report, s, cache, &objects).await?;
+    }
     Ok(report)
 }
 
@@ -140,14 +177,10 @@ async fn hits(report: &mut Report, s: &Settings, cache: &UpstreamCache, objects:
     let proxy = Proxy::start(ProxyOptions::new(&upstream.url, &cache.public_key)).await?;
     let n = setup::warm(cache, &proxy.url, &format!("http://{}", nginx.static_addr)).await?;
     eprintln!("[bench] warmed nixcache: {n} objects, bodies equal to the files (nginx's too)");
+    anyhow::ensure!(proxy.pid().is_some(), "nixcache is not running");
     let targets = Targets {
         nginx: nginx.static_target(),
-        nixcache: Target {
-            server: Server::Nixcache,
-            addr: proxy.addr,
-            pid: proxy.pid().context("nixcache is not running")?,
-            with_children: false,
-        },
+        nixcache: Target::nixcache(&proxy),
     };
     let script_dir = tempfile::Builder::new().prefix("nixcache-bench-wrk-").tempdir()?;
     let script = script_dir.path().join("narinfo.lua");
@@ -165,7 +198,13 @@ async fn hits(report: &mut Report, s: &Settings, cache: &UpstreamCache, objects:
     Ok(())
 }
 
-fn render(s: &Settings, bin: &std::path::Path, report: &Report, wall: Duration) -> String {
+fn render(
+    s: &Settings,
+    bin: &std::path::Path,
+    cache: &UpstreamCache,
+    report: &Report,
+    wall: Duration,
+) -> String {
     let mut out = String::from("## nixcache vs nginx: bench report\n\n");
     out.push_str(&format!("Command: `{}`  \n", s.command));
     out.push_str(&format!(
@@ -178,8 +217,26 @@ fn render(s: &Settings, bin: &std::path::Path, report: &Report, wall: Duration) 
     out.push_str(
         "nginx: the anchors' static server (sendfile on) for hits, its proxy_cache (lock on) for misses; \
          narinfo load: wrk -t1 --latency, round-robin over the 20 narinfos; NAR load: the bench's raw \
-         keep-alive HTTP/1.1 client (4 MiB read buffer per connection).\n\n",
+         keep-alive HTTP/1.1 client (4 MiB read buffer per connection).",
     );
+    if s.wants("replicas") {
+        out.push_str(&format!(
+            " {}: {} `nixcache serve` processes sharing one data dir (SQLite + NAR dir), lease TTL 2 s; \
+             in its scenarios the clients go round-robin to the replicas, nginx and nixcache get them all; \
+             RSS rows are summed over a server's processes.",
+            nixcache_e2e::bench::Server::Replicas.name(),
+            replicas::REPLICAS
+        ));
+    }
+    let big_file = cache
+        .nar_file_for(&cache.big_path)
+        .and_then(|f| Ok(std::fs::metadata(f)?.len()));
+    out.push_str(&format!(
+        " Big NAR: {} of content ({}: {} bytes).\n\n",
+        setup::size_label(cache.big_mib),
+        cache.compression,
+        big_file.map_or_else(|e| format!("({e})"), |n| n.to_string())
+    ));
     out.push_str(&report.tables());
     out.push_str("\n### Machine\n\n| | |\n|---|---|\n");
     for (k, v) in setup::machine_info(bin) {
