@@ -299,7 +299,9 @@ async fn one_gib_nar_through_three_replicas_with_a_kill() -> Result<()> {
     const CLIENTS_PER_REPLICA: usize = 2;
     let cache = UpstreamCache::get_sized("zstd", SALT, ONE_GIB_MIB)?;
     let upstream = TestUpstream::start(&cache.dir)?;
-    let mut cluster = Cluster::start(Backend::SharedDir, 3, &upstream.url, &cache.public_key).await?;
+    let mut cluster = Cluster::start(Backend::SharedDir, 3, &upstream.url, &cache.public_key)
+        .await?
+        .context("a shared-dir cluster needs no other service")?;
     let mut nar_path = String::new();
     for replica in &cluster.replicas {
         nar_path = format!("/{}", get_narinfo(&replica.url, &cache.big_path).await?.url()?);

@@ -36,7 +36,9 @@ impl Fresh {
                 Fresh::Nixcache(Proxy::start(ProxyOptions::new(&upstream.url, &cache.public_key)).await?)
             }
             Server::Replicas => Fresh::Replicas(
-                Cluster::start(Backend::SharedDir, REPLICAS, &upstream.url, &cache.public_key).await?,
+                Cluster::start(Backend::SharedDir, REPLICAS, &upstream.url, &cache.public_key)
+                    .await?
+                    .context("a shared-dir cluster needs no other service")?,
             ),
             Server::Nginx => Fresh::Nginx(Nginx::start(&cache.dir, upstream.addr).await?),
         })
