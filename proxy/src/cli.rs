@@ -224,6 +224,7 @@ impl StorageArgs {
                     path_style: self.s3_path_style,
                     prefix: self.s3_prefix.clone(),
                     credentials: None,
+                    timeouts: Default::default(),
                 }))
             }
         }

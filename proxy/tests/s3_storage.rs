@@ -6,7 +6,7 @@
 mod common;
 
 use common::{get, sample_nar, send, upstream_key, wait_until, Entry, OneNar, TIMEOUT};
-use nixcache::testutil::s3::{S3sFs, ACCESS_KEY, SECRET_KEY};
+use nixcache::testutil::s3::S3sFs;
 use nixcache_protocol::Compression;
 use reqwest::{header, StatusCode};
 
@@ -16,26 +16,9 @@ async fn nars_are_stored_in_and_served_from_s3() {
         return;
     };
     let bucket = server.create_bucket().await.unwrap();
-    // The standard chain reads these; no profile, and no instance metadata probes from a test.
-    std::env::set_var("AWS_ACCESS_KEY_ID", ACCESS_KEY);
-    std::env::set_var("AWS_SECRET_ACCESS_KEY", SECRET_KEY);
-    std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
-    std::env::set_var("AWS_CONFIG_FILE", "/nonexistent");
-    std::env::set_var("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent");
-    let endpoint = server.endpoint();
-    let flags = [
-        "--storage",
-        "s3",
-        "--s3-bucket",
-        &bucket,
-        "--s3-endpoint",
-        &endpoint,
-        "--s3-region",
-        "us-east-1",
-        "--s3-path-style",
-        "--s3-prefix",
-        "cache",
-    ];
+    common::s3::use_test_credentials();
+    let flags = common::s3::serve_flags(&server, &bucket, "cache");
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     let key = upstream_key();
     // Above the 8 MiB part size, so the fill is uploaded in parts.
     let entry = Entry::new("in-s3", sample_nar(7, 12 << 20), Compression::None, &key);
@@ -44,11 +27,7 @@ async fn nars_are_stored_in_and_served_from_s3() {
     let got = get(&s.client, &s.nar_url).await;
     assert_eq!(got.status, StatusCode::OK);
     assert!(got.body == s.entry.file, "NAR bytes differ");
-    let object = server
-        .data_dir()
-        .join(&bucket)
-        .join("cache/nar")
-        .join(s.entry.file_name());
+    let object = common::s3::object_path(&server, &bucket, "cache", &s.entry.file_name());
     assert!(
         wait_until(TIMEOUT, || async { object.is_file() }).await,
         "not stored at {}",

@@ -175,7 +175,13 @@ impl Cache {
                     Ok(None) => self.lookup_upstreams(hash).await,
                     Err(err) => Err(err.into()),
                 };
-                lease.release().await;
+                if let Err(CacheError::Db(_)) = result {
+                    // The database failed: the client is not kept waiting (up to another acquire
+                    // timeout) for the release, which the lease's expiry backs up anyway.
+                    tokio::spawn(lease.release());
+                } else {
+                    lease.release().await;
+                }
                 return result;
             }
             tokio::time::sleep(NARINFO_POLL).await;

@@ -126,8 +126,11 @@ where
 
 /// Connections per replica to a shared PostgreSQL or MySQL server.
 const SHARED_MAX_CONNECTIONS: u32 = 16;
-/// How long a query waits for a free connection (or for the server to accept one).
-const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a query waits for a free connection, or for the server to accept a new one (sqlx
+/// retries a refused connection until then, so a database restart shorter than this goes
+/// unnoticed). Also the bound on how long a request waits while the database is down before it
+/// fails with 503: short, so clients retry rather than hang.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Parses `url` into connect options of any engine, naming the (redacted) URL when it fails.
 pub(super) fn parse_options<O: ConnectOptions>(url: &str) -> Result<O, DbError> {

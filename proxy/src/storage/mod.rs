@@ -13,7 +13,7 @@ use bytes::Bytes;
 use futures::stream::BoxStream;
 
 pub use local::LocalStore;
-pub use s3::{S3Config, S3Store};
+pub use s3::{S3Config, S3Store, S3Timeouts};
 
 /// A validated object name such as `<52 nixbase32>.nar.xz`: never a path, never user text.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]

@@ -1,5 +1,6 @@
 //! A throwaway S3 server for tests: `S3sFs::start()` finds the `s3s-fs` binary, runs it on a
-//! free port over a temp dir, and kills it when dropped. s3s-fs checks SigV4 signatures and
+//! free port over a temp dir, and kills it when dropped. For outage tests it can be stopped and
+//! started again on the same port and data, or paused (hung). s3s-fs checks SigV4 signatures and
 //! keeps objects as plain files (`<data dir>/<bucket>/<key>`), so tests can look at them.
 //!
 //! Where the binary is looked for: `$NIXCACHE_TEST_S3S_FS`, `PATH`, `~/.cache/nixcache-tools/bin`
@@ -25,7 +26,9 @@ pub const VERSION: &str = "0.14.1";
 const BINARY: &str = "s3s-fs";
 
 pub struct S3sFs {
-    child: Child,
+    binary: PathBuf,
+    /// `None` while stopped.
+    child: Option<Child>,
     port: u16,
     dir: tempfile::TempDir,
     buckets: AtomicU32,
@@ -58,33 +61,65 @@ impl S3sFs {
 
     async fn spawn(binary: &Path) -> io::Result<Self> {
         let dir = tempfile::tempdir()?;
-        let data = dir.path().join("data");
-        std::fs::create_dir(&data)?;
+        std::fs::create_dir(dir.path().join("data"))?;
         let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let log = std::fs::File::create(dir.path().join("s3s-fs.log"))?;
-        let child = Command::new(binary)
-            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-            .args(["--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY])
-            .arg(&data)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()?;
         let mut server = Self {
-            child,
+            binary: binary.to_owned(),
+            child: None,
             port,
             dir,
             buckets: AtomicU32::new(0),
         };
-        server.wait_until_up().await?;
+        server.start_again().await?;
         Ok(server)
+    }
+
+    /// Starts the (stopped) server again, on the same port and over the same data.
+    pub async fn start_again(&mut self) -> io::Result<()> {
+        if self.child.is_some() {
+            return Ok(());
+        }
+        // The old process's port may linger for a moment after a kill.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match self.launch().await {
+                Ok(()) => return Ok(()),
+                Err(err) if Instant::now() > deadline => return Err(err),
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    }
+
+    async fn launch(&mut self) -> io::Result<()> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())?;
+        let child = Command::new(&self.binary)
+            .args(["--host", "127.0.0.1", "--port", &self.port.to_string()])
+            .args(["--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY])
+            .arg(self.data_dir())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()?;
+        self.child = Some(child);
+        let up = self.wait_until_up().await;
+        if up.is_err() {
+            self.stop();
+        }
+        up
     }
 
     async fn wait_until_up(&mut self) -> io::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            if let Some(status) = self.child.try_wait()? {
-                let log = std::fs::read_to_string(self.dir.path().join("s3s-fs.log")).unwrap_or_default();
+            let child = self
+                .child
+                .as_mut()
+                .ok_or_else(|| io::Error::other("s3s-fs is stopped"))?;
+            if let Some(status) = child.try_wait()? {
+                let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
                 return Err(io::Error::other(format!("s3s-fs exited ({status}): {log}")));
             }
             if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
@@ -98,6 +133,42 @@ impl S3sFs {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// Kills the server: connections to its port are refused until `start_again`.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Freezes the server (SIGSTOP): connections are still accepted by the kernel, but nothing
+    /// answers, as with a hung server or a network black hole. `resume` undoes it.
+    pub fn pause(&self) -> io::Result<()> {
+        self.signal("-STOP")
+    }
+
+    pub fn resume(&self) -> io::Result<()> {
+        self.signal("-CONT")
+    }
+
+    fn signal(&self, signal: &str) -> io::Result<()> {
+        let child = self
+            .child
+            .as_ref()
+            .ok_or_else(|| io::Error::other("s3s-fs is stopped"))?;
+        let status = Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()?;
+        if !status.success() {
+            return Err(io::Error::other(format!("kill {signal} failed: {status}")));
+        }
+        Ok(())
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("s3s-fs.log")
     }
 
     pub fn endpoint(&self) -> String {
@@ -124,6 +195,7 @@ impl S3sFs {
                 None,
                 "nixcache-test",
             )),
+            timeouts: Default::default(),
         }
     }
 
@@ -165,8 +237,8 @@ impl S3sFs {
 
 impl Drop for S3sFs {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        // A paused process is killed all the same (SIGKILL needs no cooperation).
+        self.stop();
     }
 }
 

@@ -3,8 +3,10 @@
 #![allow(dead_code)]
 
 pub mod data;
+pub mod logs;
 pub mod one_nar;
 pub mod proxy;
+pub mod s3;
 pub mod upstream;
 
 use std::{future::Future, time::Duration};
@@ -19,6 +21,8 @@ use tokio::{
 
 #[allow(unused_imports)]
 pub use data::{random_bytes, sample_nar, Entry};
+#[allow(unused_imports)]
+pub use logs::Logs;
 #[allow(unused_imports)]
 pub use one_nar::OneNar;
 pub use proxy::Proxy;

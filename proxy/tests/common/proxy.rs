@@ -131,14 +131,18 @@ impl Proxy {
     /// metadata (a client may have all its bytes a moment before); panics if it never is.
     pub async fn wait_stored(&self, name: &str) -> PathBuf {
         let file = nixcache_protocol::NarFile::parse(name).unwrap();
-        let url = format!("sqlite://{}/db.sqlite", self.data_dir.display());
-        let db = nixcache::db::connect(&url).await.unwrap();
+        let db = nixcache::db::connect(&self.sqlite_url()).await.unwrap();
         let found = super::wait_until(super::TIMEOUT, || async {
             self.stored_file(name).is_some() && db.get_nar(&file).await.unwrap().is_some()
         })
         .await;
         assert!(found, "{name} not stored under nar/: {:?}", self.stored_files());
         self.stored_file(name).unwrap()
+    }
+
+    /// The default (SQLite) database in the data dir.
+    pub fn sqlite_url(&self) -> String {
+        format!("sqlite://{}/db.sqlite", self.data_dir.display())
     }
 
     /// The stored file named `name` anywhere under `nar/`, if any.

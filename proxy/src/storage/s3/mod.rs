@@ -7,11 +7,11 @@
 
 mod upload;
 
-use std::{fmt, io};
+use std::{fmt, io, time::Duration};
 
 use async_trait::async_trait;
 use aws_sdk_s3::{
-    config::{BehaviorVersion, Credentials, Region},
+    config::{timeout::TimeoutConfig, BehaviorVersion, Credentials, Region},
     error::SdkError,
     operation::get_object::GetObjectOutput,
     Client,
@@ -37,6 +37,58 @@ pub struct S3Config {
     pub prefix: String,
     /// Fixed credentials instead of the AWS chain; set by tests, never from flags.
     pub credentials: Option<Credentials>,
+    /// The defaults, except in tests.
+    pub timeouts: S3Timeouts,
+}
+
+/// Bounds on S3 requests, so that a hung or unreachable server fails requests (503) instead of
+/// holding them. Without them the SDK waits forever for a server that accepts connections but
+/// never answers (it sets only a connect timeout).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct S3Timeouts {
+    /// TCP and TLS connect.
+    pub connect: Duration,
+    /// One attempt of a request without a large body (HEAD, GET, DELETE, ...), until the
+    /// response headers. The SDK makes up to three attempts.
+    pub attempt: Duration,
+    /// All attempts of such a request together.
+    pub operation: Duration,
+    /// One attempt of a request that sends a part (PutObject, UploadPart) or that S3 may take
+    /// long to answer (CompleteMultipartUpload); all attempts get three times this.
+    pub upload_attempt: Duration,
+    /// Longest pause while reading an object's body.
+    pub body_idle: Duration,
+}
+
+impl Default for S3Timeouts {
+    fn default() -> Self {
+        Self {
+            connect: Duration::from_secs(5),
+            attempt: Duration::from_secs(10),
+            operation: Duration::from_secs(30),
+            // An 8 MiB part, four at a time, at 1 MiB/s takes about 32 s.
+            upload_attempt: Duration::from_secs(300),
+            body_idle: Duration::from_secs(30),
+        }
+    }
+}
+
+impl S3Timeouts {
+    fn for_requests(&self) -> TimeoutConfig {
+        TimeoutConfig::builder()
+            .connect_timeout(self.connect)
+            .operation_attempt_timeout(self.attempt)
+            .operation_timeout(self.operation)
+            .build()
+    }
+
+    fn for_uploads(&self) -> TimeoutConfig {
+        TimeoutConfig::builder()
+            .connect_timeout(self.connect)
+            .operation_attempt_timeout(self.upload_attempt)
+            .operation_timeout(self.upload_attempt * 3)
+            .build()
+    }
 }
 
 impl fmt::Debug for S3Config {
@@ -48,6 +100,7 @@ impl fmt::Debug for S3Config {
             .field("path_style", &self.path_style)
             .field("prefix", &self.prefix)
             .field("credentials", &self.credentials.as_ref().map(|_| "***"))
+            .field("timeouts", &self.timeouts)
             .finish()
     }
 }
@@ -75,6 +128,7 @@ pub struct S3Store {
     /// `<prefix>nar/`: the object name of a key is this plus the key.
     key_prefix: String,
     endpoint: String,
+    timeouts: S3Timeouts,
 }
 
 impl S3Store {
@@ -91,7 +145,13 @@ impl S3Store {
             bucket: config.bucket.clone(),
             key_prefix: format!("{}nar/", config.normalized_prefix()),
             endpoint: config.endpoint_label(),
+            timeouts: config.timeouts,
         })
+    }
+
+    /// Per-request settings for requests that carry a part, or that S3 may take long to answer.
+    fn upload_config(&self) -> aws_sdk_s3::config::Builder {
+        aws_sdk_s3::config::Builder::new().timeout_config(self.timeouts.for_uploads())
     }
 
     fn object_name(&self, key: &BlobKey) -> String {
@@ -127,7 +187,9 @@ pub(crate) async fn build_client(config: &S3Config) -> Client {
         loader = loader.credentials_provider(credentials.clone());
     }
     let shared = loader.load().await;
-    let mut builder = aws_sdk_s3::config::Builder::from(&shared).force_path_style(config.path_style);
+    let mut builder = aws_sdk_s3::config::Builder::from(&shared)
+        .force_path_style(config.path_style)
+        .timeout_config(config.timeouts.for_requests());
     if shared.region().is_none() {
         builder = builder.region(Region::from_static(DEFAULT_REGION));
     }
@@ -183,13 +245,19 @@ fn served_size(key: &BlobKey, range: Option<ByteRange>, out: &GetObjectOutput) -
     }
 }
 
-/// The SDK's body as our stream: chunks as they arrive, nothing buffered beyond them.
-fn into_stream(body: aws_sdk_s3::primitives::ByteStream) -> ByteStream {
-    Box::pin(futures::stream::unfold(body, |mut body| async move {
-        match body.try_next().await {
-            Ok(Some(bytes)) => Some((Ok(bytes), body)),
-            Ok(None) => None,
-            Err(e) => Some((Err(io::Error::other(e)), body)),
+/// The SDK's body as our stream: chunks as they arrive, nothing buffered beyond them. A pause
+/// longer than `idle` while waiting for the server fails the stream (the SDK has no such bound).
+fn into_stream(body: aws_sdk_s3::primitives::ByteStream, idle: Duration) -> ByteStream {
+    Box::pin(futures::stream::unfold(Some(body), move |body| async move {
+        let mut body = body?;
+        match tokio::time::timeout(idle, body.try_next()).await {
+            Ok(Ok(Some(bytes))) => Some((Ok(bytes), Some(body))),
+            Ok(Ok(None)) => None,
+            Ok(Err(e)) => Some((Err(io::Error::other(e)), None)),
+            Err(_) => {
+                let msg = format!("S3 sent no data for {idle:?} while streaming an object");
+                Some((Err(io::Error::new(io::ErrorKind::TimedOut, msg)), None))
+            }
         }
     }))
 }
@@ -236,7 +304,7 @@ impl BlobStore for S3Store {
         let size = served_size(key, range, &out)?;
         Ok(BlobRead {
             size,
-            body: into_stream(out.body),
+            body: into_stream(out.body, self.timeouts.body_idle),
         })
     }
 

@@ -6,7 +6,7 @@ use std::{sync::Arc, time::Duration};
 use bytes::Bytes;
 use futures::{stream, StreamExt};
 
-use super::{parse_content_range, S3Config, S3Store};
+use super::{parse_content_range, S3Config, S3Store, S3Timeouts};
 use crate::{
     storage::{
         tests::{chunks, key, pseudo_random},
@@ -180,4 +180,73 @@ fn content_range_parses() {
     assert_eq!(parse_content_range("bytes 0-9/100"), Some((0, 9, 100)));
     assert_eq!(parse_content_range("bytes */100"), None);
     assert_eq!(parse_content_range("items 0-9/100"), None);
+}
+
+/// Short bounds, so that the hung-server test takes seconds.
+fn short_timeouts() -> S3Timeouts {
+    S3Timeouts {
+        connect: Duration::from_secs(1),
+        attempt: Duration::from_secs(1),
+        operation: Duration::from_secs(3),
+        upload_attempt: Duration::from_secs(1),
+        body_idle: Duration::from_secs(1),
+    }
+}
+
+/// Runs `f`, and fails unless it ends (whatever the outcome) within `limit`.
+async fn bounded<T>(what: &str, limit: Duration, f: impl std::future::Future<Output = T>) -> T {
+    let started = std::time::Instant::now();
+    let out = tokio::time::timeout(limit * 3, f)
+        .await
+        .unwrap_or_else(|_| panic!("{what} still hangs after {:?}", limit * 3));
+    assert!(started.elapsed() < limit, "{what} took {:?}", started.elapsed());
+    out
+}
+
+#[tokio::test]
+async fn a_hung_server_fails_requests_and_body_reads_in_bounded_time() {
+    let Some(server) = S3sFs::start().await.unwrap() else {
+        return;
+    };
+    let bucket = server.create_bucket().await.unwrap();
+    // More than the loopback socket buffers hold, so a read must wait for the server. Uploaded
+    // with the default bounds: a busy machine may need more than a second per part.
+    let data = pseudo_random(32 << 20);
+    let k = key(9);
+    let uploader = S3Store::connect(&server.config(&bucket, "")).await.unwrap();
+    uploader.put_stream(&k, chunks(&data)).await.unwrap();
+    let config = S3Config {
+        timeouts: short_timeouts(),
+        ..server.config(&bucket, "")
+    };
+    let store = S3Store::connect(&config).await.unwrap();
+    let mut read = store.get(&k, None).await.unwrap().body;
+    read.next().await.unwrap().unwrap();
+
+    server.pause().unwrap();
+    let limit = Duration::from_secs(6);
+    let stat = bounded("stat", limit, store.stat(&k)).await;
+    assert!(matches!(stat, Err(StorageError::Backend { .. })), "{stat:?}");
+    let get = bounded("get", limit, store.get(&k, None)).await;
+    assert!(
+        matches!(get, Err(StorageError::Backend { .. })),
+        "{:?}",
+        get.map(|r| r.size)
+    );
+    let put = bounded("put", limit, store.put_stream(&key(10), chunks(b"small"))).await;
+    assert!(matches!(put, Err(StorageError::Backend { .. })), "{put:?}");
+    let stalled = bounded("reading a body", limit, async {
+        loop {
+            match read.next().await {
+                Some(Ok(_)) => continue,
+                Some(Err(err)) => return err,
+                None => panic!("the whole body arrived from a paused server"),
+            }
+        }
+    })
+    .await;
+    assert_eq!(stalled.kind(), std::io::ErrorKind::TimedOut, "{stalled}");
+
+    server.resume().unwrap();
+    assert_eq!(store.stat(&k).await.unwrap(), Some(data.len() as u64));
 }

@@ -99,6 +99,8 @@ async fn put_object(store: &S3Store, key: &BlobKey, body: SdkStream) -> Result<(
         .bucket(&store.bucket)
         .key(store.object_name(key))
         .body(body)
+        .customize()
+        .config_override(store.upload_config())
         .send()
         .await
         .map_err(|e| backend(format!("uploading {key}"), e))?;
@@ -186,6 +188,7 @@ impl Parts {
         Ok(Self {
             upload: Upload {
                 client: store.client.clone(),
+                long: store.upload_config(),
                 bucket: store.bucket.clone(),
                 object: store.object_name(key),
                 key: key.to_string(),
@@ -253,6 +256,8 @@ impl Parts {
 /// A multipart upload id; aborted in the background when dropped while still `armed`.
 struct Upload {
     client: Client,
+    /// Timeouts for part uploads and the completion.
+    long: aws_sdk_s3::config::Builder,
     bucket: String,
     object: String,
     /// The blob key, for messages.
@@ -266,6 +271,7 @@ impl Upload {
     fn clone_unarmed(&self) -> Self {
         Self {
             client: self.client.clone(),
+            long: self.long.clone(),
             bucket: self.bucket.clone(),
             object: self.object.clone(),
             key: self.key.clone(),
@@ -287,6 +293,8 @@ impl Upload {
             .upload_id(&self.id)
             .part_number(number)
             .body(body)
+            .customize()
+            .config_override(self.long.clone())
             .send()
             .await
             .map_err(|e| backend(format!("uploading part {number} of {}", self.key), e))?;
@@ -304,6 +312,8 @@ impl Upload {
             .key(&self.object)
             .upload_id(&self.id)
             .multipart_upload(upload)
+            .customize()
+            .config_override(self.long.clone())
             .send()
             .await
             .map_err(|e| backend(format!("completing the upload of {}", self.key), e))?;
