@@ -175,7 +175,7 @@ pub async fn memory(report: &mut Report, s: &Settings, targets: &Targets, object
         for server in order(run) {
             let t = targets.get(server);
             let busy = procfs::wait_idle().await;
-            let m = measure_memory(t, &objects.big_nar, objects).await?;
+            let m = measure_memory(t, &objects.big_nar, objects, CLIENTS).await?;
             progress(&scenario, run, s, server, busy, &format!("peak {:.1} MiB", m.hwm));
             m.record(report, &scenario, server, Some(64.0));
             report.condition(&scenario, server, busy, None);
@@ -225,14 +225,14 @@ impl Memory {
     }
 }
 
-pub async fn measure_memory(t: &Target, path: &str, objects: &Objects) -> Result<Memory> {
+pub async fn measure_memory(t: &Target, path: &str, objects: &Objects, clients: usize) -> Result<Memory> {
     let pids = t.pids();
     let hwm_reset = pids.iter().all(|&p| procfs::reset_peak_rss(p));
     let before = procfs::sum_mib(&pids, "VmRSS");
     let sampler = RssSampler::start(pids.clone());
-    let fetches = loadgen::burst(&t.addrs(), path, CLIENTS, objects.big_bytes.clone()).await;
+    let fetches = loadgen::burst(&t.addrs(), path, clients, objects.big_bytes.clone()).await;
     let sampled = sampler.finish().await;
-    let fetches = fetches.with_context(|| format!("{CLIENTS} clients on {}", t.server.name()))?;
+    let fetches = fetches.with_context(|| format!("{clients} clients on {}", t.server.name()))?;
     Ok(Memory {
         before,
         sampled,

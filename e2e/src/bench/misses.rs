@@ -14,8 +14,8 @@ use super::replicas::REPLICAS;
 use super::report::{Better, Goal, Report};
 use super::setup::Objects;
 use super::{loadgen, order, procfs, summary, Server, Settings, Target};
-use crate::cluster::{Backend, Cluster};
-use crate::{Faults, Proxy, ProxyOptions, TestUpstream, UpstreamCache};
+use crate::cluster::Cluster;
+use crate::{Faults, TestUpstream, UpstreamCache};
 
 /// Upstream body rate of the memory run (the anchors' "up32MiBps" case).
 pub const RATE_BYTES_PER_S: u64 = 32 << 20;
@@ -24,29 +24,41 @@ pub const DELAY: Duration = Duration::from_millis(50);
 
 /// A fresh server with an empty cache in front of an upstream.
 pub enum Fresh {
-    Nixcache(Proxy),
+    /// One nixcache (a cluster of one, so it has the run's backend).
+    Nixcache(Cluster),
     Replicas(Cluster),
     Nginx(Nginx),
 }
 
+/// A fresh cluster of `n` on the run's backend (a new database and bucket each time).
+pub async fn cluster(
+    s: &Settings,
+    n: usize,
+    cache: &UpstreamCache,
+    upstream: &TestUpstream,
+) -> Result<Cluster> {
+    Cluster::start(s.backend, n, &upstream.url, &cache.public_key)
+        .await?
+        .with_context(|| format!("--backend {:?} needs its database and s3s-fs", s.backend))
+}
+
 impl Fresh {
-    pub async fn start(server: Server, cache: &UpstreamCache, upstream: &TestUpstream) -> Result<Fresh> {
+    pub async fn start(
+        s: &Settings,
+        server: Server,
+        cache: &UpstreamCache,
+        upstream: &TestUpstream,
+    ) -> Result<Fresh> {
         Ok(match server {
-            Server::Nixcache => {
-                Fresh::Nixcache(Proxy::start(ProxyOptions::new(&upstream.url, &cache.public_key)).await?)
-            }
-            Server::Replicas => Fresh::Replicas(
-                Cluster::start(Backend::SharedDir, REPLICAS, &upstream.url, &cache.public_key)
-                    .await?
-                    .context("a shared-dir cluster needs no other service")?,
-            ),
+            Server::Nixcache => Fresh::Nixcache(cluster(s, 1, cache, upstream).await?),
+            Server::Replicas => Fresh::Replicas(cluster(s, REPLICAS, cache, upstream).await?),
             Server::Nginx => Fresh::Nginx(Nginx::start(&cache.dir, upstream.addr).await?),
         })
     }
 
     pub fn target(&self) -> Target {
         match self {
-            Fresh::Nixcache(p) => Target::nixcache(p),
+            Fresh::Nixcache(c) => Target::nixcache(&c.replicas[0]),
             Fresh::Replicas(c) => Target::cluster(c),
             Fresh::Nginx(n) => n.proxy_target(),
         }
@@ -120,9 +132,9 @@ pub async fn rate_limited(
     for run in 0..s.runs {
         for server in order(run) {
             let busy = procfs::wait_idle().await;
-            let fresh = Fresh::start(server, cache, &upstream).await?;
+            let fresh = Fresh::start(s, server, cache, &upstream).await?;
             let t = fresh.prime(objects, &upstream).await?;
-            let m = measure_memory(&t, &objects.big_nar, objects)
+            let m = measure_memory(&t, &objects.big_nar, objects, CLIENTS)
                 .await
                 .with_context(|| format!("{scenario}, {}", server.name()))?;
             let gets = upstream.stats().get(&objects.big_nar) as f64;
@@ -151,7 +163,7 @@ pub async fn cold(report: &mut Report, s: &Settings, cache: &UpstreamCache, obje
     for run in 0..s.runs {
         for server in order(run) {
             let busy = procfs::wait_idle().await;
-            let fresh = Fresh::start(server, cache, &upstream).await?;
+            let fresh = Fresh::start(s, server, cache, &upstream).await?;
             let t = fresh.prime(objects, &upstream).await?;
             let fetches = loadgen::burst(&t.addrs(), &objects.big_nar, CLIENTS, objects.big_bytes.clone())
                 .await

@@ -7,6 +7,7 @@
 //! [`misses`] and [`replicas`] are the scenarios, [`report`] prints the
 //! comparison.
 
+pub mod first_byte;
 pub mod hits;
 pub mod loadgen;
 pub mod misses;
@@ -112,10 +113,12 @@ pub struct Settings {
     pub only: Vec<String>,
     /// `--big-mib`: size of the fixture's big path.
     pub big_mib: u64,
+    /// `--backend`: what every nixcache of the run stores into.
+    pub backend: crate::cluster::Backend,
 }
 
 /// The parts of a run, for `--only`.
-pub const PARTS: [&str; 5] = ["narinfo", "nar", "memory", "misses", "replicas"];
+pub const PARTS: [&str; 6] = ["narinfo", "nar", "memory", "misses", "first-byte", "replicas"];
 
 impl Settings {
     /// True when `part` is to be run.

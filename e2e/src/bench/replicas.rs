@@ -1,4 +1,4 @@
-//! Replicas: the cold-miss bursts of [`super::misses`] (16 clients at once
+//! Replicas: the cold-miss bursts of [`super::misses`] (30 clients at once
 //! for one uncached NAR, behind a rate-limited and behind a 50 ms upstream)
 //! against [`REPLICAS`] `nixcache serve` processes sharing one data dir (one
 //! SQLite database, one NAR directory), the clients spread round-robin over
@@ -11,7 +11,7 @@
 
 use anyhow::{Context, Result};
 
-use super::hits::{measure_memory, progress, Memory, CLIENTS};
+use super::hits::{measure_memory, progress, Memory};
 use super::misses::{self, record_gets, record_latency, Fresh};
 use super::procfs::{self, CpuWindow};
 use super::report::{Better, Goal, Report};
@@ -21,6 +21,8 @@ use crate::{TestUpstream, UpstreamCache};
 
 /// Replicas in the cluster ([`Server::Replicas`]).
 pub const REPLICAS: usize = 3;
+/// Clients of each burst (the coalescing case: 30 clients, 10 per replica).
+pub const CLIENTS: usize = 30;
 
 /// nginx first on odd runs (1st, 3rd, …), the replicas first on even ones.
 pub fn order(run: usize) -> [Server; 3] {
@@ -63,10 +65,10 @@ async fn bursts(
     for run in 0..s.runs {
         for server in order(run) {
             let busy = procfs::wait_idle().await;
-            let fresh = Fresh::start(server, cache, upstream).await?;
+            let fresh = Fresh::start(s, server, cache, upstream).await?;
             let t = fresh.prime(objects, upstream).await?;
             let window = CpuWindow::start(&t.pids());
-            let m = measure_memory(&t, &objects.big_nar, objects)
+            let m = measure_memory(&t, &objects.big_nar, objects, CLIENTS)
                 .await
                 .with_context(|| format!("{scenario}, {}", server.name()))?;
             let cpu = window.finish();

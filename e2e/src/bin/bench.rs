@@ -16,18 +16,21 @@ use nixcache_e2e::bench::hits::{self, Targets};
 use nixcache_e2e::bench::nginx::Nginx;
 use nixcache_e2e::bench::report::Report;
 use nixcache_e2e::bench::setup::{self, Objects};
-use nixcache_e2e::bench::{misses, replicas, wrk, Settings, Target, PARTS};
+use nixcache_e2e::bench::{first_byte, misses, replicas, wrk, Settings, Target, PARTS};
+use nixcache_e2e::cluster::Backend;
 use nixcache_e2e::fixtures::{BIG_MIB, MAX_BIG_MIB};
 use nixcache_e2e::util::target_dir;
-use nixcache_e2e::{Proxy, ProxyOptions, TestUpstream, UpstreamCache};
+use nixcache_e2e::{TestUpstream, UpstreamCache};
 
-const USAGE: &str = "usage: bench [--quick] [--runs N] [--only PART,...] [--big-mib N]\n  \
+const USAGE: &str = "usage: bench [--quick] [--runs N] [--only PART,...] [--big-mib N] [--backend B]\n  \
     --quick      3 s load runs instead of 10 s\n  \
     --runs N     runs per figure (default 3); figures are median (min–max)\n  \
-    --only       some of narinfo,nar,memory,misses,replicas (default: all)\n  \
+    --only       some of narinfo,nar,memory,misses,first-byte,replicas (default: all)\n  \
     --big-mib N  size of the fixture's big (incompressible) NAR, default 64; another size is\n               \
     another fixture, built once (xz up to 256 MiB, zstd above; 1024 MiB: 2 GiB of disk,\n               \
-    and 1 GiB more per nixcache data dir and nginx cache while they run)\n\
+    and 1 GiB more per nixcache data dir and nginx cache while they run)\n  \
+    --backend B  what nixcache stores into: local (default: SQLite and a directory), postgres-s3\n               \
+    or mysql-s3 (a fresh database and s3s-fs bucket for every nixcache started)\n\
     env: NIXCACHE_BIN=<path> uses that nixcache instead of building it (cargo build --release -p nixcache)";
 
 /// The bench's fixture is xz-compressed (as cache.nixos.org and the anchors' testbed), unless its
@@ -111,6 +114,7 @@ fn parse_args(args: Vec<String>) -> Result<Option<Settings>> {
     let mut runs = 3;
     let mut only = Vec::new();
     let mut big_mib = BIG_MIB;
+    let mut backend = Backend::SharedDir;
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         match arg.as_str() {
@@ -135,6 +139,14 @@ fn parse_args(args: Vec<String>) -> Result<Option<Settings>> {
                     "--big-mib must be 1 to {MAX_BIG_MIB}"
                 );
             }
+            "--backend" => {
+                backend = match it.next().map(String::as_str) {
+                    Some("local") => Backend::SharedDir,
+                    Some("postgres-s3") => Backend::PostgresS3,
+                    Some("mysql-s3") => Backend::MySqlS3,
+                    other => bail!("--backend must be local, postgres-s3 or mysql-s3, got {other:?}"),
+                }
+            }
             "-h" | "--help" => return Ok(None),
             other => bail!("unknown argument {other:?}\n{USAGE}"),
         }
@@ -151,6 +163,7 @@ fn parse_args(args: Vec<String>) -> Result<Option<Settings>> {
         command,
         only,
         big_mib,
+        backend,
     }))
 }
 
@@ -164,6 +177,9 @@ async fn measure(s: &Settings, cache: &UpstreamCache) -> Result<Report> {
         misses::rate_limited(&mut report, s, cache, &objects).await?;
         misses::cold(&mut report, s, cache, &objects).await?;
     }
+    if s.wants("first-byte") {
+        first_byte::run(&mut report, s, cache).await?;
+    }
     if s.wants("replicas") {
         replicas::run(&mut report, s, cache, &objects).await?;
     }
@@ -174,13 +190,14 @@ async fn measure(s: &Settings, cache: &UpstreamCache) -> Result<Report> {
 async fn hits(report: &mut Report, s: &Settings, cache: &UpstreamCache, objects: &Objects) -> Result<()> {
     let upstream = TestUpstream::start(&cache.dir)?;
     let nginx = Nginx::start(&cache.dir, upstream.addr).await?;
-    let proxy = Proxy::start(ProxyOptions::new(&upstream.url, &cache.public_key)).await?;
+    let cluster = misses::cluster(s, 1, cache, &upstream).await?;
+    let proxy = &cluster.replicas[0];
     let n = setup::warm(cache, &proxy.url, &format!("http://{}", nginx.static_addr)).await?;
     eprintln!("[bench] warmed nixcache: {n} objects, bodies equal to the files (nginx's too)");
     anyhow::ensure!(proxy.pid().is_some(), "nixcache is not running");
     let targets = Targets {
         nginx: nginx.static_target(),
-        nixcache: Target::nixcache(&proxy),
+        nixcache: Target::nixcache(proxy),
     };
     let script_dir = tempfile::Builder::new().prefix("nixcache-bench-wrk-").tempdir()?;
     let script = script_dir.path().join("narinfo.lua");
