@@ -231,9 +231,17 @@ async fn requests_fail_cleanly_while_the_database_restarts_and_recover() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let stopped = Instant::now();
     pg.stop().await.unwrap();
-    tokio::time::sleep(OUTAGE).await;
+    // Not ready while the database is down (Kubernetes takes the pod out of the Service).
+    let ready = get(&client, &proxy.url("/readyz")).await;
+    assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE, "{}", ready.text());
+    assert_eq!(ready.text(), "not ready: metadata database unreachable\n");
+    tokio::time::sleep(OUTAGE.saturating_sub(stopped.elapsed())).await;
     pg.start_again().await.unwrap();
     let restarted = Instant::now();
+    let ready = wait_until(Duration::from_secs(10), || async {
+        get(&client, &proxy.url("/readyz")).await.status == StatusCode::OK
+    });
+    assert!(ready.await, "not ready 10 s after the database came back");
 
     // A new miss, through the same proxy: fetched and recorded within a few seconds.
     let recovered = wait_until(Duration::from_secs(10), || async {

@@ -131,6 +131,12 @@ async fn cache_info_and_content_types() {
     let narinfo = get(&client, &s.proxy.url(&s.entry.narinfo_path())).await;
     assert_eq!(narinfo.status, StatusCode::OK);
     assert_eq!(narinfo.header("content-type"), Some("text/x-nix-narinfo"));
+
+    // Probes: alive, and ready (database and storage answer).
+    let health = get(&client, &s.proxy.url("/healthz")).await;
+    assert_eq!((health.status, health.text()), (StatusCode::OK, "ok\n"));
+    let ready = get(&client, &s.proxy.url("/readyz")).await;
+    assert_eq!((ready.status, ready.text()), (StatusCode::OK, "ready\n"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

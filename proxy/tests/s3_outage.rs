@@ -58,7 +58,14 @@ async fn an_s3_outage_fails_cleanly_records_nothing_and_recovers() {
     .await;
     assert!(in_s3, "not stored in S3 before the outage");
 
+    assert_eq!(get(&client, &proxy.url("/readyz")).await.text(), "ready\n");
     server.stop();
+
+    // Not ready (so Kubernetes takes the pod out of the Service), yet alive.
+    let got = get(&client, &proxy.url("/readyz")).await;
+    assert_eq!(got.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(got.text(), "not ready: storage unreachable\n");
+    assert_eq!(get(&client, &proxy.url("/healthz")).await.status, StatusCode::OK);
 
     // A stored NAR: 503 with the fixed message, soon, and the cause in the log.
     let started = Instant::now();
@@ -103,8 +110,9 @@ async fn an_s3_outage_fails_cleanly_records_nothing_and_recovers() {
     assert!(!missed_object.exists());
     assert!(proxy.tmp_files().is_empty(), "{:?}", proxy.tmp_files());
 
-    // S3 is back: both are served, without restarting the proxy.
+    // S3 is back: ready again, and both are served, without restarting the proxy.
     server.start_again().await.unwrap();
+    assert_eq!(get(&client, &proxy.url("/readyz")).await.status, StatusCode::OK);
     let got = get(&client, &proxy.url(&nar_path(&stored))).await;
     assert!(
         got.status == StatusCode::OK && got.body == stored.file,

@@ -1,6 +1,7 @@
 //! The HTTP edge of the binary cache protocol: parse and validate, call the cache, respond.
 
 mod error;
+mod health;
 mod info;
 mod nar;
 mod narinfo;
@@ -29,6 +30,8 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/nix-cache-info", get(info::cache_info))
         .route("/pubkey", get(info::pubkey))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
         .route("/nar/{file}", get(nar::get_nar))
         .route(&format!("{FILLS_ROUTE}/{{file}}"), get(nar::get_fill))
         .route("/{file}", get(narinfo::get_narinfo))
