@@ -39,6 +39,10 @@ pub enum LogFormat {
 
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
+    /// TOML or YAML file with the same keys as these flags (flag > env > file > default).
+    #[arg(long, env = "NIXCACHE_CONFIG")]
+    pub config: Option<PathBuf>,
+
     /// Address and port to listen on.
     #[arg(long, env = "NIXCACHE_LISTEN", default_value = "0.0.0.0:8501")]
     pub listen: SocketAddr,

@@ -7,6 +7,7 @@
 pub mod app;
 pub mod cache;
 pub mod cli;
+pub mod config;
 pub mod db;
 pub mod http;
 pub mod keys;

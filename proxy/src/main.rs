@@ -1,12 +1,13 @@
 use clap::Parser;
 use nixcache::{
     cli::{Cli, Command, LogFormat},
-    db, keys, telemetry,
+    config, db, keys, telemetry,
 };
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    // A config file's settings become flags first, so clap checks them like flags.
+    let cli = Cli::parse_from(config::expand_args(std::env::args_os().collect())?);
     match cli.command {
         Command::Serve(args) => {
             telemetry::init(args.log_format);
