@@ -5,7 +5,7 @@ use std::process::Command;
 
 use anyhow::{ensure, Context, Result};
 use nixcache::db::{testdb::TestDb, Engine};
-use nixcache::testutil::s3::{S3sFs, ACCESS_KEY, SECRET_KEY};
+use nixcache::testutil::s3::{S3sFs, CREDENTIAL_ENV};
 use tempfile::TempDir;
 
 use crate::proxy::{nixcache_bin, Proxy, ProxyOptions};
@@ -123,36 +123,19 @@ impl Shared {
             .arg(&secret)
             .arg("--public-key-file")
             .arg(&public))?;
-        let args = [
-            "--database-url",
-            db.url(),
-            "--storage",
-            "s3",
-            "--s3-bucket",
-            &bucket,
-            "--s3-endpoint",
-            &s3.endpoint(),
-            "--s3-region",
-            "us-east-1",
-            "--s3-path-style",
-            "--s3-prefix",
-            "cluster",
-        ];
-        let mut args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        let mut args = s3.serve_args(&bucket, "cluster");
+        args.extend(["--database-url".into(), db.url().into()]);
         args.extend(["--secret-key-file".into(), secret.display().to_string()]);
-        let env = [
-            ("AWS_ACCESS_KEY_ID", ACCESS_KEY),
-            ("AWS_SECRET_ACCESS_KEY", SECRET_KEY),
-            ("AWS_EC2_METADATA_DISABLED", "true"),
-            ("AWS_CONFIG_FILE", "/nonexistent"),
-            ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent"),
-        ];
+        let env = CREDENTIAL_ENV
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         Ok(Some(Shared {
             dir,
             _db: Some(db),
             _s3: Some(s3),
             args,
-            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            env,
         }))
     }
 }

@@ -18,22 +18,54 @@ use reqwest::StatusCode;
 
 const SALT: &str = "e2e";
 
+/// The fixture's 64 MiB NAR behind `n` replicas: its narinfo known (fetched through replica 0),
+/// the upstream then sending NARs at `rate` bytes/s. `None` when the backend's services are
+/// missing (and not required).
+struct BigNar {
+    upstream: TestUpstream,
+    cluster: Cluster,
+    /// `/nar/<file>` as the replicas serve it.
+    nar_path: String,
+    /// The same NAR's path at the upstream.
+    upstream_nar: String,
+    expected: Arc<Vec<u8>>,
+}
+
+impl BigNar {
+    async fn start(backend: Backend, n: usize, rate: u64) -> Result<Option<BigNar>> {
+        let cache = UpstreamCache::get("zstd", SALT)?;
+        let upstream = TestUpstream::start(&cache.dir)?;
+        let Some(cluster) = Cluster::start(backend, n, &upstream.url, &cache.public_key).await? else {
+            return Ok(None);
+        };
+        let narinfo = get_narinfo(&cluster.replicas[0].url, &cache.big_path).await?;
+        upstream.set_faults(Faults {
+            rate_bytes_per_s: rate,
+            only_paths_with_prefix: Some("/nar/".into()),
+            ..Faults::default()
+        });
+        Ok(Some(BigNar {
+            upstream,
+            cluster,
+            nar_path: format!("/{}", narinfo.url()?),
+            upstream_nar: cache.nar_http_path(&cache.big_path)?,
+            expected: Arc::new(std::fs::read(cache.nar_file_for(&cache.big_path)?)?),
+        }))
+    }
+}
+
 async fn killing_the_downloading_replica_keeps_relayed_clients_going(backend: Backend) -> Result<()> {
-    let cache = UpstreamCache::get("zstd", SALT)?;
-    let upstream = TestUpstream::start(&cache.dir)?;
-    let Some(mut cluster) = Cluster::start(backend, 2, &upstream.url, &cache.public_key).await? else {
+    // 64 MiB at 16 MiB/s: the download takes about 4 s.
+    let Some(BigNar {
+        upstream,
+        mut cluster,
+        nar_path,
+        upstream_nar,
+        expected,
+    }) = BigNar::start(backend, 2, 16 << 20).await?
+    else {
         return Ok(());
     };
-    let narinfo = get_narinfo(&cluster.replicas[0].url, &cache.big_path).await?;
-    let nar_path = format!("/{}", narinfo.url()?);
-    let upstream_nar = cache.nar_http_path(&cache.big_path)?;
-    let expected = Arc::new(std::fs::read(cache.nar_file_for(&cache.big_path)?)?);
-    // 64 MiB at 16 MiB/s: the download takes about 4 s.
-    upstream.set_faults(Faults {
-        rate_bytes_per_s: 16 << 20,
-        only_paths_with_prefix: Some("/nar/".into()),
-        ..Faults::default()
-    });
 
     // A client of replica 0 starts the download; a client of replica 1 is relayed from it.
     let mut from_0 = client()
@@ -130,20 +162,16 @@ const CLIENTS: usize = 30;
 
 /// 30 clients, 10 per replica, ask for the same uncached 64 MiB NAR at once.
 async fn thirty_clients_on_three_replicas_cost_one_upstream_download(backend: Backend) -> Result<()> {
-    let cache = UpstreamCache::get("zstd", SALT)?;
-    let upstream = TestUpstream::start(&cache.dir)?;
-    let Some(cluster) = Cluster::start(backend, 3, &upstream.url, &cache.public_key).await? else {
+    let Some(BigNar {
+        upstream,
+        cluster,
+        nar_path,
+        upstream_nar,
+        expected,
+    }) = BigNar::start(backend, 3, 32 << 20).await?
+    else {
         return Ok(());
     };
-    let narinfo = get_narinfo(&cluster.replicas[0].url, &cache.big_path).await?;
-    let nar_path = format!("/{}", narinfo.url()?);
-    let upstream_nar = cache.nar_http_path(&cache.big_path)?;
-    let expected = Arc::new(std::fs::read(cache.nar_file_for(&cache.big_path)?)?);
-    upstream.set_faults(Faults {
-        rate_bytes_per_s: 32 << 20,
-        only_paths_with_prefix: Some("/nar/".into()),
-        ..Faults::default()
-    });
     let started = Instant::now();
     let downloads: Vec<_> = (0..CLIENTS)
         .map(|i| {

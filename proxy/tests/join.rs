@@ -5,21 +5,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{get, random_bytes, upstream_key, Entry, Fault, OneNar, TIMEOUT};
+use common::{get, random_bytes, read_rest, upstream_key, Entry, Fault, OneNar, TIMEOUT};
 use nixcache_protocol::{Compression, SigningKey};
 use reqwest::{header, StatusCode};
-
-/// Reads the rest of a response body chunk by chunk onto `body`.
-async fn read_rest(mut response: reqwest::Response, mut body: Vec<u8>) -> Vec<u8> {
-    while let Some(chunk) = tokio::time::timeout(TIMEOUT, response.chunk())
-        .await
-        .unwrap()
-        .unwrap()
-    {
-        body.extend_from_slice(&chunk);
-    }
-    body
-}
 
 fn header_text(response: &reqwest::Response, name: header::HeaderName) -> String {
     response.headers().get(name).unwrap().to_str().unwrap().to_owned()

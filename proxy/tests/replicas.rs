@@ -7,7 +7,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{client, get, random_bytes, upstream_key, Entry, Fault, Mode, Proxy, Upstream, TIMEOUT};
+use common::{
+    client, get, random_bytes, read_rest, upstream_key, Entry, Fault, Mode, Proxy, Upstream, TIMEOUT,
+};
 use nixcache_protocol::{Compression, SigningKey};
 use reqwest::StatusCode;
 
@@ -172,15 +174,4 @@ async fn read_until_error(mut response: reqwest::Response, already: usize) -> Re
             Err(e) => return Err(e.to_string()),
         }
     }
-}
-
-async fn read_rest(mut response: reqwest::Response, mut body: Vec<u8>) -> Vec<u8> {
-    while let Some(chunk) = tokio::time::timeout(TIMEOUT, response.chunk())
-        .await
-        .unwrap()
-        .unwrap()
-    {
-        body.extend_from_slice(&chunk);
-    }
-    body
 }

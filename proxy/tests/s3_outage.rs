@@ -9,7 +9,6 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{client, get, sample_nar, upstream_key, wait_until, Entry, Logs, Proxy, Upstream, TIMEOUT};
-use nixcache::testutil::s3::S3sFs;
 use nixcache_protocol::{Compression, NarFile};
 use reqwest::StatusCode;
 
@@ -23,12 +22,9 @@ fn nar_path(entry: &Entry) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_s3_outage_fails_cleanly_records_nothing_and_recovers() {
     let logs = Logs::capture();
-    let Some(mut server) = S3sFs::start().await.unwrap() else {
+    let Some((mut server, bucket, flags)) = common::s3::server_with_bucket("cache").await else {
         return;
     };
-    let bucket = server.create_bucket().await.unwrap();
-    common::s3::use_test_credentials();
-    let flags = common::s3::serve_flags(&server, &bucket, "cache");
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     let key = upstream_key();
     let stored = Entry::new("stored-before", sample_nar(11, 1 << 20), Compression::Zstd, &key);

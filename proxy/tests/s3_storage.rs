@@ -6,18 +6,14 @@
 mod common;
 
 use common::{get, sample_nar, send, upstream_key, wait_until, Entry, OneNar, TIMEOUT};
-use nixcache::testutil::s3::S3sFs;
 use nixcache_protocol::Compression;
 use reqwest::{header, StatusCode};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nars_are_stored_in_and_served_from_s3() {
-    let Some(server) = S3sFs::start().await.unwrap() else {
+    let Some((server, bucket, flags)) = common::s3::server_with_bucket("cache").await else {
         return;
     };
-    let bucket = server.create_bucket().await.unwrap();
-    common::s3::use_test_credentials();
-    let flags = common::s3::serve_flags(&server, &bucket, "cache");
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     let key = upstream_key();
     // Above the 8 MiB part size, so the fill is uploaded in parts.

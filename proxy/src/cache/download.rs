@@ -114,10 +114,7 @@ pub(super) async fn finish(
         p.size = Some(total);
         p.phase = Phase::Downloaded;
     });
-    let digests = verifier
-        .await
-        .map_err(|_| CacheError::Internal("the verifier thread ended without a result".into()))?
-        .map_err(|e| CacheError::Verification(format!("cannot verify {}: {e}", fill.key)))?;
+    let digests = verify::digests(verifier, &fill.key).await?;
     if let Err(err) = check_digests(record, &digests) {
         // The file is exactly the one named, yet its NAR is not the narinfo's: retrying cannot
         // help, so the narinfo is forgotten (a byte damaged in transit keeps it, for a retry).

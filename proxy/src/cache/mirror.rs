@@ -237,10 +237,7 @@ impl Copier<'_> {
         }
         let verifier = verify::spawn(Arc::clone(&self.fill.file), self.fill.progress.subscribe(), info)?;
         self.fill.progress.send_modify(|p| p.phase = Phase::Downloaded);
-        let digests = verifier
-            .await
-            .map_err(|_| CacheError::Internal("the verifier thread ended without a result".into()))?
-            .map_err(|e| CacheError::Verification(format!("cannot verify {}: {e}", self.fill.key)))?;
+        let digests = verify::digests(verifier, &self.fill.key).await?;
         download::check_digests(self.record, &digests)
     }
 }

@@ -175,13 +175,9 @@ impl Cache {
                     Ok(None) => self.lookup_upstreams(hash).await,
                     Err(err) => Err(err.into()),
                 };
-                if let Err(CacheError::Db(_)) = result {
-                    // The database failed: the client is not kept waiting (up to another acquire
-                    // timeout) for the release, which the lease's expiry backs up anyway.
-                    tokio::spawn(lease.release());
-                } else {
-                    lease.release().await;
-                }
+                // Released in the background: the answer is recorded already, and no client
+                // waits for one more database write (or, with the database down, its timeout).
+                tokio::spawn(lease.release());
                 return result;
             }
             tokio::time::sleep(NARINFO_POLL).await;

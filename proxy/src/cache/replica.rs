@@ -65,10 +65,6 @@ impl Replica {
         Ok(Self { options, client })
     }
 
-    pub fn id(&self) -> &str {
-        &self.options.id
-    }
-
     /// Longest wait for another replica's fetch before this one fetches as well: long enough for
     /// a dead holder's lease to expire and be taken over.
     pub fn wait_limit(&self) -> Duration {

@@ -95,6 +95,14 @@ impl Write for HashSink {
 /// The verifier's result, once the download has ended.
 pub type Pending = tokio::sync::oneshot::Receiver<io::Result<Digests>>;
 
+/// Waits for the verifier's digests of the file `key`.
+pub async fn digests(pending: Pending, key: &crate::storage::BlobKey) -> Result<Digests, super::CacheError> {
+    pending
+        .await
+        .map_err(|_| super::CacheError::Internal("the verifier thread ended without a result".into()))?
+        .map_err(|e| super::CacheError::Verification(format!("cannot verify {key}: {e}")))
+}
+
 /// Starts the verifier on a thread of its own: it waits for bytes for as long as the download
 /// runs, and must not occupy the runtime's blocking pool (the download's writes need it).
 pub fn spawn(

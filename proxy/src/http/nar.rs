@@ -17,10 +17,8 @@ pub async fn get_nar(
     headers: HeaderMap,
     Path(file): Path<String>,
 ) -> Result<Response, ApiError> {
-    let file = NarFile::parse(&file).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let range = requested_range(&headers);
-    let nar = state.cache.nar(&file, range, method == Method::HEAD).await?;
-    Ok(respond(nar))
+    let (file, range, head) = parse(&file, &headers, &method)?;
+    Ok(respond(state.cache.nar(&file, range, head).await?))
 }
 
 /// `GET|HEAD /_nixcache/fills/<file>`: another replica streams this replica's fetch in progress.
@@ -31,20 +29,22 @@ pub async fn get_fill(
     headers: HeaderMap,
     Path(file): Path<String>,
 ) -> Result<Response, ApiError> {
-    let file = NarFile::parse(&file).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let range = requested_range(&headers);
-    let nar = state
-        .cache
-        .local_fill(&file, range, method == Method::HEAD)
-        .await?;
-    Ok(respond(nar))
+    let (file, range, head) = parse(&file, &headers, &method)?;
+    Ok(respond(state.cache.local_fill(&file, range, head).await?))
 }
 
-fn requested_range(headers: &HeaderMap) -> Option<RangeSpec> {
-    headers
+/// The file named, the range asked for, and whether only the headers are wanted.
+fn parse(
+    file: &str,
+    headers: &HeaderMap,
+    method: &Method,
+) -> Result<(NarFile, Option<RangeSpec>, bool), ApiError> {
+    let file = NarFile::parse(file).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let range = headers
         .get(header::RANGE)
         .and_then(|v| v.to_str().ok())
-        .and_then(RangeSpec::parse)
+        .and_then(RangeSpec::parse);
+    Ok((file, range, *method == Method::HEAD))
 }
 
 fn respond(nar: NarResponse) -> Response {

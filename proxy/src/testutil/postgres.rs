@@ -129,16 +129,6 @@ impl PgServer {
         Ok(())
     }
 
-    /// Stops and starts the server again (same port, same data).
-    pub async fn restart(&mut self) -> io::Result<()> {
-        self.stop().await?;
-        self.start_again().await
-    }
-
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-
     /// `postgres://postgres@127.0.0.1:PORT/<database>`.
     pub fn url(&self, database: &str) -> String {
         format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)

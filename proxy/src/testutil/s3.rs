@@ -171,6 +171,24 @@ impl S3sFs {
         self.dir.path().join("s3s-fs.log")
     }
 
+    /// `nixcache serve` flags for NARs in `bucket` on this server, under `prefix`.
+    pub fn serve_args(&self, bucket: &str, prefix: &str) -> Vec<String> {
+        let endpoint = self.endpoint();
+        let pairs = [
+            ("--storage", "s3"),
+            ("--s3-bucket", bucket),
+            ("--s3-endpoint", &endpoint),
+            ("--s3-region", "us-east-1"),
+            ("--s3-prefix", prefix),
+        ];
+        let mut args: Vec<String> = pairs
+            .iter()
+            .flat_map(|(f, v)| [f.to_string(), v.to_string()])
+            .collect();
+        args.push("--s3-path-style".into());
+        args
+    }
+
     pub fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
@@ -266,3 +284,13 @@ fn find_binary() -> io::Result<Option<PathBuf>> {
     }
     Ok(dirs.into_iter().map(|d| d.join(BINARY)).find(|p| p.is_file()))
 }
+
+/// The environment that points the standard AWS chain at this server's credentials: no profile,
+/// no instance metadata probes.
+pub const CREDENTIAL_ENV: [(&str, &str); 5] = [
+    ("AWS_ACCESS_KEY_ID", ACCESS_KEY),
+    ("AWS_SECRET_ACCESS_KEY", SECRET_KEY),
+    ("AWS_EC2_METADATA_DISABLED", "true"),
+    ("AWS_CONFIG_FILE", "/nonexistent"),
+    ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent"),
+];

@@ -156,3 +156,15 @@ pub async fn raw_request(addr: std::net::SocketAddr, method: &str, path: &str) -
         body: raw[split + 4..].to_vec(),
     }
 }
+
+/// Reads the rest of a response body chunk by chunk onto `body` (each chunk within [`TIMEOUT`]).
+pub async fn read_rest(mut response: reqwest::Response, mut body: Vec<u8>) -> Vec<u8> {
+    while let Some(chunk) = tokio::time::timeout(TIMEOUT, response.chunk())
+        .await
+        .unwrap()
+        .unwrap()
+    {
+        body.extend_from_slice(&chunk);
+    }
+    body
+}
