@@ -22,7 +22,7 @@ use std::sync::OnceLock;
 pub use fixtures::Variant;
 pub use fixtures::{generate_signing_key, SigningKey, UpstreamCache};
 pub use narinfo::NarInfo;
-pub use nix_client::{fetch, fetch_rejected, ClientOutcome, FetchOptions, Method};
+pub use nix_client::{fetch, fetch_rejected, push, ClientOutcome, FetchOptions, Method, PushOutcome};
 pub use proxy::{Proxy, ProxyOptions};
 pub use upstream::{Faults, Stats, TestUpstream};
 

@@ -167,6 +167,54 @@ pub async fn fetch(
     client.verify(trusted_key, &paths, opts.timeout).await
 }
 
+/// What `nix copy --to` said.
+#[derive(Clone, Debug)]
+pub struct PushOutcome {
+    pub ok: bool,
+    /// Nix's output, summarised.
+    pub output: String,
+}
+
+/// Pushes `paths` (and their closures) the way a builder does: they are first copied from the
+/// binary cache `source` (trusting `source_key`) into a fresh store, then
+/// `nix copy --to to_url` uploads them, with credentials from `netrc_file`.
+pub async fn push(
+    source: &str,
+    source_key: &str,
+    to_url: &str,
+    netrc_file: &std::path::Path,
+    paths: &[&str],
+    timeout: Duration,
+) -> Result<PushOutcome> {
+    let client = ClientDirs::new()?;
+    let store = client.store.display().to_string();
+    let mut args = vec!["nix", "copy", "--from", source, "--to", &store];
+    args.extend(paths);
+    args.extend(["--option", "trusted-public-keys", source_key]);
+    let out = client.run(&args, timeout).await?;
+    ensure!(
+        out.status.success(),
+        "nix copy from {source} failed:\n{}",
+        output_text(&out)
+    );
+    let netrc = netrc_file.display().to_string();
+    let mut args = vec!["nix", "copy", "--from", &store, "--to", to_url];
+    args.extend(paths);
+    args.extend([
+        "--option",
+        "netrc-file",
+        &netrc,
+        "--option",
+        "narinfo-cache-negative-ttl",
+        "0",
+    ]);
+    let out = client.run(&args, timeout).await?;
+    Ok(PushOutcome {
+        ok: out.status.success(),
+        output: summary(&output_text(&out)),
+    })
+}
+
 /// The first line of Nix's output that says it refused the data.
 pub fn rejection_reason(output: &str) -> Option<String> {
     output

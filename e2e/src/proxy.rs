@@ -115,6 +115,27 @@ impl Proxy {
         self.child.as_ref().map(Child::id)
     }
 
+    /// Sends SIGTERM (a graceful shutdown, as Kubernetes does) and waits up to `limit` for the
+    /// process to exit; returns its exit status.
+    pub async fn terminate(&mut self, limit: Duration) -> Result<std::process::ExitStatus> {
+        let child = self.child.as_mut().context("the proxy is not running")?;
+        let pid = child.id().to_string();
+        let status = Command::new("kill").args(["-TERM", &pid]).status()?;
+        ensure!(status.success(), "kill -TERM {pid} failed");
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = child.try_wait()? {
+                self.child = None;
+                return Ok(status);
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "nixcache still runs {limit:?} after SIGTERM"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Kills the proxy (SIGKILL) and reaps it. Idempotent.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -1,6 +1,10 @@
 //! Wiring: build the cache from `ServeArgs`, serve until SIGTERM/SIGINT.
 
-use std::{path::PathBuf, sync::Arc, time::Duration};
+use std::{
+    path::PathBuf,
+    sync::{atomic::AtomicBool, Arc},
+    time::Duration,
+};
 
 use anyhow::Context;
 use axum::serve::ListenerExt;
@@ -10,10 +14,13 @@ use tokio::net::TcpListener;
 use crate::{
     cache::{
         replica::{Replica, ReplicaOptions},
-        Cache, CacheParts, HotCache, NegativeCache,
+        AccessLog, Cache, CacheParts, HotCache, NegativeCache,
     },
-    cli::ServeArgs,
-    db, http, keys,
+    cli::{BackendArgs, GcArgs, ServeArgs},
+    db,
+    gc::{self, GcOptions, GcReport},
+    http, keys,
+    metrics::Metrics,
     storage::{BlobStore, LocalStore, S3Store},
     upstream::{Netrc, UpstreamOptions, Upstreams},
 };
@@ -25,21 +32,21 @@ const INITIAL_PRIORITY_WAIT: Duration = Duration::from_secs(2);
 
 /// Builds the application state: checks the upstream settings, then opens (and migrates) the
 /// database and storage and loads or creates the key. Everything fails here, at start, not on
-/// the first request.
+/// the first request. Starts the background work too (access times, size metrics, scheduled GC).
 pub async fn build_state(args: &ServeArgs) -> anyhow::Result<http::AppState> {
-    let upstreams = Arc::new(build_upstreams(args)?);
-    let data_dir = &args.data_dir;
+    let metrics = Arc::new(Metrics::new());
+    let upstreams = Arc::new(build_upstreams(args, &metrics)?);
+    let writes = build_writes(args)?;
+    let schedule = gc_schedule(args)?;
+    let data_dir = &args.backend.data_dir;
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("creating the data dir {}", data_dir.display()))?;
     let tmp_dir = data_dir.join("tmp");
     clear_temp_files(&tmp_dir)?;
 
-    let database_url = args.database_url();
-    let metadata = db::connect(&database_url)
-        .await
-        .with_context(|| format!("opening the database {}", db::redact_url(&database_url)))?;
+    let metadata = open_database(&args.backend).await?;
     let signer = keys::load_or_generate(args.secret_key_file.as_deref(), data_dir, &key_name(args))?;
-    let storage = open_storage(args, &tmp_dir).await?;
+    let storage = open_storage(&args.backend, &tmp_dir).await?;
 
     tracing::info!(public_key = %signer.public_key(), upstreams = ?args.upstreams, "signing with key");
     let negative = NegativeCache::new(args.negative_ttl);
@@ -54,7 +61,14 @@ pub async fn build_state(args: &ServeArgs) -> anyhow::Result<http::AppState> {
         hot,
         tmp_dir,
         replica,
+        access: AccessLog::new(args.access_flush_interval),
+        metrics,
     });
+    cache.start_background();
+    if let Some((schedule, options)) = schedule {
+        tracing::info!(max_size = options.max_size, "scheduled GC on");
+        gc::schedule::spawn(cache.clone(), schedule, options);
+    }
     let info = CacheInfo {
         store_dir: STORE_DIR.into(),
         want_mass_query: true,
@@ -63,11 +77,74 @@ pub async fn build_state(args: &ServeArgs) -> anyhow::Result<http::AppState> {
     Ok(http::AppState {
         cache,
         cache_info: info.to_string().into(),
+        writes,
+        draining: Arc::new(AtomicBool::new(false)),
     })
 }
 
+async fn open_database(backend: &BackendArgs) -> anyhow::Result<Arc<dyn db::MetadataStore>> {
+    let url = backend.database_url();
+    db::connect(&url)
+        .await
+        .with_context(|| format!("opening the database {}", db::redact_url(&url)))
+}
+
+/// The write verbs: off by default; on, they need a credentials file, read now.
+fn build_writes(args: &ServeArgs) -> anyhow::Result<http::Writes> {
+    let uploads = &args.uploads;
+    if !uploads.allow_put && !uploads.allow_delete {
+        return Ok(http::Writes::default());
+    }
+    let path = uploads.upload_credentials_file.as_ref().ok_or_else(|| {
+        anyhow::anyhow!("--allow-put and --allow-delete need --upload-credentials-file (who may write)")
+    })?;
+    let auth = http::UploadAuth::load(path)?;
+    tracing::info!(put = uploads.allow_put, delete = uploads.allow_delete, credentials = ?auth, "uploads on");
+    Ok(http::Writes {
+        put: uploads.allow_put,
+        delete: uploads.allow_delete,
+        auth: Some(Arc::new(auth)),
+    })
+}
+
+/// `--max-size` with `--gc-schedule` (hourly by default).
+fn gc_schedule(args: &ServeArgs) -> anyhow::Result<Option<(gc::schedule::Schedule, GcOptions)>> {
+    let gc = &args.gc;
+    let Some(max_size) = gc.max_size else {
+        anyhow::ensure!(
+            gc.gc_schedule.is_none(),
+            "--gc-schedule needs --max-size (the size to collect down to)"
+        );
+        return Ok(None);
+    };
+    let schedule = match &gc.gc_schedule {
+        Some(schedule) => schedule.clone(),
+        None => "0 * * * *".parse().map_err(anyhow::Error::msg)?,
+    };
+    let options = GcOptions {
+        max_size,
+        keep_recent: gc.gc_keep_recent,
+        dry_run: false,
+    };
+    Ok(Some((schedule, options)))
+}
+
+/// Runs `nixcache gc`: one collection against the database and storage the flags name.
+pub async fn collect_garbage(args: &GcArgs) -> anyhow::Result<GcReport> {
+    let tmp_dir = args.backend.data_dir.join("tmp");
+    let metadata = open_database(&args.backend).await?;
+    let storage = open_storage(&args.backend, &tmp_dir).await?;
+    let options = GcOptions {
+        max_size: args.max_size,
+        keep_recent: args.gc_keep_recent,
+        dry_run: args.dry_run,
+    };
+    let holder = format!("gc-{}", ReplicaOptions::new_id());
+    Ok(gc::run_once(metadata, &*storage, &options, &holder, &mut |_| {}).await?)
+}
+
 /// The NAR store `--storage` names. An S3 bucket is checked now, so bad settings fail at start.
-async fn open_storage(args: &ServeArgs, tmp_dir: &std::path::Path) -> anyhow::Result<Arc<dyn BlobStore>> {
+async fn open_storage(args: &BackendArgs, tmp_dir: &std::path::Path) -> anyhow::Result<Arc<dyn BlobStore>> {
     let Some(config) = args.storage.s3_config()? else {
         let nar_dir = args.data_dir.join("nar");
         return Ok(Arc::new(LocalStore::open(nar_dir, tmp_dir.to_path_buf()).await?));
@@ -78,7 +155,7 @@ async fn open_storage(args: &ServeArgs, tmp_dir: &std::path::Path) -> anyhow::Re
     Ok(Arc::new(store))
 }
 
-fn build_upstreams(args: &ServeArgs) -> anyhow::Result<Upstreams> {
+fn build_upstreams(args: &ServeArgs, metrics: &Arc<Metrics>) -> anyhow::Result<Upstreams> {
     let trusted = args
         .upstream_public_keys
         .iter()
@@ -89,6 +166,7 @@ fn build_upstreams(args: &ServeArgs) -> anyhow::Result<Upstreams> {
         header_timeout: args.upstream_header_timeout,
         read_timeout: args.upstream_read_timeout,
         netrc: read_netrc(args.netrc_file.as_ref())?,
+        metrics: Arc::clone(metrics),
     };
     Ok(Upstreams::new(&args.upstreams, trusted, options)?)
 }
@@ -169,7 +247,7 @@ fn read_netrc(explicit: Option<&PathBuf>) -> anyhow::Result<Netrc> {
     Ok(Netrc::parse(&text))
 }
 
-/// Runs `nixcache serve` until a shutdown signal.
+/// Runs `nixcache serve` until a shutdown signal, then drains (see [`drain`]).
 pub async fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
     let listener = TcpListener::bind(args.listen)
         .await
@@ -183,21 +261,68 @@ pub async fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
             tracing::debug!(error = %err, "cannot set TCP_NODELAY");
         }
     });
-    // Learn the upstreams' priorities before the first lookup, but never wait long for a dead one.
     let cache = state.cache.clone();
+    // Learn the upstreams' priorities before the first lookup, but never wait long for a dead one.
     let _ = tokio::time::timeout(INITIAL_PRIORITY_WAIT, cache.upstreams().refresh_priorities()).await;
+    let refresher = cache.clone();
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(PRIORITY_RETRY).await;
-            cache.upstreams().refresh_priorities().await;
+            refresher.upstreams().refresh_priorities().await;
         }
     });
-    tracing::info!(listen = %args.listen, data_dir = %args.data_dir.display(), "nixcache serving");
-    axum::serve(listener, http::router(state))
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
-    tracing::info!("stopped");
+    tracing::info!(listen = %args.listen, data_dir = %args.backend.data_dir.display(), "nixcache serving");
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = axum::serve(listener, http::router(state.clone())).with_graceful_shutdown(async {
+        let _ = stop_rx.await;
+    });
+    let mut server = tokio::spawn(std::future::IntoFuture::into_future(server));
+    tokio::select! {
+        result = &mut server => return result?.map_err(Into::into),
+        () = shutdown_signal() => {}
+    }
+    state.draining.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = stop_tx.send(());
+    drain(
+        &cache,
+        server,
+        args.shutdown_grace,
+        &args.backend.data_dir.join("tmp"),
+    )
+    .await;
     Ok(())
+}
+
+/// After the signal: no new connections; open responses and downloads run on for up to `grace`.
+/// Then what is only in memory is written, and what is left of unfinished downloads (temp
+/// files) is removed. Stored objects are never partial: storage writes are atomic.
+async fn drain(
+    cache: &Cache,
+    mut server: tokio::task::JoinHandle<std::io::Result<()>>,
+    grace: Duration,
+    tmp_dir: &std::path::Path,
+) {
+    tracing::info!(grace = ?grace, fills = cache.fills_in_progress(), "shutting down: no new connections; \
+        finishing open responses and downloads");
+    let finished = tokio::time::timeout(grace, async {
+        let _ = (&mut server).await;
+        while cache.fills_in_progress() > 0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    if finished.is_err() {
+        tracing::warn!(
+            fills = cache.fills_in_progress(),
+            "grace period over: cutting the remaining responses and downloads"
+        );
+        server.abort();
+    }
+    cache.flush().await;
+    if let Err(err) = clear_temp_files(tmp_dir) {
+        tracing::warn!(error = %err, "removing unfinished downloads failed; the next start removes them");
+    }
+    tracing::info!("stopped");
 }
 
 async fn shutdown_signal() {
@@ -217,5 +342,4 @@ async fn shutdown_signal() {
         () = ctrl_c => {},
         () = term => {},
     }
-    tracing::info!("shutdown signal received; finishing in-flight requests");
 }

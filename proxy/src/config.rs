@@ -168,7 +168,7 @@ mod tests {
         assert_eq!(args.listen.to_string(), "127.0.0.1:9000");
         assert_eq!(args.priority, 20, "a flag wins over the file");
         assert_eq!(args.upstreams, ["http://a", "http://b"]);
-        assert!(args.storage.s3_path_style);
+        assert!(args.backend.storage.s3_path_style);
         assert_eq!(args.lease_ttl, std::time::Duration::from_secs(3));
     }
 

@@ -9,11 +9,14 @@ pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod db;
+pub mod gc;
 pub mod http;
 pub mod keys;
+pub mod metrics;
 pub mod range;
 pub mod storage;
 pub mod telemetry;
 #[doc(hidden)]
 pub mod testutil;
+pub mod units;
 pub mod upstream;

@@ -10,17 +10,25 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse_from(config::expand_args(std::env::args_os().collect())?);
     match cli.command {
         Command::Serve(args) => {
-            telemetry::init(args.log_format);
-            nixcache::app::serve(*args).await
+            let telemetry = telemetry::init(args.log_format);
+            let result = nixcache::app::serve(*args).await;
+            telemetry.shutdown();
+            result
         }
         Command::Migrate(args) => {
-            telemetry::init(args.log_format);
+            let _telemetry = telemetry::init(args.log_format);
             let url = &args.database_url.0;
             println!("{}", db::migrate::report(url, &db::migrate::run(url).await?));
             Ok(())
         }
+        Command::Gc(args) => {
+            let _telemetry = telemetry::init(args.log_format);
+            let report = nixcache::app::collect_garbage(&args).await?;
+            println!("{report}");
+            Ok(())
+        }
         Command::Keygen(args) => {
-            telemetry::init(LogFormat::Text);
+            let _telemetry = telemetry::init(LogFormat::Text);
             let key = nixcache_protocol::SigningKey::generate(&args.name)?;
             keys::write_key_pair(&key, &args.secret_key_file, &args.public_key_file)?;
             println!("{}", key.public_key());

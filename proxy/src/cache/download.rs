@@ -61,7 +61,13 @@ pub(super) async fn download_verify_commit(
     let limit = size.unwrap_or(info.nar_size + info.nar_size / 100 + (1 << 20));
     let url = response.url().to_string();
     let body = response.bytes_stream();
-    let total = write_stream(fill, body, 0, limit, |e| upstream_body_err(&url, e)).await?;
+    let total = write_stream(fill, body, 0, limit, |e| upstream_body_err(&url, e))
+        .await
+        .inspect_err(|err| {
+            if let CacheError::Upstream(err) = err {
+                cache.upstreams.nar_body_failed(&url, err);
+            }
+        })?;
     finish(cache, fill, record, size, total, verifier).await
 }
 

@@ -1,6 +1,7 @@
 //! The cache service: answers narinfo and NAR requests from metadata and storage, and fills misses
 //! from the upstreams. No HTTP types here; `http` turns results into responses.
 
+mod access;
 mod download;
 mod fill;
 mod hot;
@@ -9,6 +10,7 @@ mod nar;
 mod negative;
 pub mod replica;
 mod singleflight;
+mod upload;
 mod verify;
 
 use std::{
@@ -24,16 +26,21 @@ use nixcache_protocol::{NarFile, NarInfo, SigningKey, StorePathHash};
 
 use crate::{
     db::{DbError, LeaseClaim, LeaseKey, MetadataStore, NarInfoRecord, ProxySignature},
+    metrics::Metrics,
     range::RangeSpec,
     storage::{BlobKey, BlobStore, ByteRange, ByteStream, StorageError},
     upstream::{Lookup, UpstreamError, Upstreams},
 };
+pub use access::AccessLog;
 use fill::Fill;
 pub use hot::HotCache;
 pub use negative::NegativeCache;
 use replica::Replica;
 use singleflight::SingleFlight;
+pub use upload::{Stored, UploadError};
 
+/// How often the cache's size is read for the metrics.
+const USAGE_REFRESH: std::time::Duration = std::time::Duration::from_secs(60);
 /// Pause between looks at a narinfo another replica is fetching.
 const NARINFO_POLL: std::time::Duration = std::time::Duration::from_millis(20);
 
@@ -65,6 +72,27 @@ impl CacheError {
     fn internal(e: impl std::fmt::Display) -> Self {
         Self::Internal(e.to_string())
     }
+
+    /// The `result` label of a failed lookup.
+    fn outcome(&self) -> &'static str {
+        match self {
+            Self::NotFound => NOT_FOUND,
+            Self::Shared(inner) => inner.outcome(),
+            _ => "error",
+        }
+    }
+}
+
+/// Outcomes of a lookup, as metric labels and in the request's span.
+const HIT: &str = "hit";
+const MISS: &str = "miss";
+const NOT_FOUND: &str = "not_found";
+
+fn coalesced(metrics: &Metrics, kind: crate::metrics::Kind) -> prometheus_client::metrics::counter::Counter {
+    metrics
+        .coalesced
+        .get_or_create(&crate::metrics::KindLabels { kind })
+        .clone()
 }
 
 /// A NAR answer: the file's size, the range being sent (if any) and the bytes.
@@ -85,6 +113,8 @@ pub struct CacheParts {
     /// Local directory for downloads in progress.
     pub tmp_dir: PathBuf,
     pub replica: Replica,
+    pub access: AccessLog,
+    pub metrics: Arc<Metrics>,
 }
 
 #[derive(Clone)]
@@ -97,6 +127,8 @@ pub struct Cache {
     negative: Arc<NegativeCache>,
     hot: Arc<HotCache>,
     replica: Arc<Replica>,
+    access: Arc<AccessLog>,
+    metrics: Arc<Metrics>,
     narinfo_flights: Arc<SingleFlight<StorePathHash, NarInfoRecord>>,
     nar_locates: Arc<SingleFlight<BlobKey, nar::Source>>,
     fills: Arc<Mutex<HashMap<BlobKey, Arc<Fill>>>>,
@@ -115,8 +147,10 @@ impl Cache {
             negative: Arc::new(parts.negative),
             hot: Arc::new(parts.hot),
             replica: Arc::new(parts.replica),
-            narinfo_flights: Arc::new(SingleFlight::new()),
-            nar_locates: Arc::new(SingleFlight::new()),
+            access: Arc::new(parts.access),
+            narinfo_flights: Arc::new(SingleFlight::counting_joins(coalesced(&parts.metrics, "narinfo"))),
+            nar_locates: Arc::new(SingleFlight::counting_joins(coalesced(&parts.metrics, "nar"))),
+            metrics: parts.metrics,
             fills: Arc::new(Mutex::new(HashMap::new())),
             tmp_dir: Arc::new(parts.tmp_dir),
         }
@@ -131,13 +165,32 @@ impl Cache {
         &self.upstreams
     }
 
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
     /// The narinfo as this proxy serves it: our NAR URL and our signature added.
     pub async fn narinfo(&self, hash: &StorePathHash) -> Result<Bytes, CacheError> {
+        let result = self.narinfo_text(hash).await;
+        let outcome = match &result {
+            Ok((_, outcome)) => {
+                self.access.narinfo(hash);
+                *outcome
+            }
+            Err(err) => err.outcome(),
+        };
+        self.metrics.lookup("narinfo", outcome);
+        tracing::Span::current().record("cache", outcome);
+        result.map(|(text, _)| text)
+    }
+
+    /// The text and whether it was a hit or a miss.
+    async fn narinfo_text(&self, hash: &StorePathHash) -> Result<(Bytes, &'static str), CacheError> {
         if let Some(text) = self.hot.narinfo(hash) {
-            return Ok(text);
+            return Ok((text, HIT));
         }
         if let Some(record) = self.db.get_narinfo(hash).await? {
-            return Ok(self.render(record));
+            return Ok((self.render(record), HIT));
         }
         if self.negative.contains(hash) {
             return Err(CacheError::NotFound);
@@ -148,7 +201,7 @@ impl Cache {
             .run(hash, async move { this.fetch_narinfo(hash).await })
             .await
             .map_err(CacheError::Shared)?;
-        Ok(self.render((*record).clone()))
+        Ok((self.render((*record).clone()), MISS))
     }
 
     /// Asks the upstreams, unless another replica is already asking: then waits (bounded) for
@@ -255,6 +308,62 @@ impl Cache {
         if let Err(err) = self.db.delete_narinfo(hash).await {
             tracing::warn!(store_path = %record.info.store_path, error = %err, "could not forget a narinfo");
         }
+    }
+
+    /// Starts the background work of a serving process: writing access times, and reading the
+    /// cache's size for the metrics every minute.
+    pub fn start_background(&self) {
+        self.access.spawn_flusher(Arc::clone(&self.db));
+        let (db, metrics) = (Arc::clone(&self.db), Arc::clone(&self.metrics));
+        tokio::spawn(async move {
+            loop {
+                match db.usage().await {
+                    Ok(usage) => metrics.set_usage(&usage),
+                    Err(err) => tracing::debug!(error = %err, "reading the cache size failed"),
+                }
+                tokio::time::sleep(USAGE_REFRESH).await;
+            }
+        });
+    }
+
+    /// NAR downloads (or copies from another replica) under way in this process.
+    pub fn fills_in_progress(&self) -> usize {
+        self.fills.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Writes what is only in memory (access times) before the process exits.
+    pub async fn flush(&self) {
+        if let Err(err) = self.access.flush(&*self.db).await {
+            tracing::warn!(error = %err, "recording the last access times failed");
+        }
+    }
+
+    /// Evicts least-recently-used entries down to `options.max_size` (see `gc`), forgetting
+    /// them in this process's memory too.
+    pub async fn collect_garbage(
+        &self,
+        options: &crate::gc::GcOptions,
+    ) -> Result<crate::gc::GcReport, crate::gc::GcError> {
+        // What this process noted counts, so flush it first.
+        self.flush().await;
+        let hot = Arc::clone(&self.hot);
+        let mut forget = move |evicted: crate::gc::Evicted<'_>| match evicted {
+            crate::gc::Evicted::Narinfo(hash) => hot.forget_narinfo(hash),
+            crate::gc::Evicted::Nar(file) => hot.forget_nar(file),
+        };
+        let result = crate::gc::run_once(
+            Arc::clone(&self.db),
+            &*self.storage,
+            options,
+            &self.replica.options.id,
+            &mut forget,
+        )
+        .await;
+        self.metrics.gc_finished(&result);
+        if let Ok(usage) = self.db.usage().await {
+            self.metrics.set_usage(&usage);
+        }
+        result
     }
 
     /// Checks metadata and storage; for readiness.

@@ -3,9 +3,11 @@
 
 use std::sync::Arc;
 
+use tracing::Instrument;
+
 use nixcache_protocol::NarFile;
 
-use super::{fill::Fill, replica::HeldLease, resolve, Cache, CacheError, NarResponse};
+use super::{fill::Fill, replica::HeldLease, resolve, Cache, CacheError, NarResponse, HIT, MISS};
 use crate::{
     db::{Lease, LeaseClaim, LeaseKey, NarInfoRecord},
     range::RangeSpec,
@@ -35,31 +37,52 @@ impl Cache {
         range: Option<RangeSpec>,
         head: bool,
     ) -> Result<NarResponse, CacheError> {
+        let result = self.open_nar(file, range, head).await;
+        let outcome = match &result {
+            Ok((_, outcome)) => {
+                self.access.nar(file);
+                *outcome
+            }
+            Err(err) => err.outcome(),
+        };
+        self.metrics.lookup("nar", outcome);
+        tracing::Span::current().record("cache", outcome);
+        result.map(|(response, _)| response)
+    }
+
+    /// The answer, and whether it was a hit (stored) or a miss (a fill).
+    async fn open_nar(
+        &self,
+        file: &NarFile,
+        range: Option<RangeSpec>,
+        head: bool,
+    ) -> Result<(NarResponse, &'static str), CacheError> {
         let key = BlobKey::for_nar(file);
         if let Some(size) = self.stored_size(file).await? {
             if let Some(response) = self.serve_stored(file, &key, size, range, head).await? {
-                return Ok(response);
+                return Ok((response, HIT));
             }
         }
         let Some(record) = self.db.narinfo_for_nar(file).await? else {
             return Err(CacheError::NotFound);
         };
         if let (true, Some(size)) = (head, record.info.file_size) {
-            return Ok(NarResponse {
+            let response = NarResponse {
                 size,
                 range: resolve(range, size)?,
                 body: None,
-            });
+            };
+            return Ok((response, MISS));
         }
         let record = Arc::new(record);
         loop {
             match &*self.locate(file, &record).await? {
                 Source::Stored(size) => {
                     if let Some(response) = self.serve_stored(file, &key, *size, range, head).await? {
-                        return Ok(response);
+                        return Ok((response, HIT));
                     }
                 }
-                Source::Local(fill) => return follow_fill(fill, range, head).await,
+                Source::Local(fill) => return Ok((follow_fill(fill, range, head).await?, MISS)),
             }
         }
     }
@@ -96,6 +119,7 @@ impl Cache {
     async fn locate_now(&self, file: &NarFile, record: Arc<NarInfoRecord>) -> Result<Source, CacheError> {
         let key = BlobKey::for_nar(file);
         if let Some(fill) = self.fill_in_progress(&key) {
+            self.metrics.coalesced("nar");
             return Ok(Source::Local(fill));
         }
         if let Some(stored) = self.db.get_nar(file).await? {
@@ -138,26 +162,33 @@ impl Cache {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .insert(key.clone(), Arc::clone(&fill));
+        self.metrics.fills_in_flight.inc();
         let (this, spawned) = (self.clone(), Arc::clone(&fill));
         match feed {
             Feed::Upstream(lease) => {
                 tracing::info!(nar = %key, store_path = %record.info.store_path, upstream = %record.info.url, "fetching NAR");
-                tokio::spawn(super::download::run(this, spawned, record, lease));
+                let span = tracing::info_span!("upstream_nar", nar = %key, url = %record.info.url);
+                tokio::spawn(super::download::run(this, spawned, record, lease).instrument(span));
             }
             Feed::Holder(holder) => {
                 tracing::info!(nar = %key, holder = %holder.holder, address = %holder.address,
                     "copying the NAR from the replica fetching it");
-                tokio::spawn(super::mirror::run(this, spawned, record, holder));
+                let span = tracing::info_span!("replica_nar", nar = %key, holder = %holder.holder);
+                tokio::spawn(super::mirror::run(this, spawned, record, holder).instrument(span));
             }
         }
         Ok(fill)
     }
 
     pub(super) fn forget_fill(&self, key: &BlobKey) {
-        self.fills
+        let removed = self
+            .fills
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .remove(key);
+        if removed.is_some() {
+            self.metrics.fills_in_flight.dec();
+        }
     }
 
     async fn stored_size(&self, file: &NarFile) -> Result<Option<u64>, CacheError> {

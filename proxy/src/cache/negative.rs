@@ -38,6 +38,13 @@ impl NegativeCache {
         }
     }
 
+    /// Forgets a miss (the path was uploaded since).
+    pub fn remove(&self, hash: &StorePathHash) {
+        if let Ok(mut entries) = self.entries.lock() {
+            entries.remove(hash);
+        }
+    }
+
     pub fn insert(&self, hash: StorePathHash) {
         if self.ttl.is_zero() {
             return;

@@ -83,32 +83,7 @@ impl Replica {
 
     /// Keeps a lease this replica acquired alive until it is released or dropped.
     pub fn hold(&self, db: Arc<dyn MetadataStore>, key: LeaseKey) -> HeldLease {
-        let (holder, ttl) = (self.options.id.clone(), self.options.lease_ttl);
-        let renewer = {
-            let (db, key, holder) = (Arc::clone(&db), key.clone(), holder.clone());
-            tokio::spawn(async move {
-                loop {
-                    tokio::time::sleep(ttl / 3).await;
-                    match db.renew_lease(&key, &holder, ttl).await {
-                        Ok(true) => {}
-                        Ok(false) => {
-                            tracing::warn!(lease = %key, "fetch lease lost (expired and taken over); the fetch goes on");
-                            return;
-                        }
-                        Err(err) => {
-                            tracing::warn!(lease = %key, error = %err, "renewing a fetch lease failed")
-                        }
-                    }
-                }
-            })
-        };
-        HeldLease {
-            db,
-            key,
-            holder,
-            renewer,
-            released: false,
-        }
+        hold_lease(db, key, self.options.id.clone(), self.options.lease_ttl)
     }
 
     /// The size of the file `holder` is fetching; `None` when it has no such fetch (any more).
@@ -163,6 +138,34 @@ impl Replica {
             (StatusCode::PARTIAL_CONTENT, true) | (StatusCode::OK, false) => Ok(Some(response)),
             (other, _) => Err(fail(format!("answered HTTP {other}"))),
         }
+    }
+}
+
+/// Keeps the lease `holder` acquired alive, renewing it every third of `ttl`, until it is
+/// released or dropped.
+pub fn hold_lease(db: Arc<dyn MetadataStore>, key: LeaseKey, holder: String, ttl: Duration) -> HeldLease {
+    let renewer = {
+        let (db, key, holder) = (Arc::clone(&db), key.clone(), holder.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(ttl / 3).await;
+                match db.renew_lease(&key, &holder, ttl).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::warn!(lease = %key, "lease lost (expired and taken over); the work goes on");
+                        return;
+                    }
+                    Err(err) => tracing::warn!(lease = %key, error = %err, "renewing a lease failed"),
+                }
+            }
+        })
+    };
+    HeldLease {
+        db,
+        key,
+        holder,
+        renewer,
+        released: false,
     }
 }
 

@@ -16,12 +16,21 @@ type Flights<K, T> = Arc<Mutex<HashMap<K, Shared<BoxFuture<'static, FlightResult
 
 pub struct SingleFlight<K, T> {
     inflight: Flights<K, T>,
+    /// Counts the callers that joined a run under way.
+    joins: prometheus_client::metrics::counter::Counter,
 }
 
 impl<K: Eq + Hash + Clone + Send + 'static, T: Send + Sync + 'static> SingleFlight<K, T> {
+    #[cfg(test)]
     pub fn new() -> Self {
+        Self::counting_joins(Default::default())
+    }
+
+    /// Counts in `joins` every caller that shares a run another caller started.
+    pub fn counting_joins(joins: prometheus_client::metrics::counter::Counter) -> Self {
         Self {
             inflight: Arc::new(Mutex::new(HashMap::new())),
+            joins,
         }
     }
 
@@ -37,9 +46,16 @@ impl<K: Eq + Hash + Clone + Send + 'static, T: Send + Sync + 'static> SingleFlig
                     "single-flight lock poisoned".into(),
                 )));
             };
-            map.entry(key.clone())
-                .or_insert_with(|| self.start(key, work))
-                .clone()
+            match map.get(&key) {
+                Some(flight) => {
+                    self.joins.inc();
+                    flight.clone()
+                }
+                None => map
+                    .entry(key.clone())
+                    .or_insert_with(|| self.start(key, work))
+                    .clone(),
+            }
         };
         flight.await
     }

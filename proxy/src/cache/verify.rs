@@ -136,6 +136,50 @@ fn run(
         handle,
         hasher: Sha256::new(),
     };
+    let (nar_hash, nar_size) = decode(&mut input, &compression, max_nar)?;
+    Ok(Digests {
+        file_hash: Sha256Hash::from_sha2(input.hasher),
+        file_size: input.pos,
+        nar_hash,
+        nar_size,
+    })
+}
+
+/// The digests of a complete file (an upload), read on the calling (blocking) thread.
+pub fn digest_file(path: &std::path::Path, compression: &Compression, max_nar: u64) -> io::Result<Digests> {
+    let mut input = Hashing {
+        inner: io::BufReader::with_capacity(1 << 20, File::open(path)?),
+        hasher: Sha256::new(),
+        size: 0,
+    };
+    let (nar_hash, nar_size) = decode(&mut input, compression, max_nar)?;
+    Ok(Digests {
+        file_hash: Sha256Hash::from_sha2(input.hasher),
+        file_size: input.size,
+        nar_hash,
+        nar_size,
+    })
+}
+
+/// Hashes and counts what is read through it.
+struct Hashing<R> {
+    inner: R,
+    hasher: Sha256,
+    size: u64,
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.size += n as u64;
+        Ok(n)
+    }
+}
+
+/// Decompresses `input` to its end and returns the NAR's hash and size; anything after the
+/// compressed stream is read too (it counts towards the file's hash and size).
+fn decode(input: &mut impl Read, compression: &Compression, max_nar: u64) -> io::Result<(Sha256Hash, u64)> {
     let mut nar = HashSink {
         hasher: Sha256::new(),
         size: 0,
@@ -143,23 +187,23 @@ fn run(
     };
     let decode_err =
         |e: io::Error| io::Error::new(e.kind(), format!("{} decoding failed: {e}", compression.as_str()));
-    match &compression {
-        Compression::None => io::copy(&mut input, &mut nar).map(drop)?,
+    match compression {
+        Compression::None => io::copy(input, &mut nar).map(drop)?,
         Compression::Xz => {
             io::copy(
-                &mut liblzma::read::XzDecoder::new_multi_decoder(&mut input),
+                &mut liblzma::read::XzDecoder::new_multi_decoder(&mut *input),
                 &mut nar,
             )
             .map(drop)
             .map_err(decode_err)?;
         }
         Compression::Zstd => {
-            io::copy(&mut zstd::stream::read::Decoder::new(&mut input)?, &mut nar)
+            io::copy(&mut zstd::stream::read::Decoder::new(&mut *input)?, &mut nar)
                 .map(drop)
                 .map_err(decode_err)?;
         }
         Compression::Bzip2 => {
-            io::copy(&mut bzip2::read::MultiBzDecoder::new(&mut input), &mut nar)
+            io::copy(&mut bzip2::read::MultiBzDecoder::new(&mut *input), &mut nar)
                 .map(drop)
                 .map_err(decode_err)?;
         }
@@ -170,12 +214,6 @@ fn run(
             ));
         }
     }
-    // Anything after the compressed stream still counts towards FileHash/FileSize.
-    io::copy(&mut input, &mut io::sink())?;
-    Ok(Digests {
-        file_hash: Sha256Hash::from_sha2(input.hasher),
-        file_size: input.pos,
-        nar_hash: Sha256Hash::from_sha2(nar.hasher),
-        nar_size: nar.size,
-    })
+    io::copy(input, &mut io::sink())?;
+    Ok((Sha256Hash::from_sha2(nar.hasher), nar.size))
 }

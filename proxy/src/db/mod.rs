@@ -2,6 +2,7 @@
 //! types; one generic implementation (`store.rs`) runs them on SQLite, PostgreSQL and MySQL/MariaDB
 //! with the few dialect differences in `statements.rs`.
 
+mod lru;
 pub mod migrate;
 mod model;
 mod mysql;
@@ -20,7 +21,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use nixcache_protocol::{NarFile, StorePathHash};
 
-pub use model::{Lease, LeaseClaim, LeaseKey, NarInfoRecord, NarRecord, ProxySignature};
+pub use model::{
+    AccessCursor, Lease, LeaseClaim, LeaseKey, NarAccess, NarInfoRecord, NarRecord, NarinfoAccess,
+    ProxySignature, UploadRecord, Usage,
+};
 pub use store::{MySqlMetadata, PostgresMetadata, SqliteMetadata};
 
 #[derive(Debug, thiserror::Error)]
@@ -116,6 +120,40 @@ pub trait MetadataStore: Send + Sync + 'static {
     async fn release_lease(&self, key: &LeaseKey, holder: &str) -> Result<(), DbError>;
     /// The current lease, expired or not.
     async fn get_lease(&self, key: &LeaseKey) -> Result<Option<Lease>, DbError>;
+    /// Deletes the leases that expired before `before_ms` (left behind by replicas that died).
+    async fn delete_expired_leases(&self, before_ms: i64) -> Result<u64, DbError>;
+
+    /// Sets the last access of these narinfos, of these NARs and of the narinfos naming them
+    /// to `at_ms` (Unix milliseconds), in a few batched statements.
+    async fn record_access(
+        &self,
+        narinfos: &[StorePathHash],
+        nars: &[NarFile],
+        at_ms: i64,
+    ) -> Result<(), DbError>;
+    async fn usage(&self) -> Result<Usage, DbError>;
+    /// Up to `limit` narinfos last accessed before `before_ms`, least recent first, after `after`.
+    async fn least_recent_narinfos(
+        &self,
+        before_ms: i64,
+        after: Option<&AccessCursor>,
+        limit: u32,
+    ) -> Result<Vec<NarinfoAccess>, DbError>;
+    /// Like `least_recent_narinfos`, for stored NARs that no narinfo names.
+    async fn least_recent_orphan_nars(
+        &self,
+        before_ms: i64,
+        after: Option<&AccessCursor>,
+        limit: u32,
+    ) -> Result<Vec<NarAccess>, DbError>;
+    async fn count_narinfos_for_nar(&self, file: &NarFile) -> Result<u64, DbError>;
+
+    /// Records an uploaded NAR awaiting its narinfo (replacing an earlier record of it).
+    async fn put_upload(&self, record: &UploadRecord) -> Result<(), DbError>;
+    async fn get_upload(&self, file: &NarFile) -> Result<Option<UploadRecord>, DbError>;
+    async fn delete_upload(&self, file: &NarFile) -> Result<(), DbError>;
+    /// Up to `limit` uploads recorded before `before` (Unix seconds) whose narinfo never came.
+    async fn stale_uploads(&self, before: i64, limit: u32) -> Result<Vec<UploadRecord>, DbError>;
 }
 
 /// Opens the metadata store named by `url`. SQLite is migrated on the spot; PostgreSQL and MySQL

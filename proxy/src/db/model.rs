@@ -71,3 +71,71 @@ pub enum LeaseClaim {
     /// Another replica holds it.
     Held(Lease),
 }
+
+/// What is stored, for GC and the size metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Sum of the stored NAR files' sizes.
+    pub nar_bytes: u64,
+    pub nars: u64,
+    pub narinfos: u64,
+}
+
+/// Where a least-recently-used scan stopped: the last row's access time and key. Rows come in
+/// `(last_access, key)` order, so the next page starts strictly after it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AccessCursor {
+    pub last_access_ms: i64,
+    pub key: String,
+}
+
+/// A narinfo in least-recently-used order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NarinfoAccess {
+    pub hash: nixcache_protocol::StorePathHash,
+    pub nar_file: NarFile,
+    pub last_access_ms: i64,
+}
+
+/// A stored NAR in least-recently-used order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NarAccess {
+    pub nar_file: NarFile,
+    pub file_size: u64,
+    pub last_access_ms: i64,
+}
+
+impl NarinfoAccess {
+    pub fn cursor(&self) -> AccessCursor {
+        AccessCursor {
+            last_access_ms: self.last_access_ms,
+            key: self.hash.to_string(),
+        }
+    }
+}
+
+impl NarAccess {
+    pub fn cursor(&self) -> AccessCursor {
+        AccessCursor {
+            last_access_ms: self.last_access_ms,
+            key: self.nar_file.file_name(),
+        }
+    }
+}
+
+impl LeaseKey {
+    /// The one garbage collection allowed at a time across every replica and CronJob.
+    pub fn gc() -> Self {
+        Self("gc".into())
+    }
+}
+
+/// A NAR file a client uploaded whose narinfo has not come yet: stored but invisible.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UploadRecord {
+    pub nar_file: NarFile,
+    pub file_size: u64,
+    /// Computed here by decompressing the upload.
+    pub nar_hash: Sha256Hash,
+    pub nar_size: u64,
+}

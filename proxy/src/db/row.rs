@@ -7,7 +7,7 @@ use nixcache_protocol::{Compression, NarFile, NarInfo, Sha256Hash, Signature, St
 
 use super::{
     store::{Arg, SqlDb},
-    DbError, Lease, LeaseKey, NarInfoRecord, NarRecord, ProxySignature,
+    DbError, Lease, LeaseKey, NarInfoRecord, NarRecord, ProxySignature, UploadRecord,
 };
 
 fn corrupt(key: &str, field: &'static str, reason: impl ToString) -> DbError {
@@ -99,8 +99,9 @@ pub(super) fn narinfo<DB: SqlDb>(row: &DB::Row) -> Result<NarInfoRecord, DbError
     })
 }
 
-/// The values of `statements::NARINFO_COLUMNS` for `rec`, created and accessed at `ts`.
-pub(super) fn narinfo_args(rec: &NarInfoRecord, ts: i64) -> Result<Vec<Arg>, DbError> {
+/// The values of `statements::NARINFO_COLUMNS` for `rec`, created at `created` (Unix seconds)
+/// and accessed at `access_ms` (Unix milliseconds).
+pub(super) fn narinfo_args(rec: &NarInfoRecord, created: i64, access_ms: i64) -> Result<Vec<Arg>, DbError> {
     let info = &rec.info;
     let key = info.store_path.hash().to_string();
     let size = |v: u64| i64::try_from(v).map_err(|e| corrupt(&key, "size", e));
@@ -120,8 +121,8 @@ pub(super) fn narinfo_args(rec: &NarInfoRecord, ts: i64) -> Result<Vec<Arg>, DbE
         info.url.as_str().into(),
         rec.proxy_sig.as_ref().map(|p| p.public_key.clone()).into(),
         rec.proxy_sig.as_ref().map(|p| p.sig.to_string()).into(),
-        ts.into(),
-        ts.into(),
+        created.into(),
+        access_ms.into(),
     ])
 }
 
@@ -144,16 +145,16 @@ pub(super) fn nar<DB: SqlDb>(row: &DB::Row, file: &NarFile) -> Result<NarRecord,
     })
 }
 
-/// The values of `nars`' columns for `rec`, created and accessed at `ts`.
-pub(super) fn nar_args(rec: &NarRecord, ts: i64) -> Result<Vec<Arg>, DbError> {
+/// The values of `nars`' columns for `rec`, created at `created` (seconds), accessed at `access_ms`.
+pub(super) fn nar_args(rec: &NarRecord, created: i64, access_ms: i64) -> Result<Vec<Arg>, DbError> {
     let key = rec.nar_file.file_name();
     let size = i64::try_from(rec.file_size).map_err(|e| corrupt(&key, "file_size", e))?;
     Ok(vec![
         key.into(),
         size.into(),
         rec.nar_hash.to_string().into(),
-        ts.into(),
-        ts.into(),
+        created.into(),
+        access_ms.into(),
     ])
 }
 
@@ -169,4 +170,30 @@ pub(super) fn lease<DB: SqlDb>(row: &DB::Row, key: &LeaseKey) -> Result<Lease, D
         address: c.text("address")?,
         expires_at_ms: c.int("expires_at_ms")?,
     })
+}
+
+/// A row of `uploads` (`nar_file, file_size, nar_hash, nar_size`).
+pub(super) fn upload<DB: SqlDb>(row: &DB::Row) -> Result<UploadRecord, DbError> {
+    let key = DB::text(row, "nar_file")?.unwrap_or_default();
+    let c = Cols::<DB> { row, key };
+    let size = |column| c.size(column)?.ok_or_else(|| corrupt(&c.key, column, "NULL"));
+    Ok(UploadRecord {
+        nar_file: NarFile::parse(&c.key).map_err(|e| corrupt(&c.key, "nar_file", e))?,
+        file_size: size("file_size")?,
+        nar_hash: c.hash("nar_hash", &c.text("nar_hash")?)?,
+        nar_size: size("nar_size")?,
+    })
+}
+
+/// The values of `uploads`' columns for `rec`, recorded at `created` (Unix seconds).
+pub(super) fn upload_args(rec: &UploadRecord, created: i64) -> Result<Vec<Arg>, DbError> {
+    let key = rec.nar_file.file_name();
+    let size = |v: u64| i64::try_from(v).map_err(|e| corrupt(&key, "size", e));
+    Ok(vec![
+        key.as_str().into(),
+        size(rec.file_size)?.into(),
+        rec.nar_hash.to_string().into(),
+        size(rec.nar_size)?.into(),
+        created.into(),
+    ])
 }

@@ -26,6 +26,7 @@ pub(super) const NARINFO_COLUMNS: [&str; 17] = [
 ];
 
 const NAR_COLUMNS: [&str; 5] = ["nar_file", "file_size", "nar_hash", "created_at", "last_access"];
+const UPLOAD_COLUMNS: [&str; 5] = ["nar_file", "file_size", "nar_hash", "nar_size", "created_at"];
 const LEASE_COLUMNS: [&str; 4] = ["lease_key", "holder", "address", "expires_at_ms"];
 
 pub(super) struct Statements {
@@ -43,6 +44,11 @@ pub(super) struct Statements {
     pub renew_lease: String,
     pub release_lease: String,
     pub get_lease: String,
+    pub delete_expired_leases: String,
+    pub put_upload: String,
+    pub get_upload: String,
+    pub delete_upload: String,
+    pub stale_uploads: String,
 }
 
 impl Statements {
@@ -64,6 +70,14 @@ impl Statements {
             renew_lease: sql("UPDATE fetch_leases SET expires_at_ms = ? WHERE lease_key = ? AND holder = ?"),
             release_lease: sql("DELETE FROM fetch_leases WHERE lease_key = ? AND holder = ?"),
             get_lease: sql("SELECT holder, address, expires_at_ms FROM fetch_leases WHERE lease_key = ?"),
+            delete_expired_leases: sql("DELETE FROM fetch_leases WHERE expires_at_ms < ?"),
+            put_upload: sql(&upsert(engine, "uploads", &UPLOAD_COLUMNS)),
+            get_upload: sql("SELECT nar_file, file_size, nar_hash, nar_size FROM uploads WHERE nar_file = ?"),
+            delete_upload: sql("DELETE FROM uploads WHERE nar_file = ?"),
+            stale_uploads: sql(
+                "SELECT nar_file, file_size, nar_hash, nar_size FROM uploads WHERE created_at < ? \
+                 ORDER BY created_at LIMIT ?",
+            ),
         }
     }
 }
@@ -109,7 +123,7 @@ fn claim_lease(engine: Engine) -> String {
 }
 
 /// PostgreSQL numbers its placeholders; the statements here have no `?` inside literals.
-fn placeholders(engine: Engine, sql: &str) -> String {
+pub(super) fn placeholders(engine: Engine, sql: &str) -> String {
     if engine != Engine::Postgres {
         return sql.to_string();
     }

@@ -12,8 +12,9 @@ use sqlx::{
 };
 
 use super::{
-    lease_expiry, migrate, now, now_ms, redact_url, row, statements::Statements, DbError, Engine, Lease,
-    LeaseClaim, LeaseKey, MetadataStore, NarInfoRecord, NarRecord, ProxySignature,
+    lease_expiry, migrate, now, now_ms, redact_url, row, statements::Statements, AccessCursor, DbError,
+    Engine, Lease, LeaseClaim, LeaseKey, MetadataStore, NarAccess, NarInfoRecord, NarRecord, NarinfoAccess,
+    ProxySignature, UploadRecord, Usage,
 };
 
 /// The metadata store on SQLite (the embedded default).
@@ -82,6 +83,7 @@ pub trait SqlDb: Database {
     fn query(sql: &str, args: Vec<Arg>) -> Query<'_, Self, Self::Arguments<'_>>;
     async fn exec(pool: &Pool<Self>, sql: &str, args: Vec<Arg>) -> Result<u64, sqlx::Error>;
     async fn fetch(pool: &Pool<Self>, sql: &str, args: Vec<Arg>) -> Result<Option<Self::Row>, sqlx::Error>;
+    async fn fetch_all(pool: &Pool<Self>, sql: &str, args: Vec<Arg>) -> Result<Vec<Self::Row>, sqlx::Error>;
     /// Text columns are read without sqlx's type check: MySQL marks `*_bin` collations BINARY,
     /// which sqlx 0.8 refuses to read as `String` (the bytes are valid UTF-8 all the same).
     fn text(row: &Self::Row, column: &str) -> Result<Option<String>, sqlx::Error>;
@@ -115,6 +117,10 @@ where
         Self::query(sql, args).fetch_optional(pool).await
     }
 
+    async fn fetch_all(pool: &Pool<Self>, sql: &str, args: Vec<Arg>) -> Result<Vec<Self::Row>, sqlx::Error> {
+        Self::query(sql, args).fetch_all(pool).await
+    }
+
     fn text(row: &Self::Row, column: &str) -> Result<Option<String>, sqlx::Error> {
         row.try_get_unchecked(column)
     }
@@ -144,6 +150,7 @@ pub(super) fn parse_options<O: ConnectOptions>(url: &str) -> Result<O, DbError> 
 pub struct SqlStore<DB: Database> {
     pool: Pool<DB>,
     sql: Statements,
+    engine: Engine,
 }
 
 impl<DB: SqlDb> SqlStore<DB> {
@@ -151,6 +158,7 @@ impl<DB: SqlDb> SqlStore<DB> {
         Self {
             pool,
             sql: Statements::new(engine),
+            engine,
         }
     }
 
@@ -193,12 +201,20 @@ impl<DB: SqlDb> SqlStore<DB> {
         Ok(Self::new(pool, engine))
     }
 
-    async fn exec(&self, sql: &str, args: Vec<Arg>) -> Result<u64, DbError> {
+    pub(super) fn engine(&self) -> Engine {
+        self.engine
+    }
+
+    pub(super) async fn exec(&self, sql: &str, args: Vec<Arg>) -> Result<u64, DbError> {
         Ok(DB::exec(&self.pool, sql, args).await?)
     }
 
-    async fn fetch(&self, sql: &str, args: Vec<Arg>) -> Result<Option<DB::Row>, DbError> {
+    pub(super) async fn fetch(&self, sql: &str, args: Vec<Arg>) -> Result<Option<DB::Row>, DbError> {
         Ok(DB::fetch(&self.pool, sql, args).await?)
+    }
+
+    pub(super) async fn fetch_all(&self, sql: &str, args: Vec<Arg>) -> Result<Vec<DB::Row>, DbError> {
+        Ok(DB::fetch_all(&self.pool, sql, args).await?)
     }
 }
 
@@ -222,7 +238,7 @@ impl<DB: SqlDb> MetadataStore for SqlStore<DB> {
     }
 
     async fn put_narinfo(&self, rec: &NarInfoRecord) -> Result<(), DbError> {
-        self.exec(&self.sql.put_narinfo, row::narinfo_args(rec, now())?)
+        self.exec(&self.sql.put_narinfo, row::narinfo_args(rec, now(), now_ms())?)
             .await?;
         Ok(())
     }
@@ -258,7 +274,8 @@ impl<DB: SqlDb> MetadataStore for SqlStore<DB> {
     }
 
     async fn put_nar(&self, rec: &NarRecord) -> Result<(), DbError> {
-        self.exec(&self.sql.put_nar, row::nar_args(rec, now())?).await?;
+        self.exec(&self.sql.put_nar, row::nar_args(rec, now(), now_ms())?)
+            .await?;
         Ok(())
     }
 
@@ -307,6 +324,71 @@ impl<DB: SqlDb> MetadataStore for SqlStore<DB> {
     async fn get_lease(&self, key: &LeaseKey) -> Result<Option<Lease>, DbError> {
         let row = self.fetch(&self.sql.get_lease, vec![key.as_str().into()]).await?;
         row.as_ref().map(|r| row::lease::<DB>(r, key)).transpose()
+    }
+
+    async fn delete_expired_leases(&self, before_ms: i64) -> Result<u64, DbError> {
+        self.exec(&self.sql.delete_expired_leases, vec![before_ms.into()])
+            .await
+    }
+
+    async fn record_access(
+        &self,
+        narinfos: &[StorePathHash],
+        nars: &[NarFile],
+        at_ms: i64,
+    ) -> Result<(), DbError> {
+        self.record_access_batched(narinfos, nars, at_ms).await
+    }
+
+    async fn usage(&self) -> Result<Usage, DbError> {
+        self.usage_now().await
+    }
+
+    async fn least_recent_narinfos(
+        &self,
+        before_ms: i64,
+        after: Option<&AccessCursor>,
+        limit: u32,
+    ) -> Result<Vec<NarinfoAccess>, DbError> {
+        self.narinfos_by_access(before_ms, after, limit).await
+    }
+
+    async fn least_recent_orphan_nars(
+        &self,
+        before_ms: i64,
+        after: Option<&AccessCursor>,
+        limit: u32,
+    ) -> Result<Vec<NarAccess>, DbError> {
+        self.orphan_nars_by_access(before_ms, after, limit).await
+    }
+
+    async fn count_narinfos_for_nar(&self, file: &NarFile) -> Result<u64, DbError> {
+        self.narinfos_naming(file).await
+    }
+
+    async fn put_upload(&self, rec: &UploadRecord) -> Result<(), DbError> {
+        self.exec(&self.sql.put_upload, row::upload_args(rec, now())?)
+            .await?;
+        Ok(())
+    }
+
+    async fn get_upload(&self, file: &NarFile) -> Result<Option<UploadRecord>, DbError> {
+        let row = self
+            .fetch(&self.sql.get_upload, vec![file.file_name().into()])
+            .await?;
+        row.as_ref().map(row::upload::<DB>).transpose()
+    }
+
+    async fn delete_upload(&self, file: &NarFile) -> Result<(), DbError> {
+        self.exec(&self.sql.delete_upload, vec![file.file_name().into()])
+            .await?;
+        Ok(())
+    }
+
+    async fn stale_uploads(&self, before: i64, limit: u32) -> Result<Vec<UploadRecord>, DbError> {
+        let args = vec![before.into(), i64::from(limit).into()];
+        let rows = self.fetch_all(&self.sql.stale_uploads, args).await?;
+        rows.iter().map(row::upload::<DB>).collect()
     }
 }
 

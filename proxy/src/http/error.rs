@@ -6,18 +6,31 @@ use axum::{
     response::{IntoResponse, Response},
 };
 
-use crate::{cache::CacheError, storage::StorageError};
+use crate::{
+    cache::{CacheError, UploadError},
+    storage::StorageError,
+};
 
 #[derive(Debug)]
 pub enum ApiError {
     /// Malformed request: answered before any lookup.
     BadRequest(String),
     Cache(CacheError),
+    Upload(UploadError),
 }
 
 impl From<CacheError> for ApiError {
     fn from(e: CacheError) -> Self {
         Self::Cache(e)
+    }
+}
+
+impl From<UploadError> for ApiError {
+    fn from(e: UploadError) -> Self {
+        match e {
+            UploadError::Cache(inner) => Self::Cache(inner),
+            other => Self::Upload(other),
+        }
     }
 }
 
@@ -79,6 +92,17 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         match self {
             ApiError::BadRequest(reason) => plain(StatusCode::BAD_REQUEST, &reason),
+            // About the client's own upload: the detail is theirs to see.
+            ApiError::Upload(err) => {
+                let status = match &err {
+                    UploadError::Invalid(_) => StatusCode::BAD_REQUEST,
+                    UploadError::Conflict(_) => StatusCode::CONFLICT,
+                    UploadError::NotFound => StatusCode::NOT_FOUND,
+                    UploadError::Cache(inner) => classify(inner).0,
+                };
+                tracing::info!(status = status.as_u16(), error = %err, "upload refused");
+                plain(status, &err.to_string())
+            }
             ApiError::Cache(err) => {
                 let (status, message) = classify(&err);
                 if status.is_server_error() {

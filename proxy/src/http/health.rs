@@ -11,6 +11,9 @@ pub async fn healthz() -> Response {
 }
 
 pub async fn readyz(State(state): State<AppState>) -> Response {
+    if state.is_draining() {
+        return plain(StatusCode::SERVICE_UNAVAILABLE, "not ready: shutting down");
+    }
     match state.cache.ping().await {
         Ok(()) => plain(StatusCode::OK, "ready"),
         Err(err) => {

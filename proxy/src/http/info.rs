@@ -24,3 +24,15 @@ pub async fn pubkey(State(state): State<AppState>) -> Response {
     )
         .into_response()
 }
+
+/// `GET /metrics`: Prometheus text format.
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.cache.metrics().render(),
+    )
+        .into_response()
+}

@@ -1,21 +1,29 @@
 //! The HTTP edge of the binary cache protocol: parse and validate, call the cache, respond.
 
+mod auth;
 mod error;
 mod health;
 mod info;
 mod nar;
 mod narinfo;
+mod observe;
+mod upload;
 
-use std::sync::Arc;
+use std::sync::{
+    atomic::{AtomicBool, Ordering},
+    Arc,
+};
 
 use axum::{
     http::{StatusCode, Uri},
+    middleware,
     response::Response,
     routing::get,
     Router,
 };
 
 use crate::cache::{replica::FILLS_ROUTE, Cache};
+pub use auth::{CredentialsFileError, UploadAuth};
 pub use error::ApiError;
 
 #[derive(Clone)]
@@ -23,19 +31,48 @@ pub struct AppState {
     pub cache: Cache,
     /// The rendered /nix-cache-info body.
     pub cache_info: Arc<str>,
+    pub writes: Writes,
+    /// Set once shutdown began: /readyz answers 503 so no new clients are sent here.
+    pub draining: Arc<AtomicBool>,
+}
+
+impl AppState {
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+}
+
+/// Which write verbs are on, and who may use them.
+#[derive(Clone, Debug, Default)]
+pub struct Writes {
+    pub put: bool,
+    pub delete: bool,
+    /// Required (checked at start) when either verb is on.
+    pub auth: Option<Arc<UploadAuth>>,
 }
 
 /// The whole HTTP API; tests call this directly.
 pub fn router(state: AppState) -> Router {
+    let metrics = Arc::clone(state.cache.metrics());
     Router::new()
         .route("/nix-cache-info", get(info::cache_info))
         .route("/pubkey", get(info::pubkey))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
-        .route("/nar/{file}", get(nar::get_nar))
+        .route("/metrics", get(info::metrics))
+        .route(
+            "/nar/{file}",
+            get(nar::get_nar).put(upload::put_nar).delete(upload::delete_nar),
+        )
         .route(&format!("{FILLS_ROUTE}/{{file}}"), get(nar::get_fill))
-        .route("/{file}", get(narinfo::get_narinfo))
+        .route(
+            "/{file}",
+            get(narinfo::get_narinfo)
+                .put(upload::put_narinfo)
+                .delete(upload::delete_narinfo),
+        )
         .fallback(fallback)
+        .layer(middleware::from_fn_with_state(metrics, observe::observe))
         .with_state(state)
 }
 

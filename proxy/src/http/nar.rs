@@ -18,7 +18,25 @@ pub async fn get_nar(
     Path(file): Path<String>,
 ) -> Result<Response, ApiError> {
     let (file, range, head) = parse(&file, &headers, &method)?;
-    Ok(respond(state.cache.nar(&file, range, head).await?))
+    let mut nar = state.cache.nar(&file, range, head).await?;
+    nar.body = nar.body.map(|body| counted(&state, body));
+    Ok(respond(nar))
+}
+
+/// Counts the bytes as they go out.
+fn counted(state: &AppState, body: crate::storage::ByteStream) -> crate::storage::ByteStream {
+    use futures::StreamExt;
+    let served = state
+        .cache
+        .metrics()
+        .served_bytes
+        .get_or_create(&crate::metrics::KindLabels { kind: "nar" })
+        .clone();
+    Box::pin(body.inspect(move |chunk| {
+        if let Ok(bytes) = chunk {
+            served.inc_by(bytes.len() as u64);
+        }
+    }))
 }
 
 /// `GET|HEAD /_nixcache/fills/<file>`: another replica streams this replica's fetch in progress.

@@ -19,5 +19,11 @@ pub async fn get_narinfo(
     }
     let hash = parse_narinfo_name(&file).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let text = state.cache.narinfo(&hash).await?;
+    state
+        .cache
+        .metrics()
+        .served_bytes
+        .get_or_create(&crate::metrics::KindLabels { kind: "narinfo" })
+        .inc_by(text.len() as u64);
     Ok(([(header::CONTENT_TYPE, MIME_NARINFO)], text).into_response())
 }

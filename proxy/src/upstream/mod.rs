@@ -33,6 +33,16 @@ pub enum UpstreamError {
 }
 
 impl UpstreamError {
+    /// The `reason` label of the error metric.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            _ if self.is_timeout() => "timeout",
+            Self::Request { .. } | Self::Timeout { .. } => "request",
+            Self::Status { .. } => "status",
+            Self::Invalid { .. } => "invalid",
+        }
+    }
+
     pub fn is_timeout(&self) -> bool {
         match self {
             Self::Timeout { .. } => true,
@@ -49,6 +59,7 @@ pub struct UpstreamOptions {
     pub header_timeout: Duration,
     pub read_timeout: Duration,
     pub netrc: Netrc,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// One upstream cache.
@@ -229,14 +240,35 @@ impl Upstreams {
             .list
             .iter()
             .find(|u| parsed.as_str().starts_with(u.base.as_str()));
-        let response = self.ctx.send(upstream.map(Arc::as_ref), parsed.clone()).await?;
-        match response.status() {
-            StatusCode::OK => Ok(response),
-            status => Err(UpstreamError::Status {
+        let label = upstream.map_or("other", |u| u.url());
+        let started = std::time::Instant::now();
+        let result = match self.ctx.send(upstream.map(Arc::as_ref), parsed.clone()).await {
+            Ok(response) if response.status() == StatusCode::OK => Ok(response),
+            Ok(response) => Err(UpstreamError::Status {
                 url: parsed.to_string(),
-                status: status.as_u16(),
+                status: response.status().as_u16(),
             }),
+            Err(err) => Err(err),
+        };
+        let metrics = &self.ctx.options.metrics;
+        match &result {
+            Ok(_) => metrics.upstream_request(label, "nar", started.elapsed()),
+            Err(err) => metrics.upstream_error(label, "nar", err.reason()),
         }
+        result
+    }
+
+    /// Counts a NAR download from `url` that broke off inside its body.
+    pub fn nar_body_failed(&self, url: &str, err: &UpstreamError) {
+        let label = self
+            .list
+            .iter()
+            .find(|u| url.starts_with(u.base.as_str()))
+            .map_or("other", |u| u.url());
+        self.ctx
+            .options
+            .metrics
+            .upstream_error(label, "nar", err.reason());
     }
 }
 
@@ -316,8 +348,24 @@ impl TaskContext {
         }
     }
 
-    /// One upstream's verified narinfo; `Ok(None)` for absent or untrusted.
+    /// One upstream's verified narinfo; `Ok(None)` for absent or untrusted. Timed and counted.
+    #[tracing::instrument(level = "info", name = "upstream_narinfo", skip_all, fields(upstream = upstream.url(), %hash))]
     async fn narinfo_from(
+        &self,
+        upstream: &Upstream,
+        hash: &StorePathHash,
+    ) -> Result<Option<NarInfo>, UpstreamError> {
+        let started = std::time::Instant::now();
+        let result = self.verified_narinfo(upstream, hash).await;
+        let metrics = &self.options.metrics;
+        match &result {
+            Ok(_) => metrics.upstream_request(upstream.url(), "narinfo", started.elapsed()),
+            Err(err) => metrics.upstream_error(upstream.url(), "narinfo", err.reason()),
+        }
+        result
+    }
+
+    async fn verified_narinfo(
         &self,
         upstream: &Upstream,
         hash: &StorePathHash,

@@ -8,6 +8,7 @@ use std::time::Duration;
 use super::{LeaseClaim, LeaseKey, MetadataStore, NarInfoRecord, NarRecord, ProxySignature, SqliteMetadata};
 
 mod engines;
+mod lru;
 
 fn store_path(n: u8, name: &str) -> StorePath {
     let hash = nixcache_protocol::StorePathHash([n; 20]);
@@ -96,6 +97,9 @@ pub(super) async fn suite(db: &dyn MetadataStore) {
     assert_eq!(db.get_narinfo(a.info.store_path.hash()).await.unwrap(), None);
     assert!(db.get_narinfo(b.info.store_path.hash()).await.unwrap().is_some());
     leases(db).await;
+    lru::lru(db).await;
+    lru::expired_leases(db).await;
+    lru::uploads(db).await;
 }
 
 async fn leases(db: &dyn MetadataStore) {

@@ -1,10 +1,12 @@
-//! Command line: `nixcache serve | migrate | keygen`. Every flag also reads a `NIXCACHE_*` env var.
+//! Command line: `nixcache serve | migrate | gc | keygen`. Every flag also reads a `NIXCACHE_*` env var.
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::storage::S3Config;
+mod backend;
+use crate::{gc::schedule::Schedule, units::parse_size};
+pub use backend::{BackendArgs, DatabaseUrl, StorageArgs, StorageKind};
 
 /// The public key of cache.nixos.org, trusted by default.
 pub const NIXOS_PUBLIC_KEY: &str = "cache.nixos.org-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY=";
@@ -27,6 +29,9 @@ pub enum Command {
     /// Apply the database migrations this version needs, then exit (a PostgreSQL/MySQL database
     /// must be migrated before `serve` starts on it; SQLite is migrated by `serve` itself).
     Migrate(MigrateArgs),
+    /// Evict least-recently-used entries until the cache fits --max-size, report, and exit
+    /// (what a Kubernetes CronJob runs; `serve --gc-schedule` does the same in-process).
+    Gc(Box<GcArgs>),
     /// Write a new signing key pair in Nix's format (like `nix-store --generate-binary-cache-key`).
     Keygen(KeygenArgs),
 }
@@ -47,17 +52,8 @@ pub struct ServeArgs {
     #[arg(long, env = "NIXCACHE_LISTEN", default_value = "0.0.0.0:8501")]
     pub listen: SocketAddr,
 
-    /// Directory for the NARs, the SQLite database, temporary files and the generated key.
-    #[arg(long, env = "NIXCACHE_DATA_DIR", default_value = "./nixcache-data")]
-    pub data_dir: PathBuf,
-
     #[command(flatten)]
-    pub storage: StorageArgs,
-
-    /// Metadata database: sqlite://PATH, postgres://… or mysql://… (mariadb://…)
-    /// [default: sqlite://<data-dir>/db.sqlite].
-    #[arg(long, env = "NIXCACHE_DATABASE_URL", hide_env_values = true)]
-    pub database_url: Option<DatabaseUrl>,
+    pub backend: BackendArgs,
 
     /// Upstream binary cache URL; repeat for several (comma-separated in the env var).
     #[arg(
@@ -123,6 +119,86 @@ pub struct ServeArgs {
     #[arg(long, env = "NIXCACHE_LEASE_TTL", default_value = "15s", value_parser = humantime::parse_duration)]
     pub lease_ttl: Duration,
 
+    #[command(flatten)]
+    pub gc: ServeGcArgs,
+
+    #[command(flatten)]
+    pub uploads: UploadArgs,
+
+    /// How often the last access of hits is written to the database (in batches; no write per
+    /// hit). It is also the resolution of LRU order. 0s turns tracking off: GC then evicts the
+    /// entries fetched first.
+    #[arg(long, env = "NIXCACHE_ACCESS_FLUSH_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub access_flush_interval: Duration,
+
+    /// On SIGTERM/SIGINT: how long open responses and upstream downloads may run on before the
+    /// process exits (new connections are refused at once, and /readyz answers 503).
+    #[arg(long, env = "NIXCACHE_SHUTDOWN_GRACE", default_value = "25s", value_parser = humantime::parse_duration)]
+    pub shutdown_grace: Duration,
+
+    /// Log output format (the level comes from RUST_LOG, default info).
+    #[arg(long, env = "NIXCACHE_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+/// In-process garbage collection.
+#[derive(Debug, Clone, Args)]
+pub struct ServeGcArgs {
+    /// Size limit of the stored NARs (50G, 500M, bytes; units are powers of 1024): GC evicts
+    /// least-recently-used entries down to it, every hour unless --gc-schedule says otherwise.
+    #[arg(long, env = "NIXCACHE_MAX_SIZE", value_parser = parse_size)]
+    pub max_size: Option<u64>,
+
+    /// When to collect, as a five-field cron expression in UTC (e.g. "0 */6 * * *");
+    /// needs --max-size [default: "0 * * * *" when --max-size is set].
+    #[arg(long, env = "NIXCACHE_GC_SCHEDULE")]
+    pub gc_schedule: Option<Schedule>,
+
+    /// Entries accessed more recently than this are never evicted.
+    #[arg(long, env = "NIXCACHE_GC_KEEP_RECENT", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub gc_keep_recent: Duration,
+}
+
+/// Writes from Nix clients (`nix copy --to http://…`): off unless enabled, and then only with a
+/// credential from --upload-credentials-file.
+#[derive(Debug, Clone, Args)]
+pub struct UploadArgs {
+    /// Accept `PUT /<hash>.narinfo` and `PUT /nar/<file>` (needs --upload-credentials-file).
+    #[arg(long, env = "NIXCACHE_ALLOW_PUT")]
+    pub allow_put: bool,
+
+    /// Accept `DELETE /<hash>.narinfo` and `DELETE /nar/<file>` (needs --upload-credentials-file).
+    #[arg(long, env = "NIXCACHE_ALLOW_DELETE")]
+    pub allow_delete: bool,
+
+    /// Who may write: htpasswd lines `USER:$2y$…` (bcrypt, `htpasswd -nB USER`) for HTTP Basic,
+    /// and/or lines holding only a token, accepted as a Bearer token or as any user's password.
+    #[arg(long, env = "NIXCACHE_UPLOAD_CREDENTIALS_FILE")]
+    pub upload_credentials_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct GcArgs {
+    /// TOML or YAML file with the same keys as these flags (flag > env > file > default).
+    #[arg(long, env = "NIXCACHE_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub backend: BackendArgs,
+
+    /// Evict until the stored NARs take at most this (50G, 500M, bytes; units are powers of 1024).
+    #[arg(long, env = "NIXCACHE_MAX_SIZE", value_parser = parse_size)]
+    pub max_size: u64,
+
+    /// Entries accessed more recently than this are never evicted: uploads whose narinfo is
+    /// still to come, and narinfos that replicas hold in memory (--memory-cache-ttl).
+    #[arg(long, env = "NIXCACHE_GC_KEEP_RECENT", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub gc_keep_recent: Duration,
+
+    /// Report what would be evicted; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
     /// Log output format (the level comes from RUST_LOG, default info).
     #[arg(long, env = "NIXCACHE_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -151,118 +227,18 @@ pub struct KeygenArgs {
     pub public_key_file: PathBuf,
 }
 
-impl ServeArgs {
-    /// The database URL, defaulting to SQLite inside the data dir.
-    pub fn database_url(&self) -> String {
-        match &self.database_url {
-            Some(url) => url.0.clone(),
-            None => format!("sqlite://{}/db.sqlite", self.data_dir.display()),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum StorageKind {
-    /// `<data-dir>/nar`.
-    Local,
-    /// An S3 bucket, shared by every replica.
-    S3,
-}
-
-/// Where NARs are kept. S3 credentials come from the standard AWS chain (AWS_ACCESS_KEY_ID /
-/// AWS_SECRET_ACCESS_KEY, AWS_PROFILE, web identity / IRSA, ECS, IMDS), never from flags.
-#[derive(Debug, Clone, Args)]
-pub struct StorageArgs {
-    /// Where NARs are stored (temporary files stay in the data dir either way).
-    #[arg(
-        long = "storage",
-        env = "NIXCACHE_STORAGE",
-        value_enum,
-        default_value = "local"
-    )]
-    pub kind: StorageKind,
-
-    /// S3 bucket; required with --storage s3.
-    #[arg(long, env = "NIXCACHE_S3_BUCKET")]
-    pub s3_bucket: Option<String>,
-
-    /// S3 endpoint for MinIO, Ceph, Garage, ... [default: AWS].
-    #[arg(long, env = "NIXCACHE_S3_ENDPOINT")]
-    pub s3_endpoint: Option<String>,
-
-    /// S3 region [default: from the AWS config chain, else us-east-1].
-    #[arg(long, env = "NIXCACHE_S3_REGION")]
-    pub s3_region: Option<String>,
-
-    /// Address the bucket as ENDPOINT/BUCKET (most self-hosted servers need this).
-    #[arg(long, env = "NIXCACHE_S3_PATH_STYLE")]
-    pub s3_path_style: bool,
-
-    /// Prefix for object names: objects go to PREFIX/nar/FILE.
-    #[arg(long, env = "NIXCACHE_S3_PREFIX", default_value = "")]
-    pub s3_prefix: String,
-}
-
-impl StorageArgs {
-    /// The S3 settings for `--storage s3`, `None` for local storage; refuses S3 flags that
-    /// would be ignored, so a forgotten `--storage s3` does not silently fill a local disk.
-    pub fn s3_config(&self) -> anyhow::Result<Option<S3Config>> {
-        let bucket = self.s3_bucket.as_deref().map(str::trim).filter(|b| !b.is_empty());
-        match self.kind {
-            StorageKind::Local => {
-                let s3_flags = bucket.is_some() || self.s3_endpoint.is_some() || !self.s3_prefix.is_empty();
-                anyhow::ensure!(
-                    !s3_flags,
-                    "--s3-bucket, --s3-endpoint and --s3-prefix need --storage s3"
-                );
-                Ok(None)
-            }
-            StorageKind::S3 => {
-                let bucket = bucket.ok_or_else(|| {
-                    anyhow::anyhow!("--storage s3 needs a bucket: set --s3-bucket or NIXCACHE_S3_BUCKET")
-                })?;
-                Ok(Some(S3Config {
-                    bucket: bucket.to_owned(),
-                    endpoint: self.s3_endpoint.clone(),
-                    region: self.s3_region.clone(),
-                    path_style: self.s3_path_style,
-                    prefix: self.s3_prefix.clone(),
-                    credentials: None,
-                    timeouts: Default::default(),
-                }))
-            }
-        }
-    }
-}
-
-/// A database URL, which may hold a password: `Debug` shows it redacted.
-#[derive(Clone)]
-pub struct DatabaseUrl(pub String);
-
-impl std::str::FromStr for DatabaseUrl {
-    type Err = std::convert::Infallible;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(Self(s.to_string()))
-    }
-}
-
-impl std::fmt::Debug for DatabaseUrl {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&crate::db::redact_url(&self.0))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
+    use crate::storage::S3Config;
 
     fn storage(flags: &[&str]) -> anyhow::Result<Option<S3Config>> {
         let cli = Cli::try_parse_from(["nixcache", "serve"].iter().chain(flags))?;
         let Command::Serve(args) = cli.command else {
             unreachable!()
         };
-        args.storage.s3_config()
+        args.backend.storage.s3_config()
     }
 
     #[test]

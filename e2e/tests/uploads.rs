@@ -1,0 +1,95 @@
+//! A real `nix copy --to http://…` pushes a closure to nixcache with credentials from a netrc
+//! file; a fresh client then substitutes it through the proxy alone (its upstream has nothing).
+//! Wrong credentials get 401 and store nothing.
+
+use std::time::Duration;
+
+use anyhow::{ensure, Result};
+use nixcache_e2e::http::get;
+use nixcache_e2e::util::hash_part;
+use nixcache_e2e::{
+    fetch, nix_available, push, FetchOptions, Proxy, ProxyOptions, TestUpstream, UpstreamCache,
+};
+use reqwest::StatusCode;
+
+const TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The uploaded narinfos counted by the proxy's metrics.
+async fn narinfos_stored(proxy: &Proxy) -> Result<u64> {
+    let (_, body) = get(&proxy.url_for("/metrics")).await?;
+    let text = String::from_utf8_lossy(&body);
+    let series = "nixcache_uploads_total{kind=\"narinfo\",result=\"stored\"} ";
+    Ok(text
+        .lines()
+        .find_map(|l| l.strip_prefix(series))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .unwrap_or(0.0) as u64)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nix_copy_pushes_a_closure_that_a_fresh_client_substitutes() -> Result<()> {
+    if !nix_available() {
+        return Ok(());
+    }
+    let cache = UpstreamCache::get_sized("zstd", "upload", 1)?;
+    let work = tempfile::tempdir()?;
+    // The proxy's only upstream has nothing but its nix-cache-info.
+    let empty = work.path().join("empty-upstream");
+    std::fs::create_dir_all(&empty)?;
+    std::fs::write(
+        empty.join("nix-cache-info"),
+        "StoreDir: /nix/store\nWantMassQuery: 1\nPriority: 40\n",
+    )?;
+    let upstream = TestUpstream::start(&empty)?;
+    let creds = work.path().join("uploaders");
+    std::fs::write(&creds, format!("builder:{}\n", bcrypt::hash("hunter22", 6)?))?;
+    let mut opts = ProxyOptions::new(&upstream.url, &cache.public_key);
+    opts.extra_args = [
+        "--allow-put",
+        "--upload-credentials-file",
+        &creds.display().to_string(),
+    ]
+    .map(String::from)
+    .to_vec();
+    let proxy = Proxy::start(opts).await?;
+    let source = format!("file://{}", cache.dir.display());
+    let to = format!("{}?compression=zstd", proxy.url);
+    let host = "machine 127.0.0.1 login builder password";
+
+    let wrong = work.path().join("wrong.netrc");
+    std::fs::write(&wrong, format!("{host} guessed\n"))?;
+    let refused = push(&source, &cache.public_key, &to, &wrong, &[&cache.root], TIMEOUT).await?;
+    ensure!(
+        !refused.ok,
+        "a push with a wrong password succeeded:\n{}",
+        refused.output
+    );
+    ensure!(refused.output.contains("401"), "{}", refused.output);
+    let (status, _) = get(&proxy.url_for(&format!("/{}.narinfo", hash_part(&cache.root)))).await?;
+    ensure!(
+        status == StatusCode::NOT_FOUND,
+        "root narinfo after a refused push: {status}"
+    );
+    ensure!(narinfos_stored(&proxy).await? == 0);
+
+    let right = work.path().join("right.netrc");
+    std::fs::write(&right, format!("{host} hunter22\n"))?;
+    let pushed = push(&source, &cache.public_key, &to, &right, &[&cache.root], TIMEOUT).await?;
+    ensure!(pushed.ok, "nix copy --to the proxy failed:\n{}", pushed.output);
+    ensure!(narinfos_stored(&proxy).await? == cache.paths.len() as u64);
+
+    // A fresh client, trusting only the proxy's key, gets the whole closure from it.
+    fetch(
+        &proxy.url,
+        &proxy.public_key,
+        &[&cache.root],
+        &FetchOptions::default(),
+    )
+    .await?
+    .expect_whole_closure(&cache)?;
+    // Pushing again uploads nothing: nix asks (HEAD) and finds every path there.
+    let again = push(&source, &cache.public_key, &to, &right, &[&cache.root], TIMEOUT).await?;
+    ensure!(again.ok, "{}", again.output);
+    ensure!(narinfos_stored(&proxy).await? == cache.paths.len() as u64);
+    Ok(())
+}

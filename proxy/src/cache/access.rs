@@ -1,0 +1,94 @@
+//! Last-access tracking without a database write per hit: hits only note their key in memory,
+//! and a background task writes what was noted every `--access-flush-interval`, in a few
+//! batched statements, with the flush time as the access time. So an access is recorded at most
+//! one interval late, with that resolution, and LRU eviction orders entries by it.
+
+use std::{
+    collections::HashSet,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use nixcache_protocol::{NarFile, StorePathHash};
+
+use crate::db::{now_ms, DbError, MetadataStore};
+
+#[derive(Default)]
+struct Noted {
+    narinfos: HashSet<StorePathHash>,
+    nars: HashSet<NarFile>,
+}
+
+/// The accesses noted since the last flush. Disabled (`interval` zero), it notes nothing.
+pub struct AccessLog {
+    noted: Mutex<Noted>,
+    interval: Duration,
+}
+
+impl AccessLog {
+    pub fn new(interval: Duration) -> Self {
+        Self {
+            noted: Mutex::new(Noted::default()),
+            interval,
+        }
+    }
+
+    pub fn enabled(&self) -> bool {
+        !self.interval.is_zero()
+    }
+
+    fn note(&self, f: impl FnOnce(&mut Noted)) {
+        if self.enabled() {
+            f(&mut self.noted.lock().unwrap_or_else(|p| p.into_inner()));
+        }
+    }
+
+    pub fn narinfo(&self, hash: &StorePathHash) {
+        self.note(|n| {
+            n.narinfos.insert(*hash);
+        });
+    }
+
+    pub fn nar(&self, file: &NarFile) {
+        self.note(|n| {
+            if !n.nars.contains(file) {
+                n.nars.insert(file.clone());
+            }
+        });
+    }
+
+    /// Writes what was noted; on failure it is noted again for the next flush.
+    pub async fn flush(&self, db: &dyn MetadataStore) -> Result<usize, DbError> {
+        let noted = std::mem::take(&mut *self.noted.lock().unwrap_or_else(|p| p.into_inner()));
+        if noted.narinfos.is_empty() && noted.nars.is_empty() {
+            return Ok(0);
+        }
+        let narinfos: Vec<_> = noted.narinfos.iter().copied().collect();
+        let nars: Vec<_> = noted.nars.iter().cloned().collect();
+        match db.record_access(&narinfos, &nars, now_ms()).await {
+            Ok(()) => Ok(narinfos.len() + nars.len()),
+            Err(err) => {
+                let mut again = self.noted.lock().unwrap_or_else(|p| p.into_inner());
+                again.narinfos.extend(noted.narinfos);
+                again.nars.extend(noted.nars);
+                Err(err)
+            }
+        }
+    }
+
+    /// Flushes every interval until the process ends (the last flush is `Cache::shutdown`'s).
+    pub fn spawn_flusher(self: &Arc<Self>, db: Arc<dyn MetadataStore>) {
+        if !self.enabled() {
+            return;
+        }
+        let log = Arc::clone(self);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(log.interval).await;
+                if let Err(err) = log.flush(&*db).await {
+                    tracing::warn!(error = %err, "recording access times failed; retrying at the next flush");
+                }
+            }
+        });
+    }
+}

@@ -1,0 +1,288 @@
+//! Writes from clients (`nix copy --to http://…`): Nix uploads each NAR, then its narinfo.
+//!
+//! A NAR upload is streamed to a temp file, hashed against its name (`<FileHash>.nar.xz`) and
+//! decompressed to learn its NarHash and NarSize, then stored, but recorded only as pending
+//! (`uploads`): invisible to clients. The narinfo upload makes it visible, and only when the
+//! narinfo agrees with what was measured. Nothing recorded is ever overwritten: a second upload
+//! of the same object is a no-op, a different narinfo for a known store path is a conflict.
+
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use nixcache_protocol::{NarFile, NarInfo, StorePathHash};
+
+use super::{verify, Cache, CacheError};
+use crate::{
+    db::{NarInfoRecord, NarRecord, UploadRecord},
+    storage::{local::tempfile_in, BlobKey, StorageError},
+};
+
+/// Largest NAR an upload may decompress to (a bound on the work a bad upload can cause).
+const MAX_NAR_SIZE: u64 = 1 << 40;
+
+#[derive(Debug, thiserror::Error)]
+pub enum UploadError {
+    /// The upload is malformed or does not match what it claims (400).
+    #[error("{0}")]
+    Invalid(String),
+    /// It contradicts what the cache already holds (409).
+    #[error("{0}")]
+    Conflict(String),
+    #[error("not found")]
+    NotFound,
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+}
+
+impl From<StorageError> for UploadError {
+    fn from(e: StorageError) -> Self {
+        Self::Cache(e.into())
+    }
+}
+
+impl From<crate::db::DbError> for UploadError {
+    fn from(e: crate::db::DbError) -> Self {
+        Self::Cache(e.into())
+    }
+}
+
+/// What an accepted upload did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stored {
+    /// New, now stored.
+    Created,
+    /// The same object was there already; nothing changed.
+    Exists,
+}
+
+impl Cache {
+    /// `PUT /nar/<file>`: stores the body if it hashes to its name; visible once its narinfo is.
+    pub async fn upload_nar<S, E>(&self, file: &NarFile, body: S) -> Result<Stored, UploadError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        if self.db.get_nar(file).await?.is_some() {
+            return Ok(Stored::Exists);
+        }
+        let key = BlobKey::for_nar(file);
+        let tmp = tempfile_in(&self.tmp_dir, &key);
+        let result = self.stage_nar(file, &key, &tmp, body).await;
+        let _ = tokio::fs::remove_file(&tmp).await;
+        result
+    }
+
+    async fn stage_nar<S, E>(
+        &self,
+        file: &NarFile,
+        key: &BlobKey,
+        tmp: &std::path::Path,
+        body: S,
+    ) -> Result<Stored, UploadError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        write_body(tmp, body).await?;
+        let (path, compression) = (tmp.to_owned(), file.compression.clone());
+        let digests =
+            tokio::task::spawn_blocking(move || verify::digest_file(&path, &compression, MAX_NAR_SIZE))
+                .await
+                .map_err(CacheError::internal)?
+                .map_err(|e| UploadError::Invalid(format!("{}: {e}", file.file_name())))?;
+        if digests.file_hash != file.hash {
+            return Err(UploadError::Invalid(format!(
+                "{} hashes to {}, not to its name",
+                file.file_name(),
+                digests.file_hash.to_nixbase32()
+            )));
+        }
+        self.storage.put_file(key, tmp).await?;
+        let record = UploadRecord {
+            nar_file: file.clone(),
+            file_size: digests.file_size,
+            nar_hash: digests.nar_hash,
+            nar_size: digests.nar_size,
+        };
+        self.db.put_upload(&record).await?;
+        tracing::info!(nar = %key, size = digests.file_size, "NAR uploaded; visible once its narinfo is");
+        Ok(Stored::Created)
+    }
+
+    /// `PUT /<hash>.narinfo`: records the narinfo when its NAR was uploaded (or is stored) and
+    /// agrees with it; signs it with the proxy's key like any other.
+    pub async fn upload_narinfo(&self, hash: &StorePathHash, text: &str) -> Result<Stored, UploadError> {
+        let info =
+            NarInfo::parse(text).map_err(|e| UploadError::Invalid(format!("malformed narinfo: {e}")))?;
+        if info.store_path.hash() != hash {
+            return Err(UploadError::Invalid(format!(
+                "the narinfo is for {}, not {hash}",
+                info.store_path
+            )));
+        }
+        let file = nar_file_of(&info)?;
+        if let Some(existing) = self.db.get_narinfo(hash).await? {
+            if existing.info.nar_hash == info.nar_hash {
+                return Ok(Stored::Exists);
+            }
+            return Err(UploadError::Conflict(format!(
+                "{} is already cached with NarHash {}",
+                info.store_path, existing.info.nar_hash
+            )));
+        }
+        self.make_nar_visible(&info, &file).await?;
+        let record = NarInfoRecord {
+            proxy_sig: Some(self.sign(&info)),
+            info,
+            nar_file: file,
+        };
+        self.db.put_narinfo(&record).await?;
+        self.negative.remove(hash);
+        self.hot.forget_narinfo(hash);
+        tracing::info!(store_path = %record.info.store_path, nar = %record.nar_file.file_name(), "narinfo uploaded");
+        Ok(Stored::Created)
+    }
+
+    /// Checks the narinfo against its NAR (stored already, or uploaded and pending) and moves
+    /// a pending NAR into the stored ones.
+    async fn make_nar_visible(&self, info: &NarInfo, file: &NarFile) -> Result<(), UploadError> {
+        if let Some(stored) = self.db.get_nar(file).await? {
+            if stored.nar_hash != info.nar_hash {
+                return Err(UploadError::Conflict(format!(
+                    "{} holds another NAR ({})",
+                    file.file_name(),
+                    stored.nar_hash
+                )));
+            }
+            return Ok(());
+        }
+        let Some(upload) = self.db.get_upload(file).await? else {
+            return Err(UploadError::Invalid(format!(
+                "nar/{} has not been uploaded: PUT the NAR before its narinfo",
+                file.file_name()
+            )));
+        };
+        check_against_upload(info, &upload)?;
+        let nar = NarRecord {
+            nar_file: file.clone(),
+            file_size: upload.file_size,
+            nar_hash: upload.nar_hash,
+        };
+        self.db.put_nar(&nar).await?;
+        self.db.delete_upload(file).await?;
+        Ok(())
+    }
+
+    /// `DELETE /<hash>.narinfo`: forgets the narinfo, and its NAR when no other narinfo names it.
+    pub async fn delete_uploaded_narinfo(&self, hash: &StorePathHash) -> Result<(), UploadError> {
+        let Some(record) = self.db.get_narinfo(hash).await? else {
+            return Err(UploadError::NotFound);
+        };
+        self.db.delete_narinfo(hash).await?;
+        self.hot.forget_narinfo(hash);
+        if self.db.count_narinfos_for_nar(&record.nar_file).await? == 0 {
+            self.remove_nar(&record.nar_file).await?;
+        }
+        Ok(())
+    }
+
+    /// `DELETE /nar/<file>`: removes a NAR that no narinfo names (409 otherwise).
+    pub async fn delete_uploaded_nar(&self, file: &NarFile) -> Result<(), UploadError> {
+        let names = self.db.count_narinfos_for_nar(file).await?;
+        if names > 0 {
+            return Err(UploadError::Conflict(format!(
+                "{names} narinfos name nar/{}: delete them first",
+                file.file_name()
+            )));
+        }
+        let known = self.db.get_nar(file).await?.is_some() || self.db.get_upload(file).await?.is_some();
+        if !known {
+            return Err(UploadError::NotFound);
+        }
+        self.remove_nar(file).await
+    }
+
+    /// Rows first, then the object (see `gc`).
+    async fn remove_nar(&self, file: &NarFile) -> Result<(), UploadError> {
+        self.db.delete_nar(file).await?;
+        self.db.delete_upload(file).await?;
+        self.hot.forget_nar(file);
+        self.storage.delete(&BlobKey::for_nar(file)).await?;
+        Ok(())
+    }
+}
+
+/// The NAR file an uploaded narinfo names: `URL: nar/<file>` with a matching compression.
+fn nar_file_of(info: &NarInfo) -> Result<NarFile, UploadError> {
+    let name = info.url.strip_prefix("nar/").ok_or_else(|| {
+        UploadError::Invalid(format!("URL {:?} must be nar/<file> on this cache", info.url))
+    })?;
+    let file = NarFile::parse(name).map_err(|e| UploadError::Invalid(format!("URL {:?}: {e}", info.url)))?;
+    if file.compression != info.compression {
+        return Err(UploadError::Invalid(format!(
+            "URL {:?} does not match Compression: {}",
+            info.url,
+            info.compression.as_str()
+        )));
+    }
+    Ok(file)
+}
+
+fn check_against_upload(info: &NarInfo, upload: &UploadRecord) -> Result<(), UploadError> {
+    let mut problems = Vec::new();
+    if info.nar_hash != upload.nar_hash {
+        problems.push(format!(
+            "NarHash {} but the NAR has {}",
+            info.nar_hash, upload.nar_hash
+        ));
+    }
+    if info.nar_size != upload.nar_size {
+        problems.push(format!(
+            "NarSize {} but the NAR has {}",
+            info.nar_size, upload.nar_size
+        ));
+    }
+    if let Some(hash) = info.file_hash.filter(|h| *h != upload.nar_file.hash) {
+        problems.push(format!(
+            "FileHash {hash} but the file is {}",
+            upload.nar_file.hash
+        ));
+    }
+    if let Some(size) = info.file_size.filter(|s| *s != upload.file_size) {
+        problems.push(format!("FileSize {size} but the file has {}", upload.file_size));
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(UploadError::Invalid(format!(
+            "{} does not match its NAR: {}",
+            info.store_path,
+            problems.join("; ")
+        )))
+    }
+}
+
+/// Streams the request body into a new temp file.
+async fn write_body<S, E>(path: &std::path::Path, mut body: S) -> Result<u64, UploadError>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    use tokio::io::AsyncWriteExt;
+    let io_err = |e| UploadError::from(StorageError::io("writing an upload", e));
+    let file = tokio::fs::File::options()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .await
+        .map_err(io_err)?;
+    let mut out = tokio::io::BufWriter::with_capacity(1 << 20, file);
+    let mut size = 0;
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| UploadError::Invalid(format!("reading the request body: {e}")))?;
+        size += chunk.len() as u64;
+        out.write_all(&chunk).await.map_err(io_err)?;
+    }
+    out.flush().await.map_err(io_err)?;
+    out.into_inner().sync_all().await.map_err(io_err)?;
+    Ok(size)
+}

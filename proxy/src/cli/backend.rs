@@ -1,0 +1,124 @@
+//! Where a process finds the cache: the data dir, the metadata database and the NAR storage.
+//! `serve` and `gc` take the same flags.
+
+use std::path::PathBuf;
+
+use clap::{Args, ValueEnum};
+
+use crate::storage::S3Config;
+
+#[derive(Debug, Clone, Args)]
+pub struct BackendArgs {
+    /// Directory for the NARs, the SQLite database, temporary files and the generated key.
+    #[arg(long, env = "NIXCACHE_DATA_DIR", default_value = "./nixcache-data")]
+    pub data_dir: PathBuf,
+
+    /// Metadata database: sqlite://PATH, postgres://… or mysql://… (mariadb://…)
+    /// [default: sqlite://<data-dir>/db.sqlite].
+    #[arg(long, env = "NIXCACHE_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<DatabaseUrl>,
+
+    #[command(flatten)]
+    pub storage: StorageArgs,
+}
+
+impl BackendArgs {
+    /// The database URL, defaulting to SQLite inside the data dir.
+    pub fn database_url(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.0.clone(),
+            None => format!("sqlite://{}/db.sqlite", self.data_dir.display()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StorageKind {
+    /// `<data-dir>/nar`.
+    Local,
+    /// An S3 bucket, shared by every replica.
+    S3,
+}
+
+/// Where NARs are kept. S3 credentials come from the standard AWS chain (AWS_ACCESS_KEY_ID /
+/// AWS_SECRET_ACCESS_KEY, AWS_PROFILE, web identity / IRSA, ECS, IMDS), never from flags.
+#[derive(Debug, Clone, Args)]
+pub struct StorageArgs {
+    /// Where NARs are stored (temporary files stay in the data dir either way).
+    #[arg(
+        long = "storage",
+        env = "NIXCACHE_STORAGE",
+        value_enum,
+        default_value = "local"
+    )]
+    pub kind: StorageKind,
+
+    /// S3 bucket; required with --storage s3.
+    #[arg(long, env = "NIXCACHE_S3_BUCKET")]
+    pub s3_bucket: Option<String>,
+
+    /// S3 endpoint for MinIO, Ceph, Garage, ... [default: AWS].
+    #[arg(long, env = "NIXCACHE_S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+
+    /// S3 region [default: from the AWS config chain, else us-east-1].
+    #[arg(long, env = "NIXCACHE_S3_REGION")]
+    pub s3_region: Option<String>,
+
+    /// Address the bucket as ENDPOINT/BUCKET (most self-hosted servers need this).
+    #[arg(long, env = "NIXCACHE_S3_PATH_STYLE")]
+    pub s3_path_style: bool,
+
+    /// Prefix for object names: objects go to PREFIX/nar/FILE.
+    #[arg(long, env = "NIXCACHE_S3_PREFIX", default_value = "")]
+    pub s3_prefix: String,
+}
+
+impl StorageArgs {
+    /// The S3 settings for `--storage s3`, `None` for local storage; refuses S3 flags that
+    /// would be ignored, so a forgotten `--storage s3` does not silently fill a local disk.
+    pub fn s3_config(&self) -> anyhow::Result<Option<S3Config>> {
+        let bucket = self.s3_bucket.as_deref().map(str::trim).filter(|b| !b.is_empty());
+        match self.kind {
+            StorageKind::Local => {
+                let s3_flags = bucket.is_some() || self.s3_endpoint.is_some() || !self.s3_prefix.is_empty();
+                anyhow::ensure!(
+                    !s3_flags,
+                    "--s3-bucket, --s3-endpoint and --s3-prefix need --storage s3"
+                );
+                Ok(None)
+            }
+            StorageKind::S3 => {
+                let bucket = bucket.ok_or_else(|| {
+                    anyhow::anyhow!("--storage s3 needs a bucket: set --s3-bucket or NIXCACHE_S3_BUCKET")
+                })?;
+                Ok(Some(S3Config {
+                    bucket: bucket.to_owned(),
+                    endpoint: self.s3_endpoint.clone(),
+                    region: self.s3_region.clone(),
+                    path_style: self.s3_path_style,
+                    prefix: self.s3_prefix.clone(),
+                    credentials: None,
+                    timeouts: Default::default(),
+                }))
+            }
+        }
+    }
+}
+
+/// A database URL, which may hold a password: `Debug` shows it redacted.
+#[derive(Clone)]
+pub struct DatabaseUrl(pub String);
+
+impl std::str::FromStr for DatabaseUrl {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_string()))
+    }
+}
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&crate::db::redact_url(&self.0))
+    }
+}

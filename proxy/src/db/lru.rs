@@ -1,0 +1,175 @@
+//! Access times and least-recently-used scans, for `nixcache gc`. Accesses arrive in batches
+//! (`cache::access`), so each is a few `UPDATE … WHERE key IN (…)` statements, not one per hit.
+
+use nixcache_protocol::{NarFile, StorePathHash};
+
+use super::{
+    statements::placeholders,
+    store::{Arg, SqlDb, SqlStore},
+    AccessCursor, DbError, Engine, NarAccess, NarinfoAccess, Usage,
+};
+
+/// Keys per `IN (…)` list: far below every engine's limit on bound parameters.
+const IN_BATCH: usize = 500;
+
+fn corrupt(key: &str, field: &'static str, reason: impl ToString) -> DbError {
+    DbError::Corrupt {
+        key: key.to_string(),
+        field,
+        reason: reason.to_string(),
+    }
+}
+
+/// `SUM` is a NUMERIC on PostgreSQL and a DECIMAL on MySQL: cast back to a 64-bit integer.
+fn sum_sql(engine: Engine) -> &'static str {
+    match engine {
+        Engine::Sqlite => "SELECT COALESCE(SUM(file_size), 0) AS bytes, COUNT(*) AS n FROM nars",
+        Engine::Postgres => {
+            "SELECT CAST(COALESCE(SUM(file_size), 0) AS BIGINT) AS bytes, COUNT(*) AS n FROM nars"
+        }
+        Engine::MySql => {
+            "SELECT CAST(COALESCE(SUM(file_size), 0) AS SIGNED) AS bytes, COUNT(*) AS n FROM nars"
+        }
+    }
+}
+
+/// `AND (last_access, key) > cursor`, spelled out so every engine can use the index.
+fn after_clause(column: &str, after: Option<&AccessCursor>, args: &mut Vec<Arg>) -> String {
+    let Some(c) = after else {
+        return String::new();
+    };
+    args.extend([
+        c.last_access_ms.into(),
+        c.last_access_ms.into(),
+        c.key.as_str().into(),
+    ]);
+    format!(" AND (last_access > ? OR (last_access = ? AND {column} > ?))")
+}
+
+impl<DB: SqlDb> SqlStore<DB> {
+    fn sql(&self, text: &str) -> String {
+        placeholders(self.engine(), text)
+    }
+
+    async fn update_in(&self, prefix: &str, keys: Vec<String>, at_ms: i64) -> Result<(), DbError> {
+        for chunk in keys.chunks(IN_BATCH) {
+            let marks = vec!["?"; chunk.len()].join(", ");
+            let sql = self.sql(&format!("{prefix} ({marks})"));
+            let mut args: Vec<Arg> = vec![at_ms.into()];
+            args.extend(chunk.iter().map(|k| Arg::from(k.as_str())));
+            self.exec(&sql, args).await?;
+        }
+        Ok(())
+    }
+
+    pub(super) async fn record_access_batched(
+        &self,
+        narinfos: &[StorePathHash],
+        nars: &[NarFile],
+        at_ms: i64,
+    ) -> Result<(), DbError> {
+        let hashes: Vec<String> = narinfos.iter().map(ToString::to_string).collect();
+        let files: Vec<String> = nars.iter().map(NarFile::file_name).collect();
+        self.update_in("UPDATE narinfos SET last_access = ? WHERE hash IN", hashes, at_ms)
+            .await?;
+        self.update_in(
+            "UPDATE nars SET last_access = ? WHERE nar_file IN",
+            files.clone(),
+            at_ms,
+        )
+        .await?;
+        // A client with the narinfo in its own cache asks only for the NAR: that counts too.
+        self.update_in(
+            "UPDATE narinfos SET last_access = ? WHERE nar_file IN",
+            files,
+            at_ms,
+        )
+        .await
+    }
+
+    pub(super) async fn usage_now(&self) -> Result<Usage, DbError> {
+        let count = |v: Option<i64>, what: &'static str| {
+            u64::try_from(v.unwrap_or(0)).map_err(|e| corrupt("usage", what, e))
+        };
+        let nars = self.fetch(sum_sql(self.engine()), vec![]).await?;
+        let narinfos = self.fetch("SELECT COUNT(*) AS n FROM narinfos", vec![]).await?;
+        let (bytes, nar_count) = match &nars {
+            Some(row) => (DB::int(row, "bytes")?, DB::int(row, "n")?),
+            None => (None, None),
+        };
+        let narinfo_count = match &narinfos {
+            Some(row) => DB::int(row, "n")?,
+            None => None,
+        };
+        Ok(Usage {
+            nar_bytes: count(bytes, "bytes")?,
+            nars: count(nar_count, "nars")?,
+            narinfos: count(narinfo_count, "narinfos")?,
+        })
+    }
+
+    pub(super) async fn narinfos_by_access(
+        &self,
+        before_ms: i64,
+        after: Option<&AccessCursor>,
+        limit: u32,
+    ) -> Result<Vec<NarinfoAccess>, DbError> {
+        let mut args: Vec<Arg> = vec![before_ms.into()];
+        let after = after_clause("hash", after, &mut args);
+        args.push(i64::from(limit).into());
+        let sql = self.sql(&format!(
+            "SELECT hash, nar_file, last_access FROM narinfos WHERE last_access < ?{after} \
+             ORDER BY last_access, hash LIMIT ?"
+        ));
+        let rows = self.fetch_all(&sql, args).await?;
+        rows.iter()
+            .map(|row| {
+                let hash = DB::text(row, "hash")?.unwrap_or_default();
+                let file = DB::text(row, "nar_file")?.unwrap_or_default();
+                Ok(NarinfoAccess {
+                    hash: hash.parse().map_err(|e| corrupt(&hash, "hash", e))?,
+                    nar_file: NarFile::parse(&file).map_err(|e| corrupt(&hash, "nar_file", e))?,
+                    last_access_ms: DB::int(row, "last_access")?.unwrap_or(0),
+                })
+            })
+            .collect()
+    }
+
+    pub(super) async fn orphan_nars_by_access(
+        &self,
+        before_ms: i64,
+        after: Option<&AccessCursor>,
+        limit: u32,
+    ) -> Result<Vec<NarAccess>, DbError> {
+        let mut args: Vec<Arg> = vec![before_ms.into()];
+        let after = after_clause("nar_file", after, &mut args);
+        args.push(i64::from(limit).into());
+        let sql = self.sql(&format!(
+            "SELECT nar_file, file_size, last_access FROM nars WHERE last_access < ?{after} \
+             AND NOT EXISTS (SELECT 1 FROM narinfos WHERE narinfos.nar_file = nars.nar_file) \
+             ORDER BY last_access, nar_file LIMIT ?"
+        ));
+        let rows = self.fetch_all(&sql, args).await?;
+        rows.iter()
+            .map(|row| {
+                let file = DB::text(row, "nar_file")?.unwrap_or_default();
+                let size = DB::int(row, "file_size")?.unwrap_or(0);
+                Ok(NarAccess {
+                    nar_file: NarFile::parse(&file).map_err(|e| corrupt(&file, "nar_file", e))?,
+                    file_size: u64::try_from(size).map_err(|e| corrupt(&file, "file_size", e))?,
+                    last_access_ms: DB::int(row, "last_access")?.unwrap_or(0),
+                })
+            })
+            .collect()
+    }
+
+    pub(super) async fn narinfos_naming(&self, file: &NarFile) -> Result<u64, DbError> {
+        let sql = self.sql("SELECT COUNT(*) AS n FROM narinfos WHERE nar_file = ?");
+        let row = self.fetch(&sql, vec![file.file_name().into()]).await?;
+        let n = match &row {
+            Some(row) => DB::int(row, "n")?.unwrap_or(0),
+            None => 0,
+        };
+        u64::try_from(n).map_err(|e| corrupt(&file.file_name(), "count", e))
+    }
+}

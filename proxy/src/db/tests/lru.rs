@@ -1,0 +1,135 @@
+//! The conformance suite's part for GC and uploads: access times, LRU scans, usage, uploads.
+
+use std::time::Duration;
+
+use nixcache_protocol::{Compression, NarFile, Sha256Hash};
+
+use super::record;
+use crate::db::{now, now_ms, LeaseKey, MetadataStore, NarRecord, UploadRecord};
+
+fn nar(file: &NarFile, size: u64) -> NarRecord {
+    NarRecord {
+        nar_file: file.clone(),
+        file_size: size,
+        nar_hash: Sha256Hash::digest(file.file_name().as_bytes()),
+    }
+}
+
+pub(super) async fn lru(db: &dyn MetadataStore) {
+    let base = db.usage().await.unwrap();
+    let [r10, r11, r12] = [10, 11, 12].map(|n| record(n, vec![]));
+    let mut r14 = record(14, vec![]);
+    r14.nar_file = r10.nar_file.clone();
+    let orphan = record(13, vec![]).nar_file;
+    for r in [&r10, &r11, &r12, &r14] {
+        db.put_narinfo(r).await.unwrap();
+    }
+    for (file, size) in [(&r10.nar_file, 100), (&r11.nar_file, 200), (&orphan, 50)] {
+        db.put_nar(&nar(file, size)).await.unwrap();
+    }
+    let usage = db.usage().await.unwrap();
+    assert_eq!(usage.nar_bytes, base.nar_bytes + 350);
+    assert_eq!((usage.nars, usage.narinfos), (base.nars + 3, base.narinfos + 4));
+    assert_eq!(db.count_narinfos_for_nar(&r10.nar_file).await.unwrap(), 2);
+    assert_eq!(db.count_narinfos_for_nar(&orphan).await.unwrap(), 0);
+
+    let hash = |r: &crate::db::NarInfoRecord| *r.info.store_path.hash();
+    db.record_access(&[hash(&r11)], &[], 2000).await.unwrap();
+    db.record_access(&[hash(&r12)], &[], 5000).await.unwrap();
+    // A NAR's access counts for every narinfo naming it.
+    db.record_access(&[], &[r10.nar_file.clone(), orphan.clone()], 3000)
+        .await
+        .unwrap();
+    let order = |page: Vec<crate::db::NarinfoAccess>| page.into_iter().map(|e| e.hash).collect::<Vec<_>>();
+    let all = db.least_recent_narinfos(10_000, None, 10).await.unwrap();
+    assert_eq!(all.len(), 4, "{all:?}");
+    assert_eq!(all[0].hash, hash(&r11));
+    assert_eq!(all[0].last_access_ms, 2000);
+    let mut tied = order(all[1..3].to_vec());
+    tied.sort();
+    let mut expected = vec![hash(&r10), hash(&r14)];
+    expected.sort();
+    assert_eq!(tied, expected, "both narinfos of the NAR were touched");
+    assert_eq!(all[3].hash, hash(&r12));
+    // Pages continue after the cursor, ties included.
+    let first = db.least_recent_narinfos(10_000, None, 2).await.unwrap();
+    let rest = db
+        .least_recent_narinfos(10_000, Some(&first[1].cursor()), 10)
+        .await
+        .unwrap();
+    assert_eq!(order([first, rest].concat()), order(all));
+    assert_eq!(
+        order(db.least_recent_narinfos(2500, None, 10).await.unwrap()),
+        [hash(&r11)]
+    );
+
+    let orphans = db.least_recent_orphan_nars(i64::MAX, None, 10).await.unwrap();
+    assert_eq!(orphans.len(), 1, "{orphans:?}");
+    assert_eq!(
+        (
+            &orphans[0].nar_file,
+            orphans[0].file_size,
+            orphans[0].last_access_ms
+        ),
+        (&orphan, 50, 3000)
+    );
+    assert!(db
+        .least_recent_orphan_nars(i64::MAX, Some(&orphans[0].cursor()), 10)
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(db
+        .least_recent_orphan_nars(3000, None, 10)
+        .await
+        .unwrap()
+        .is_empty());
+
+    for r in [&r10, &r11, &r12, &r14] {
+        db.delete_narinfo(r.info.store_path.hash()).await.unwrap();
+    }
+    for file in [&r10.nar_file, &r11.nar_file, &orphan] {
+        db.delete_nar(file).await.unwrap();
+    }
+    assert_eq!(db.usage().await.unwrap(), base);
+}
+
+pub(super) async fn expired_leases(db: &dyn MetadataStore) {
+    let (dead, live) = (
+        LeaseKey::gc(),
+        LeaseKey::narinfo(&nixcache_protocol::StorePathHash([9; 20])),
+    );
+    db.claim_lease(&dead, "a", "", Duration::from_millis(1))
+        .await
+        .unwrap();
+    db.claim_lease(&live, "a", "", Duration::from_secs(60))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(db.delete_expired_leases(now_ms()).await.unwrap(), 1);
+    assert_eq!(db.get_lease(&dead).await.unwrap(), None);
+    assert!(db.get_lease(&live).await.unwrap().is_some());
+    db.release_lease(&live, "a").await.unwrap();
+}
+
+pub(super) async fn uploads(db: &dyn MetadataStore) {
+    let upload = UploadRecord {
+        nar_file: NarFile {
+            hash: Sha256Hash::digest(b"upload"),
+            compression: Compression::Zstd,
+        },
+        file_size: 10,
+        nar_hash: Sha256Hash::digest(b"nar"),
+        nar_size: 20,
+    };
+    assert_eq!(db.get_upload(&upload.nar_file).await.unwrap(), None);
+    db.put_upload(&upload).await.unwrap();
+    db.put_upload(&upload).await.unwrap();
+    assert_eq!(
+        db.get_upload(&upload.nar_file).await.unwrap(),
+        Some(upload.clone())
+    );
+    assert_eq!(db.stale_uploads(now() + 10, 10).await.unwrap(), [upload.clone()]);
+    assert!(db.stale_uploads(now() - 100, 10).await.unwrap().is_empty());
+    db.delete_upload(&upload.nar_file).await.unwrap();
+    assert_eq!(db.get_upload(&upload.nar_file).await.unwrap(), None);
+}

@@ -1,0 +1,289 @@
+//! Least-recently-used eviction down to a size limit: `nixcache gc` (a Kubernetes CronJob) and
+//! `serve --gc-schedule` run [`run_once`].
+//!
+//! Entries go in order of last access (`cache::access` records it). First stored NARs that no
+//! narinfo names (a forgotten narinfo, an upload whose narinfo never came), then narinfos: a
+//! narinfo goes with its NAR, but a NAR that several narinfos name goes only with the last of
+//! them. Each removal is row first, object second: a crash in between leaves an unrecorded
+//! object (invisible, and overwritten when the NAR is fetched again), never a row without its
+//! object. A NAR being streamed while it is removed still reaches its client: the open file
+//! (or S3 GET) keeps its bytes. One run at a time across all replicas (a lease row).
+
+pub mod schedule;
+
+use std::{collections::HashMap, fmt, sync::Arc, time::Duration};
+
+use nixcache_protocol::{NarFile, StorePathHash};
+
+use crate::{
+    cache::replica::hold_lease,
+    db::{now_ms, AccessCursor, DbError, LeaseClaim, LeaseKey, MetadataStore, Usage},
+    storage::{BlobKey, BlobStore},
+    units::format_size,
+};
+
+/// Rows read per query.
+const PAGE: u32 = 500;
+/// How long the GC lease lasts without renewal (it is renewed every third of it).
+const LEASE_TTL: Duration = Duration::from_secs(60);
+/// Lease rows of replicas that died are deleted this long after they expired.
+const DEAD_LEASE_AGE: Duration = Duration::from_secs(3600);
+/// Uploaded NARs whose narinfo has not come this long (at least) are deleted.
+const STALE_UPLOAD_AGE: Duration = Duration::from_secs(3600);
+
+#[derive(Clone, Debug)]
+pub struct GcOptions {
+    /// Evict until the stored NARs take at most this many bytes.
+    pub max_size: u64,
+    /// Never evict what was accessed more recently than this: protects uploads whose narinfo
+    /// is still to come, and narinfos other replicas still hold in memory.
+    pub keep_recent: Duration,
+    /// Report what would go, remove nothing.
+    pub dry_run: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GcError {
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error("another garbage collection is running (held by {holder}); nothing done")]
+    Busy { holder: String },
+}
+
+/// What one run did (or, dry, would do).
+#[derive(Clone, Debug, Default)]
+pub struct GcReport {
+    pub before: Usage,
+    pub max_size: u64,
+    pub dry_run: bool,
+    pub narinfos_evicted: u64,
+    pub nars_deleted: u64,
+    /// NARs deleted that no narinfo named.
+    pub orphans_deleted: u64,
+    pub bytes_freed: u64,
+    /// Objects whose row went but whose deletion from storage failed (left unrecorded).
+    pub storage_errors: u64,
+    pub leases_swept: u64,
+    /// Uploaded NARs deleted because their narinfo never came.
+    pub uploads_swept: u64,
+    pub elapsed: Duration,
+}
+
+impl GcReport {
+    pub fn size_after(&self) -> u64 {
+        self.before.nar_bytes.saturating_sub(self.bytes_freed)
+    }
+    /// Still over the limit: what is left was accessed within `keep_recent`.
+    pub fn over_limit(&self) -> bool {
+        self.size_after() > self.max_size
+    }
+}
+
+impl fmt::Display for GcReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (verb, prefix) = if self.dry_run {
+            ("would free", "dry run: ")
+        } else {
+            ("freed", "")
+        };
+        writeln!(
+            f,
+            "{prefix}cache held {} in {} NARs ({} narinfos); limit {}",
+            format_size(self.before.nar_bytes),
+            self.before.nars,
+            self.before.narinfos,
+            format_size(self.max_size)
+        )?;
+        write!(
+            f,
+            "{prefix}evicted {} narinfos and {} NARs ({} without a narinfo), {verb} {} in {:.2} s; size now {}",
+            self.narinfos_evicted,
+            self.nars_deleted,
+            self.orphans_deleted,
+            format_size(self.bytes_freed),
+            self.elapsed.as_secs_f64(),
+            format_size(self.size_after()),
+        )?;
+        if self.over_limit() {
+            write!(
+                f,
+                "\nstill over the limit: the rest was accessed too recently to evict"
+            )?;
+        }
+        if self.storage_errors > 0 {
+            write!(
+                f,
+                "\n{} objects could not be deleted from storage",
+                self.storage_errors
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// One thing removed, for callers that keep copies (the serving process's memory cache).
+pub enum Evicted<'a> {
+    Narinfo(&'a StorePathHash),
+    Nar(&'a NarFile),
+}
+
+/// The shared state of one run.
+struct Run<'a> {
+    db: &'a dyn MetadataStore,
+    storage: &'a dyn BlobStore,
+    options: &'a GcOptions,
+    on_evict: &'a mut (dyn FnMut(Evicted<'_>) + Send),
+    report: GcReport,
+    before_ms: i64,
+}
+
+/// Evicts least-recently-used entries until the cache fits `options.max_size`. `holder` names
+/// this run in the GC lease; `on_evict` hears of every removal.
+pub async fn run_once(
+    db: Arc<dyn MetadataStore>,
+    storage: &dyn BlobStore,
+    options: &GcOptions,
+    holder: &str,
+    on_evict: &mut (dyn FnMut(Evicted<'_>) + Send),
+) -> Result<GcReport, GcError> {
+    let started = std::time::Instant::now();
+    let key = LeaseKey::gc();
+    if let LeaseClaim::Held(lease) = db.claim_lease(&key, holder, "", LEASE_TTL).await? {
+        return Err(GcError::Busy { holder: lease.holder });
+    }
+    let lease = hold_lease(Arc::clone(&db), key, holder.to_owned(), LEASE_TTL);
+    let keep_ms = i64::try_from(options.keep_recent.as_millis()).unwrap_or(i64::MAX);
+    let mut run = Run {
+        db: &*db,
+        storage,
+        options,
+        on_evict,
+        report: GcReport {
+            before: db.usage().await?,
+            max_size: options.max_size,
+            dry_run: options.dry_run,
+            ..GcReport::default()
+        },
+        before_ms: now_ms().saturating_sub(keep_ms),
+    };
+    let result = run.evict().await;
+    lease.release().await;
+    result?;
+    if !options.dry_run {
+        run.sweep_stale_uploads().await?;
+        let dead_before = now_ms() - DEAD_LEASE_AGE.as_millis() as i64;
+        run.report.leases_swept = db.delete_expired_leases(dead_before).await?;
+    }
+    let mut report = run.report;
+    report.elapsed = started.elapsed();
+    Ok(report)
+}
+
+impl Run<'_> {
+    fn over(&self) -> bool {
+        self.report.over_limit()
+    }
+
+    async fn evict(&mut self) -> Result<(), DbError> {
+        if self.over() {
+            self.evict_orphans().await?;
+        }
+        if self.over() {
+            self.evict_narinfos().await?;
+        }
+        Ok(())
+    }
+
+    async fn evict_orphans(&mut self) -> Result<(), DbError> {
+        let mut cursor: Option<AccessCursor> = None;
+        while self.over() {
+            let page = (self.db)
+                .least_recent_orphan_nars(self.before_ms, cursor.as_ref(), PAGE)
+                .await?;
+            let Some(last) = page.last() else { break };
+            cursor = Some(last.cursor());
+            for nar in page {
+                if !self.over() {
+                    break;
+                }
+                self.delete_nar(&nar.nar_file, nar.file_size).await?;
+                self.report.orphans_deleted += 1;
+            }
+        }
+        Ok(())
+    }
+
+    async fn evict_narinfos(&mut self) -> Result<(), DbError> {
+        // How many narinfos still name each NAR met so far: it goes when that reaches zero.
+        let mut names: HashMap<NarFile, u64> = HashMap::new();
+        let mut cursor: Option<AccessCursor> = None;
+        while self.over() {
+            let page = (self.db)
+                .least_recent_narinfos(self.before_ms, cursor.as_ref(), PAGE)
+                .await?;
+            let Some(last) = page.last() else { break };
+            cursor = Some(last.cursor());
+            for entry in page {
+                if !self.over() {
+                    break;
+                }
+                let left = match names.get(&entry.nar_file) {
+                    Some(n) => *n,
+                    None => self.db.count_narinfos_for_nar(&entry.nar_file).await?,
+                };
+                if !self.options.dry_run {
+                    self.db.delete_narinfo(&entry.hash).await?;
+                }
+                (self.on_evict)(Evicted::Narinfo(&entry.hash));
+                self.report.narinfos_evicted += 1;
+                let left = left.saturating_sub(1);
+                names.insert(entry.nar_file.clone(), left);
+                if left == 0 {
+                    if let Some(nar) = self.db.get_nar(&entry.nar_file).await? {
+                        self.delete_nar(&nar.nar_file, nar.file_size).await?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Uploads abandoned before their narinfo came: never visible, so simply deleted.
+    async fn sweep_stale_uploads(&mut self) -> Result<(), DbError> {
+        let age = self.options.keep_recent.max(STALE_UPLOAD_AGE).as_secs() as i64;
+        loop {
+            let stale = self.db.stale_uploads(crate::db::now() - age, PAGE).await?;
+            if stale.is_empty() {
+                return Ok(());
+            }
+            for upload in stale {
+                self.db.delete_upload(&upload.nar_file).await?;
+                // A narinfo uploaded since may have made it a stored NAR: then it stays.
+                if self.db.get_nar(&upload.nar_file).await?.is_none() {
+                    let key = BlobKey::for_nar(&upload.nar_file);
+                    if let Err(err) = self.storage.delete(&key).await {
+                        tracing::warn!(nar = %key, error = %err, "deleting an abandoned upload failed");
+                        self.report.storage_errors += 1;
+                    }
+                }
+                self.report.uploads_swept += 1;
+            }
+        }
+    }
+
+    /// Row first, then the object.
+    async fn delete_nar(&mut self, file: &NarFile, size: u64) -> Result<(), DbError> {
+        if !self.options.dry_run {
+            self.db.delete_nar(file).await?;
+            let key = BlobKey::for_nar(file);
+            if let Err(err) = self.storage.delete(&key).await {
+                tracing::warn!(nar = %key, error = %err, "deleting an evicted NAR from storage failed; it stays unrecorded");
+                self.report.storage_errors += 1;
+            }
+        }
+        (self.on_evict)(Evicted::Nar(file));
+        self.report.nars_deleted += 1;
+        self.report.bytes_freed += size;
+        Ok(())
+    }
+}

@@ -1,0 +1,71 @@
+//! `serve --gc-schedule "<cron>"`: the same collection as `nixcache gc`, run in-process on a
+//! standard five-field cron schedule (UTC). Replicas that all have a schedule take turns: the GC
+//! lease lets one run at a time, and the others log that they found it busy.
+
+use std::{str::FromStr, time::Duration};
+
+use chrono::Utc;
+
+use super::{GcError, GcOptions};
+use crate::cache::Cache;
+
+/// A parsed cron expression such as `0 */6 * * *`.
+#[derive(Clone, Debug)]
+pub struct Schedule(croner::Cron);
+
+impl FromStr for Schedule {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        croner::Cron::from_str(text.trim())
+            .map(Self)
+            .map_err(|e| format!("invalid cron schedule {text:?} ({e}): use five fields (or six, seconds first), e.g. \"0 */6 * * *\""))
+    }
+}
+
+impl Schedule {
+    /// Time until the next run.
+    pub fn until_next(&self) -> Option<Duration> {
+        let now = Utc::now();
+        let next = self.0.find_next_occurrence(&now, false).ok()?;
+        (next - now).to_std().ok()
+    }
+}
+
+/// Runs the collection at every time of `schedule` until the process ends.
+pub fn spawn(cache: Cache, schedule: Schedule, options: GcOptions) {
+    tokio::spawn(async move {
+        while let Some(wait) = schedule.until_next() {
+            tokio::time::sleep(wait).await;
+            match cache.collect_garbage(&options).await {
+                Ok(report) => tracing::info!(
+                    narinfos = report.narinfos_evicted,
+                    nars = report.nars_deleted,
+                    freed = report.bytes_freed,
+                    size = report.size_after(),
+                    "scheduled GC: {}",
+                    report.to_string().replace('\n', "; ")
+                ),
+                Err(GcError::Busy { holder }) => {
+                    tracing::info!(%holder, "scheduled GC skipped: another run is in progress")
+                }
+                Err(err) => tracing::error!(error = %err, "scheduled GC failed"),
+            }
+        }
+        tracing::warn!("the GC schedule has no next time; scheduled GC stops");
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedules_parse() {
+        let every_minute: Schedule = "* * * * *".parse().unwrap_or_else(|e| panic!("{e}"));
+        let wait = every_minute.until_next().unwrap_or_default();
+        assert!(wait <= Duration::from_secs(60) && !wait.is_zero(), "{wait:?}");
+        assert!("0 */6 * * *".parse::<Schedule>().is_ok());
+        let err = "every hour".parse::<Schedule>().unwrap_err();
+        assert!(err.contains("invalid cron schedule \"every hour\""), "{err}");
+    }
+}
