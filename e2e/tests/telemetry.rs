@@ -99,11 +99,10 @@ async fn request_and_upstream_spans_reach_an_otlp_collector() -> Result<()> {
     ensure!(status.success(), "nixcache exited with {status}");
     let spans = spans.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let requests: Vec<_> = spans.iter().filter(|s| s.name == "request").collect();
-    let narinfo_route =
-        |s: &&Received| s.attributes.get("http.route").map(String::as_str) == Some("/{hash}.narinfo");
+    let route = |s: &Received| s.attributes.get("http.route").cloned().unwrap_or_default();
     let outcomes: Vec<_> = requests
         .iter()
-        .filter(narinfo_route)
+        .filter(|s| route(s) == "/{hash}.narinfo")
         .filter_map(|s| s.attributes.get("cache").cloned())
         .collect();
     ensure!(
@@ -112,7 +111,7 @@ async fn request_and_upstream_spans_reach_an_otlp_collector() -> Result<()> {
     );
     let nar_request = requests
         .iter()
-        .find(|s| s.attributes.get("http.route").map(String::as_str) == Some("/nar/{file}"))
+        .find(|s| route(s) == "/nar/{file}")
         .context("no span for the NAR request")?;
     ensure!(
         nar_request.attributes.get("http.status").map(String::as_str) == Some("200"),

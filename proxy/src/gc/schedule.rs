@@ -57,6 +57,7 @@ pub fn spawn(cache: Cache, schedule: Schedule, options: GcOptions) {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[test]
