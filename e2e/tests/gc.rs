@@ -14,7 +14,7 @@ async fn gc_keeps_the_recently_used_closure_servable() -> Result<()> {
     if !nix_available() {
         return Ok(());
     }
-    let cache = UpstreamCache::get("zstd", "gc")?;
+    let cache = UpstreamCache::get("zstd", "e2e")?;
     let mut upstream = TestUpstream::start(&cache.dir)?;
     let mut opts = ProxyOptions::new(&upstream.url, &cache.public_key);
     opts.extra_args = ["--access-flush-interval", "100ms", "--memory-cache-ttl", "1s"]

@@ -45,7 +45,7 @@ async fn read_against(response: reqwest::Response, expected: Vec<u8>) -> (usize,
 
 /// A proxy with `--shutdown-grace grace`, and a client 1 s into the big NAR's download.
 async fn start_download(grace: &str) -> Result<Download> {
-    let cache = UpstreamCache::get("xz", "shutdown")?;
+    let cache = UpstreamCache::get("xz", "e2e")?;
     let upstream = TestUpstream::start(&cache.dir)?;
     upstream.set_faults(Faults {
         rate_bytes_per_s: RATE,

@@ -76,7 +76,7 @@ async fn request_and_upstream_spans_reach_an_otlp_collector() -> Result<()> {
         .with_state(Arc::clone(&spans));
     tokio::spawn(async move { axum::serve(listener, app).await });
 
-    let cache = UpstreamCache::get("zstd", "otlp")?;
+    let cache = UpstreamCache::get("zstd", "e2e")?;
     let upstream = TestUpstream::start(&cache.dir)?;
     let mut opts = ProxyOptions::new(&upstream.url, &cache.public_key);
     opts.extra_args = vec!["--log-format".into(), "json".into()];

@@ -31,7 +31,7 @@ async fn nix_copy_pushes_a_closure_that_a_fresh_client_substitutes() -> Result<(
     if !nix_available() {
         return Ok(());
     }
-    let cache = UpstreamCache::get_sized("zstd", "upload", 1)?;
+    let cache = UpstreamCache::get("zstd", "e2e")?;
     let work = tempfile::tempdir()?;
     // The proxy's only upstream has nothing but its nix-cache-info.
     let empty = work.path().join("empty-upstream");
