@@ -64,8 +64,14 @@ impl Cluster {
 
     /// Starts one more replica (e.g. to replace a killed one).
     pub async fn add_replica(&mut self, upstream: &str, upstream_key: &str) -> Result<&Proxy> {
+        self.add_replica_with(upstream, upstream_key, &[]).await
+    }
+
+    /// Like [`Self::add_replica`], with more `serve` flags.
+    pub async fn add_replica_with(&mut self, upstream: &str, upstream_key: &str, extra: &[&str]) -> Result<&Proxy> {
         let mut opts = ProxyOptions::new(upstream, upstream_key);
         opts.extra_args = self.shared.args.clone();
+        opts.extra_args.extend(extra.iter().map(|s| s.to_string()));
         opts.extra_args.extend(["--lease-ttl".into(), LEASE_TTL.into()]);
         opts.env = self.shared.env.clone();
         if self.shared.args.is_empty() {
@@ -73,6 +79,17 @@ impl Cluster {
         }
         self.replicas.push(Proxy::start(opts).await?);
         self.replicas.last().context("no replica")
+    }
+
+    /// The flags naming this cluster's database and storage (`--data-dir` included), as `serve`
+    /// and `gc` take them, and the environment they need (S3 credentials).
+    pub fn backend(&self) -> (Vec<String>, Vec<(String, String)>) {
+        let mut args = self.shared.args.clone();
+        if args.is_empty() {
+            args.extend(["--data-dir".into(), self.shared.dir.path().join("data").display().to_string()]);
+        }
+        args.retain(|a| a != "--secret-key-file" && !a.ends_with("cluster.sec"));
+        (args, self.shared.env.clone())
     }
 
     /// Indices of the replicas whose log contains `text` (e.g. `"fetching NAR"`: the ones that

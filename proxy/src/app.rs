@@ -129,11 +129,19 @@ fn gc_schedule(args: &ServeArgs) -> anyhow::Result<Option<(gc::schedule::Schedul
     Ok(Some((schedule, options)))
 }
 
+/// The database and storage `backend` names, as `nixcache gc` opens them (no temp files are
+/// cleared: a `serve` may be running on the same data dir).
+pub async fn open_backend(
+    backend: &BackendArgs,
+) -> anyhow::Result<(Arc<dyn db::MetadataStore>, Arc<dyn BlobStore>)> {
+    let metadata = open_database(backend).await?;
+    let storage = open_storage(backend, &backend.data_dir.join("tmp")).await?;
+    Ok((metadata, storage))
+}
+
 /// Runs `nixcache gc`: one collection against the database and storage the flags name.
 pub async fn collect_garbage(args: &GcArgs) -> anyhow::Result<GcReport> {
-    let tmp_dir = args.backend.data_dir.join("tmp");
-    let metadata = open_database(&args.backend).await?;
-    let storage = open_storage(&args.backend, &tmp_dir).await?;
+    let (metadata, storage) = open_backend(&args.backend).await?;
     let options = GcOptions {
         max_size: args.max_size,
         keep_recent: args.gc_keep_recent,

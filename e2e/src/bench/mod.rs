@@ -12,6 +12,7 @@ pub mod hits;
 pub mod loadgen;
 pub mod misses;
 pub mod nginx;
+pub mod operate;
 pub mod procfs;
 pub mod replicas;
 pub mod report;
@@ -118,7 +119,7 @@ pub struct Settings {
 }
 
 /// The parts of a run, for `--only`.
-pub const PARTS: [&str; 6] = ["narinfo", "nar", "memory", "misses", "first-byte", "replicas"];
+pub const PARTS: [&str; 8] = ["narinfo", "nar", "memory", "misses", "first-byte", "replicas", "access", "gc"];
 
 impl Settings {
     /// True when `part` is to be run.

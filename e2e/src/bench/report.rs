@@ -53,6 +53,8 @@ pub struct Report {
     rows: Vec<Row>,
     conditions: Vec<Condition>,
     notes: Vec<String>,
+    /// Tables of their own (title, markdown), after the comparison.
+    sections: Vec<(String, String)>,
 }
 
 fn slot(server: Server) -> usize {
@@ -118,6 +120,11 @@ impl Report {
         }
     }
 
+    /// A table of its own, shown after the nginx comparison.
+    pub fn section(&mut self, title: &str, markdown: String) {
+        self.sections.push((title.to_string(), markdown));
+    }
+
     pub fn note(&mut self, note: String) {
         if !self.notes.contains(&note) {
             self.notes.push(note);
@@ -175,6 +182,9 @@ impl Report {
                 r.label,
                 cells.join(" | ")
             );
+        }
+        for (title, markdown) in &self.sections {
+            let _ = write!(out, "\n### {title}\n\n{markdown}");
         }
         out.push_str("\n### Goals\n\n");
         for (met, line) in self.goals() {

@@ -16,7 +16,7 @@ use nixcache_e2e::bench::hits::{self, Targets};
 use nixcache_e2e::bench::nginx::Nginx;
 use nixcache_e2e::bench::report::Report;
 use nixcache_e2e::bench::setup::{self, Objects};
-use nixcache_e2e::bench::{first_byte, misses, replicas, wrk, Settings, Target, PARTS};
+use nixcache_e2e::bench::{first_byte, misses, operate, replicas, wrk, Settings, Target, PARTS};
 use nixcache_e2e::cluster::Backend;
 use nixcache_e2e::fixtures::{BIG_MIB, MAX_BIG_MIB};
 use nixcache_e2e::util::target_dir;
@@ -25,7 +25,7 @@ use nixcache_e2e::{TestUpstream, UpstreamCache};
 const USAGE: &str = "usage: bench [--quick] [--runs N] [--only PART,...] [--big-mib N] [--backend B]\n  \
     --quick      3 s load runs instead of 10 s\n  \
     --runs N     runs per figure (default 3); figures are median (min–max)\n  \
-    --only       some of narinfo,nar,memory,misses,first-byte,replicas (default: all)\n  \
+    --only       some of narinfo,nar,memory,misses,first-byte,replicas,access,gc (default: all)\n  \
     --big-mib N  size of the fixture's big (incompressible) NAR, default 64; another size is\n               \
     another fixture, built once (xz up to 256 MiB, zstd above; 1024 MiB: 2 GiB of disk,\n               \
     and 1 GiB more per nixcache data dir and nginx cache while they run)\n  \
@@ -182,6 +182,12 @@ async fn measure(s: &Settings, cache: &UpstreamCache) -> Result<Report> {
     }
     if s.wants("replicas") {
         replicas::run(&mut report, s, cache, &objects).await?;
+    }
+    if s.wants("access") {
+        operate::access(&mut report, s, cache, &objects).await?;
+    }
+    if s.wants("gc") {
+        operate::gc(&mut report, s, cache).await?;
     }
     Ok(report)
 }

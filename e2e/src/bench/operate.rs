@@ -1,0 +1,176 @@
+//! What operating the cache costs: the hot-path price of access tracking (narinfo hits with
+//! tracking on and off, side by side) and the time `nixcache gc` takes for 10,000 entries.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{ensure, Context, Result};
+use clap::Parser;
+use futures::StreamExt;
+use nixcache::cli::{Cli, Command as NixcacheCommand};
+use nixcache::db::{MetadataStore, NarInfoRecord, NarRecord};
+use nixcache::storage::{BlobKey, BlobStore};
+use nixcache_protocol::{Compression, NarFile, NarInfo, Sha256Hash, StorePath, StorePathHash};
+
+use super::hits::NARINFO_CONNS;
+use super::report::Report;
+use super::setup::{self, Objects};
+use super::{misses, summary, wrk, Settings};
+use crate::proxy::nixcache_bin;
+use crate::util::run_bounded;
+use crate::{TestUpstream, UpstreamCache};
+
+/// Entries `nixcache gc` is timed on.
+pub const GC_ENTRIES: usize = 10_000;
+/// Size of each synthetic NAR object.
+const GC_OBJECT_BYTES: usize = 1024;
+
+/// narinfo req/s of two nixcache processes on the run's backend, one with access tracking
+/// (the default 10 s flush) and one without (`--access-flush-interval 0s`), alternated.
+pub async fn access(report: &mut Report, s: &Settings, cache: &UpstreamCache, objects: &Objects) -> Result<()> {
+    let upstream = TestUpstream::start(&cache.dir)?;
+    let on = misses::cluster(s, 1, cache, &upstream).await?;
+    let mut off = misses::cluster(s, 0, cache, &upstream).await?;
+    off.add_replica_with(&upstream.url, &cache.public_key, &["--access-flush-interval", "0s"])
+        .await?;
+    let script_dir = tempfile::Builder::new().prefix("nixcache-bench-access-").tempdir()?;
+    let script = script_dir.path().join("narinfo.lua");
+    std::fs::write(&script, wrk::script(&objects.narinfos))?;
+    let servers = [("tracking on", &on.replicas[0]), ("tracking off", &off.replicas[0])];
+    for (_, proxy) in servers {
+        setup::warm(cache, &proxy.url, &proxy.url).await?;
+        wrk::run(proxy.addr, &script, 16, Duration::from_secs(2)).await?;
+    }
+    let mut table = String::from(
+        "| narinfo hits, req/s | tracking on (flush every 10 s) | tracking off | on/off |\n|---|---|---|---|\n",
+    );
+    for conns in NARINFO_CONNS {
+        let mut rps: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+        for run in 0..s.runs {
+            for i in if run % 2 == 0 { [0, 1] } else { [1, 0] } {
+                let (name, proxy) = servers[i];
+                super::procfs::wait_idle().await;
+                let r = wrk::run(proxy.addr, &script, conns, s.duration).await?;
+                eprintln!("[bench] access c={conns} run {}: {name} {:.0} req/s", run + 1, r.rps());
+                rps[i].push(r.rps());
+            }
+        }
+        let [(a, a_min, a_max), (b, b_min, b_max)] =
+            rps.each_ref().map(|v| summary(v).unwrap_or((0.0, 0.0, 0.0)));
+        let _ = writeln!(
+            table,
+            "| c={conns} | {a:.0} ({a_min:.0}–{a_max:.0}) | {b:.0} ({b_min:.0}–{b_max:.0}) | {:.3}× |",
+            a / b.max(1.0)
+        );
+    }
+    report.section("Access tracking: the hot-path cost", table);
+    Ok(())
+}
+
+/// `nixcache gc` on 10,000 synthetic entries (narinfo + 1 KiB NAR each) in the run's backend:
+/// a dry run (the scan), then a real run evicting every entry.
+pub async fn gc(report: &mut Report, s: &Settings, cache: &UpstreamCache) -> Result<()> {
+    let upstream = TestUpstream::start(&cache.dir)?;
+    let cluster = misses::cluster(s, 0, cache, &upstream).await?;
+    let (args, env) = cluster.backend();
+    let (db, storage) = open(&args).await?;
+    let started = Instant::now();
+    fill(&db, &storage).await?;
+    eprintln!("[bench] gc: {GC_ENTRIES} entries written in {:.1} s", started.elapsed().as_secs_f64());
+    let bin = tokio::task::spawn_blocking(nixcache_bin).await??;
+    let mut table = format!(
+        "| `nixcache gc` on {GC_ENTRIES} entries ({:?}) | wall time (process) | GC's own time |\n|---|---|---|\n",
+        s.backend
+    );
+    for (what, flags) in [("dry run (scan only)", vec!["--dry-run"]), ("evict all", vec![])] {
+        let (wall, out) = run_gc(&bin, &args, &env, &flags)?;
+        let own = out
+            .split(" in ")
+            .nth(1)
+            .and_then(|rest| rest.split(' ').next())
+            .unwrap_or("?");
+        eprintln!("[bench] gc {what}: {wall:.2} s\n{out}");
+        ensure!(out.contains(&format!("evicted {GC_ENTRIES} narinfos")), "unexpected report: {out}");
+        let _ = writeln!(table, "| {what} | {wall:.2} s | {own} s |");
+    }
+    report.section("Garbage collection", table);
+    Ok(())
+}
+
+async fn open(args: &[String]) -> Result<(Arc<dyn MetadataStore>, Arc<dyn BlobStore>)> {
+    let argv = ["nixcache", "gc", "--max-size", "0"].into_iter().map(String::from).chain(args.iter().cloned());
+    let NixcacheCommand::Gc(gc) = Cli::try_parse_from(argv)?.command else {
+        anyhow::bail!("not a gc command");
+    };
+    nixcache::app::open_backend(&gc.backend).await
+}
+
+fn entry(i: usize) -> Result<(NarInfoRecord, Vec<u8>)> {
+    let bytes: Vec<u8> = (0..GC_OBJECT_BYTES).map(|b| (b ^ i) as u8).collect();
+    let digest = Sha256Hash::digest(format!("bench gc entry {i}").as_bytes());
+    let mut hash = [0u8; 20];
+    hash.copy_from_slice(&digest.0[..20]);
+    let nar_file = NarFile {
+        hash: Sha256Hash::digest(&bytes),
+        compression: Compression::None,
+    };
+    let info = NarInfo {
+        store_path: StorePath::new(StorePathHash(hash), &format!("gc-bench-{i}"))?,
+        url: format!("http://127.0.0.1:1/{}", nar_file.url()),
+        compression: Compression::None,
+        file_hash: Some(nar_file.hash),
+        file_size: Some(bytes.len() as u64),
+        nar_hash: nar_file.hash,
+        nar_size: bytes.len() as u64,
+        references: Vec::new(),
+        deriver: None,
+        sigs: Vec::new(),
+        ca: None,
+    };
+    let record = NarInfoRecord {
+        info,
+        nar_file,
+        proxy_sig: None,
+    };
+    Ok((record, bytes))
+}
+
+/// Writes [`GC_ENTRIES`] narinfos, their NAR rows and objects, 16 at a time.
+async fn fill(db: &Arc<dyn MetadataStore>, storage: &Arc<dyn BlobStore>) -> Result<()> {
+    let results: Vec<Result<()>> = futures::stream::iter(0..GC_ENTRIES)
+        .map(|i| async move {
+            let (record, bytes) = entry(i)?;
+            let key = BlobKey::for_nar(&record.nar_file);
+            let body = futures::stream::once(async move { Ok(bytes::Bytes::from(bytes)) });
+            let size = storage.put_stream(&key, Box::pin(body)).await?;
+            db.put_narinfo(&record).await?;
+            let nar = NarRecord {
+                nar_file: record.nar_file.clone(),
+                file_size: size,
+                nar_hash: record.info.nar_hash,
+            };
+            db.put_nar(&nar).await?;
+            Ok(())
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    results.into_iter().collect()
+}
+
+fn run_gc(bin: &Path, args: &[String], env: &[(String, String)], flags: &[&str]) -> Result<(f64, String)> {
+    let mut cmd = Command::new(bin);
+    cmd.args(["gc", "--max-size", "0", "--gc-keep-recent", "0s"])
+        .args(flags)
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)));
+    let started = Instant::now();
+    let out = run_bounded(&mut cmd, Duration::from_secs(600)).context("nixcache gc")?;
+    let wall = started.elapsed().as_secs_f64();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    ensure!(out.status.success(), "nixcache gc failed: {text}{}", String::from_utf8_lossy(&out.stderr));
+    Ok((wall, text))
+}
