@@ -171,17 +171,24 @@ impl Cache {
 
     /// The narinfo as this proxy serves it: our NAR URL and our signature added.
     pub async fn narinfo(&self, hash: &StorePathHash) -> Result<Bytes, CacheError> {
-        let result = self.narinfo_text(hash).await;
+        let text = self.record_lookup("narinfo", self.narinfo_text(hash).await)?;
+        self.access.narinfo(hash);
+        Ok(text)
+    }
+
+    /// Counts a lookup's outcome (hit, miss, …) in the metrics and the request's span.
+    fn record_lookup<T>(
+        &self,
+        kind: crate::metrics::Kind,
+        result: Result<(T, &'static str), CacheError>,
+    ) -> Result<T, CacheError> {
         let outcome = match &result {
-            Ok((_, outcome)) => {
-                self.access.narinfo(hash);
-                *outcome
-            }
+            Ok((_, outcome)) => *outcome,
             Err(err) => err.outcome(),
         };
-        self.metrics.lookup("narinfo", outcome);
+        self.metrics.lookup(kind, outcome);
         tracing::Span::current().record("cache", outcome);
-        result.map(|(text, _)| text)
+        result.map(|(value, _)| value)
     }
 
     /// The text and whether it was a hit or a miss.

@@ -37,17 +37,9 @@ impl Cache {
         range: Option<RangeSpec>,
         head: bool,
     ) -> Result<NarResponse, CacheError> {
-        let result = self.open_nar(file, range, head).await;
-        let outcome = match &result {
-            Ok((_, outcome)) => {
-                self.access.nar(file);
-                *outcome
-            }
-            Err(err) => err.outcome(),
-        };
-        self.metrics.lookup("nar", outcome);
-        tracing::Span::current().record("cache", outcome);
-        result.map(|(response, _)| response)
+        let response = self.record_lookup("nar", self.open_nar(file, range, head).await)?;
+        self.access.nar(file);
+        Ok(response)
     }
 
     /// The answer, and whether it was a hit (stored) or a miss (a fill).

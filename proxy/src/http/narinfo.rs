@@ -2,7 +2,7 @@
 
 use axum::{
     extract::{Path, State},
-    http::{header, StatusCode},
+    http::{header, Method, StatusCode},
     response::{IntoResponse, Response},
 };
 use nixcache_protocol::{parse_narinfo_name, MIME_NARINFO};
@@ -11,6 +11,7 @@ use super::{error, ApiError, AppState};
 
 pub async fn get_narinfo(
     State(state): State<AppState>,
+    method: Method,
     Path(file): Path<String>,
 ) -> Result<Response, ApiError> {
     // `/{file}` matches any top-level name: only *.narinfo (and traversal attempts) are ours to judge.
@@ -19,11 +20,10 @@ pub async fn get_narinfo(
     }
     let hash = parse_narinfo_name(&file).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let text = state.cache.narinfo(&hash).await?;
-    state
-        .cache
-        .metrics()
-        .served_bytes
-        .get_or_create(&crate::metrics::KindLabels { kind: "narinfo" })
-        .inc_by(text.len() as u64);
+    if method != Method::HEAD {
+        let served = crate::metrics::KindLabels { kind: "narinfo" };
+        let counter = state.cache.metrics().served_bytes.get_or_create(&served);
+        counter.inc_by(text.len() as u64);
+    }
     Ok(([(header::CONTENT_TYPE, MIME_NARINFO)], text).into_response())
 }
