@@ -1,0 +1,54 @@
+//! Events on the NixCache: one per action the operator took, and one per condition change.
+
+use kube::runtime::events::{Event, EventType};
+use kube::Resource;
+use nixcache_crds::{NixCache, NixCacheStatus, CONDITION_DEGRADED};
+
+use crate::context::Context;
+
+/// Publishes an event on `nc`. A failure is logged, never fails the reconciliation.
+pub async fn publish(
+    ctx: &Context,
+    nc: &NixCache,
+    type_: EventType,
+    reason: &str,
+    action: &str,
+    note: String,
+) {
+    let event = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note),
+        action: action.into(),
+        secondary: None,
+    };
+    if let Err(error) = ctx.recorder.publish(&event, &nc.object_ref(&())).await {
+        tracing::warn!(%error, reason, "cannot publish an event");
+    }
+}
+
+/// One event for each condition whose status or reason changed from `old` to `new`: a Warning
+/// when something went wrong (Degraded became true, or Ready false with a problem), else Normal.
+pub async fn condition_changes(ctx: &Context, nc: &NixCache, old: &NixCacheStatus, new: &NixCacheStatus) {
+    for c in &new.conditions {
+        let before = old.condition(&c.type_);
+        if before.is_some_and(|b| b.status == c.status && b.reason == c.reason) {
+            continue;
+        }
+        // Ready=False and Progressing=False repeat the Degraded reason; one event is enough.
+        let degraded = new
+            .condition(CONDITION_DEGRADED)
+            .is_some_and(|d| d.status == "True");
+        if degraded && c.type_ != CONDITION_DEGRADED && c.status == "False" {
+            continue;
+        }
+        let warning = c.type_ == CONDITION_DEGRADED && c.status == "True";
+        let type_ = if warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        };
+        let note = format!("{}={}: {}", c.type_, c.status, c.message);
+        publish(ctx, nc, type_, &c.reason, "UpdateStatus", note).await;
+    }
+}
