@@ -30,11 +30,20 @@ pub async fn publish(
 /// One event for each condition whose status or reason changed from `old` to `new`: a Warning
 /// when something went wrong (Degraded became true, or Ready false with a problem), else Normal.
 pub async fn condition_changes(ctx: &Context, nc: &NixCache, old: &NixCacheStatus, new: &NixCacheStatus) {
+    let mut reasons_sent: Vec<&str> = Vec::new();
     for c in &new.conditions {
         let before = old.condition(&c.type_);
         if before.is_some_and(|b| b.status == c.status && b.reason == c.reason) {
             continue;
         }
+        // Nothing to tell: no problem on a new resource; one event per reason.
+        if before.is_none() && c.type_ == CONDITION_DEGRADED && c.status == "False" {
+            continue;
+        }
+        if reasons_sent.contains(&c.reason.as_str()) {
+            continue;
+        }
+        reasons_sent.push(&c.reason);
         // Ready=False and Progressing=False repeat the Degraded reason; one event is enough.
         let degraded = new
             .condition(CONDITION_DEGRADED)
