@@ -21,7 +21,8 @@ fn crd_schema() -> Value {
 fn strict(schema: &mut Value) {
     if let Some(obj) = schema.as_object_mut() {
         let declares = obj.contains_key("properties");
-        let open = obj.contains_key("additionalProperties") || obj.contains_key("x-kubernetes-preserve-unknown-fields");
+        let open = obj.contains_key("additionalProperties")
+            || obj.contains_key("x-kubernetes-preserve-unknown-fields");
         if declares && !open {
             obj.insert("additionalProperties".into(), Value::Bool(false));
         }
@@ -41,12 +42,22 @@ fn errors(doc: &Value) -> Vec<String> {
     let props = structural["properties"].as_object_mut().unwrap();
     props.insert("apiVersion".into(), serde_json::json!({"type": "string"}));
     props.insert("kind".into(), serde_json::json!({"type": "string"}));
-    props.entry("metadata").or_insert(serde_json::json!({"type": "object"}));
+    props
+        .entry("metadata")
+        .or_insert(serde_json::json!({"type": "object"}));
     strict(&mut structural);
     let validator = jsonschema::draft4::new(&structural).expect("the CRD schema compiles");
     let mut found: Vec<String> = validator
         .iter_errors(doc)
-        .map(|e| format!("{}: {e}", e.instance_path().as_str().trim_start_matches('/').replace('/', ".")))
+        .map(|e| {
+            format!(
+                "{}: {e}",
+                e.instance_path()
+                    .as_str()
+                    .trim_start_matches('/')
+                    .replace('/', ".")
+            )
+        })
         .collect();
     if found.is_empty() {
         if let Err(cel) = kube::core::cel::Validator::new().validate_with_defaults(&schema, doc, None) {
@@ -90,17 +101,35 @@ fn every_example_is_valid() {
 fn broken_examples_are_rejected_naming_the_field() {
     let expected = [
         ("negative-replicas.yaml", "spec.replicas", "minimum"),
-        ("s3-without-bucket.yaml", "spec.storage.s3", "\"bucket\" is a required property"),
-        ("sqlite-three-replicas.yaml", "spec.replicas", "database.sqlite serves one replica only"),
-        ("two-storages.yaml", "spec.storage", "exactly one of storage.s3 and storage.persistentVolumeClaim"),
+        (
+            "s3-without-bucket.yaml",
+            "spec.storage.s3",
+            "\"bucket\" is a required property",
+        ),
+        (
+            "sqlite-three-replicas.yaml",
+            "spec.replicas",
+            "database.sqlite serves one replica only",
+        ),
+        (
+            "two-storages.yaml",
+            "spec.storage",
+            "exactly one of storage.s3 and storage.persistentVolumeClaim",
+        ),
         ("unknown-field.yaml", "spec", "'replica' was unexpected"),
     ];
     let files = yaml_files(&examples_dir().join("invalid"));
-    assert_eq!(files.len(), expected.len(), "every broken example has an expectation: {files:?}");
+    assert_eq!(
+        files.len(),
+        expected.len(),
+        "every broken example has an expectation: {files:?}"
+    );
     for (file, field, message) in expected {
         let errors = errors(&load(&examples_dir().join("invalid").join(file)));
         assert!(
-            errors.iter().any(|e| e.starts_with(&format!("{field}:")) && e.contains(message)),
+            errors
+                .iter()
+                .any(|e| e.starts_with(&format!("{field}:")) && e.contains(message)),
             "{file}: expected an error on {field} containing {message:?}, got {errors:?}"
         );
     }
@@ -117,12 +146,20 @@ fn the_cel_rules_accept_what_they_should() {
     // Autoscaling with SQLite: rejected, naming autoscaling.
     doc["spec"]["autoscaling"] = serde_json::json!({"minReplicas": 1, "maxReplicas": 2});
     let found = errors(&doc);
-    assert!(found.iter().any(|e| e.starts_with("spec.autoscaling:")), "{found:?}");
+    assert!(
+        found.iter().any(|e| e.starts_with("spec.autoscaling:")),
+        "{found:?}"
+    );
     // min > max: rejected, naming minReplicas.
     let mut doc = load(&examples_dir().join("postgres-s3-three-replicas.yaml"));
     doc["spec"]["autoscaling"]["minReplicas"] = 20.into();
     let found = errors(&doc);
-    assert!(found.iter().any(|e| e.contains("minReplicas") && e.contains("must not exceed")), "{found:?}");
+    assert!(
+        found
+            .iter()
+            .any(|e| e.contains("minReplicas") && e.contains("must not exceed")),
+        "{found:?}"
+    );
     // A name that cannot prefix a Service name: rejected.
     let mut doc = load(&examples_dir().join("postgres-s3-three-replicas.yaml"));
     doc["metadata"]["name"] = "Cache.Example".into();

@@ -38,7 +38,10 @@ fn crd_has_status_scale_and_printer_columns() {
         .map(|c| c.name.as_str())
         .collect();
     for wanted in ["Ready", "Replicas", "URL", "Age"] {
-        assert!(columns.contains(&wanted), "printer column {wanted} missing: {columns:?}");
+        assert!(
+            columns.contains(&wanted),
+            "printer column {wanted} missing: {columns:?}"
+        );
     }
 }
 
@@ -48,7 +51,10 @@ fn every_spec_field_is_documented_for_users() {
     let spec = &schema["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
     let mut undocumented = Vec::new();
     walk(spec, "spec", &mut undocumented);
-    assert!(undocumented.is_empty(), "fields without a description: {undocumented:?}");
+    assert!(
+        undocumented.is_empty(),
+        "fields without a description: {undocumented:?}"
+    );
 }
 
 fn walk(node: &serde_json::Value, path: &str, undocumented: &mut Vec<String>) {
@@ -57,11 +63,18 @@ fn walk(node: &serde_json::Value, path: &str, undocumented: &mut Vec<String>) {
     };
     for (name, child) in props {
         let child_path = format!("{path}.{name}");
-        if child.get("description").and_then(|d| d.as_str()).is_none_or(str::is_empty) {
+        if child
+            .get("description")
+            .and_then(|d| d.as_str())
+            .is_none_or(str::is_empty)
+        {
             undocumented.push(child_path.clone());
         }
         // Kubernetes' own types (resources, affinity, …) carry upstream docs; ours are walked.
-        if !child_path.contains("resources") && !child_path.contains("affinity") && !child_path.contains("tolerations") {
+        if !child_path.contains("resources")
+            && !child_path.contains("affinity")
+            && !child_path.contains("tolerations")
+        {
             walk(child, &child_path, undocumented);
             if let Some(items) = child.get("items") {
                 walk(items, &child_path, undocumented);

@@ -24,13 +24,19 @@ fn tool() -> Option<PathBuf> {
     if let Ok(path) = std::env::var("NIXCACHE_TEST_KUBERNETES_VALIDATE") {
         return Some(PathBuf::from(path));
     }
-    let works = |p: &Path| Command::new(p).arg("--version").output().is_ok_and(|o| o.status.success());
+    let works = |p: &Path| {
+        Command::new(p)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
     let on_path = PathBuf::from("kubernetes-validate");
     if works(&on_path) {
         return Some(on_path);
     }
     let home = std::env::var("HOME").ok()?;
-    let venv = Path::new(&home).join(".cache/nixcache-tools/kubernetes-validate-venv/bin/kubernetes-validate");
+    let venv =
+        Path::new(&home).join(".cache/nixcache-tools/kubernetes-validate-venv/bin/kubernetes-validate");
     works(&venv).then_some(venv)
 }
 
@@ -63,7 +69,11 @@ fn validate(tool: &Path, docs: &[Value]) -> Result<(), String> {
         .arg(file.path())
         .output()
         .expect("kubernetes-validate runs");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     if out.status.success() && !text.contains("ERROR") {
         Ok(())
     } else {
@@ -92,7 +102,12 @@ fn examples() -> Vec<(String, NixCache)> {
 
 /// Every object the operator can render for `nc`.
 fn rendered(nc: &NixCache) -> Vec<Value> {
-    let plan = Plan::new(nc, &Config::default(), "0123456789".into(), Some("abcdef0123".into()));
+    let plan = Plan::new(
+        nc,
+        &Config::default(),
+        "0123456789".into(),
+        Some("abcdef0123".into()),
+    );
     let key = SigningKey::generate("test-1").unwrap();
     let mut docs = vec![
         serde_json::to_value(render::service(nc)).unwrap(),
@@ -121,8 +136,21 @@ fn every_rendered_manifest_is_valid_for_kubernetes_1_33() {
             panic!("{file}: rendered manifests rejected by kubernetes-validate --strict:\n{output}");
         }
     }
-    let all = ["CronJob", "Deployment", "HorizontalPodAutoscaler", "Job", "PersistentVolumeClaim", "PodDisruptionBudget", "Secret", "Service"];
-    assert_eq!(kinds.into_iter().collect::<Vec<_>>(), all, "every kind of child was checked");
+    let all = [
+        "CronJob",
+        "Deployment",
+        "HorizontalPodAutoscaler",
+        "Job",
+        "PersistentVolumeClaim",
+        "PodDisruptionBudget",
+        "Secret",
+        "Service",
+    ];
+    assert_eq!(
+        kinds.into_iter().collect::<Vec<_>>(),
+        all,
+        "every kind of child was checked"
+    );
 }
 
 #[test]

@@ -133,7 +133,11 @@ pub struct Autoscaling {
     #[schemars(range(min = 1))]
     pub max_replicas: i32,
     /// Average CPU use, in percent of the CPU request, that the autoscaler aims for (default 80).
-    #[serde(default, rename = "targetCPUUtilizationPercentage", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "targetCPUUtilizationPercentage",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[schemars(range(min = 1, max = 1000))]
     pub target_cpu_utilization_percentage: Option<i32>,
 }

@@ -6,8 +6,10 @@ use std::fmt::Debug;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::NamespaceResourceScope;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::client::Body;
+use kube::core::Status;
 use kube::runtime::events::EventType;
-use kube::{Resource, ResourceExt};
+use kube::{Client, Resource, ResourceExt};
 use nixcache_crds::NixCache;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -19,8 +21,7 @@ use crate::render::MANAGER;
 use crate::{Error, Result};
 
 /// Applies `object` (server-side apply, field manager `nixcache-operator`, conflicts forced) and
-/// returns it as stored. Publishes a `Created` event when the apply created it, which is also
-/// how a child deleted by hand shows up when it is put back.
+/// returns it as stored. Publishes a `Created` event when the apply created it.
 pub async fn apply<K>(ctx: &Context, nc: &NixCache, object: &K) -> Result<K>
 where
     K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
@@ -35,31 +36,44 @@ where
         .namespace()
         .ok_or_else(|| Error::MissingNamespace(nc.name_any()))?;
     let api: Api<K> = Api::namespaced(ctx.client.clone(), &ns);
-    let params = PatchParams::apply(MANAGER).force();
-    let stored = api
-        .patch(&name, &params, &Patch::Apply(object))
+    let (stored, created) = server_side_apply(&ctx.client, &api, &name, object)
         .await
         .map_err(|e| Error::kube(format!("apply {kind} {ns}/{name}"), e))?;
-    if created_by_this_apply(stored.meta()) {
+    if created {
         tracing::info!(%kind, %name, "created");
         let note = format!("created {kind} {name}");
-        events::publish(ctx, nc, EventType::Normal, "Created", "Apply", note).await;
+        let child = Some(stored.object_ref(&()));
+        events::publish_about(ctx, nc, child, EventType::Normal, "Created", "Apply", note).await;
     }
     Ok(stored)
 }
 
-/// True when our apply entry was written in the same second the object was created: the apply
-/// created it. (An apply that changes nothing keeps the entry's time; one that changes our
-/// fields moves it past the creation time.)
-pub fn created_by_this_apply(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> bool {
-    let Some(created) = &meta.creation_timestamp else {
-        return false;
-    };
-    meta.managed_fields.iter().flatten().any(|entry| {
-        entry.manager.as_deref() == Some(MANAGER)
-            && entry.operation.as_deref() == Some("Apply")
-            && entry.time.as_ref() == Some(created)
-    })
+/// A server-side apply that also tells whether it created the object (`201 Created`), which is
+/// how a child deleted by hand shows up when it is put back. `Api::patch` hides the status code.
+async fn server_side_apply<K>(
+    client: &Client,
+    api: &Api<K>,
+    name: &str,
+    object: &K,
+) -> kube::Result<(K, bool)>
+where
+    K: Resource + Serialize + DeserializeOwned,
+{
+    let params = PatchParams::apply(MANAGER).force();
+    let request = kube::core::Request::new(api.resource_url())
+        .patch(name, &params, &Patch::Apply(object))
+        .map_err(kube::Error::BuildRequest)?;
+    let response = client.send(request.map(Body::from)).await?;
+    let code = response.status();
+    let bytes = response.into_body().collect_bytes().await?;
+    if code.is_client_error() || code.is_server_error() {
+        let status = serde_json::from_slice::<Status>(&bytes).unwrap_or_else(|_| {
+            Status::failure(&String::from_utf8_lossy(&bytes), "Unknown").with_code(code.as_u16())
+        });
+        return Err(kube::Error::Api(status.boxed()));
+    }
+    let stored = serde_json::from_slice(&bytes).map_err(kube::Error::SerdeError)?;
+    Ok((stored, code == http::StatusCode::CREATED))
 }
 
 /// Deletes the child `name` of kind `K` if it exists (a spec field that wanted it was removed).
@@ -76,7 +90,14 @@ where
         Ok(_) => {
             tracing::info!(%kind, %name, "deleted");
             let note = format!("deleted {kind} {name}: the spec no longer asks for it");
-            events::publish(ctx, nc, EventType::Normal, "Deleted", "Delete", note).await;
+            let child = k8s_openapi::api::core::v1::ObjectReference {
+                api_version: Some(K::api_version(&()).into_owned()),
+                kind: Some(kind.clone().into_owned()),
+                name: Some(name.to_owned()),
+                namespace: Some(ns.clone()),
+                ..Default::default()
+            };
+            events::publish_about(ctx, nc, Some(child), EventType::Normal, "Deleted", "Delete", note).await;
             Ok(())
         }
         Err(e) if api_code(&e) == Some(404) => Ok(()),

@@ -1,5 +1,6 @@
 //! Events on the NixCache: one per action the operator took, and one per condition change.
 
+use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::events::{Event, EventType};
 use kube::Resource;
 use nixcache_crds::{NixCache, NixCacheStatus, CONDITION_DEGRADED};
@@ -15,12 +16,26 @@ pub async fn publish(
     action: &str,
     note: String,
 ) {
+    publish_about(ctx, nc, None, type_, reason, action, note).await;
+}
+
+/// Publishes an event on `nc` about `child` (its `related` object). Events with the same reason
+/// and action on different children stay separate events (the recorder groups by those fields).
+pub async fn publish_about(
+    ctx: &Context,
+    nc: &NixCache,
+    child: Option<ObjectReference>,
+    type_: EventType,
+    reason: &str,
+    action: &str,
+    note: String,
+) {
     let event = Event {
         type_,
         reason: reason.into(),
         note: Some(note),
         action: action.into(),
-        secondary: None,
+        secondary: child,
     };
     if let Err(error) = ctx.recorder.publish(&event, &nc.object_ref(&())).await {
         tracing::warn!(%error, reason, "cannot publish an event");
@@ -40,10 +55,6 @@ pub async fn condition_changes(ctx: &Context, nc: &NixCache, old: &NixCacheStatu
         if before.is_none() && c.type_ == CONDITION_DEGRADED && c.status == "False" {
             continue;
         }
-        if reasons_sent.contains(&c.reason.as_str()) {
-            continue;
-        }
-        reasons_sent.push(&c.reason);
         // Ready=False and Progressing=False repeat the Degraded reason; one event is enough.
         let degraded = new
             .condition(CONDITION_DEGRADED)
@@ -51,6 +62,10 @@ pub async fn condition_changes(ctx: &Context, nc: &NixCache, old: &NixCacheStatu
         if degraded && c.type_ != CONDITION_DEGRADED && c.status == "False" {
             continue;
         }
+        if reasons_sent.contains(&c.reason.as_str()) {
+            continue;
+        }
+        reasons_sent.push(&c.reason);
         let warning = c.type_ == CONDITION_DEGRADED && c.status == "True";
         let type_ = if warning {
             EventType::Warning

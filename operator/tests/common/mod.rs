@@ -100,6 +100,21 @@ fn status_reply(code: u16, reason: &str, message: &str) -> (StatusCode, Value) {
     (StatusCode::from_u16(code).unwrap(), body)
 }
 
+fn merge(target: &mut Value, patch: &Value) {
+    match (target.as_object_mut(), patch.as_object()) {
+        (Some(t), Some(p)) => {
+            for (k, v) in p {
+                if v.is_null() {
+                    t.remove(k);
+                } else {
+                    merge(t.entry(k.clone()).or_insert(Value::Null), v);
+                }
+            }
+        }
+        _ => *target = patch.clone(),
+    }
+}
+
 /// Everything of an object but its status and the server-set metadata.
 fn content(object: &Value) -> Value {
     let mut c = object.clone();
@@ -107,7 +122,13 @@ fn content(object: &Value) -> Value {
         o.remove("status");
     }
     if let Some(meta) = c.get_mut("metadata").and_then(Value::as_object_mut) {
-        for k in ["uid", "creationTimestamp", "resourceVersion", "generation", "managedFields"] {
+        for k in [
+            "uid",
+            "creationTimestamp",
+            "resourceVersion",
+            "generation",
+            "managedFields",
+        ] {
             meta.remove(k);
         }
     }
@@ -153,6 +174,14 @@ impl FakeApi {
                     None => status_reply(404, "NotFound", "no such object"),
                 }
             }
+            "PATCH" if r.field_manager().is_none() => {
+                // A JSON merge patch (the event recorder updating an event series).
+                let Some(stored) = state.objects.get_mut(&r.path) else {
+                    return status_reply(404, "NotFound", "no such object");
+                };
+                merge(stored, r.body.as_ref().unwrap());
+                (StatusCode::OK, stored.clone())
+            }
             "PATCH" => self.apply(&mut state, r),
             "PUT" => {
                 let object = r.body.clone().unwrap();
@@ -190,7 +219,13 @@ impl FakeApi {
     }
 
     fn apply(&self, state: &mut State, r: &Recorded) -> (StatusCode, Value) {
-        let manager = r.field_manager().expect("server-side apply needs a fieldManager");
+        let manager = r.field_manager().unwrap_or_else(|| {
+            panic!(
+                "server-side apply needs a fieldManager: {} ?{}",
+                r.line(),
+                r.query
+            )
+        });
         let applied = r.body.clone().unwrap();
         let Some(stored) = state.objects.get(&r.path).cloned() else {
             let mut object = applied;
@@ -240,7 +275,10 @@ impl FakeApi {
     /// Sets the status of the stored object (what a Job or Deployment controller would do).
     pub fn set_status(&self, path: &str, status: Value) {
         let mut state = self.0.lock().unwrap();
-        let object = state.objects.get_mut(path).unwrap_or_else(|| panic!("no object at {path}"));
+        let object = state
+            .objects
+            .get_mut(path)
+            .unwrap_or_else(|| panic!("no object at {path}"));
         object["status"] = status;
     }
 
@@ -258,7 +296,14 @@ impl FakeApi {
 
     /// Paths of stored objects under `prefix`.
     pub fn paths(&self, prefix: &str) -> Vec<String> {
-        self.0.lock().unwrap().objects.keys().filter(|k| k.starts_with(prefix)).cloned().collect()
+        self.0
+            .lock()
+            .unwrap()
+            .objects
+            .keys()
+            .filter(|k| k.starts_with(prefix))
+            .cloned()
+            .collect()
     }
 
     /// The requests since the last call.
