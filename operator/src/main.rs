@@ -80,7 +80,7 @@ async fn main() -> anyhow::Result<()> {
     let options = RunOptions {
         admin_listen: args.listen,
         scope: args.watch_namespace.map_or(Scope::Cluster, Scope::Namespace),
-        leader_election: args.leader_election.then(|| LeaseConfig {
+        leader_election: args.leader_election.then_some(LeaseConfig {
             name: args.lease_name,
             namespace: args.lease_namespace,
             identity,

@@ -11,9 +11,8 @@ use super::{gc_cronjob_name, labels, owned_meta, pod, Plan, DATA_DIR};
 /// The GC CronJob, or `None` when `gc` is unset or the NARs are on a volume.
 pub fn gc_cronjob(nc: &NixCache, plan: &Plan) -> Option<CronJob> {
     let gc = nc.spec.gc.as_ref()?;
-    if nc.spec.storage.s3.is_none() {
-        return None;
-    }
+    // With a volume, `serve` collects garbage itself (see deployment::serve_args).
+    nc.spec.storage.s3.as_ref()?;
     let mut args = vec![
         "gc".into(),
         "--max-size".into(),
