@@ -220,9 +220,6 @@ fn spawn(bin: &Path, port: u16, data_dir: &Path, opts: &ProxyOptions, log_file: 
         }
     }
     cmd.envs(opts.env.iter().map(|(k, v)| (k, v)));
-    if std::env::var_os("RUST_LOG").is_none() {
-        cmd.env("RUST_LOG", "info");
-    }
     cmd.env("NO_COLOR", "1"); // a log file, not a terminal
     cmd.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
     cmd.spawn()

@@ -41,7 +41,7 @@ pub async fn access(report: &mut Report, s: &Settings, cache: &UpstreamCache, ob
     std::fs::write(&script, wrk::script(&objects.narinfos))?;
     let servers = [("tracking on", &on.replicas[0]), ("tracking off", &off.replicas[0])];
     for (_, proxy) in servers {
-        setup::warm(cache, &proxy.url, &proxy.url).await?;
+        setup::warm(cache, &proxy.url, &upstream.url).await?;
         wrk::run(proxy.addr, &script, 16, Duration::from_secs(2)).await?;
     }
     let mut table = String::from(

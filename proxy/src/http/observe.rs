@@ -1,7 +1,7 @@
 //! Per request: the `request` span (method, route, status, duration, cache outcome) and the
 //! request metrics. The span's target is `nixcache::request`: off in the default log filter (an
-//! access log line per hit costs more than the hit), on with `RUST_LOG=…,nixcache::request=info`,
-//! and always exported when OTLP tracing is configured.
+//! access log line per hit costs more than the hit); `RUST_LOG=info,nixcache::request=debug`
+//! logs a `served` line per request. Always exported when OTLP tracing is configured.
 
 use std::{sync::Arc, time::Instant};
 
@@ -72,7 +72,7 @@ pub async fn observe(State(metrics): State<Arc<Metrics>>, request: Request, next
     if !span.is_disabled() {
         span.record("http.status", status);
         span.record("duration_ms", took.as_secs_f64() * 1000.0);
-        tracing::info!(target: "nixcache::request", parent: &span, "served");
+        tracing::debug!(target: "nixcache::request", parent: &span, "served");
     }
     response
 }

@@ -1,0 +1,158 @@
+//! Upstreams, signing, GC, uploads, Service, autoscaling and disruption budget settings.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::KubeSchema;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::SecretKeyRef;
+
+/// A binary cache that misses are fetched from.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Upstream {
+    /// Base URL, e.g. `https://cache.nixos.org` (http or https, no credentials: put those in
+    /// `netrcSecretRef`).
+    #[schemars(regex(pattern = r"^https?://[^@/]+(/.*)?$"))]
+    pub url: String,
+    /// Public keys (`NAME:BASE64`, as in `trusted-public-keys`) whose signatures are accepted,
+    /// e.g. `cache.nixos.org-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY=`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(inner(regex(pattern = r"^[^:\s]+:[A-Za-z0-9+/]{43}=$")))]
+    pub public_keys: Vec<String>,
+}
+
+/// The cache's signing key.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Signing {
+    /// Name of the key the operator generates, as clients see it in `trusted-public-keys`
+    /// (default `<name>.<namespace>-1`). Ignored with `secretRef`. Changing it later does not
+    /// replace a key already generated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[^:\s]+$"))]
+    pub key_name: Option<String>,
+    /// Use this existing Secret instead of generating one: its key (default `secret-key`) holds a
+    /// secret key in Nix's format (`nix-store --generate-binary-cache-key` or `nixcache keygen`);
+    /// an optional `public-key` entry is reported as is. The operator only reads it. Without
+    /// it, the operator generates a key once into the Secret `<name>-signing-key` and never
+    /// replaces it; deleting that Secret makes a new key that clients must trust anew.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<SecretKeyRef>,
+}
+
+/// Least-recently-used eviction.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct GarbageCollection {
+    /// Evict least recently used NARs until the cache is below this size: bytes, or with a
+    /// suffix `K`, `M`, `G`, `T` (powers of 1024), e.g. `50G`.
+    #[schemars(regex(pattern = r"^[0-9]+[KMGT]?$"))]
+    pub max_size: String,
+    /// When to run, in cron syntax (default `17 3 * * *`, daily at 03:17). With `storage.s3` a
+    /// CronJob runs `nixcache gc`; with `storage.persistentVolumeClaim` the replica itself runs it
+    /// on this schedule (a second pod could not mount the volume on another node).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 9))]
+    pub schedule: Option<String>,
+    /// Time zone of `schedule`, e.g. `Europe/Berlin` (default: the controller manager's, usually UTC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_zone: Option<String>,
+}
+
+/// Uploads from authenticated clients.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.allowPut || self.allowDelete")
+    .message("uploads needs allowPut or allowDelete; remove uploads to keep the cache read-only")
+    .reason(Reason::FieldValueInvalid))]
+pub struct Uploads {
+    /// Accept `PUT` of narinfos and NARs (`nix copy --to`).
+    #[serde(default)]
+    pub allow_put: bool,
+    /// Accept `DELETE` of narinfos and NARs.
+    #[serde(default)]
+    pub allow_delete: bool,
+    /// A Secret whose key (default `credentials`) holds who may upload: `user:bcrypt-hash`
+    /// lines (htpasswd) or one bearer token per line.
+    pub credentials_secret_ref: SecretKeyRef,
+}
+
+/// The Service in front of the replicas.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceSpec {
+    /// `ClusterIP` (default), `NodePort` or `LoadBalancer`.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub type_: Option<ServiceType>,
+    /// Port the Service listens on (default 8501).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: Option<i32>,
+    /// Annotations on the Service, e.g. for a cloud load balancer.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// How the Service is exposed.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ServiceType {
+    // Reachable inside the cluster only.
+    ClusterIP,
+    // Also on a port of every node.
+    NodePort,
+    // Also through a cloud load balancer.
+    LoadBalancer,
+}
+
+impl ServiceType {
+    /// The value Kubernetes expects in `spec.type`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ClusterIP => "ClusterIP",
+            Self::NodePort => "NodePort",
+            Self::LoadBalancer => "LoadBalancer",
+        }
+    }
+}
+
+/// CPU-based autoscaling of the replicas.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.minReplicas <= self.maxReplicas")
+    .message("autoscaling.minReplicas must not exceed autoscaling.maxReplicas")
+    .field_path(".minReplicas")
+    .reason(Reason::FieldValueInvalid))]
+pub struct Autoscaling {
+    /// Fewest replicas.
+    #[schemars(range(min = 1))]
+    pub min_replicas: i32,
+    /// Most replicas.
+    #[schemars(range(min = 1))]
+    pub max_replicas: i32,
+    /// Average CPU use, in percent of the CPU request, that the autoscaler aims for (default 80).
+    #[serde(
+        default,
+        rename = "targetCPUUtilizationPercentage",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(range(min = 1, max = 1000))]
+    pub target_cpu_utilization_percentage: Option<i32>,
+}
+
+/// A PodDisruptionBudget for the replicas. Set exactly one of the two fields.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.minAvailable) != has(self.maxUnavailable)")
+    .message("set exactly one of podDisruptionBudget.minAvailable and podDisruptionBudget.maxUnavailable")
+    .reason(Reason::FieldValueInvalid))]
+pub struct PodDisruptionBudgetSpec {
+    /// Replicas that must stay up during a drain: a number or a percentage such as `50%`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_available: Option<IntOrString>,
+    /// Replicas that may be down during a drain: a number or a percentage such as `25%`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_unavailable: Option<IntOrString>,
+}

@@ -1,0 +1,209 @@
+//! The `NixCache` resource and its top-level spec.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Affinity, LocalObjectReference, ResourceRequirements, Toleration};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{
+    Autoscaling, Database, GarbageCollection, NixCacheStatus, PodDisruptionBudgetSpec, SecretKeyRef,
+    ServiceSpec, Signing, Storage, Uploads, Upstream,
+};
+
+/// A caching, verifying proxy for Nix binary caches, run as `nixcache serve` replicas behind a
+/// Service. Replicas share their metadata (PostgreSQL or MySQL) and NARs (S3), sign with one key,
+/// and are migrated before a new version serves; a single replica may instead keep SQLite and the
+/// NARs on a PersistentVolumeClaim.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "nixcache.dev",
+    version = "v1alpha1",
+    kind = "NixCache",
+    plural = "nixcaches",
+    shortname = "nxc",
+    category = "nixcache",
+    namespaced,
+    status = "NixCacheStatus",
+    derive = "PartialEq",
+    validation = Rule::new("self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$') && size(self.metadata.name) <= 42")
+        .message("metadata.name of a NixCache must be a DNS label of at most 42 characters (it prefixes the names of its Service, Jobs and CronJob)")
+        .reason(Reason::FieldValueInvalid),
+    doc = "A NixCache runs a caching, verifying proxy for Nix binary caches (nixcache) in this namespace.",
+    scale(
+        spec_replicas_path = ".spec.replicas",
+        status_replicas_path = ".status.replicas",
+        label_selector_path = ".status.selector"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(name = "Replicas", type_ = "integer", json_path = ".status.readyReplicas"),
+    printcolumn(name = "URL", type_ = "string", json_path = ".status.url"),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason",
+        priority = 1
+    ),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("!has(self.database.sqlite) || self.replicas <= 1")
+        .message("database.sqlite serves one replica only: set replicas to 0 or 1, or use database.urlSecretRef (PostgreSQL or MySQL) to run more")
+        .field_path(".replicas")
+        .reason(Reason::FieldValueForbidden),
+    validation = Rule::new("!has(self.database.sqlite) || !has(self.autoscaling)")
+        .message("database.sqlite serves one replica only: autoscaling needs database.urlSecretRef (PostgreSQL or MySQL) and storage.s3")
+        .field_path(".autoscaling")
+        .reason(Reason::FieldValueForbidden),
+    validation = Rule::new("!has(self.database.sqlite) || has(self.storage.persistentVolumeClaim)")
+        .message("database.sqlite keeps its file on the cache's volume: set storage.persistentVolumeClaim (or use database.urlSecretRef with storage.s3)")
+        .field_path(".storage")
+        .reason(Reason::FieldValueRequired),
+    validation = Rule::new("!has(self.storage.persistentVolumeClaim) || self.replicas <= 1")
+        .message("storage.persistentVolumeClaim serves one replica only: set replicas to 0 or 1, or use storage.s3 to run more")
+        .field_path(".replicas")
+        .reason(Reason::FieldValueForbidden),
+    validation = Rule::new("!has(self.storage.persistentVolumeClaim) || !has(self.autoscaling)")
+        .message("storage.persistentVolumeClaim serves one replica only: autoscaling needs storage.s3")
+        .field_path(".autoscaling")
+        .reason(Reason::FieldValueForbidden),
+)]
+pub struct NixCacheSpec {
+    /// Number of `nixcache serve` replicas (default 1). Ignored while `autoscaling` is set. More
+    /// than one needs `database.urlSecretRef` and `storage.s3`. `kubectl scale` sets this field.
+    #[serde(default = "default_replicas")]
+    #[schemars(range(min = 0))]
+    pub replicas: i32,
+
+    /// Container image of the proxy (default: `ghcr.io/nixcache/nixcache` at the operator's own
+    /// version). Changing it first runs `nixcache migrate` with the new image (for PostgreSQL and
+    /// MySQL), and only then rolls the replicas.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub image: Option<String>,
+
+    /// Image pull policy of every container: `Always`, `IfNotPresent` or `Never` (default: the
+    /// cluster's default for the image tag).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_pull_policy: Option<ImagePullPolicy>,
+
+    /// Secrets with credentials for pulling the image from a private registry.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub image_pull_secrets: Vec<LocalObjectReference>,
+
+    /// Binary caches that misses are fetched from (default: https://cache.nixos.org trusting
+    /// `cache.nixos.org-1`). Every narinfo must be signed by one of the listed `publicKeys` (the
+    /// keys of all upstreams are trusted for every upstream). The order among upstreams comes from
+    /// the `Priority` in each upstream's own `nix-cache-info`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub upstreams: Vec<Upstream>,
+
+    /// A Secret holding a netrc file (`machine HOST login USER password PASS` lines) with Basic-auth
+    /// credentials for upstreams that need them; mounted read-only and passed as `--netrc-file`.
+    /// The key defaults to `netrc`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netrc_secret_ref: Option<SecretKeyRef>,
+
+    /// `Priority` this cache advertises in its own `/nix-cache-info` (lower is preferred by Nix
+    /// clients; default 40, the same as cache.nixos.org).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub priority: Option<i32>,
+
+    /// Where the NARs are kept: exactly one of `s3` (shared by any number of replicas) or
+    /// `persistentVolumeClaim` (one replica).
+    pub storage: Storage,
+
+    /// Where the metadata is kept: exactly one of `urlSecretRef` (PostgreSQL or MySQL/MariaDB,
+    /// shared by the replicas) or `sqlite` (one replica, on the `persistentVolumeClaim`).
+    pub database: Database,
+
+    /// The key the cache signs every narinfo it serves with. Clients trust its public half
+    /// (`status.publicKey`, also served at `/pubkey`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing: Option<Signing>,
+
+    /// Least-recently-used eviction down to `maxSize`, on `schedule`. Unset: nothing is evicted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gc: Option<GarbageCollection>,
+
+    /// Accept `PUT` (and optionally `DELETE`) of narinfos and NARs from authenticated clients
+    /// (`nix copy --to`). Unset: the cache is read-only (`405`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uploads: Option<Uploads>,
+
+    /// The Service in front of the replicas (default: ClusterIP on port 8501).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<ServiceSpec>,
+
+    /// CPU and memory of each replica (default: requests of 100m CPU and 128Mi memory, no limits).
+    /// `autoscaling` needs a CPU request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+
+    /// Schedule the replicas only on nodes with these labels.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+
+    /// Tolerations of the replicas' pods (and of the migration and GC jobs).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+
+    /// Affinity rules of the replicas' pods, e.g. spreading them over zones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+
+    /// Extra annotations on the replicas' pods (for example for a metrics scraper or a service mesh).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pod_annotations: BTreeMap<String, String>,
+
+    /// ServiceAccount the pods run as (default: the namespace's `default`); use one bound to a
+    /// cloud role (EKS IRSA, GKE workload identity) to reach S3 without a credentials Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account_name: Option<String>,
+
+    /// Scale the replicas on CPU with a HorizontalPodAutoscaler (`spec.replicas` is then ignored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<Autoscaling>,
+
+    /// Limit voluntary disruptions (node drains) with a PodDisruptionBudget.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_disruption_budget: Option<PodDisruptionBudgetSpec>,
+
+    /// Extra arguments appended to `nixcache serve`, e.g. `["--negative-ttl", "5m"]`. They come
+    /// after the operator's own, so a repeated flag takes this value.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra_args: Vec<String>,
+}
+
+fn default_replicas() -> i32 {
+    1
+}
+
+/// When the kubelet pulls the image.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ImagePullPolicy {
+    // Pull on every start.
+    Always,
+    // Pull only when the node does not have the image.
+    IfNotPresent,
+    // Never pull; the image must be on the node.
+    Never,
+}
+
+impl ImagePullPolicy {
+    /// The value Kubernetes expects in a container's `imagePullPolicy`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Always => "Always",
+            Self::IfNotPresent => "IfNotPresent",
+            Self::Never => "Never",
+        }
+    }
+}

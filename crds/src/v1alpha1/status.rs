@@ -1,0 +1,52 @@
+//! What the operator observed, written to `status`.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::KubeSchema;
+use serde::{Deserialize, Serialize};
+
+/// Condition type: the cache serves (at least one replica is ready on the current spec).
+pub const CONDITION_READY: &str = "Ready";
+/// Condition type: a migration or a rollout is under way.
+pub const CONDITION_PROGRESSING: &str = "Progressing";
+/// Condition type: something needs the user's attention; the reason and message say what.
+pub const CONDITION_DEGRADED: &str = "Degraded";
+
+/// Observed state of a NixCache.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct NixCacheStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready`, `Progressing` and `Degraded`, each with a reason and a message saying what to do.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// Replicas that exist (for the scale subresource).
+    #[serde(default)]
+    pub replicas: i32,
+    /// Replicas that pass their readiness check (`/readyz`: database and storage answer).
+    #[serde(default)]
+    pub ready_replicas: i32,
+    /// Label selector of the replicas' pods (for the scale subresource and autoscalers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
+    /// URL of the cache inside the cluster, for `substituters` in nix.conf.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// The cache's public key, for `trusted-public-keys` in nix.conf.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<String>,
+    /// The image the replicas run (or are rolling to).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// The latest migration Job that succeeded (PostgreSQL and MySQL only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub migration_job: Option<String>,
+}
+
+impl NixCacheStatus {
+    /// The condition of this type, if any.
+    pub fn condition(&self, type_: &str) -> Option<&Condition> {
+        self.conditions.iter().find(|c| c.type_ == type_)
+    }
+}

@@ -1,0 +1,168 @@
+//! Every manifest in `examples/` validates against the generated CRD's OpenAPI schema and its
+//! CEL rules; the broken ones in `examples/invalid/` are rejected with the offending field named.
+//!
+//! Like `kubectl apply` (strict field validation, the default), unknown fields are errors; CEL
+//! rules are evaluated with kube's client-side CEL (the same Kubernetes CEL library functions the
+//! API server has) after the schema's defaults are applied, as the API server does.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+fn crd_schema() -> Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("nixcache.yaml");
+    let crd: Value = serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"].clone()
+}
+
+/// Objects with declared properties reject undeclared ones (kubectl's strict field validation).
+fn strict(schema: &mut Value) {
+    if let Some(obj) = schema.as_object_mut() {
+        let declares = obj.contains_key("properties");
+        let open = obj.contains_key("additionalProperties")
+            || obj.contains_key("x-kubernetes-preserve-unknown-fields");
+        if declares && !open {
+            obj.insert("additionalProperties".into(), Value::Bool(false));
+        }
+        for (_, child) in obj.iter_mut() {
+            strict(child);
+        }
+    } else if let Some(items) = schema.as_array_mut() {
+        items.iter_mut().for_each(strict);
+    }
+}
+
+/// Every error of `doc` against the CRD: `field: message`.
+fn errors(doc: &Value) -> Vec<String> {
+    let schema = crd_schema();
+    let mut structural = schema.clone();
+    // The API server adds these to every CRD's root schema.
+    let props = structural["properties"].as_object_mut().unwrap();
+    props.insert("apiVersion".into(), serde_json::json!({"type": "string"}));
+    props.insert("kind".into(), serde_json::json!({"type": "string"}));
+    props
+        .entry("metadata")
+        .or_insert(serde_json::json!({"type": "object"}));
+    strict(&mut structural);
+    let validator = jsonschema::draft4::new(&structural).expect("the CRD schema compiles");
+    let mut found: Vec<String> = validator
+        .iter_errors(doc)
+        .map(|e| {
+            format!(
+                "{}: {e}",
+                e.instance_path()
+                    .as_str()
+                    .trim_start_matches('/')
+                    .replace('/', ".")
+            )
+        })
+        .collect();
+    if found.is_empty() {
+        if let Err(cel) = kube::core::cel::Validator::new().validate_with_defaults(&schema, doc, None) {
+            found.extend(cel.iter().map(|e| format!("{}: {}", e.field_path, e.message)));
+        }
+    }
+    found
+}
+
+fn load(path: &Path) -> Value {
+    serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn yaml_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    files
+}
+
+fn examples_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples")
+}
+
+#[test]
+fn every_example_is_valid() {
+    let files = yaml_files(&examples_dir());
+    assert_eq!(files.len(), 3, "the three documented setups: {files:?}");
+    for file in files {
+        let doc = load(&file);
+        assert_eq!(doc["kind"], "NixCache", "{}", file.display());
+        let errors = errors(&doc);
+        assert!(errors.is_empty(), "{} is rejected: {errors:?}", file.display());
+    }
+}
+
+#[test]
+fn broken_examples_are_rejected_naming_the_field() {
+    let expected = [
+        ("negative-replicas.yaml", "spec.replicas", "minimum"),
+        (
+            "s3-without-bucket.yaml",
+            "spec.storage.s3",
+            "\"bucket\" is a required property",
+        ),
+        (
+            "sqlite-three-replicas.yaml",
+            "spec.replicas",
+            "database.sqlite serves one replica only",
+        ),
+        (
+            "two-storages.yaml",
+            "spec.storage",
+            "exactly one of storage.s3 and storage.persistentVolumeClaim",
+        ),
+        ("unknown-field.yaml", "spec", "'replica' was unexpected"),
+    ];
+    let files = yaml_files(&examples_dir().join("invalid"));
+    assert_eq!(
+        files.len(),
+        expected.len(),
+        "every broken example has an expectation: {files:?}"
+    );
+    for (file, field, message) in expected {
+        let errors = errors(&load(&examples_dir().join("invalid").join(file)));
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.starts_with(&format!("{field}:")) && e.contains(message)),
+            "{file}: expected an error on {field} containing {message:?}, got {errors:?}"
+        );
+    }
+}
+
+#[test]
+fn the_cel_rules_accept_what_they_should() {
+    // One replica with SQLite, replicas defaulted (absent) and 0: accepted.
+    let mut doc = load(&examples_dir().join("single-sqlite-pvc.yaml"));
+    doc["spec"].as_object_mut().unwrap().remove("replicas");
+    assert!(errors(&doc).is_empty(), "{:?}", errors(&doc));
+    doc["spec"]["replicas"] = 0.into();
+    assert!(errors(&doc).is_empty());
+    // Autoscaling with SQLite: rejected, naming autoscaling.
+    doc["spec"]["autoscaling"] = serde_json::json!({"minReplicas": 1, "maxReplicas": 2});
+    let found = errors(&doc);
+    assert!(
+        found.iter().any(|e| e.starts_with("spec.autoscaling:")),
+        "{found:?}"
+    );
+    // min > max: rejected, naming minReplicas.
+    let mut doc = load(&examples_dir().join("postgres-s3-three-replicas.yaml"));
+    doc["spec"]["autoscaling"]["minReplicas"] = 20.into();
+    let found = errors(&doc);
+    assert!(
+        found
+            .iter()
+            .any(|e| e.contains("minReplicas") && e.contains("must not exceed")),
+        "{found:?}"
+    );
+    // A name that cannot prefix a Service name: rejected.
+    let mut doc = load(&examples_dir().join("postgres-s3-three-replicas.yaml"));
+    doc["metadata"]["name"] = "Cache.Example".into();
+    let found = errors(&doc);
+    assert!(found.iter().any(|e| e.contains("metadata.name")), "{found:?}");
+}

@@ -1,0 +1,88 @@
+//! The operator's error type.
+
+use std::time::Duration;
+
+/// Why a reconciliation (or the operator) failed. Problems a user can fix in the NixCache or its
+/// Secrets are not errors: they are written to the status as conditions (see
+/// [`crate::reconcile::Blocker`]).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A request to the Kubernetes API failed.
+    #[error("{action}: {source}")]
+    Kube {
+        /// What the operator was doing, e.g. `apply Deployment default/cache`.
+        action: String,
+        /// The client's error.
+        #[source]
+        source: kube::Error,
+    },
+    /// The random number generator failed while generating a signing key.
+    #[error("cannot generate a signing key: {0}")]
+    KeyGeneration(#[source] nixcache_protocol::KeyError),
+    /// The NixCache has no namespace (it is a namespaced resource, so the API never sends one).
+    #[error("NixCache {0} has no namespace")]
+    MissingNamespace(String),
+    /// Another operator replica took the leader lease, or it could not be renewed in time.
+    #[error("lost the leader lease {0}")]
+    LostLeadership(String),
+    /// The metrics and health server could not start.
+    #[error("cannot serve metrics on {addr}: {source}")]
+    AdminServer {
+        /// The listen address.
+        addr: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Result with the operator's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// Wraps a client error with what the operator was doing.
+    pub fn kube(action: impl Into<String>, source: kube::Error) -> Self {
+        Self::Kube {
+            action: action.into(),
+            source,
+        }
+    }
+
+    /// A fixed name of the variant (and, for API errors, of its class), for metric labels.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Self::Kube { source, .. } => match api_code(source) {
+                Some(409) => "KubeConflict",
+                Some(403 | 401) => "KubeForbidden",
+                Some(404) => "KubeNotFound",
+                Some(422 | 400) => "KubeInvalid",
+                Some(code) if code >= 500 => "KubeServerError",
+                Some(_) => "KubeClientError",
+                None => "KubeTransport",
+            },
+            Self::KeyGeneration(_) => "KeyGeneration",
+            Self::MissingNamespace(_) => "MissingNamespace",
+            Self::LostLeadership(_) => "LostLeadership",
+            Self::AdminServer { .. } => "AdminServer",
+        }
+    }
+
+    /// First retry delay for this kind of error; it doubles with every further failure.
+    pub fn base_backoff(&self) -> Duration {
+        match self.metric_label() {
+            "KubeConflict" => Duration::from_secs(1),
+            "KubeServerError" | "KubeTransport" | "KubeNotFound" => Duration::from_secs(5),
+            // RBAC or a rejected object: a person has to act, so retry slowly.
+            "KubeForbidden" | "KubeInvalid" | "KubeClientError" => Duration::from_secs(30),
+            _ => Duration::from_secs(10),
+        }
+    }
+}
+
+/// The HTTP status of an API error response, if the server answered.
+pub fn api_code(error: &kube::Error) -> Option<u16> {
+    match error {
+        kube::Error::Api(status) => Some(status.code),
+        _ => None,
+    }
+}

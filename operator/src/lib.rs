@@ -1,0 +1,27 @@
+//! The nixcache operator: reconciles `NixCache` resources into running, horizontally scaled
+//! nixcache proxies (signing Secret, migration Job, Deployment, Service, GC CronJob, optional
+//! HorizontalPodAutoscaler and PodDisruptionBudget), with leader election, metrics and events.
+//!
+//! `main.rs` only parses flags and calls [`run`]; tests drive [`reconcile::reconcile`] against
+//! a scripted API server.
+
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod admin;
+pub mod config;
+pub mod context;
+pub mod controller;
+pub mod error;
+pub mod fixtures;
+pub mod leader;
+pub mod metrics;
+pub mod reconcile;
+pub mod render;
+mod run;
+pub mod status;
+pub mod telemetry;
+
+pub use config::Config;
+pub use context::Context;
+pub use error::{Error, Result};
+pub use run::{run, shutdown_on_signal, RunOptions};

@@ -1,0 +1,110 @@
+//! Prometheus metrics of the operator: reconciliations, failures by error kind, durations,
+//! and whether this replica leads.
+
+use std::sync::atomic::AtomicI64;
+use std::time::Instant;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// Label of the failure counter: the error's [`crate::Error::metric_label`].
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    /// A fixed variant name.
+    pub error: String,
+}
+
+/// The operator's metrics, registered in their own registry.
+#[derive(Debug)]
+pub struct Metrics {
+    /// Reconciliations started.
+    pub reconciliations: Counter,
+    /// Reconciliations that failed, by error kind.
+    pub failures: Family<ErrorLabels, Counter>,
+    /// Duration of reconciliations in seconds.
+    pub duration: Histogram,
+    /// 1 while this replica holds the leader lease.
+    pub leader: Gauge<i64, AtomicI64>,
+    registry: Registry,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("nixcache_operator");
+        let reconciliations = Counter::default();
+        let failures = Family::<ErrorLabels, Counter>::default();
+        let duration = Histogram::new([0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]);
+        let leader = Gauge::<i64, AtomicI64>::default();
+        registry.register(
+            "reconciliations",
+            "Reconciliations started",
+            reconciliations.clone(),
+        );
+        registry.register(
+            "reconcile_failures",
+            "Failed reconciliations by error kind",
+            failures.clone(),
+        );
+        registry.register(
+            "reconcile_duration_seconds",
+            "Duration of reconciliations",
+            duration.clone(),
+        );
+        registry.register(
+            "leader",
+            "1 while this replica holds the leader lease",
+            leader.clone(),
+        );
+        Self {
+            reconciliations,
+            failures,
+            duration,
+            leader,
+            registry,
+        }
+    }
+}
+
+impl Metrics {
+    /// Counts a reconciliation and returns a guard that records its duration when dropped.
+    pub fn reconcile_started(&self) -> ReconcileTimer<'_> {
+        self.reconciliations.inc();
+        ReconcileTimer {
+            histogram: &self.duration,
+            start: Instant::now(),
+        }
+    }
+
+    /// Counts a failed reconciliation.
+    pub fn reconcile_failed(&self, error: &crate::Error) {
+        self.failures
+            .get_or_create(&ErrorLabels {
+                error: error.metric_label().to_owned(),
+            })
+            .inc();
+    }
+
+    /// The metrics in Prometheus' text format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// Records the duration of a reconciliation when dropped.
+pub struct ReconcileTimer<'a> {
+    histogram: &'a Histogram,
+    start: Instant,
+}
+
+impl Drop for ReconcileTimer<'_> {
+    fn drop(&mut self) {
+        self.histogram.observe(self.start.elapsed().as_secs_f64());
+    }
+}

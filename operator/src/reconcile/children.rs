@@ -1,0 +1,141 @@
+//! Applying children with server-side apply, deleting the ones the spec no longer wants, and
+//! reading the migration Job's outcome.
+
+use std::fmt::Debug;
+
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::NamespaceResourceScope;
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::client::Body;
+use kube::core::Status;
+use kube::runtime::events::EventType;
+use kube::{Client, Resource, ResourceExt};
+use nixcache_crds::NixCache;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::events;
+use crate::context::Context;
+use crate::error::api_code;
+use crate::render::MANAGER;
+use crate::{Error, Result};
+
+/// Applies `object` (server-side apply, field manager `nixcache-operator`, conflicts forced) and
+/// returns it as stored. Publishes a `Created` event when the apply created it.
+pub async fn apply<K>(ctx: &Context, nc: &NixCache, object: &K) -> Result<K>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + Debug
+        + Serialize
+        + DeserializeOwned,
+{
+    let name = object.name_any();
+    let kind = K::kind(&());
+    let ns = nc
+        .namespace()
+        .ok_or_else(|| Error::MissingNamespace(nc.name_any()))?;
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &ns);
+    let (stored, created) = server_side_apply(&ctx.client, &api, &name, object)
+        .await
+        .map_err(|e| Error::kube(format!("apply {kind} {ns}/{name}"), e))?;
+    if created {
+        tracing::info!(%kind, %name, "created");
+        let note = format!("created {kind} {name}");
+        let child = Some(stored.object_ref(&()));
+        events::publish_about(ctx, nc, child, EventType::Normal, "Created", "Apply", note).await;
+    }
+    Ok(stored)
+}
+
+/// A server-side apply that also tells whether it created the object (`201 Created`), which is
+/// how a child deleted by hand shows up when it is put back. `Api::patch` hides the status code.
+async fn server_side_apply<K>(
+    client: &Client,
+    api: &Api<K>,
+    name: &str,
+    object: &K,
+) -> kube::Result<(K, bool)>
+where
+    K: Resource + Serialize + DeserializeOwned,
+{
+    let params = PatchParams::apply(MANAGER).force();
+    let request = kube::core::Request::new(api.resource_url())
+        .patch(name, &params, &Patch::Apply(object))
+        .map_err(kube::Error::BuildRequest)?;
+    let response = client.send(request.map(Body::from)).await?;
+    let code = response.status();
+    let bytes = response.into_body().collect_bytes().await?;
+    if code.is_client_error() || code.is_server_error() {
+        let status = serde_json::from_slice::<Status>(&bytes).unwrap_or_else(|_| {
+            Status::failure(&String::from_utf8_lossy(&bytes), "Unknown").with_code(code.as_u16())
+        });
+        return Err(kube::Error::Api(status.boxed()));
+    }
+    let stored = serde_json::from_slice(&bytes).map_err(kube::Error::SerdeError)?;
+    Ok((stored, code == http::StatusCode::CREATED))
+}
+
+/// Deletes the child `name` of kind `K` if it exists (a spec field that wanted it was removed).
+pub async fn delete_if_present<K>(ctx: &Context, nc: &NixCache, name: &str) -> Result<()>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()> + Clone + Debug + DeserializeOwned,
+{
+    let kind = K::kind(&());
+    let ns = nc
+        .namespace()
+        .ok_or_else(|| Error::MissingNamespace(nc.name_any()))?;
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &ns);
+    match api.delete(name, &DeleteParams::background()).await {
+        Ok(_) => {
+            tracing::info!(%kind, %name, "deleted");
+            let note = format!("deleted {kind} {name}: the spec no longer asks for it");
+            let child = k8s_openapi::api::core::v1::ObjectReference {
+                api_version: Some(K::api_version(&()).into_owned()),
+                kind: Some(kind.clone().into_owned()),
+                name: Some(name.to_owned()),
+                namespace: Some(ns.clone()),
+                ..Default::default()
+            };
+            events::publish_about(ctx, nc, Some(child), EventType::Normal, "Deleted", "Delete", note).await;
+            Ok(())
+        }
+        Err(e) if api_code(&e) == Some(404) => Ok(()),
+        Err(e) => Err(Error::kube(format!("delete {kind} {ns}/{name}"), e)),
+    }
+}
+
+/// How a migration Job ended, if it did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum JobOutcome {
+    /// Still running (or not started yet).
+    Running,
+    /// Completed successfully.
+    Succeeded,
+    /// Failed: the Job's `Failed` condition reason and message.
+    Failed {
+        /// E.g. `BackoffLimitExceeded`, `DeadlineExceeded`.
+        reason: String,
+        /// The Job controller's message.
+        message: String,
+    },
+}
+
+/// The outcome of `job` from its status conditions (`Complete`/`Failed`) and counters.
+pub fn job_outcome(job: &Job) -> JobOutcome {
+    let Some(status) = &job.status else {
+        return JobOutcome::Running;
+    };
+    let conditions = status.conditions.as_deref().unwrap_or_default();
+    let is_true = |type_: &str| conditions.iter().find(|c| c.type_ == type_ && c.status == "True");
+    if let Some(failed) = is_true("Failed") {
+        return JobOutcome::Failed {
+            reason: failed.reason.clone().unwrap_or_else(|| "Failed".into()),
+            message: failed.message.clone().unwrap_or_default(),
+        };
+    }
+    if is_true("Complete").is_some() || status.succeeded.unwrap_or(0) > 0 {
+        return JobOutcome::Succeeded;
+    }
+    JobOutcome::Running
+}

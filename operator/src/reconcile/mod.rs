@@ -1,0 +1,235 @@
+//! The reconciler: from a NixCache to its children and its status.
+//!
+//! Order: check the spec → read the referenced Secrets and the signing key (generating it once)
+//! → Service (and the data claim) → migration Job for the image and database; only once it
+//! succeeded → Deployment, GC CronJob, autoscaler, disruption budget → status and events.
+
+pub mod children;
+pub mod events;
+pub mod secrets;
+pub mod validate;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::batch::v1::{CronJob, Job};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::ResourceExt;
+use nixcache_crds::NixCache;
+
+use self::children::{apply, delete_if_present, job_outcome, JobOutcome};
+use crate::context::Context;
+use crate::render::{self, Plan, MANAGER};
+use crate::status::{self, Migration, Observation};
+use crate::{Error, Result};
+
+/// How often a NixCache is checked again when nothing happens (children are also watched).
+pub const RESYNC: Duration = Duration::from_secs(300);
+
+/// A problem the user has to fix; written to the status (`Degraded`), not retried as an error.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Blocker {
+    /// Condition reason, e.g. `SecretNotFound`.
+    pub reason: &'static str,
+    /// What is wrong and what to do, naming the field or object.
+    pub message: String,
+}
+
+impl Blocker {
+    /// A blocker with `reason` and `message`.
+    pub fn new(reason: &'static str, message: String) -> Self {
+        Self { reason, message }
+    }
+}
+
+/// Reconciles one NixCache (the controller calls this for every change of it or its children).
+pub async fn reconcile(nc: Arc<NixCache>, ctx: Arc<Context>) -> Result<Action> {
+    let _timer = ctx.metrics.reconcile_started();
+    let key = object_key(&nc);
+    tracing::debug!(nixcache = %key, "reconciling");
+    let seen = match observe(&nc, &ctx).await {
+        Ok(seen) => seen,
+        Err(error) => {
+            // Best effort: show the failure on the resource too; the error is retried anyway.
+            let blocker = Blocker::new(
+                error.metric_label(),
+                format!("{error}; retrying (check the operator's RBAC and logs if this persists)"),
+            );
+            let seen = Observation {
+                blocker: Some(blocker),
+                ..Observation::default()
+            };
+            if let Err(status_error) = write_status(&nc, &ctx, &seen).await {
+                tracing::debug!(error = %status_error, "cannot record the failure in the status");
+            }
+            return Err(error);
+        }
+    };
+    write_status(&nc, &ctx, &seen).await?;
+    ctx.reset_backoff(&key);
+    Ok(Action::requeue(RESYNC))
+}
+
+/// The controller's error policy: count the failure and retry after an exponential backoff whose
+/// base depends on the kind of error.
+pub fn error_policy(nc: Arc<NixCache>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.reconcile_failed(error);
+    let delay = ctx.next_backoff(&object_key(&nc), error.base_backoff());
+    tracing::warn!(nixcache = %object_key(&nc), %error, kind = error.metric_label(), retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
+}
+
+fn object_key(nc: &NixCache) -> String {
+    format!("{}/{}", nc.namespace().unwrap_or_default(), nc.name_any())
+}
+
+fn blocked(blocker: Blocker) -> Observation {
+    Observation {
+        blocker: Some(blocker),
+        ..Observation::default()
+    }
+}
+
+/// Applies everything the spec asks for, as far as it can, and returns what it saw.
+async fn observe(nc: &NixCache, ctx: &Context) -> Result<Observation> {
+    if let Err(blocker) = validate::spec(&nc.spec) {
+        return Ok(blocked(blocker));
+    }
+    let inputs = match secrets::read(nc, ctx).await? {
+        Ok(inputs) => inputs,
+        Err(blocker) => return Ok(blocked(blocker)),
+    };
+    let plan = Plan::new(nc, &ctx.config, inputs.secrets_hash, inputs.database_hash);
+    let mut seen = Observation {
+        public_key: Some(inputs.public_key),
+        ..Observation::default()
+    };
+    apply(ctx, nc, &render::service(nc)).await?;
+    if let Some(claim) = render::persistent_volume_claim(nc) {
+        apply(ctx, nc, &claim).await?;
+    }
+    let migration = migrate(nc, ctx, &plan).await?;
+    match migration {
+        Ok(Migration::Running { .. }) | Err(_) => {
+            // The replicas stay on what they run until the migration succeeded.
+            seen.deployment = current_deployment(nc, ctx).await?;
+            seen.blocker = migration.as_ref().err().cloned();
+            seen.migration = migration.ok();
+            return Ok(seen);
+        }
+        Ok(done) => seen.migration = Some(done),
+    }
+    seen.deployment = Some(apply(ctx, nc, &render::deployment(nc, &plan)).await?);
+    seen.image = Some(plan.image.clone());
+    optional_children(nc, ctx, &plan).await?;
+    if spec_changed(nc) {
+        delete_superseded_job(nc, ctx, seen.migration.as_ref()).await?;
+    }
+    seen.complete = true;
+    Ok(seen)
+}
+
+/// Applies the migration Job for the plan (none for SQLite) and reads its outcome.
+async fn migrate(nc: &NixCache, ctx: &Context, plan: &Plan) -> Result<Result<Migration, Blocker>> {
+    let Some(job) = render::migrate_job(nc, plan) else {
+        return Ok(Ok(Migration::NotNeeded));
+    };
+    let name = job.name_any();
+    let job = apply(ctx, nc, &job).await?;
+    Ok(match job_outcome(&job) {
+        JobOutcome::Running => Ok(Migration::Running {
+            job: name,
+            image: plan.image.clone(),
+        }),
+        JobOutcome::Succeeded => Ok(Migration::Succeeded(name)),
+        JobOutcome::Failed { reason, message } => Err(Blocker::new(
+            "MigrationFailed",
+            format!(
+                "migration Job {name} for {} failed ({reason}: {message}); the replicas keep their previous image. \
+                 Read `kubectl -n {} logs job/{name}`, fix the database (spec.database.urlSecretRef) or the image, \
+                 then delete the Job to retry",
+                plan.image,
+                nc.namespace().unwrap_or_default()
+            ),
+        )),
+    })
+}
+
+async fn current_deployment(nc: &NixCache, ctx: &Context) -> Result<Option<Deployment>> {
+    let ns = nc.namespace().unwrap_or_default();
+    let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
+    api.get_opt(&nc.name_any())
+        .await
+        .map_err(|e| Error::kube(format!("read Deployment {ns}/{}", nc.name_any()), e))
+}
+
+/// The GC CronJob, autoscaler and disruption budget: applied when the spec wants them; after a
+/// spec change, deleted when it no longer does.
+async fn optional_children(nc: &NixCache, ctx: &Context, plan: &Plan) -> Result<()> {
+    let changed = spec_changed(nc);
+    match render::gc_cronjob(nc, plan) {
+        Some(cronjob) => drop(apply(ctx, nc, &cronjob).await?),
+        None if changed => delete_if_present::<CronJob>(ctx, nc, &render::gc_cronjob_name(nc)).await?,
+        None => {}
+    }
+    match render::horizontal_pod_autoscaler(nc) {
+        Some(hpa) => drop(apply(ctx, nc, &hpa).await?),
+        None if changed => delete_if_present::<HorizontalPodAutoscaler>(ctx, nc, &nc.name_any()).await?,
+        None => {}
+    }
+    match render::pod_disruption_budget(nc) {
+        Some(pdb) => drop(apply(ctx, nc, &pdb).await?),
+        None if changed => delete_if_present::<PodDisruptionBudget>(ctx, nc, &nc.name_any()).await?,
+        None => {}
+    }
+    Ok(())
+}
+
+/// True until a status for the current generation was written: only then can a child that
+/// the spec no longer wants exist.
+fn spec_changed(nc: &NixCache) -> bool {
+    nc.status.as_ref().and_then(|s| s.observed_generation) != nc.metadata.generation
+}
+
+/// Deletes the previous migration Job once a newer one succeeded and the Deployment moved on.
+async fn delete_superseded_job(nc: &NixCache, ctx: &Context, migration: Option<&Migration>) -> Result<()> {
+    let previous = nc.status.as_ref().and_then(|s| s.migration_job.clone());
+    match (migration, previous) {
+        (Some(Migration::Succeeded(current)), Some(previous)) if *current != previous => {
+            delete_if_present::<Job>(ctx, nc, &previous).await
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Writes the status computed from `seen` (unless it is unchanged) and publishes an event for
+/// every condition that changed.
+async fn write_status(nc: &NixCache, ctx: &Context, seen: &Observation) -> Result<()> {
+    let now = Time(k8s_openapi::jiff::Timestamp::now());
+    let new = status::status(nc, seen, &now);
+    let old = nc.status.clone().unwrap_or_default();
+    if nc.status.as_ref() == Some(&new) {
+        return Ok(());
+    }
+    let ns = nc.namespace().unwrap_or_default();
+    let api: Api<NixCache> = Api::namespaced(ctx.client.clone(), &ns);
+    let patch = serde_json::json!({
+        "apiVersion": "nixcache.dev/v1alpha1",
+        "kind": "NixCache",
+        "status": new,
+    });
+    api.patch_status(
+        &nc.name_any(),
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map_err(|e| Error::kube(format!("write the status of NixCache {ns}/{}", nc.name_any()), e))?;
+    events::condition_changes(ctx, nc, &old, &new).await;
+    Ok(())
+}

@@ -1,0 +1,185 @@
+//! The Deployment of `nixcache serve`.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment};
+use k8s_openapi::api::core::v1::{
+    ContainerPort, HTTPGetAction, PodTemplateSpec, Probe, ResourceRequirements, TopologySpreadConstraint,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::ResourceExt;
+use nixcache_crds::NixCache;
+
+use super::pod::{self, CONTAINER_PORT, DATA_DIR, NETRC_DIR, SIGNING_DIR, UPLOADS_DIR};
+use super::{owned_meta, selector_labels, Plan, SECRETS_HASH_ANNOTATION};
+
+/// How long `serve` drains on SIGTERM (`--shutdown-grace`); the pod gets 5 s more.
+const SHUTDOWN_GRACE_SECONDS: i64 = 25;
+/// GC schedule when `gc.schedule` is unset.
+pub(super) const DEFAULT_GC_SCHEDULE: &str = "17 3 * * *";
+
+/// The Deployment running `nixcache serve` for `nc`.
+pub fn deployment(nc: &NixCache, plan: &Plan) -> Deployment {
+    let on_volume = nc.spec.storage.persistent_volume_claim.is_some();
+    let strategy = if on_volume {
+        // A ReadWriteOnce volume cannot be attached to a second pod on another node.
+        DeploymentStrategy {
+            type_: Some("Recreate".into()),
+            rolling_update: None,
+        }
+    } else {
+        DeploymentStrategy {
+            type_: Some("RollingUpdate".into()),
+            rolling_update: Some(RollingUpdateDeployment {
+                max_surge: Some(IntOrString::String("25%".into())),
+                max_unavailable: Some(IntOrString::Int(0)),
+            }),
+        }
+    };
+    Deployment {
+        metadata: owned_meta(nc, nc.name_any(), "proxy"),
+        spec: Some(DeploymentSpec {
+            // With autoscaling the HorizontalPodAutoscaler owns the replica count.
+            replicas: nc.spec.autoscaling.is_none().then_some(nc.spec.replicas),
+            revision_history_limit: Some(5),
+            selector: LabelSelector {
+                match_labels: Some(selector_labels(nc)),
+                match_expressions: None,
+            },
+            strategy: Some(strategy),
+            template: pod_template(nc, plan),
+            ..DeploymentSpec::default()
+        }),
+        status: None,
+    }
+}
+
+fn pod_template(nc: &NixCache, plan: &Plan) -> PodTemplateSpec {
+    let mut annotations: BTreeMap<String, String> = nc.spec.pod_annotations.clone();
+    annotations.insert(SECRETS_HASH_ANNOTATION.into(), plan.secrets_hash.clone());
+    let (volumes, mounts) = pod::serve_volumes(nc, plan);
+    let mut env = vec![pod::pod_ip_env()];
+    env.extend(pod::env(nc, true));
+    let mut container = pod::container(nc, plan, "nixcache", serve_args(nc));
+    container.env = Some(env);
+    container.ports = Some(vec![ContainerPort {
+        name: Some("http".into()),
+        container_port: CONTAINER_PORT,
+        protocol: Some("TCP".into()),
+        ..ContainerPort::default()
+    }]);
+    container.volume_mounts = Some(mounts);
+    container.resources = Some(nc.spec.resources.clone().unwrap_or_else(default_resources));
+    // Slow starts (a bucket check, a SQLite migration) are covered by the startup probe.
+    container.startup_probe = Some(probe("/healthz", 2, 60));
+    container.liveness_probe = Some(probe("/healthz", 10, 3));
+    container.readiness_probe = Some(probe("/readyz", 5, 2));
+    let mut spec = pod::pod_spec(nc, vec![container], volumes);
+    spec.termination_grace_period_seconds = Some(SHUTDOWN_GRACE_SECONDS + 5);
+    spec.affinity = nc.spec.affinity.clone();
+    if nc.spec.affinity.is_none() {
+        spec.topology_spread_constraints = Some(vec![spread(nc)]);
+    }
+    PodTemplateSpec {
+        metadata: Some(ObjectMeta {
+            labels: Some(selector_labels(nc)),
+            annotations: Some(annotations),
+            ..ObjectMeta::default()
+        }),
+        spec: Some(spec),
+    }
+}
+
+/// The arguments of `nixcache serve`. Secrets are files or env from Secrets, never arguments.
+pub fn serve_args(nc: &NixCache) -> Vec<String> {
+    let spec = &nc.spec;
+    let mut args: Vec<String> = vec![
+        "serve".into(),
+        "--listen".into(),
+        format!("0.0.0.0:{CONTAINER_PORT}"),
+        "--data-dir".into(),
+        DATA_DIR.into(),
+        // Replicas reach each other's downloads in progress through the pod IP.
+        "--advertise-url".into(),
+        format!("http://$(POD_IP):{CONTAINER_PORT}"),
+        "--log-format".into(),
+        "json".into(),
+        "--shutdown-grace".into(),
+        format!("{SHUTDOWN_GRACE_SECONDS}s"),
+        "--secret-key-file".into(),
+        format!("{SIGNING_DIR}/secret-key"),
+    ];
+    args.extend(pod::storage_args(nc));
+    for upstream in &spec.upstreams {
+        args.extend(["--upstream".into(), upstream.url.clone()]);
+    }
+    for key in spec.upstreams.iter().flat_map(|u| &u.public_keys) {
+        args.extend(["--upstream-public-key".into(), key.clone()]);
+    }
+    if let Some(priority) = spec.priority {
+        args.extend(["--priority".into(), priority.to_string()]);
+    }
+    if spec.netrc_secret_ref.is_some() {
+        args.extend(["--netrc-file".into(), format!("{NETRC_DIR}/netrc")]);
+    }
+    if let Some(uploads) = &spec.uploads {
+        if uploads.allow_put {
+            args.push("--allow-put".into());
+        }
+        if uploads.allow_delete {
+            args.push("--allow-delete".into());
+        }
+        args.extend([
+            "--upload-credentials-file".into(),
+            format!("{UPLOADS_DIR}/credentials"),
+        ]);
+    }
+    // On a volume only this pod reaches the NARs, so it collects garbage itself.
+    if let (Some(gc), Some(_)) = (&spec.gc, &spec.storage.persistent_volume_claim) {
+        args.extend(["--max-size".into(), gc.max_size.clone()]);
+        let schedule = gc.schedule.as_deref().unwrap_or(DEFAULT_GC_SCHEDULE);
+        args.extend(["--gc-schedule".into(), schedule.to_owned()]);
+    }
+    args.extend(spec.extra_args.iter().cloned());
+    args
+}
+
+fn probe(path: &str, period: i32, failures: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::String("http".into()),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(period),
+        failure_threshold: Some(failures),
+        timeout_seconds: Some(2),
+        ..Probe::default()
+    }
+}
+
+fn default_resources() -> ResourceRequirements {
+    ResourceRequirements {
+        requests: Some(BTreeMap::from([
+            ("cpu".to_owned(), Quantity("100m".into())),
+            ("memory".to_owned(), Quantity("128Mi".into())),
+        ])),
+        ..ResourceRequirements::default()
+    }
+}
+
+/// Spread replicas over nodes where possible (never blocks scheduling).
+fn spread(nc: &NixCache) -> TopologySpreadConstraint {
+    TopologySpreadConstraint {
+        max_skew: 1,
+        topology_key: "kubernetes.io/hostname".into(),
+        when_unsatisfiable: "ScheduleAnyway".into(),
+        label_selector: Some(LabelSelector {
+            match_labels: Some(selector_labels(nc)),
+            match_expressions: None,
+        }),
+        ..TopologySpreadConstraint::default()
+    }
+}

@@ -1,0 +1,313 @@
+//! A scripted Kubernetes API server for the reconciler tests: an in-memory object store behind
+//! `tower_test`'s mock service, answering GET, POST (create), PATCH (server-side apply, also
+//! of `/status`), PUT (replace, with resourceVersion checks) and DELETE the way the API server
+//! does for the fields the operator reads, and recording every request in order.
+//!
+//! Server-side apply here: the applied object replaces everything but `status` and the server's
+//! metadata (uid, creationTimestamp, resourceVersion, generation, managedFields); our manager's
+//! `managedFields` time moves only when the applied content changed, `generation` only when the
+//! spec did. With one field manager that is what the API server does.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use http::{Request, Response, StatusCode};
+use kube::client::Body;
+use serde_json::{json, Value};
+
+/// One request as the operator sent it.
+#[derive(Clone, Debug)]
+pub struct Recorded {
+    pub method: String,
+    pub path: String,
+    pub query: String,
+    pub body: Option<Value>,
+}
+
+impl Recorded {
+    /// `METHOD path`, e.g. `PATCH /apis/apps/v1/namespaces/default/deployments/demo`.
+    pub fn line(&self) -> String {
+        format!("{} {}", self.method, self.path)
+    }
+
+    /// The `fieldManager` query parameter.
+    pub fn field_manager(&self) -> Option<String> {
+        self.query
+            .split('&')
+            .find_map(|kv| kv.strip_prefix("fieldManager="))
+            .map(str::to_owned)
+    }
+
+    pub fn forced(&self) -> bool {
+        self.query.split('&').any(|kv| kv == "force=true")
+    }
+}
+
+#[derive(Default)]
+struct State {
+    objects: BTreeMap<String, Value>,
+    log: Vec<Recorded>,
+    clock: i64,
+    resource_version: u64,
+}
+
+/// Handle on the fake API server's store and request log.
+#[derive(Clone, Default)]
+pub struct FakeApi(Arc<Mutex<State>>);
+
+/// A client talking to a new fake API server.
+pub fn start() -> (kube::Client, FakeApi) {
+    let api = FakeApi::default();
+    (client_for(&api), api)
+}
+
+/// Another client on the same store (each client has its own mock connection).
+pub fn client_for(api: &FakeApi) -> kube::Client {
+    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let server = api.clone();
+    tokio::spawn(async move {
+        while let Some((request, send)) = handle.next_request().await {
+            let (parts, body) = request.into_parts();
+            let bytes = body.collect_bytes().await.unwrap();
+            let body: Option<Value> = (!bytes.is_empty()).then(|| serde_json::from_slice(&bytes).unwrap());
+            let recorded = Recorded {
+                method: parts.method.to_string(),
+                path: parts.uri.path().to_owned(),
+                query: parts.uri.query().unwrap_or("").to_owned(),
+                body,
+            };
+            let (status, reply) = server.handle(&recorded);
+            server.0.lock().unwrap().log.push(recorded);
+            let response = Response::builder()
+                .status(status)
+                .header("content-type", "application/json")
+                .body(Body::from(serde_json::to_vec(&reply).unwrap()))
+                .unwrap();
+            send.send_response(response);
+        }
+    });
+    kube::Client::new(service, "default")
+}
+
+fn status_reply(code: u16, reason: &str, message: &str) -> (StatusCode, Value) {
+    let body = json!({
+        "kind": "Status", "apiVersion": "v1", "metadata": {},
+        "status": if code < 300 { "Success" } else { "Failure" },
+        "message": message, "reason": reason, "code": code,
+    });
+    (StatusCode::from_u16(code).unwrap(), body)
+}
+
+fn merge(target: &mut Value, patch: &Value) {
+    match (target.as_object_mut(), patch.as_object()) {
+        (Some(t), Some(p)) => {
+            for (k, v) in p {
+                if v.is_null() {
+                    t.remove(k);
+                } else {
+                    merge(t.entry(k.clone()).or_insert(Value::Null), v);
+                }
+            }
+        }
+        _ => *target = patch.clone(),
+    }
+}
+
+/// Everything of an object but its status and the server-set metadata.
+fn content(object: &Value) -> Value {
+    let mut c = object.clone();
+    if let Some(o) = c.as_object_mut() {
+        o.remove("status");
+    }
+    if let Some(meta) = c.get_mut("metadata").and_then(Value::as_object_mut) {
+        for k in [
+            "uid",
+            "creationTimestamp",
+            "resourceVersion",
+            "generation",
+            "managedFields",
+        ] {
+            meta.remove(k);
+        }
+    }
+    c
+}
+
+impl FakeApi {
+    fn now(state: &mut State) -> String {
+        state.clock += 1;
+        let t = k8s_openapi::jiff::Timestamp::from_second(1_800_000_000 + state.clock).unwrap();
+        t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+    }
+
+    fn handle(&self, r: &Recorded) -> (StatusCode, Value) {
+        let mut state = self.0.lock().unwrap();
+        match r.method.as_str() {
+            "GET" => match state.objects.get(&r.path) {
+                Some(o) => (StatusCode::OK, o.clone()),
+                None => status_reply(404, "NotFound", &format!("{} not found", r.path)),
+            },
+            "POST" => {
+                let mut object = r.body.clone().unwrap();
+                let name = object["metadata"]["name"].as_str().unwrap().to_owned();
+                let key = format!("{}/{name}", r.path);
+                if state.objects.contains_key(&key) {
+                    return status_reply(409, "AlreadyExists", &format!("{key} already exists"));
+                }
+                Self::stamp_new(&mut state, &mut object, None);
+                state.objects.insert(key, object.clone());
+                (StatusCode::CREATED, object)
+            }
+            "PATCH" if r.path.ends_with("/status") => {
+                let key = r.path.trim_end_matches("/status").to_owned();
+                let status = r.body.as_ref().unwrap()["status"].clone();
+                state.resource_version += 1;
+                let rv = state.resource_version.to_string();
+                match state.objects.get_mut(&key) {
+                    Some(o) => {
+                        o["status"] = status;
+                        o["metadata"]["resourceVersion"] = rv.into();
+                        (StatusCode::OK, o.clone())
+                    }
+                    None => status_reply(404, "NotFound", "no such object"),
+                }
+            }
+            "PATCH" if r.field_manager().is_none() => {
+                // A JSON merge patch (the event recorder updating an event series).
+                let Some(stored) = state.objects.get_mut(&r.path) else {
+                    return status_reply(404, "NotFound", "no such object");
+                };
+                merge(stored, r.body.as_ref().unwrap());
+                (StatusCode::OK, stored.clone())
+            }
+            "PATCH" => self.apply(&mut state, r),
+            "PUT" => {
+                let object = r.body.clone().unwrap();
+                let Some(stored) = state.objects.get(&r.path).cloned() else {
+                    return status_reply(404, "NotFound", "no such object");
+                };
+                if object["metadata"]["resourceVersion"] != stored["metadata"]["resourceVersion"] {
+                    return status_reply(409, "Conflict", "the object has been modified");
+                }
+                state.resource_version += 1;
+                let mut object = object;
+                object["metadata"]["resourceVersion"] = state.resource_version.to_string().into();
+                state.objects.insert(r.path.clone(), object.clone());
+                (StatusCode::OK, object)
+            }
+            "DELETE" => match state.objects.remove(&r.path) {
+                Some(_) => status_reply(200, "", "deleted"),
+                None => status_reply(404, "NotFound", "no such object"),
+            },
+            other => panic!("unexpected method {other}"),
+        }
+    }
+
+    fn stamp_new(state: &mut State, object: &mut Value, manager: Option<&str>) {
+        let now = Self::now(state);
+        state.resource_version += 1;
+        let meta = &mut object["metadata"];
+        meta["uid"] = format!("uid-{}", state.resource_version).into();
+        meta["creationTimestamp"] = now.clone().into();
+        meta["resourceVersion"] = state.resource_version.to_string().into();
+        meta["generation"] = 1.into();
+        if let Some(manager) = manager {
+            meta["managedFields"] = json!([{"manager": manager, "operation": "Apply", "time": now}]);
+        }
+    }
+
+    fn apply(&self, state: &mut State, r: &Recorded) -> (StatusCode, Value) {
+        let manager = r.field_manager().unwrap_or_else(|| {
+            panic!(
+                "server-side apply needs a fieldManager: {} ?{}",
+                r.line(),
+                r.query
+            )
+        });
+        let applied = r.body.clone().unwrap();
+        let Some(stored) = state.objects.get(&r.path).cloned() else {
+            let mut object = applied;
+            Self::stamp_new(state, &mut object, Some(&manager));
+            state.objects.insert(r.path.clone(), object.clone());
+            return (StatusCode::CREATED, object);
+        };
+        if content(&applied) == content(&stored) {
+            return (StatusCode::OK, stored);
+        }
+        let now = Self::now(state);
+        state.resource_version += 1;
+        let mut object = applied;
+        let spec_changed = object.get("spec") != stored.get("spec");
+        let generation = stored["metadata"]["generation"].as_i64().unwrap_or(1) + i64::from(spec_changed);
+        for k in ["uid", "creationTimestamp"] {
+            object["metadata"][k] = stored["metadata"][k].clone();
+        }
+        object["metadata"]["resourceVersion"] = state.resource_version.to_string().into();
+        object["metadata"]["generation"] = generation.into();
+        object["metadata"]["managedFields"] =
+            json!([{"manager": manager, "operation": "Apply", "time": now}]);
+        if let Some(status) = stored.get("status") {
+            object["status"] = status.clone();
+        }
+        state.objects.insert(r.path.clone(), object.clone());
+        (StatusCode::OK, object)
+    }
+
+    // ---- what the tests do to the "cluster" between reconciliations ----
+
+    /// Stores `object` at `path` as if a user had created it.
+    pub fn insert(&self, path: &str, mut object: Value) {
+        let mut state = self.0.lock().unwrap();
+        Self::stamp_new(&mut state, &mut object, None);
+        state.objects.insert(path.to_owned(), object);
+    }
+
+    pub fn get(&self, path: &str) -> Option<Value> {
+        self.0.lock().unwrap().objects.get(path).cloned()
+    }
+
+    pub fn remove(&self, path: &str) -> Option<Value> {
+        self.0.lock().unwrap().objects.remove(path)
+    }
+
+    /// Sets the status of the stored object (what a Job or Deployment controller would do).
+    pub fn set_status(&self, path: &str, status: Value) {
+        let mut state = self.0.lock().unwrap();
+        let object = state
+            .objects
+            .get_mut(path)
+            .unwrap_or_else(|| panic!("no object at {path}"));
+        object["status"] = status;
+    }
+
+    /// Changes a stored object as a user's `kubectl edit` would (generation bumps for spec).
+    pub fn edit(&self, path: &str, change: impl FnOnce(&mut Value)) {
+        let mut state = self.0.lock().unwrap();
+        let object = state.objects.get_mut(path).unwrap();
+        let before = object.get("spec").cloned();
+        change(object);
+        if object.get("spec").cloned() != before {
+            let g = object["metadata"]["generation"].as_i64().unwrap_or(1);
+            object["metadata"]["generation"] = (g + 1).into();
+        }
+    }
+
+    /// Paths of stored objects under `prefix`.
+    pub fn paths(&self, prefix: &str) -> Vec<String> {
+        self.0
+            .lock()
+            .unwrap()
+            .objects
+            .keys()
+            .filter(|k| k.starts_with(prefix))
+            .cloned()
+            .collect()
+    }
+
+    /// The requests since the last call.
+    pub fn take_log(&self) -> Vec<Recorded> {
+        std::mem::take(&mut self.0.lock().unwrap().log)
+    }
+}
