@@ -76,6 +76,13 @@ pub async fn gc(report: &mut Report, s: &Settings, cache: &UpstreamCache) -> Res
     let upstream = TestUpstream::start(&cache.dir)?;
     let cluster = misses::cluster(s, 0, cache, &upstream).await?;
     let (args, env) = cluster.backend();
+    if let Some(dir) = args.iter().skip_while(|a| *a != "--data-dir").nth(1) {
+        std::fs::create_dir_all(dir)?;
+    }
+    // The fill below opens the storage in this process: it needs the S3 credentials too.
+    for (name, value) in &env {
+        std::env::set_var(name, value);
+    }
     let (db, storage) = open(&args).await?;
     let started = Instant::now();
     fill(&db, &storage).await?;
@@ -87,10 +94,11 @@ pub async fn gc(report: &mut Report, s: &Settings, cache: &UpstreamCache) -> Res
     );
     for (what, flags) in [("dry run (scan only)", vec!["--dry-run"]), ("evict all", vec![])] {
         let (wall, out) = run_gc(&bin, &args, &env, &flags)?;
+        // "…, freed 9.8 MiB in 2.91 s; size now …": the number before " s; size now".
         let own = out
-            .split(" in ")
-            .nth(1)
-            .and_then(|rest| rest.split(' ').next())
+            .split(" s; size now")
+            .next()
+            .and_then(|head| head.rsplit(' ').next())
             .unwrap_or("?");
         eprintln!("[bench] gc {what}: {wall:.2} s\n{out}");
         ensure!(out.contains(&format!("evicted {GC_ENTRIES} narinfos")), "unexpected report: {out}");

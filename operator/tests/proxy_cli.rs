@@ -1,0 +1,92 @@
+//! The command lines the operator renders are ones the real `nixcache` accepts: for every
+//! example, the Deployment's `serve`, the migration Job's `migrate` and the CronJob's `gc` are
+//! parsed by the proxy's own CLI (flags and `NIXCACHE_*` env), so a renamed or removed flag on
+//! either side fails here rather than in a cluster.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+
+use clap::Parser;
+use k8s_openapi::api::core::v1::Container;
+use nixcache::cli::{Cli, Command};
+use nixcache_crds::NixCache;
+use nixcache_operator::render::{self, Plan};
+use nixcache_operator::Config;
+
+fn examples() -> Vec<(String, NixCache)> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty());
+    files
+        .into_iter()
+        .map(|path| {
+            let nc: NixCache = serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+            (path.file_name().unwrap().to_string_lossy().into_owned(), nc)
+        })
+        .collect()
+}
+
+/// Parses the container's command line with the proxy's CLI, its env set as the kubelet would
+/// (values from Secrets get a stand-in of the right shape).
+fn parse(container: &Container) -> Command {
+    let env = container.env.clone().unwrap_or_default();
+    for var in &env {
+        let value = match (&var.value, &var.value_from) {
+            (Some(v), _) => v.clone(),
+            (None, _) if var.name.ends_with("DATABASE_URL") => "postgres://nixcache:secret@db/nixcache".into(),
+            (None, _) => "from-a-secret".into(),
+        };
+        std::env::set_var(&var.name, value);
+    }
+    let mut argv = vec!["nixcache".to_owned()];
+    argv.extend(container.command.iter().flatten().skip(1).cloned());
+    argv.extend(container.args.clone().unwrap_or_default());
+    let parsed = Cli::try_parse_from(&argv);
+    for var in &env {
+        std::env::remove_var(&var.name);
+    }
+    match parsed {
+        Ok(cli) => cli.command,
+        Err(err) => panic!("nixcache rejects {argv:?}:\n{err}"),
+    }
+}
+
+fn first_container(spec: Option<&k8s_openapi::api::core::v1::PodSpec>) -> &Container {
+    &spec.expect("a pod spec").containers[0]
+}
+
+#[test]
+fn rendered_command_lines_parse_with_the_proxy_cli() {
+    for (file, nc) in examples() {
+        let plan = Plan::new(&nc, &Config::default(), "0123456789".into(), Some("abcdef0123".into()));
+        let deployment = render::deployment(&nc, &plan);
+        let pod = deployment.spec.as_ref().unwrap().template.spec.as_ref();
+        let Command::Serve(serve) = parse(first_container(pod)) else {
+            panic!("{file}: the Deployment does not run `nixcache serve`");
+        };
+        assert!(serve.advertise_url.is_some(), "{file}: replicas need --advertise-url");
+        serve.backend.storage.s3_config().unwrap_or_else(|e| panic!("{file}: {e}"));
+        if let Some(job) = render::migrate_job(&nc, &plan) {
+            let pod = job.spec.as_ref().unwrap().template.spec.as_ref();
+            let command = parse(first_container(pod));
+            assert!(matches!(command, Command::Migrate(_)), "{file}: the Job runs {command:?}");
+        }
+        if let Some(cron) = render::gc_cronjob(&nc, &plan) {
+            let job = cron.spec.as_ref().unwrap().job_template.spec.as_ref().unwrap();
+            let Command::Gc(gc) = parse(first_container(job.template.spec.as_ref())) else {
+                panic!("{file}: the CronJob does not run `nixcache gc`");
+            };
+            assert!(gc.max_size > 0, "{file}");
+            assert_eq!(
+                gc.backend.storage.s3_config().unwrap().is_some(),
+                serve.backend.storage.s3_config().unwrap().is_some(),
+                "{file}: gc must see the storage serve uses"
+            );
+        }
+    }
+}
