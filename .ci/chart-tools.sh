@@ -8,7 +8,7 @@
 #   kubernetes-validate-venv/  kubernetes-validate (PyPI), Kubernetes' JSON schemas bundled (offline)
 #   servicemonitor-check/   @kubernetes-models/prometheus-operator from operator/tests/chart/servicemonitor's
 #                           package-lock.json (npm ci): validates the chart's ServiceMonitor
-#   shellcheck (apt)        lints e2e/kind/run.sh
+#   (apt) ShellCheck          lints e2e/kind/run.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
