@@ -20,7 +20,7 @@
 #
 # Settings (environment): KIND_CLUSTER (nixcache-e2e), KIND_NODE_IMAGE (kindest/node:v1.33.1),
 # E2E_KEEP=1 keeps the cluster afterwards, E2E_SKIP_BUILD=1 reuses images already built,
-# BIG_MIB (256) size of the large NAR, RATE_MIB (16) upstream MiB/s, and the third-party images
+# BIG_MIB (512: longer than the replicas' 25 s shutdown grace at 16 MiB/s) size of the large NAR, RATE_MIB (16) upstream MiB/s, and the third-party images
 # POSTGRES_IMAGE, MINIO_IMAGE, MC_IMAGE.
 set -euo pipefail
 
@@ -46,7 +46,7 @@ NODE_IMAGE=${KIND_NODE_IMAGE:-kindest/node:v1.33.1}
 POSTGRES_IMAGE=${POSTGRES_IMAGE:-docker.io/library/postgres:16-bookworm}
 MINIO_IMAGE=${MINIO_IMAGE:-docker.io/minio/minio:RELEASE.2025-04-22T22-12-26Z}
 MC_IMAGE=${MC_IMAGE:-docker.io/minio/mc:RELEASE.2025-04-16T18-13-26Z}
-BIG_MIB=${BIG_MIB:-256}
+BIG_MIB=${BIG_MIB:-512}
 RATE_MIB=${RATE_MIB:-16}
 OP_NS=nixcache-system
 NS=nixcache-e2e

@@ -60,14 +60,19 @@ fn chart_and_images_carry_the_operator_version() {
     assert_eq!(values["image"]["tag"], "");
     assert_eq!(values["proxyImage"]["tag"], "");
     assert_eq!(
-        format!("{}:{version}", values["proxyImage"]["repository"].as_str().unwrap()),
+        format!(
+            "{}:{version}",
+            values["proxyImage"]["repository"].as_str().unwrap()
+        ),
         nixcache_operator::config::default_image(nixcache_operator::config::DEFAULT_PROXY_REPOSITORY),
         "the chart's default proxy image is the operator's own default"
     );
     // The Dockerfile labels both images with the version; its default must follow the crate.
     let dockerfile = read("docker/Dockerfile");
     assert!(
-        dockerfile.lines().any(|l| l.trim() == format!("ARG VERSION={version}")),
+        dockerfile
+            .lines()
+            .any(|l| l.trim() == format!("ARG VERSION={version}")),
         "docker/Dockerfile must declare `ARG VERSION={version}`"
     );
     let proxy = read("proxy/Cargo.toml");
@@ -82,7 +87,11 @@ fn chart_and_images_carry_the_operator_version() {
 fn schema_keys(schema: &Value, prefix: &str, keys: &mut Vec<String>) {
     if let Some(props) = schema["properties"].as_object() {
         for (k, sub) in props {
-            let path = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+            let path = if prefix.is_empty() {
+                k.clone()
+            } else {
+                format!("{prefix}.{k}")
+            };
             keys.push(path.clone());
             if sub["additionalProperties"] == false {
                 schema_keys(sub, &path, keys);
@@ -94,7 +103,10 @@ fn schema_keys(schema: &Value, prefix: &str, keys: &mut Vec<String>) {
 #[test]
 fn values_yaml_and_the_schema_describe_the_same_documented_keys() {
     let schema = yaml("helm/nixcache-operator/values.schema.json");
-    assert_eq!(schema["additionalProperties"], false, "unknown top-level keys are rejected");
+    assert_eq!(
+        schema["additionalProperties"], false,
+        "unknown top-level keys are rejected"
+    );
     let mut declared = Vec::new();
     schema_keys(&schema, "", &mut declared);
 
@@ -132,14 +144,23 @@ fn values_yaml_and_the_schema_describe_the_same_documented_keys() {
         }
     }
     let missing: Vec<&String> = declared.iter().filter(|k| !found.contains(*k)).collect();
-    assert!(missing.is_empty(), "declared in values.schema.json but not in values.yaml: {missing:?}");
-    assert!(undocumented.is_empty(), "keys without a `# --` comment above: {undocumented:?}");
+    assert!(
+        missing.is_empty(),
+        "declared in values.schema.json but not in values.yaml: {missing:?}"
+    );
+    assert!(
+        undocumented.is_empty(),
+        "keys without a `# --` comment above: {undocumented:?}"
+    );
     // And nothing in values.yaml that the schema does not know (helm lint checks that too, but
     // this names the key without helm).
     let values = yaml("helm/nixcache-operator/values.yaml");
     let mut unknown = Vec::new();
     check_known(&values, &schema, "", &mut unknown);
-    assert!(unknown.is_empty(), "values.yaml keys unknown to the schema: {unknown:?}");
+    assert!(
+        unknown.is_empty(),
+        "values.yaml keys unknown to the schema: {unknown:?}"
+    );
 }
 
 fn check_known(values: &Value, schema: &Value, prefix: &str, unknown: &mut Vec<String>) {
@@ -147,7 +168,11 @@ fn check_known(values: &Value, schema: &Value, prefix: &str, unknown: &mut Vec<S
         return;
     };
     for (k, v) in map {
-        let path = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+        let path = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
         match props.get(k) {
             Some(sub) => check_known(v, sub, &path, unknown),
             None if schema["additionalProperties"] == false => unknown.push(path),
@@ -184,7 +209,10 @@ fn helm_lint_strict_passes_for_every_values_file() {
         let text = tools::text(&out);
         assert!(out.status.success(), "helm lint --strict ({label}):\n{text}");
         assert!(text.contains("0 chart(s) failed"), "{label}: {text}");
-        assert!(!text.contains("[WARNING]") && !text.contains("[ERROR]"), "{label}: {text}");
+        assert!(
+            !text.contains("[WARNING]") && !text.contains("[ERROR]"),
+            "{label}: {text}"
+        );
     }
 }
 
@@ -214,7 +242,11 @@ fn kubernetes_validate(tool: &Path, label: &str, docs: &[Value]) -> BTreeSet<Str
         }
     }
     assert!(out.status.success(), "{label}:\n{text}");
-    let known = docs.len() - docs.iter().filter(|d| unknown.contains(d["kind"].as_str().unwrap())).count();
+    let known = docs.len()
+        - docs
+            .iter()
+            .filter(|d| unknown.contains(d["kind"].as_str().unwrap()))
+            .count();
     assert_eq!(
         passed,
         known * tools::SUPPORTED_KUBERNETES.len(),
@@ -226,7 +258,9 @@ fn kubernetes_validate(tool: &Path, label: &str, docs: &[Value]) -> BTreeSet<Str
 /// Validates ServiceMonitors with prometheus-operator's API types (types, enums, duration
 /// patterns); unknown fields are checked by [`service_monitor_selects_the_metrics_service`].
 fn check_service_monitors(label: &str, monitors: &[&Value]) {
-    let Some((modules, node)) = tools::servicemonitor_checker() else { return };
+    let Some((modules, node)) = tools::servicemonitor_checker() else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     std::fs::copy(
         tools::repo_root().join("operator/tests/chart/servicemonitor/check.mjs"),
@@ -248,7 +282,11 @@ fn check_service_monitors(label: &str, monitors: &[&Value]) {
         .write_all(serde_json::to_string(monitors).unwrap().as_bytes())
         .unwrap();
     let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "{label}: ServiceMonitor rejected:\n{}", tools::text(&out));
+    assert!(
+        out.status.success(),
+        "{label}: ServiceMonitor rejected:\n{}",
+        tools::text(&out)
+    );
     assert_eq!(
         tools::text(&out).matches("OK servicemonitor/").count(),
         monitors.len(),
@@ -263,7 +301,10 @@ fn check_nixcaches(label: &str, docs: &[&Value]) {
     let crd = yaml("helm/nixcache-operator/crds/nixcache.yaml");
     let mut schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"].clone();
     let props = schema["properties"].as_object_mut().unwrap();
-    props.insert("apiVersion".into(), json!({"type": "string", "enum": ["nixcache.dev/v1alpha1"]}));
+    props.insert(
+        "apiVersion".into(),
+        json!({"type": "string", "enum": ["nixcache.dev/v1alpha1"]}),
+    );
     props.insert("kind".into(), json!({"type": "string", "enum": ["NixCache"]}));
     props.insert("metadata".into(), json!({"type": "object"}));
     close(&mut schema);
@@ -273,18 +314,25 @@ fn check_nixcaches(label: &str, docs: &[&Value]) {
             .iter_errors(doc)
             .map(|e| format!("{}: {e}", e.instance_path().as_str()))
             .collect();
-        assert!(errors.is_empty(), "{label}: the chart's NixCache is invalid: {errors:#?}");
+        assert!(
+            errors.is_empty(),
+            "{label}: the chart's NixCache is invalid: {errors:#?}"
+        );
         let nc: nixcache_crds::NixCache = serde_json::from_value((*doc).clone())
             .unwrap_or_else(|e| panic!("{label}: the operator cannot read the NixCache: {e}"));
         let name = nc.metadata.name.clone().unwrap();
-        assert!(name.len() <= 42, "names are at most 42 characters (the CRD's CEL rule)");
+        assert!(
+            name.len() <= 42,
+            "names are at most 42 characters (the CRD's CEL rule)"
+        );
     }
 }
 
 /// Objects with declared properties reject undeclared ones (kubectl's strict field validation).
 fn close(schema: &mut Value) {
     if let Some(obj) = schema.as_object_mut() {
-        let open = obj.contains_key("additionalProperties") || obj.contains_key("x-kubernetes-preserve-unknown-fields");
+        let open = obj.contains_key("additionalProperties")
+            || obj.contains_key("x-kubernetes-preserve-unknown-fields");
         if obj.contains_key("properties") && !open {
             obj.insert("additionalProperties".into(), Value::Bool(false));
         }
@@ -335,7 +383,11 @@ fn every_rendered_object_is_valid_for_every_supported_kubernetes_version() {
         "ServiceAccount",
         "ServiceMonitor",
     ];
-    assert_eq!(kinds.iter().map(String::as_str).collect::<Vec<_>>(), all, "every template was checked");
+    assert_eq!(
+        kinds.iter().map(String::as_str).collect::<Vec<_>>(),
+        all,
+        "every template was checked"
+    );
 }
 
 #[test]
@@ -345,7 +397,8 @@ fn the_validation_catches_a_misspelt_field() {
     };
     let mut docs = render(&helm, &[]);
     let deployment = docs.iter_mut().find(|d| d["kind"] == "Deployment").unwrap();
-    deployment["spec"]["template"]["spec"]["containers"][0]["securityContext"]["readOnlyRootFilesytem"] = json!(true);
+    deployment["spec"]["template"]["spec"]["containers"][0]["securityContext"]["readOnlyRootFilesytem"] =
+        json!(true);
     let mut file = tempfile::Builder::new().suffix(".yaml").tempfile().unwrap();
     write!(file, "{}", serde_yaml::to_string(deployment).unwrap()).unwrap();
     let out = Command::new(validate)
@@ -354,7 +407,11 @@ fn the_validation_catches_a_misspelt_field() {
         .output()
         .unwrap();
     assert!(!out.status.success(), "{}", tools::text(&out));
-    assert!(tools::text(&out).contains("readOnlyRootFilesytem"), "{}", tools::text(&out));
+    assert!(
+        tools::text(&out).contains("readOnlyRootFilesytem"),
+        "{}",
+        tools::text(&out)
+    );
 }
 
 // ---------------------------------------------------------------- the values schema
@@ -367,23 +424,46 @@ fn wrong_values_are_rejected_naming_the_key() {
         (&["--set", "replicaCuont=2"], &["replicaCuont", "not allowed"]),
         (&["--set", "image.pullPolicy=Sometimes"], &["pullPolicy"]),
         (&["--set", "image.tagg=1.0"], &["tagg"]),
-        (&["--set-string", "leaderElection.leaseDuration=15 seconds"], &["leaseDuration"]),
+        (
+            &["--set-string", "leaderElection.leaseDuration=15 seconds"],
+            &["leaseDuration"],
+        ),
         (&["--set", "watchNamespace=Not_A_Namespace"], &["watchNamespace"]),
         (&["--set", "serviceMonitor.interval=30 s"], &["interval"]),
         (&["--set", "metrics.port=80800"], &["port"]),
         (&["--set", "nixCache.name=Bad_Name"], &["nixCache", "name"]),
-        (&["--set", "replicaCount=2", "--set", "leaderElection.enabled=false"], &["leaderElection", "enabled"]),
         (
-            &["--set", "networkPolicy.enabled=true", "--set", "networkPolicy.egress.enabled=true"],
+            &["--set", "replicaCount=2", "--set", "leaderElection.enabled=false"],
+            &["leaderElection", "enabled"],
+        ),
+        (
+            &[
+                "--set",
+                "networkPolicy.enabled=true",
+                "--set",
+                "networkPolicy.egress.enabled=true",
+            ],
             &["apiServerCIDRs"],
         ),
         // Not schema rules but template checks, equally at install time:
         (
-            &["--set", "serviceMonitor.enabled=true", "--set", "metrics.service.enabled=false"],
+            &[
+                "--set",
+                "serviceMonitor.enabled=true",
+                "--set",
+                "metrics.service.enabled=false",
+            ],
             &["metrics.service.enabled"],
         ),
         (
-            &["--set", "watchNamespace=a", "--set", "nixCache.enabled=true", "--set", "nixCache.namespace=b"],
+            &[
+                "--set",
+                "watchNamespace=a",
+                "--set",
+                "nixCache.enabled=true",
+                "--set",
+                "nixCache.namespace=b",
+            ],
             &["nixCache.namespace", "watchNamespace"],
         ),
         (
@@ -394,7 +474,10 @@ fn wrong_values_are_rejected_naming_the_key() {
     for (args, needles) in cases {
         let output = template(&helm, args).expect_err(&format!("{args:?} must be rejected"));
         for needle in *needles {
-            assert!(output.contains(needle), "{args:?}: helm's message does not name {needle:?}:\n{output}");
+            assert!(
+                output.contains(needle),
+                "{args:?}: helm's message does not name {needle:?}:\n{output}"
+            );
         }
     }
     // The same at install (client-side dry run: no cluster needed).
@@ -405,7 +488,11 @@ fn wrong_values_are_rejected_naming_the_key() {
         .output()
         .unwrap();
     assert!(!out.status.success());
-    assert!(tools::text(&out).contains("replicaCount"), "{}", tools::text(&out));
+    assert!(
+        tools::text(&out).contains("replicaCount"),
+        "{}",
+        tools::text(&out)
+    );
 }
 
 // ---------------------------------------------------------------- what the Deployment passes
@@ -439,18 +526,39 @@ fn the_deployment_passes_only_settings_the_operator_reads() {
         }
         // Listen address, port, probes and Service agree.
         let port = container["ports"][0]["containerPort"].as_i64().unwrap();
-        assert_eq!(env(deployment, "NIXCACHE_OPERATOR_LISTEN"), Some(format!("0.0.0.0:{port}").as_str()));
+        assert_eq!(
+            env(deployment, "NIXCACHE_OPERATOR_LISTEN"),
+            Some(format!("0.0.0.0:{port}").as_str())
+        );
         assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/healthz");
         assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
-        assert_eq!(container["livenessProbe"]["httpGet"]["port"], container["ports"][0]["name"]);
+        assert_eq!(
+            container["livenessProbe"]["httpGet"]["port"],
+            container["ports"][0]["name"]
+        );
         let service = one(&docs, "Service");
-        assert_eq!(service["spec"]["ports"][0]["targetPort"], container["ports"][0]["name"]);
+        assert_eq!(
+            service["spec"]["ports"][0]["targetPort"],
+            container["ports"][0]["name"]
+        );
         for (k, v) in service["spec"]["selector"].as_object().unwrap() {
-            assert_eq!(&pod_labels(deployment)[k], v, "{label}: the Service selects the operator pods");
+            assert_eq!(
+                &pod_labels(deployment)[k],
+                v,
+                "{label}: the Service selects the operator pods"
+            );
         }
         // Downward API for the Lease and events.
-        for (name, field) in [("POD_NAMESPACE", "metadata.namespace"), ("POD_NAME", "metadata.name")] {
-            let e = container["env"].as_array().unwrap().iter().find(|e| e["name"] == name).unwrap();
+        for (name, field) in [
+            ("POD_NAMESPACE", "metadata.namespace"),
+            ("POD_NAME", "metadata.name"),
+        ] {
+            let e = container["env"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|e| e["name"] == name)
+                .unwrap();
             assert_eq!(e["valueFrom"]["fieldRef"]["fieldPath"], field);
         }
         // Hardened by default.
@@ -467,21 +575,39 @@ fn the_deployment_passes_only_settings_the_operator_reads() {
         // and then the strategy may overlap pods; without it, never.
         let replicas = deployment["spec"]["replicas"].as_i64().unwrap();
         let leader = env(deployment, "NIXCACHE_OPERATOR_LEADER_ELECTION");
-        assert_eq!(leader, Some(if replicas > 1 { "true" } else { "false" }), "{label}");
+        assert_eq!(
+            leader,
+            Some(if replicas > 1 { "true" } else { "false" }),
+            "{label}"
+        );
         let strategy = deployment["spec"]["strategy"]["type"].as_str().unwrap();
-        assert_eq!(strategy, if replicas > 1 { "RollingUpdate" } else { "Recreate" }, "{label}");
-        assert_eq!(of_kind(&docs, "PodDisruptionBudget").len(), usize::from(replicas > 1), "{label}");
+        assert_eq!(
+            strategy,
+            if replicas > 1 { "RollingUpdate" } else { "Recreate" },
+            "{label}"
+        );
+        assert_eq!(
+            of_kind(&docs, "PodDisruptionBudget").len(),
+            usize::from(replicas > 1),
+            "{label}"
+        );
         // watchNamespace reaches the operator.
         let values_ns = args
             .iter()
             .find(|a| a.ends_with("watch-namespace-values.yaml"))
             .map(|_| "nix-caches");
-        assert_eq!(env(deployment, "NIXCACHE_OPERATOR_WATCH_NAMESPACE"), values_ns, "{label}");
+        assert_eq!(
+            env(deployment, "NIXCACHE_OPERATOR_WATCH_NAMESPACE"),
+            values_ns,
+            "{label}"
+        );
     }
 }
 
 fn pod_labels(deployment: &Value) -> &serde_json::Map<String, Value> {
-    deployment["spec"]["template"]["metadata"]["labels"].as_object().unwrap()
+    deployment["spec"]["template"]["metadata"]["labels"]
+        .as_object()
+        .unwrap()
 }
 
 #[test]
@@ -498,7 +624,15 @@ fn the_default_proxy_image_is_the_operators_version_and_overridable() {
         deployment["spec"]["template"]["spec"]["containers"][0]["image"],
         format!("ghcr.io/nixcache/nixcache-operator:{version}")
     );
-    let docs = render(&helm, &["--set", "proxyImage.repository=r.example/n", "--set", "proxyImage.digest="]);
+    let docs = render(
+        &helm,
+        &[
+            "--set",
+            "proxyImage.repository=r.example/n",
+            "--set",
+            "proxyImage.digest=",
+        ],
+    );
     // An empty digest keeps the tag.
     assert_eq!(
         env(one(&docs, "Deployment"), "NIXCACHE_OPERATOR_PROXY_IMAGE"),
@@ -506,7 +640,9 @@ fn the_default_proxy_image_is_the_operators_version_and_overridable() {
     );
     let digest = format!("sha256:{}", "ab".repeat(32));
     let docs = render(&helm, &["--set", &format!("proxyImage.digest={digest}")]);
-    let image = env(one(&docs, "Deployment"), "NIXCACHE_OPERATOR_PROXY_IMAGE").unwrap().to_owned();
+    let image = env(one(&docs, "Deployment"), "NIXCACHE_OPERATOR_PROXY_IMAGE")
+        .unwrap()
+        .to_owned();
     assert_eq!(image, format!("ghcr.io/nixcache/nixcache@{digest}"));
     // The operator uses a reference with a digest as it is.
     assert_eq!(nixcache_operator::config::default_image(&image), image);
@@ -532,17 +668,29 @@ fn service_monitor_selects_the_metrics_service() {
     );
     assert_eq!(monitor["metadata"]["labels"]["release"], "kube-prometheus-stack");
     for (k, v) in monitor["spec"]["selector"]["matchLabels"].as_object().unwrap() {
-        assert_eq!(&service["metadata"]["labels"][k], v, "the ServiceMonitor selects the metrics Service");
+        assert_eq!(
+            &service["metadata"]["labels"][k], v,
+            "the ServiceMonitor selects the metrics Service"
+        );
     }
-    assert_eq!(monitor["spec"]["namespaceSelector"]["matchNames"], json!([tools::RELEASE_NAMESPACE]));
+    assert_eq!(
+        monitor["spec"]["namespaceSelector"]["matchNames"],
+        json!([tools::RELEASE_NAMESPACE])
+    );
     assert_eq!(endpoint["port"], service["spec"]["ports"][0]["name"]);
     assert_eq!(endpoint["path"], "/metrics");
     // The NetworkPolicy admits the scrape (and the probes) on that port only.
     let policy = one(&docs, "NetworkPolicy");
-    assert_eq!(policy["spec"]["ingress"][0]["ports"], json!([{"port": "http-metrics", "protocol": "TCP"}]));
+    assert_eq!(
+        policy["spec"]["ingress"][0]["ports"],
+        json!([{"port": "http-metrics", "protocol": "TCP"}])
+    );
     assert_eq!(policy["spec"]["policyTypes"], json!(["Ingress", "Egress"]));
     let to = &policy["spec"]["egress"][0]["to"];
-    assert_eq!(to, &json!([{"ipBlock": {"cidr": "10.96.0.1/32"}}, {"ipBlock": {"cidr": "172.18.0.2/32"}}]));
+    assert_eq!(
+        to,
+        &json!([{"ipBlock": {"cidr": "10.96.0.1/32"}}, {"ipBlock": {"cidr": "172.18.0.2/32"}}])
+    );
 }
 
 #[test]
@@ -551,7 +699,11 @@ fn notes_tell_how_to_create_a_nixcache_and_configure_nix() {
     for (args, ns, name) in [
         (vec![], tools::RELEASE_NAMESPACE, "nixcache"),
         (vec!["--set", "watchNamespace=caches"], "caches", "nixcache"),
-        (vec!["--set", "nixCache.enabled=true", "--set", "nixCache.name=c1"], tools::RELEASE_NAMESPACE, "c1"),
+        (
+            vec!["--set", "nixCache.enabled=true", "--set", "nixCache.name=c1"],
+            tools::RELEASE_NAMESPACE,
+            "c1",
+        ),
     ] {
         // `helm template` does not render NOTES.txt; a client-side dry-run install does.
         let notes = notes_via_install(&helm, &args);
@@ -561,9 +713,15 @@ fn notes_tell_how_to_create_a_nixcache_and_configure_nix() {
             "trusted-public-keys = ".to_owned(),
             format!("kubectl -n {ns} wait nixcache/{name} --for=condition=Ready"),
         ] {
-            assert!(notes.contains(&needle), "{args:?}: NOTES lack {needle:?}:\n{notes}");
+            assert!(
+                notes.contains(&needle),
+                "{args:?}: NOTES lack {needle:?}:\n{notes}"
+            );
         }
-        assert_eq!(notes.contains("kind: NixCache"), !args.contains(&"nixCache.enabled=true"));
+        assert_eq!(
+            notes.contains("kind: NixCache"),
+            !args.contains(&"nixCache.enabled=true")
+        );
     }
 }
 
@@ -577,21 +735,35 @@ fn notes_via_install(helm: &Path, args: &[&str]) -> String {
         .unwrap();
     assert!(out.status.success(), "{}", tools::text(&out));
     let text = String::from_utf8(out.stdout).unwrap();
-    text.split_once("NOTES:").expect("helm prints the notes").1.to_owned()
+    text.split_once("NOTES:")
+        .expect("helm prints the notes")
+        .1
+        .to_owned()
 }
 
 // ---------------------------------------------------------------- the kind e2e script
 
 #[test]
 fn the_kind_script_is_shellcheck_clean() {
-    let Some(shellcheck) = tools::shellcheck() else { return };
+    let Some(shellcheck) = tools::shellcheck() else {
+        return;
+    };
     let out = Command::new(shellcheck)
         .args(["-S", "warning", "-x"])
         .current_dir(tools::repo_root())
-        .args(["e2e/kind/run.sh", "e2e/kind/build-upstream.sh", "e2e/kind/client.sh", ".ci/chart-tools.sh"])
+        .args([
+            "e2e/kind/run.sh",
+            "e2e/kind/build-upstream.sh",
+            "e2e/kind/client.sh",
+            ".ci/chart-tools.sh",
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "shellcheck -S warning:\n{}", tools::text(&out));
+    assert!(
+        out.status.success(),
+        "shellcheck -S warning:\n{}",
+        tools::text(&out)
+    );
 }
 
 /// Runs the kind script with `path` as PATH (so none of docker/kind/kubectl/helm is found unless
@@ -616,7 +788,10 @@ fn the_kind_script_skips_without_its_tools_unless_required() {
     assert!(out.starts_with("SKIP e2e: docker not found"), "{out}");
     let (code, out) = run_kind_script(empty.path(), true);
     assert_eq!(code, 1, "{out}");
-    assert!(out.contains("docker not found") && out.contains("E2E_REQUIRED=1"), "{out}");
+    assert!(
+        out.contains("docker not found") && out.contains("E2E_REQUIRED=1"),
+        "{out}"
+    );
 
     // A docker client without an engine (as on CI), and every other tool present.
     let bin = tempfile::tempdir().unwrap();

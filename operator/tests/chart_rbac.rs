@@ -56,7 +56,11 @@ impl std::fmt::Display for Check {
             f,
             "{} {}/{} in {} (name {})",
             self.verb,
-            if self.group.is_empty() { "core" } else { &self.group },
+            if self.group.is_empty() {
+                "core"
+            } else {
+                &self.group
+            },
             self.resource,
             self.namespace.as_deref().unwrap_or("<cluster>"),
             self.name.as_deref().unwrap_or("-")
@@ -101,7 +105,11 @@ fn checks(r: &Recorded) -> Vec<Check> {
         verb: verb.to_owned(),
         name,
     };
-    let mut found = vec![check(&resource, verb, if verb == "create" { None } else { name.clone() })];
+    let mut found = vec![check(
+        &resource,
+        verb,
+        if verb == "create" { None } else { name.clone() },
+    )];
     // A server-side apply of a missing object creates it; the API server then checks `create`.
     if verb == "patch" && r.field_manager().is_some() && !resource.contains('/') {
         found.push(check(&resource, "create", None));
@@ -132,7 +140,8 @@ fn checks(r: &Recorded) -> Vec<Check> {
 fn secret(name: &str, data: &[(&str, &str)]) -> Value {
     use base64::Engine as _;
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
-    let data: serde_json::Map<String, Value> = data.iter().map(|(k, v)| ((*k).into(), b64(v).into())).collect();
+    let data: serde_json::Map<String, Value> =
+        data.iter().map(|(k, v)| ((*k).into(), b64(v).into())).collect();
     json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": "default"}, "data": data})
 }
 
@@ -151,17 +160,24 @@ impl World {
             Arc::default(),
             Some("test".into()),
         ));
-        Self { api, ctx, log: Vec::new() }
+        Self {
+            api,
+            ctx,
+            log: Vec::new(),
+        }
     }
 
     fn add(&self, nc: &NixCache) {
         let name = nc.metadata.name.clone().unwrap();
-        self.api.insert(&format!("{NC}/{name}"), serde_json::to_value(nc).unwrap());
+        self.api
+            .insert(&format!("{NC}/{name}"), serde_json::to_value(nc).unwrap());
     }
 
     async fn reconcile(&mut self, name: &str) {
         let nc: NixCache = serde_json::from_value(self.api.get(&format!("{NC}/{name}")).unwrap()).unwrap();
-        reconcile(Arc::new(nc), self.ctx.clone()).await.expect("reconcile succeeds");
+        reconcile(Arc::new(nc), self.ctx.clone())
+            .await
+            .expect("reconcile succeeds");
         self.log.extend(self.api.take_log());
     }
 
@@ -201,10 +217,16 @@ impl World {
 /// existing signing Secret, and a NixCache on a volume (the claim).
 async fn reconciler_requests() -> Vec<Recorded> {
     let mut w = World::new();
-    w.api.insert(&format!("{NS}/secrets/pg"), secret("pg", &[("url", "postgres://u:pw@db/nix")]));
+    w.api.insert(
+        &format!("{NS}/secrets/pg"),
+        secret("pg", &[("url", "postgres://u:pw@db/nix")]),
+    );
     w.api.insert(
         &format!("{NS}/secrets/s3"),
-        secret("s3", &[("AWS_ACCESS_KEY_ID", "id"), ("AWS_SECRET_ACCESS_KEY", "key")]),
+        secret(
+            "s3",
+            &[("AWS_ACCESS_KEY_ID", "id"), ("AWS_SECRET_ACCESS_KEY", "key")],
+        ),
     );
     w.add(&fixtures::scaled("demo"));
     w.reconcile("demo").await;
@@ -213,7 +235,9 @@ async fn reconciler_requests() -> Vec<Recorded> {
     w.deployment_ready("demo", 3);
     w.reconcile("demo").await;
 
-    w.edit("demo", |nc| nc["spec"]["image"] = "registry.test/nixcache:2.0".into());
+    w.edit("demo", |nc| {
+        nc["spec"]["image"] = "registry.test/nixcache:2.0".into()
+    });
     w.reconcile("demo").await;
     w.succeed_job(&w.unfinished_job());
     w.reconcile("demo").await;
@@ -248,7 +272,10 @@ async fn reconciler_requests() -> Vec<Recorded> {
     let mut own = fixtures::single("own");
     own.spec.signing = Some(nixcache_crds::Signing {
         key_name: None,
-        secret_ref: Some(nixcache_crds::SecretKeyRef { name: "own-key".into(), key: None }),
+        secret_ref: Some(nixcache_crds::SecretKeyRef {
+            name: "own-key".into(),
+            key: None,
+        }),
     });
     w.add(&own);
     w.reconcile("own").await;
@@ -261,12 +288,16 @@ async fn reconciler_requests() -> Vec<Recorded> {
 async fn controller_requests(scope: Scope) -> Vec<Recorded> {
     let api = FakeApi::default();
     let run = |api: &FakeApi, scope: Scope, millis: u64| {
-        let ctx = Arc::new(Context::new(common::client_for(api), Config::default(), Arc::default(), None));
+        let ctx = Arc::new(Context::new(
+            common::client_for(api),
+            Config::default(),
+            Arc::default(),
+            None,
+        ));
         async move {
-            let stop = tokio::time::sleep(Duration::from_millis(millis));
-            tokio::time::timeout(Duration::from_secs(10), controller::run(ctx, scope, stop))
-                .await
-                .expect("the controller stops");
+            // Dropped after `millis` (its graceful shutdown waits for the failing watches).
+            let running = controller::run(ctx, scope, std::future::pending());
+            let _ = tokio::time::timeout(Duration::from_millis(millis), running).await;
         }
     };
     run(&api, scope.clone(), 500).await;
@@ -276,15 +307,22 @@ async fn controller_requests(scope: Scope) -> Vec<Recorded> {
         .filter(|r| r.method == "GET")
         .map(|r| r.path)
         .collect();
-    assert!(lists.len() >= 8, "the controller lists NixCaches, its six child kinds and Secrets: {lists:?}");
+    assert!(
+        lists.len() >= 8,
+        "the controller lists NixCaches, its six child kinds and Secrets: {lists:?}"
+    );
     for path in &lists {
-        api.insert(path, json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": "1"}, "items": []}));
+        api.insert(
+            path,
+            json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": "1"}, "items": []}),
+        );
     }
     run(&api, scope, 1500).await;
     let log = api.take_log();
     for path in &lists {
         assert!(
-            log.iter().any(|r| &r.path == path && r.query.contains("watch=true")),
+            log.iter()
+                .any(|r| &r.path == path && r.query.contains("watch=true")),
             "the controller watches {path} after listing it"
         );
     }
@@ -305,8 +343,14 @@ async fn leader_election_requests(namespace: &str, name: &str) -> Vec<Recorded> 
             retry_period: Duration::from_secs(2),
         },
     );
-    assert!(elector.try_acquire_or_renew().await.unwrap(), "acquired (created)");
-    assert!(elector.try_acquire_or_renew().await.unwrap(), "renewed (replaced)");
+    assert!(
+        elector.try_acquire_or_renew().await.unwrap(),
+        "acquired (created)"
+    );
+    assert!(
+        elector.try_acquire_or_renew().await.unwrap(),
+        "renewed (replaced)"
+    );
     elector.release().await;
     api.take_log()
 }
@@ -342,10 +386,15 @@ fn strings(v: &Value) -> Vec<String> {
 /// What the chart grants the operator's ServiceAccount (the Deployment's).
 fn grants(docs: &[Value]) -> Vec<Grant> {
     let deployment = tools::one(docs, "Deployment");
-    let sa = deployment["spec"]["template"]["spec"]["serviceAccountName"].as_str().unwrap();
+    let sa = deployment["spec"]["template"]["spec"]["serviceAccountName"]
+        .as_str()
+        .unwrap();
     let sa_ns = deployment["metadata"]["namespace"].as_str().unwrap();
     let mut found = Vec::new();
-    for binding in docs.iter().filter(|d| d["kind"] == "RoleBinding" || d["kind"] == "ClusterRoleBinding") {
+    for binding in docs
+        .iter()
+        .filter(|d| d["kind"] == "RoleBinding" || d["kind"] == "ClusterRoleBinding")
+    {
         let ours = binding["subjects"]
             .as_array()
             .unwrap()
@@ -361,16 +410,33 @@ fn grants(docs: &[Value]) -> Vec<Grant> {
             .find(|d| {
                 d["kind"] == role_ref["kind"]
                     && d["metadata"]["name"] == role_ref["name"]
-                    && (d["kind"] == "ClusterRole" || d["metadata"]["namespace"].as_str() == binding_ns.as_deref())
+                    && (d["kind"] == "ClusterRole"
+                        || d["metadata"]["namespace"].as_str() == binding_ns.as_deref())
             })
-            .unwrap_or_else(|| panic!("binding {} refers to a role the chart does not render", binding["metadata"]["name"]));
-        let scope = if binding["kind"] == "ClusterRoleBinding" { None } else { binding_ns.clone() };
+            .unwrap_or_else(|| {
+                panic!(
+                    "binding {} refers to a role the chart does not render",
+                    binding["metadata"]["name"]
+                )
+            });
+        let scope = if binding["kind"] == "ClusterRoleBinding" {
+            None
+        } else {
+            binding_ns.clone()
+        };
         for rule in role["rules"].as_array().unwrap() {
-            let (groups, resources, verbs) = (strings(&rule["apiGroups"]), strings(&rule["resources"]), strings(&rule["verbs"]));
+            let (groups, resources, verbs) = (
+                strings(&rule["apiGroups"]),
+                strings(&rule["resources"]),
+                strings(&rule["verbs"]),
+            );
             for s in groups.iter().chain(&resources).chain(&verbs) {
                 assert_ne!(s, "*", "no wildcard in the operator's rules: {rule}");
             }
-            assert!(rule.get("nonResourceURLs").is_none(), "the operator calls no non-resource URL");
+            assert!(
+                rule.get("nonResourceURLs").is_none(),
+                "the operator calls no non-resource URL"
+            );
             for g in &groups {
                 for r in &resources {
                     for v in &verbs {
@@ -401,9 +467,19 @@ fn assert_exact(label: &str, grants: &[Grant], requests: &[Recorded]) {
             all.insert(c);
         }
     }
-    assert!(denied.is_empty(), "{label}: the chart does not grant what the operator does:\n{}", denied.into_iter().collect::<Vec<_>>().join("\n"));
-    let unused: Vec<&Grant> = grants.iter().filter(|g| !all.iter().any(|c| g.allows(c))).collect();
-    assert!(unused.is_empty(), "{label}: granted but never used by the operator: {unused:#?}");
+    assert!(
+        denied.is_empty(),
+        "{label}: the chart does not grant what the operator does:\n{}",
+        denied.into_iter().collect::<Vec<_>>().join("\n")
+    );
+    let unused: Vec<&Grant> = grants
+        .iter()
+        .filter(|g| !all.iter().any(|c| g.allows(c)))
+        .collect();
+    assert!(
+        unused.is_empty(),
+        "{label}: granted but never used by the operator: {unused:#?}"
+    );
 }
 
 fn rbac_kinds(docs: &[Value]) -> Vec<String> {
@@ -413,7 +489,10 @@ fn rbac_kinds(docs: &[Value]) -> Vec<String> {
             format!(
                 "{} {}{}",
                 d["kind"].as_str().unwrap(),
-                d["metadata"]["namespace"].as_str().map(|n| format!("{n}/")).unwrap_or_default(),
+                d["metadata"]["namespace"]
+                    .as_str()
+                    .map(|n| format!("{n}/"))
+                    .unwrap_or_default(),
                 d["metadata"]["name"].as_str().unwrap()
             )
         })
@@ -434,20 +513,33 @@ async fn the_chart_grants_exactly_the_requests_the_operator_makes() {
         format!("GET {APPS}/deployments/demo"),
         format!("PATCH {NC}/demo/status"),
     ] {
-        assert!(reconciler.iter().any(|r| r.line() == line), "the scenarios never sent {line}");
+        assert!(
+            reconciler.iter().any(|r| r.line() == line),
+            "the scenarios never sent {line}"
+        );
     }
     assert!(
-        reconciler.iter().any(|r| r.method == "DELETE" && r.path.starts_with(&format!("{BATCH}/jobs/"))),
+        reconciler
+            .iter()
+            .any(|r| r.method == "DELETE" && r.path.starts_with(&format!("{BATCH}/jobs/"))),
         "a superseded migration Job is deleted"
     );
     assert!(
-        reconciler.iter().any(|r| r.method == "PATCH" && r.path.contains("/events/")),
+        reconciler
+            .iter()
+            .any(|r| r.method == "PATCH" && r.path.contains("/events/")),
         "a repeated event is patched"
     );
 
     // 1. Defaults: cluster-wide, one replica, no leader election.
     let docs = tools::render(&helm, &[]);
-    assert_eq!(tools::env(tools::one(&docs, "Deployment"), "NIXCACHE_OPERATOR_LEADER_ELECTION"), Some("false"));
+    assert_eq!(
+        tools::env(
+            tools::one(&docs, "Deployment"),
+            "NIXCACHE_OPERATOR_LEADER_ELECTION"
+        ),
+        Some("false")
+    );
     let mut requests = reconciler.clone();
     requests.extend(controller_requests(Scope::Cluster).await);
     assert_exact("default values", &grants(&docs), &requests);
@@ -455,8 +547,13 @@ async fn the_chart_grants_exactly_the_requests_the_operator_makes() {
     // 2. Two replicas: the Lease too, in the release namespace, by name.
     let docs = tools::render(&helm, &["--set", "replicaCount=2"]);
     let deployment = tools::one(&docs, "Deployment");
-    assert_eq!(tools::env(deployment, "NIXCACHE_OPERATOR_LEADER_ELECTION"), Some("true"));
-    let lease = tools::env(deployment, "NIXCACHE_OPERATOR_LEASE_NAME").unwrap().to_owned();
+    assert_eq!(
+        tools::env(deployment, "NIXCACHE_OPERATOR_LEADER_ELECTION"),
+        Some("true")
+    );
+    let lease = tools::env(deployment, "NIXCACHE_OPERATOR_LEASE_NAME")
+        .unwrap()
+        .to_owned();
     let leases = leader_election_requests(tools::RELEASE_NAMESPACE, &lease).await;
     let mut with_lease = requests.clone();
     with_lease.extend(leases.iter().cloned());
@@ -465,12 +562,17 @@ async fn the_chart_grants_exactly_the_requests_the_operator_makes() {
     let other = leader_election_requests(tools::RELEASE_NAMESPACE, "someone-elses-lease").await;
     let grants2 = grants(&docs);
     assert!(
-        checks(other.iter().find(|r| r.method == "PUT").unwrap()).iter().any(|c| !grants2.iter().any(|g| g.allows(c))),
+        checks(other.iter().find(|r| r.method == "PUT").unwrap())
+            .iter()
+            .any(|c| !grants2.iter().any(|g| g.allows(c))),
         "only the operator's own Lease may be replaced"
     );
 
     // 3. watchNamespace: only Roles; the controller lists and watches in that namespace.
-    let docs = tools::render(&helm, &["--set", "replicaCount=2", "--set", "watchNamespace=default"]);
+    let docs = tools::render(
+        &helm,
+        &["--set", "replicaCount=2", "--set", "watchNamespace=default"],
+    );
     let kinds = rbac_kinds(&docs);
     assert!(
         !kinds.iter().any(|k| k.starts_with("ClusterRoleBinding")),
@@ -494,4 +596,82 @@ async fn the_chart_grants_exactly_the_requests_the_operator_makes() {
     // 4. rbac.create=false: nothing bound; the aggregated roles are never bound to the operator.
     let docs = tools::render(&helm, &["--set", "rbac.create=false"]);
     assert!(rbac_kinds(&docs).is_empty(), "{:?}", rbac_kinds(&docs));
+}
+
+#[test]
+fn requests_map_to_the_checks_the_api_server_makes() {
+    let r = |method: &str, path: &str, query: &str, body: Option<Value>| Recorded {
+        method: method.into(),
+        path: path.into(),
+        query: query.into(),
+        body,
+    };
+    let short = |rs: Recorded| -> Vec<String> {
+        checks(&rs)
+            .into_iter()
+            .map(|c| {
+                format!(
+                    "{} {} {} {:?} {:?}",
+                    c.verb, c.group, c.resource, c.namespace, c.name
+                )
+            })
+            .collect()
+    };
+    assert_eq!(
+        short(r("GET", "/api/v1/secrets", "", None)),
+        ["list  secrets None None"]
+    );
+    assert_eq!(
+        short(r(
+            "GET",
+            "/apis/apps/v1/namespaces/x/deployments",
+            "watch=true&resourceVersion=1",
+            None
+        )),
+        ["watch apps deployments Some(\"x\") None"]
+    );
+    assert_eq!(
+        short(r(
+            "PUT",
+            "/apis/coordination.k8s.io/v1/namespaces/x/leases/l",
+            "",
+            None
+        )),
+        ["update coordination.k8s.io leases Some(\"x\") Some(\"l\")"]
+    );
+    assert_eq!(
+        short(r(
+            "PATCH",
+            "/apis/nixcache.dev/v1alpha1/namespaces/x/nixcaches/c/status",
+            "fieldManager=m",
+            None
+        )),
+        ["patch nixcache.dev nixcaches/status Some(\"x\") Some(\"c\")"]
+    );
+    // A server-side apply with a blocking owner reference: patch, create, and the owner's finalizers.
+    let owned = json!({"metadata": {"ownerReferences": [{"apiVersion": "nixcache.dev/v1alpha1",
+        "kind": "NixCache", "name": "c", "uid": "u", "controller": true, "blockOwnerDeletion": true}]}});
+    assert_eq!(
+        short(r(
+            "PATCH",
+            "/apis/apps/v1/namespaces/x/deployments/c",
+            "fieldManager=m&force=true",
+            Some(owned)
+        )),
+        [
+            "patch apps deployments Some(\"x\") Some(\"c\")",
+            "create apps deployments Some(\"x\") None",
+            "update nixcache.dev nixcaches/finalizers Some(\"x\") Some(\"c\")",
+        ]
+    );
+    // The event recorder's merge patch creates nothing.
+    assert_eq!(
+        short(r(
+            "PATCH",
+            "/apis/events.k8s.io/v1/namespaces/x/events/e",
+            "",
+            Some(json!({}))
+        )),
+        ["patch events.k8s.io events Some(\"x\") Some(\"e\")"]
+    );
 }

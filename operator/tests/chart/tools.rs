@@ -27,7 +27,10 @@ pub const RELEASE: &str = "nixcache-operator";
 pub const RELEASE_NAMESPACE: &str = "nixcache-system";
 
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 pub fn chart_dir() -> PathBuf {
@@ -129,7 +132,10 @@ pub fn servicemonitor_checker() -> Option<(PathBuf, PathBuf)> {
     let node = find("node", "NIXCACHE_TEST_NODE", &[], "--version");
     let found = modules.zip(node);
     if found.is_none() {
-        or_skip(None, "the ServiceMonitor checker (node and @kubernetes-models/prometheus-operator)");
+        or_skip(
+            None,
+            "the ServiceMonitor checker (node and @kubernetes-models/prometheus-operator)",
+        );
     }
     found
 }
@@ -149,7 +155,12 @@ pub fn template(helm: &Path, args: &[&str]) -> Result<String, String> {
     let out = Command::new(helm)
         .args(["template", RELEASE])
         .arg(chart_dir())
-        .args(["--namespace", RELEASE_NAMESPACE, "--kube-version", TARGET_KUBERNETES])
+        .args([
+            "--namespace",
+            RELEASE_NAMESPACE,
+            "--kube-version",
+            TARGET_KUBERNETES,
+        ])
         .args(args)
         .output()
         .expect("helm runs");
