@@ -69,12 +69,35 @@ fn chart_and_images_carry_the_operator_version() {
     );
     // The Dockerfile labels both images with the version; its default must follow the crate.
     let dockerfile = read("docker/Dockerfile");
-    assert!(
-        dockerfile
-            .lines()
-            .any(|l| l.trim() == format!("ARG VERSION={version}")),
-        "docker/Dockerfile must declare `ARG VERSION={version}`"
+    let defaults: Vec<&str> = dockerfile
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("ARG VERSION="))
+        .collect();
+    assert_eq!(
+        defaults,
+        [version, version],
+        "docker/Dockerfile: both images' `ARG VERSION` must default to the crate version"
     );
+    // Each image: the distroless nonroot runtime, the chart's UID, the binary as entrypoint.
+    assert!(dockerfile.contains("ARG RUNTIME_IMAGE=gcr.io/distroless/cc-debian12:nonroot"));
+    let run_as = values["podSecurityContext"]["runAsUser"].as_i64().unwrap();
+    for binary in ["nixcache", "nixcache-operator"] {
+        let stage = dockerfile
+            .split("\nFROM ")
+            .find(|s| s.starts_with(&format!("${{RUNTIME_IMAGE}} AS {binary}\n")))
+            .unwrap_or_else(|| panic!("docker/Dockerfile lacks the target {binary} on the runtime image"));
+        for line in [
+            format!("USER {run_as}:{run_as}"),
+            format!("ENTRYPOINT [\"/usr/local/bin/{binary}\"]"),
+            "org.opencontainers.image.version=\"${VERSION}\"".to_owned(),
+        ] {
+            assert!(stage.contains(&line), "image {binary}: no `{line}`");
+        }
+        assert!(
+            !stage.contains("RUN "),
+            "image {binary}: nothing runs in the runtime stage (no shell)"
+        );
+    }
     let proxy = read("proxy/Cargo.toml");
     assert!(
         proxy.contains("version.workspace = true"),
