@@ -118,11 +118,19 @@ start_client() {
     CACHE_KEY="$CACHE_KEY" NIX_IMAGE="$NIX_IMAGE" | "${KCTL[@]}" apply -f -
 }
 
+# Waits for client Job $1 (at most $2 seconds, default 600) and shows how it ended.
 wait_client() {
-  if ! "${KCTL[@]}" -n "$NS" wait "job/$1" --for=condition=Complete --timeout="${2:-600}s"; then
-    "${KCTL[@]}" -n "$NS" logs "job/$1" || true
-    fail "Nix client $1 failed"
-  fi
+  local deadline=$((SECONDS + ${2:-600})) succeeded failed
+  while :; do
+    succeeded=$(jsonpath "job/$1" '{.status.succeeded}')
+    failed=$(jsonpath "job/$1" '{.status.failed}')
+    [ "${succeeded:-0}" -ge 1 ] && break
+    if [ "${failed:-0}" -ge 1 ] || [ "$SECONDS" -ge "$deadline" ]; then
+      "${KCTL[@]}" -n "$NS" logs "job/$1" || true
+      fail "Nix client $1 failed or timed out"
+    fi
+    sleep 3
+  done
   "${KCTL[@]}" -n "$NS" logs "job/$1" | tail -n 3
 }
 
@@ -156,7 +164,7 @@ helm --kube-context "kind-$CLUSTER" install nixcache-operator "$ROOT/helm/nixcac
   --set replicaCount=2 \
   --set image.repository=nixcache-operator --set image.tag="$TAG" --set image.pullPolicy=Never \
   --set proxyImage.repository=nixcache --set proxyImage.tag="$TAG" \
-  --set logFormat=text --set logLevel=info,nixcache_operator=debug \
+  --set logFormat=text \
   --wait --timeout 5m
 "${KCTL[@]}" -n "$OP_NS" get lease nixcache-operator -o jsonpath='{.spec.holderIdentity}' |
   grep -q nixcache-operator || fail "no operator holds the leader Lease"

@@ -840,3 +840,65 @@ fn the_kind_script_skips_without_its_tools_unless_required() {
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("kind not found"), "{out}");
 }
+
+/// The placeholders run.sh fills in each manifest (`render "$HERE/manifests/FILE" KEY=… …`).
+fn kind_script_placeholders() -> Vec<(String, BTreeSet<String>)> {
+    let script = read("e2e/kind/run.sh").replace("\\\n", " ");
+    script
+        .split("render \"$HERE/manifests/")
+        .skip(1)
+        .map(|call| {
+            let (file, rest) = call.split_once('"').unwrap();
+            let line = rest.split(['|', '\n']).next().unwrap();
+            let keys = line
+                .split_whitespace()
+                .filter_map(|w| w.split_once('=').map(|(k, _)| k.to_owned()))
+                .collect();
+            (file.to_owned(), keys)
+        })
+        .collect()
+}
+
+#[test]
+fn the_kind_manifests_are_valid_with_every_placeholder_filled() {
+    let calls = kind_script_placeholders();
+    let files: BTreeSet<&str> = calls.iter().map(|(f, _)| f.as_str()).collect();
+    assert_eq!(
+        files.into_iter().collect::<Vec<_>>(),
+        ["client-job.yaml", "infra.yaml", "nixcache.yaml", "upstream.yaml"]
+    );
+    let mut docs = Vec::new();
+    for (file, keys) in &calls {
+        let mut text = read(&format!("e2e/kind/manifests/{file}"));
+        let used: BTreeSet<String> = text.split("__").skip(1).step_by(2).map(str::to_owned).collect();
+        assert_eq!(
+            &used, keys,
+            "{file}: placeholders in the manifest vs. filled by run.sh"
+        );
+        for key in keys {
+            let value = match key.as_str() {
+                "BIG_MIB" | "RATE_MIB" => "16",
+                "UPSTREAM_KEY" | "CACHE_KEY" => "k-1:2mZpE5PEA/v3Ce3VchoV53LmP6QIs6MKxbrQSCmZx5s=",
+                "CACHE_URL" => "http://e2e.nixcache-e2e.svc:8501",
+                "TARGET" => "/nix/store/00000000000000000000000000000000-x",
+                "NAME" => "client-x",
+                _ => "registry.example/image:tag",
+            };
+            text = text.replace(&format!("__{key}__"), value);
+        }
+        docs.extend(tools::documents(&text));
+    }
+    let caches: Vec<&Value> = of_kind(&docs, "NixCache");
+    assert_eq!(caches.len(), 1);
+    check_nixcaches("e2e/kind/manifests/nixcache.yaml", &caches);
+    assert_eq!(
+        caches[0]["spec"]["replicas"], 3,
+        "the scenario starts with three replicas"
+    );
+    let Some(validate) = tools::kubernetes_validate() else {
+        return;
+    };
+    let others: Vec<Value> = docs.iter().filter(|d| d["kind"] != "NixCache").cloned().collect();
+    let unknown = kubernetes_validate(&validate, "e2e/kind/manifests", &others);
+    assert!(unknown.is_empty(), "{unknown:?}");
+}
