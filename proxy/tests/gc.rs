@@ -231,6 +231,13 @@ async fn stream_survives_eviction(extra: &[String]) {
     flags.extend(["--access-flush-interval", "0s"]);
     let proxy = Proxy::start(dir.path(), &[&upstream], &[key.public_key()], &flags).await;
     access(&proxy, &big, true).await;
+    // Stored and recorded (an S3 upload ends after the client had its bytes): the next GET is a hit.
+    let meta = connect(&proxy.sqlite_url()).await.unwrap();
+    let stored = common::wait_until(common::TIMEOUT, || async {
+        meta.get_nar(&file_of(&big)).await.unwrap().is_some()
+    })
+    .await;
+    assert!(stored, "the NAR was never recorded");
 
     let response = client()
         .get(proxy.url(&format!("/nar/{}", big.file_name())))
