@@ -68,7 +68,12 @@ impl Cluster {
     }
 
     /// Like [`Self::add_replica`], with more `serve` flags.
-    pub async fn add_replica_with(&mut self, upstream: &str, upstream_key: &str, extra: &[&str]) -> Result<&Proxy> {
+    pub async fn add_replica_with(
+        &mut self,
+        upstream: &str,
+        upstream_key: &str,
+        extra: &[&str],
+    ) -> Result<&Proxy> {
         let mut opts = ProxyOptions::new(upstream, upstream_key);
         opts.extra_args = self.shared.args.clone();
         opts.extra_args.extend(extra.iter().map(|s| s.to_string()));
@@ -86,7 +91,10 @@ impl Cluster {
     pub fn backend(&self) -> (Vec<String>, Vec<(String, String)>) {
         let mut args = self.shared.args.clone();
         if args.is_empty() {
-            args.extend(["--data-dir".into(), self.shared.dir.path().join("data").display().to_string()]);
+            args.extend([
+                "--data-dir".into(),
+                self.shared.dir.path().join("data").display().to_string(),
+            ]);
         }
         args.retain(|a| a != "--secret-key-file" && !a.ends_with("cluster.sec"));
         (args, self.shared.env.clone())

@@ -38,7 +38,9 @@ fn parse(container: &Container) -> Command {
     for var in &env {
         let value = match (&var.value, &var.value_from) {
             (Some(v), _) => v.clone(),
-            (None, _) if var.name.ends_with("DATABASE_URL") => "postgres://nixcache:secret@db/nixcache".into(),
+            (None, _) if var.name.ends_with("DATABASE_URL") => {
+                "postgres://nixcache:secret@db/nixcache".into()
+            }
             (None, _) => "from-a-secret".into(),
         };
         std::env::set_var(&var.name, value);
@@ -63,18 +65,35 @@ fn first_container(spec: Option<&k8s_openapi::api::core::v1::PodSpec>) -> &Conta
 #[test]
 fn rendered_command_lines_parse_with_the_proxy_cli() {
     for (file, nc) in examples() {
-        let plan = Plan::new(&nc, &Config::default(), "0123456789".into(), Some("abcdef0123".into()));
+        // As the reconciler does: a database hash only for a database URL from a Secret.
+        let database = nc
+            .spec
+            .database
+            .url_secret_ref
+            .as_ref()
+            .map(|_| "abcdef0123".to_owned());
+        let plan = Plan::new(&nc, &Config::default(), "0123456789".into(), database);
         let deployment = render::deployment(&nc, &plan);
         let pod = deployment.spec.as_ref().unwrap().template.spec.as_ref();
         let Command::Serve(serve) = parse(first_container(pod)) else {
             panic!("{file}: the Deployment does not run `nixcache serve`");
         };
-        assert!(serve.advertise_url.is_some(), "{file}: replicas need --advertise-url");
-        serve.backend.storage.s3_config().unwrap_or_else(|e| panic!("{file}: {e}"));
+        assert!(
+            serve.advertise_url.is_some(),
+            "{file}: replicas need --advertise-url"
+        );
+        serve
+            .backend
+            .storage
+            .s3_config()
+            .unwrap_or_else(|e| panic!("{file}: {e}"));
         if let Some(job) = render::migrate_job(&nc, &plan) {
             let pod = job.spec.as_ref().unwrap().template.spec.as_ref();
             let command = parse(first_container(pod));
-            assert!(matches!(command, Command::Migrate(_)), "{file}: the Job runs {command:?}");
+            assert!(
+                matches!(command, Command::Migrate(_)),
+                "{file}: the Job runs {command:?}"
+            );
         }
         if let Some(cron) = render::gc_cronjob(&nc, &plan) {
             let job = cron.spec.as_ref().unwrap().job_template.spec.as_ref().unwrap();

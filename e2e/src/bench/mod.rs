@@ -119,7 +119,16 @@ pub struct Settings {
 }
 
 /// The parts of a run, for `--only`.
-pub const PARTS: [&str; 8] = ["narinfo", "nar", "memory", "misses", "first-byte", "replicas", "access", "gc"];
+pub const PARTS: [&str; 8] = [
+    "narinfo",
+    "nar",
+    "memory",
+    "misses",
+    "first-byte",
+    "replicas",
+    "access",
+    "gc",
+];
 
 impl Settings {
     /// True when `part` is to be run.

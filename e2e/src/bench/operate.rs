@@ -30,16 +30,30 @@ const GC_OBJECT_BYTES: usize = 1024;
 
 /// narinfo req/s of two nixcache processes on the run's backend, one with access tracking
 /// (the default 10 s flush) and one without (`--access-flush-interval 0s`), alternated.
-pub async fn access(report: &mut Report, s: &Settings, cache: &UpstreamCache, objects: &Objects) -> Result<()> {
+pub async fn access(
+    report: &mut Report,
+    s: &Settings,
+    cache: &UpstreamCache,
+    objects: &Objects,
+) -> Result<()> {
     let upstream = TestUpstream::start(&cache.dir)?;
     let on = misses::cluster(s, 1, cache, &upstream).await?;
     let mut off = misses::cluster(s, 0, cache, &upstream).await?;
-    off.add_replica_with(&upstream.url, &cache.public_key, &["--access-flush-interval", "0s"])
-        .await?;
-    let script_dir = tempfile::Builder::new().prefix("nixcache-bench-access-").tempdir()?;
+    off.add_replica_with(
+        &upstream.url,
+        &cache.public_key,
+        &["--access-flush-interval", "0s"],
+    )
+    .await?;
+    let script_dir = tempfile::Builder::new()
+        .prefix("nixcache-bench-access-")
+        .tempdir()?;
     let script = script_dir.path().join("narinfo.lua");
     std::fs::write(&script, wrk::script(&objects.narinfos))?;
-    let servers = [("tracking on", &on.replicas[0]), ("tracking off", &off.replicas[0])];
+    let servers = [
+        ("tracking on", &on.replicas[0]),
+        ("tracking off", &off.replicas[0]),
+    ];
     for (_, proxy) in servers {
         setup::warm(cache, &proxy.url, &upstream.url).await?;
         wrk::run(proxy.addr, &script, 16, Duration::from_secs(2)).await?;
@@ -54,7 +68,11 @@ pub async fn access(report: &mut Report, s: &Settings, cache: &UpstreamCache, ob
                 let (name, proxy) = servers[i];
                 super::procfs::wait_idle().await;
                 let r = wrk::run(proxy.addr, &script, conns, s.duration).await?;
-                eprintln!("[bench] access c={conns} run {}: {name} {:.0} req/s", run + 1, r.rps());
+                eprintln!(
+                    "[bench] access c={conns} run {}: {name} {:.0} req/s",
+                    run + 1,
+                    r.rps()
+                );
                 rps[i].push(r.rps());
             }
         }
@@ -86,7 +104,10 @@ pub async fn gc(report: &mut Report, s: &Settings, cache: &UpstreamCache) -> Res
     let (db, storage) = open(&args).await?;
     let started = Instant::now();
     fill(&db, &storage).await?;
-    eprintln!("[bench] gc: {GC_ENTRIES} entries written in {:.1} s", started.elapsed().as_secs_f64());
+    eprintln!(
+        "[bench] gc: {GC_ENTRIES} entries written in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
     let bin = tokio::task::spawn_blocking(nixcache_bin).await??;
     let mut table = format!(
         "| `nixcache gc` on {GC_ENTRIES} entries ({:?}) | wall time (process) | GC's own time |\n|---|---|---|\n",
@@ -101,7 +122,10 @@ pub async fn gc(report: &mut Report, s: &Settings, cache: &UpstreamCache) -> Res
             .and_then(|head| head.rsplit(' ').next())
             .unwrap_or("?");
         eprintln!("[bench] gc {what}: {wall:.2} s\n{out}");
-        ensure!(out.contains(&format!("evicted {GC_ENTRIES} narinfos")), "unexpected report: {out}");
+        ensure!(
+            out.contains(&format!("evicted {GC_ENTRIES} narinfos")),
+            "unexpected report: {out}"
+        );
         let _ = writeln!(table, "| {what} | {wall:.2} s | {own} s |");
     }
     report.section("Garbage collection", table);
@@ -109,7 +133,10 @@ pub async fn gc(report: &mut Report, s: &Settings, cache: &UpstreamCache) -> Res
 }
 
 async fn open(args: &[String]) -> Result<(Arc<dyn MetadataStore>, Arc<dyn BlobStore>)> {
-    let argv = ["nixcache", "gc", "--max-size", "0"].into_iter().map(String::from).chain(args.iter().cloned());
+    let argv = ["nixcache", "gc", "--max-size", "0"]
+        .into_iter()
+        .map(String::from)
+        .chain(args.iter().cloned());
     let NixcacheCommand::Gc(gc) = Cli::try_parse_from(argv)?.command else {
         anyhow::bail!("not a gc command");
     };
@@ -179,6 +206,10 @@ fn run_gc(bin: &Path, args: &[String], env: &[(String, String)], flags: &[&str])
     let out = run_bounded(&mut cmd, Duration::from_secs(600)).context("nixcache gc")?;
     let wall = started.elapsed().as_secs_f64();
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    ensure!(out.status.success(), "nixcache gc failed: {text}{}", String::from_utf8_lossy(&out.stderr));
+    ensure!(
+        out.status.success(),
+        "nixcache gc failed: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     Ok((wall, text))
 }

@@ -128,7 +128,10 @@ pub(super) async fn uploads(db: &dyn MetadataStore) {
         db.get_upload(&upload.nar_file).await.unwrap(),
         Some(upload.clone())
     );
-    assert_eq!(db.stale_uploads(now() + 10, 10).await.unwrap(), std::slice::from_ref(&upload));
+    assert_eq!(
+        db.stale_uploads(now() + 10, 10).await.unwrap(),
+        std::slice::from_ref(&upload)
+    );
     assert!(db.stale_uploads(now() - 100, 10).await.unwrap().is_empty());
     db.delete_upload(&upload.nar_file).await.unwrap();
     assert_eq!(db.get_upload(&upload.nar_file).await.unwrap(), None);
