@@ -25,7 +25,7 @@ async fn gc_keeps_the_recently_used_closure_servable() -> Result<()> {
     fetch(&proxy.url, &proxy.public_key, &[&cache.root], &all)
         .await?
         .expect_whole_closure(&cache)?;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
     // Then only the closure of path 05 (paths 00-05) is used again: the rest are older.
     let small = cache.path_named("-05-")?.to_owned();
     let outcome = fetch(&proxy.url, &proxy.public_key, &[&small], &all).await?;

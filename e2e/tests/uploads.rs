@@ -14,16 +14,30 @@ use reqwest::StatusCode;
 
 const TIMEOUT: Duration = Duration::from_secs(300);
 
-/// The uploaded narinfos counted by the proxy's metrics.
-async fn narinfos_stored(proxy: &Proxy) -> Result<u64> {
+/// The sum of the proxy's metric samples whose series starts with `prefix` and contains `part`.
+async fn metric(proxy: &Proxy, prefix: &str, part: &str) -> Result<u64> {
     let (_, body) = get(&proxy.url_for("/metrics")).await?;
     let text = String::from_utf8_lossy(&body);
-    let series = "nixcache_uploads_total{kind=\"narinfo\",result=\"stored\"} ";
     Ok(text
         .lines()
-        .find_map(|l| l.strip_prefix(series))
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .unwrap_or(0.0) as u64)
+        .filter(|l| l.starts_with(prefix) && l.contains(part))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64)
+}
+
+/// The uploaded narinfos counted by the proxy's metrics.
+async fn narinfos_stored(proxy: &Proxy) -> Result<u64> {
+    metric(
+        proxy,
+        "nixcache_uploads_total{kind=\"narinfo\",result=\"stored\"}",
+        "",
+    )
+    .await
+}
+
+/// PUT requests the proxy answered, whatever their outcome.
+async fn puts(proxy: &Proxy) -> Result<u64> {
+    metric(proxy, "nixcache_http_requests_total", "method=\"PUT\"").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -88,8 +102,13 @@ async fn nix_copy_pushes_a_closure_that_a_fresh_client_substitutes() -> Result<(
     .await?
     .expect_whole_closure(&cache)?;
     // Pushing again uploads nothing: nix asks (HEAD) and finds every path there.
+    let before = puts(&proxy).await?;
+    ensure!(
+        before >= 2 * cache.paths.len() as u64,
+        "{before} PUTs for the first push"
+    );
     let again = push(&source, &cache.public_key, &to, &right, &[&cache.root], TIMEOUT).await?;
     ensure!(again.ok, "{}", again.output);
-    ensure!(narinfos_stored(&proxy).await? == cache.paths.len() as u64);
+    ensure!(puts(&proxy).await? == before, "the second push sent PUTs");
     Ok(())
 }

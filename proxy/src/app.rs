@@ -21,12 +21,15 @@ use crate::{
     gc::{self, GcOptions, GcReport},
     http, keys,
     metrics::Metrics,
+    scratch,
     storage::{BlobStore, LocalStore, S3Store},
     upstream::{Netrc, UpstreamOptions, Upstreams},
 };
 
 /// How often upstreams whose nix-cache-info could not be read are tried again.
 const PRIORITY_RETRY: Duration = Duration::from_secs(30);
+/// How long a stopping process tries to write the access times it holds.
+const FLUSH_LIMIT: Duration = Duration::from_secs(5);
 /// How long start-up waits for the upstreams' nix-cache-info.
 const INITIAL_PRIORITY_WAIT: Duration = Duration::from_secs(2);
 
@@ -41,8 +44,8 @@ pub async fn build_state(args: &ServeArgs) -> anyhow::Result<http::AppState> {
     let data_dir = &args.backend.data_dir;
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("creating the data dir {}", data_dir.display()))?;
-    let tmp_dir = data_dir.join("tmp");
-    clear_temp_files(&tmp_dir)?;
+    let replica = build_replica(args).await?;
+    let tmp_dir = scratch::create(data_dir, &replica.options.id)?;
 
     let metadata = open_database(&args.backend).await?;
     let signer = keys::load_or_generate(args.secret_key_file.as_deref(), data_dir, &key_name(args))?;
@@ -51,7 +54,6 @@ pub async fn build_state(args: &ServeArgs) -> anyhow::Result<http::AppState> {
     tracing::info!(public_key = %signer.public_key(), upstreams = ?args.upstreams, "signing with key");
     let negative = NegativeCache::new(args.negative_ttl);
     let hot = HotCache::new(args.memory_cache_bytes, args.memory_cache_ttl);
-    let replica = build_replica(args).await?;
     let cache = Cache::new(CacheParts {
         db: metadata,
         storage,
@@ -104,6 +106,7 @@ fn build_writes(args: &ServeArgs) -> anyhow::Result<http::Writes> {
         put: uploads.allow_put,
         delete: uploads.allow_delete,
         auth: Some(Arc::new(auth)),
+        max_upload_size: uploads.max_upload_size,
     })
 }
 
@@ -234,14 +237,6 @@ fn key_name(args: &ServeArgs) -> String {
     }
 }
 
-/// Temp files of an earlier run are partial downloads: never valid, always removed at start.
-fn clear_temp_files(tmp_dir: &std::path::Path) -> anyhow::Result<()> {
-    if tmp_dir.exists() {
-        std::fs::remove_dir_all(tmp_dir).with_context(|| format!("clearing {}", tmp_dir.display()))?;
-    }
-    std::fs::create_dir_all(tmp_dir).with_context(|| format!("creating {}", tmp_dir.display()))
-}
-
 fn read_netrc(explicit: Option<&PathBuf>) -> anyhow::Result<Netrc> {
     let path = match explicit {
         Some(path) => path.clone(),
@@ -289,27 +284,22 @@ pub async fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
         result = &mut server => return result?.map_err(Into::into),
         () = shutdown_signal() => {}
     }
+    // Not ready from now on; new connections are still taken for --shutdown-delay, while the
+    // load balancer (a Kubernetes Service's endpoints) learns to send them elsewhere.
     state.draining.store(true, std::sync::atomic::Ordering::Relaxed);
+    if !args.shutdown_delay.is_zero() {
+        tracing::info!(delay = ?args.shutdown_delay, "shutdown signal: not ready; still serving for the delay");
+        tokio::time::sleep(args.shutdown_delay).await;
+    }
     let _ = stop_tx.send(());
-    drain(
-        &cache,
-        server,
-        args.shutdown_grace,
-        &args.backend.data_dir.join("tmp"),
-    )
-    .await;
+    drain(&cache, server, args.shutdown_grace).await;
     Ok(())
 }
 
 /// After the signal: no new connections; open responses and downloads run on for up to `grace`.
 /// Then what is only in memory is written, and what is left of unfinished downloads (temp
 /// files) is removed. Stored objects are never partial: storage writes are atomic.
-async fn drain(
-    cache: &Cache,
-    mut server: tokio::task::JoinHandle<std::io::Result<()>>,
-    grace: Duration,
-    tmp_dir: &std::path::Path,
-) {
+async fn drain(cache: &Cache, mut server: tokio::task::JoinHandle<std::io::Result<()>>, grace: Duration) {
     tracing::info!(grace = ?grace, fills = cache.fills_in_progress(), "shutting down: no new connections; \
         finishing open responses and downloads");
     let finished = tokio::time::timeout(grace, async {
@@ -326,10 +316,11 @@ async fn drain(
         );
         server.abort();
     }
-    cache.flush().await;
-    if let Err(err) = clear_temp_files(tmp_dir) {
-        tracing::warn!(error = %err, "removing unfinished downloads failed; the next start removes them");
+    // Bounded: a database that no longer answers must not hold the exit.
+    if tokio::time::timeout(FLUSH_LIMIT, cache.flush()).await.is_err() {
+        tracing::warn!("recording the last access times took too long; they are lost");
     }
+    scratch::remove(cache.tmp_dir());
     tracing::info!("stopped");
 }
 

@@ -37,6 +37,10 @@ pub fn expand_args(argv: Vec<OsString>) -> anyhow::Result<Vec<OsString>> {
     let mut out = argv.clone();
     for (key, value) in read(Path::new(&path))? {
         let Some(arg) = args.get_arguments().find(|a| a.get_long() == Some(key.as_str())) else {
+            // One file serves every command: `gc` skips what only `serve` takes, and so on.
+            if known_elsewhere(&command, &key) {
+                continue;
+            }
             bail!("unknown key `{key}` in the config file {path} (the keys are `nixcache {sub} --help`'s flags)");
         };
         if key == "config" {
@@ -65,6 +69,14 @@ pub fn expand_args(argv: Vec<OsString>) -> anyhow::Result<Vec<OsString>> {
         }
     }
     Ok(out)
+}
+
+/// Whether another command that reads a config file has the flag `key`.
+fn known_elsewhere(command: &clap::Command, key: &str) -> bool {
+    command.get_subcommands().any(|c| {
+        let flags: Vec<_> = c.get_arguments().filter_map(|a| a.get_long()).collect();
+        flags.contains(&"config") && flags.contains(&key)
+    })
 }
 
 /// `--config FILE`, `--config=FILE`, else `NIXCACHE_CONFIG`.
@@ -187,6 +199,29 @@ mod tests {
         assert!(err.contains("true or false"), "{err}");
         // A bad value is refused by clap, as for a flag.
         assert!(serve_with("listen = \"nowhere\"\n", "c.toml", &[]).is_err());
+    }
+
+    #[test]
+    fn gc_reads_the_serve_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:9\"\nmax-size = \"5G\"\ndata-dir = \"/srv/nix\"\n",
+        )
+        .unwrap();
+        let argv: Vec<OsString> = ["nixcache", "gc", "--config"]
+            .iter()
+            .map(OsString::from)
+            .chain([path.into()])
+            .collect();
+        let Command::Gc(args) = Cli::try_parse_from(expand_args(argv).unwrap()).unwrap().command else {
+            unreachable!()
+        };
+        assert_eq!(
+            (args.max_size, args.backend.data_dir.to_str()),
+            (5 << 30, Some("/srv/nix"))
+        );
     }
 
     #[test]

@@ -13,6 +13,11 @@ async fn main() -> anyhow::Result<()> {
             let telemetry = telemetry::init(args.log_format);
             let result = nixcache::app::serve(*args).await;
             telemetry.shutdown();
+            if result.is_ok() {
+                // Drained: blocking work still running (a large upload's digest) must not
+                // hold the exit, as dropping the runtime would.
+                std::process::exit(0);
+            }
             result
         }
         Command::Migrate(args) => {

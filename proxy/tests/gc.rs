@@ -87,7 +87,7 @@ async fn evicts_least_recently_used(engine: Engine) {
     ];
     for (x, nar) in order {
         access(&proxy, x, nar).await;
-        tokio::time::sleep(Duration::from_millis(120)).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
     }
     let gets_before = upstream.object_gets();
     let total: u64 = e.iter().chain([&s2]).map(|x| x.file.len() as u64).sum();
@@ -152,6 +152,10 @@ async fn evicts_least_recently_used(engine: Engine) {
     );
     access(&proxy, &e[0], true).await;
     assert_eq!(upstream.object_gets(), gets_before + 3);
+    // A client that cached e1's narinfo itself asks for the NAR alone: fetched again, not a 404.
+    let got = get(&client(), &proxy.url(&format!("/nar/{}", e[1].file_name()))).await;
+    assert_eq!((got.status, got.body == e[1].file), (StatusCode::OK, true));
+    assert_eq!(upstream.object_gets(), gets_before + 4);
 
     // Under the limit, nothing happens.
     let again = gc(&[
@@ -206,6 +210,26 @@ async fn dry_run_changes_nothing_and_shared_nars_go_once() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let data_dir = dir.path().display().to_string();
+    // One run at a time: while another holds the GC lease, a run does nothing.
+    let meta = connect(&proxy.sqlite_url()).await.unwrap();
+    let lease = nixcache::db::LeaseKey::gc();
+    meta.claim_lease(&lease, "other-gc", "", Duration::from_secs(60))
+        .await
+        .unwrap();
+    let argv = ["nixcache", "gc", "--data-dir", &data_dir, "--max-size", "1"];
+    let Command::Gc(args) = Cli::try_parse_from(argv).unwrap().command else {
+        unreachable!()
+    };
+    let busy = nixcache::app::collect_garbage(&args)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        busy.contains("another garbage collection is running (held by other-gc)"),
+        "{busy}"
+    );
+    assert_eq!(proxy.stored_files().len(), 2);
+    meta.release_lease(&lease, "other-gc").await.unwrap();
     let report = gc(&["--data-dir", &data_dir, "--max-size", "1", "--dry-run"]).await;
     assert_eq!((report.narinfos_evicted, report.nars_deleted), (3, 2), "{report}");
     assert!(report.to_string().starts_with("dry run: "), "{report}");

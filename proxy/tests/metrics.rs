@@ -52,7 +52,7 @@ async fn counters_follow_hits_misses_and_errors() {
         StatusCode::BAD_REQUEST
     );
     // Eight clients at once for one narinfo: one lookup, seven joined it.
-    upstream.set_mode(Mode::Delay(Duration::from_millis(300)));
+    upstream.set_mode(Mode::Delay(Duration::from_secs(1)));
     let url = proxy.url(&slow.narinfo_path());
     let all = futures::future::join_all((0..8).map(|_| get(&c, &url))).await;
     assert!(all.iter().all(|g| g.status == StatusCode::OK));

@@ -12,7 +12,7 @@ use reqwest::StatusCode;
 
 const USER: &str = "ci";
 const PASSWORD: &str = "correct horse";
-const TOKEN: &str = "tok-3d1f0c9a7b";
+const TOKEN: &str = "tok-3d1f0c9a7b5e2c41";
 
 struct Writable {
     _dir: tempfile::TempDir,

@@ -15,8 +15,10 @@ use nixcache_crds::NixCache;
 use super::pod::{self, CONTAINER_PORT, DATA_DIR, NETRC_DIR, SIGNING_DIR, UPLOADS_DIR};
 use super::{owned_meta, selector_labels, Plan, SECRETS_HASH_ANNOTATION};
 
-/// How long `serve` drains on SIGTERM (`--shutdown-grace`); the pod gets 5 s more.
+/// How long `serve` drains on SIGTERM (`--shutdown-grace`), after it kept accepting for
+/// `--shutdown-delay` while the Service's endpoints drop it; the pod gets 5 s more than both.
 const SHUTDOWN_GRACE_SECONDS: i64 = 25;
+const SHUTDOWN_DELAY_SECONDS: i64 = 5;
 /// GC schedule when `gc.schedule` is unset.
 pub(super) const DEFAULT_GC_SCHEDULE: &str = "17 3 * * *";
 
@@ -77,7 +79,7 @@ fn pod_template(nc: &NixCache, plan: &Plan) -> PodTemplateSpec {
     container.liveness_probe = Some(probe("/healthz", 10, 3));
     container.readiness_probe = Some(probe("/readyz", 5, 2));
     let mut spec = pod::pod_spec(nc, vec![container], volumes);
-    spec.termination_grace_period_seconds = Some(SHUTDOWN_GRACE_SECONDS + 5);
+    spec.termination_grace_period_seconds = Some(SHUTDOWN_DELAY_SECONDS + SHUTDOWN_GRACE_SECONDS + 5);
     spec.affinity = nc.spec.affinity.clone();
     if nc.spec.affinity.is_none() {
         spec.topology_spread_constraints = Some(vec![spread(nc)]);
@@ -108,6 +110,8 @@ pub fn serve_args(nc: &NixCache) -> Vec<String> {
         "json".into(),
         "--shutdown-grace".into(),
         format!("{SHUTDOWN_GRACE_SECONDS}s"),
+        "--shutdown-delay".into(),
+        format!("{SHUTDOWN_DELAY_SECONDS}s"),
         "--secret-key-file".into(),
         format!("{SIGNING_DIR}/secret-key"),
     ];

@@ -65,7 +65,10 @@ impl AccessLog {
         }
         let narinfos: Vec<_> = noted.narinfos.iter().copied().collect();
         let nars: Vec<_> = noted.nars.iter().cloned().collect();
-        match db.record_access(&narinfos, &nars, now_ms()).await {
+        let at = now_ms();
+        // What another replica recorded within half an interval stays: no write for nothing.
+        let fresh = at - i64::try_from(self.interval.as_millis() / 2).unwrap_or(0);
+        match db.record_access(&narinfos, &nars, at, fresh).await {
             Ok(()) => Ok(narinfos.len() + nars.len()),
             Err(err) => {
                 let mut again = self.noted.lock().unwrap_or_else(|p| p.into_inner());

@@ -333,6 +333,11 @@ impl Cache {
         });
     }
 
+    /// This process's directory for downloads and uploads in progress.
+    pub fn tmp_dir(&self) -> &std::path::Path {
+        &self.tmp_dir
+    }
+
     /// NAR downloads (or copies from another replica) under way in this process.
     pub fn fills_in_progress(&self) -> usize {
         self.fills.lock().unwrap_or_else(|p| p.into_inner()).len()

@@ -29,6 +29,8 @@ pub enum UploadError {
     Conflict(String),
     #[error("not found")]
     NotFound,
+    #[error("the upload is larger than the {limit} bytes allowed (--max-upload-size)")]
+    TooLarge { limit: u64 },
     #[error(transparent)]
     Cache(#[from] CacheError),
 }
@@ -56,17 +58,19 @@ pub enum Stored {
 
 impl Cache {
     /// `PUT /nar/<file>`: stores the body if it hashes to its name; visible once its narinfo is.
-    pub async fn upload_nar<S, E>(&self, file: &NarFile, body: S) -> Result<Stored, UploadError>
+    pub async fn upload_nar<S, E>(&self, file: &NarFile, body: S, limit: u64) -> Result<Stored, UploadError>
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
     {
         if self.db.get_nar(file).await?.is_some() {
+            // Counts as a use: GC must not take a NAR a narinfo upload is about to name.
+            self.access.nar(file);
             return Ok(Stored::Exists);
         }
         let key = BlobKey::for_nar(file);
         let tmp = tempfile_in(&self.tmp_dir, &key);
-        let result = self.stage_nar(file, &key, &tmp, body).await;
+        let result = self.stage_nar(file, &key, &tmp, body, limit).await;
         let _ = tokio::fs::remove_file(&tmp).await;
         result
     }
@@ -77,18 +81,25 @@ impl Cache {
         key: &BlobKey,
         tmp: &std::path::Path,
         body: S,
+        limit: u64,
     ) -> Result<Stored, UploadError>
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
     {
-        write_body(tmp, body).await?;
+        write_body(tmp, body, limit).await?;
         let (path, compression) = (tmp.to_owned(), file.compression.clone());
         let digests =
             tokio::task::spawn_blocking(move || verify::digest_file(&path, &compression, MAX_NAR_SIZE))
                 .await
                 .map_err(CacheError::internal)?
-                .map_err(|e| UploadError::Invalid(format!("{}: {e}", file.file_name())))?;
+                .map_err(|e| match e.kind() {
+                    // Reading back our own temp file failed: not the client's fault.
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied => {
+                        UploadError::from(StorageError::io("reading an upload back", e))
+                    }
+                    _ => UploadError::Invalid(format!("{}: {e}", file.file_name())),
+                })?;
         if digests.file_hash != file.hash {
             return Err(UploadError::Invalid(format!(
                 "{} hashes to {}, not to its name",
@@ -136,6 +147,14 @@ impl Cache {
             nar_file: file,
         };
         self.db.put_narinfo(&record).await?;
+        // A GC that chose the NAR before this narinfo named it may have taken it meanwhile.
+        if self.db.get_nar(&record.nar_file).await?.is_none() {
+            self.db.delete_narinfo(hash).await?;
+            return Err(UploadError::Conflict(format!(
+                "nar/{} was evicted while its narinfo was recorded: upload both again",
+                record.nar_file.file_name()
+            )));
+        }
         self.negative.remove(hash);
         self.hot.forget_narinfo(hash);
         tracing::info!(store_path = %record.info.store_path, nar = %record.nar_file.file_name(), "narinfo uploaded");
@@ -146,14 +165,7 @@ impl Cache {
     /// a pending NAR into the stored ones.
     async fn make_nar_visible(&self, info: &NarInfo, file: &NarFile) -> Result<(), UploadError> {
         if let Some(stored) = self.db.get_nar(file).await? {
-            if stored.nar_hash != info.nar_hash {
-                return Err(UploadError::Conflict(format!(
-                    "{} holds another NAR ({})",
-                    file.file_name(),
-                    stored.nar_hash
-                )));
-            }
-            return Ok(());
+            return check_against_stored(info, &stored);
         }
         let Some(upload) = self.db.get_upload(file).await? else {
             return Err(UploadError::Invalid(format!(
@@ -162,13 +174,22 @@ impl Cache {
             )));
         };
         check_against_upload(info, &upload)?;
+        // Claiming the pending row keeps GC's sweep of abandoned uploads from deleting the object.
+        if !self.db.delete_upload(file).await? {
+            return match self.db.get_nar(file).await? {
+                Some(stored) => check_against_stored(info, &stored),
+                None => Err(UploadError::Conflict(format!(
+                    "the upload of nar/{} expired meanwhile: PUT the NAR again",
+                    file.file_name()
+                ))),
+            };
+        }
         let nar = NarRecord {
             nar_file: file.clone(),
             file_size: upload.file_size,
             nar_hash: upload.nar_hash,
         };
         self.db.put_nar(&nar).await?;
-        self.db.delete_upload(file).await?;
         Ok(())
     }
 
@@ -179,10 +200,7 @@ impl Cache {
         };
         self.db.delete_narinfo(hash).await?;
         self.hot.forget_narinfo(hash);
-        if self.db.count_narinfos_for_nar(&record.nar_file).await? == 0 {
-            self.remove_nar(&record.nar_file).await?;
-        }
-        Ok(())
+        self.remove_nar(&record.nar_file).await
     }
 
     /// `DELETE /nar/<file>`: removes a NAR that no narinfo names (409 otherwise).
@@ -194,19 +212,22 @@ impl Cache {
                 file.file_name()
             )));
         }
-        let known = self.db.get_nar(file).await?.is_some() || self.db.get_upload(file).await?.is_some();
-        if !known {
+        let pending = self.db.delete_upload(file).await?;
+        let stored = self.db.get_nar(file).await?.is_some();
+        if !pending && !stored {
             return Err(UploadError::NotFound);
         }
         self.remove_nar(file).await
     }
 
-    /// Rows first, then the object (see `gc`).
+    /// The row when no live narinfo names the NAR (checked in the same statement), then the
+    /// object, as `gc` does.
     async fn remove_nar(&self, file: &NarFile) -> Result<(), UploadError> {
-        self.db.delete_nar(file).await?;
-        self.db.delete_upload(file).await?;
-        self.hot.forget_nar(file);
-        self.storage.delete(&BlobKey::for_nar(file)).await?;
+        let unrecorded = self.db.get_nar(file).await?.is_none();
+        if unrecorded || self.db.delete_nar_if_unnamed(file).await? {
+            self.hot.forget_nar(file);
+            self.storage.delete(&BlobKey::for_nar(file)).await?;
+        }
         Ok(())
     }
 }
@@ -225,6 +246,35 @@ fn nar_file_of(info: &NarInfo) -> Result<NarFile, UploadError> {
         )));
     }
     Ok(file)
+}
+
+/// A NAR already stored (by an earlier upload, or fetched from an upstream).
+fn check_against_stored(info: &NarInfo, stored: &NarRecord) -> Result<(), UploadError> {
+    let mut problems = Vec::new();
+    if info.nar_hash != stored.nar_hash {
+        problems.push(format!(
+            "NarHash {} but the NAR has {}",
+            info.nar_hash, stored.nar_hash
+        ));
+    }
+    if let Some(hash) = info.file_hash.filter(|h| *h != stored.nar_file.hash) {
+        problems.push(format!(
+            "FileHash {hash} but the file is {}",
+            stored.nar_file.hash
+        ));
+    }
+    if let Some(size) = info.file_size.filter(|s| *s != stored.file_size) {
+        problems.push(format!("FileSize {size} but the file has {}", stored.file_size));
+    }
+    if problems.is_empty() {
+        return Ok(());
+    }
+    Err(UploadError::Conflict(format!(
+        "{} does not match the stored nar/{}: {}",
+        info.store_path,
+        stored.nar_file.file_name(),
+        problems.join("; ")
+    )))
 }
 
 fn check_against_upload(info: &NarInfo, upload: &UploadRecord) -> Result<(), UploadError> {
@@ -261,8 +311,8 @@ fn check_against_upload(info: &NarInfo, upload: &UploadRecord) -> Result<(), Upl
     }
 }
 
-/// Streams the request body into a new temp file.
-async fn write_body<S, E>(path: &std::path::Path, mut body: S) -> Result<u64, UploadError>
+/// Streams the request body into a new temp file, refusing more than `limit` bytes.
+async fn write_body<S, E>(path: &std::path::Path, mut body: S, limit: u64) -> Result<u64, UploadError>
 where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
     E: std::fmt::Display,
@@ -280,6 +330,9 @@ where
     while let Some(chunk) = body.next().await {
         let chunk = chunk.map_err(|e| UploadError::Invalid(format!("reading the request body: {e}")))?;
         size += chunk.len() as u64;
+        if size > limit {
+            return Err(UploadError::TooLarge { limit });
+        }
         out.write_all(&chunk).await.map_err(io_err)?;
     }
     out.flush().await.map_err(io_err)?;

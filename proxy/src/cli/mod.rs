@@ -131,10 +131,16 @@ pub struct ServeArgs {
     #[arg(long, env = "NIXCACHE_ACCESS_FLUSH_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
     pub access_flush_interval: Duration,
 
-    /// On SIGTERM/SIGINT: how long open responses and upstream downloads may run on before the
-    /// process exits (new connections are refused at once, and /readyz answers 503).
+    /// On SIGTERM/SIGINT: how long open responses and upstream downloads may run on (after
+    /// --shutdown-delay) before the process exits.
     #[arg(long, env = "NIXCACHE_SHUTDOWN_GRACE", default_value = "25s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,
+
+    /// On SIGTERM/SIGINT: how long to go on accepting connections while /readyz already answers
+    /// 503, so a load balancer stops sending clients first (5s in Kubernetes); then the listener
+    /// closes.
+    #[arg(long, env = "NIXCACHE_SHUTDOWN_DELAY", default_value = "0s", value_parser = humantime::parse_duration)]
+    pub shutdown_delay: Duration,
 
     /// Log output format (the level comes from RUST_LOG, default info).
     #[arg(long, env = "NIXCACHE_LOG_FORMAT", value_enum, default_value = "text")]
@@ -175,6 +181,10 @@ pub struct UploadArgs {
     /// and/or lines holding only a token, accepted as a Bearer token or as any user's password.
     #[arg(long, env = "NIXCACHE_UPLOAD_CREDENTIALS_FILE")]
     pub upload_credentials_file: Option<PathBuf>,
+
+    /// Largest NAR file accepted by PUT (50G, 500M, bytes; units are powers of 1024).
+    #[arg(long, env = "NIXCACHE_MAX_UPLOAD_SIZE", default_value = "64G", value_parser = parse_size)]
+    pub max_upload_size: u64,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -190,8 +200,8 @@ pub struct GcArgs {
     #[arg(long, env = "NIXCACHE_MAX_SIZE", value_parser = parse_size)]
     pub max_size: u64,
 
-    /// Entries accessed more recently than this are never evicted: uploads whose narinfo is
-    /// still to come, and narinfos that replicas hold in memory (--memory-cache-ttl).
+    /// Entries accessed more recently than this are never evicted (what replicas just served,
+    /// and may still hold in memory for --memory-cache-ttl).
     #[arg(long, env = "NIXCACHE_GC_KEEP_RECENT", default_value = "10m", value_parser = humantime::parse_duration)]
     pub gc_keep_recent: Duration,
 

@@ -51,11 +51,21 @@ impl<DB: SqlDb> SqlStore<DB> {
         placeholders(self.engine(), text)
     }
 
-    async fn update_in(&self, prefix: &str, keys: Vec<String>, at_ms: i64) -> Result<(), DbError> {
+    /// `UPDATE table SET last_access = at_ms WHERE last_access < fresh_ms AND column IN (keys)`.
+    async fn update_in(
+        &self,
+        table: &str,
+        column: &str,
+        keys: Vec<String>,
+        at_ms: i64,
+        fresh_ms: i64,
+    ) -> Result<(), DbError> {
         for chunk in keys.chunks(IN_BATCH) {
             let marks = vec!["?"; chunk.len()].join(", ");
-            let sql = self.sql(&format!("{prefix} ({marks})"));
-            let mut args: Vec<Arg> = vec![at_ms.into()];
+            let sql = self.sql(&format!(
+                "UPDATE {table} SET last_access = ? WHERE last_access < ? AND {column} IN ({marks})"
+            ));
+            let mut args: Vec<Arg> = vec![at_ms.into(), fresh_ms.into()];
             args.extend(chunk.iter().map(|k| Arg::from(k.as_str())));
             self.exec(&sql, args).await?;
         }
@@ -67,24 +77,20 @@ impl<DB: SqlDb> SqlStore<DB> {
         narinfos: &[StorePathHash],
         nars: &[NarFile],
         at_ms: i64,
+        fresh_ms: i64,
     ) -> Result<(), DbError> {
-        let hashes: Vec<String> = narinfos.iter().map(ToString::to_string).collect();
-        let files: Vec<String> = nars.iter().map(NarFile::file_name).collect();
-        self.update_in("UPDATE narinfos SET last_access = ? WHERE hash IN", hashes, at_ms)
+        // Sorted, so replicas flushing at once lock rows in the same order.
+        let mut hashes: Vec<String> = narinfos.iter().map(ToString::to_string).collect();
+        let mut files: Vec<String> = nars.iter().map(NarFile::file_name).collect();
+        hashes.sort();
+        files.sort();
+        self.update_in("narinfos", "hash", hashes, at_ms, fresh_ms)
             .await?;
-        self.update_in(
-            "UPDATE nars SET last_access = ? WHERE nar_file IN",
-            files.clone(),
-            at_ms,
-        )
-        .await?;
+        self.update_in("nars", "nar_file", files.clone(), at_ms, fresh_ms)
+            .await?;
         // A client with the narinfo in its own cache asks only for the NAR: that counts too.
-        self.update_in(
-            "UPDATE narinfos SET last_access = ? WHERE nar_file IN",
-            files,
-            at_ms,
-        )
-        .await
+        self.update_in("narinfos", "nar_file", files, at_ms, fresh_ms)
+            .await
     }
 
     pub(super) async fn usage_now(&self) -> Result<Usage, DbError> {
@@ -92,7 +98,12 @@ impl<DB: SqlDb> SqlStore<DB> {
             u64::try_from(v.unwrap_or(0)).map_err(|e| corrupt("usage", what, e))
         };
         let nars = self.fetch(sum_sql(self.engine()), vec![]).await?;
-        let narinfos = self.fetch("SELECT COUNT(*) AS n FROM narinfos", vec![]).await?;
+        let narinfos = self
+            .fetch(
+                "SELECT COUNT(*) AS n FROM narinfos WHERE evicted_at IS NULL",
+                vec![],
+            )
+            .await?;
         let (bytes, nar_count) = match &nars {
             Some(row) => (DB::int(row, "bytes")?, DB::int(row, "n")?),
             None => (None, None),
@@ -118,18 +129,20 @@ impl<DB: SqlDb> SqlStore<DB> {
         let after = after_clause("hash", after, &mut args);
         args.push(i64::from(limit).into());
         let sql = self.sql(&format!(
-            "SELECT hash, nar_file, last_access FROM narinfos WHERE last_access < ?{after} \
-             ORDER BY last_access, hash LIMIT ?"
+            "SELECT hash, nar_file, last_access, upstream_url FROM narinfos \
+             WHERE last_access < ? AND evicted_at IS NULL{after} ORDER BY last_access, hash LIMIT ?"
         ));
         let rows = self.fetch_all(&sql, args).await?;
         rows.iter()
             .map(|row| {
                 let hash = DB::text(row, "hash")?.unwrap_or_default();
                 let file = DB::text(row, "nar_file")?.unwrap_or_default();
+                let url = DB::text(row, "upstream_url")?.unwrap_or_default();
                 Ok(NarinfoAccess {
                     hash: hash.parse().map_err(|e| corrupt(&hash, "hash", e))?,
                     nar_file: NarFile::parse(&file).map_err(|e| corrupt(&hash, "nar_file", e))?,
                     last_access_ms: DB::int(row, "last_access")?.unwrap_or(0),
+                    uploaded: !url.contains("://"),
                 })
             })
             .collect()
@@ -146,7 +159,8 @@ impl<DB: SqlDb> SqlStore<DB> {
         args.push(i64::from(limit).into());
         let sql = self.sql(&format!(
             "SELECT nar_file, file_size, last_access FROM nars WHERE last_access < ?{after} \
-             AND NOT EXISTS (SELECT 1 FROM narinfos WHERE narinfos.nar_file = nars.nar_file) \
+             AND NOT EXISTS (SELECT 1 FROM narinfos WHERE narinfos.nar_file = nars.nar_file \
+             AND narinfos.evicted_at IS NULL) \
              ORDER BY last_access, nar_file LIMIT ?"
         ));
         let rows = self.fetch_all(&sql, args).await?;
@@ -164,7 +178,7 @@ impl<DB: SqlDb> SqlStore<DB> {
     }
 
     pub(super) async fn narinfos_naming(&self, file: &NarFile) -> Result<u64, DbError> {
-        let sql = self.sql("SELECT COUNT(*) AS n FROM narinfos WHERE nar_file = ?");
+        let sql = self.sql("SELECT COUNT(*) AS n FROM narinfos WHERE nar_file = ? AND evicted_at IS NULL");
         let row = self.fetch(&sql, vec![file.file_name().into()]).await?;
         let n = match &row {
             Some(row) => DB::int(row, "n")?.unwrap_or(0),

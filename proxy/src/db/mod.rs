@@ -124,12 +124,14 @@ pub trait MetadataStore: Send + Sync + 'static {
     async fn delete_expired_leases(&self, before_ms: i64) -> Result<u64, DbError>;
 
     /// Sets the last access of these narinfos, of these NARs and of the narinfos naming them
-    /// to `at_ms` (Unix milliseconds), in a few batched statements.
+    /// to `at_ms` (Unix milliseconds), in a few batched statements; rows accessed at or after
+    /// `fresh_ms` already (by another replica) are left as they are.
     async fn record_access(
         &self,
         narinfos: &[StorePathHash],
         nars: &[NarFile],
         at_ms: i64,
+        fresh_ms: i64,
     ) -> Result<(), DbError>;
     async fn usage(&self) -> Result<Usage, DbError>;
     /// Up to `limit` narinfos last accessed before `before_ms`, least recent first, after `after`.
@@ -146,12 +148,24 @@ pub trait MetadataStore: Send + Sync + 'static {
         after: Option<&AccessCursor>,
         limit: u32,
     ) -> Result<Vec<NarAccess>, DbError>;
+    /// Live (not evicted) narinfos naming `file`.
     async fn count_narinfos_for_nar(&self, file: &NarFile) -> Result<u64, DbError>;
+    /// Marks a narinfo evicted at `at_ms`: no longer a hit, but still found by
+    /// `narinfo_for_nar`. `false` when it was not live.
+    async fn evict_narinfo(&self, hash: &StorePathHash, at_ms: i64) -> Result<bool, DbError>;
+    /// Deletes narinfos evicted before `before_ms`.
+    async fn purge_evicted_narinfos(&self, before_ms: i64) -> Result<u64, DbError>;
+    /// Deletes the NAR row if no live narinfo names it (checked in the same statement, so a
+    /// narinfo recorded meanwhile keeps it); `true` when it was deleted.
+    async fn delete_nar_if_unnamed(&self, file: &NarFile) -> Result<bool, DbError>;
 
     /// Records an uploaded NAR awaiting its narinfo (replacing an earlier record of it).
     async fn put_upload(&self, record: &UploadRecord) -> Result<(), DbError>;
     async fn get_upload(&self, file: &NarFile) -> Result<Option<UploadRecord>, DbError>;
-    async fn delete_upload(&self, file: &NarFile) -> Result<(), DbError>;
+    /// `true` when there was one to delete.
+    async fn delete_upload(&self, file: &NarFile) -> Result<bool, DbError>;
+    /// Deletes the upload if it was recorded before `before` (Unix seconds); `true` when it was.
+    async fn delete_stale_upload(&self, file: &NarFile, before: i64) -> Result<bool, DbError>;
     /// Up to `limit` uploads recorded before `before` (Unix seconds) whose narinfo never came.
     async fn stale_uploads(&self, before: i64, limit: u32) -> Result<Vec<UploadRecord>, DbError>;
 }

@@ -95,6 +95,8 @@ pub struct NarinfoAccess {
     pub hash: nixcache_protocol::StorePathHash,
     pub nar_file: NarFile,
     pub last_access_ms: i64,
+    /// Uploaded by a client: its NAR cannot be fetched again once evicted.
+    pub uploaded: bool,
 }
 
 /// A stored NAR in least-recently-used order.

@@ -123,6 +123,7 @@ pub(super) fn narinfo_args(rec: &NarInfoRecord, created: i64, access_ms: i64) ->
         rec.proxy_sig.as_ref().map(|p| p.sig.to_string()).into(),
         created.into(),
         access_ms.into(),
+        Option::<i64>::None.into(),
     ])
 }
 

@@ -5,7 +5,7 @@
 use super::Engine;
 
 /// The narinfo columns, in the order `put_narinfo` binds them and `row::narinfo` reads them.
-pub(super) const NARINFO_COLUMNS: [&str; 17] = [
+pub(super) const NARINFO_COLUMNS: [&str; 18] = [
     "hash",
     "store_path",
     "nar_file",
@@ -23,6 +23,7 @@ pub(super) const NARINFO_COLUMNS: [&str; 17] = [
     "proxy_sig",
     "created_at",
     "last_access",
+    "evicted_at",
 ];
 
 const NAR_COLUMNS: [&str; 5] = ["nar_file", "file_size", "nar_hash", "created_at", "last_access"];
@@ -48,7 +49,12 @@ pub(super) struct Statements {
     pub put_upload: String,
     pub get_upload: String,
     pub delete_upload: String,
+    pub delete_stale_upload: String,
     pub stale_uploads: String,
+    pub evict_narinfo: String,
+    pub purge_evicted_narinfos: String,
+    /// Binds the file twice: deletes the NAR row only while no live narinfo names it.
+    pub delete_unnamed_nar: String,
 }
 
 impl Statements {
@@ -56,9 +62,13 @@ impl Statements {
         let select = NARINFO_COLUMNS[..15].join(", ");
         let sql = |text: &str| placeholders(engine, text);
         Self {
-            get_narinfo: sql(&format!("SELECT {select} FROM narinfos WHERE hash = ?")),
+            get_narinfo: sql(&format!(
+                "SELECT {select} FROM narinfos WHERE hash = ? AND evicted_at IS NULL"
+            )),
+            // A live narinfo first; an evicted one still says where the NAR can be fetched again.
             narinfo_for_nar: sql(&format!(
-                "SELECT {select} FROM narinfos WHERE nar_file = ? LIMIT 1"
+                "SELECT {select} FROM narinfos WHERE nar_file = ? \
+                 ORDER BY CASE WHEN evicted_at IS NULL THEN 0 ELSE 1 END LIMIT 1"
             )),
             put_narinfo: sql(&upsert(engine, "narinfos", &NARINFO_COLUMNS)),
             set_proxy_signature: sql("UPDATE narinfos SET proxy_key = ?, proxy_sig = ? WHERE hash = ?"),
@@ -74,6 +84,11 @@ impl Statements {
             put_upload: sql(&upsert(engine, "uploads", &UPLOAD_COLUMNS)),
             get_upload: sql("SELECT nar_file, file_size, nar_hash, nar_size FROM uploads WHERE nar_file = ?"),
             delete_upload: sql("DELETE FROM uploads WHERE nar_file = ?"),
+            delete_stale_upload: sql("DELETE FROM uploads WHERE nar_file = ? AND created_at < ?"),
+            evict_narinfo: sql("UPDATE narinfos SET evicted_at = ? WHERE hash = ? AND evicted_at IS NULL"),
+            purge_evicted_narinfos: sql("DELETE FROM narinfos WHERE evicted_at < ?"),
+            delete_unnamed_nar: sql("DELETE FROM nars WHERE nar_file = ? AND NOT EXISTS \
+                 (SELECT 1 FROM narinfos WHERE narinfos.nar_file = ? AND narinfos.evicted_at IS NULL)"),
             stale_uploads: sql(
                 "SELECT nar_file, file_size, nar_hash, nar_size FROM uploads WHERE created_at < ? \
                  ORDER BY created_at LIMIT ?",
@@ -156,7 +171,7 @@ mod tests {
             .ends_with("fetch_leases.expires_at_ms < $5 OR fetch_leases.holder = excluded.holder"));
         assert!(s
             .put_narinfo
-            .contains("$17) ON CONFLICT (hash) DO UPDATE SET store_path = excluded.store_path"));
+            .contains("$18) ON CONFLICT (hash) DO UPDATE SET store_path = excluded.store_path"));
     }
 
     #[test]

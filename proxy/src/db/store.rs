@@ -336,8 +336,9 @@ impl<DB: SqlDb> MetadataStore for SqlStore<DB> {
         narinfos: &[StorePathHash],
         nars: &[NarFile],
         at_ms: i64,
+        fresh_ms: i64,
     ) -> Result<(), DbError> {
-        self.record_access_batched(narinfos, nars, at_ms).await
+        self.record_access_batched(narinfos, nars, at_ms, fresh_ms).await
     }
 
     async fn usage(&self) -> Result<Usage, DbError> {
@@ -366,6 +367,21 @@ impl<DB: SqlDb> MetadataStore for SqlStore<DB> {
         self.narinfos_naming(file).await
     }
 
+    async fn evict_narinfo(&self, hash: &StorePathHash, at_ms: i64) -> Result<bool, DbError> {
+        let args = vec![at_ms.into(), hash.to_string().into()];
+        Ok(self.exec(&self.sql.evict_narinfo, args).await? >= 1)
+    }
+
+    async fn purge_evicted_narinfos(&self, before_ms: i64) -> Result<u64, DbError> {
+        self.exec(&self.sql.purge_evicted_narinfos, vec![before_ms.into()])
+            .await
+    }
+
+    async fn delete_nar_if_unnamed(&self, file: &NarFile) -> Result<bool, DbError> {
+        let args = vec![file.file_name().into(), file.file_name().into()];
+        Ok(self.exec(&self.sql.delete_unnamed_nar, args).await? >= 1)
+    }
+
     async fn put_upload(&self, rec: &UploadRecord) -> Result<(), DbError> {
         self.exec(&self.sql.put_upload, row::upload_args(rec, now())?)
             .await?;
@@ -379,10 +395,16 @@ impl<DB: SqlDb> MetadataStore for SqlStore<DB> {
         row.as_ref().map(row::upload::<DB>).transpose()
     }
 
-    async fn delete_upload(&self, file: &NarFile) -> Result<(), DbError> {
-        self.exec(&self.sql.delete_upload, vec![file.file_name().into()])
+    async fn delete_upload(&self, file: &NarFile) -> Result<bool, DbError> {
+        let deleted = self
+            .exec(&self.sql.delete_upload, vec![file.file_name().into()])
             .await?;
-        Ok(())
+        Ok(deleted >= 1)
+    }
+
+    async fn delete_stale_upload(&self, file: &NarFile, before: i64) -> Result<bool, DbError> {
+        let args = vec![file.file_name().into(), before.into()];
+        Ok(self.exec(&self.sql.delete_stale_upload, args).await? >= 1)
     }
 
     async fn stale_uploads(&self, before: i64, limit: u32) -> Result<Vec<UploadRecord>, DbError> {

@@ -2,23 +2,27 @@
 //! `serve --gc-schedule` run [`run_once`].
 //!
 //! Entries go in order of last access (`cache::access` records it). First stored NARs that no
-//! narinfo names (a forgotten narinfo, an upload whose narinfo never came), then narinfos: a
-//! narinfo goes with its NAR, but a NAR that several narinfos name goes only with the last of
-//! them. Each removal is row first, object second: a crash in between leaves an unrecorded
-//! object (invisible, and overwritten when the NAR is fetched again), never a row without its
-//! object. A NAR being streamed while it is removed still reaches its client: the open file
-//! (or S3 GET) keeps its bytes. One run at a time across all replicas (a lease row).
+//! live narinfo names, then narinfos: a narinfo goes with its NAR, but a NAR that several
+//! narinfos name goes only with the last of them. An evicted narinfo is marked, not deleted: a
+//! lookup of the path is a miss again, yet a client that cached the narinfo itself can still
+//! fetch the NAR, which is downloaded again (uploaded narinfos, whose NAR cannot be fetched
+//! again, are deleted). A NAR row is deleted only if, in the same statement, no live narinfo
+//! names it, and its object only after that: a crash in between leaves an unrecorded object
+//! (invisible, overwritten when the NAR is fetched again). A NAR being streamed while it is
+//! removed still reaches its client: the open file (or S3 GET) keeps its bytes. One run at a
+//! time across all replicas (a lease row).
 
+mod evict;
 pub mod schedule;
 
-use std::{collections::HashMap, fmt, sync::Arc, time::Duration};
+use std::{fmt, sync::Arc, time::Duration};
 
 use nixcache_protocol::{NarFile, StorePathHash};
 
 use crate::{
     cache::replica::hold_lease,
-    db::{now_ms, AccessCursor, DbError, LeaseClaim, LeaseKey, MetadataStore, Usage},
-    storage::{BlobKey, BlobStore},
+    db::{now_ms, DbError, LeaseClaim, LeaseKey, MetadataStore, Usage},
+    storage::BlobStore,
     units::format_size,
 };
 
@@ -30,13 +34,16 @@ const LEASE_TTL: Duration = Duration::from_secs(60);
 const DEAD_LEASE_AGE: Duration = Duration::from_secs(3600);
 /// Uploaded NARs whose narinfo has not come this long (at least) are deleted.
 const STALE_UPLOAD_AGE: Duration = Duration::from_secs(3600);
+/// Evicted narinfos are kept this long (Nix clients cache narinfos for 30 days and may ask for
+/// their NAR meanwhile, which is then fetched again from the URL kept), then deleted.
+const EVICTED_KEPT: Duration = Duration::from_secs(30 * 24 * 3600);
 
 #[derive(Clone, Debug)]
 pub struct GcOptions {
     /// Evict until the stored NARs take at most this many bytes.
     pub max_size: u64,
-    /// Never evict what was accessed more recently than this: protects uploads whose narinfo
-    /// is still to come, and narinfos other replicas still hold in memory.
+    /// Never evict what was accessed more recently than this (what replicas just served and
+    /// may still hold in memory). Also the least age of an abandoned upload that is swept.
     pub keep_recent: Duration,
     /// Report what would go, remove nothing.
     pub dry_run: bool,
@@ -66,6 +73,8 @@ pub struct GcReport {
     pub leases_swept: u64,
     /// Uploaded NARs deleted because their narinfo never came.
     pub uploads_swept: u64,
+    /// Narinfos evicted over [`EVICTED_KEPT`] ago, deleted for good.
+    pub narinfos_purged: u64,
     pub elapsed: Duration,
 }
 
@@ -171,119 +180,15 @@ pub async fn run_once(
     result?;
     if !options.dry_run {
         run.sweep_stale_uploads().await?;
-        let dead_before = now_ms() - DEAD_LEASE_AGE.as_millis() as i64;
-        run.report.leases_swept = db.delete_expired_leases(dead_before).await?;
+        let now = now_ms();
+        run.report.narinfos_purged = db
+            .purge_evicted_narinfos(now - EVICTED_KEPT.as_millis() as i64)
+            .await?;
+        run.report.leases_swept = db
+            .delete_expired_leases(now - DEAD_LEASE_AGE.as_millis() as i64)
+            .await?;
     }
     let mut report = run.report;
     report.elapsed = started.elapsed();
     Ok(report)
-}
-
-impl Run<'_> {
-    fn over(&self) -> bool {
-        self.report.over_limit()
-    }
-
-    async fn evict(&mut self) -> Result<(), DbError> {
-        if self.over() {
-            self.evict_orphans().await?;
-        }
-        if self.over() {
-            self.evict_narinfos().await?;
-        }
-        Ok(())
-    }
-
-    async fn evict_orphans(&mut self) -> Result<(), DbError> {
-        let mut cursor: Option<AccessCursor> = None;
-        while self.over() {
-            let page = (self.db)
-                .least_recent_orphan_nars(self.before_ms, cursor.as_ref(), PAGE)
-                .await?;
-            let Some(last) = page.last() else { break };
-            cursor = Some(last.cursor());
-            for nar in page {
-                if !self.over() {
-                    break;
-                }
-                self.delete_nar(&nar.nar_file, nar.file_size).await?;
-                self.report.orphans_deleted += 1;
-            }
-        }
-        Ok(())
-    }
-
-    async fn evict_narinfos(&mut self) -> Result<(), DbError> {
-        // How many narinfos still name each NAR met so far: it goes when that reaches zero.
-        let mut names: HashMap<NarFile, u64> = HashMap::new();
-        let mut cursor: Option<AccessCursor> = None;
-        while self.over() {
-            let page = (self.db)
-                .least_recent_narinfos(self.before_ms, cursor.as_ref(), PAGE)
-                .await?;
-            let Some(last) = page.last() else { break };
-            cursor = Some(last.cursor());
-            for entry in page {
-                if !self.over() {
-                    break;
-                }
-                let left = match names.get(&entry.nar_file) {
-                    Some(n) => *n,
-                    None => self.db.count_narinfos_for_nar(&entry.nar_file).await?,
-                };
-                if !self.options.dry_run {
-                    self.db.delete_narinfo(&entry.hash).await?;
-                }
-                (self.on_evict)(Evicted::Narinfo(&entry.hash));
-                self.report.narinfos_evicted += 1;
-                let left = left.saturating_sub(1);
-                names.insert(entry.nar_file.clone(), left);
-                if left == 0 {
-                    if let Some(nar) = self.db.get_nar(&entry.nar_file).await? {
-                        self.delete_nar(&nar.nar_file, nar.file_size).await?;
-                    }
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Uploads abandoned before their narinfo came: never visible, so simply deleted.
-    async fn sweep_stale_uploads(&mut self) -> Result<(), DbError> {
-        let age = self.options.keep_recent.max(STALE_UPLOAD_AGE).as_secs() as i64;
-        loop {
-            let stale = self.db.stale_uploads(crate::db::now() - age, PAGE).await?;
-            if stale.is_empty() {
-                return Ok(());
-            }
-            for upload in stale {
-                self.db.delete_upload(&upload.nar_file).await?;
-                // A narinfo uploaded since may have made it a stored NAR: then it stays.
-                if self.db.get_nar(&upload.nar_file).await?.is_none() {
-                    let key = BlobKey::for_nar(&upload.nar_file);
-                    if let Err(err) = self.storage.delete(&key).await {
-                        tracing::warn!(nar = %key, error = %err, "deleting an abandoned upload failed");
-                        self.report.storage_errors += 1;
-                    }
-                }
-                self.report.uploads_swept += 1;
-            }
-        }
-    }
-
-    /// Row first, then the object.
-    async fn delete_nar(&mut self, file: &NarFile, size: u64) -> Result<(), DbError> {
-        if !self.options.dry_run {
-            self.db.delete_nar(file).await?;
-            let key = BlobKey::for_nar(file);
-            if let Err(err) = self.storage.delete(&key).await {
-                tracing::warn!(nar = %key, error = %err, "deleting an evicted NAR from storage failed; it stays unrecorded");
-                self.report.storage_errors += 1;
-            }
-        }
-        (self.on_evict)(Evicted::Nar(file));
-        self.report.nars_deleted += 1;
-        self.report.bytes_freed += size;
-        Ok(())
-    }
 }

@@ -15,6 +15,10 @@ use sha2::{Digest, Sha256};
 
 /// How long a verified `Authorization` header is accepted without checking it again.
 const VERIFIED_TTL: Duration = Duration::from_secs(300);
+/// bcrypt checks at once: wrong passwords cannot take more of the CPU than this.
+const BCRYPT_AT_ONCE: usize = 2;
+/// Shortest token accepted in the file.
+const MIN_TOKEN_LEN: usize = 16;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CredentialsFileError {
@@ -27,6 +31,11 @@ pub enum CredentialsFileError {
     NotBcrypt { path: String, line: usize, user: String },
     #[error("upload credentials file {path} holds no credentials")]
     Empty { path: String },
+    #[error(
+        "upload credentials file {path}, line {line}: a token must be at least {MIN_TOKEN_LEN} \
+         characters (a line without `:` is a token)"
+    )]
+    ShortToken { path: String, line: usize },
 }
 
 /// The accepted credentials. `Debug` shows only how many there are.
@@ -35,6 +44,7 @@ pub struct UploadAuth {
     /// SHA-256 of each token.
     tokens: Vec<[u8; 32]>,
     verified: moka::sync::Cache<[u8; 32], ()>,
+    bcrypt_slots: tokio::sync::Semaphore,
 }
 
 impl std::fmt::Debug for UploadAuth {
@@ -80,6 +90,12 @@ impl UploadAuth {
                         user: user.into(),
                     })
                 }
+                None if line.len() < MIN_TOKEN_LEN => {
+                    return Err(CredentialsFileError::ShortToken {
+                        path: path.into(),
+                        line: index + 1,
+                    })
+                }
                 None => tokens.push(sha256(line.as_bytes())),
             }
         }
@@ -93,6 +109,7 @@ impl UploadAuth {
                 .max_capacity(1024)
                 .time_to_live(VERIFIED_TTL)
                 .build(),
+            bcrypt_slots: tokio::sync::Semaphore::new(BCRYPT_AT_ONCE),
         })
     }
 
@@ -106,6 +123,9 @@ impl UploadAuth {
         if self.verified.contains_key(&seen) {
             return true;
         }
+        let Ok(_slot) = self.bcrypt_slots.acquire().await else {
+            return false;
+        };
         let (this, value) = (std::sync::Arc::clone(self), value.to_owned());
         let ok = tokio::task::spawn_blocking(move || this.check(&value))
             .await
@@ -135,7 +155,13 @@ impl UploadAuth {
         };
         match self.users.get(user) {
             Some(hash) => bcrypt::verify(password, hash).unwrap_or(false),
-            None => self.is_token(password),
+            None => {
+                // As slow as a known user's check, so the time does not tell which names exist.
+                if let Some(any) = self.users.values().next() {
+                    let _ = bcrypt::verify(password, any);
+                }
+                self.is_token(password)
+            }
         }
     }
 
@@ -158,13 +184,17 @@ mod tests {
     #[test]
     fn htpasswd_users_and_tokens() {
         let hash = bcrypt::hash("s3cret", 4).unwrap();
-        let auth = UploadAuth::parse(&format!("# uploaders\nci:{hash}\n\nsome-long-token\n"), "f").unwrap();
+        let auth = UploadAuth::parse(&format!("# uploaders\nci:{hash}\n\nsome-long-token-x\n"), "f").unwrap();
+        assert!(UploadAuth::parse("ci\n", "f")
+            .unwrap_err()
+            .to_string()
+            .contains("at least 16"));
         assert!(auth.check(&basic("ci", "s3cret")));
         assert!(!auth.check(&basic("ci", "wrong")));
         assert!(!auth.check(&basic("other", "s3cret")));
-        assert!(auth.check("Bearer some-long-token"));
-        assert!(auth.check(&basic("anyone", "some-long-token")));
-        assert!(!auth.check("Bearer some-long-toke"));
+        assert!(auth.check("Bearer some-long-token-x"));
+        assert!(auth.check(&basic("anyone", "some-long-token-x")));
+        assert!(!auth.check("Bearer some-long-token-"));
         assert!(!auth.check("Bearer "));
         assert!(!auth.check("Digest whatever"));
         assert!(!auth.check("Basic !!!"));

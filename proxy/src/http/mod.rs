@@ -49,6 +49,8 @@ pub struct Writes {
     pub delete: bool,
     /// Required (checked at start) when either verb is on.
     pub auth: Option<Arc<UploadAuth>>,
+    /// Largest NAR file a PUT may send.
+    pub max_upload_size: u64,
 }
 
 /// The whole HTTP API; tests call this directly.

@@ -85,7 +85,7 @@ pub async fn put_nar(
     let file = nar_name(&file)?;
     let outcome = state
         .cache
-        .upload_nar(&file, body.into_data_stream())
+        .upload_nar(&file, body.into_data_stream(), state.writes.max_upload_size)
         .await
         .inspect_err(|_| state.cache.metrics().upload("nar", "rejected"))?;
     Ok(stored(&state, "nar", outcome))

@@ -34,12 +34,15 @@ pub(super) async fn lru(db: &dyn MetadataStore) {
     assert_eq!(db.count_narinfos_for_nar(&orphan).await.unwrap(), 0);
 
     let hash = |r: &crate::db::NarInfoRecord| *r.info.store_path.hash();
-    db.record_access(&[hash(&r11)], &[], 2000).await.unwrap();
-    db.record_access(&[hash(&r12)], &[], 5000).await.unwrap();
+    let any = i64::MAX;
+    db.record_access(&[hash(&r11)], &[], 2000, any).await.unwrap();
+    db.record_access(&[hash(&r12)], &[], 5000, any).await.unwrap();
     // A NAR's access counts for every narinfo naming it.
-    db.record_access(&[], &[r10.nar_file.clone(), orphan.clone()], 3000)
+    db.record_access(&[], &[r10.nar_file.clone(), orphan.clone()], 3000, any)
         .await
         .unwrap();
+    // Rows another replica touched since `fresh` are left alone.
+    db.record_access(&[hash(&r12)], &[], 9000, 4000).await.unwrap();
     let order = |page: Vec<crate::db::NarinfoAccess>| page.into_iter().map(|e| e.hash).collect::<Vec<_>>();
     let all = db.least_recent_narinfos(10_000, None, 10).await.unwrap();
     assert_eq!(all.len(), 4, "{all:?}");
@@ -50,7 +53,11 @@ pub(super) async fn lru(db: &dyn MetadataStore) {
     let mut expected = vec![hash(&r10), hash(&r14)];
     expected.sort();
     assert_eq!(tied, expected, "both narinfos of the NAR were touched");
-    assert_eq!(all[3].hash, hash(&r12));
+    assert_eq!(
+        (all[3].hash, all[3].last_access_ms),
+        (hash(&r12), 5000),
+        "a fresh row is not rewritten"
+    );
     // Pages continue after the cursor, ties included.
     let first = db.least_recent_narinfos(10_000, None, 2).await.unwrap();
     let rest = db
@@ -84,13 +91,59 @@ pub(super) async fn lru(db: &dyn MetadataStore) {
         .unwrap()
         .is_empty());
 
+    evictions(db, &r10, &r14).await;
     for r in [&r10, &r11, &r12, &r14] {
         db.delete_narinfo(r.info.store_path.hash()).await.unwrap();
     }
-    for file in [&r10.nar_file, &r11.nar_file, &orphan] {
+    for file in [&r11.nar_file, &orphan] {
         db.delete_nar(file).await.unwrap();
     }
     assert_eq!(db.usage().await.unwrap(), base);
+}
+
+/// r10 and r14 name one stored NAR: evicting marks, the NAR row goes with the last live one.
+async fn evictions(db: &dyn MetadataStore, r10: &crate::db::NarInfoRecord, r14: &crate::db::NarInfoRecord) {
+    let (h10, h14, file) = (
+        r10.info.store_path.hash(),
+        r14.info.store_path.hash(),
+        &r10.nar_file,
+    );
+    let narinfos = db.usage().await.unwrap().narinfos;
+    assert!(db.evict_narinfo(h10, 7000).await.unwrap());
+    assert!(!db.evict_narinfo(h10, 7001).await.unwrap(), "evicted already");
+    assert_eq!(
+        db.get_narinfo(h10).await.unwrap(),
+        None,
+        "an evicted narinfo is a miss"
+    );
+    assert_eq!(db.usage().await.unwrap().narinfos, narinfos - 1);
+    assert_eq!(db.count_narinfos_for_nar(file).await.unwrap(), 1);
+    assert!(
+        !db.delete_nar_if_unnamed(file).await.unwrap(),
+        "r14 still names it"
+    );
+    assert!(db.evict_narinfo(h14, 7000).await.unwrap());
+    assert!(!db
+        .least_recent_narinfos(i64::MAX, None, 10)
+        .await
+        .unwrap()
+        .iter()
+        .any(|e| e.hash == *h10));
+    // Still found for its NAR (so a client that cached the narinfo can have it fetched again).
+    let found = db.narinfo_for_nar(file).await.unwrap().unwrap();
+    assert!([*h10, *h14].contains(found.info.store_path.hash()));
+    assert!(db.delete_nar_if_unnamed(file).await.unwrap());
+    assert_eq!(db.get_nar(file).await.unwrap(), None);
+    // Putting the narinfo again (looked up anew) makes it live.
+    db.put_narinfo(r10).await.unwrap();
+    assert!(db.get_narinfo(h10).await.unwrap().is_some());
+    assert_eq!(db.purge_evicted_narinfos(6999).await.unwrap(), 0);
+    assert_eq!(
+        db.purge_evicted_narinfos(7001).await.unwrap(),
+        1,
+        "only r14 was still evicted"
+    );
+    assert_eq!(db.narinfo_for_nar(file).await.unwrap().unwrap(), r10.clone());
 }
 
 pub(super) async fn expired_leases(db: &dyn MetadataStore) {
