@@ -24,7 +24,6 @@ pub fn spec(storage: Storage, database: Database) -> NixCacheSpec {
         image_pull_policy: None,
         image_pull_secrets: Vec::new(),
         upstreams: Vec::new(),
-        netrc_secret_ref: None,
         priority: None,
         storage,
         database,

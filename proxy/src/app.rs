@@ -176,7 +176,7 @@ fn build_upstreams(args: &ServeArgs, metrics: &Arc<Metrics>) -> anyhow::Result<U
         connect_timeout: args.upstream_connect_timeout,
         header_timeout: args.upstream_header_timeout,
         read_timeout: args.upstream_read_timeout,
-        netrc: read_netrc(args.netrc_file.as_ref())?,
+        netrc: read_netrc(&args.netrc_files)?,
         metrics: Arc::clone(metrics),
     };
     Ok(Upstreams::new(&args.upstreams, trusted, options)?)
@@ -237,16 +237,24 @@ fn key_name(args: &ServeArgs) -> String {
     }
 }
 
-fn read_netrc(explicit: Option<&PathBuf>) -> anyhow::Result<Netrc> {
-    let path = match explicit {
-        Some(path) => path.clone(),
-        None => match std::env::var_os("HOME") {
-            Some(home) if PathBuf::from(&home).join(".netrc").exists() => PathBuf::from(home).join(".netrc"),
+/// The netrc files given, read as one; without any, `~/.netrc` when it exists.
+fn read_netrc(explicit: &[PathBuf]) -> anyhow::Result<Netrc> {
+    let mut paths = explicit.to_vec();
+    if paths.is_empty() {
+        match std::env::var_os("HOME") {
+            Some(home) if PathBuf::from(&home).join(".netrc").exists() => {
+                paths.push(PathBuf::from(home).join(".netrc"))
+            }
             _ => return Ok(Netrc::default()),
-        },
-    };
-    let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("reading the netrc file {}", path.display()))?;
+        }
+    }
+    let mut text = String::new();
+    for path in paths {
+        let one = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading the netrc file {}", path.display()))?;
+        text.push_str(&one);
+        text.push('\n');
+    }
     Ok(Netrc::parse(&text))
 }
 

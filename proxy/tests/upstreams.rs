@@ -41,6 +41,40 @@ async fn best_priority_upstream_wins() {
     assert!(!names.contains(&"test-upstream-2"), "{names:?}");
 }
 
+/// `?priority=N` on the URL overrides what the upstream's nix-cache-info says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_priority_in_the_url_wins_over_nix_cache_info() {
+    let dir = tempfile::tempdir().unwrap();
+    let (best, other, best_entry, _, keys) = two_upstreams("fixed").await;
+    let urls = [best.url.clone(), format!("{}?priority=1", other.url)];
+    let proxy = Proxy::start_urls(dir.path(), &urls, &keys, &[]).await;
+    let info = get(&client(), &proxy.url(&best_entry.narinfo_path()))
+        .await
+        .narinfo();
+    assert_eq!(info.deriver, Some(store_path("fixed-other.drv")));
+    assert_eq!(
+        other.gets("/nix-cache-info"),
+        0,
+        "a fixed priority needs no nix-cache-info"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let bad = [format!("{}?prio=1", other.url)];
+    let argv = [
+        "nixcache",
+        "serve",
+        "--data-dir",
+        &dir.path().display().to_string(),
+        "--upstream",
+        &bad[0],
+    ];
+    let cli = <nixcache::cli::Cli as clap::Parser>::try_parse_from(argv).unwrap();
+    let nixcache::cli::Command::Serve(args) = cli.command else {
+        unreachable!()
+    };
+    let err = nixcache::app::build_state(&args).await.err().unwrap().to_string();
+    assert!(err.contains("unknown parameter \"prio\""), "{err}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failing_best_upstream_falls_over_to_the_next() {
     let dir = tempfile::tempdir().unwrap();

@@ -14,14 +14,24 @@ use super::SecretKeyRef;
 #[serde(rename_all = "camelCase")]
 pub struct Upstream {
     /// Base URL, e.g. `https://cache.nixos.org` (http or https, no credentials: put those in
-    /// `netrcSecretRef`).
-    #[schemars(regex(pattern = r"^https?://[^@/]+(/.*)?$"))]
+    /// `netrcSecretRef`; no query: the priority goes in `priority`).
+    #[schemars(regex(pattern = r"^https?://[^@/?]+(/[^?]*)?$"))]
     pub url: String,
     /// Public keys (`NAME:BASE64`, as in `trusted-public-keys`) whose signatures are accepted,
     /// e.g. `cache.nixos.org-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY=`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(inner(regex(pattern = r"^[^:\s]+:[A-Za-z0-9+/]{43}=$")))]
     pub public_keys: Vec<String>,
+    /// Order among the upstreams (lower is asked first, as Nix's `priority`). Default: the
+    /// `Priority` in the upstream's own `nix-cache-info` (cache.nixos.org says 40).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub priority: Option<i32>,
+    /// A Secret holding a netrc file (`machine HOST login USER password PASS` lines) with
+    /// Basic-auth credentials for this upstream; mounted read-only and passed as `--netrc-file`.
+    /// The key defaults to `netrc`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netrc_secret_ref: Option<SecretKeyRef>,
 }
 
 /// The cache's signing key.

@@ -8,8 +8,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Autoscaling, Database, GarbageCollection, NixCacheStatus, PodDisruptionBudgetSpec, SecretKeyRef,
-    ServiceSpec, Signing, Storage, Uploads, Upstream,
+    Autoscaling, Database, GarbageCollection, NixCacheStatus, PodDisruptionBudgetSpec, ServiceSpec, Signing,
+    Storage, Uploads, Upstream,
 };
 
 /// A caching, verifying proxy for Nix binary caches, run as `nixcache serve` replicas behind a
@@ -99,16 +99,10 @@ pub struct NixCacheSpec {
 
     /// Binary caches that misses are fetched from (default: https://cache.nixos.org trusting
     /// `cache.nixos.org-1`). Every narinfo must be signed by one of the listed `publicKeys` (the
-    /// keys of all upstreams are trusted for every upstream). The order among upstreams comes from
-    /// the `Priority` in each upstream's own `nix-cache-info`.
+    /// keys of all upstreams are trusted for every upstream). All are asked at once; the answer
+    /// of the best `priority` wins.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub upstreams: Vec<Upstream>,
-
-    /// A Secret holding a netrc file (`machine HOST login USER password PASS` lines) with Basic-auth
-    /// credentials for upstreams that need them; mounted read-only and passed as `--netrc-file`.
-    /// The key defaults to `netrc`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub netrc_secret_ref: Option<SecretKeyRef>,
 
     /// `Priority` this cache advertises in its own `/nix-cache-info` (lower is preferred by Nix
     /// clients; default 40, the same as cache.nixos.org).

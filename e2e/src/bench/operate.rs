@@ -59,30 +59,38 @@ pub async fn access(
         wrk::run(proxy.addr, &script, 16, Duration::from_secs(2)).await?;
     }
     let mut table = String::from(
-        "| narinfo hits, req/s | tracking on (flush every 10 s) | tracking off | on/off |\n|---|---|---|---|\n",
+        "| narinfo hits | tracking on (flush every 10 s) | tracking off | on/off |\n|---|---|---|---|\n",
     );
+    let targets = servers.map(|(_, proxy)| super::Target::nixcache(proxy));
     for conns in NARINFO_CONNS {
-        let mut rps: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+        let label = format!("access c={conns}");
+        let (mut rps, mut cpu): ([Vec<f64>; 2], [Vec<f64>; 2]) = Default::default();
         for run in 0..s.runs {
             for i in if run % 2 == 0 { [0, 1] } else { [1, 0] } {
-                let (name, proxy) = servers[i];
-                super::procfs::wait_idle().await;
-                let r = wrk::run(proxy.addr, &script, conns, s.duration).await?;
+                let t = &targets[i];
+                let m =
+                    super::hits::measure(report, &label, t, || wrk::run(t.addr, &script, conns, s.duration))
+                        .await?;
                 eprintln!(
-                    "[bench] access c={conns} run {}: {name} {:.0} req/s",
+                    "[bench] {label} run {}: {} {:.0} req/s",
                     run + 1,
-                    r.rps()
+                    servers[i].0,
+                    m.value.rps()
                 );
-                rps[i].push(r.rps());
+                rps[i].push(m.value.rps());
+                cpu[i].push(m.cpu.server_s * 1e6 / m.value.requests.max(1) as f64);
             }
         }
-        let [(a, a_min, a_max), (b, b_min, b_max)] =
-            rps.each_ref().map(|v| summary(v).unwrap_or((0.0, 0.0, 0.0)));
-        let _ = writeln!(
-            table,
-            "| c={conns} | {a:.0} ({a_min:.0}–{a_max:.0}) | {b:.0} ({b_min:.0}–{b_max:.0}) | {:.3}× |",
-            a / b.max(1.0)
-        );
+        for (what, values, digits) in [("req/s", &rps, 0), ("server CPU µs/req", &cpu, 1)] {
+            let [(a, a_min, a_max), (b, b_min, b_max)] =
+                values.each_ref().map(|v| summary(v).unwrap_or((0.0, 0.0, 0.0)));
+            let _ = writeln!(
+                table,
+                "| c={conns} {what} | {a:.digits$} ({a_min:.digits$}–{a_max:.digits$}) | \
+                 {b:.digits$} ({b_min:.digits$}–{b_max:.digits$}) | {:.3}× |",
+                a / b.max(f64::MIN_POSITIVE)
+            );
+        }
     }
     report.section("Access tracking: the hot-path cost", table);
     Ok(())

@@ -31,7 +31,7 @@ pub struct SecretInputs {
 
 /// One Secret key a NixCache uses, and the spec field naming it (for messages).
 struct Reference {
-    field: &'static str,
+    field: String,
     name: String,
     key: String,
 }
@@ -39,8 +39,8 @@ struct Reference {
 fn references(nc: &NixCache) -> Vec<Reference> {
     let spec = &nc.spec;
     let mut refs = Vec::new();
-    let reference = |field, r: &SecretKeyRef, default_key: &str| Reference {
-        field,
+    let reference = |field: &str, r: &SecretKeyRef, default_key: &str| Reference {
+        field: field.to_owned(),
         name: r.name.clone(),
         key: r.key_or(default_key).to_owned(),
     };
@@ -60,14 +60,20 @@ fn references(nc: &NixCache) -> Vec<Reference> {
             .unwrap_or("AWS_SECRET_ACCESS_KEY");
         for key in [id, secret] {
             refs.push(Reference {
-                field: "spec.storage.s3.credentialsSecretRef",
+                field: "spec.storage.s3.credentialsSecretRef".into(),
                 name: c.name.clone(),
                 key: key.to_owned(),
             });
         }
     }
-    if let Some(r) = &spec.netrc_secret_ref {
-        refs.push(reference("spec.netrcSecretRef", r, "netrc"));
+    for (i, upstream) in spec.upstreams.iter().enumerate() {
+        if let Some(r) = &upstream.netrc_secret_ref {
+            refs.push(reference(
+                &format!("spec.upstreams[{i}].netrcSecretRef"),
+                r,
+                "netrc",
+            ));
+        }
     }
     if let Some(u) = &spec.uploads {
         refs.push(reference(
@@ -213,7 +219,7 @@ async fn signing_key(
         "the generated signing key"
     };
     let r = Reference {
-        field,
+        field: field.to_owned(),
         name: target.name.clone(),
         key: target.key_or(SECRET_KEY_ENTRY).to_owned(),
     };

@@ -12,7 +12,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 use nixcache_crds::NixCache;
 
-use super::pod::{self, CONTAINER_PORT, DATA_DIR, NETRC_DIR, SIGNING_DIR, UPLOADS_DIR};
+use super::pod::{self, CONTAINER_PORT, DATA_DIR, SIGNING_DIR, UPLOADS_DIR};
 use super::{owned_meta, selector_labels, Plan, SECRETS_HASH_ANNOTATION};
 
 /// How long `serve` drains on SIGTERM (`--shutdown-grace`), after it kept accepting for
@@ -116,17 +116,21 @@ pub fn serve_args(nc: &NixCache) -> Vec<String> {
         format!("{SIGNING_DIR}/secret-key"),
     ];
     args.extend(pod::storage_args(nc));
-    for upstream in &spec.upstreams {
-        args.extend(["--upstream".into(), upstream.url.clone()]);
+    for (i, upstream) in spec.upstreams.iter().enumerate() {
+        let url = match upstream.priority {
+            Some(priority) => format!("{}?priority={priority}", upstream.url),
+            None => upstream.url.clone(),
+        };
+        args.extend(["--upstream".into(), url]);
+        if upstream.netrc_secret_ref.is_some() {
+            args.extend(["--netrc-file".into(), format!("{}/netrc", pod::netrc_dir(i))]);
+        }
     }
     for key in spec.upstreams.iter().flat_map(|u| &u.public_keys) {
         args.extend(["--upstream-public-key".into(), key.clone()]);
     }
     if let Some(priority) = spec.priority {
         args.extend(["--priority".into(), priority.to_string()]);
-    }
-    if spec.netrc_secret_ref.is_some() {
-        args.extend(["--netrc-file".into(), format!("{NETRC_DIR}/netrc")]);
     }
     if let Some(uploads) = &spec.uploads {
         if uploads.allow_put {

@@ -17,7 +17,12 @@ pub const DATA_DIR: &str = "/var/lib/nixcache";
 const RUN_AS: i64 = 65532;
 
 pub(super) const SIGNING_DIR: &str = "/etc/nixcache/signing";
-pub(super) const NETRC_DIR: &str = "/etc/nixcache/netrc";
+const NETRC_DIR: &str = "/etc/nixcache/netrc";
+
+/// Where the netrc Secret of upstream `i` is mounted.
+pub(super) fn netrc_dir(i: usize) -> String {
+    format!("{NETRC_DIR}/{i}")
+}
 pub(super) const UPLOADS_DIR: &str = "/etc/nixcache/uploads";
 
 /// `--storage …` and the S3 flags, the same for `serve` and `gc`.
@@ -155,8 +160,10 @@ pub(super) fn serve_volumes(nc: &NixCache, plan: &Plan) -> (Vec<Volume>, Vec<Vol
         "secret-key",
         SIGNING_DIR,
     );
-    if let Some(netrc) = &nc.spec.netrc_secret_ref {
-        secret("netrc", netrc, "netrc", "netrc", NETRC_DIR);
+    for (i, upstream) in nc.spec.upstreams.iter().enumerate() {
+        if let Some(netrc) = &upstream.netrc_secret_ref {
+            secret(&format!("netrc-{i}"), netrc, "netrc", "netrc", &netrc_dir(i));
+        }
     }
     if let Some(uploads) = &nc.spec.uploads {
         let r = &uploads.credentials_secret_ref;

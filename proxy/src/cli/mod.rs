@@ -81,9 +81,10 @@ pub struct ServeArgs {
     #[arg(long, env = "NIXCACHE_SECRET_KEY_FILE")]
     pub secret_key_file: Option<PathBuf>,
 
-    /// netrc file with credentials for upstreams [default: ~/.netrc when it exists].
-    #[arg(long, env = "NIXCACHE_NETRC_FILE")]
-    pub netrc_file: Option<PathBuf>,
+    /// netrc file with credentials for upstreams; repeatable (comma-separated in the env var),
+    /// the files are read as one [default: ~/.netrc when it exists].
+    #[arg(long = "netrc-file", env = "NIXCACHE_NETRC_FILE", value_delimiter = ',')]
+    pub netrc_files: Vec<PathBuf>,
 
     /// Time allowed to connect to an upstream.
     #[arg(long, env = "NIXCACHE_UPSTREAM_CONNECT_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]

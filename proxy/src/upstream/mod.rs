@@ -138,10 +138,12 @@ impl Upstreams {
             if !base.path().ends_with('/') {
                 base.set_path(&format!("{}/", base.path()));
             }
+            let priority = fixed_priority(&base).map_err(invalid)?;
+            base.set_query(None);
             let credentials = base.host_str().and_then(|h| options.netrc.lookup(h)).cloned();
             list.push(Arc::new(Upstream {
                 base,
-                priority: RwLock::new(None),
+                priority: RwLock::new(priority),
                 credentials,
             }));
         }
@@ -270,6 +272,28 @@ impl Upstreams {
             .metrics
             .upstream_error(label, "nar", err.reason());
     }
+}
+
+/// `?priority=N` on an upstream URL (as on a Nix substituter URL) fixes its priority, instead of
+/// the one its nix-cache-info gives; no other parameter is understood.
+fn fixed_priority(url: &Url) -> Result<Option<u32>, String> {
+    let mut priority = None;
+    for (key, value) in url.query_pairs() {
+        match key.as_ref() {
+            "priority" => {
+                let n = value
+                    .parse()
+                    .map_err(|_| format!("priority={value} is not a number"))?;
+                priority = Some(n);
+            }
+            other => {
+                return Err(format!(
+                    "unknown parameter {other:?} (only ?priority=N is understood)"
+                ))
+            }
+        }
+    }
+    Ok(priority)
 }
 
 /// The body as text, or `None` when it is longer than `limit`.
