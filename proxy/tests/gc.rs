@@ -207,6 +207,8 @@ async fn dry_run_changes_nothing_and_shared_nars_go_once() {
     for x in &entries {
         upstream.add(x);
         access(&proxy, x, true).await;
+        // Recorded before the next access, so the access order is the order here.
+        proxy.wait_stored(&x.file_name()).await;
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let data_dir = dir.path().display().to_string();
