@@ -152,7 +152,9 @@ async fn open(args: &[String]) -> Result<(Arc<dyn MetadataStore>, Arc<dyn BlobSt
 }
 
 fn entry(i: usize) -> Result<(NarInfoRecord, Vec<u8>)> {
-    let bytes: Vec<u8> = (0..GC_OBJECT_BYTES).map(|b| (b ^ i) as u8).collect();
+    // Distinct contents: each narinfo has a NAR of its own.
+    let mut bytes: Vec<u8> = (0..GC_OBJECT_BYTES).map(|b| (b ^ i) as u8).collect();
+    bytes[..8].copy_from_slice(&(i as u64).to_le_bytes());
     let digest = Sha256Hash::digest(format!("bench gc entry {i}").as_bytes());
     let mut hash = [0u8; 20];
     hash.copy_from_slice(&digest.0[..20]);

@@ -2,13 +2,35 @@
 
 use std::collections::HashMap;
 
-use nixcache_protocol::NarFile;
+use futures::{stream, StreamExt, TryStreamExt};
+use nixcache_protocol::{NarFile, StorePathHash};
 
 use super::{Evicted, Run, PAGE, STALE_UPLOAD_AGE};
 use crate::{
-    db::{now, now_ms, AccessCursor, DbError, NarinfoAccess},
-    storage::BlobKey,
+    db::{now, now_ms, AccessCursor, DbError, MetadataStore, NarRecord, NarinfoAccess},
+    storage::{BlobKey, BlobStore},
 };
+
+/// Database and storage requests a run keeps in flight at once: one at a time, a run spends
+/// nearly all its time waiting on round trips (and S3 deletes).
+const CONCURRENCY: usize = 16;
+
+/// A narinfo chosen for eviction, with its NAR when it is the last narinfo naming it.
+struct Planned {
+    entry: NarinfoAccess,
+    nar: Option<(NarFile, u64)>,
+}
+
+/// What became of one NAR whose removal was asked.
+enum Removal {
+    Removed {
+        file: NarFile,
+        size: u64,
+        object_deleted: bool,
+    },
+    /// A narinfo names it again (fetched or uploaded meanwhile): it stays.
+    Kept,
+}
 
 impl Run<'_> {
     fn over(&self) -> bool {
@@ -33,20 +55,24 @@ impl Run<'_> {
                 .await?;
             let Some(last) = page.last() else { break };
             cursor = Some(last.cursor());
-            for nar in page {
-                if !self.over() {
-                    break;
-                }
-                if self.remove_nar(&nar.nar_file, nar.file_size).await? {
-                    self.report.orphans_deleted += 1;
-                }
-            }
+            let mut to_free = self.report.size_after().saturating_sub(self.report.max_size);
+            let chosen: Vec<(NarFile, u64)> = page
+                .into_iter()
+                .take_while(|nar| {
+                    let take = to_free > 0;
+                    to_free = to_free.saturating_sub(nar.file_size);
+                    take
+                })
+                .map(|nar| (nar.nar_file, nar.file_size))
+                .collect();
+            self.report.orphans_deleted += self.remove_nars(chosen).await?;
         }
         Ok(())
     }
 
     async fn evict_narinfos(&mut self) -> Result<(), DbError> {
-        // A dry run removes nothing, so it counts which narinfos it would have taken per NAR.
+        // Narinfos taken per NAR: a NAR goes with the last narinfo naming it. A real run has
+        // evicted earlier pages' narinfos (they no longer count), a dry run has not.
         let mut taken: HashMap<NarFile, u64> = HashMap::new();
         let mut cursor: Option<AccessCursor> = None;
         while self.over() {
@@ -55,58 +81,100 @@ impl Run<'_> {
                 .await?;
             let Some(last) = page.last() else { break };
             cursor = Some(last.cursor());
-            for entry in page {
-                if !self.over() {
-                    break;
-                }
-                self.evict_narinfo(&entry).await?;
-                let Some(nar) = self.db.get_nar(&entry.nar_file).await? else {
-                    continue;
-                };
-                if self.options.dry_run {
-                    let n = taken.entry(entry.nar_file.clone()).or_insert(0);
-                    *n += 1;
-                    if self.db.count_narinfos_for_nar(&entry.nar_file).await? > *n {
-                        continue;
-                    }
-                }
-                self.remove_nar(&nar.nar_file, nar.file_size).await?;
+            if !self.options.dry_run {
+                taken.clear();
             }
+            let plan = self.plan(page, &mut taken).await?;
+            self.evict_planned(plan).await?;
         }
         Ok(())
     }
 
-    /// Marks it evicted (an upload's is deleted: its NAR cannot be fetched again).
-    async fn evict_narinfo(&mut self, entry: &NarinfoAccess) -> Result<(), DbError> {
-        if !self.options.dry_run {
-            if entry.uploaded {
-                self.db.delete_narinfo(&entry.hash).await?;
-            } else {
-                self.db.evict_narinfo(&entry.hash, now_ms()).await?;
+    /// The least recently used narinfos of `page` that bring the cache under its limit (as far
+    /// as the page goes), each with the NAR it frees.
+    async fn plan(
+        &mut self,
+        page: Vec<NarinfoAccess>,
+        taken: &mut HashMap<NarFile, u64>,
+    ) -> Result<Vec<Planned>, DbError> {
+        let db = self.db;
+        let lookups: Vec<_> = page
+            .iter()
+            .map(|e| nar_and_naming(db, e.nar_file.clone()))
+            .collect();
+        let facts: Vec<(Option<NarRecord>, u64)> =
+            stream::iter(lookups).buffered(CONCURRENCY).try_collect().await?;
+        let mut to_free = self.report.size_after().saturating_sub(self.report.max_size);
+        let mut plan = Vec::new();
+        for (entry, (nar, naming)) in page.into_iter().zip(facts) {
+            if to_free == 0 {
+                break;
             }
+            let n = taken.entry(entry.nar_file.clone()).or_insert(0);
+            *n += 1;
+            let nar = nar
+                .filter(|_| *n >= naming)
+                .map(|nar| (nar.nar_file, nar.file_size));
+            if let Some((_, size)) = &nar {
+                to_free = to_free.saturating_sub(*size);
+            }
+            plan.push(Planned { entry, nar });
         }
-        (self.on_evict)(Evicted::Narinfo(&entry.hash));
-        self.report.narinfos_evicted += 1;
+        Ok(plan)
+    }
+
+    /// Marks the planned narinfos evicted (an upload's is deleted: its NAR cannot be fetched
+    /// again), then removes the NARs they freed.
+    async fn evict_planned(&mut self, plan: Vec<Planned>) -> Result<(), DbError> {
+        if !self.options.dry_run {
+            let db = self.db;
+            let evictions: Vec<_> = plan
+                .iter()
+                .map(|p| evict_narinfo(db, p.entry.hash, p.entry.uploaded))
+                .collect();
+            stream::iter(evictions)
+                .buffer_unordered(CONCURRENCY)
+                .try_collect::<()>()
+                .await?;
+        }
+        for p in &plan {
+            (self.on_evict)(Evicted::Narinfo(&p.entry.hash));
+        }
+        self.report.narinfos_evicted += plan.len() as u64;
+        let nars = plan.into_iter().filter_map(|p| p.nar).collect();
+        self.remove_nars(nars).await?;
         Ok(())
     }
 
-    /// The row, if no live narinfo names the NAR (in the same statement), then the object.
-    /// `false` when a narinfo named it meanwhile and it stays.
-    async fn remove_nar(&mut self, file: &NarFile, size: u64) -> Result<bool, DbError> {
-        if !self.options.dry_run {
-            if !self.db.delete_nar_if_unnamed(file).await? {
-                return Ok(false);
-            }
-            let key = BlobKey::for_nar(file);
-            if let Err(err) = self.storage.delete(&key).await {
-                tracing::warn!(nar = %key, error = %err, "deleting an evicted NAR from storage failed; it stays unrecorded");
-                self.report.storage_errors += 1;
-            }
+    /// Each NAR's row, if no live narinfo names it (in the same statement), then its object.
+    /// Returns how many went.
+    async fn remove_nars(&mut self, nars: Vec<(NarFile, u64)>) -> Result<u64, DbError> {
+        let (db, storage, dry_run) = (self.db, self.storage, self.options.dry_run);
+        let removals: Vec<_> = nars
+            .into_iter()
+            .map(|(file, size)| remove_nar(db, storage, file, size, dry_run))
+            .collect();
+        let outcomes: Vec<Removal> = stream::iter(removals)
+            .buffer_unordered(CONCURRENCY)
+            .try_collect()
+            .await?;
+        let mut removed = 0;
+        for outcome in outcomes {
+            let Removal::Removed {
+                file,
+                size,
+                object_deleted,
+            } = outcome
+            else {
+                continue;
+            };
+            (self.on_evict)(Evicted::Nar(&file));
+            removed += 1;
+            self.report.nars_deleted += 1;
+            self.report.bytes_freed += size;
+            self.report.storage_errors += u64::from(!object_deleted);
         }
-        (self.on_evict)(Evicted::Nar(file));
-        self.report.nars_deleted += 1;
-        self.report.bytes_freed += size;
-        Ok(true)
+        Ok(removed)
     }
 
     /// Uploads abandoned before their narinfo came: never visible, so simply deleted. The
@@ -134,4 +202,54 @@ impl Run<'_> {
             }
         }
     }
+}
+
+/// The stored NAR's row, if any, and how many live narinfos name it.
+async fn nar_and_naming(db: &dyn MetadataStore, file: NarFile) -> Result<(Option<NarRecord>, u64), DbError> {
+    let Some(nar) = db.get_nar(&file).await? else {
+        return Ok((None, 0));
+    };
+    Ok((Some(nar), db.count_narinfos_for_nar(&file).await?))
+}
+
+/// Marks a narinfo evicted; an uploaded one is deleted (its NAR cannot be fetched again).
+async fn evict_narinfo(db: &dyn MetadataStore, hash: StorePathHash, uploaded: bool) -> Result<(), DbError> {
+    if uploaded {
+        db.delete_narinfo(&hash).await
+    } else {
+        db.evict_narinfo(&hash, now_ms()).await.map(drop)
+    }
+}
+
+/// The NAR's row, if no live narinfo names it (in the same statement), then its object.
+async fn remove_nar(
+    db: &dyn MetadataStore,
+    storage: &dyn BlobStore,
+    file: NarFile,
+    size: u64,
+    dry_run: bool,
+) -> Result<Removal, DbError> {
+    if dry_run {
+        return Ok(Removal::Removed {
+            file,
+            size,
+            object_deleted: true,
+        });
+    }
+    if !db.delete_nar_if_unnamed(&file).await? {
+        return Ok(Removal::Kept);
+    }
+    let key = BlobKey::for_nar(&file);
+    let object_deleted = match storage.delete(&key).await {
+        Ok(_) => true,
+        Err(err) => {
+            tracing::warn!(nar = %key, error = %err, "deleting an evicted NAR from storage failed; it stays unrecorded");
+            false
+        }
+    };
+    Ok(Removal::Removed {
+        file,
+        size,
+        object_deleted,
+    })
 }
