@@ -220,7 +220,17 @@ impl Metrics {
     }
 
     pub fn coalesced(&self, kind: Kind) {
-        self.coalesced.get_or_create(&KindLabels { kind }).inc();
+        self.coalesced_counter(kind).inc();
+    }
+
+    /// The waiters-coalesced counter of `kind`, for code that counts without a `Metrics`.
+    pub fn coalesced_counter(&self, kind: Kind) -> Counter {
+        self.coalesced.get_or_create(&KindLabels { kind }).clone()
+    }
+
+    /// The bytes-served counter of `kind`, to be counted as a body goes out.
+    pub fn served_counter(&self, kind: Kind) -> Counter {
+        self.served_bytes.get_or_create(&KindLabels { kind }).clone()
     }
 
     pub fn upstream_request(&self, upstream: &str, kind: Kind, took: Duration) {

@@ -88,13 +88,6 @@ const HIT: &str = "hit";
 const MISS: &str = "miss";
 const NOT_FOUND: &str = "not_found";
 
-fn coalesced(metrics: &Metrics, kind: crate::metrics::Kind) -> prometheus_client::metrics::counter::Counter {
-    metrics
-        .coalesced
-        .get_or_create(&crate::metrics::KindLabels { kind })
-        .clone()
-}
-
 /// A NAR answer: the file's size, the range being sent (if any) and the bytes.
 pub struct NarResponse {
     pub size: u64,
@@ -148,8 +141,12 @@ impl Cache {
             hot: Arc::new(parts.hot),
             replica: Arc::new(parts.replica),
             access: Arc::new(parts.access),
-            narinfo_flights: Arc::new(SingleFlight::counting_joins(coalesced(&parts.metrics, "narinfo"))),
-            nar_locates: Arc::new(SingleFlight::counting_joins(coalesced(&parts.metrics, "nar"))),
+            narinfo_flights: Arc::new(SingleFlight::counting_joins(
+                parts.metrics.coalesced_counter("narinfo"),
+            )),
+            nar_locates: Arc::new(SingleFlight::counting_joins(
+                parts.metrics.coalesced_counter("nar"),
+            )),
             metrics: parts.metrics,
             fills: Arc::new(Mutex::new(HashMap::new())),
             tmp_dir: Arc::new(parts.tmp_dir),

@@ -4,21 +4,15 @@
 use nixcache_protocol::{NarFile, StorePathHash};
 
 use super::{
+    row::corrupt,
+    sql::{Arg, SqlDb},
     statements::placeholders,
-    store::{Arg, SqlDb, SqlStore},
+    store::SqlStore,
     AccessCursor, DbError, Engine, NarAccess, NarinfoAccess, Usage,
 };
 
 /// Keys per `IN (…)` list: far below every engine's limit on bound parameters.
 const IN_BATCH: usize = 500;
-
-fn corrupt(key: &str, field: &'static str, reason: impl ToString) -> DbError {
-    DbError::Corrupt {
-        key: key.to_string(),
-        field,
-        reason: reason.to_string(),
-    }
-}
 
 /// `SUM` is a NUMERIC on PostgreSQL and a DECIMAL on MySQL: cast back to a 64-bit integer.
 fn sum_sql(engine: Engine) -> &'static str {

@@ -14,7 +14,7 @@ use sqlx::{
     ConnectOptions, Connection, MySqlConnection, PgConnection, Pool, SqliteConnection,
 };
 
-use super::{mysql, postgres, redact_url, sqlite, store::SqlDb, DbError, Engine};
+use super::{mysql, postgres, redact_url, sql::SqlDb, sqlite, DbError, Engine};
 
 pub static SQLITE: Migrator = sqlx::migrate!("../migrations/sqlite");
 pub static POSTGRES: Migrator = sqlx::migrate!("../migrations/postgres");

@@ -8,6 +8,7 @@ mod model;
 mod mysql;
 mod postgres;
 mod row;
+mod sql;
 mod sqlite;
 mod statements;
 mod store;

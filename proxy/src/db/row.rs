@@ -6,11 +6,11 @@ use std::str::FromStr;
 use nixcache_protocol::{Compression, NarFile, NarInfo, Sha256Hash, Signature, StorePath};
 
 use super::{
-    store::{Arg, SqlDb},
+    sql::{Arg, SqlDb},
     DbError, Lease, LeaseKey, NarInfoRecord, NarRecord, ProxySignature, UploadRecord,
 };
 
-fn corrupt(key: &str, field: &'static str, reason: impl ToString) -> DbError {
+pub(super) fn corrupt(key: &str, field: &'static str, reason: impl ToString) -> DbError {
     DbError::Corrupt {
         key: key.to_string(),
         field,

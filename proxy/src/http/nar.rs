@@ -26,12 +26,7 @@ pub async fn get_nar(
 /// Counts the bytes as they go out.
 fn counted(state: &AppState, body: crate::storage::ByteStream) -> crate::storage::ByteStream {
     use futures::StreamExt;
-    let served = state
-        .cache
-        .metrics()
-        .served_bytes
-        .get_or_create(&crate::metrics::KindLabels { kind: "nar" })
-        .clone();
+    let served = state.cache.metrics().served_counter("nar");
     Box::pin(body.inspect(move |chunk| {
         if let Ok(bytes) = chunk {
             served.inc_by(bytes.len() as u64);

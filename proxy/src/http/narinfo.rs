@@ -21,9 +21,8 @@ pub async fn get_narinfo(
     let hash = parse_narinfo_name(&file).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let text = state.cache.narinfo(&hash).await?;
     if method != Method::HEAD {
-        let served = crate::metrics::KindLabels { kind: "narinfo" };
-        let counter = state.cache.metrics().served_bytes.get_or_create(&served);
-        counter.inc_by(text.len() as u64);
+        let served = state.cache.metrics().served_counter("narinfo");
+        served.inc_by(text.len() as u64);
     }
     Ok(([(header::CONTENT_TYPE, MIME_NARINFO)], text).into_response())
 }

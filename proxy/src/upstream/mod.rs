@@ -1,6 +1,7 @@
 //! The upstream caches: priorities from their nix-cache-info, concurrent narinfo lookups that take
 //! the best-priority verified hit, and NAR downloads.
 
+mod error;
 mod netrc;
 
 use std::{
@@ -12,6 +13,7 @@ use nixcache_protocol::{CacheInfo, NarInfo, PublicKey, StorePathHash, STORE_DIR}
 use reqwest::{header, StatusCode};
 use url::Url;
 
+pub use error::UpstreamError;
 pub use netrc::{Credentials, Netrc};
 
 /// Largest narinfo or nix-cache-info accepted (real ones are a few KiB).
@@ -19,38 +21,6 @@ const MAX_TEXT_BYTES: usize = 1 << 20;
 
 /// Priority assumed for an upstream whose nix-cache-info could not be read (Nix's default).
 const DEFAULT_PRIORITY: u32 = 50;
-
-#[derive(Debug, thiserror::Error)]
-pub enum UpstreamError {
-    #[error("{url}: no response within {after:?}")]
-    Timeout { url: String, after: Duration },
-    #[error("{url}: {error}")]
-    Request { url: String, error: reqwest::Error },
-    #[error("{url}: HTTP {status}")]
-    Status { url: String, status: u16 },
-    #[error("{url}: {reason}")]
-    Invalid { url: String, reason: String },
-}
-
-impl UpstreamError {
-    /// The `reason` label of the error metric.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            _ if self.is_timeout() => "timeout",
-            Self::Request { .. } | Self::Timeout { .. } => "request",
-            Self::Status { .. } => "status",
-            Self::Invalid { .. } => "invalid",
-        }
-    }
-
-    pub fn is_timeout(&self) -> bool {
-        match self {
-            Self::Timeout { .. } => true,
-            Self::Request { error, .. } => error.is_timeout(),
-            Self::Status { .. } | Self::Invalid { .. } => false,
-        }
-    }
-}
 
 /// Timeouts and credentials shared by every upstream.
 #[derive(Clone, Debug)]
@@ -238,10 +208,7 @@ impl Upstreams {
             url: url.into(),
             reason: e.to_string(),
         })?;
-        let upstream = self
-            .list
-            .iter()
-            .find(|u| parsed.as_str().starts_with(u.base.as_str()));
+        let upstream = self.owner_of(parsed.as_str());
         let label = upstream.map_or("other", |u| u.url());
         let started = std::time::Instant::now();
         let result = match self.ctx.send(upstream.map(Arc::as_ref), parsed.clone()).await {
@@ -260,13 +227,14 @@ impl Upstreams {
         result
     }
 
+    /// The configured upstream `url` lies under (its credentials and metric label), if any.
+    fn owner_of(&self, url: &str) -> Option<&Arc<Upstream>> {
+        self.list.iter().find(|u| url.starts_with(u.base.as_str()))
+    }
+
     /// Counts a NAR download from `url` that broke off inside its body.
     pub fn nar_body_failed(&self, url: &str, err: &UpstreamError) {
-        let label = self
-            .list
-            .iter()
-            .find(|u| url.starts_with(u.base.as_str()))
-            .map_or("other", |u| u.url());
+        let label = self.owner_of(url).map_or("other", |u| u.url());
         self.ctx
             .options
             .metrics
