@@ -7,7 +7,7 @@ use nixcache_protocol::{NarFile, StorePathHash};
 
 use super::{Evicted, Run, PAGE, STALE_UPLOAD_AGE};
 use crate::{
-    db::{now, now_ms, AccessCursor, DbError, MetadataStore, NarRecord, NarinfoAccess},
+    db::{now, now_ms, AccessCursor, DbError, MetadataStore, NarAccess, NarRecord, NarinfoAccess},
     storage::{BlobKey, BlobStore},
 };
 
@@ -15,10 +15,13 @@ use crate::{
 /// nearly all its time waiting on round trips (and S3 deletes).
 const CONCURRENCY: usize = 16;
 
-/// A narinfo chosen for eviction, with its NAR when it is the last narinfo naming it.
+/// A narinfo chosen for eviction.
 struct Planned {
     entry: NarinfoAccess,
+    /// Its stored NAR, if any.
     nar: Option<(NarFile, u64)>,
+    /// No other live narinfo names that NAR (as counted when planning).
+    last_naming: bool,
 }
 
 /// What became of one NAR whose removal was asked.
@@ -53,19 +56,22 @@ impl Run<'_> {
             let page = (self.db)
                 .least_recent_orphan_nars(self.before_ms, cursor.as_ref(), PAGE)
                 .await?;
-            let Some(last) = page.last() else { break };
-            cursor = Some(last.cursor());
             let mut to_free = self.report.size_after().saturating_sub(self.report.max_size);
-            let chosen: Vec<(NarFile, u64)> = page
+            let chosen: Vec<NarAccess> = page
                 .into_iter()
                 .take_while(|nar| {
                     let take = to_free > 0;
                     to_free = to_free.saturating_sub(nar.file_size);
                     take
                 })
-                .map(|nar| (nar.nar_file, nar.file_size))
                 .collect();
-            self.report.orphans_deleted += self.remove_nars(chosen).await?;
+            // The next page starts after what was looked at, not after the page: a NAR that
+            // stays (a narinfo names it again) leaves the run over its limit, and the rest of
+            // this page comes first.
+            let Some(last) = chosen.last() else { break };
+            cursor = Some(last.cursor());
+            let files = chosen.into_iter().map(|n| (n.nar_file, n.file_size)).collect();
+            self.report.orphans_deleted += self.remove_nars(files).await?;
         }
         Ok(())
     }
@@ -79,94 +85,128 @@ impl Run<'_> {
             let page = (self.db)
                 .least_recent_narinfos(self.before_ms, cursor.as_ref(), PAGE)
                 .await?;
-            let Some(last) = page.last() else { break };
-            cursor = Some(last.cursor());
             if !self.options.dry_run {
                 taken.clear();
             }
             let plan = self.plan(page, &mut taken).await?;
+            let Some(last) = plan.last() else { break };
+            cursor = Some(last.entry.cursor());
             self.evict_planned(plan).await?;
         }
         Ok(())
     }
 
     /// The least recently used narinfos of `page` that bring the cache under its limit (as far
-    /// as the page goes), each with the NAR it frees.
+    /// as the page goes), each with the NAR it frees. Looked up `CONCURRENCY` at a time, so a
+    /// small overshoot costs a few queries.
     async fn plan(
         &mut self,
         page: Vec<NarinfoAccess>,
         taken: &mut HashMap<NarFile, u64>,
     ) -> Result<Vec<Planned>, DbError> {
         let db = self.db;
-        let lookups: Vec<_> = page
-            .iter()
-            .map(|e| nar_and_naming(db, e.nar_file.clone()))
-            .collect();
-        let facts: Vec<(Option<NarRecord>, u64)> =
-            stream::iter(lookups).buffered(CONCURRENCY).try_collect().await?;
         let mut to_free = self.report.size_after().saturating_sub(self.report.max_size);
         let mut plan = Vec::new();
-        for (entry, (nar, naming)) in page.into_iter().zip(facts) {
-            if to_free == 0 {
-                break;
+        for chunk in page.chunks(CONCURRENCY) {
+            // Collected first: a lazy iterator of futures held across the await makes the
+            // run's future not `Send` (a higher-ranked lifetime rustc cannot prove).
+            let lookups: Vec<_> = chunk
+                .iter()
+                .map(|e| nar_and_naming(db, e.nar_file.clone()))
+                .collect();
+            let facts: Vec<(Option<NarRecord>, u64)> =
+                stream::iter(lookups).buffered(CONCURRENCY).try_collect().await?;
+            for (entry, (nar, naming)) in chunk.iter().zip(facts) {
+                if to_free == 0 {
+                    return Ok(plan);
+                }
+                let n = taken.entry(entry.nar_file.clone()).or_insert(0);
+                *n += 1;
+                let last_naming = *n >= naming;
+                let nar = nar.map(|nar| (nar.nar_file, nar.file_size));
+                if let (true, Some((_, size))) = (last_naming, &nar) {
+                    to_free = to_free.saturating_sub(*size);
+                }
+                plan.push(Planned {
+                    entry: entry.clone(),
+                    nar,
+                    last_naming,
+                });
             }
-            let n = taken.entry(entry.nar_file.clone()).or_insert(0);
-            *n += 1;
-            let nar = nar
-                .filter(|_| *n >= naming)
-                .map(|nar| (nar.nar_file, nar.file_size));
-            if let Some((_, size)) = &nar {
-                to_free = to_free.saturating_sub(*size);
-            }
-            plan.push(Planned { entry, nar });
         }
         Ok(plan)
     }
 
     /// Marks the planned narinfos evicted (an upload's is deleted: its NAR cannot be fetched
-    /// again), then removes the NARs they freed.
+    /// again), then removes the NARs they freed. What succeeded is reported even when some
+    /// request failed (the serving process's memory must hear of it), then the error returned.
     async fn evict_planned(&mut self, plan: Vec<Planned>) -> Result<(), DbError> {
-        if !self.options.dry_run {
+        let results: Vec<Result<(), DbError>> = if self.options.dry_run {
+            plan.iter().map(|_| Ok(())).collect()
+        } else {
             let db = self.db;
             let evictions: Vec<_> = plan
                 .iter()
                 .map(|p| evict_narinfo(db, p.entry.hash, p.entry.uploaded))
                 .collect();
-            stream::iter(evictions)
-                .buffer_unordered(CONCURRENCY)
-                .try_collect::<()>()
-                .await?;
+            stream::iter(evictions).buffered(CONCURRENCY).collect().await
+        };
+        let mut first_error = None;
+        for (p, result) in plan.iter().zip(results) {
+            match result {
+                Ok(()) => {
+                    (self.on_evict)(Evicted::Narinfo(&p.entry.hash));
+                    self.report.narinfos_evicted += 1;
+                }
+                Err(err) => {
+                    first_error.get_or_insert(err);
+                }
+            }
         }
-        for p in &plan {
-            (self.on_evict)(Evicted::Narinfo(&p.entry.hash));
+        if let Some(err) = first_error {
+            // The NARs of what was evicted are orphans now: the next run takes them first.
+            return Err(err);
         }
-        self.report.narinfos_evicted += plan.len() as u64;
-        let nars = plan.into_iter().filter_map(|p| p.nar).collect();
-        self.remove_nars(nars).await?;
+        // A dry run counts only the NARs it expects to go. A real run asks for every NAR of the
+        // plan to go (a narinfo naming it may have gone since the count): the conditional
+        // delete keeps those still named.
+        let mut files: Vec<(NarFile, u64)> = Vec::new();
+        for p in plan {
+            let Some(nar) = p.nar else { continue };
+            if (p.last_naming || !self.options.dry_run) && !files.iter().any(|(f, _)| *f == nar.0) {
+                files.push(nar);
+            }
+        }
+        self.remove_nars(files).await?;
         Ok(())
     }
 
     /// Each NAR's row, if no live narinfo names it (in the same statement), then its object.
-    /// Returns how many went.
+    /// Returns how many went; what went is reported even when some request failed.
     async fn remove_nars(&mut self, nars: Vec<(NarFile, u64)>) -> Result<u64, DbError> {
         let (db, storage, dry_run) = (self.db, self.storage, self.options.dry_run);
         let removals: Vec<_> = nars
             .into_iter()
             .map(|(file, size)| remove_nar(db, storage, file, size, dry_run))
             .collect();
-        let outcomes: Vec<Removal> = stream::iter(removals)
+        let outcomes: Vec<Result<Removal, DbError>> = stream::iter(removals)
             .buffer_unordered(CONCURRENCY)
-            .try_collect()
-            .await?;
+            .collect()
+            .await;
         let mut removed = 0;
+        let mut first_error = None;
         for outcome in outcomes {
-            let Removal::Removed {
-                file,
-                size,
-                object_deleted,
-            } = outcome
-            else {
-                continue;
+            let (file, size, object_deleted) = match outcome {
+                Ok(Removal::Removed {
+                    file,
+                    size,
+                    object_deleted,
+                }) => (file, size, object_deleted),
+                Ok(Removal::Kept) => continue,
+                Err(err) => {
+                    first_error.get_or_insert(err);
+                    continue;
+                }
             };
             (self.on_evict)(Evicted::Nar(&file));
             removed += 1;
@@ -174,7 +214,10 @@ impl Run<'_> {
             self.report.bytes_freed += size;
             self.report.storage_errors += u64::from(!object_deleted);
         }
-        Ok(removed)
+        match first_error {
+            Some(err) => Err(err),
+            None => Ok(removed),
+        }
     }
 
     /// Uploads abandoned before their narinfo came: never visible, so simply deleted. The

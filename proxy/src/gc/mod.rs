@@ -14,6 +14,8 @@
 
 mod evict;
 pub mod schedule;
+#[cfg(test)]
+mod tests;
 
 use std::{fmt, sync::Arc, time::Duration};
 

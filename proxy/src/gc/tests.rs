@@ -1,0 +1,158 @@
+//! A run over several pages, on SQLite and a local directory: NARs shared by narinfos on
+//! different pages go with the last of them, a dry run reports exactly what the real run then
+//! does, and exactly the least recently used go.
+
+#![allow(clippy::unwrap_used)]
+
+use std::{collections::HashMap, sync::Arc};
+
+use nixcache_protocol::{Compression, NarFile, NarInfo, Sha256Hash, StorePath, StorePathHash};
+
+use super::{run_once, GcOptions, GcReport, PAGE};
+use crate::{
+    db::{connect, MetadataStore, NarInfoRecord, NarRecord},
+    storage::{BlobKey, BlobStore, LocalStore},
+};
+
+const ENTRIES: usize = 1200;
+const NAR_BYTES: u64 = 1000;
+
+/// Entry `i`'s NAR: its own, except that entries 500..1000 ending in 07 share that of `i - 500`.
+fn nar_of(i: usize) -> usize {
+    if (500..1000).contains(&i) && i % 100 == 7 {
+        i - 500
+    } else {
+        i
+    }
+}
+
+fn nar_file(n: usize) -> NarFile {
+    NarFile {
+        hash: Sha256Hash::digest(format!("nar {n}").as_bytes()),
+        compression: Compression::None,
+    }
+}
+
+fn hash(i: usize) -> StorePathHash {
+    let digest = Sha256Hash::digest(format!("path {i}").as_bytes());
+    let mut hash = [0u8; 20];
+    hash.copy_from_slice(&digest.0[..20]);
+    StorePathHash(hash)
+}
+
+fn record(i: usize) -> NarInfoRecord {
+    let file = nar_file(nar_of(i));
+    let info = NarInfo {
+        store_path: StorePath::new(hash(i), &format!("p-{i}")).unwrap(),
+        url: format!("http://up.example/{}", file.url()),
+        compression: Compression::None,
+        file_hash: Some(file.hash),
+        file_size: Some(NAR_BYTES),
+        nar_hash: file.hash,
+        nar_size: NAR_BYTES,
+        references: vec![],
+        deriver: None,
+        sigs: vec![],
+        ca: None,
+    };
+    NarInfoRecord {
+        info,
+        nar_file: file,
+        proxy_sig: None,
+    }
+}
+
+async fn fill(db: &dyn MetadataStore, storage: &dyn BlobStore) {
+    for i in 0..ENTRIES {
+        let rec = record(i);
+        if nar_of(i) == i {
+            let bytes = bytes::Bytes::from(vec![(i % 251) as u8; NAR_BYTES as usize]);
+            let body = futures::stream::once(async move { Ok(bytes) });
+            let key = BlobKey::for_nar(&rec.nar_file);
+            storage.put_stream(&key, Box::pin(body)).await.unwrap();
+            let nar = NarRecord {
+                nar_file: rec.nar_file.clone(),
+                file_size: NAR_BYTES,
+                nar_hash: rec.info.nar_hash,
+            };
+            db.put_nar(&nar).await.unwrap();
+        }
+        db.put_narinfo(&rec).await.unwrap();
+        // Accessed in order of `i`, long ago.
+        db.record_access(&[hash(i)], &[], 1_000 + i as i64, i64::MAX)
+            .await
+            .unwrap();
+    }
+}
+
+async fn run(db: &Arc<dyn MetadataStore>, storage: &dyn BlobStore, max_size: u64, dry_run: bool) -> GcReport {
+    let options = GcOptions {
+        max_size,
+        keep_recent: std::time::Duration::ZERO,
+        dry_run,
+    };
+    let mut heard = 0;
+    let report = run_once(Arc::clone(db), storage, &options, "test", &mut |_| heard += 1)
+        .await
+        .unwrap();
+    assert_eq!(
+        heard as u64,
+        report.narinfos_evicted + report.nars_deleted,
+        "{report}"
+    );
+    report
+}
+
+#[tokio::test]
+async fn runs_over_pages_take_exactly_the_least_recently_used() {
+    assert!(ENTRIES > 2 * PAGE as usize);
+    let dir = tempfile::tempdir().unwrap();
+    let db = connect(&format!("sqlite://{}/db.sqlite", dir.path().display()))
+        .await
+        .unwrap();
+    let storage = LocalStore::open(dir.path().join("nar"), dir.path().join("tmp"))
+        .await
+        .unwrap();
+    fill(&*db, &storage).await;
+    // Evicting entries 0..700 frees the NARs all of whose narinfos are among them.
+    let evicted = 700;
+    let mut naming: HashMap<usize, Vec<usize>> = HashMap::new();
+    for i in 0..ENTRIES {
+        naming.entry(nar_of(i)).or_default().push(i);
+    }
+    let freed: Vec<usize> = naming
+        .iter()
+        .filter(|(_, v)| v.iter().all(|&i| i < evicted))
+        .map(|(n, _)| *n)
+        .collect();
+    let total = naming.len() as u64 * NAR_BYTES;
+    let max_size = total - freed.len() as u64 * NAR_BYTES;
+    let before = db.usage().await.unwrap();
+    assert_eq!(before.nar_bytes, total);
+
+    let dry = run(&db, &storage, max_size, true).await;
+    assert_eq!(db.usage().await.unwrap(), before, "a dry run changed something");
+    let real = run(&db, &storage, max_size, false).await;
+    for report in [&dry, &real] {
+        assert_eq!(report.narinfos_evicted, evicted as u64, "{report}");
+        assert_eq!(report.nars_deleted, freed.len() as u64, "{report}");
+        assert_eq!(report.size_after(), max_size, "{report}");
+    }
+    for i in 0..ENTRIES {
+        let live = db.get_narinfo(&hash(i)).await.unwrap().is_some();
+        assert_eq!(live, i >= evicted, "narinfo {i}");
+    }
+    for (n, names) in &naming {
+        let kept = !freed.contains(n);
+        let file = nar_file(*n);
+        assert_eq!(
+            db.get_nar(&file).await.unwrap().is_some(),
+            kept,
+            "NAR of {names:?}"
+        );
+        let object = storage.stat(&BlobKey::for_nar(&file)).await.unwrap();
+        assert_eq!(object.is_some(), kept, "object of {names:?}");
+    }
+    // Shared across pages: 7 and 507 both evicted, so their NAR went; 207 went but 707 stays.
+    assert!(freed.contains(&7) && !freed.contains(&207));
+}
