@@ -8,7 +8,7 @@
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
-use nixcache_protocol::{NarFile, NarInfo, StorePathHash};
+use nixcache_protocol::{NarFile, NarInfo, Sha256Hash, StorePathHash};
 
 use super::{verify, Cache, CacheError};
 use crate::{
@@ -250,22 +250,7 @@ fn nar_file_of(info: &NarInfo) -> Result<NarFile, UploadError> {
 
 /// A NAR already stored (by an earlier upload, or fetched from an upstream).
 fn check_against_stored(info: &NarInfo, stored: &NarRecord) -> Result<(), UploadError> {
-    let mut problems = Vec::new();
-    if info.nar_hash != stored.nar_hash {
-        problems.push(format!(
-            "NarHash {} but the NAR has {}",
-            info.nar_hash, stored.nar_hash
-        ));
-    }
-    if let Some(hash) = info.file_hash.filter(|h| *h != stored.nar_file.hash) {
-        problems.push(format!(
-            "FileHash {hash} but the file is {}",
-            stored.nar_file.hash
-        ));
-    }
-    if let Some(size) = info.file_size.filter(|s| *s != stored.file_size) {
-        problems.push(format!("FileSize {size} but the file has {}", stored.file_size));
-    }
+    let problems = mismatches(info, stored.nar_hash, None, &stored.nar_file, stored.file_size);
     if problems.is_empty() {
         return Ok(());
     }
@@ -278,37 +263,46 @@ fn check_against_stored(info: &NarInfo, stored: &NarRecord) -> Result<(), Upload
 }
 
 fn check_against_upload(info: &NarInfo, upload: &UploadRecord) -> Result<(), UploadError> {
-    let mut problems = Vec::new();
-    if info.nar_hash != upload.nar_hash {
-        problems.push(format!(
-            "NarHash {} but the NAR has {}",
-            info.nar_hash, upload.nar_hash
-        ));
-    }
-    if info.nar_size != upload.nar_size {
-        problems.push(format!(
-            "NarSize {} but the NAR has {}",
-            info.nar_size, upload.nar_size
-        ));
-    }
-    if let Some(hash) = info.file_hash.filter(|h| *h != upload.nar_file.hash) {
-        problems.push(format!(
-            "FileHash {hash} but the file is {}",
-            upload.nar_file.hash
-        ));
-    }
-    if let Some(size) = info.file_size.filter(|s| *s != upload.file_size) {
-        problems.push(format!("FileSize {size} but the file has {}", upload.file_size));
-    }
+    let nar_size = Some(upload.nar_size);
+    let problems = mismatches(
+        info,
+        upload.nar_hash,
+        nar_size,
+        &upload.nar_file,
+        upload.file_size,
+    );
     if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(UploadError::Invalid(format!(
-            "{} does not match its NAR: {}",
-            info.store_path,
-            problems.join("; ")
-        )))
+        return Ok(());
     }
+    Err(UploadError::Invalid(format!(
+        "{} does not match its NAR: {}",
+        info.store_path,
+        problems.join("; ")
+    )))
+}
+
+/// Where the narinfo disagrees with the NAR's facts (`nar_size` only when known).
+fn mismatches(
+    info: &NarInfo,
+    nar_hash: Sha256Hash,
+    nar_size: Option<u64>,
+    file: &NarFile,
+    file_size: u64,
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    if info.nar_hash != nar_hash {
+        problems.push(format!("NarHash {} but the NAR has {nar_hash}", info.nar_hash));
+    }
+    if let Some(size) = nar_size.filter(|s| *s != info.nar_size) {
+        problems.push(format!("NarSize {} but the NAR has {size}", info.nar_size));
+    }
+    if let Some(hash) = info.file_hash.filter(|h| *h != file.hash) {
+        problems.push(format!("FileHash {hash} but the file is {}", file.hash));
+    }
+    if let Some(size) = info.file_size.filter(|s| *s != file_size) {
+        problems.push(format!("FileSize {size} but the file has {file_size}"));
+    }
+    problems
 }
 
 /// Streams the request body into a new temp file, refusing more than `limit` bytes.

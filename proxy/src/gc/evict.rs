@@ -1,6 +1,6 @@
 //! The steps of one run: orphan NARs, then narinfos in LRU order, then abandoned uploads.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use futures::{stream, StreamExt, TryStreamExt};
 use nixcache_protocol::{NarFile, StorePathHash};
@@ -170,13 +170,13 @@ impl Run<'_> {
         // A dry run counts only the NARs it expects to go. A real run asks for every NAR of the
         // plan to go (a narinfo naming it may have gone since the count): the conditional
         // delete keeps those still named.
-        let mut files: Vec<(NarFile, u64)> = Vec::new();
-        for p in plan {
-            let Some(nar) = p.nar else { continue };
-            if (p.last_naming || !self.options.dry_run) && !files.iter().any(|(f, _)| *f == nar.0) {
-                files.push(nar);
-            }
-        }
+        let mut seen = HashSet::new();
+        let files: Vec<(NarFile, u64)> = plan
+            .into_iter()
+            .filter(|p| p.last_naming || !self.options.dry_run)
+            .filter_map(|p| p.nar)
+            .filter(|(file, _)| seen.insert(file.clone()))
+            .collect();
         self.remove_nars(files).await?;
         Ok(())
     }
