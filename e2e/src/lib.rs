@@ -9,6 +9,7 @@
 pub mod bench;
 pub mod cluster;
 pub mod fixtures;
+pub mod kube;
 pub mod http;
 pub mod narinfo;
 pub mod nix_client;
