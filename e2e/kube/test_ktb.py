@@ -385,6 +385,26 @@ class PodWorkerTest(unittest.TestCase):
         self.assertEqual(statuses[-1]["containerStatuses"][0]["restartCount"], 1)
         self.assertEqual(statuses[-1]["containerStatuses"][0]["lastState"]["terminated"]["exitCode"], 1)
 
+    def test_failed_liveness_probe_restarts(self):
+        spec = {"containers": [{"name": "a", "command": ["sleep", "60"],
+                                "livenessProbe": {"exec": {"command": ["false"]}, "periodSeconds": 1,
+                                                  "failureThreshold": 2}}],
+                "terminationGracePeriodSeconds": 1}
+        _, _, statuses = self.run_pod(spec, lambda s: s["containerStatuses"][0]["restartCount"] >= 1)
+        last = statuses[-1]["containerStatuses"][0]["lastState"]["terminated"]
+        self.assertEqual(last["exitCode"], 128 + 15)  # SIGTERM
+
+    def test_startup_probe_gates_readiness(self):
+        spec = {"containers": [{"name": "a", "command": ["sh", "-c", "sleep 1; touch $(D)/up; sleep 60"],
+                                "env": [{"name": "D", "value": tempfile.mkdtemp()}],
+                                "startupProbe": {"exec": {"command": ["sh", "-c", "test -e $D/up"]},
+                                                 "periodSeconds": 1, "failureThreshold": 10}}]}
+        self.addCleanup(lambda: shutil.rmtree(spec["containers"][0]["env"][0]["value"], ignore_errors=True))
+        _, _, statuses = self.run_pod(spec, lambda s: s["containerStatuses"][0]["ready"])
+        running = [s["containerStatuses"][0] for s in statuses if s["phase"] == "Running"]
+        self.assertFalse(running[0]["started"])  # running, not started: the startup probe had not passed
+        self.assertTrue(running[-1]["started"])
+
     def test_deletion_terminates_then_finishes(self):
         spec = {"terminationGracePeriodSeconds": 5,
                 "containers": [{"name": "a", "command": ["sh", "-c", "trap 'exit 0' TERM; while :; do sleep 0.1; done"],
@@ -400,6 +420,31 @@ class PodWorkerTest(unittest.TestCase):
         self.assertLess(time.monotonic() - t0, 4)  # SIGTERM was enough: no wait for the grace period
         self.assertFalse(os.path.exists("/proc/%d" % pid))
         self.assertEqual(k.deleted, ["p"])
+
+
+class FakeKubeletClaimsTest(unittest.TestCase):
+    """fake-kubelet.py binds and fakes every pod but those a live process kubelet claims."""
+
+    def test_claimed_pods_are_left_alone(self):
+        fk = load_script("fake-kubelet")
+        calls = []
+
+        class Api:
+            def req(self, method, path, body=None, ctype=None, ok404=False):
+                calls.append((method, path))
+                return {}
+
+        args = type("A", (), {"no_node": False, "node_name": "fake-node", "exec": False})()
+        k = fk.Kubelet(Api(), args)
+        k.claims = [({"nixcache:test": ""}, {"t1"})]
+        claimed = pod([{"name": "c", "image": "nixcache:test"}])
+        claimed["metadata"]["namespace"] = "t1"
+        claimed["spec"]["nodeName"] = ""
+        k.handle(claimed)
+        self.assertEqual(calls, [])
+        other = dict(claimed, metadata=dict(claimed["metadata"], namespace="t2"))
+        k.handle(other)
+        self.assertIn(("POST", "/api/v1/namespaces/t2/pods/p/binding"), calls)
 
 
 if __name__ == "__main__":

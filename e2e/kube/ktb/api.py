@@ -39,7 +39,9 @@ def parse_time(s):
 
 
 def log(prog, *a):
-    print(now(), prog + ":", *a, file=sys.stderr, flush=True)
+    """One line on stderr, written at once (threads log concurrently)."""
+    sys.stderr.write(" ".join([now(), prog + ":"] + [str(x) for x in a]) + "\n")
+    sys.stderr.flush()
 
 
 class Api:

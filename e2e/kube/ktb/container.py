@@ -164,8 +164,8 @@ class ContainerRun:
                 self.ready = readiness.result
 
     def _probe_kill(self, kind, state):
-        sys.stderr.write("%s container %s: %s probe failed %d times (%s), restarting\n" % (
-            kapi.now(), self.name, kind, state.failures, state.message))
+        kapi.log("process-kubelet", "container %s: %s probe failed %d times (%s), restarting" % (
+            self.name, kind, state.failures, state.message))
         self.ready = False
         self.terminate(self.kill_grace)
 

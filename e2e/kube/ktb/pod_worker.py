@@ -218,5 +218,5 @@ class PodWorker(threading.Thread):
         self.kill_all(grace)
         volumes.remove_pod_dir(self.ctx.state_dir, self.uid)
         self.ctx.ips.release(self.uid)
-        if self.deleting and not self.vanished and not self.ctx.exiting:
-            self.ctx.finish_deletion(self.pod)
+        if self.deleting and not self.vanished:
+            self.ctx.finish_deletion(self.pod)  # its containers are gone, even when the kubelet exits
