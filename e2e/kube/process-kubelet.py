@@ -88,6 +88,7 @@ class Kubelet:
                          a.kubelet_version)
         self.workers = {}  # pod uid -> PodWorker
         self.finished = set()  # uids whose worker ended, while the pod is still listed
+        self.ignored = set()  # uids of pods bound here that this kubelet cannot run (logged once)
         self.exiting = False
         self.stop = threading.Event()
 
@@ -144,6 +145,7 @@ class Kubelet:
                 del self.workers[uid]
                 self.finished.add(uid)
         self.finished &= live
+        self.ignored &= live
 
     def dispatch(self, pod):
         md = pod["metadata"]
@@ -158,6 +160,10 @@ class Kubelet:
             w = PodWorker(self, pod, self.binaries(pod))
             self.workers[uid] = w
             w.start()
+        elif uid not in self.ignored:
+            self.ignored.add(uid)
+            self.log("pod %s is bound here but not claimed (image %s, namespace, or ignore annotation): left alone"
+                     % (kapi.pod_name(pod), images.first_image(pod)))
 
     def finish_deletion(self, pod):
         """What a kubelet does once a deleted pod's containers are gone."""

@@ -121,12 +121,22 @@ class Forward:
             except (OSError, asyncio.TimeoutError) as e:
                 log("%s: backend %s:%s: %s" % (self.label, ip, port, e or "timeout"))
         if upstream is None:
-            writer.close()
+            await close_cleanly(reader, writer)
             return
         ur, uw = upstream
         await asyncio.gather(pipe(reader, uw, writer), pipe(ur, writer, uw))
         for w in (writer, uw):
             w.close()
+
+
+async def close_cleanly(reader, writer):
+    """FIN, not RST: send EOF, discard what the client still sends (briefly), then close."""
+    try:
+        writer.write_eof()
+        await asyncio.wait_for(reader.read(), 1)
+    except (ConnectionError, OSError, asyncio.TimeoutError):
+        pass
+    writer.close()
 
 
 async def pipe(src, dst, other):

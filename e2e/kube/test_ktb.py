@@ -6,10 +6,12 @@
 The container test really starts a process through container_init.py (mount namespace, bind
 mounts): it needs root and is skipped otherwise.
 """
+import asyncio
 import base64
 import importlib.util
 import os
 import shutil
+import socket
 import tempfile
 import time
 import unittest
@@ -295,6 +297,44 @@ class ServiceProxyTest(unittest.TestCase):
         f = sp.Forward("ns", "s", None, "127.0.0.1:0")
         f.backends = [("a", 1), ("b", 1)]
         self.assertEqual([f.candidates()[0] for _ in range(3)], [("a", 1), ("b", 1), ("a", 1)])
+
+    def test_forwarding(self):
+        """Bytes both ways with the half-close passed on; a refused backend is skipped; with no
+        backend the connection is closed at once."""
+        sp = load_script("service-proxy")
+
+        async def echo(reader, writer):
+            data = await reader.read()  # until the client's half-close
+            writer.write(b"echo:" + data)
+            await writer.drain()
+            writer.close()
+
+        async def scenario():
+            backend = await asyncio.start_server(echo, "127.0.0.1", 0)
+            port = backend.sockets[0].getsockname()[1]
+            dead = socket.socket()
+            dead.bind(("127.0.0.1", 0))  # bound, not listening: refuses
+            f = sp.Forward("ns", "s", None, "127.0.0.1:0")
+            proxy = await asyncio.start_server(f.handle, "127.0.0.1", 0)
+            pport = proxy.sockets[0].getsockname()[1]
+
+            async def call(payload):
+                r, w = await asyncio.open_connection("127.0.0.1", pport)
+                w.write(payload)
+                w.write_eof()
+                got = await asyncio.wait_for(r.read(), 5)
+                w.close()
+                return got
+
+            self.assertEqual(await call(b"x"), b"")  # nothing ready
+            f.backends = [("127.0.0.1", dead.getsockname()[1]), ("127.0.0.1", port)]
+            answers = [await call(b"hi%d" % i) for i in range(2)]
+            dead.close()
+            proxy.close()
+            backend.close()
+            return answers
+
+        self.assertEqual(asyncio.run(scenario()), [b"echo:hi0", b"echo:hi1"])
 
 
 @unittest.skipUnless(os.geteuid() == 0, "needs root (mount namespace)")

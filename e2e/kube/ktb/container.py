@@ -62,6 +62,7 @@ class ContainerRun:
         self._spawn(argv, env, mounts)
 
     def _spawn(self, argv, env, mounts):
+        error = ""
         r, w = os.pipe()
         plan = {"argv": argv, "env": env, "mounts": mounts, "workingDir": self.spec.get("workingDir"),
                 "status_fd": w, "kubelet_pid": os.getpid()}
