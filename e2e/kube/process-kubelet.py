@@ -184,19 +184,21 @@ class Kubelet:
         self.announce()
         deadline = time.monotonic() + self.a.max_seconds if self.a.max_seconds > 0 else None
         last_ok = time.monotonic()
-        while not self.stop.is_set() and (deadline is None or time.monotonic() < deadline):
-            try:
-                self.node.heartbeat()
-                self.schedule()
-                self.sync()
-                last_ok = time.monotonic()
-            except (ApiError, OSError) as e:
-                self.log("API: %s" % e)
-                if time.monotonic() - last_ok > self.a.give_up:
-                    self.log("API server unreachable for %ss, exiting" % self.a.give_up)
-                    break
-            self.stop.wait(self.a.interval)
-        self.shutdown()
+        try:
+            while not self.stop.is_set() and (deadline is None or time.monotonic() < deadline):
+                try:
+                    self.node.heartbeat()
+                    self.schedule()
+                    self.sync()
+                    last_ok = time.monotonic()
+                except (ApiError, OSError) as e:
+                    self.log("API: %s" % e)
+                    if time.monotonic() - last_ok > self.a.give_up:
+                        self.log("API server unreachable for %ss, exiting" % self.a.give_up)
+                        break
+                self.stop.wait(self.a.interval)
+        finally:
+            self.shutdown()
 
     def announce(self):
         lines = "".join("%s=%s\n" % kv for kv in (

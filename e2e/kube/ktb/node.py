@@ -33,25 +33,13 @@ class Node:
         if not force and time.time() - self.last_beat < HEARTBEAT_SECONDS:
             return
         self.last_beat = time.time()
-        t = now()
-
-        def cond(typ, status, reason):
-            return {"type": typ, "status": status, "reason": reason, "message": reason,
-                    "lastHeartbeatTime": t, "lastTransitionTime": t}
-
-        res = {"cpu": "16", "memory": "64Gi", "pods": "250", "ephemeral-storage": "100Gi"}
-        self.api.patch("/api/v1/nodes/%s/status" % self.name, {"status": {
-            "capacity": res, "allocatable": res,
-            "conditions": [cond("Ready", "True", "KubeletReady"),
-                           cond("MemoryPressure", "False", "KubeletHasSufficientMemory"),
-                           cond("DiskPressure", "False", "KubeletHasNoDiskPressure"),
-                           cond("PIDPressure", "False", "KubeletHasSufficientPID")],
-            "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}, {"type": "Hostname", "address": self.name}],
-            "nodeInfo": {"kubeletVersion": self.version, "kubeProxyVersion": self.version,
-                         "operatingSystem": "linux", "architecture": "amd64",
-                         "containerRuntimeVersion": "process://0", "osImage": "process-kubelet",
-                         "kernelVersion": os.uname().release, "machineID": "", "systemUUID": "", "bootID": ""}}},
-            kind="strategic")
+        try:
+            self.api.patch("/api/v1/nodes/%s/status" % self.name, {"status": self.status()}, kind="strategic")
+        except ApiError as e:
+            if e.code != 404 or force:
+                raise
+            self.register()  # someone deleted the Node: a kubelet registers again
+            return
         spec = {"holderIdentity": self.name, "leaseDurationSeconds": 40, "renewTime": now_micro()}
         try:
             self.api.patch(LEASE_PATH + self.name, {"spec": spec})
@@ -61,6 +49,26 @@ class Node:
             self.api.req("POST", LEASE_PATH, {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
                                               "metadata": {"name": self.name, "namespace": "kube-node-lease"},
                                               "spec": spec})
+
+    def status(self):
+        t = now()
+
+        def cond(typ, status, reason):
+            return {"type": typ, "status": status, "reason": reason, "message": reason,
+                    "lastHeartbeatTime": t, "lastTransitionTime": t}
+
+        res = {"cpu": "16", "memory": "64Gi", "pods": "250", "ephemeral-storage": "100Gi"}
+        return {
+            "capacity": res, "allocatable": res,
+            "conditions": [cond("Ready", "True", "KubeletReady"),
+                           cond("MemoryPressure", "False", "KubeletHasSufficientMemory"),
+                           cond("DiskPressure", "False", "KubeletHasNoDiskPressure"),
+                           cond("PIDPressure", "False", "KubeletHasSufficientPID")],
+            "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}, {"type": "Hostname", "address": self.name}],
+            "nodeInfo": {"kubeletVersion": self.version, "kubeProxyVersion": self.version,
+                         "operatingSystem": "linux", "architecture": "amd64",
+                         "containerRuntimeVersion": "process://0", "osImage": "process-kubelet",
+                         "kernelVersion": os.uname().release, "machineID": "", "systemUUID": "", "bootID": ""}}
 
     def selector_matches(self, pod):
         """The pod's nodeSelector against this node's labels (affinity and taints are ignored)."""
