@@ -20,10 +20,13 @@ What a pod gets:
     status.podIP/podIPs (hostIP 127.0.0.1). There is no network namespace: as the stand-in for
     one, `0.0.0.0` and `[::]` in args and env values (`--listen 0.0.0.0:8501`, `--bind 0.0.0.0`)
     are rewritten to the pod's address, so replicas listen on distinct addresses. A program
-    that binds all addresses by itself will clash with its replicas;
+    that binds all addresses by itself will clash with its replicas. kube-apiserver 1.20 takes
+    loopback pod IPs, but rejects them in Endpoints (the endpoints controller logs
+    FailedToUpdateEndpoint): reach Services through service-proxy.py;
   * per container one process: container.command, else the mapped binary as the image's
-    entrypoint, then args, with Kubernetes `$(VAR)` expansion. Env: PATH and HOME of the
-    kubelet, HOSTNAME, --pass-env/--env, then the container's envFrom and env (literal values,
+    entrypoint, then args, with Kubernetes `$(VAR)` expansion (a command that cannot be
+    executed: exit code 128, reason StartError). Env: the kubelet's PATH, HOME=/root, HOSTNAME,
+    --pass-env/--env, then the container's envFrom and env (literal values,
     secretKeyRef, configMapKeyRef, fieldRef: metadata.name/namespace/uid/labels/annotations,
     spec.nodeName/serviceAccountName, status.podIP/podIPs/hostIP). A missing Secret, ConfigMap
     or key that is not optional leaves the container waiting (CreateContainerConfigError), retried;
@@ -38,9 +41,9 @@ What a pod gets:
     --probe-period-cap if set), timeoutSeconds, success/failureThreshold. Ready without a
     readiness probe once started. A failed startup or liveness probe restarts the container;
   * restartPolicy: Always restarts an exited process, OnFailure a failed one (back-off
-    --backoff-base doubling up to --backoff-max, shorter than a kubelet's for tests); Never
-    and OnFailure pods end Succeeded/Failed with the exit codes in containerStatuses. Init
-    containers run one by one first;
+    --backoff-base doubling up to --backoff-max, shorter than a kubelet's for tests); a Never
+    pod ends Succeeded or Failed, an OnFailure pod Succeeded, with the exit codes in
+    containerStatuses (the Job controller counts them). Init containers run one by one first;
   * deletion (deletionTimestamp): SIGTERM to each container's process group, SIGKILL after the
     deletion's grace period, then the deletion is finished (DELETE gracePeriodSeconds=0);
   * logs: every container's stdout+stderr, with a header line per start, appended to
