@@ -32,7 +32,8 @@ What a pod gets:
     or key that is not optional leaves the container waiting (CreateContainerConfigError), retried;
   * volumes (ktb/volumes.py): secret (items, defaultMode), configMap, downwardAPI, emptyDir,
     hostPath, persistentVolumeClaim (STATE/pvc/NS/CLAIM, kept across pods; the claim must exist).
-    Each container runs in a private mount namespace with each volume bind-mounted at its
+    Each container runs in a private mount namespace (and a UTS namespace: its hostname is the
+    pod's name, as HOSTNAME says) with each volume bind-mounted at its
     mountPath (missing mount points are created on the host as empty directories); a non-empty
     host directory is never mounted over: an emptyDir there (e.g. /tmp) is skipped, anything
     else is a CreateContainerError. Secret files are those of the Secret at pod start;

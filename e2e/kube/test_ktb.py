@@ -351,8 +351,8 @@ class ContainerTest(unittest.TestCase):
             out, seen = os.path.join(root, "out"), os.path.join(root, "mnt", "out")
             os.makedirs(out)
             spec = {"name": "c", "command": ["/bin/sh", "-c"],
-                    "args": ["cat %s/key > %s/copy; echo $(X) > %s/x; touch %s/w 2>/dev/null; exit 3"
-                             % (target, seen, seen, target)],
+                    "args": ["cat %s/key > %s/copy; echo $(X) > %s/x; touch %s/w 2>/dev/null; "
+                             "cat /proc/sys/kernel/hostname > %s/h; exit 3" % (target, seen, seen, target, seen)],
                     "env": [{"name": "X", "value": "hello"}],
                     "volumeMounts": [{"name": "k", "mountPath": target}, {"name": "o", "mountPath": seen}]}
             opts = Options({}, {"PATH": "/usr/bin:/bin"}, root, 0, 1, 10)
@@ -368,6 +368,8 @@ class ContainerTest(unittest.TestCase):
             self.assertEqual(c.state["terminated"]["reason"], "Error")
             self.assertEqual(read(os.path.join(out, "copy")), "s3cret")
             self.assertEqual(read(os.path.join(out, "x")), "hello\n")
+            self.assertEqual(read(os.path.join(out, "h")), "p\n")  # the pod's name, in its own UTS namespace
+            self.assertNotEqual(read("/proc/sys/kernel/hostname"), "p\n")
             self.assertFalse(os.path.exists(os.path.join(src, "w")))  # read-only mount
             self.assertEqual(os.listdir(target), [])  # the mounts were private to the container
             self.assertEqual(os.listdir(seen), [])

@@ -52,20 +52,20 @@ class ContainerRun:
     def start(self, api, pod, volume_paths):
         """Start the process; a configuration problem leaves the container waiting (retried)."""
         try:
-            base = dict(self.opts.base_env, HOSTNAME=pod["metadata"]["name"])
+            base = dict(self.opts.base_env, HOSTNAME=pod_hostname(pod))
             argv, env = container_process(api, pod, self.spec, self.binary, base)
             mounts = mount_plan(self.spec, volume_paths)
         except ConfigError as e:
             self.state = {"waiting": {"reason": e.reason, "message": str(e)}}
             self.next_start = time.monotonic() + 1
             return
-        self._spawn(argv, env, mounts)
+        self._spawn(argv, env, mounts, pod_hostname(pod))
 
-    def _spawn(self, argv, env, mounts):
+    def _spawn(self, argv, env, mounts, hostname):
         error = ""
         r, w = os.pipe()
         plan = {"argv": argv, "env": env, "mounts": mounts, "workingDir": self.spec.get("workingDir"),
-                "status_fd": w, "kubelet_pid": os.getpid()}
+                "hostname": hostname, "status_fd": w, "kubelet_pid": os.getpid()}
         with open(self.log_path, "ab") as logf:
             logf.write(("==> kube-testbed %s: container %s start #%d: %s\n" % (
                 kapi.now(), self.name, self.restart_count, " ".join(argv))).encode())
@@ -209,6 +209,12 @@ class ContainerRun:
         if self.last_state:
             s["lastState"] = self.last_state
         return s
+
+
+def pod_hostname(pod):
+    """spec.hostname, else the pod's name, cut to 63 characters as a kubelet does."""
+    name = pod["spec"].get("hostname") or pod["metadata"]["name"]
+    return name[:63].rstrip("-.")
 
 
 def _read_until_eof(fd, timeout):

@@ -4,7 +4,8 @@
 Reads its plan (JSON) from $KTB_CONTAINER_PLAN, then, in this process:
   1. asks for SIGKILL when the kubelet dies (PR_SET_PDEATHSIG), so no container outlives it;
   2. enters a private mount namespace (unshare(CLONE_NEWNS) + MS_PRIVATE on /), the stand-in
-     for the pod's mount namespace of `unshare --mount --propagation private`;
+     for the pod's mount namespace of `unshare --mount --propagation private`, and a UTS
+     namespace whose hostname is the pod's name, as a kubelet sets it;
   3. bind-mounts each volume onto its mountPath, creating the mount point on the host when it is
      missing (an empty directory, or an empty file for a file subPath), read-only where asked.
      Every source is opened before the first mount, so a mount over /tmp cannot hide a source
@@ -20,7 +21,7 @@ import signal
 import stat
 import sys
 
-CLONE_NEWNS = 0x00020000
+CLONE_NEWNS, CLONE_NEWUTS = 0x00020000, 0x04000000
 MS_RDONLY, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 1, 32, 4096, 16384, 1 << 18
 PR_SET_PDEATHSIG = 1
 
@@ -49,9 +50,14 @@ def make_mount_point(target, is_dir):
         open(target, "a").close()
 
 
-def setup_mounts(mounts, log):
-    check(libc.unshare(CLONE_NEWNS), "unshare(CLONE_NEWNS)")
+def enter_namespaces(hostname):
+    check(libc.unshare(CLONE_NEWNS | CLONE_NEWUTS), "unshare(CLONE_NEWNS|CLONE_NEWUTS)")
     mount(None, "/", MS_REC | MS_PRIVATE)
+    name = hostname.encode()
+    check(libc.sethostname(name, len(name)), "sethostname")
+
+
+def setup_mounts(mounts, log):
     fds = []
     for m in mounts:
         fds.append(None if m["skip"] else os.open(m["source"], os.O_PATH))
@@ -74,6 +80,7 @@ def main():
         check(libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "prctl(PR_SET_PDEATHSIG)")
         if os.getppid() != plan["kubelet_pid"]:
             return 1  # the kubelet is already gone
+        enter_namespaces(plan["hostname"])
         setup_mounts(plan["mounts"], sys.stderr.write)
         sys.stderr.flush()
         os.chdir(plan.get("workingDir") or "/")
