@@ -1,12 +1,14 @@
 //! What every reconciliation shares.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use kube::runtime::events::{Recorder, Reporter};
 use kube::Client;
 
+use crate::capabilities::Capabilities;
+use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::Config;
 
@@ -23,6 +25,10 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Operator-wide settings.
     pub config: Config,
+    /// How the controller's watches fare (`/readyz`).
+    pub health: Arc<Health>,
+    /// The optional APIs the cluster serves (all until discovery says otherwise).
+    capabilities: RwLock<Capabilities>,
     failures: Mutex<HashMap<String, u32>>,
 }
 
@@ -38,8 +44,23 @@ impl Context {
             client,
             metrics,
             config,
+            health: Arc::default(),
+            capabilities: RwLock::default(),
             failures: Mutex::default(),
         }
+    }
+
+    /// The optional APIs the cluster serves, as last discovered.
+    pub fn capabilities(&self) -> Capabilities {
+        self.capabilities
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Records what API discovery found.
+    pub fn set_capabilities(&self, capabilities: Capabilities) {
+        *self.capabilities.write().unwrap_or_else(|e| e.into_inner()) = capabilities;
     }
 
     /// Records a failure of `key` and returns the delay before the next try: `base` doubled for

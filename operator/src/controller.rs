@@ -1,22 +1,40 @@
 //! The kube-rs Controller: watches NixCaches, the children it owns, and the Secrets they name.
+//!
+//! kube-runtime merges every trigger watch into one stream behind one backoff: a single watch
+//! that fails (403 for a missing grant, 404 for an API the cluster lacks) would pause them all,
+//! spec edits included. So each watch here runs with its own backoff, its errors are logged
+//! (warn, at most once a minute per watch), counted (`nixcache_operator_watch_errors_total`)
+//! and recorded for `/readyz` ([`crate::health`]), and never reach the shared stream.
+//!
+//! Children are watched as metadata only (all the controller needs is their owner), and so are
+//! Secrets (a cluster's Helm release Secrets alone can be hundreds of MiB; the reconciler GETs
+//! the few it reads). Children whose API the cluster does not serve are not watched
+//! ([`crate::capabilities`]).
 
+use std::fmt::Debug;
 use std::future::Future;
 use std::sync::Arc;
 
-use futures::StreamExt;
+use futures::{future, Stream, StreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::NamespaceResourceScope;
 use kube::api::Api;
-use kube::runtime::controller::Controller;
-use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::watcher;
-use kube::{Client, ResourceExt};
+use kube::core::PartialObjectMeta;
+use kube::runtime::controller::{self as runtime, Controller};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::{Client, Resource, ResourceExt};
 use nixcache_crds::NixCache;
+use serde::de::DeserializeOwned;
+use tokio::time::Instant;
 
+use crate::capabilities::OptionalApi;
 use crate::context::Context;
+use crate::health::NIXCACHE_WATCH;
 use crate::reconcile::{error_policy, reconcile, secrets::referenced_secret_names};
 use crate::render::MANAGED_BY;
 
@@ -32,10 +50,7 @@ pub enum Scope {
 
 fn api<K>(client: &Client, scope: &Scope) -> Api<K>
 where
-    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug,
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()> + Clone + DeserializeOwned + Debug,
 {
     match scope {
         Scope::Cluster => Api::all(client.clone()),
@@ -44,44 +59,130 @@ where
 }
 
 /// Runs the controller until `shutdown` resolves; reconciliations under way are finished first.
+/// Watches the optional children that `ctx.capabilities()` says the cluster serves.
 pub async fn run(
     ctx: Arc<Context>,
     scope: Scope,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let client = ctx.client.clone();
-    let owned = watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={MANAGED_BY}"));
-    let controller = Controller::new(
-        api::<NixCache>(&client, &scope),
+    ctx.health.controller_started();
+    let capabilities = ctx.capabilities();
+    let (store, writer) = reflector::store();
+    let nixcaches = watcher(
+        api::<NixCache>(&ctx.client, &scope),
         watcher::Config::default().any_semantic(),
     );
-    let store = controller.store();
+    let nixcaches = supervised(&ctx, NIXCACHE_WATCH.into(), nixcaches)
+        .reflect(writer)
+        .applied_objects();
+    let mut controller = Controller::for_stream(nixcaches, store.clone())
+        .owns_stream(owned::<Deployment>(&ctx, &scope))
+        .owns_stream(owned::<Service>(&ctx, &scope))
+        .owns_stream(owned::<Job>(&ctx, &scope));
+    if capabilities.serves(OptionalApi::CronJob) {
+        controller = controller.owns_stream(owned::<CronJob>(&ctx, &scope));
+    }
+    if capabilities.serves(OptionalApi::HorizontalPodAutoscaler) {
+        controller = controller.owns_stream(owned::<HorizontalPodAutoscaler>(&ctx, &scope));
+    }
+    if capabilities.serves(OptionalApi::PodDisruptionBudget) {
+        controller = controller.owns_stream(owned::<PodDisruptionBudget>(&ctx, &scope));
+    }
+    let secrets = watcher(
+        api::<PartialObjectMeta<Secret>>(&ctx.client, &scope),
+        watcher::Config::default(),
+    );
+    let secrets = supervised(&ctx, "secrets".into(), secrets).touched_objects();
     controller
-        .owns(api::<Deployment>(&client, &scope), owned.clone())
-        .owns(api::<Service>(&client, &scope), owned.clone())
-        .owns(api::<Job>(&client, &scope), owned.clone())
-        .owns(api::<CronJob>(&client, &scope), owned.clone())
-        .owns(api::<HorizontalPodAutoscaler>(&client, &scope), owned.clone())
-        .owns(api::<PodDisruptionBudget>(&client, &scope), owned)
-        .watches(
-            api::<Secret>(&client, &scope),
-            watcher::Config::default(),
-            move |secret| users_of(&store, &secret),
-        )
+        .watches_stream(secrets, move |secret| users_of(&store, &secret))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
             match result {
                 Ok((object, _)) => tracing::debug!(nixcache = %object, "reconciled"),
-                Err(error) => tracing::debug!(%error, "reconcile attempt failed"),
+                // Logged at warn by the error policy.
+                Err(runtime::Error::ReconcilerFailed(error, object)) => {
+                    tracing::debug!(%error, nixcache = %object, "reconcile attempt failed")
+                }
+                Err(error) => tracing::warn!(%error, "controller error"),
             }
         })
         .await;
 }
 
+/// The metadata of the children of kind `K` that the operator manages.
+fn owned<K>(
+    ctx: &Arc<Context>,
+    scope: &Scope,
+) -> impl Stream<Item = Result<PartialObjectMeta<K>, watcher::Error>> + Send + 'static
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let managed = watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={MANAGED_BY}"));
+    let events = watcher(api::<PartialObjectMeta<K>>(&ctx.client, scope), managed);
+    supervised(ctx, K::plural(&()).into_owned(), events).touched_objects()
+}
+
+/// `events` with a backoff of its own; its errors are logged, counted and recorded for
+/// `/readyz`, then dropped (the watcher retries after the backoff), so that they never pause
+/// the controller's other watches.
+fn supervised<K>(
+    ctx: &Arc<Context>,
+    name: String,
+    events: impl Stream<Item = watcher::Result<watcher::Event<K>>> + Send + 'static,
+) -> impl Stream<Item = watcher::Result<watcher::Event<K>>> + Send + 'static
+where
+    K: Send + 'static,
+{
+    let ctx = ctx.clone();
+    events
+        .default_backoff()
+        .filter_map(move |event| future::ready(note(&ctx, &name, event)))
+}
+
+/// Records a watch event in the health state; `None` for an error.
+fn note<K>(
+    ctx: &Context,
+    name: &str,
+    event: watcher::Result<watcher::Event<K>>,
+) -> Option<watcher::Result<watcher::Event<K>>> {
+    let now = Instant::now();
+    match &event {
+        // A (re)list starts; it has not succeeded yet.
+        Ok(watcher::Event::Init) => {}
+        Ok(e) => {
+            let listed = matches!(e, watcher::Event::InitDone);
+            if let Some(failed_for) = ctx.health.watch_ok(name, listed, now) {
+                tracing::info!(watch = name, ?failed_for, "watch works again");
+            }
+        }
+        Err(error) => {
+            ctx.metrics.watch_failed(name);
+            let text = error.to_string();
+            match ctx.health.watch_failed(name, &text, now) {
+                Some(count) => tracing::warn!(
+                    watch = name,
+                    error = %text,
+                    errors = count.0,
+                    "watch failing; retrying with backoff (check the operator's RBAC if this is Forbidden)"
+                ),
+                None => tracing::debug!(watch = name, error = %text, "watch failing"),
+            }
+            return None;
+        }
+    }
+    Some(event)
+}
+
 /// The NixCaches in `secret`'s namespace that read it (so a changed or newly created Secret
 /// rolls their pods or unblocks them).
-pub fn users_of(store: &Store<NixCache>, secret: &Secret) -> Vec<ObjectRef<NixCache>> {
+pub fn users_of(store: &Store<NixCache>, secret: &impl Resource) -> Vec<ObjectRef<NixCache>> {
     let ns = secret.namespace();
     let name = secret.name_any();
     store

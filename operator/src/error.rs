@@ -22,6 +22,14 @@ pub enum Error {
     /// The NixCache has no namespace (it is a namespaced resource, so the API never sends one).
     #[error("NixCache {0} has no namespace")]
     MissingNamespace(String),
+    /// A request (or a series of them) did not finish in time.
+    #[error("{action}: no answer within {after:?}")]
+    Timeout {
+        /// What the operator was doing, e.g. `renew Lease ops/nixcache-operator`.
+        action: String,
+        /// The time it was given.
+        after: Duration,
+    },
     /// Another operator replica took the leader lease, or it could not be renewed in time.
     #[error("lost the leader lease {0}")]
     LostLeadership(String),
@@ -60,6 +68,7 @@ impl Error {
                 Some(_) => "KubeClientError",
                 None => "KubeTransport",
             },
+            Self::Timeout { .. } => "Timeout",
             Self::KeyGeneration(_) => "KeyGeneration",
             Self::MissingNamespace(_) => "MissingNamespace",
             Self::LostLeadership(_) => "LostLeadership",
@@ -71,7 +80,7 @@ impl Error {
     pub fn base_backoff(&self) -> Duration {
         match self.metric_label() {
             "KubeConflict" => Duration::from_secs(1),
-            "KubeServerError" | "KubeTransport" | "KubeNotFound" => Duration::from_secs(5),
+            "KubeServerError" | "KubeTransport" | "KubeNotFound" | "Timeout" => Duration::from_secs(5),
             // RBAC or a rejected object: a person has to act, so retry slowly.
             "KubeForbidden" | "KubeInvalid" | "KubeClientError" => Duration::from_secs(30),
             _ => Duration::from_secs(10),

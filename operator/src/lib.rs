@@ -8,11 +8,13 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod admin;
+pub mod capabilities;
 pub mod config;
 pub mod context;
 pub mod controller;
 pub mod error;
 pub mod fixtures;
+pub mod health;
 pub mod leader;
 pub mod metrics;
 pub mod reconcile;

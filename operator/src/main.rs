@@ -63,6 +63,11 @@ async fn main() -> anyhow::Result<()> {
         args.renew_deadline < args.lease_duration,
         "--renew-deadline must be shorter than --lease-duration"
     );
+    // One attempt may take a retry period: the leader must get more than one before its deadline.
+    anyhow::ensure!(
+        args.retry_period < args.renew_deadline,
+        "--retry-period must be shorter than --renew-deadline"
+    );
     let client = kube::Client::try_default()
         .await
         .context("cannot configure the Kubernetes client (in-cluster or KUBECONFIG)")?;

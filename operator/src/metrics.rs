@@ -1,5 +1,5 @@
 //! Prometheus metrics of the operator: reconciliations, failures by error kind, durations,
-//! and whether this replica leads.
+//! watch errors by watch, and whether this replica leads.
 
 use std::sync::atomic::AtomicI64;
 use std::time::Instant;
@@ -18,6 +18,13 @@ pub struct ErrorLabels {
     pub error: String,
 }
 
+/// Label of the watch error counter: the watched resource (plural, e.g. `cronjobs`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WatchLabels {
+    /// The resource.
+    pub watch: String,
+}
+
 /// The operator's metrics, registered in their own registry.
 #[derive(Debug)]
 pub struct Metrics {
@@ -29,6 +36,8 @@ pub struct Metrics {
     pub duration: Histogram,
     /// 1 while this replica holds the leader lease.
     pub leader: Gauge<i64, AtomicI64>,
+    /// Failed list or watch requests of the controller, by watched resource.
+    pub watch_errors: Family<WatchLabels, Counter>,
     registry: Registry,
 }
 
@@ -39,6 +48,7 @@ impl Default for Metrics {
         let failures = Family::<ErrorLabels, Counter>::default();
         let duration = Histogram::new([0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]);
         let leader = Gauge::<i64, AtomicI64>::default();
+        let watch_errors = Family::<WatchLabels, Counter>::default();
         registry.register(
             "reconciliations",
             "Reconciliations started",
@@ -59,11 +69,17 @@ impl Default for Metrics {
             "1 while this replica holds the leader lease",
             leader.clone(),
         );
+        registry.register(
+            "watch_errors",
+            "Failed list or watch requests of the controller, by watched resource",
+            watch_errors.clone(),
+        );
         Self {
             reconciliations,
             failures,
             duration,
             leader,
+            watch_errors,
             registry,
         }
     }
@@ -84,6 +100,15 @@ impl Metrics {
         self.failures
             .get_or_create(&ErrorLabels {
                 error: error.metric_label().to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts a failed list or watch of `watch`.
+    pub fn watch_failed(&self, watch: &str) {
+        self.watch_errors
+            .get_or_create(&WatchLabels {
+                watch: watch.to_owned(),
             })
             .inc();
     }

@@ -1,10 +1,13 @@
-//! The operator process: admin server, leader election, controller, graceful shutdown.
+//! The operator process: admin server, leader election, API discovery, controller, graceful
+//! shutdown.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::capabilities::{self, Capabilities};
 use crate::context::Context;
 use crate::controller::{self, Scope};
 use crate::leader::{LeaderElector, LeaseConfig};
@@ -21,8 +24,16 @@ pub struct RunOptions {
     pub leader_election: Option<LeaseConfig>,
 }
 
+/// How often the leader asks the API server again which optional APIs it serves (the controller
+/// restarts when that changed, e.g. after a cluster upgrade).
+const REDISCOVERY_INTERVAL: Duration = Duration::from_secs(600);
+/// Longest pause between failed discoveries at start.
+const MAX_DISCOVERY_RETRY: Duration = Duration::from_secs(30);
+
 /// Runs until `shutdown` is cancelled (SIGTERM) or leadership is lost (an error: the process
-/// should exit and be restarted, as client-go controllers do).
+/// should exit and be restarted, as client-go controllers do). A lost Lease stops the
+/// controller at once: reconciliations under way are dropped at their next request, before a
+/// standby can have taken over.
 pub async fn run(ctx: Arc<Context>, options: RunOptions, shutdown: CancellationToken) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(options.admin_listen)
         .await
@@ -30,10 +41,12 @@ pub async fn run(ctx: Arc<Context>, options: RunOptions, shutdown: CancellationT
             addr: options.admin_listen.to_string(),
             source,
         })?;
-    tracing::info!(addr = %options.admin_listen, "serving /metrics, /healthz and /readyz");
+    let addr = listener.local_addr().unwrap_or(options.admin_listen);
+    tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
     let server_stop = shutdown.clone();
-    let server = axum::serve(listener, admin::router(ctx.metrics.clone()))
-        .with_graceful_shutdown(async move { server_stop.cancelled().await });
+    let router = admin::router(ctx.metrics.clone(), ctx.health.clone());
+    let server =
+        axum::serve(listener, router).with_graceful_shutdown(async move { server_stop.cancelled().await });
     let server = tokio::spawn(async move { server.await });
 
     let elector = options
@@ -46,8 +59,7 @@ pub async fn run(ctx: Arc<Context>, options: RunOptions, shutdown: CancellationT
         }
         ctx.metrics.leader.set(1);
     }
-    let stop = shutdown.clone();
-    let controller = controller::run(ctx.clone(), options.scope, async move { stop.cancelled().await });
+    let controller = control(ctx.clone(), options.scope, shutdown.clone());
     let result = match &elector {
         Some(elector) => tokio::select! {
             () = controller => Ok(()),
@@ -68,6 +80,65 @@ pub async fn run(ctx: Arc<Context>, options: RunOptions, shutdown: CancellationT
     let _ = server.await;
     tracing::info!("stopped");
     result
+}
+
+/// Discovers the cluster's optional APIs and runs the controller for them, until `shutdown`;
+/// starts it again (gracefully) when a later discovery finds them changed.
+async fn control(ctx: Arc<Context>, scope: Scope, shutdown: CancellationToken) {
+    ctx.health.controller_started();
+    loop {
+        let Some(found) = discover_until_done(&ctx, &shutdown).await else {
+            return;
+        };
+        for api in found.unserved() {
+            tracing::warn!(
+                api = api.group_version(),
+                kind = api.kind(),
+                since = api.since(),
+                "this cluster does not serve the API; the feature behind it is off (see the NixCaches' \
+                 FeaturesAvailable condition)"
+            );
+        }
+        ctx.set_capabilities(found.clone());
+        let restart = shutdown.child_token();
+        let stop = restart.clone();
+        let controller = controller::run(ctx.clone(), scope.clone(), async move { stop.cancelled().await });
+        let rediscovery = async {
+            rediscover(ctx.client.clone(), found, restart).await;
+            // The controller finishes its reconciliations, then the select ends.
+            std::future::pending::<()>().await;
+        };
+        tokio::select! {
+            () = controller => {}
+            () = rediscovery => {}
+        }
+        if shutdown.is_cancelled() {
+            return;
+        }
+    }
+}
+
+/// Discovery, retried with a growing pause until it answers; `None` on shutdown.
+async fn discover_until_done(ctx: &Context, shutdown: &CancellationToken) -> Option<Capabilities> {
+    let mut pause = Duration::from_secs(1);
+    loop {
+        match capabilities::discover(&ctx.client).await {
+            Ok(found) => return Some(found),
+            Err(error) => tracing::warn!(%error, retry_in = ?pause, "API discovery failed"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(pause) => {}
+            () = shutdown.cancelled() => return None,
+        }
+        pause = (pause * 2).min(MAX_DISCOVERY_RETRY);
+    }
+}
+
+/// Cancels `restart` once discovery finds other APIs than `current`.
+async fn rediscover(client: kube::Client, current: Capabilities, restart: CancellationToken) {
+    let found = capabilities::changed(&client, &current, REDISCOVERY_INTERVAL).await;
+    tracing::info!(before = ?current, now = ?found, "the cluster's APIs changed; restarting the controller");
+    restart.cancel();
 }
 
 /// A token cancelled on SIGTERM or Ctrl-C.

@@ -5,6 +5,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::ResourceExt;
 use nixcache_crds::{NixCache, NixCacheStatus, CONDITION_DEGRADED, CONDITION_PROGRESSING, CONDITION_READY};
 
+use crate::capabilities::{FeatureReport, CONDITION_FEATURES_AVAILABLE};
 use crate::reconcile::Blocker;
 use crate::render;
 
@@ -39,6 +40,8 @@ pub struct Observation {
     pub public_key: Option<String>,
     /// Every child the spec asks for was applied (so the status describes this generation).
     pub complete: bool,
+    /// What the cluster's missing APIs mean for this spec (`None`: not looked at this time).
+    pub features: Option<FeatureReport>,
 }
 
 /// The status for `nc` after `seen`; conditions keep their `lastTransitionTime` unless their
@@ -47,7 +50,7 @@ pub fn status(nc: &NixCache, seen: &Observation, now: &Time) -> NixCacheStatus {
     let previous = nc.status.clone().unwrap_or_default();
     let (replicas, ready) = replica_counts(seen.deployment.as_ref());
     let generation = nc.metadata.generation;
-    let conditions = [
+    let mut conditions: Vec<Condition> = [
         ready_condition(nc, seen),
         progressing_condition(seen),
         degraded_condition(seen),
@@ -69,6 +72,7 @@ pub fn status(nc: &NixCache, seen: &Observation, now: &Time) -> NixCacheStatus {
         }
     })
     .collect();
+    conditions.extend(features_condition(&previous, seen, generation, now));
     let succeeded_job = match &seen.migration {
         Some(Migration::Succeeded(job)) => Some(job.clone()),
         _ => previous.migration_job.clone(),
@@ -91,6 +95,33 @@ pub fn status(nc: &NixCache, seen: &Observation, now: &Time) -> NixCacheStatus {
 }
 
 type ConditionParts = (&'static str, &'static str, String, String);
+
+/// `FeaturesAvailable` (see [`crate::capabilities`]): present while the spec asks for something
+/// the cluster's API lacks; kept as it was when this reconciliation did not get that far.
+fn features_condition(
+    previous: &NixCacheStatus,
+    seen: &Observation,
+    generation: Option<i64>,
+    now: &Time,
+) -> Option<Condition> {
+    let old = previous.condition(CONDITION_FEATURES_AVAILABLE);
+    let Some(report) = &seen.features else {
+        return old.cloned();
+    };
+    let (status, reason, message) = report.condition()?;
+    let since = match old {
+        Some(c) if c.status == status => c.last_transition_time.clone(),
+        _ => now.clone(),
+    };
+    Some(Condition {
+        type_: CONDITION_FEATURES_AVAILABLE.to_owned(),
+        status: status.to_owned(),
+        reason: reason.to_owned(),
+        message,
+        observed_generation: generation,
+        last_transition_time: since,
+    })
+}
 
 fn replica_counts(deployment: Option<&Deployment>) -> (i32, i32) {
     let status = deployment.and_then(|d| d.status.as_ref());

@@ -224,7 +224,7 @@ fn lease_config(identity: &str) -> LeaseConfig {
 
 const LEASE: &str = "/apis/coordination.k8s.io/v1/namespaces/ops/leases/nixcache-operator";
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn leader_election_creates_renews_waits_and_takes_over() {
     let (client, api) = common::start();
     let a = LeaderElector::new(client.clone(), lease_config("a"));
@@ -247,10 +247,13 @@ async fn leader_election_creates_renews_waits_and_takes_over() {
     );
     assert!(a.try_acquire_or_renew().await.unwrap(), "a renews");
     assert_eq!(api.get(LEASE).unwrap()["spec"]["holderIdentity"], "a");
-    // a stops renewing: once renewTime + 15 s has passed, b takes over.
+    // a stops renewing: once b has seen the same record for 15 s (its own clock; the old
+    // renewTime alone does not count), b takes over.
     api.edit(LEASE, |l| {
         l["spec"]["renewTime"] = "2020-01-01T00:00:00.000000Z".into()
     });
+    assert!(!b.try_acquire_or_renew().await.unwrap());
+    tokio::time::sleep(Duration::from_secs(15)).await;
     assert!(b.try_acquire_or_renew().await.unwrap());
     let lease = api.get(LEASE).unwrap();
     assert_eq!(lease["spec"]["holderIdentity"], "b");
@@ -265,17 +268,17 @@ async fn leader_election_creates_renews_waits_and_takes_over() {
     assert!(a.try_acquire_or_renew().await.unwrap());
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn of_two_racing_replicas_only_one_wins_the_lease() {
     let (client, api) = common::start();
     let a = LeaderElector::new(client.clone(), lease_config("a"));
     a.try_acquire_or_renew().await.unwrap();
-    api.edit(LEASE, |l| {
-        l["spec"]["renewTime"] = "2020-01-01T00:00:00.000000Z".into()
-    });
+    // a stops renewing; c has watched the Lease unchanged for a lease duration.
+    let c = LeaderElector::new(client.clone(), lease_config("c"));
+    assert!(!c.try_acquire_or_renew().await.unwrap());
+    tokio::time::sleep(Duration::from_secs(15)).await;
     // b read the expired Lease; c writes first; b's write carries the old resourceVersion.
     let stale = api.get(LEASE).unwrap();
-    let c = LeaderElector::new(client.clone(), lease_config("c"));
     assert!(c.try_acquire_or_renew().await.unwrap());
     api.take_log();
     let mut b_write = stale.clone();

@@ -282,9 +282,9 @@ async fn reconciler_requests() -> Vec<Recorded> {
     w.log
 }
 
-/// The list and watch requests of the controller in `scope`: it runs against an API server that
-/// answers each list with an empty list (then its watches fail and are retried, which is enough
-/// to see them).
+/// The list and watch requests of the controller in `scope` (the fake API server lists what it
+/// stores and keeps the watches open). API discovery (`GET /apis/G/V`, in `run`) is not here:
+/// those are non-resource URLs every authenticated user may read (`system:discovery`).
 async fn controller_requests(scope: Scope) -> Vec<Recorded> {
     let api = FakeApi::default();
     let run = |api: &FakeApi, scope: Scope, millis: u64| {

@@ -23,6 +23,7 @@ use kube::ResourceExt;
 use nixcache_crds::NixCache;
 
 use self::children::{apply, delete_if_present, job_outcome, JobOutcome};
+use crate::capabilities::{FeatureReport, OptionalApi};
 use crate::context::Context;
 use crate::render::{self, Plan, MANAGER};
 use crate::status::{self, Migration, Observation};
@@ -104,11 +105,14 @@ async fn observe(nc: &NixCache, ctx: &Context) -> Result<Observation> {
         Ok(inputs) => inputs,
         Err(blocker) => return Ok(blocked(blocker)),
     };
-    let plan = Plan::new(nc, &ctx.config, inputs.secrets_hash, inputs.database_hash);
+    let capabilities = ctx.capabilities();
     let mut seen = Observation {
         public_key: Some(inputs.public_key),
+        features: Some(FeatureReport::new(nc, &capabilities)),
         ..Observation::default()
     };
+    let plan =
+        Plan::new(nc, &ctx.config, inputs.secrets_hash, inputs.database_hash).with_capabilities(capabilities);
     apply(ctx, nc, &render::service(nc)).await?;
     if let Some(claim) = render::persistent_volume_claim(nc) {
         apply(ctx, nc, &claim).await?;
@@ -169,23 +173,31 @@ async fn current_deployment(nc: &NixCache, ctx: &Context) -> Result<Option<Deplo
 }
 
 /// The GC CronJob, autoscaler and disruption budget: applied when the spec wants them; after a
-/// spec change, deleted when it no longer does.
+/// spec change, deleted when it no longer does. A child whose API the cluster does not serve is
+/// skipped (the `FeaturesAvailable` condition says so; GC then runs in the replicas).
 async fn optional_children(nc: &NixCache, ctx: &Context, plan: &Plan) -> Result<()> {
     let changed = spec_changed(nc);
-    match render::gc_cronjob(nc, plan) {
-        Some(cronjob) => drop(apply(ctx, nc, &cronjob).await?),
-        None if changed => delete_if_present::<CronJob>(ctx, nc, &render::gc_cronjob_name(nc)).await?,
-        None => {}
+    let serves = |api| plan.capabilities.serves(api);
+    if serves(OptionalApi::CronJob) {
+        match render::gc_cronjob(nc, plan) {
+            Some(cronjob) => drop(apply(ctx, nc, &cronjob).await?),
+            None if changed => delete_if_present::<CronJob>(ctx, nc, &render::gc_cronjob_name(nc)).await?,
+            None => {}
+        }
     }
-    match render::horizontal_pod_autoscaler(nc) {
-        Some(hpa) => drop(apply(ctx, nc, &hpa).await?),
-        None if changed => delete_if_present::<HorizontalPodAutoscaler>(ctx, nc, &nc.name_any()).await?,
-        None => {}
+    if serves(OptionalApi::HorizontalPodAutoscaler) {
+        match render::horizontal_pod_autoscaler(nc) {
+            Some(hpa) => drop(apply(ctx, nc, &hpa).await?),
+            None if changed => delete_if_present::<HorizontalPodAutoscaler>(ctx, nc, &nc.name_any()).await?,
+            None => {}
+        }
     }
-    match render::pod_disruption_budget(nc) {
-        Some(pdb) => drop(apply(ctx, nc, &pdb).await?),
-        None if changed => delete_if_present::<PodDisruptionBudget>(ctx, nc, &nc.name_any()).await?,
-        None => {}
+    if serves(OptionalApi::PodDisruptionBudget) {
+        match render::pod_disruption_budget(nc) {
+            Some(pdb) => drop(apply(ctx, nc, &pdb).await?),
+            None if changed => delete_if_present::<PodDisruptionBudget>(ctx, nc, &nc.name_any()).await?,
+            None => {}
+        }
     }
     Ok(())
 }

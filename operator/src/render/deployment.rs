@@ -43,8 +43,9 @@ pub fn deployment(nc: &NixCache, plan: &Plan) -> Deployment {
     Deployment {
         metadata: owned_meta(nc, nc.name_any(), "proxy"),
         spec: Some(DeploymentSpec {
-            // With autoscaling the HorizontalPodAutoscaler owns the replica count.
-            replicas: nc.spec.autoscaling.is_none().then_some(nc.spec.replicas),
+            // With autoscaling the HorizontalPodAutoscaler owns the replica count (if the
+            // cluster serves autoscaling/v2; else spec.replicas stays in force).
+            replicas: (!plan.autoscaled(nc)).then_some(nc.spec.replicas),
             revision_history_limit: Some(5),
             selector: LabelSelector {
                 match_labels: Some(selector_labels(nc)),
@@ -64,7 +65,7 @@ fn pod_template(nc: &NixCache, plan: &Plan) -> PodTemplateSpec {
     let (volumes, mounts) = pod::serve_volumes(nc, plan);
     let mut env = vec![pod::pod_ip_env()];
     env.extend(pod::env(nc, true));
-    let mut container = pod::container(nc, plan, "nixcache", serve_args(nc));
+    let mut container = pod::container(nc, plan, "nixcache", serve_args(nc, plan));
     container.env = Some(env);
     container.ports = Some(vec![ContainerPort {
         name: Some("http".into()),
@@ -95,7 +96,7 @@ fn pod_template(nc: &NixCache, plan: &Plan) -> PodTemplateSpec {
 }
 
 /// The arguments of `nixcache serve`. Secrets are files or env from Secrets, never arguments.
-pub fn serve_args(nc: &NixCache) -> Vec<String> {
+pub fn serve_args(nc: &NixCache, plan: &Plan) -> Vec<String> {
     let spec = &nc.spec;
     let mut args: Vec<String> = vec![
         "serve".into(),
@@ -144,8 +145,9 @@ pub fn serve_args(nc: &NixCache) -> Vec<String> {
             format!("{UPLOADS_DIR}/credentials"),
         ]);
     }
-    // On a volume only this pod reaches the NARs, so it collects garbage itself.
-    if let (Some(gc), Some(_)) = (&spec.gc, &spec.storage.persistent_volume_claim) {
+    // On a volume only this pod reaches the NARs, so it collects garbage itself; so do the
+    // replicas on S3 when the cluster has no CronJob API (one run at a time across replicas).
+    if let Some(gc) = spec.gc.as_ref().filter(|_| plan.gc_in_replicas(nc)) {
         args.extend(["--max-size".into(), gc.max_size.clone()]);
         let schedule = gc.schedule.as_deref().unwrap_or(DEFAULT_GC_SCHEDULE);
         args.extend(["--gc-schedule".into(), schedule.to_owned()]);

@@ -28,6 +28,7 @@ pub use secrets::{
 };
 pub use service::service;
 
+use crate::capabilities::{Capabilities, OptionalApi};
 use crate::config::Config;
 
 /// Field manager of every server-side apply.
@@ -51,6 +52,8 @@ pub struct Plan {
     pub database_hash: Option<String>,
     /// The Secret and key holding the signing key.
     pub signing_secret: SecretKeyRef,
+    /// The optional APIs the cluster serves (all unless set with [`Plan::with_capabilities`]).
+    pub capabilities: Capabilities,
 }
 
 impl Plan {
@@ -65,7 +68,28 @@ impl Plan {
             secrets_hash,
             database_hash,
             signing_secret: signing_secret_ref(nc),
+            capabilities: Capabilities::default(),
         }
+    }
+
+    /// The plan for a cluster serving `capabilities`.
+    pub fn with_capabilities(mut self, capabilities: Capabilities) -> Self {
+        self.capabilities = capabilities;
+        self
+    }
+
+    /// A HorizontalPodAutoscaler owns the replica count: `spec.autoscaling` on a cluster that
+    /// serves `autoscaling/v2`.
+    pub fn autoscaled(&self, nc: &NixCache) -> bool {
+        nc.spec.autoscaling.is_some() && self.capabilities.serves(OptionalApi::HorizontalPodAutoscaler)
+    }
+
+    /// `spec.gc` runs inside the replicas (`serve --gc-schedule`) rather than as a CronJob: on a
+    /// volume (no second pod can mount it), or when the cluster serves no `batch/v1` CronJob.
+    pub fn gc_in_replicas(&self, nc: &NixCache) -> bool {
+        nc.spec.gc.is_some()
+            && (nc.spec.storage.persistent_volume_claim.is_some()
+                || !self.capabilities.serves(OptionalApi::CronJob))
     }
 
     /// Name of the migration Job for this image and database, or `None` for SQLite.
