@@ -51,6 +51,16 @@ struct State {
     log: Vec<Recorded>,
     clock: i64,
     resource_version: u64,
+    faults: Vec<Fault>,
+}
+
+/// A failure the server answers instead of handling matching requests (see [`FakeApi::fail`]).
+struct Fault {
+    method: String,
+    path_prefix: String,
+    code: u16,
+    reason: String,
+    message: String,
 }
 
 /// Handle on the fake API server's store and request log.
@@ -144,6 +154,13 @@ impl FakeApi {
 
     fn handle(&self, r: &Recorded) -> (StatusCode, Value) {
         let mut state = self.0.lock().unwrap();
+        let fault = state
+            .faults
+            .iter()
+            .find(|f| f.method == r.method && r.path.starts_with(&f.path_prefix));
+        if let Some(f) = fault {
+            return status_reply(f.code, &f.reason, &f.message);
+        }
         match r.method.as_str() {
             "GET" => match state.objects.get(&r.path) {
                 Some(o) => (StatusCode::OK, o.clone()),
@@ -304,6 +321,23 @@ impl FakeApi {
             .filter(|k| k.starts_with(prefix))
             .cloned()
             .collect()
+    }
+
+    /// From now on, answers `METHOD` requests whose path starts with `path_prefix` with a
+    /// failure Status (`code`, `reason`, `message`) instead of handling them.
+    pub fn fail(&self, method: &str, path_prefix: &str, code: u16, reason: &str, message: &str) {
+        self.0.lock().unwrap().faults.push(Fault {
+            method: method.into(),
+            path_prefix: path_prefix.into(),
+            code,
+            reason: reason.into(),
+            message: message.into(),
+        });
+    }
+
+    /// Handles every request again (forgets [`FakeApi::fail`]).
+    pub fn heal(&self) {
+        self.0.lock().unwrap().faults.clear();
     }
 
     /// The requests since the last call.
