@@ -46,6 +46,22 @@ fn crd_has_status_scale_and_printer_columns() {
 }
 
 #[test]
+fn status_conditions_are_a_list_keyed_by_type() {
+    let schema = serde_json::to_value(NixCache::crd()).unwrap();
+    let conditions = &schema["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]
+        ["properties"]["conditions"];
+    assert_eq!(conditions["type"], "array");
+    assert_eq!(conditions["x-kubernetes-list-type"], "map", "{conditions:#}");
+    assert_eq!(
+        conditions["x-kubernetes-list-map-keys"],
+        serde_json::json!(["type"])
+    );
+    // A map key must always be there.
+    let required = conditions["items"]["required"].as_array().unwrap();
+    assert!(required.contains(&"type".into()), "{required:?}");
+}
+
+#[test]
 fn every_spec_field_is_documented_for_users() {
     let schema = serde_json::to_value(NixCache::crd()).unwrap();
     let spec = &schema["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];

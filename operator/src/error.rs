@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use crate::text;
+
 /// Why a reconciliation (or the operator) failed. Problems a user can fix in the NixCache or its
 /// Secrets are not errors: they are written to the status as conditions (see
 /// [`crate::reconcile::Blocker`]).
@@ -44,6 +46,9 @@ pub enum Error {
     },
 }
 
+/// Longest [`Error::summary`], in bytes.
+pub const SUMMARY_MAX_BYTES: usize = 256;
+
 /// Result with the operator's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -76,6 +81,19 @@ impl Error {
         }
     }
 
+    /// What failed, on one line of at most [`SUMMARY_MAX_BYTES`], for the status and events: for
+    /// an API error the server's code, reason and message, not the client's debug dump of it.
+    pub fn summary(&self) -> String {
+        let text = match self {
+            Self::Kube {
+                action,
+                source: kube::Error::Api(status),
+            } => format!("{action}: {} {}: {}", status.code, status.reason, status.message),
+            other => other.to_string(),
+        };
+        text::bounded(&text::one_line(&text), SUMMARY_MAX_BYTES)
+    }
+
     /// First retry delay for this kind of error; it doubles with every further failure.
     pub fn base_backoff(&self) -> Duration {
         match self.metric_label() {
@@ -93,5 +111,34 @@ pub fn api_code(error: &kube::Error) -> Option<u16> {
     match error {
         kube::Error::Api(status) => Some(status.code),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_api_error_is_summarised_on_one_short_line_without_the_debug_dump() {
+        let message = format!(
+            "CronJob.batch \"demo-gc\" is invalid:\n{}",
+            "spec.jobTemplate: Invalid value; ".repeat(400)
+        );
+        let status = kube::core::Status::failure(&message, "Invalid").with_code(422);
+        let error = Error::kube("apply CronJob default/demo-gc", kube::Error::Api(status.boxed()));
+        assert!(
+            error.to_string().len() > 14_000,
+            "the client's Display has the dump"
+        );
+        let summary = error.summary();
+        assert!(summary.len() <= SUMMARY_MAX_BYTES, "{}", summary.len());
+        assert!(
+            summary.starts_with(
+                "apply CronJob default/demo-gc: 422 Invalid: CronJob.batch \"demo-gc\" is invalid: spec."
+            ),
+            "{summary}"
+        );
+        assert!(!summary.contains('\n') && summary.ends_with('…'), "{summary}");
+        assert!(!summary.contains("Status {"), "{summary}");
     }
 }

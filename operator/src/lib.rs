@@ -22,6 +22,7 @@ pub mod render;
 mod run;
 pub mod status;
 pub mod telemetry;
+pub mod text;
 
 pub use config::Config;
 pub use context::Context;

@@ -1,13 +1,36 @@
 //! The NixCache's status, computed from what the reconciler observed (pure).
+//!
+//! - `observedGeneration` advances once the spec was seen through: every child applied, or
+//!   stopped by a problem the user has to fix (a [`Blocker`]: invalid spec, missing Secret,
+//!   failed migration), so GitOps tools show a blocked spec as failed rather than progressing.
+//!   A failed API request (retried with a backoff) does not advance it.
+//! - `replicas` and `readyReplicas` are the Deployment's; when the reconciliation stopped before
+//!   reading it, the previous values stand, and so does a `Ready=True`.
+//! - `Ready` is true when a ready replica runs the Deployment's current template
+//!   ([`ready::condition`]).
+//! - Condition messages are at most [`CONDITION_MESSAGE_MAX_BYTES`] long.
+
+mod ready;
+#[cfg(test)]
+mod tests;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::ResourceExt;
-use nixcache_crds::{NixCache, NixCacheStatus, CONDITION_DEGRADED, CONDITION_PROGRESSING, CONDITION_READY};
+use nixcache_crds::{NixCache, NixCacheStatus, CONDITION_DEGRADED, CONDITION_PROGRESSING};
 
 use crate::capabilities::{FeatureReport, CONDITION_FEATURES_AVAILABLE};
 use crate::reconcile::Blocker;
-use crate::render;
+use crate::{render, text};
+
+/// Longest condition message, in bytes (the API allows 32 KiB). Below the 1 KiB of an event's
+/// note, so the event for a condition change (`Type=Status: message`) usually carries it whole.
+pub const CONDITION_MESSAGE_MAX_BYTES: usize = 1000;
+
+/// `Progressing` reason while the Deployment rolls out its current template.
+pub const REASON_ROLLING_OUT: &str = "RollingOut";
+/// `Progressing` reason when every replica runs the current template.
+pub const REASON_UP_TO_DATE: &str = "UpToDate";
 
 /// Where the migration for the current image and database stands.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -25,15 +48,45 @@ pub enum Migration {
     Succeeded(String),
 }
 
+/// What a reconciliation knows of the Deployment.
+#[derive(Clone, Debug, Default)]
+pub enum DeploymentSeen {
+    /// Not read: the reconciliation stopped before (or the read failed).
+    #[default]
+    NotRead,
+    /// There is none (yet).
+    Absent,
+    /// As the API server returned it.
+    Present(Deployment),
+}
+
+impl DeploymentSeen {
+    /// The Deployment, if it was seen and exists.
+    pub fn get(&self) -> Option<&Deployment> {
+        match self {
+            Self::Present(deployment) => Some(deployment),
+            Self::NotRead | Self::Absent => None,
+        }
+    }
+}
+
+impl From<Option<Deployment>> for DeploymentSeen {
+    fn from(read: Option<Deployment>) -> Self {
+        read.map_or(Self::Absent, Self::Present)
+    }
+}
+
 /// What one reconciliation saw.
 #[derive(Clone, Debug, Default)]
 pub struct Observation {
     /// A problem the user must fix (invalid spec, missing Secret, failed migration, …).
     pub blocker: Option<Blocker>,
+    /// An API request that failed (the reconciliation is retried): reason and one-line summary.
+    pub failure: Option<Blocker>,
     /// The migration, when it got that far.
     pub migration: Option<Migration>,
-    /// The Deployment as the API server returned it after the apply (or `None` if not applied).
-    pub deployment: Option<Deployment>,
+    /// The Deployment as read or applied.
+    pub deployment: DeploymentSeen,
     /// The image the Deployment was applied with.
     pub image: Option<String>,
     /// The cache's public key.
@@ -44,33 +97,69 @@ pub struct Observation {
     pub features: Option<FeatureReport>,
 }
 
+impl Observation {
+    /// The problem to report in the conditions, if any.
+    pub fn problem(&self) -> Option<&Blocker> {
+        self.failure.as_ref().or(self.blocker.as_ref())
+    }
+
+    /// The spec was seen through: applied, or stopped by a blocker (not by a failed request).
+    fn generation_observed(&self) -> bool {
+        self.failure.is_none() && (self.complete || self.blocker.is_some())
+    }
+}
+
+/// Whether `status` says that every child of `generation` was applied, so that no child a
+/// previous spec wanted can be left. `observedGeneration` alone does not say so, since a blocked
+/// spec is observed too: then `Progressing` has the problem's reason (or `Migrating`), not
+/// `RollingOut` or `UpToDate`.
+pub fn children_applied(status: Option<&NixCacheStatus>, generation: Option<i64>) -> bool {
+    status.is_some_and(|s| {
+        s.observed_generation == generation
+            && s.condition(CONDITION_PROGRESSING)
+                .is_some_and(|c| c.reason == REASON_ROLLING_OUT || c.reason == REASON_UP_TO_DATE)
+    })
+}
+
+/// The parts of a condition that [`status`] computes.
+struct Parts {
+    type_: &'static str,
+    status: &'static str,
+    reason: String,
+    message: String,
+}
+
+impl Parts {
+    fn new(type_: &'static str, status: &'static str, reason: impl Into<String>, message: String) -> Self {
+        Self {
+            type_,
+            status,
+            reason: reason.into(),
+            message,
+        }
+    }
+
+    fn problem(type_: &'static str, status: &'static str, problem: &Blocker) -> Self {
+        Self::new(type_, status, problem.reason, problem.message.clone())
+    }
+}
+
 /// The status for `nc` after `seen`; conditions keep their `lastTransitionTime` unless their
 /// status changed.
 pub fn status(nc: &NixCache, seen: &Observation, now: &Time) -> NixCacheStatus {
     let previous = nc.status.clone().unwrap_or_default();
-    let (replicas, ready) = replica_counts(seen.deployment.as_ref());
+    let (replicas, ready_replicas) = match &seen.deployment {
+        DeploymentSeen::NotRead => (previous.replicas, previous.ready_replicas),
+        known => replica_counts(known.get()),
+    };
     let generation = nc.metadata.generation;
     let mut conditions: Vec<Condition> = [
-        ready_condition(nc, seen),
+        ready::condition(nc, seen, &previous),
         progressing_condition(seen),
         degraded_condition(seen),
     ]
     .into_iter()
-    .map(|(type_, status, reason, message)| {
-        let old = previous.condition(type_);
-        let since = match old {
-            Some(c) if c.status == status => c.last_transition_time.clone(),
-            _ => now.clone(),
-        };
-        Condition {
-            type_: type_.to_owned(),
-            status: status.to_owned(),
-            reason,
-            message,
-            observed_generation: generation,
-            last_transition_time: since,
-        }
-    })
+    .map(|parts| condition(parts, &previous, generation, now))
     .collect();
     conditions.extend(features_condition(&previous, seen, generation, now));
     let succeeded_job = match &seen.migration {
@@ -78,14 +167,14 @@ pub fn status(nc: &NixCache, seen: &Observation, now: &Time) -> NixCacheStatus {
         _ => previous.migration_job.clone(),
     };
     NixCacheStatus {
-        observed_generation: if seen.complete {
+        observed_generation: if seen.generation_observed() {
             generation
         } else {
             previous.observed_generation
         },
         conditions,
         replicas,
-        ready_replicas: ready,
+        ready_replicas,
         selector: Some(render::selector_string(nc)),
         url: Some(render::service_url(nc)),
         public_key: seen.public_key.clone().or(previous.public_key),
@@ -94,7 +183,20 @@ pub fn status(nc: &NixCache, seen: &Observation, now: &Time) -> NixCacheStatus {
     }
 }
 
-type ConditionParts = (&'static str, &'static str, String, String);
+fn condition(parts: Parts, previous: &NixCacheStatus, generation: Option<i64>, now: &Time) -> Condition {
+    let since = match previous.condition(parts.type_) {
+        Some(c) if c.status == parts.status => c.last_transition_time.clone(),
+        _ => now.clone(),
+    };
+    Condition {
+        type_: parts.type_.to_owned(),
+        status: parts.status.to_owned(),
+        reason: parts.reason,
+        message: text::bounded(&parts.message, CONDITION_MESSAGE_MAX_BYTES),
+        observed_generation: generation,
+        last_transition_time: since,
+    }
+}
 
 /// `FeaturesAvailable` (see [`crate::capabilities`]): present while the spec asks for something
 /// the cluster's API lacks; kept as it was when this reconciliation did not get that far.
@@ -104,25 +206,15 @@ fn features_condition(
     generation: Option<i64>,
     now: &Time,
 ) -> Option<Condition> {
-    let old = previous.condition(CONDITION_FEATURES_AVAILABLE);
     let Some(report) = &seen.features else {
-        return old.cloned();
+        return previous.condition(CONDITION_FEATURES_AVAILABLE).cloned();
     };
     let (status, reason, message) = report.condition()?;
-    let since = match old {
-        Some(c) if c.status == status => c.last_transition_time.clone(),
-        _ => now.clone(),
-    };
-    Some(Condition {
-        type_: CONDITION_FEATURES_AVAILABLE.to_owned(),
-        status: status.to_owned(),
-        reason: reason.to_owned(),
-        message,
-        observed_generation: generation,
-        last_transition_time: since,
-    })
+    let parts = Parts::new(CONDITION_FEATURES_AVAILABLE, status, reason, message);
+    Some(condition(parts, previous, generation, now))
 }
 
+/// `(replicas, readyReplicas)` of the Deployment, counting every template.
 fn replica_counts(deployment: Option<&Deployment>) -> (i32, i32) {
     let status = deployment.and_then(|d| d.status.as_ref());
     (
@@ -131,58 +223,22 @@ fn replica_counts(deployment: Option<&Deployment>) -> (i32, i32) {
     )
 }
 
-fn desired_replicas(nc: &NixCache, deployment: Option<&Deployment>) -> i32 {
-    deployment
-        .and_then(|d| d.spec.as_ref())
-        .and_then(|s| s.replicas)
-        .unwrap_or(nc.spec.replicas)
-}
-
-fn ready_condition(nc: &NixCache, seen: &Observation) -> ConditionParts {
-    let (_, ready) = replica_counts(seen.deployment.as_ref());
-    let desired = desired_replicas(nc, seen.deployment.as_ref());
-    let url = render::service_url(nc);
-    if ready > 0 {
-        let message = format!("{ready} of {desired} replicas ready; clients use substituters = {url}");
-        return (CONDITION_READY, "True", "Available".into(), message);
-    }
-    if let Some(b) = &seen.blocker {
-        return (CONDITION_READY, "False", b.reason.into(), b.message.clone());
-    }
-    let (reason, message) = match (&seen.migration, &seen.deployment) {
-        (Some(Migration::Running { job, .. }), None) => (
-            "Migrating",
-            format!("waiting for the migration Job {job} before the first replica starts"),
-        ),
-        _ if desired == 0 => ("ScaledToZero", "spec.replicas is 0".to_owned()),
-        _ => (
-            "NoReadyReplicas",
-            format!(
-                "0 of {desired} replicas ready; see `kubectl -n {} describe pods -l {}`",
-                nc.namespace().unwrap_or_default(),
-                render::selector_string(nc)
-            ),
-        ),
-    };
-    (CONDITION_READY, "False", reason.into(), message)
-}
-
-fn progressing_condition(seen: &Observation) -> ConditionParts {
-    if let Some(b) = &seen.blocker {
-        return (CONDITION_PROGRESSING, "False", b.reason.into(), b.message.clone());
+fn progressing_condition(seen: &Observation) -> Parts {
+    if let Some(problem) = seen.problem() {
+        return Parts::problem(CONDITION_PROGRESSING, "False", problem);
     }
     if let Some(Migration::Running { job, image }) = &seen.migration {
         let message = format!(
             "Job {job} runs `nixcache migrate` for {image}; the replicas move to it once it succeeds"
         );
-        return (CONDITION_PROGRESSING, "True", "Migrating".into(), message);
+        return Parts::new(CONDITION_PROGRESSING, "True", "Migrating", message);
     }
-    match seen.deployment.as_ref().and_then(rollout_progress) {
-        Some(message) => (CONDITION_PROGRESSING, "True", "RollingOut".into(), message),
-        None => (
+    match seen.deployment.get().and_then(rollout_progress) {
+        Some(message) => Parts::new(CONDITION_PROGRESSING, "True", REASON_ROLLING_OUT, message),
+        None => Parts::new(
             CONDITION_PROGRESSING,
             "False",
-            "UpToDate".into(),
+            REASON_UP_TO_DATE,
             "every replica runs the current spec".into(),
         ),
     }
@@ -208,13 +264,12 @@ fn rollout_progress(d: &Deployment) -> Option<String> {
     None
 }
 
-fn degraded_condition(seen: &Observation) -> ConditionParts {
-    if let Some(b) = &seen.blocker {
-        return (CONDITION_DEGRADED, "True", b.reason.into(), b.message.clone());
+fn degraded_condition(seen: &Observation) -> Parts {
+    if let Some(problem) = seen.problem() {
+        return Parts::problem(CONDITION_DEGRADED, "True", problem);
     }
-    let stuck = seen
-        .deployment
-        .as_ref()
+    let deployment = seen.deployment.get();
+    let stuck = deployment
         .and_then(|d| d.status.as_ref())
         .and_then(|s| s.conditions.as_ref())
         .and_then(|cs| {
@@ -225,14 +280,14 @@ fn degraded_condition(seen: &Observation) -> ConditionParts {
         let message = format!(
             "the rollout stopped progressing: {} (see `kubectl describe deployment {}`)",
             c.message.as_deref().unwrap_or("no message"),
-            seen.deployment.as_ref().map(|d| d.name_any()).unwrap_or_default()
+            deployment.map(|d| d.name_any()).unwrap_or_default()
         );
-        return (CONDITION_DEGRADED, "True", "RolloutStuck".into(), message);
+        return Parts::new(CONDITION_DEGRADED, "True", "RolloutStuck", message);
     }
-    (
+    Parts::new(
         CONDITION_DEGRADED,
         "False",
-        "AsExpected".into(),
+        "AsExpected",
         "no problems found".into(),
     )
 }

@@ -19,7 +19,10 @@ pub struct NixCacheStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
     /// `Ready`, `Progressing` and `Degraded`, each with a reason and a message saying what to do.
+    // A list keyed by `type` (as Kubernetes' own conditions): server-side apply merges entries by
+    // type, and the API server refuses two conditions of one type.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
     /// Replicas that exist (for the scale subresource).
     #[serde(default)]

@@ -6,6 +6,11 @@ use kube::Resource;
 use nixcache_crds::{NixCache, NixCacheStatus, CONDITION_DEGRADED};
 
 use crate::context::Context;
+use crate::text;
+
+/// Longest note of an event, in bytes: the API server rejects a longer one (events.k8s.io/v1),
+/// and the event would be lost just when it tells of the worst failures.
+pub const NOTE_MAX_BYTES: usize = 1024;
 
 /// Publishes an event on `nc`. A failure is logged, never fails the reconciliation.
 pub async fn publish(
@@ -21,6 +26,7 @@ pub async fn publish(
 
 /// Publishes an event on `nc` about `child` (its `related` object). Events with the same reason
 /// and action on different children stay separate events (the recorder groups by those fields).
+/// Every event goes through here: the note is cut to [`NOTE_MAX_BYTES`].
 pub async fn publish_about(
     ctx: &Context,
     nc: &NixCache,
@@ -33,7 +39,7 @@ pub async fn publish_about(
     let event = Event {
         type_,
         reason: reason.into(),
-        note: Some(note),
+        note: Some(text::bounded(&note, NOTE_MAX_BYTES)),
         action: action.into(),
         secondary: child,
     };

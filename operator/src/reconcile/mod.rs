@@ -26,7 +26,7 @@ use self::children::{apply, delete_if_present, job_outcome, JobOutcome};
 use crate::capabilities::{FeatureReport, OptionalApi};
 use crate::context::Context;
 use crate::render::{self, Plan, MANAGER};
-use crate::status::{self, Migration, Observation};
+use crate::status::{self, DeploymentSeen, Migration, Observation};
 use crate::{Error, Result};
 
 /// How often a NixCache is checked again when nothing happens (children are also watched).
@@ -56,24 +56,38 @@ pub async fn reconcile(nc: Arc<NixCache>, ctx: Arc<Context>) -> Result<Action> {
     let seen = match observe(&nc, &ctx).await {
         Ok(seen) => seen,
         Err(error) => {
-            // Best effort: show the failure on the resource too; the error is retried anyway.
-            let blocker = Blocker::new(
-                error.metric_label(),
-                format!("{error}; retrying (check the operator's RBAC and logs if this persists)"),
-            );
-            let seen = Observation {
-                blocker: Some(blocker),
-                ..Observation::default()
-            };
-            if let Err(status_error) = write_status(&nc, &ctx, &seen).await {
-                tracing::debug!(error = %status_error, "cannot record the failure in the status");
-            }
+            record_failure(&nc, &ctx, &error).await;
             return Err(error);
         }
     };
     write_status(&nc, &ctx, &seen).await?;
     ctx.reset_backoff(&key);
     Ok(Action::requeue(RESYNC))
+}
+
+/// Best effort (the error is retried anyway): shows the failure on the resource in one line,
+/// with the replicas as they are, read again, not as if none ran; if even that read fails, the
+/// previous counts stand.
+async fn record_failure(nc: &NixCache, ctx: &Context, error: &Error) {
+    let message = format!(
+        "{}; retrying (check the operator's RBAC and logs if this persists)",
+        error.summary()
+    );
+    let deployment = match current_deployment(nc, ctx).await {
+        Ok(read) => DeploymentSeen::from(read),
+        Err(read_error) => {
+            tracing::debug!(error = %read_error.summary(), "cannot read the Deployment after a failure");
+            DeploymentSeen::NotRead
+        }
+    };
+    let seen = Observation {
+        failure: Some(Blocker::new(error.metric_label(), message)),
+        deployment,
+        ..Observation::default()
+    };
+    if let Err(status_error) = write_status(nc, ctx, &seen).await {
+        tracing::debug!(error = %status_error.summary(), "cannot record the failure in the status");
+    }
 }
 
 /// The controller's error policy: count the failure and retry after an exponential backoff whose
@@ -121,14 +135,14 @@ async fn observe(nc: &NixCache, ctx: &Context) -> Result<Observation> {
     match migration {
         Ok(Migration::Running { .. }) | Err(_) => {
             // The replicas stay on what they run until the migration succeeded.
-            seen.deployment = current_deployment(nc, ctx).await?;
+            seen.deployment = current_deployment(nc, ctx).await?.into();
             seen.blocker = migration.as_ref().err().cloned();
             seen.migration = migration.ok();
             return Ok(seen);
         }
         Ok(done) => seen.migration = Some(done),
     }
-    seen.deployment = Some(apply(ctx, nc, &render::deployment(nc, &plan)).await?);
+    seen.deployment = DeploymentSeen::Present(apply(ctx, nc, &render::deployment(nc, &plan)).await?);
     seen.image = Some(plan.image.clone());
     optional_children(nc, ctx, &plan).await?;
     if spec_changed(nc) {
@@ -202,10 +216,10 @@ async fn optional_children(nc: &NixCache, ctx: &Context, plan: &Plan) -> Result<
     Ok(())
 }
 
-/// True until a status for the current generation was written: only then can a child that
-/// the spec no longer wants exist.
+/// True until the status says every child of the current generation was applied (a blocked
+/// generation is observed, not applied): until then a child the spec no longer wants may exist.
 fn spec_changed(nc: &NixCache) -> bool {
-    nc.status.as_ref().and_then(|s| s.observed_generation) != nc.metadata.generation
+    !status::children_applied(nc.status.as_ref(), nc.metadata.generation)
 }
 
 /// Deletes the previous migration Job once a newer one succeeded and the Deployment moved on.

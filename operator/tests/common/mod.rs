@@ -73,6 +73,17 @@ struct State {
     held: Vec<Held>,
     /// Requests (line, query) that asked for metadata only (`Accept: …;as=PartialObjectMetadata…`).
     metadata_only: BTreeSet<(String, String)>,
+    faults: Vec<Fault>,
+}
+
+/// A failure the server answers instead of handling matching requests (see
+/// [`FakeApi::fail_requests`]).
+struct Fault {
+    method: String,
+    path_prefix: String,
+    code: u16,
+    reason: String,
+    message: String,
 }
 
 /// The APIs of the fake cluster and their resources (what discovery lists unless unserved).
@@ -338,6 +349,13 @@ impl FakeApi {
         if let Some(reply) = self.failure(&state, r) {
             return reply;
         }
+        let fault = state
+            .faults
+            .iter()
+            .find(|f| f.method == r.method && r.path.starts_with(&f.path_prefix));
+        if let Some(f) = fault {
+            return status_reply(f.code, &f.reason, &f.message);
+        }
         match r.method.as_str() {
             "GET" => match state.objects.get(&r.path) {
                 Some(o) => (StatusCode::OK, o.clone()),
@@ -581,6 +599,23 @@ impl FakeApi {
     pub fn held(&self) -> Vec<String> {
         let state = self.0.lock().unwrap();
         state.held.iter().map(|h| h.request.line()).collect()
+    }
+
+    /// From now on, answers `METHOD` requests whose path starts with `path_prefix` with a
+    /// failure Status (`code`, `reason`, `message`) instead of handling them.
+    pub fn fail_requests(&self, method: &str, path_prefix: &str, code: u16, reason: &str, message: &str) {
+        self.0.lock().unwrap().faults.push(Fault {
+            method: method.into(),
+            path_prefix: path_prefix.into(),
+            code,
+            reason: reason.into(),
+            message: message.into(),
+        });
+    }
+
+    /// Handles every request again (forgets [`FakeApi::fail_requests`]).
+    pub fn heal_requests(&self) {
+        self.0.lock().unwrap().faults.clear();
     }
 
     /// The requests since the last call.
