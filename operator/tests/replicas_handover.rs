@@ -39,6 +39,7 @@ async fn turning_autoscaling_on_keeps_the_replica_count() {
     world.create_ready(3).await;
     world.edit(autoscale);
     let log = world.reconcile().await;
+    assert_eq!(replicas(&world), 3, "not one replica until the autoscaler acts");
     assert_eq!(
         deployment_applies(&world, &log),
         [
@@ -46,7 +47,6 @@ async fn turning_autoscaling_on_keeps_the_replica_count() {
             ("nixcache-operator".to_owned(), Value::Null),
         ]
     );
-    assert_eq!(replicas(&world), 3, "not one replica until the autoscaler acts");
     assert!(world.api.get(HPA).is_some());
 
     // The autoscaler scales through the scale subresource; the operator leaves the count alone.
