@@ -113,6 +113,7 @@ impl NixCacheExt for NixCache {
                 name: name.into(),
                 key: None,
             }),
+            ..Signing::default()
         });
         self
     }

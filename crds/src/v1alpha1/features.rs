@@ -51,6 +51,12 @@ pub struct Signing {
     /// replaces it; deleting that Secret makes a new key that clients must trust anew.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_ref: Option<SecretKeyRef>,
+    /// Delete the generated Secret `<name>-signing-key` together with the NixCache (it then
+    /// gets an owner reference). Default false: the key outlives the NixCache, so a NixCache
+    /// created again under the same name signs with the same key and clients'
+    /// `trusted-public-keys` stay valid. Ignored with `secretRef` (that Secret is only read).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub delete_with_cache: bool,
 }
 
 /// Least-recently-used eviction.

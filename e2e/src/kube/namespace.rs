@@ -109,6 +109,13 @@ impl TestNamespace {
         self.plane.get_json(&all)
     }
 
+    /// `kubectl -n NS ARGS` as the admin, with `input` on stdin.
+    pub fn kubectl_stdin(&self, args: &[&str], input: &str) -> Result<String> {
+        let mut all = vec!["-n", self.name.as_str()];
+        all.extend(args);
+        self.plane.kubectl_as(self.plane.kubeconfig(), &all, Some(input))
+    }
+
     /// Server-side apply of `yaml` into this namespace.
     pub fn apply(&self, yaml: &str) -> Result<String> {
         self.plane.kubectl_as(

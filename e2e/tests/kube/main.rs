@@ -9,6 +9,7 @@
 
 mod leader;
 mod lifecycle;
+mod secrets;
 mod world;
 
 /// One scenario at a time.

@@ -1,9 +1,10 @@
-//! Applying children with server-side apply, deleting the ones the spec no longer wants, and
-//! reading the migration Job's outcome.
+//! Applying children with server-side apply (the data claim's refusals reported, not retried),
+//! deleting the ones the spec no longer wants, and reading the migration Job's outcome.
 
 use std::fmt::Debug;
 
 use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use k8s_openapi::NamespaceResourceScope;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::client::Body;
@@ -14,7 +15,7 @@ use nixcache_crds::NixCache;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::events;
+use super::{events, Blocker};
 use crate::context::Context;
 use crate::error::api_code;
 use crate::render::MANAGER;
@@ -81,6 +82,15 @@ pub async fn delete_if_present<K>(ctx: &Context, nc: &NixCache, name: &str) -> R
 where
     K: Resource<Scope = NamespaceResourceScope, DynamicType = ()> + Clone + Debug + DeserializeOwned,
 {
+    delete_child::<K>(ctx, nc, name, "the spec no longer asks for it").await
+}
+
+/// Deletes the child `name` of kind `K` if it exists (background propagation: what it owns, such
+/// as a Job's pods, goes after it); `why` ends the `Deleted` event's note.
+pub async fn delete_child<K>(ctx: &Context, nc: &NixCache, name: &str, why: &str) -> Result<()>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()> + Clone + Debug + DeserializeOwned,
+{
     let kind = K::kind(&());
     let ns = nc
         .namespace()
@@ -89,7 +99,7 @@ where
     match api.delete(name, &DeleteParams::background()).await {
         Ok(_) => {
             tracing::info!(%kind, %name, "deleted");
-            let note = format!("deleted {kind} {name}: the spec no longer asks for it");
+            let note = format!("deleted {kind} {name}: {why}");
             let child = k8s_openapi::api::core::v1::ObjectReference {
                 api_version: Some(K::api_version(&()).into_owned()),
                 kind: Some(kind.clone().into_owned()),
@@ -102,6 +112,46 @@ where
         }
         Err(e) if api_code(&e) == Some(404) => Ok(()),
         Err(e) => Err(Error::kube(format!("delete {kind} {ns}/{name}"), e)),
+    }
+}
+
+/// Applies the data claim. A change the API server refuses is reported, not retried: a claim
+/// cannot shrink or change its storage class (422), nor grow where its storage class does not
+/// allow it (403). The migration and the Deployment, which mount the claim as it is, go ahead.
+pub async fn apply_claim(
+    ctx: &Context,
+    nc: &NixCache,
+    claim: &PersistentVolumeClaim,
+) -> Result<Option<Blocker>> {
+    let error = match apply(ctx, nc, claim).await {
+        Ok(_) => return Ok(None),
+        Err(error) => error,
+    };
+    let refusal = match &error {
+        Error::Kube {
+            source: kube::Error::Api(status),
+            ..
+        } if matches!(status.code, 403 | 422) => one_line(&status.message),
+        _ => return Err(error),
+    };
+    let name = claim.name_any();
+    Ok(Some(Blocker::new(
+        "VolumeClaimNotUpdated",
+        format!(
+            "the API server refused PersistentVolumeClaim {name}: {refusal}. The replicas keep the claim as it is; \
+             a claim cannot shrink or change its storage class, so restore spec.storage.persistentVolumeClaim \
+             (or move the data to a new claim and name it in claimName)"
+        ),
+    )))
+}
+
+/// The first line of an API message, at most 300 characters (cut on a character boundary).
+fn one_line(message: &str) -> String {
+    const MAX: usize = 300;
+    let line = message.lines().next().unwrap_or_default().trim();
+    match line.char_indices().nth(MAX) {
+        Some((cut, _)) => format!("{}…", &line[..cut]),
+        None => line.to_owned(),
     }
 }
 
@@ -138,4 +188,21 @@ pub fn job_outcome(job: &Job) -> JobOutcome {
         return JobOutcome::Succeeded;
     }
     JobOutcome::Running
+}
+
+#[cfg(test)]
+mod tests {
+    use super::one_line;
+
+    #[test]
+    fn an_api_message_is_cut_to_one_short_line() {
+        assert_eq!(
+            one_line("  field is immutable\nmore detail"),
+            "field is immutable"
+        );
+        let long = "é".repeat(400);
+        let cut = one_line(&long);
+        assert_eq!(cut.chars().count(), 301);
+        assert!(cut.ends_with('…'));
+    }
 }

@@ -1,12 +1,16 @@
 //! The reconciler: from a NixCache to its children and its status.
 //!
 //! Order: check the spec → read the referenced Secrets and the signing key (generating it once)
-//! → Service (and the data claim) → migration Job for the image and database; only once it
-//! succeeded → Deployment, GC CronJob, autoscaler, disruption budget → status and events.
+//! → Service (and the data claim: a change the API server refuses is reported, the rest goes on)
+//! → migration Job for the image and database; only once it succeeded → Deployment, GC CronJob,
+//! autoscaler, disruption budget, superseded migration Jobs deleted → status and events.
 
 pub mod children;
 pub mod events;
+pub mod migration;
+pub mod replicas;
 pub mod secrets;
+mod signing_owner;
 pub mod validate;
 
 use std::sync::Arc;
@@ -14,7 +18,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::batch::v1::{CronJob, Job};
+use k8s_openapi::api::batch::v1::CronJob;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams};
@@ -22,7 +26,7 @@ use kube::runtime::controller::Action;
 use kube::ResourceExt;
 use nixcache_crds::NixCache;
 
-use self::children::{apply, delete_if_present, job_outcome, JobOutcome};
+use self::children::{apply, apply_claim, delete_if_present};
 use crate::capabilities::{FeatureReport, OptionalApi};
 use crate::context::Context;
 use crate::render::{self, Plan, MANAGER};
@@ -129,53 +133,26 @@ async fn observe(nc: &NixCache, ctx: &Context) -> Result<Observation> {
         Plan::new(nc, &ctx.config, inputs.secrets_hash, inputs.database_hash).with_capabilities(capabilities);
     apply(ctx, nc, &render::service(nc)).await?;
     if let Some(claim) = render::persistent_volume_claim(nc) {
-        apply(ctx, nc, &claim).await?;
+        seen.blocker = apply_claim(ctx, nc, &claim).await?;
     }
-    let migration = migrate(nc, ctx, &plan).await?;
+    let migration = migration::migrate(nc, ctx, &plan).await?;
     match migration {
         Ok(Migration::Running { .. }) | Err(_) => {
             // The replicas stay on what they run until the migration succeeded.
             seen.deployment = current_deployment(nc, ctx).await?.into();
-            seen.blocker = migration.as_ref().err().cloned();
+            seen.blocker = migration.as_ref().err().cloned().or(seen.blocker);
             seen.migration = migration.ok();
             return Ok(seen);
         }
         Ok(done) => seen.migration = Some(done),
     }
-    seen.deployment = DeploymentSeen::Present(apply(ctx, nc, &render::deployment(nc, &plan)).await?);
+    seen.deployment = DeploymentSeen::Present(replicas::apply_deployment(ctx, nc, &plan).await?);
     seen.image = Some(plan.image.clone());
     optional_children(nc, ctx, &plan).await?;
-    if spec_changed(nc) {
-        delete_superseded_job(nc, ctx, seen.migration.as_ref()).await?;
-    }
-    seen.complete = true;
+    migration::delete_superseded(nc, ctx, seen.migration.as_ref(), spec_changed(nc)).await?;
+    // A refused claim change is part of this generation that did not make it.
+    seen.complete = seen.blocker.is_none();
     Ok(seen)
-}
-
-/// Applies the migration Job for the plan (none for SQLite) and reads its outcome.
-async fn migrate(nc: &NixCache, ctx: &Context, plan: &Plan) -> Result<Result<Migration, Blocker>> {
-    let Some(job) = render::migrate_job(nc, plan) else {
-        return Ok(Ok(Migration::NotNeeded));
-    };
-    let name = job.name_any();
-    let job = apply(ctx, nc, &job).await?;
-    Ok(match job_outcome(&job) {
-        JobOutcome::Running => Ok(Migration::Running {
-            job: name,
-            image: plan.image.clone(),
-        }),
-        JobOutcome::Succeeded => Ok(Migration::Succeeded(name)),
-        JobOutcome::Failed { reason, message } => Err(Blocker::new(
-            "MigrationFailed",
-            format!(
-                "migration Job {name} for {} failed ({reason}: {message}); the replicas keep their previous image. \
-                 Read `kubectl -n {} logs job/{name}`, fix the database (spec.database.urlSecretRef) or the image, \
-                 then delete the Job to retry",
-                plan.image,
-                nc.namespace().unwrap_or_default()
-            ),
-        )),
-    })
 }
 
 async fn current_deployment(nc: &NixCache, ctx: &Context) -> Result<Option<Deployment>> {
@@ -220,17 +197,6 @@ async fn optional_children(nc: &NixCache, ctx: &Context, plan: &Plan) -> Result<
 /// generation is observed, not applied): until then a child the spec no longer wants may exist.
 fn spec_changed(nc: &NixCache) -> bool {
     !status::children_applied(nc.status.as_ref(), nc.metadata.generation)
-}
-
-/// Deletes the previous migration Job once a newer one succeeded and the Deployment moved on.
-async fn delete_superseded_job(nc: &NixCache, ctx: &Context, migration: Option<&Migration>) -> Result<()> {
-    let previous = nc.status.as_ref().and_then(|s| s.migration_job.clone());
-    match (migration, previous) {
-        (Some(Migration::Succeeded(current)), Some(previous)) if *current != previous => {
-            delete_if_present::<Job>(ctx, nc, &previous).await
-        }
-        _ => Ok(()),
-    }
 }
 
 /// Writes the status computed from `seen` (unless it is unchanged) and publishes an event for

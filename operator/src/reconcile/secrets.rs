@@ -226,7 +226,11 @@ async fn signing_key(
     let existing = get_once(api, fetched, &r.name).await?.cloned();
     let ns = nc.namespace().unwrap_or_default();
     let secret = match (existing, user_secret) {
-        (Some(secret), _) => secret,
+        (Some(secret), Some(_)) => secret,
+        (Some(secret), None) => {
+            super::signing_owner::align(nc, api, &secret).await?;
+            secret
+        }
         (None, Some(_)) => return Ok(Err(not_found(&r, &ns))),
         (None, None) => generate(nc, ctx, api).await?,
     };
@@ -266,8 +270,9 @@ fn parse_key(secret: &Secret, r: &Reference, ns: &str) -> Result<Key, Blocker> {
     })
 }
 
-/// Generates the key into `<name>-signing-key` with a create (never an update): if another
-/// operator replica won the race, its Secret is used.
+/// Generates the key into `<name>-signing-key` with a create (its data is never updated): if
+/// another operator replica won the race, its Secret is used. The Secret outlives the NixCache
+/// unless `spec.signing.deleteWithCache` (see [`super::signing_owner`]).
 async fn generate(nc: &NixCache, ctx: &Context, api: &Api<Secret>) -> Result<Secret> {
     let key_name = nc
         .spec

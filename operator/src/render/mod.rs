@@ -24,7 +24,8 @@ pub use gc_cronjob::gc_cronjob;
 pub use migrate_job::migrate_job;
 pub use pod::{CONTAINER_PORT, DATA_DIR};
 pub use secrets::{
-    default_key_name, persistent_volume_claim, signing_secret, PUBLIC_KEY_ENTRY, SECRET_KEY_ENTRY,
+    default_key_name, persistent_volume_claim, signing_key_deleted_with_cache, signing_secret,
+    PUBLIC_KEY_ENTRY, SECRET_KEY_ENTRY,
 };
 pub use service::service;
 
@@ -37,6 +38,9 @@ pub const MANAGER: &str = "nixcache-operator";
 pub const SECRETS_HASH_ANNOTATION: &str = "nixcache.dev/secrets-hash";
 /// Annotation naming the proxy image a migration Job was made for.
 pub const IMAGE_ANNOTATION: &str = "nixcache.dev/image";
+/// Annotation on a migration Job: digest of its (immutable) spec as rendered, so a changed pod
+/// template is seen without comparing against the fields the API server defaulted.
+pub const TEMPLATE_HASH_ANNOTATION: &str = "nixcache.dev/template-hash";
 /// Label value of `app.kubernetes.io/managed-by` on every child.
 pub const MANAGED_BY: &str = "nixcache-operator";
 
@@ -155,6 +159,14 @@ pub fn labels(nc: &NixCache, component: &str) -> BTreeMap<String, String> {
         ("app.kubernetes.io/component".to_owned(), component.to_owned()),
         ("app.kubernetes.io/managed-by".to_owned(), MANAGED_BY.to_owned()),
     ])
+}
+
+/// Labels selecting the migration Jobs of `nc` (every image and database).
+pub fn migrate_job_selector(nc: &NixCache) -> String {
+    format!(
+        "app.kubernetes.io/component=migrate,app.kubernetes.io/instance={}",
+        nc.name_any()
+    )
 }
 
 /// Metadata of a child named `name`, labelled for `component` and owned by the NixCache (so it

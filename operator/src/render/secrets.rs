@@ -19,9 +19,14 @@ pub const PUBLIC_KEY_ENTRY: &str = "public-key";
 /// Annotation naming the key on a generated signing Secret.
 const KEY_NAME_ANNOTATION: &str = "nixcache.dev/key-name";
 
-/// A Secret holding a freshly generated `key` (created once, never updated).
+/// A Secret holding a freshly generated `key` (created once, its data never updated). It has
+/// no owner reference unless `spec.signing.deleteWithCache`: clients trust the key, so deleting
+/// and recreating the NixCache must not replace it.
 pub fn signing_secret(nc: &NixCache, key: &SigningKey) -> Secret {
     let mut metadata = owned_meta(nc, generated_signing_secret_name(nc), "signing-key");
+    if !signing_key_deleted_with_cache(nc) {
+        metadata.owner_references = None;
+    }
     metadata.annotations = Some(BTreeMap::from([(
         KEY_NAME_ANNOTATION.to_owned(),
         key.name().to_owned(),
@@ -41,6 +46,11 @@ pub fn signing_secret(nc: &NixCache, key: &SigningKey) -> Secret {
         ])),
         ..Secret::default()
     }
+}
+
+/// `spec.signing.deleteWithCache`: the generated key Secret is owned by (deleted with) the NixCache.
+pub fn signing_key_deleted_with_cache(nc: &NixCache) -> bool {
+    nc.spec.signing.as_ref().is_some_and(|s| s.delete_with_cache)
 }
 
 /// The default key name: `<name>.<namespace>-1`.

@@ -9,12 +9,20 @@
 //! ([`FakeApi::unserve`]), refuse a resource ([`FakeApi::fail`], e.g. 403 for a missing RBAC
 //! grant) or never answer ([`FakeApi::hang`]).
 //!
-//! Server-side apply here: the applied object replaces everything but `status` and the server's
-//! metadata (uid, creationTimestamp, resourceVersion, generation, managedFields); our manager's
-//! `managedFields` time moves only when the applied content changed, `generation` only when the
-//! spec did. With one field manager that is what the API server does.
+//! Server-side apply here: the applied object replaces everything but `status`, the server's
+//! metadata (uid, creationTimestamp, resourceVersion, generation, managedFields) and the fields
+//! other managers own. `managedFields` holds each manager's field set in the `FieldsV1` format,
+//! with lists and scalars as leaves (the API server also tracks list elements): a field another
+//! manager owns is kept when an apply leaves it out, and an apply that changes it conflicts
+//! (409) unless forced, which takes it over. Fields nobody owns are dropped (the API server keeps
+//! them; the operator's children have none). The applying manager's entry time moves only when
+//! something changed, `generation` only when the spec did. A Job's `spec.template` is immutable
+//! (422). A JSON merge patch honours a `metadata.resourceVersion` precondition. GET of a
+//! namespaced collection with a `labelSelector` lists (equality selectors only).
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+pub mod world;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -30,6 +38,7 @@ pub struct Recorded {
     pub method: String,
     pub path: String,
     pub query: String,
+    pub content_type: Option<String>,
     pub body: Option<Value>,
 }
 
@@ -49,6 +58,23 @@ impl Recorded {
 
     pub fn forced(&self) -> bool {
         self.query.split('&').any(|kv| kv == "force=true")
+    }
+
+    /// A server-side apply (rather than a JSON merge or strategic merge patch).
+    pub fn is_apply(&self) -> bool {
+        self.method == "PATCH"
+            && self
+                .content_type
+                .as_deref()
+                .is_some_and(|t| t.starts_with("application/apply-patch"))
+    }
+
+    /// The decoded value of query parameter `name`.
+    pub fn param(&self, name: &str) -> Option<String> {
+        self.query
+            .split('&')
+            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+            .map(percent_decode)
     }
 }
 
@@ -74,6 +100,8 @@ struct State {
     /// Requests (line, query) that asked for metadata only (`Accept: …;as=PartialObjectMetadata…`).
     metadata_only: BTreeSet<(String, String)>,
     faults: Vec<Fault>,
+    /// Writes the "API server" refuses, by object path: (code, reason, message).
+    refusals: BTreeMap<String, (u16, String, String)>,
 }
 
 /// A failure the server answers instead of handling matching requests (see
@@ -165,10 +193,16 @@ pub fn client_for(api: &FakeApi) -> kube::Client {
             let (parts, body) = request.into_parts();
             let bytes = body.collect_bytes().await.unwrap();
             let body: Option<Value> = (!bytes.is_empty()).then(|| serde_json::from_slice(&bytes).unwrap());
+            let content_type = parts
+                .headers
+                .get(http::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
             let recorded = Recorded {
                 method: parts.method.to_string(),
                 path: parts.uri.path().to_owned(),
                 query: parts.uri.query().unwrap_or("").to_owned(),
+                content_type,
                 body,
             };
             let accept = parts
@@ -356,9 +390,15 @@ impl FakeApi {
         if let Some(f) = fault {
             return status_reply(f.code, &f.reason, &f.message);
         }
+        if let Some((code, reason, message)) = state.refusals.get(&r.path).filter(|_| r.method != "GET") {
+            return status_reply(*code, reason, message);
+        }
         match r.method.as_str() {
             "GET" => match state.objects.get(&r.path) {
                 Some(o) => (StatusCode::OK, o.clone()),
+                None if is_namespaced_collection(&r.path) && r.param("labelSelector").is_some() => {
+                    Self::list_selected(&state, r)
+                }
                 None => self
                     .discovery(&state, &r.path)
                     .or_else(|| self.list(&state, &r.path))
@@ -389,12 +429,20 @@ impl FakeApi {
                     None => status_reply(404, "NotFound", "no such object"),
                 }
             }
-            "PATCH" if r.field_manager().is_none() => {
+            "PATCH" if !r.is_apply() => {
                 // A JSON merge patch (the event recorder updating an event series).
+                state.resource_version += 1;
+                let rv = state.resource_version.to_string();
                 let Some(stored) = state.objects.get_mut(&r.path) else {
                     return status_reply(404, "NotFound", "no such object");
                 };
-                merge(stored, r.body.as_ref().unwrap());
+                let patch = r.body.as_ref().unwrap();
+                let precondition = &patch["metadata"]["resourceVersion"];
+                if !precondition.is_null() && *precondition != stored["metadata"]["resourceVersion"] {
+                    return status_reply(409, "Conflict", "the object has been modified");
+                }
+                merge(stored, patch);
+                stored["metadata"]["resourceVersion"] = rv.into();
                 (StatusCode::OK, stored.clone())
             }
             "PATCH" => self.apply(&mut state, r),
@@ -423,13 +471,14 @@ impl FakeApi {
     fn stamp_new(state: &mut State, object: &mut Value, manager: Option<&str>) {
         let now = Self::now(state);
         state.resource_version += 1;
+        let fields = field_set(object);
         let meta = &mut object["metadata"];
         meta["uid"] = format!("uid-{}", state.resource_version).into();
         meta["creationTimestamp"] = now.clone().into();
         meta["resourceVersion"] = state.resource_version.to_string().into();
         meta["generation"] = 1.into();
         if let Some(manager) = manager {
-            meta["managedFields"] = json!([{"manager": manager, "operation": "Apply", "time": now}]);
+            meta["managedFields"] = json!([managed_entry(manager, "Apply", &now, fields)]);
         }
     }
 
@@ -448,12 +497,56 @@ impl FakeApi {
             state.objects.insert(r.path.clone(), object.clone());
             return (StatusCode::CREATED, object);
         };
-        if content(&applied) == content(&stored) {
+        let entries = stored["metadata"]["managedFields"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let (ours, mut others): (Vec<Value>, Vec<Value>) = entries
+            .into_iter()
+            .partition(|e| e["manager"] == manager.as_str() && e["operation"] == "Apply");
+        // Fields of other managers that this apply changes: a conflict, or taken over if forced.
+        let mut conflicts = Vec::new();
+        for other in &mut others {
+            for path in leaves(&other["fieldsV1"]) {
+                let wanted = lookup(&applied, &path);
+                if wanted.is_some() && wanted != lookup(&stored, &path) {
+                    conflicts.push(format!("{}: .{}", other["manager"], path.join(".")));
+                    remove_field(&mut other["fieldsV1"], &path);
+                }
+            }
+        }
+        if !conflicts.is_empty() && !r.forced() {
+            let message = format!(
+                "Apply failed with {} conflicts: {}",
+                conflicts.len(),
+                conflicts.join(", ")
+            );
+            return status_reply(409, "Conflict", &message);
+        }
+        others.retain(|e| e["fieldsV1"].as_object().is_some_and(|f| !f.is_empty()));
+        // What other managers still own stays, also when this apply leaves it out.
+        let mut object = applied.clone();
+        for other in &others {
+            for path in leaves(&other["fieldsV1"]) {
+                if let (None, Some(kept)) = (lookup(&object, &path), lookup(&stored, &path)) {
+                    insert_at(&mut object, &path, kept.clone());
+                }
+            }
+        }
+        if r.path.contains("/jobs/") && object["spec"]["template"] != stored["spec"]["template"] {
+            let name = stored["metadata"]["name"].as_str().unwrap_or_default();
+            let message = format!(
+                "Job.batch \"{name}\" is invalid: spec.template: Invalid value: ...: field is immutable"
+            );
+            return status_reply(422, "Invalid", &message);
+        }
+        let fields = field_set(&applied);
+        let unchanged_fields = ours.first().is_some_and(|e| e["fieldsV1"] == fields) && conflicts.is_empty();
+        if content(&object) == content(&stored) && unchanged_fields {
             return (StatusCode::OK, stored);
         }
         let now = Self::now(state);
         state.resource_version += 1;
-        let mut object = applied;
         let spec_changed = object.get("spec") != stored.get("spec");
         let generation = stored["metadata"]["generation"].as_i64().unwrap_or(1) + i64::from(spec_changed);
         for k in ["uid", "creationTimestamp"] {
@@ -461,13 +554,39 @@ impl FakeApi {
         }
         object["metadata"]["resourceVersion"] = state.resource_version.to_string().into();
         object["metadata"]["generation"] = generation.into();
-        object["metadata"]["managedFields"] =
-            json!([{"manager": manager, "operation": "Apply", "time": now}]);
+        others.push(managed_entry(&manager, "Apply", &now, fields));
+        object["metadata"]["managedFields"] = Value::Array(others);
         if let Some(status) = stored.get("status") {
             object["status"] = status.clone();
         }
         state.objects.insert(r.path.clone(), object.clone());
         (StatusCode::OK, object)
+    }
+
+    /// The objects under the collection `r.path` whose labels match the `labelSelector`.
+    fn list_selected(state: &State, r: &Recorded) -> (StatusCode, Value) {
+        let selector = r.param("labelSelector").unwrap_or_default();
+        let wanted: Vec<(&str, &str)> = selector
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(|kv| kv.split_once('=').expect("equality selectors only"))
+            .collect();
+        let prefix = format!("{}/", r.path);
+        let items: Vec<Value> = state
+            .objects
+            .iter()
+            .filter(|(path, _)| path.strip_prefix(&prefix).is_some_and(|name| !name.contains('/')))
+            .map(|(_, object)| object.clone())
+            .filter(|object| {
+                wanted
+                    .iter()
+                    .all(|(k, v)| object["metadata"]["labels"][*k].as_str() == Some(*v))
+            })
+            .collect();
+        let rv = state.resource_version.to_string();
+        let list =
+            json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": rv}, "items": items});
+        (StatusCode::OK, list)
     }
 
     // ---- what the tests do to the "cluster" between reconciliations ----
@@ -507,6 +626,45 @@ impl FakeApi {
             let g = object["metadata"]["generation"].as_i64().unwrap_or(1);
             object["metadata"]["generation"] = (g + 1).into();
         }
+    }
+
+    /// Makes every write (create, patch, replace, delete) of `path` fail with `code`, as the
+    /// API server refuses a change it cannot make.
+    pub fn refuse(&self, path: &str, code: u16, reason: &str, message: &str) {
+        let refusal = (code, reason.to_owned(), message.to_owned());
+        self.0.lock().unwrap().refusals.insert(path.to_owned(), refusal);
+    }
+
+    /// Undoes [`FakeApi::refuse`].
+    pub fn allow(&self, path: &str) {
+        self.0.lock().unwrap().refusals.remove(path);
+    }
+
+    /// Sets `spec.replicas` of the object at `path` as `manager` does through the scale
+    /// subresource (an update: it takes the field over from every other manager).
+    pub fn scale(&self, path: &str, replicas: i64, manager: &str) {
+        let mut state = self.0.lock().unwrap();
+        let now = Self::now(&mut state);
+        state.resource_version += 1;
+        let rv = state.resource_version.to_string();
+        let object = state.objects.get_mut(path).unwrap();
+        let field = vec!["spec".to_owned(), "replicas".to_owned()];
+        let mut entries = object["metadata"]["managedFields"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        for entry in &mut entries {
+            remove_field(&mut entry["fieldsV1"], &field);
+        }
+        entries.retain(|e| e["fieldsV1"].as_object().is_some_and(|f| !f.is_empty()));
+        let mut update = managed_entry(manager, "Update", &now, json!({"f:spec": {"f:replicas": {}}}));
+        update["subresource"] = "scale".into();
+        entries.push(update);
+        object["metadata"]["managedFields"] = Value::Array(entries);
+        object["spec"]["replicas"] = replicas.into();
+        let generation = object["metadata"]["generation"].as_i64().unwrap_or(1);
+        object["metadata"]["generation"] = (generation + 1).into();
+        object["metadata"]["resourceVersion"] = rv.into();
     }
 
     /// Paths of stored objects under `prefix`.
@@ -622,4 +780,133 @@ impl FakeApi {
     pub fn take_log(&self) -> Vec<Recorded> {
         std::mem::take(&mut self.0.lock().unwrap().log)
     }
+}
+
+fn managed_entry(manager: &str, operation: &str, time: &str, fields: Value) -> Value {
+    json!({"manager": manager, "operation": operation, "time": time, "fieldsType": "FieldsV1", "fieldsV1": fields})
+}
+
+/// The fields `object` sets, as a `FieldsV1` set (`{"f:spec": {"f:replicas": {}}}`); lists and
+/// scalars are leaves, the object's identity (apiVersion, kind, name, namespace) is not owned.
+fn field_set(object: &Value) -> Value {
+    fn walk(value: &Value) -> Value {
+        match value.as_object() {
+            Some(map) if !map.is_empty() => map
+                .iter()
+                .map(|(k, v)| (format!("f:{k}"), walk(v)))
+                .collect::<serde_json::Map<_, _>>()
+                .into(),
+            _ => json!({}),
+        }
+    }
+    let mut owned = content(object);
+    if let Some(o) = owned.as_object_mut() {
+        o.remove("apiVersion");
+        o.remove("kind");
+        if let Some(meta) = o.get_mut("metadata").and_then(Value::as_object_mut) {
+            meta.remove("name");
+            meta.remove("namespace");
+            if meta.is_empty() {
+                o.remove("metadata");
+            }
+        }
+    }
+    walk(&owned)
+}
+
+/// The paths of the leaves of a field set.
+fn leaves(fields: &Value) -> Vec<Vec<String>> {
+    let mut found = Vec::new();
+    let Some(map) = fields.as_object() else {
+        return found;
+    };
+    for (key, sub) in map {
+        let name = key.trim_start_matches("f:").to_owned();
+        match sub.as_object() {
+            Some(inner) if !inner.is_empty() => {
+                for mut rest in leaves(sub) {
+                    rest.insert(0, name.clone());
+                    found.push(rest);
+                }
+            }
+            _ => found.push(vec![name]),
+        }
+    }
+    found
+}
+
+fn lookup<'a>(object: &'a Value, path: &[String]) -> Option<&'a Value> {
+    path.iter()
+        .try_fold(object, |v, k| v.get(k))
+        .filter(|v| !v.is_null())
+}
+
+fn insert_at(object: &mut Value, path: &[String], value: Value) {
+    let (last, parents) = path.split_last().unwrap();
+    let mut target = object;
+    for k in parents {
+        target = target
+            .as_object_mut()
+            .unwrap()
+            .entry(k.clone())
+            .or_insert(json!({}));
+    }
+    target[last.as_str()] = value;
+}
+
+/// Removes the leaf `path` from a field set, and the sets it leaves empty.
+fn remove_field(fields: &mut Value, path: &[String]) {
+    let Some((first, rest)) = path.split_first() else {
+        return;
+    };
+    let key = format!("f:{first}");
+    let Some(map) = fields.as_object_mut() else {
+        return;
+    };
+    if !rest.is_empty() {
+        if let Some(sub) = map.get_mut(&key) {
+            remove_field(sub, rest);
+            if sub.as_object().is_some_and(|m| !m.is_empty()) {
+                return;
+            }
+        }
+    }
+    map.remove(&key);
+}
+
+/// `/api/v1/namespaces/NS/RESOURCE` or `/apis/GROUP/VERSION/namespaces/NS/RESOURCE`.
+fn is_namespaced_collection(path: &str) -> bool {
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    match segments.first() {
+        Some(&"api") => segments.len() == 5 && segments[2] == "namespaces",
+        Some(&"apis") => segments.len() == 6 && segments[3] == "namespaces",
+        _ => false,
+    }
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = (bytes[i] == b'%' && i + 2 < bytes.len())
+            .then(|| std::str::from_utf8(&bytes[i + 1..i + 3]).ok())
+            .flatten()
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (hex, bytes[i]) {
+            (Some(byte), _) => {
+                out.push(byte);
+                i += 3;
+            }
+            (None, b'+') => {
+                out.push(b' ');
+                i += 1;
+            }
+            (None, byte) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).unwrap()
 }
