@@ -169,9 +169,11 @@ impl FeatureReport {
                     let Some(gc) = spec.gc.as_ref().filter(|_| spec.storage.s3.is_some()) else {
                         continue;
                     };
-                    let zone = match &gc.time_zone {
-                        Some(zone) => format!(" (its schedule is read in UTC, not in {zone})"),
-                        None => String::new(),
+                    let zone = match gc.time_zone.as_deref() {
+                        Some(zone) if !matches!(zone, "UTC" | "Etc/UTC") => {
+                            format!(" (its schedule is read in UTC, not in {zone})")
+                        }
+                        _ => String::new(),
                     };
                     report.fallbacks.push(format!(
                         "{}: spec.gc runs inside the replicas (`nixcache serve --gc-schedule`, one run at a time \

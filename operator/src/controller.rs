@@ -15,7 +15,9 @@ use std::fmt::Debug;
 use std::future::Future;
 use std::sync::Arc;
 
-use futures::{future, Stream, StreamExt};
+use std::time::Duration;
+
+use futures::{Stream, StreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::batch::v1::{CronJob, Job};
@@ -26,6 +28,8 @@ use kube::api::Api;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{self as runtime, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::utils::Backoff;
+use kube::runtime::watcher::DefaultBackoff;
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Client, Resource, ResourceExt};
 use nixcache_crds::NixCache;
@@ -37,6 +41,9 @@ use crate::context::Context;
 use crate::health::NIXCACHE_WATCH;
 use crate::reconcile::{error_policy, reconcile, secrets::referenced_secret_names};
 use crate::render::MANAGED_BY;
+
+/// Pause after a watch error should the backoff policy ever run out (kube's never does).
+const MAX_WATCH_BACKOFF: Duration = Duration::from_secs(30);
 
 /// Where the controller watches.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -132,6 +139,10 @@ where
 /// `events` with a backoff of its own; its errors are logged, counted and recorded for
 /// `/readyz`, then dropped (the watcher retries after the backoff), so that they never pause
 /// the controller's other watches.
+///
+/// Not kube's `default_backoff()`: it resets on every `Ok`, and the watcher emits `Ok(Init)`
+/// before each list attempt, so a watch refused with 403 was retried every second forever.
+/// Here only a delivered object or a complete list resets the backoff.
 fn supervised<K>(
     ctx: &Arc<Context>,
     name: String,
@@ -140,10 +151,24 @@ fn supervised<K>(
 where
     K: Send + 'static,
 {
-    let ctx = ctx.clone();
-    events
-        .default_backoff()
-        .filter_map(move |event| future::ready(note(&ctx, &name, event)))
+    let state = (events.boxed(), DefaultBackoff::default(), ctx.clone(), name);
+    futures::stream::unfold(state, |(mut events, mut backoff, ctx, name)| async move {
+        loop {
+            let event = events.next().await?;
+            match note(&ctx, &name, event) {
+                Some(event) => {
+                    if !matches!(event, Ok(watcher::Event::Init)) {
+                        backoff.reset();
+                    }
+                    return Some((event, (events, backoff, ctx, name)));
+                }
+                None => {
+                    let pause = backoff.next().unwrap_or(MAX_WATCH_BACKOFF);
+                    tokio::time::sleep(pause).await;
+                }
+            }
+        }
+    })
 }
 
 /// Records a watch event in the health state; `None` for an error.
@@ -164,7 +189,7 @@ fn note<K>(
         }
         Err(error) => {
             ctx.metrics.watch_failed(name);
-            let text = error.to_string();
+            let text = describe(error);
             match ctx.health.watch_failed(name, &text, now) {
                 Some(count) => tracing::warn!(
                     watch = name,
@@ -178,6 +203,23 @@ fn note<K>(
         }
     }
     Some(event)
+}
+
+/// One line for a watch error: what failed, and the API server's code, reason and message
+/// (not the Debug dump of its whole Status).
+fn describe(error: &watcher::Error) -> String {
+    let (what, source) = match error {
+        watcher::Error::InitialListFailed(e) => ("list", e),
+        watcher::Error::WatchStartFailed(e) | watcher::Error::WatchFailed(e) => ("watch", e),
+        watcher::Error::WatchError(status) => {
+            return format!("watch: {} {}: {}", status.code, status.reason, status.message)
+        }
+        other => return other.to_string(),
+    };
+    match source {
+        kube::Error::Api(status) => format!("{what}: {} {}: {}", status.code, status.reason, status.message),
+        other => format!("{what}: {other}"),
+    }
 }
 
 /// The NixCaches in `secret`'s namespace that read it (so a changed or newly created Secret
