@@ -138,7 +138,7 @@ async fn observe(nc: &NixCache, ctx: &Context) -> Result<Observation> {
         }
         Ok(done) => seen.migration = Some(done),
     }
-    seen.deployment = DeploymentSeen::Present(apply(ctx, nc, &render::deployment(nc, &plan)).await?);
+    seen.deployment = Some(apply(ctx, nc, &render::deployment(nc, &plan)).await?).into();
     seen.image = Some(plan.image.clone());
     optional_children(nc, ctx, &plan).await?;
     if spec_changed(nc) {
