@@ -57,14 +57,14 @@ pub enum DeploymentSeen {
     /// There is none (yet).
     Absent,
     /// As the API server returned it.
-    Present(Deployment),
+    Present(Box<Deployment>),
 }
 
 impl DeploymentSeen {
     /// The Deployment, if it was seen and exists.
     pub fn get(&self) -> Option<&Deployment> {
         match self {
-            Self::Present(deployment) => Some(deployment),
+            Self::Present(deployment) => Some(deployment.as_ref()),
             Self::NotRead | Self::Absent => None,
         }
     }
@@ -72,7 +72,7 @@ impl DeploymentSeen {
 
 impl From<Option<Deployment>> for DeploymentSeen {
     fn from(read: Option<Deployment>) -> Self {
-        read.map_or(Self::Absent, Self::Present)
+        read.map_or(Self::Absent, |d| Self::Present(Box::new(d)))
     }
 }
 

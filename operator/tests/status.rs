@@ -11,9 +11,10 @@ use std::sync::Arc;
 
 use base64::Engine as _;
 use common::{FakeApi, Recorded};
+use kube::runtime::events::EventType;
 use nixcache_crds::{Autoscaling, NixCache, NixCacheStatus};
 use nixcache_operator::fixtures;
-use nixcache_operator::reconcile::events::NOTE_MAX_BYTES;
+use nixcache_operator::reconcile::events::{self, NOTE_MAX_BYTES};
 use nixcache_operator::reconcile::reconcile;
 use nixcache_operator::status::CONDITION_MESSAGE_MAX_BYTES;
 use nixcache_operator::{Config, Context};
@@ -244,9 +245,6 @@ async fn a_long_event_note_is_cut_to_the_api_limit() {
                "message": long}]}),
     );
     let log = world.reconcile_ok().await;
-    let (_, reason, message) = world.condition("Degraded");
-    assert_eq!(reason, "MigrationFailed");
-    assert!(message.len() <= CONDITION_MESSAGE_MAX_BYTES, "{}", message.len());
     let notes = event_notes(&log);
     let (_, note) = notes
         .iter()
@@ -260,6 +258,23 @@ async fn a_long_event_note_is_cut_to_the_api_limit() {
     for (reason, note) in &notes {
         assert!(note.len() <= NOTE_MAX_BYTES, "{reason}: {} bytes", note.len());
     }
+    let (_, reason, message) = world.condition("Degraded");
+    assert_eq!(reason, "MigrationFailed");
+    assert!(message.len() <= CONDITION_MESSAGE_MAX_BYTES, "{}", message.len());
+    assert!(message.ends_with('…'), "{message}");
+}
+
+#[tokio::test]
+async fn every_event_note_is_cut_where_events_are_published() {
+    let world = World::new(&fixtures::scaled("demo"));
+    let note = format!("{}é", "x".repeat(NOTE_MAX_BYTES - 1));
+    let warning = EventType::Warning;
+    events::publish(&world.ctx, &world.current(), warning, "Test", "Test", note).await;
+    let notes = event_notes(&world.api.take_log());
+    assert_eq!(notes.len(), 1, "published");
+    let note = &notes[0].1;
+    assert!(note.len() <= NOTE_MAX_BYTES, "{} bytes", note.len());
+    assert_eq!(*note, format!("{}…", "x".repeat(NOTE_MAX_BYTES - 3)));
 }
 
 #[tokio::test]

@@ -146,7 +146,7 @@ async fn observe(nc: &NixCache, ctx: &Context) -> Result<Observation> {
         }
         Ok(done) => seen.migration = Some(done),
     }
-    seen.deployment = DeploymentSeen::Present(replicas::apply_deployment(ctx, nc, &plan).await?);
+    seen.deployment = Some(replicas::apply_deployment(ctx, nc, &plan).await?).into();
     seen.image = Some(plan.image.clone());
     optional_children(nc, ctx, &plan).await?;
     migration::delete_superseded(nc, ctx, seen.migration.as_ref(), spec_changed(nc)).await?;

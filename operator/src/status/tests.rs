@@ -27,7 +27,7 @@ fn deployment(generation: i64, observed: i64, total: i32, updated: i32, ready: i
 fn seen_with(d: Deployment) -> Observation {
     Observation {
         migration: Some(Migration::Succeeded("demo-migrate-1".into())),
-        deployment: DeploymentSeen::Present(d),
+        deployment: DeploymentSeen::Present(Box::new(d)),
         complete: true,
         ..Observation::default()
     }
@@ -153,7 +153,7 @@ fn a_migration_under_way_has_not_applied_the_children() {
             job: "demo-migrate-2".into(),
             image: "registry.test/nixcache:2.0".into(),
         }),
-        deployment: DeploymentSeen::Present(deployment(1, 1, 3, 3, 3)),
+        deployment: DeploymentSeen::Present(Box::new(deployment(1, 1, 3, 3, 3))),
         ..Observation::default()
     };
     let s = status(&nc, &seen, &now());
