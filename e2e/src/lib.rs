@@ -9,8 +9,8 @@
 pub mod bench;
 pub mod cluster;
 pub mod fixtures;
-pub mod kube;
 pub mod http;
+pub mod kube;
 pub mod narinfo;
 pub mod nix_client;
 pub mod proxy;

@@ -60,10 +60,22 @@ fn build(package: &str, bin: &str) -> Result<PathBuf> {
         out.status.success(),
         "{cmd:?} failed ({}):\n{}",
         out.status,
-        stderr.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
+        stderr
+            .lines()
+            .rev()
+            .take(40)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect::<Vec<_>>()
+            .join("\n")
     );
     let path = target.join("debug").join(bin);
     ensure!(path.is_file(), "{} does not exist after {cmd:?}", path.display());
-    eprintln!("[nixcache-e2e] built {} alone in {} ms", path.display(), t0.elapsed().as_millis());
+    eprintln!(
+        "[nixcache-e2e] built {} alone in {} ms",
+        path.display(),
+        t0.elapsed().as_millis()
+    );
     Ok(path)
 }

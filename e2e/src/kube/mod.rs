@@ -7,8 +7,8 @@ pub mod bins;
 pub mod namespace;
 pub mod operator;
 pub mod plane;
-pub mod relay;
 pub mod pods;
+pub mod relay;
 pub mod wait;
 
 pub use namespace::TestNamespace;

@@ -51,10 +51,17 @@ fn helm() -> PathBuf {
 pub fn install_crd(plane: &ControlPlane) -> Result<()> {
     static DONE: OnceLock<Result<(), String>> = OnceLock::new();
     DONE.get_or_init(|| {
-        let crd = std::fs::read_to_string(workspace().join("crds/nixcache.yaml")).map_err(|e| e.to_string())?;
+        let crd =
+            std::fs::read_to_string(workspace().join("crds/nixcache.yaml")).map_err(|e| e.to_string())?;
         plane.apply(&crd).map_err(|e| format!("{e:#}"))?;
         plane
-            .kubectl(&["wait", "--for", "condition=established", "--timeout=60s", "crd/nixcaches.nixcache.dev"])
+            .kubectl(&[
+                "wait",
+                "--for",
+                "condition=established",
+                "--timeout=60s",
+                "crd/nixcaches.nixcache.dev",
+            ])
             .map_err(|e| format!("{e:#}"))?;
         Ok(())
     })
@@ -75,7 +82,12 @@ impl TestNamespace {
         let operator_kubeconfig = dir.path().join("operator.kubeconfig");
         std::fs::write(
             &operator_kubeconfig,
-            kubeconfig(plane.var("KUBE_API_SERVER")?, plane.var("KUBE_CA_FILE")?, &token, &name),
+            kubeconfig(
+                plane.var("KUBE_API_SERVER")?,
+                plane.var("KUBE_CA_FILE")?,
+                &token,
+                &name,
+            ),
         )?;
         Ok(TestNamespace {
             plane,
@@ -93,6 +105,13 @@ impl TestNamespace {
         let ca = self.plane.var("KUBE_CA_FILE")?;
         std::fs::write(&path, kubeconfig(server, ca, &self.token, &self.name))?;
         Ok(path)
+    }
+
+    /// Applies the chart's RBAC again with `edit` made to the rendered YAML (e.g. a verb
+    /// removed, as a person would by mistake).
+    pub fn apply_rbac_with(&self, edit: impl FnOnce(String) -> String) -> Result<()> {
+        let rbac = edit(render_rbac(&self.name)?);
+        self.apply(&rbac).map(drop)
     }
 
     /// `kubectl -n NS ARGS` as the admin.
@@ -137,7 +156,12 @@ impl TestNamespace {
 
     /// A generic Secret `name` with literal `data`.
     pub fn secret(&self, name: &str, data: &[(&str, &str)]) -> Result<()> {
-        let mut args = vec!["create".to_owned(), "secret".into(), "generic".into(), name.into()];
+        let mut args = vec![
+            "create".to_owned(),
+            "secret".into(),
+            "generic".into(),
+            name.into(),
+        ];
         args.extend(data.iter().map(|(k, v)| format!("--from-literal={k}={v}")));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         self.kubectl(&args).map(drop)
@@ -150,7 +174,9 @@ impl Drop for TestNamespace {
             eprintln!("[kube] keeping namespace {}", self.name);
             return;
         }
-        let _ = self.plane.kubectl(&["delete", "namespace", &self.name, "--wait=false"]);
+        let _ = self
+            .plane
+            .kubectl(&["delete", "namespace", &self.name, "--wait=false"]);
     }
 }
 

@@ -4,7 +4,7 @@
 
 use std::fs::File;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -69,7 +69,14 @@ impl OperatorProcess {
             .args(["--watch-namespace", &opts.namespace])
             .args(["--proxy-image", &opts.proxy_image])
             // Short leases so failover tests take seconds (client-go's defaults are 15/10/2).
-            .args(["--lease-duration", "6s", "--renew-deadline", "4s", "--retry-period", "1s"])
+            .args([
+                "--lease-duration",
+                "6s",
+                "--renew-deadline",
+                "4s",
+                "--retry-period",
+                "1s",
+            ])
             .args(&opts.extra_args)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -97,7 +104,10 @@ impl OperatorProcess {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                bail!("the operator's admin server never answered:\n{}", self.log_tail(40));
+                bail!(
+                    "the operator's admin server never answered:\n{}",
+                    self.log_tail(40)
+                );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -156,7 +166,10 @@ impl OperatorProcess {
                 return Ok(status);
             }
             if Instant::now() > deadline {
-                bail!("the operator did not exit within {limit:?}:\n{}", self.log_tail(20));
+                bail!(
+                    "the operator did not exit within {limit:?}:\n{}",
+                    self.log_tail(20)
+                );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -178,9 +191,4 @@ impl Drop for OperatorProcess {
 /// A port that was free a moment ago.
 pub fn free_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-/// The file name part of `path`, for messages.
-pub fn file_name(path: &Path) -> String {
-    path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
 }

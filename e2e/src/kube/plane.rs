@@ -25,7 +25,8 @@ pub struct ControlPlane {
 }
 
 /// What a test prints when the control plane is not there.
-pub const SKIP_MESSAGE: &str = "SKIP kube: no Kubernetes control plane (run `bash e2e/kube/kube-control-plane.sh start` \
+pub const SKIP_MESSAGE: &str =
+    "SKIP kube: no Kubernetes control plane (run `bash e2e/kube/kube-control-plane.sh start` \
      once, ~12 min, or set NIXCACHE_TEST_REQUIRE_KUBE=1)";
 
 const START_TIMEOUT: Duration = Duration::from_secs(40 * 60);
@@ -43,12 +44,16 @@ fn required() -> bool {
 
 /// True when a build of the control plane is cached, so starting it takes seconds.
 fn built() -> bool {
-    let cache = std::env::var_os("KTB_CACHE").map(PathBuf::from).unwrap_or_else(|| {
-        let base = std::env::var_os("XDG_CACHE_HOME")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache"));
-        base.join("kube-testbed")
-    });
+    let cache = std::env::var_os("KTB_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let base = std::env::var_os("XDG_CACHE_HOME")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| {
+                    PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache")
+                });
+            base.join("kube-testbed")
+        });
     std::fs::read_dir(&cache).is_ok_and(|entries| {
         entries
             .flatten()
@@ -119,7 +124,9 @@ impl ControlPlane {
 
     /// The version of the server that serves CRDs (1.36 in the default hybrid).
     pub fn crd_version(&self) -> &str {
-        self.env.get("KUBE_CRD_SERVER_VERSION").map_or("?", String::as_str)
+        self.env
+            .get("KUBE_CRD_SERVER_VERSION")
+            .map_or("?", String::as_str)
     }
 
     /// The file of `KEY=VALUE` lines (what `process-kubelet.py --env-file` reads).
@@ -135,7 +142,9 @@ impl ControlPlane {
     /// `kubectl ARGS` with `kubeconfig`, `stdin` piped in when given; stdout on success.
     pub fn kubectl_as(&self, kubeconfig: &str, args: &[&str], stdin: Option<&str>) -> Result<String> {
         let mut cmd = Command::new("kubectl");
-        cmd.env("KUBECONFIG", kubeconfig).arg("--request-timeout=30s").args(args);
+        cmd.env("KUBECONFIG", kubeconfig)
+            .arg("--request-timeout=30s")
+            .args(args);
         let Some(input) = stdin else {
             return run_ok(&mut cmd, KUBECTL_TIMEOUT);
         };
@@ -148,7 +157,15 @@ impl ControlPlane {
     pub fn apply(&self, yaml: &str) -> Result<String> {
         self.kubectl_as(
             self.kubeconfig(),
-            &["apply", "--server-side", "--force-conflicts", "--field-manager", "e2e", "-f", "-"],
+            &[
+                "apply",
+                "--server-side",
+                "--force-conflicts",
+                "--field-manager",
+                "e2e",
+                "-f",
+                "-",
+            ],
             Some(yaml),
         )
     }
@@ -162,7 +179,9 @@ impl ControlPlane {
         if text.trim().is_empty() {
             return Ok(None);
         }
-        Ok(Some(serde_json::from_str(&text).context("kubectl printed no JSON")?))
+        Ok(Some(
+            serde_json::from_str(&text).context("kubectl printed no JSON")?,
+        ))
     }
 }
 

@@ -53,8 +53,13 @@ kill -TERM $c 2>/dev/null; wait $c"#;
 
     /// SIGTERM through the watchdog, then waits up to `limit` before SIGKILL.
     fn stop(&mut self, limit: Duration) {
-        let Some(mut child) = self.child.take() else { return };
-        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
         let deadline = Instant::now() + limit;
         while Instant::now() < deadline {
             if let Ok(Some(_)) = child.try_wait() {
@@ -111,10 +116,16 @@ impl ProcessKubelet {
         let deadline = Instant::now() + Duration::from_secs(30);
         while !ready_file.exists() {
             if let Some(status) = helper.exited() {
-                bail!("the process kubelet exited at start ({status}):\n{}", tail_of_file(&helper.log_file, 30));
+                bail!(
+                    "the process kubelet exited at start ({status}):\n{}",
+                    tail_of_file(&helper.log_file, 30)
+                );
             }
             if Instant::now() > deadline {
-                bail!("the process kubelet registered no node within 30 s:\n{}", tail_of_file(&helper.log_file, 30));
+                bail!(
+                    "the process kubelet registered no node within 30 s:\n{}",
+                    tail_of_file(&helper.log_file, 30)
+                );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -123,12 +134,19 @@ impl ProcessKubelet {
 
     /// The kubelet's own log, and the tail of every container log, for a failure message.
     pub fn logs(&self, lines: usize) -> String {
-        let mut out = format!("--- kubelet ---\n{}\n", tail_of_file(&self.helper.log_file, lines));
+        let mut out = format!(
+            "--- kubelet ---\n{}\n",
+            tail_of_file(&self.helper.log_file, lines)
+        );
         if let Ok(entries) = std::fs::read_dir(&self.log_dir) {
             let mut paths: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
             paths.sort();
             for path in paths.into_iter().filter(|p| p.is_file()) {
-                out.push_str(&format!("--- {} ---\n{}\n", path.display(), tail_of_file(&path, lines)));
+                out.push_str(&format!(
+                    "--- {} ---\n{}\n",
+                    path.display(),
+                    tail_of_file(&path, lines)
+                ));
             }
         }
         out
@@ -162,7 +180,12 @@ pub struct ServiceProxy {
 
 impl ServiceProxy {
     /// Forwards `127.0.0.1:<free port>` to Service `namespace/service`'s ready pods.
-    pub async fn start(plane: &ControlPlane, namespace: &str, service: &str, dir: &Path) -> Result<ServiceProxy> {
+    pub async fn start(
+        plane: &ControlPlane,
+        namespace: &str,
+        service: &str,
+        dir: &Path,
+    ) -> Result<ServiceProxy> {
         let port = free_port()?;
         let args = vec![
             kube_dir().join("service-proxy.py").display().to_string(),
@@ -179,7 +202,10 @@ impl ServiceProxy {
         let deadline = Instant::now() + Duration::from_secs(20);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             if let Some(status) = helper.exited() {
-                bail!("the Service stand-in exited ({status}):\n{}", tail_of_file(&helper.log_file, 30));
+                bail!(
+                    "the Service stand-in exited ({status}):\n{}",
+                    tail_of_file(&helper.log_file, 30)
+                );
             }
             if Instant::now() > deadline {
                 bail!("the Service stand-in never listened on {port}");

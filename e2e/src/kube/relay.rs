@@ -38,7 +38,9 @@ impl TcpRelay {
                 let Ok((client, _)) = accepted else { continue };
                 let (frozen, stop) = (accept_frozen.subscribe(), accept_stop.clone());
                 tokio::spawn(async move {
-                    let Ok(server) = TcpStream::connect(target).await else { return };
+                    let Ok(server) = TcpStream::connect(target).await else {
+                        return;
+                    };
                     tokio::select! {
                         () = stop.cancelled() => {}
                         () = pipe(client, server, frozen) => {}

@@ -80,7 +80,10 @@ async fn leadership_moves_on_sigterm_sigkill_and_partition_but_not_on_a_skewed_c
         .await
         .context("the partitioned leader did not step down")?;
     let stepped_down_after = cut.elapsed();
-    ensure!(!exited.success(), "a leader that lost the Lease exits with an error (to be restarted)");
+    ensure!(
+        !exited.success(),
+        "a leader that lost the Lease exits with an error (to be restarted)"
+    );
     ensure!(
         took >= LEASE - Duration::from_secs(1),
         "operator-b took the Lease {took:?} after the cut, before it could have expired"

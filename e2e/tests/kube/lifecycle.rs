@@ -24,9 +24,14 @@ async fn a_nixcache_lives_and_serves_on_a_real_api_server() -> Result<()> {
     world.start_operator("operator-a", None).await?;
     world.ns.apply(&world.nixcache_yaml(NAME, 3, ""))?;
     let nc = world.wait_ready(NAME, 3, READY).await?;
-    let public_key = nc["status"]["publicKey"].as_str().context("no status.publicKey")?.to_owned();
+    let public_key = nc["status"]["publicKey"]
+        .as_str()
+        .context("no status.publicKey")?
+        .to_owned();
     children_are_there(&world).await?;
-    serves_a_real_client(&world, &public_key).await.with_context(|| world.describe(NAME))?;
+    serves_a_real_client(&world, &public_key)
+        .await
+        .with_context(|| world.describe(NAME))?;
 
     scale(&mut world, 5).await?;
     scale(&mut world, 3).await?;
@@ -34,7 +39,8 @@ async fn a_nixcache_lives_and_serves_on_a_real_api_server() -> Result<()> {
     an_image_change_migrates_before_the_replicas_move(&mut world).await?;
     autoscaling_on_and_off_never_dips_the_replicas(&mut world).await?;
     a_child_deleted_by_hand_is_put_back(&world).await?;
-    deleting_the_nixcache_keeps_its_key(&mut world, &public_key).await
+    deleting_the_nixcache_keeps_its_key(&mut world, &public_key)
+        .await
         .with_context(|| world.describe(NAME))?;
     Ok(())
 }
@@ -45,7 +51,10 @@ async fn a_toleration_rolls_the_pods_without_wedging_the_job(world: &mut World) 
     let extra = "  tolerations:\n  - {key: dedicated, operator: Exists, effect: NoSchedule}\n";
     world.ns.apply(&world.nixcache_yaml(NAME, 3, extra))?;
     world.wait_ready(NAME, 3, READY).await?;
-    let deployment = world.ns.get_json(&["deployment", NAME])?.context("no Deployment")?;
+    let deployment = world
+        .ns
+        .get_json(&["deployment", NAME])?
+        .context("no Deployment")?;
     let tolerations = &deployment["spec"]["template"]["spec"]["tolerations"];
     ensure!(
         tolerations.to_string().contains("dedicated"),
@@ -53,7 +62,10 @@ async fn a_toleration_rolls_the_pods_without_wedging_the_job(world: &mut World) 
     );
     let nc = world.nixcache(NAME)?;
     let degraded = condition(&nc, "Degraded").cloned().unwrap_or_default();
-    ensure!(degraded["status"] == "False", "Degraded after a toleration: {degraded}");
+    ensure!(
+        degraded["status"] == "False",
+        "Degraded after a toleration: {degraded}"
+    );
     for operator in &world.operators {
         ensure!(
             !operator.log().contains("field is immutable"),
@@ -81,7 +93,11 @@ async fn an_image_change_migrates_before_the_replicas_move(world: &mut World) ->
             return Ok(None);
         }
         let jobs = ns
-            .get_json(&["jobs", "-l", &format!("app.kubernetes.io/instance={NAME},app.kubernetes.io/component=migrate")])?
+            .get_json(&[
+                "jobs",
+                "-l",
+                &format!("app.kubernetes.io/instance={NAME},app.kubernetes.io/component=migrate"),
+            ])?
             .unwrap_or_default();
         let migrated = jobs["items"].as_array().is_some_and(|jobs| {
             jobs.iter().any(|j| {
@@ -92,7 +108,11 @@ async fn an_image_change_migrates_before_the_replicas_move(world: &mut World) ->
         Ok(Some((migrated, jobs)))
     })
     .await?;
-    ensure!(migrated.0, "the Deployment moved to {IMAGE_V2} before its migration Job succeeded: {}", migrated.1);
+    ensure!(
+        migrated.0,
+        "the Deployment moved to {IMAGE_V2} before its migration Job succeeded: {}",
+        migrated.1
+    );
     world.wait_ready(NAME, 3, READY).await?;
     Ok(())
 }
@@ -100,22 +120,39 @@ async fn an_image_change_migrates_before_the_replicas_move(world: &mut World) ->
 /// Defect 3: the operator was the only server-side-apply owner of the Deployment's
 /// `spec.replicas`; leaving it out when autoscaling was turned on reset it to 1.
 async fn autoscaling_on_and_off_never_dips_the_replicas(world: &mut World) -> Result<()> {
-    let base = format!("  image: {IMAGE_V2}\n  tolerations:\n  - {{key: dedicated, operator: Exists, effect: NoSchedule}}\n");
+    let base = format!(
+        "  image: {IMAGE_V2}\n  tolerations:\n  - {{key: dedicated, operator: Exists, effect: NoSchedule}}\n"
+    );
     let with_autoscaling = format!("{base}  autoscaling: {{minReplicas: 2, maxReplicas: 4}}\n");
     for extra in [with_autoscaling.as_str(), base.as_str()] {
         world.ns.apply(&world.nixcache_yaml(NAME, 3, extra))?;
         let t0 = std::time::Instant::now();
         while t0.elapsed() < Duration::from_secs(10) {
-            let deployment = world.ns.get_json(&["deployment", NAME])?.context("no Deployment")?;
+            let deployment = world
+                .ns
+                .get_json(&["deployment", NAME])?
+                .context("no Deployment")?;
             let replicas = deployment["spec"]["replicas"].as_i64();
             ensure!(
                 replicas == Some(3),
                 "the Deployment's replicas went to {replicas:?} when autoscaling was turned {}",
-                if extra.contains("autoscaling") { "on" } else { "off" }
+                if extra.contains("autoscaling") {
+                    "on"
+                } else {
+                    "off"
+                }
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         world.wait_ready(NAME, 3, READY).await?;
+        if extra.contains("autoscaling") && !served(world, "autoscaling/v2")? {
+            let nc = world.nixcache(NAME)?;
+            let features = condition(&nc, "FeaturesAvailable").cloned().unwrap_or_default();
+            ensure!(
+                features["status"] == "False" && features["reason"] == "APINotServed",
+                "no condition says autoscaling is not applied: {features}"
+            );
+        }
     }
     if !served(world, "autoscaling/v2")? {
         eprintln!(
@@ -143,20 +180,24 @@ async fn a_child_deleted_by_hand_is_put_back(world: &World) -> Result<()> {
 async fn deleting_the_nixcache_keeps_its_key(world: &mut World, public_key: &str) -> Result<()> {
     world.ns.kubectl(&["delete", "nixcache", NAME])?;
     let ns = &world.ns;
-    wait::until("the owned children are garbage-collected", Duration::from_secs(120), || async {
-        let left: Vec<&str> = [("deployment", NAME), ("service", NAME)]
-            .into_iter()
-            .filter_map(|(kind, name)| match ns.get_json(&[kind, name]) {
-                Ok(None) => None,
-                _ => Some(kind),
-            })
-            .collect();
-        let jobs = ns
-            .get_json(&["jobs", "-l", &format!("app.kubernetes.io/instance={NAME}")])?
-            .unwrap_or_default();
-        let jobs_left = jobs["items"].as_array().map_or(0, Vec::len);
-        Ok((left.is_empty() && jobs_left == 0 && world.running_pods(NAME)?.is_empty()).then_some(()))
-    })
+    wait::until(
+        "the owned children are garbage-collected",
+        Duration::from_secs(120),
+        || async {
+            let left: Vec<&str> = [("deployment", NAME), ("service", NAME)]
+                .into_iter()
+                .filter_map(|(kind, name)| match ns.get_json(&[kind, name]) {
+                    Ok(None) => None,
+                    _ => Some(kind),
+                })
+                .collect();
+            let jobs = ns
+                .get_json(&["jobs", "-l", &format!("app.kubernetes.io/instance={NAME}")])?
+                .unwrap_or_default();
+            let jobs_left = jobs["items"].as_array().map_or(0, Vec::len);
+            Ok((left.is_empty() && jobs_left == 0 && world.running_pods(NAME)?.is_empty()).then_some(()))
+        },
+    )
     .await?;
     ns.get_json(&["secret", &format!("{NAME}-signing-key")])?
         .context("deleting the NixCache deleted its signing key")?;
@@ -170,7 +211,6 @@ async fn deleting_the_nixcache_keeps_its_key(world: &mut World, public_key: &str
     Ok(())
 }
 
-
 /// Signing key, migration Job (succeeded: it migrated PostgreSQL for real, or `serve` would
 /// have refused to start), Deployment and Service; GC without a CronJob API.
 async fn children_are_there(world: &World) -> Result<()> {
@@ -178,7 +218,11 @@ async fn children_are_there(world: &World) -> Result<()> {
     ns.get_json(&["secret", &format!("{NAME}-signing-key")])?
         .context("no signing-key Secret")?;
     let jobs = ns
-        .get_json(&["jobs", "-l", &format!("app.kubernetes.io/instance={NAME},app.kubernetes.io/component=migrate")])?
+        .get_json(&[
+            "jobs",
+            "-l",
+            &format!("app.kubernetes.io/instance={NAME},app.kubernetes.io/component=migrate"),
+        ])?
         .unwrap_or_default();
     let succeeded = jobs["items"]
         .as_array()
@@ -187,6 +231,19 @@ async fn children_are_there(world: &World) -> Result<()> {
     ns.get_json(&["deployment", NAME])?.context("no Deployment")?;
     ns.get_json(&["service", NAME])?.context("no Service")?;
     if !served(world, "batch/v1")? {
+        // Defect 4: without the CronJob API only GC moves, into the replicas; the rest applies.
+        let nc = world.nixcache(NAME)?;
+        let features = condition(&nc, "FeaturesAvailable").cloned().unwrap_or_default();
+        ensure!(
+            features["reason"] == "GarbageCollectionInProcess",
+            "no condition says GC runs in the replicas: {features}"
+        );
+        let deployment = ns.get_json(&["deployment", NAME])?.context("no Deployment")?;
+        let args = deployment["spec"]["template"]["spec"]["containers"][0]["args"].to_string();
+        ensure!(
+            args.contains("--max-size"),
+            "the replicas do not collect garbage: {args}"
+        );
         eprintln!(
             "SKIP kube: batch/v1 CronJob is not served by kube-apiserver {} (Kubernetes 1.21+): the GC CronJob is checked by the kind e2e",
             world.plane().version()
@@ -205,9 +262,14 @@ pub fn served(world: &World, group_version: &str) -> Result<bool> {
 /// NixCache's status names.
 async fn serves_a_real_client(world: &World, public_key: &str) -> Result<()> {
     let service = world.service(NAME).await?;
-    fetch(&service.url, public_key, &[&world.cache.root], &FetchOptions::default())
-        .await?
-        .expect_whole_closure(&world.cache)
+    fetch(
+        &service.url,
+        public_key,
+        &[&world.cache.root],
+        &FetchOptions::default(),
+    )
+    .await?
+    .expect_whole_closure(&world.cache)
 }
 
 async fn scale(world: &mut World, replicas: i64) -> Result<()> {
@@ -215,7 +277,10 @@ async fn scale(world: &mut World, replicas: i64) -> Result<()> {
         .ns
         .kubectl(&["scale", "nixcache", NAME, &format!("--replicas={replicas}")])?;
     world.wait_ready(NAME, replicas, READY).await?;
-    let deployment = world.ns.get_json(&["deployment", NAME])?.context("no Deployment")?;
+    let deployment = world
+        .ns
+        .get_json(&["deployment", NAME])?
+        .context("no Deployment")?;
     ensure!(
         deployment["spec"]["replicas"].as_i64() == Some(replicas),
         "Deployment replicas {} after scaling to {replicas}",
@@ -223,4 +288,3 @@ async fn scale(world: &mut World, replicas: i64) -> Result<()> {
     );
     Ok(())
 }
-

@@ -7,8 +7,10 @@
 //!
 //! The scenarios run one at a time: each drives a control plane, several processes and a database.
 
+mod claim;
 mod leader;
 mod lifecycle;
+mod rbac;
 mod secrets;
 mod world;
 

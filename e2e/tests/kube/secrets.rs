@@ -80,11 +80,15 @@ async fn many_large_secrets_stay_out_of_the_operators_memory() -> Result<()> {
     let before_hash = pod_template_hash(&world)?;
     let url = format!("{}?application_name=rotated", world._db.url());
     let patch = serde_json::json!({"stringData": {"url": url}}).to_string();
-    world.ns.kubectl(&["patch", "secret", "db", "--type=merge", "-p", &patch])?;
+    world
+        .ns
+        .kubectl(&["patch", "secret", "db", "--type=merge", "-p", &patch])?;
     let ns = &world.ns;
-    nixcache_e2e::kube::wait::until("the pods roll after the Secret changed", Duration::from_secs(120), || async {
-        Ok((pod_template_hash_in(ns)? != before_hash).then_some(()))
-    })
+    nixcache_e2e::kube::wait::until(
+        "the pods roll after the Secret changed",
+        Duration::from_secs(120),
+        || async { Ok((pod_template_hash_in(ns)? != before_hash).then_some(())) },
+    )
     .await
     .with_context(|| world.describe(NAME))?;
     world.wait_ready(NAME, 1, Duration::from_secs(180)).await?;

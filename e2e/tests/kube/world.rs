@@ -8,7 +8,9 @@ use anyhow::{Context, Result};
 use nixcache::db::{testdb::TestDb, Engine};
 use nixcache::testutil::s3::{S3sFs, ACCESS_KEY, SECRET_KEY};
 use nixcache_e2e::kube::bins::nixcache_bin;
-use nixcache_e2e::kube::{wait, ControlPlane, OperatorOptions, OperatorProcess, ProcessKubelet, ServiceProxy, TestNamespace};
+use nixcache_e2e::kube::{
+    wait, ControlPlane, OperatorOptions, OperatorProcess, ProcessKubelet, ServiceProxy, TestNamespace,
+};
 use nixcache_e2e::{nix_available, TestUpstream, UpstreamCache};
 use serde_json::Value;
 
@@ -50,7 +52,13 @@ impl World {
         let kubelet =
             ProcessKubelet::start(plane, &ns.name, &[(IMAGE, &bin), (IMAGE_V2, &bin)], ns.dir.path()).await?;
         ns.secret("db", &[("url", db.url())])?;
-        ns.secret("s3", &[("AWS_ACCESS_KEY_ID", ACCESS_KEY), ("AWS_SECRET_ACCESS_KEY", SECRET_KEY)])?;
+        ns.secret(
+            "s3",
+            &[
+                ("AWS_ACCESS_KEY_ID", ACCESS_KEY),
+                ("AWS_SECRET_ACCESS_KEY", SECRET_KEY),
+            ],
+        )?;
         eprintln!(
             "[kube] namespace {} on kube-apiserver {} (CRDs: {})",
             ns.name,
@@ -125,20 +133,30 @@ impl World {
 
     /// The holder of the operators' leader Lease.
     pub fn leader(&self) -> Result<String> {
-        self.ns.kubectl(&["get", "lease", "nixcache-operator", "-o", "jsonpath={.spec.holderIdentity}"])
+        self.ns.kubectl(&[
+            "get",
+            "lease",
+            "nixcache-operator",
+            "-o",
+            "jsonpath={.spec.holderIdentity}",
+        ])
     }
 
     /// Waits until `name` is Ready with `replicas` ready replicas on the current generation.
     pub async fn wait_ready(&mut self, name: &str, replicas: i64, timeout: Duration) -> Result<Value> {
-        let result = wait::until(&format!("NixCache {name} ready with {replicas} replicas"), timeout, || async {
-            let nc = self.nixcache(name)?;
-            let status = &nc["status"];
-            let ready = condition(&nc, "Ready").is_some_and(|c| c["status"] == "True");
-            let current = status["observedGeneration"] == nc["metadata"]["generation"];
-            let counts = status["readyReplicas"].as_i64() == Some(replicas)
-                && self.running_pods(name)?.len() as i64 == replicas;
-            Ok((ready && current && counts).then_some(nc))
-        })
+        let result = wait::until(
+            &format!("NixCache {name} ready with {replicas} replicas"),
+            timeout,
+            || async {
+                let nc = self.nixcache(name)?;
+                let status = &nc["status"];
+                let ready = condition(&nc, "Ready").is_some_and(|c| c["status"] == "True");
+                let current = status["observedGeneration"] == nc["metadata"]["generation"];
+                let counts = status["readyReplicas"].as_i64() == Some(replicas)
+                    && self.running_pods(name)?.len() as i64 == replicas;
+                Ok((ready && current && counts).then_some(nc))
+            },
+        )
         .await;
         self.kubelet.check_alive()?;
         result.with_context(|| self.describe(name))
@@ -173,10 +191,19 @@ impl World {
         let get = |args: &[&str]| self.ns.kubectl(args).unwrap_or_else(|e| format!("{e:#}"));
         let mut out = String::new();
         out.push_str(&get(&["get", "nixcache", name, "-o", "yaml"]));
-        out.push_str(&get(&["get", "deployments,replicasets,pods,jobs,services,secrets", "-o", "wide"]));
+        out.push_str(&get(&[
+            "get",
+            "deployments,replicasets,pods,jobs,services,secrets",
+            "-o",
+            "wide",
+        ]));
         out.push_str(&get(&["get", "events", "--sort-by=.metadata.creationTimestamp"]));
         for operator in &self.operators {
-            out.push_str(&format!("--- operator {} ---\n{}\n", operator.identity, operator.log_tail(40)));
+            out.push_str(&format!(
+                "--- operator {} ---\n{}\n",
+                operator.identity,
+                operator.log_tail(40)
+            ));
         }
         out.push_str(&self.kubelet.logs(15));
         out
