@@ -195,6 +195,7 @@ fn render_rbac(namespace: &str) -> Result<String> {
         .arg(&chart)
         .args(["--namespace", namespace])
         .args(["--set", &format!("watchNamespace={namespace}")])
+        .args(["--set", "leaderElection.enabled=true"])
         .args(["--show-only", "templates/serviceaccount.yaml"])
         .args(["--show-only", "templates/rbac-controller.yaml"])
         .args(["--show-only", "templates/rbac-leader-election.yaml"]);

@@ -145,13 +145,27 @@ pub async fn apply_claim(
     )))
 }
 
-/// The first line of an API message, at most 300 characters (cut on a character boundary).
+/// An API message in one line of at most 300 characters (cut on a character boundary): its
+/// first line and the further errors of a list, without the object dumps between them. A
+/// server-side apply gets `X is invalid: [spec: Forbidden: …\n  core.PersistentVolumeClaimSpec{…}\n
+/// , spec.resources…: Forbidden: …]`, kubectl shows `X is invalid: \n* spec: …\n  …\n* …`.
 fn one_line(message: &str) -> String {
     const MAX: usize = 300;
-    let line = message.lines().next().unwrap_or_default().trim();
+    let mut lines = message.lines();
+    let mut parts = vec![lines.next().unwrap_or_default().trim().to_owned()];
+    let more = lines.filter_map(|l| l.strip_prefix(", ").or_else(|| l.strip_prefix("* ")));
+    parts.extend(more.map(|l| l.trim().to_owned()));
+    let line = match parts.split_first() {
+        Some((first, errors)) if !errors.is_empty() => {
+            // `X is invalid:` introduces the list; otherwise the first line is its first error.
+            let glue = if first.ends_with(':') { " " } else { "; " };
+            format!("{first}{glue}{}", errors.join("; "))
+        }
+        _ => parts.concat(),
+    };
     match line.char_indices().nth(MAX) {
         Some((cut, _)) => format!("{}…", &line[..cut]),
-        None => line.to_owned(),
+        None => line,
     }
 }
 
@@ -199,6 +213,27 @@ mod tests {
         assert_eq!(
             one_line("  field is immutable\nmore detail"),
             "field is immutable"
+        );
+        // As kube-apiserver 1.20 refuses a smaller claim.
+        let refused = "The PersistentVolumeClaim \"demo-data\" is invalid: \n\
+            * spec: Forbidden: spec is immutable after creation except resources.requests for bound claims\n  \
+            core.PersistentVolumeClaimSpec{\n  \tAccessModes: {\"ReadWriteOnce\"},\n  }\n\n\
+            * spec.resources.requests.storage: Forbidden: field can not be less than previous value";
+        let applied = "PersistentVolumeClaim \"demo-data\" is invalid: [spec: Forbidden: spec is immutable \
+            after creation except resources.requests for bound claims\n  core.PersistentVolumeClaimSpec{\n\
+            - \t\tRequests: core.ResourceList{\n  }\n\
+            , spec.resources.requests.storage: Forbidden: field can not be less than previous value]";
+        assert_eq!(
+            one_line(applied),
+            "PersistentVolumeClaim \"demo-data\" is invalid: [spec: Forbidden: spec is immutable after \
+             creation except resources.requests for bound claims; spec.resources.requests.storage: Forbidden: \
+             field can not be less than previous value]"
+        );
+        assert_eq!(
+            one_line(refused),
+            "The PersistentVolumeClaim \"demo-data\" is invalid: spec: Forbidden: spec is immutable after \
+             creation except resources.requests for bound claims; spec.resources.requests.storage: Forbidden: \
+             field can not be less than previous value"
         );
         let long = "é".repeat(400);
         let cut = one_line(&long);

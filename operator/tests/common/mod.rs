@@ -22,6 +22,8 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+mod fields;
+mod list;
 pub mod world;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -34,6 +36,7 @@ use serde_json::{json, Value};
 mod cluster;
 
 use cluster::{json_response, Held};
+use fields::{field_set, managed_entry, remove_field};
 
 /// One request as the operator sent it.
 #[derive(Clone, Debug)]
@@ -77,7 +80,7 @@ impl Recorded {
         self.query
             .split('&')
             .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
-            .map(percent_decode)
+            .map(list::percent_decode)
     }
 }
 
@@ -245,8 +248,9 @@ impl FakeApi {
         match r.method.as_str() {
             "GET" => match state.objects.get(&r.path) {
                 Some(o) => (StatusCode::OK, o.clone()),
-                None if is_namespaced_collection(&r.path) && r.param("labelSelector").is_some() => {
-                    Self::list_selected(&state, r)
+                None if list::is_namespaced_collection(&r.path) && r.param("labelSelector").is_some() => {
+                    let selector = r.param("labelSelector").unwrap_or_default();
+                    (StatusCode::OK, list::select(&state.objects, &r.path, &selector))
                 }
                 None => self
                     .discovery(&state, &r.path)
@@ -346,42 +350,16 @@ impl FakeApi {
             state.objects.insert(r.path.clone(), object.clone());
             return (StatusCode::CREATED, object);
         };
-        let entries = stored["metadata"]["managedFields"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
-        let (ours, mut others): (Vec<Value>, Vec<Value>) = entries
-            .into_iter()
-            .partition(|e| e["manager"] == manager.as_str() && e["operation"] == "Apply");
-        // Fields of other managers that this apply changes: a conflict, or taken over if forced.
-        let mut conflicts = Vec::new();
-        for other in &mut others {
-            for path in leaves(&other["fieldsV1"]) {
-                let wanted = lookup(&applied, &path);
-                if wanted.is_some() && wanted != lookup(&stored, &path) {
-                    conflicts.push(format!("{}: .{}", other["manager"], path.join(".")));
-                    remove_field(&mut other["fieldsV1"], &path);
-                }
-            }
-        }
-        if !conflicts.is_empty() && !r.forced() {
+        let merged = fields::merge_apply(&stored, &applied, &manager);
+        if !merged.conflicts.is_empty() && !r.forced() {
             let message = format!(
                 "Apply failed with {} conflicts: {}",
-                conflicts.len(),
-                conflicts.join(", ")
+                merged.conflicts.len(),
+                merged.conflicts.join(", ")
             );
             return status_reply(409, "Conflict", &message);
         }
-        others.retain(|e| e["fieldsV1"].as_object().is_some_and(|f| !f.is_empty()));
-        // What other managers still own stays, also when this apply leaves it out.
-        let mut object = applied.clone();
-        for other in &others {
-            for path in leaves(&other["fieldsV1"]) {
-                if let (None, Some(kept)) = (lookup(&object, &path), lookup(&stored, &path)) {
-                    insert_at(&mut object, &path, kept.clone());
-                }
-            }
-        }
+        let (mut object, mut others) = (merged.object, merged.others);
         if r.path.contains("/jobs/") && object["spec"]["template"] != stored["spec"]["template"] {
             let name = stored["metadata"]["name"].as_str().unwrap_or_default();
             let message = format!(
@@ -389,9 +367,7 @@ impl FakeApi {
             );
             return status_reply(422, "Invalid", &message);
         }
-        let fields = field_set(&applied);
-        let unchanged_fields = ours.first().is_some_and(|e| e["fieldsV1"] == fields) && conflicts.is_empty();
-        if content(&object) == content(&stored) && unchanged_fields {
+        if content(&object) == content(&stored) && merged.fields_unchanged {
             return (StatusCode::OK, stored);
         }
         let now = Self::now(state);
@@ -403,39 +379,13 @@ impl FakeApi {
         }
         object["metadata"]["resourceVersion"] = state.resource_version.to_string().into();
         object["metadata"]["generation"] = generation.into();
-        others.push(managed_entry(&manager, "Apply", &now, fields));
+        others.push(managed_entry(&manager, "Apply", &now, field_set(&applied)));
         object["metadata"]["managedFields"] = Value::Array(others);
         if let Some(status) = stored.get("status") {
             object["status"] = status.clone();
         }
         state.objects.insert(r.path.clone(), object.clone());
         (StatusCode::OK, object)
-    }
-
-    /// The objects under the collection `r.path` whose labels match the `labelSelector`.
-    fn list_selected(state: &State, r: &Recorded) -> (StatusCode, Value) {
-        let selector = r.param("labelSelector").unwrap_or_default();
-        let wanted: Vec<(&str, &str)> = selector
-            .split(',')
-            .filter(|s| !s.is_empty())
-            .map(|kv| kv.split_once('=').expect("equality selectors only"))
-            .collect();
-        let prefix = format!("{}/", r.path);
-        let items: Vec<Value> = state
-            .objects
-            .iter()
-            .filter(|(path, _)| path.strip_prefix(&prefix).is_some_and(|name| !name.contains('/')))
-            .map(|(_, object)| object.clone())
-            .filter(|object| {
-                wanted
-                    .iter()
-                    .all(|(k, v)| object["metadata"]["labels"][*k].as_str() == Some(*v))
-            })
-            .collect();
-        let rv = state.resource_version.to_string();
-        let list =
-            json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": rv}, "items": items});
-        (StatusCode::OK, list)
     }
 
     // ---- what the tests do to the "cluster" between reconciliations ----
@@ -549,133 +499,4 @@ impl FakeApi {
     pub fn take_log(&self) -> Vec<Recorded> {
         std::mem::take(&mut self.0.lock().unwrap().log)
     }
-}
-
-fn managed_entry(manager: &str, operation: &str, time: &str, fields: Value) -> Value {
-    json!({"manager": manager, "operation": operation, "time": time, "fieldsType": "FieldsV1", "fieldsV1": fields})
-}
-
-/// The fields `object` sets, as a `FieldsV1` set (`{"f:spec": {"f:replicas": {}}}`); lists and
-/// scalars are leaves, the object's identity (apiVersion, kind, name, namespace) is not owned.
-fn field_set(object: &Value) -> Value {
-    fn walk(value: &Value) -> Value {
-        match value.as_object() {
-            Some(map) if !map.is_empty() => map
-                .iter()
-                .map(|(k, v)| (format!("f:{k}"), walk(v)))
-                .collect::<serde_json::Map<_, _>>()
-                .into(),
-            _ => json!({}),
-        }
-    }
-    let mut owned = content(object);
-    if let Some(o) = owned.as_object_mut() {
-        o.remove("apiVersion");
-        o.remove("kind");
-        if let Some(meta) = o.get_mut("metadata").and_then(Value::as_object_mut) {
-            meta.remove("name");
-            meta.remove("namespace");
-            if meta.is_empty() {
-                o.remove("metadata");
-            }
-        }
-    }
-    walk(&owned)
-}
-
-/// The paths of the leaves of a field set.
-fn leaves(fields: &Value) -> Vec<Vec<String>> {
-    let mut found = Vec::new();
-    let Some(map) = fields.as_object() else {
-        return found;
-    };
-    for (key, sub) in map {
-        let name = key.trim_start_matches("f:").to_owned();
-        match sub.as_object() {
-            Some(inner) if !inner.is_empty() => {
-                for mut rest in leaves(sub) {
-                    rest.insert(0, name.clone());
-                    found.push(rest);
-                }
-            }
-            _ => found.push(vec![name]),
-        }
-    }
-    found
-}
-
-fn lookup<'a>(object: &'a Value, path: &[String]) -> Option<&'a Value> {
-    path.iter()
-        .try_fold(object, |v, k| v.get(k))
-        .filter(|v| !v.is_null())
-}
-
-fn insert_at(object: &mut Value, path: &[String], value: Value) {
-    let (last, parents) = path.split_last().unwrap();
-    let mut target = object;
-    for k in parents {
-        target = target
-            .as_object_mut()
-            .unwrap()
-            .entry(k.clone())
-            .or_insert(json!({}));
-    }
-    target[last.as_str()] = value;
-}
-
-/// Removes the leaf `path` from a field set, and the sets it leaves empty.
-fn remove_field(fields: &mut Value, path: &[String]) {
-    let Some((first, rest)) = path.split_first() else {
-        return;
-    };
-    let key = format!("f:{first}");
-    let Some(map) = fields.as_object_mut() else {
-        return;
-    };
-    if !rest.is_empty() {
-        if let Some(sub) = map.get_mut(&key) {
-            remove_field(sub, rest);
-            if sub.as_object().is_some_and(|m| !m.is_empty()) {
-                return;
-            }
-        }
-    }
-    map.remove(&key);
-}
-
-/// `/api/v1/namespaces/NS/RESOURCE` or `/apis/GROUP/VERSION/namespaces/NS/RESOURCE`.
-fn is_namespaced_collection(path: &str) -> bool {
-    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    match segments.first() {
-        Some(&"api") => segments.len() == 5 && segments[2] == "namespaces",
-        Some(&"apis") => segments.len() == 6 && segments[3] == "namespaces",
-        _ => false,
-    }
-}
-
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = (bytes[i] == b'%' && i + 2 < bytes.len())
-            .then(|| std::str::from_utf8(&bytes[i + 1..i + 3]).ok())
-            .flatten()
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        match (hex, bytes[i]) {
-            (Some(byte), _) => {
-                out.push(byte);
-                i += 3;
-            }
-            (None, b'+') => {
-                out.push(b' ');
-                i += 1;
-            }
-            (None, byte) => {
-                out.push(byte);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).unwrap()
 }
