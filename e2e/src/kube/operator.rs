@@ -4,14 +4,17 @@
 
 use std::fs::File;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 
 use super::bins::operator_bin;
 use crate::util::tail_of_file;
+
+/// libfaketime for multi-threaded programs (Debian's `libfaketime`, pulled in by `faketime`).
+const FAKETIME_LIB: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
 
 /// How to start one operator replica.
 #[derive(Clone, Debug)]
@@ -26,7 +29,7 @@ pub struct OperatorOptions {
     pub proxy_image: String,
     /// Where the log goes.
     pub log_dir: PathBuf,
-    /// `faketime` offset such as `+20s` (the whole process's clock runs that far off).
+    /// libfaketime offset such as `+20s` (the process's wall clock runs that far off).
     pub clock_offset: Option<String>,
     /// More flags.
     pub extra_args: Vec<String>,
@@ -50,17 +53,20 @@ impl OperatorProcess {
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
         let log_file = opts.log_dir.join(format!("operator-{}.log", opts.identity));
         let log = File::options().create(true).append(true).open(&log_file)?;
-        let mut cmd = match &opts.clock_offset {
-            Some(offset) => {
-                let mut c = Command::new("faketime");
-                // -f: the offset applies from the start and the clock keeps running.
-                c.arg("-f").arg(offset).arg(&bin);
-                c
-            }
-            None => Command::new(&bin),
-        };
-        cmd.env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        let mut cmd = Command::new(&bin);
+        cmd.env_clear();
+        if let Some(offset) = &opts.clock_offset {
+            // libfaketime preloaded into the operator itself (the `faketime` wrapper forks, so
+            // a signal to it would not reach the operator): its wall clock runs `offset` off.
+            ensure!(
+                Path::new(FAKETIME_LIB).is_file(),
+                "{FAKETIME_LIB} is missing (apt-get install faketime)"
+            );
+            cmd.env("LD_PRELOAD", FAKETIME_LIB)
+                .env("FAKETIME", offset)
+                .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+        }
+        cmd.env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("KUBECONFIG", &opts.kubeconfig)
             .env("POD_NAME", &opts.identity)
             .env("POD_NAMESPACE", &opts.namespace)

@@ -60,6 +60,8 @@ async fn leadership_moves_on_sigterm_sigkill_and_partition_but_not_on_a_skewed_c
     // A standby whose clock runs 20 s ahead: the leader's renewTime looks 20 s old to it, yet
     // the record keeps changing, so it must keep waiting.
     let skewed = world.start_operator("operator-skewed", Some("+20s")).await?;
+    let ahead = clock_ahead(&world.operators[skewed].log()).context("no timestamp in its log")?;
+    ensure!(ahead >= 15, "the skewed operator's clock is only {ahead} s ahead");
     tokio::time::sleep(LEASE * 3).await;
     ensure!(
         world.leader()? == "operator-a",
@@ -123,4 +125,18 @@ async fn leadership_moves_on_sigterm_sigkill_and_partition_but_not_on_a_skewed_c
     scaled_by_the_leader(&mut world, 2).await?;
     let _ = d;
     Ok(())
+}
+
+/// How many seconds the first timestamp of a log (`2026-12-02T14:51:36.07Z …`) is ahead of
+/// the real clock now (seconds of the day, UTC; the lines are seconds old at most).
+fn clock_ahead(log: &str) -> Option<i64> {
+    let time = log.lines().next()?.split('T').nth(1)?.get(..8)?;
+    let mut parts = time.split(':').map(|p| p.parse::<i64>().ok());
+    let logged = parts.next()?? * 3600 + parts.next()?? * 60 + parts.next()??;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_secs() as i64
+        % 86_400;
+    Some((logged - now).rem_euclid(86_400))
 }
