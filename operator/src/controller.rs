@@ -39,7 +39,7 @@ use tokio::time::Instant;
 use crate::capabilities::OptionalApi;
 use crate::context::Context;
 use crate::health::NIXCACHE_WATCH;
-use crate::reconcile::{error_policy, reconcile, secrets::referenced_secret_names};
+use crate::reconcile::{error_policy, reconcile_bounded, secrets::referenced_secret_names};
 use crate::render::MANAGED_BY;
 
 /// Pause after a watch error should the backoff policy ever run out (kube's never does).
@@ -103,7 +103,7 @@ pub async fn run(
     controller
         .watches_stream(secrets, move |secret| users_of(&store, &secret))
         .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, ctx)
+        .run(reconcile_bounded, error_policy, ctx)
         .for_each(|result| async move {
             match result {
                 Ok((object, _)) => tracing::debug!(nixcache = %object, "reconciled"),

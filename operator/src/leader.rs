@@ -151,9 +151,13 @@ impl LeaderElector {
             return self.written(result, spec, started);
         };
         let spec = lease.spec.clone().unwrap_or_default();
-        let unchanged_since = self.observe(&spec, started);
+        // A record first seen now was written before the read answered: counting from the
+        // answer (as client-go does), never from before the request, a standby waits at least a
+        // lease duration after the holder's write, which the holder's renew deadline undercuts.
+        let seen_at = Instant::now();
+        let unchanged_since = self.observe(&spec, seen_at);
         let transitions = spec.lease_transitions.unwrap_or(0);
-        let new = match decide(&spec, &self.config.identity, unchanged_since, started) {
+        let new = match decide(&spec, &self.config.identity, unchanged_since, seen_at) {
             Decision::Wait => return Ok(Attempt::HeldBy(spec.holder_identity.unwrap_or_default())),
             Decision::Renew => self.held_spec(spec.acquire_time.map_or(now, |t| t.0), now, transitions),
             Decision::Take => self.held_spec(now, now, transitions + 1),

@@ -68,6 +68,9 @@ async fn main() -> anyhow::Result<()> {
         args.retry_period < args.renew_deadline,
         "--retry-period must be shorter than --renew-deadline"
     );
+    // kube's TLS needs a process-wide crypto provider; name it rather than rely on exactly one
+    // being compiled in (a binary built alone once had none and panicked here).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let client = kube::Client::try_default()
         .await
         .context("cannot configure the Kubernetes client (in-cluster or KUBECONFIG)")?;

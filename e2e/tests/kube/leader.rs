@@ -76,15 +76,32 @@ async fn leadership_moves_on_sigterm_sigkill_and_partition_but_not_on_a_skewed_c
     let b = world.start_operator("operator-b", None).await?;
     relay.freeze();
     let cut = Instant::now();
-    let took = wait_leader(&world, "operator-b", LEASE * 4).await?;
-    let exited = world.operators[a]
-        .wait_exit(Duration::from_secs(5))
-        .await
-        .context("the partitioned leader did not step down")?;
-    let stepped_down_after = cut.elapsed();
+    // Watch both at once: when operator-a exits, and when operator-b holds the Lease.
+    let (mut a_exit, mut b_led) = (None, None);
+    while b_led.is_none() || a_exit.is_none() {
+        ensure!(
+            cut.elapsed() < LEASE * 4,
+            "no handover within {:?}:\n{}",
+            LEASE * 4,
+            world.describe(NAME)
+        );
+        if a_exit.is_none() && !world.operators[a].running() {
+            a_exit = Some(cut.elapsed());
+        }
+        if b_led.is_none() && world.leader()? == "operator-b" {
+            b_led = Some(cut.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (stepped_down_after, took) = (a_exit.unwrap_or_default(), b_led.unwrap_or_default());
+    let exited = world.operators[a].wait_exit(Duration::from_secs(5)).await?;
     ensure!(
         !exited.success(),
         "a leader that lost the Lease exits with an error (to be restarted)"
+    );
+    ensure!(
+        stepped_down_after <= took,
+        "operator-b led {took:?} after the cut, before operator-a stepped down ({stepped_down_after:?})"
     );
     ensure!(
         took >= LEASE - Duration::from_secs(1),

@@ -36,6 +36,10 @@ pub async fn migrate(nc: &NixCache, ctx: &Context, plan: &Plan) -> Result<Result
         Some(old) if template_hash(&old) == template_hash(&job) => Some(apply(ctx, nc, &job).await?),
         // Migrated for this image and database, whatever its pods looked like.
         Some(old) if job_outcome(&old) == JobOutcome::Succeeded => Some(old),
+        // Made by an earlier operator version (no template hash yet), still running: the same
+        // migration (the name covers image and database), so let it finish rather than start a
+        // second one beside it.
+        Some(old) if template_hash(&old).is_none() && job_outcome(&old) == JobOutcome::Running => Some(old),
         Some(_) => replace(ctx, nc, &api, &job).await?,
     };
     Ok(match current {

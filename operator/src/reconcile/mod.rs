@@ -52,6 +52,24 @@ impl Blocker {
     }
 }
 
+/// Longest one reconciliation may take. kube's client sets no read timeout, and the controller
+/// runs one reconciliation per object at a time: a request hanging on a half-open connection
+/// would otherwise stop this NixCache's reconciliations for good.
+pub const RECONCILE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// [`reconcile`], bounded by [`RECONCILE_TIMEOUT`] (what the controller runs).
+pub async fn reconcile_bounded(nc: Arc<NixCache>, ctx: Arc<Context>) -> Result<Action> {
+    let key = object_key(&nc);
+    tokio::time::timeout(RECONCILE_TIMEOUT, reconcile(nc, ctx))
+        .await
+        .unwrap_or_else(|_| {
+            Err(Error::Timeout {
+                action: format!("reconcile NixCache {key}"),
+                after: RECONCILE_TIMEOUT,
+            })
+        })
+}
+
 /// Reconciles one NixCache (the controller calls this for every change of it or its children).
 pub async fn reconcile(nc: Arc<NixCache>, ctx: Arc<Context>) -> Result<Action> {
     let _timer = ctx.metrics.reconcile_started();

@@ -25,7 +25,9 @@ pub const HANDOVER_MANAGER: &str = "nixcache-operator-handover";
 /// and the operator still owns it.
 pub async fn apply_deployment(ctx: &Context, nc: &NixCache, plan: &Plan) -> Result<Deployment> {
     let deployment = render::deployment(nc, plan);
-    if nc.spec.autoscaling.is_some() {
+    // Only when an autoscaler is really made (a cluster without autoscaling/v2 keeps
+    // spec.replicas applied by the operator, so there is nothing to hand over).
+    if plan.autoscaled(nc) {
         hand_over_replicas(ctx, nc).await?;
     }
     apply(ctx, nc, &deployment).await
