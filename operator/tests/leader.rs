@@ -9,7 +9,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{FakeApi, Recorded};
+use common::{demo_image, wait_for, FakeApi, Recorded};
 use nixcache_operator::controller::Scope;
 use nixcache_operator::fixtures;
 use nixcache_operator::leader::{LeaderElector, LeaseConfig};
@@ -19,7 +19,6 @@ use tokio_util::sync::CancellationToken;
 
 const NS: &str = "/api/v1/namespaces/default";
 const NC: &str = "/apis/nixcache.dev/v1alpha1/namespaces/default/nixcaches";
-const DEPLOYMENT: &str = "/apis/apps/v1/namespaces/default/deployments/demo";
 const LEASE: &str = "/apis/coordination.k8s.io/v1/namespaces/ops/leases/nixcache-operator";
 
 fn context(api: &FakeApi) -> Arc<Context> {
@@ -30,25 +29,6 @@ fn context(api: &FakeApi) -> Arc<Context> {
         Arc::default(),
         None,
     ))
-}
-
-/// Waits (virtual time) until `done`, at most `limit`; false if it never was.
-async fn wait_for(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + limit;
-    while Instant::now() < end {
-        if done() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    done()
-}
-
-fn image(api: &FakeApi) -> Option<String> {
-    let d = api.get(DEPLOYMENT)?;
-    d["spec"]["template"]["spec"]["containers"][0]["image"]
-        .as_str()
-        .map(str::to_owned)
 }
 
 fn lease_config(identity: &str) -> LeaseConfig {
@@ -150,7 +130,7 @@ async fn a_leader_that_loses_the_lease_stops_reconciling_before_its_next_write()
         options,
         CancellationToken::new(),
     ));
-    assert!(wait_for(Duration::from_secs(30), || image(&api).is_some()).await);
+    assert!(wait_for(Duration::from_secs(30), || demo_image(&api).is_some()).await);
 
     // A reconciliation is under way, stuck in its Service apply, when the API server stops
     // answering the Lease.
@@ -183,5 +163,5 @@ async fn a_leader_that_loses_the_lease_stops_reconciling_before_its_next_write()
         .map(Recorded::line)
         .collect();
     assert!(after.is_empty(), "{after:#?}");
-    assert_eq!(image(&api).as_deref(), Some("registry.test/nixcache:1.0"));
+    assert_eq!(demo_image(&api).as_deref(), Some("registry.test/nixcache:1.0"));
 }

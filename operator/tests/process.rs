@@ -9,7 +9,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{FakeApi, Recorded};
+use common::{demo_image, wait_for, FakeApi, Recorded};
 use nixcache_crds::{Autoscaling, NixCache, PodDisruptionBudgetSpec};
 use nixcache_operator::capabilities::{self, Capabilities, OptionalApi, CONDITION_FEATURES_AVAILABLE};
 use nixcache_operator::controller::{self, Scope};
@@ -45,25 +45,6 @@ impl Requests {
     }
 }
 
-/// Waits (virtual time) until `done`, at most `limit`; false if it never was.
-async fn wait_for(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + limit;
-    while Instant::now() < end {
-        if done() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    done()
-}
-
-fn image(api: &FakeApi) -> Option<String> {
-    let d = api.get(DEPLOYMENT)?;
-    d["spec"]["template"]["spec"]["containers"][0]["image"]
-        .as_str()
-        .map(str::to_owned)
-}
-
 // ------------------------------------------------------------------ watches
 
 #[tokio::test(start_paused = true)]
@@ -81,7 +62,7 @@ async fn a_forbidden_watch_does_not_stall_spec_edits() {
         std::future::pending(),
     ));
     assert!(
-        wait_for(Duration::from_secs(30), || image(&api).is_some()).await,
+        wait_for(Duration::from_secs(30), || demo_image(&api).is_some()).await,
         "first reconcile"
     );
     // The forbidden list keeps failing and is retried with a growing backoff (not every
@@ -110,7 +91,7 @@ async fn a_forbidden_watch_does_not_stall_spec_edits() {
     });
     api.notify(&format!("{NC}/demo"));
     let edited = wait_for(Duration::from_millis(500), || {
-        image(&api).as_deref() == Some("registry.test/nixcache:2.0")
+        demo_image(&api).as_deref() == Some("registry.test/nixcache:2.0")
     })
     .await;
     assert!(

@@ -137,21 +137,7 @@ impl TestNamespace {
 
     /// Server-side apply of `yaml` into this namespace.
     pub fn apply(&self, yaml: &str) -> Result<String> {
-        self.plane.kubectl_as(
-            self.plane.kubeconfig(),
-            &[
-                "-n",
-                &self.name,
-                "apply",
-                "--server-side",
-                "--force-conflicts",
-                "--field-manager",
-                "e2e",
-                "-f",
-                "-",
-            ],
-            Some(yaml),
-        )
+        self.kubectl_stdin(super::plane::APPLY, yaml)
     }
 
     /// A generic Secret `name` with literal `data`.

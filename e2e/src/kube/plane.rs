@@ -29,6 +29,17 @@ pub const SKIP_MESSAGE: &str =
     "SKIP kube: no Kubernetes control plane (run `bash e2e/kube/kube-control-plane.sh start` \
      once, ~12 min, or set NIXCACHE_TEST_REQUIRE_KUBE=1)";
 
+/// `kubectl` arguments of a server-side apply of stdin, as the tests' field manager `e2e`.
+pub const APPLY: &[&str] = &[
+    "apply",
+    "--server-side",
+    "--force-conflicts",
+    "--field-manager",
+    "e2e",
+    "-f",
+    "-",
+];
+
 const START_TIMEOUT: Duration = Duration::from_secs(40 * 60);
 const KUBECTL_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -155,19 +166,7 @@ impl ControlPlane {
 
     /// `kubectl apply --server-side` of `yaml` (field manager `e2e`).
     pub fn apply(&self, yaml: &str) -> Result<String> {
-        self.kubectl_as(
-            self.kubeconfig(),
-            &[
-                "apply",
-                "--server-side",
-                "--force-conflicts",
-                "--field-manager",
-                "e2e",
-                "-f",
-                "-",
-            ],
-            Some(yaml),
-        )
+        self.kubectl_as(self.kubeconfig(), APPLY, Some(yaml))
     }
 
     /// `kubectl get ARGS -o json`, parsed; `None` when it does not exist.

@@ -500,3 +500,26 @@ impl FakeApi {
         std::mem::take(&mut self.0.lock().unwrap().log)
     }
 }
+
+/// Path of the `demo` Deployment in `default`, as the controller tests create it.
+pub const DEMO_DEPLOYMENT: &str = "/apis/apps/v1/namespaces/default/deployments/demo";
+
+/// Waits (virtual time under a paused clock) until `done`, at most `limit`; false if it never was.
+pub async fn wait_for(limit: std::time::Duration, mut done: impl FnMut() -> bool) -> bool {
+    let end = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < end {
+        if done() {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    done()
+}
+
+/// The image of the `demo` Deployment's first container, once it exists.
+pub fn demo_image(api: &FakeApi) -> Option<String> {
+    let d = api.get(DEMO_DEPLOYMENT)?;
+    d["spec"]["template"]["spec"]["containers"][0]["image"]
+        .as_str()
+        .map(str::to_owned)
+}
