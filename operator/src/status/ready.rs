@@ -30,6 +30,14 @@ pub(super) fn condition(nc: &NixCache, seen: &Observation, previous: &NixCacheSt
             let message = format!("{ready} of {desired} replicas ready; clients use substituters = {url}");
             return Parts::new(CONDITION_READY, "True", "Available", message);
         }
+        // The Deployment controller has not taken up the latest spec yet (a scale bumps the
+        // generation too): nothing new is known of the template, so a Ready=True stands rather
+        // than flapping on every scale; once it has, the count above decides.
+        if ready > 0 && controller_lags(d) {
+            if let Some(c) = previous.condition(CONDITION_READY).filter(|c| c.status == "True") {
+                return Parts::new(CONDITION_READY, "True", c.reason.clone(), c.message.clone());
+            }
+        }
         if ready > 0 {
             return Parts::new(
                 CONDITION_READY,
@@ -85,6 +93,12 @@ pub fn ready_on_current_template(d: &Deployment) -> i32 {
     let updated = status.updated_replicas.unwrap_or(0);
     let old = (total - updated).max(0);
     (status.ready_replicas.unwrap_or(0) - old).max(0)
+}
+
+/// True while the Deployment controller has not observed the Deployment's latest generation.
+fn controller_lags(d: &Deployment) -> bool {
+    let observed = d.status.as_ref().and_then(|s| s.observed_generation).unwrap_or(0);
+    observed < d.metadata.generation.unwrap_or(0)
 }
 
 /// The message of a `Ready=False` while only replicas of an earlier template are ready.

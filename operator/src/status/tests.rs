@@ -54,8 +54,22 @@ fn serving() -> NixCache {
 fn ready_needs_a_ready_replica_on_the_current_template() {
     let nc = serving();
     assert_eq!(condition(nc.status.as_ref().unwrap(), CONDITION_READY).0, "True");
-    // An image change: the controller has not taken up the new template yet.
+    // A new generation the Deployment controller has not taken up yet (an image change, or
+    // only a scale): nothing is known of the template yet, so Ready stays as it was, no flap.
     let s = status(&nc, &seen_with(deployment(2, 1, 3, 3, 3)), &now());
+    assert_eq!(
+        condition(&s, CONDITION_READY).0,
+        "True",
+        "a scale must not flap Ready"
+    );
+    // Not ready before: still not ready.
+    let mut unready = nc.clone();
+    unready.status = Some(status(
+        &fixtures::scaled("demo"),
+        &seen_with(deployment(1, 1, 3, 0, 0)),
+        &now(),
+    ));
+    let s = status(&unready, &seen_with(deployment(2, 1, 3, 3, 3)), &now());
     let (ready, reason, message) = condition(&s, CONDITION_READY);
     assert_eq!(
         (ready.as_str(), reason.as_str()),
