@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::capabilities::{self, Capabilities};
@@ -118,13 +119,24 @@ async fn control(ctx: Arc<Context>, scope: Scope, shutdown: CancellationToken) {
     }
 }
 
+/// How API discovery is named in `/readyz` while it fails.
+const DISCOVERY: &str = "API discovery";
+
 /// Discovery, retried with a growing pause until it answers; `None` on shutdown.
 async fn discover_until_done(ctx: &Context, shutdown: &CancellationToken) -> Option<Capabilities> {
     let mut pause = Duration::from_secs(1);
     loop {
         match capabilities::discover(&ctx.client).await {
-            Ok(found) => return Some(found),
-            Err(error) => tracing::warn!(%error, retry_in = ?pause, "API discovery failed"),
+            Ok(found) => {
+                ctx.health.watch_ok(DISCOVERY, true, Instant::now());
+                return Some(found);
+            }
+            Err(error) => {
+                // Counted like a failing watch, so /readyz says why nothing is reconciled.
+                ctx.health
+                    .watch_failed(DISCOVERY, &error.to_string(), Instant::now());
+                tracing::warn!(%error, retry_in = ?pause, "API discovery failed")
+            }
         }
         tokio::select! {
             () = tokio::time::sleep(pause) => {}

@@ -234,6 +234,35 @@ fn everything() -> NixCache {
     nc
 }
 
+/// A discovery that keeps failing (here 403 on a hardened cluster) keeps the controller from
+/// starting: `/readyz` must say so rather than only "not listed yet".
+#[tokio::test(start_paused = true)]
+async fn a_failing_discovery_makes_the_operator_unready_and_says_why() {
+    let api = FakeApi::default();
+    api.fail("/apis/batch/v1", 403);
+    let ctx = context(&api);
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let options = RunOptions {
+        admin_listen: addr,
+        scope: Scope::Cluster,
+        leader_election: None,
+    };
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn(nixcache_operator::run(ctx.clone(), options, shutdown.clone()));
+    tokio::time::sleep(Duration::from_secs(90)).await;
+    let response = http_get(addr, "/readyz").await;
+    assert!(response.starts_with("HTTP/1.1 503"), "{response}");
+    assert!(
+        response.contains("API discovery") && response.contains("403"),
+        "{response}"
+    );
+    shutdown.cancel();
+    running.await.unwrap().unwrap();
+}
+
 #[tokio::test]
 async fn discovery_finds_what_an_older_cluster_lacks() {
     let (client, api) = common::start();
