@@ -76,10 +76,15 @@ pub const NIX_CONFIG: &str = "experimental-features = nix-command\nbuild-users-g
 /// Runs `cmd` to completion, at most `timeout`, capturing stdout and stderr.
 /// A non-zero exit is not an error here; a timeout is (the child is killed).
 pub fn run_bounded(cmd: &mut Command, timeout: Duration) -> Result<Output> {
+    run_bounded_with(cmd, timeout, Stdio::null())
+}
+
+/// [`run_bounded`] with `stdin` (e.g. an open file) as the command's standard input.
+pub fn run_bounded_with(cmd: &mut Command, timeout: Duration, stdin: Stdio) -> Result<Output> {
     let what = format!("{cmd:?}");
     let mut child = cmd
         .env("NIX_CONFIG", NIX_CONFIG)
-        .stdin(Stdio::null())
+        .stdin(stdin)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -116,8 +121,13 @@ fn reader(mut pipe: impl Read + Send + 'static) -> std::thread::JoinHandle<Vec<u
 /// Like [`run_bounded`], but a non-zero exit is an error carrying the output;
 /// returns stdout as a string.
 pub fn run_ok(cmd: &mut Command, timeout: Duration) -> Result<String> {
+    run_ok_with(cmd, timeout, Stdio::null())
+}
+
+/// [`run_ok`] with `stdin` as the command's standard input.
+pub fn run_ok_with(cmd: &mut Command, timeout: Duration, stdin: Stdio) -> Result<String> {
     let what = format!("{cmd:?}");
-    let out = run_bounded(cmd, timeout)?;
+    let out = run_bounded_with(cmd, timeout, stdin)?;
     if !out.status.success() {
         bail!(
             "{what} failed ({}):\n{}{}",

@@ -9,9 +9,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
+use common::lease_config;
 use nixcache_crds::NixCache;
 use nixcache_operator::fixtures::{self, NixCacheExt};
-use nixcache_operator::leader::{LeaderElector, LeaseConfig};
+use nixcache_operator::leader::LeaderElector;
 use nixcache_operator::reconcile::reconcile;
 use nixcache_operator::{Config, Context};
 use serde_json::{json, Value};
@@ -209,17 +210,6 @@ async fn a_changed_secret_rolls_the_pods() {
         hash(&api),
         "the pod template changes, so the Deployment rolls"
     );
-}
-
-fn lease_config(identity: &str) -> LeaseConfig {
-    LeaseConfig {
-        name: "nixcache-operator".into(),
-        namespace: "ops".into(),
-        identity: identity.into(),
-        lease_duration: Duration::from_secs(15),
-        renew_deadline: Duration::from_secs(10),
-        retry_period: Duration::from_secs(2),
-    }
 }
 
 const LEASE: &str = "/apis/coordination.k8s.io/v1/namespaces/ops/leases/nixcache-operator";

@@ -6,41 +6,19 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use common::{demo_image, wait_for, FakeApi, Recorded};
+use common::{context, demo_image, lease_config, wait_for, FakeApi, Recorded};
 use nixcache_operator::controller::Scope;
 use nixcache_operator::fixtures;
-use nixcache_operator::leader::{LeaderElector, LeaseConfig};
-use nixcache_operator::{Config, Context, Error, RunOptions};
+use nixcache_operator::leader::LeaderElector;
+use nixcache_operator::{Error, RunOptions};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 const NS: &str = "/api/v1/namespaces/default";
 const NC: &str = "/apis/nixcache.dev/v1alpha1/namespaces/default/nixcaches";
 const LEASE: &str = "/apis/coordination.k8s.io/v1/namespaces/ops/leases/nixcache-operator";
-
-fn context(api: &FakeApi) -> Arc<Context> {
-    let config = Config::new("registry.test/nixcache:1.0");
-    Arc::new(Context::new(
-        common::client_for(api),
-        config,
-        Arc::default(),
-        None,
-    ))
-}
-
-fn lease_config(identity: &str) -> LeaseConfig {
-    LeaseConfig {
-        name: "nixcache-operator".into(),
-        namespace: "ops".into(),
-        identity: identity.into(),
-        lease_duration: Duration::from_secs(15),
-        renew_deadline: Duration::from_secs(10),
-        retry_period: Duration::from_secs(2),
-    }
-}
 
 /// Shifts the renew time the holder wrote by `seconds`: how a replica whose clock differs by
 /// that much sees it.

@@ -9,7 +9,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{demo_image, wait_for, FakeApi, Recorded};
+use common::{context, demo_image, wait_for, FakeApi, Recorded};
 use nixcache_crds::{Autoscaling, NixCache, PodDisruptionBudgetSpec};
 use nixcache_operator::capabilities::{self, Capabilities, OptionalApi, CONDITION_FEATURES_AVAILABLE};
 use nixcache_operator::controller::{self, Scope};
@@ -24,14 +24,27 @@ const NS: &str = "/api/v1/namespaces/default";
 const NC: &str = "/apis/nixcache.dev/v1alpha1/namespaces/default/nixcaches";
 const DEPLOYMENT: &str = "/apis/apps/v1/namespaces/default/deployments/demo";
 
-fn context(api: &FakeApi) -> Arc<Context> {
-    let config = Config::new("registry.test/nixcache:1.0");
-    Arc::new(Context::new(
-        common::client_for(api),
-        config,
-        Arc::default(),
-        None,
-    ))
+/// The whole operator process (admin server, discovery, controller) on `api`, without leader
+/// election: its admin address, the token that stops it, and its task.
+fn run_alone(
+    api: &FakeApi,
+) -> (
+    std::net::SocketAddr,
+    CancellationToken,
+    tokio::task::JoinHandle<nixcache_operator::Result<()>>,
+) {
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let options = RunOptions {
+        admin_listen: addr,
+        scope: Scope::Cluster,
+        leader_election: None,
+    };
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn(nixcache_operator::run(context(api), options, shutdown.clone()));
+    (addr, shutdown, running)
 }
 
 /// The requests of `api` so far, kept across calls (the fake's log is drained).
@@ -105,18 +118,7 @@ async fn a_forbidden_watch_does_not_stall_spec_edits() {
 async fn a_watch_failing_for_a_minute_is_counted_and_makes_the_operator_unready() {
     let api = FakeApi::default();
     api.fail("secrets", 403);
-    let ctx = context(&api);
-    let addr = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let options = RunOptions {
-        admin_listen: addr,
-        scope: Scope::Cluster,
-        leader_election: None,
-    };
-    let shutdown = CancellationToken::new();
-    let running = tokio::spawn(nixcache_operator::run(ctx.clone(), options, shutdown.clone()));
+    let (addr, shutdown, running) = run_alone(&api);
     let mut secrets_failed = Requests::default();
     assert!(
         wait_for(Duration::from_secs(5), || {
@@ -240,18 +242,7 @@ fn everything() -> NixCache {
 async fn a_failing_discovery_makes_the_operator_unready_and_says_why() {
     let api = FakeApi::default();
     api.fail("/apis/batch/v1", 403);
-    let ctx = context(&api);
-    let addr = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let options = RunOptions {
-        admin_listen: addr,
-        scope: Scope::Cluster,
-        leader_election: None,
-    };
-    let shutdown = CancellationToken::new();
-    let running = tokio::spawn(nixcache_operator::run(ctx.clone(), options, shutdown.clone()));
+    let (addr, shutdown, running) = run_alone(&api);
     tokio::time::sleep(Duration::from_secs(90)).await;
     let response = http_get(addr, "/readyz").await;
     assert!(response.starts_with("HTTP/1.1 503"), "{response}");

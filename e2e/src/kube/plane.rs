@@ -16,7 +16,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::Value;
 
-use crate::util::{run_bounded, run_ok};
+use crate::util::{run_bounded, run_ok, run_ok_with};
 
 /// The `KEY=VALUE` lines the script prints on start.
 #[derive(Clone, Debug)]
@@ -161,7 +161,11 @@ impl ControlPlane {
         };
         let file = tempfile::NamedTempFile::new()?;
         std::fs::write(file.path(), input)?;
-        run_with_stdin(cmd, file.path())
+        run_ok_with(
+            &mut cmd,
+            KUBECTL_TIMEOUT,
+            std::fs::File::open(file.path())?.into(),
+        )
     }
 
     /// `kubectl apply --server-side` of `yaml` (field manager `e2e`).
@@ -182,24 +186,4 @@ impl ControlPlane {
             serde_json::from_str(&text).context("kubectl printed no JSON")?,
         ))
     }
-}
-
-fn run_with_stdin(mut cmd: Command, input: &Path) -> Result<String> {
-    use std::process::Stdio;
-    let what = format!("{cmd:?}");
-    let out = cmd
-        .stdin(std::fs::File::open(input)?)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .output()
-        .with_context(|| format!("cannot run {what}"))?;
-    if !out.status.success() {
-        bail!(
-            "{what} failed ({}):\n{}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }

@@ -37,13 +37,9 @@ async fn a_refused_claim_change_is_reported_and_the_rest_goes_on() -> Result<()>
     // The API server refuses the smaller claim (422); the annotation must still roll the pod.
     world.ns.apply(&on_a_claim(&world, "512Mi", "second"))?;
     let ns = &world.ns;
-    let nc = wait::until("the refused claim is reported", READY, || async {
-        let nc = world.nixcache(NAME)?;
-        let degraded = condition(&nc, "Degraded").cloned().unwrap_or_default();
-        Ok((degraded["reason"] == "VolumeClaimNotUpdated").then_some(nc))
-    })
-    .await
-    .with_context(|| world.describe(NAME))?;
+    let nc = world
+        .wait_degraded(NAME, "True", Some("VolumeClaimNotUpdated"))
+        .await?;
     let message = condition(&nc, "Degraded")
         .map(|c| c["message"].to_string())
         .unwrap_or_default();
@@ -68,14 +64,7 @@ async fn a_refused_claim_change_is_reported_and_the_rest_goes_on() -> Result<()>
 
     // Back to the size it has: nothing is refused any more.
     world.ns.apply(&on_a_claim(&world, "1Gi", "second"))?;
-    wait::until("Degraded clears", READY, || async {
-        let nc = world.nixcache(NAME)?;
-        Ok(condition(&nc, "Degraded")
-            .is_some_and(|c| c["status"] == "False")
-            .then_some(()))
-    })
-    .await
-    .with_context(|| world.describe(NAME))?;
+    world.wait_degraded(NAME, "False", None).await?;
     world.wait_ready(NAME, 1, READY).await?;
     Ok(())
 }

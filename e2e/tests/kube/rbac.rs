@@ -92,13 +92,7 @@ async fn a_missing_grant_costs_only_what_needs_it_and_says_so() -> Result<()> {
         r#"{"spec":{"podAnnotations":{"touched":"1"}}}"#,
     ])?;
     let ns = &world.ns;
-    let nc = wait::until("Degraded names the refused request", READY, || async {
-        let nc = world.nixcache(NAME)?;
-        let degraded = condition(&nc, "Degraded").cloned().unwrap_or_default();
-        Ok((degraded["status"] == "True" && degraded["reason"] == "KubeForbidden").then_some(nc))
-    })
-    .await
-    .with_context(|| world.describe(NAME))?;
+    let nc = world.wait_degraded(NAME, "True", Some("KubeForbidden")).await?;
     let degraded = condition(&nc, "Degraded").cloned().unwrap_or_default();
     let message = degraded["message"].as_str().unwrap_or_default();
     ensure!(
@@ -126,14 +120,7 @@ async fn a_missing_grant_costs_only_what_needs_it_and_says_so() -> Result<()> {
 
     // 3. The grants back: healthy again.
     world.ns.apply_rbac_with(|yaml| yaml)?;
-    wait::until("Degraded clears", READY, || async {
-        let nc = world.nixcache(NAME)?;
-        Ok(condition(&nc, "Degraded")
-            .is_some_and(|c| c["status"] == "False")
-            .then_some(()))
-    })
-    .await
-    .with_context(|| world.describe(NAME))?;
+    world.wait_degraded(NAME, "False", None).await?;
     wait::until("/readyz is 200 again", Duration::from_secs(90), || async {
         Ok((world.operators[op].get("/readyz").await?.0 == 200).then_some(()))
     })

@@ -162,6 +162,20 @@ impl World {
         result.with_context(|| self.describe(name))
     }
 
+    /// Waits until `name`'s `Degraded` condition has `status` (and `reason`, when given); the
+    /// NixCache as it was then.
+    pub async fn wait_degraded(&self, name: &str, status: &str, reason: Option<&str>) -> Result<Value> {
+        let what = format!("NixCache {name} Degraded={status} {}", reason.unwrap_or(""));
+        wait::until(&what, Duration::from_secs(180), || async {
+            let nc = self.nixcache(name)?;
+            let degraded = condition(&nc, "Degraded").cloned().unwrap_or_default();
+            let matches = degraded["status"] == status && reason.is_none_or(|r| degraded["reason"] == r);
+            Ok(matches.then_some(nc))
+        })
+        .await
+        .with_context(|| self.describe(name))
+    }
+
     /// Names of the Running, Ready proxy pods of `name`.
     pub fn running_pods(&self, name: &str) -> Result<Vec<String>> {
         let selector = format!("app.kubernetes.io/instance={name},app.kubernetes.io/component=proxy");

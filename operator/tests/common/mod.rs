@@ -523,3 +523,26 @@ pub fn demo_image(api: &FakeApi) -> Option<String> {
         .as_str()
         .map(str::to_owned)
 }
+
+/// A context on `api` for the process and leader tests (no event reporter instance).
+pub fn context(api: &FakeApi) -> Arc<nixcache_operator::Context> {
+    let config = nixcache_operator::Config::new("registry.test/nixcache:1.0");
+    Arc::new(nixcache_operator::Context::new(
+        client_for(api),
+        config,
+        Arc::default(),
+        None,
+    ))
+}
+
+/// Lease settings of replica `identity`: client-go's defaults (15 s, 10 s, 2 s), in `ops`.
+pub fn lease_config(identity: &str) -> nixcache_operator::leader::LeaseConfig {
+    nixcache_operator::leader::LeaseConfig {
+        name: "nixcache-operator".into(),
+        namespace: "ops".into(),
+        identity: identity.into(),
+        lease_duration: std::time::Duration::from_secs(15),
+        renew_deadline: std::time::Duration::from_secs(10),
+        retry_period: std::time::Duration::from_secs(2),
+    }
+}
