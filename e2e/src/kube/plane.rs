@@ -4,7 +4,7 @@
 //!
 //! Without it the tests print a `SKIP` line and pass, unless `CI` or
 //! `NIXCACHE_TEST_REQUIRE_KUBE=1` is set: then the script is run (it builds the binaries on first
-//! use, about 12 minutes on 2 cores, cached in `~/.cache/kube-testbed`).
+//! use, 12 to 17 minutes on 2 cores, cached in `~/.cache/kube-testbed`).
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
