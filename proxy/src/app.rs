@@ -13,7 +13,7 @@ use tokio::net::TcpListener;
 
 use crate::{
     cache::{
-        replica::{Replica, ReplicaOptions},
+        replica::{PeerToken, Replica, ReplicaOptions},
         AccessLog, Cache, CacheParts, HotCache, NegativeCache,
     },
     cli::{BackendArgs, GcArgs, ServeArgs},
@@ -44,11 +44,11 @@ pub async fn build_state(args: &ServeArgs) -> anyhow::Result<http::AppState> {
     let data_dir = &args.backend.data_dir;
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("creating the data dir {}", data_dir.display()))?;
-    let replica = build_replica(args).await?;
+    let signer = keys::load_or_generate(args.secret_key_file.as_deref(), data_dir, &key_name(args))?;
+    let replica = build_replica(args, &signer).await?;
     let tmp_dir = scratch::create(data_dir, &replica.options.id)?;
 
     let metadata = open_database(&args.backend).await?;
-    let signer = keys::load_or_generate(args.secret_key_file.as_deref(), data_dir, &key_name(args))?;
     let storage = open_storage(&args.backend, &tmp_dir).await?;
 
     tracing::info!(public_key = %signer.public_key(), upstreams = ?args.upstreams, "signing with key");
@@ -176,13 +176,14 @@ fn build_upstreams(args: &ServeArgs, metrics: &Arc<Metrics>) -> anyhow::Result<U
         connect_timeout: args.upstream_connect_timeout,
         header_timeout: args.upstream_header_timeout,
         read_timeout: args.upstream_read_timeout,
+        allow_link_local: args.upstream_allow_link_local,
         netrc: read_netrc(&args.netrc_files)?,
         metrics: Arc::clone(metrics),
     };
     Ok(Upstreams::new(&args.upstreams, trusted, options)?)
 }
 
-async fn build_replica(args: &ServeArgs) -> anyhow::Result<Replica> {
+async fn build_replica(args: &ServeArgs, signer: &nixcache_protocol::SigningKey) -> anyhow::Result<Replica> {
     let address = match &args.advertise_url {
         Some(url) => {
             let parsed = url::Url::parse(url).with_context(|| format!("invalid --advertise-url {url:?}"))?;
@@ -199,6 +200,7 @@ async fn build_replica(args: &ServeArgs) -> anyhow::Result<Replica> {
         address,
         lease_ttl: args.lease_ttl.max(Duration::from_millis(300)),
         peer_read_timeout: args.upstream_read_timeout,
+        peer_token: PeerToken::from_key(signer),
     };
     tracing::info!(replica = %options.id, advertise_url = %options.address, "replica identity");
     if args.listen.ip().is_unspecified() && options.address.starts_with("http://127.") {

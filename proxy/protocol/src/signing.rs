@@ -151,6 +151,20 @@ impl SigningKey {
         }
     }
 
+    /// A secret for another `purpose`, derived from this key: whoever holds the key (every
+    /// replica of one cache) derives the same, and it reveals nothing about the key.
+    pub fn derive_secret(&self, purpose: &str) -> [u8; 32] {
+        use sha2::{Digest, Sha256};
+        let mut hasher = Sha256::new();
+        hasher.update(b"nixcache derived secret\0");
+        hasher.update(purpose.as_bytes());
+        hasher.update(b"\0");
+        let mut seed = self.key.to_bytes();
+        hasher.update(seed);
+        seed.fill(0);
+        hasher.finalize().into()
+    }
+
     /// Signs a fingerprint (see [`crate::fingerprint`]).
     pub fn sign(&self, fingerprint: &str) -> Signature {
         let sig = self.key.sign(fingerprint.as_bytes());

@@ -193,3 +193,13 @@ fn rejects_malformed_public_keys_and_signatures() {
         }
     );
 }
+
+#[test]
+fn derived_secrets_depend_on_key_and_purpose_only() {
+    let one = SigningKey::parse(SEC1).unwrap();
+    let again = SigningKey::parse(&one.to_secret_string()).unwrap();
+    let other = SigningKey::parse(SEC2).unwrap();
+    assert_eq!(one.derive_secret("a"), again.derive_secret("a"));
+    assert_ne!(one.derive_secret("a"), one.derive_secret("b"));
+    assert_ne!(one.derive_secret("a"), other.derive_secret("a"));
+}

@@ -375,6 +375,11 @@ impl Cache {
         result
     }
 
+    /// Whether an `Authorization` header value is another replica's (for the internal endpoint).
+    pub fn is_replica(&self, authorization: Option<&str>) -> bool {
+        self.replica.options.peer_token.accepts(authorization)
+    }
+
     /// Checks metadata and storage; for readiness.
     pub async fn ping(&self) -> Result<(), CacheError> {
         self.db.ping().await?;

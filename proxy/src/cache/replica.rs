@@ -5,8 +5,9 @@
 use std::{sync::Arc, time::Duration};
 
 use futures::TryStreamExt;
-use nixcache_protocol::NarFile;
+use nixcache_protocol::{NarFile, SigningKey};
 use reqwest::{header, StatusCode};
+use sha2::{Digest, Sha256};
 
 use crate::{
     db::{DbError, Lease, LeaseClaim, LeaseKey, MetadataStore},
@@ -26,6 +27,40 @@ pub struct ReplicaOptions {
     pub lease_ttl: Duration,
     /// Longest pause tolerated in a peer's stream (the peer may itself wait on its upstream).
     pub peer_read_timeout: Duration,
+    /// What replicas show each other on the internal endpoint.
+    pub peer_token: PeerToken,
+}
+
+/// The credential of the internal endpoint: derived from the signing key, which every replica of
+/// one cache shares, so there is nothing more to configure and no client can guess it.
+#[derive(Clone)]
+pub struct PeerToken([u8; 32]);
+
+impl std::fmt::Debug for PeerToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PeerToken(***)")
+    }
+}
+
+impl PeerToken {
+    pub fn from_key(key: &SigningKey) -> Self {
+        Self(key.derive_secret("internal endpoint token v1"))
+    }
+
+    /// The `Authorization` header value replicas send.
+    fn header_value(&self) -> String {
+        let hex: String = self.0.iter().map(|b| format!("{b:02x}")).collect();
+        format!("Bearer {hex}")
+    }
+
+    /// Whether an `Authorization` header value is this token. Digests are compared, so the time
+    /// taken says nothing about how much of a guess was right.
+    pub fn accepts(&self, authorization: Option<&str>) -> bool {
+        let Some(given) = authorization else {
+            return false;
+        };
+        Sha256::digest(given.as_bytes()) == Sha256::digest(self.header_value().as_bytes())
+    }
 }
 
 impl ReplicaOptions {
@@ -128,6 +163,7 @@ impl Replica {
         } else {
             self.client.get(&url)
         };
+        request = request.header(header::AUTHORIZATION, self.options.peer_token.header_value());
         if let Some(r) = range {
             request = request.header(header::RANGE, format!("bytes={}-{}", r.start, r.end));
         }
@@ -136,6 +172,9 @@ impl Replica {
         match (response.status(), range.is_some()) {
             (StatusCode::NOT_FOUND, _) => Ok(None),
             (StatusCode::PARTIAL_CONTENT, true) | (StatusCode::OK, false) => Ok(Some(response)),
+            (StatusCode::UNAUTHORIZED, _) => Err(fail(
+                "refused our token (401): replicas of one cache must share one signing key".into(),
+            )),
             (other, _) => Err(fail(format!("answered HTTP {other}"))),
         }
     }

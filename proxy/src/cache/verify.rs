@@ -16,6 +16,11 @@ use tokio::{runtime::Handle, sync::watch};
 
 use super::fill::{Phase, Progress};
 
+/// Most memory an xz decoder may take. The file picks its dictionary (up to 4 GiB), so without a
+/// limit a hostile upstream or upload chooses how much we allocate; `xz -9` needs 65 MiB, and
+/// zstd's decoder refuses windows over 128 MiB by default, so xz gets the same.
+pub const XZ_MEMORY_LIMIT: u64 = 128 << 20;
+
 /// What the verifier measured.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Digests {
@@ -190,8 +195,11 @@ fn decode(input: &mut impl Read, compression: &Compression, max_nar: u64) -> io:
     match compression {
         Compression::None => io::copy(input, &mut nar).map(drop)?,
         Compression::Xz => {
+            let stream =
+                liblzma::stream::Stream::new_auto_decoder(XZ_MEMORY_LIMIT, liblzma::stream::CONCATENATED)
+                    .map_err(io::Error::other)?;
             io::copy(
-                &mut liblzma::read::XzDecoder::new_multi_decoder(&mut *input),
+                &mut liblzma::read::XzDecoder::new_stream(&mut *input, stream),
                 &mut nar,
             )
             .map(drop)
@@ -217,3 +225,6 @@ fn decode(input: &mut impl Read, compression: &Compression, max_nar: u64) -> io:
     io::copy(input, &mut io::sink())?;
     Ok((Sha256Hash::from_sha2(nar.hasher), nar.size))
 }
+
+#[cfg(test)]
+mod tests;

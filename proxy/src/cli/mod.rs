@@ -98,6 +98,11 @@ pub struct ServeArgs {
     #[arg(long, env = "NIXCACHE_UPSTREAM_READ_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub upstream_read_timeout: Duration,
 
+    /// Allow upstreams in link-local space (169.254.0.0/16, fe80::/10), where cloud metadata
+    /// endpoints live; refused by default, by address and by what a name resolves to.
+    #[arg(long, env = "NIXCACHE_UPSTREAM_ALLOW_LINK_LOCAL")]
+    pub upstream_allow_link_local: bool,
+
     /// How long a narinfo that no upstream has is remembered as missing (0s disables).
     #[arg(long, env = "NIXCACHE_NEGATIVE_TTL", default_value = "60s", value_parser = humantime::parse_duration)]
     pub negative_ttl: Duration,

@@ -15,6 +15,8 @@ use crate::{
 pub enum ApiError {
     /// Malformed request: answered before any lookup.
     BadRequest(String),
+    /// The internal endpoint without a replica's token.
+    NotReplica,
     Cache(CacheError),
     Upload(UploadError),
 }
@@ -92,6 +94,13 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         match self {
             ApiError::BadRequest(reason) => plain(StatusCode::BAD_REQUEST, &reason),
+            ApiError::NotReplica => {
+                tracing::debug!("a request for the internal endpoint without a replica's token");
+                plain(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized: for replicas of this cache only",
+                )
+            }
             // About the client's own upload: the detail is theirs to see.
             ApiError::Upload(err) => {
                 let status = match &err {

@@ -35,13 +35,18 @@ fn counted(state: &AppState, body: crate::storage::ByteStream) -> crate::storage
 }
 
 /// `GET|HEAD /_nixcache/fills/<file>`: another replica streams this replica's fetch in progress.
-/// 404 when there is none; it never starts a fetch.
+/// 404 when there is none; it never starts a fetch. Only replicas may ask (401 otherwise): the
+/// bytes are not verified yet, and it answers for any file being fetched.
 pub async fn get_fill(
     State(state): State<AppState>,
     method: Method,
     headers: HeaderMap,
     Path(file): Path<String>,
 ) -> Result<Response, ApiError> {
+    let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    if !state.cache.is_replica(authorization) {
+        return Err(ApiError::NotReplica);
+    }
     let (file, range, head) = parse(&file, &headers, &method)?;
     Ok(respond(state.cache.local_fill(&file, range, head).await?))
 }

@@ -12,6 +12,14 @@ pub enum UpstreamError {
     Status { url: String, status: u16 },
     #[error("{url}: {reason}")]
     Invalid { url: String, reason: String },
+    /// A redirect the outbound policy refused (another origin, or too many).
+    #[error("{url}: {error}: {reason}")]
+    Redirect {
+        url: String,
+        reason: String,
+        #[source]
+        error: reqwest::Error,
+    },
 }
 
 impl UpstreamError {
@@ -22,6 +30,7 @@ impl UpstreamError {
             Self::Request { .. } | Self::Timeout { .. } => "request",
             Self::Status { .. } => "status",
             Self::Invalid { .. } => "invalid",
+            Self::Redirect { .. } => "redirect",
         }
     }
 
@@ -29,7 +38,7 @@ impl UpstreamError {
         match self {
             Self::Timeout { .. } => true,
             Self::Request { error, .. } => error.is_timeout(),
-            Self::Status { .. } | Self::Invalid { .. } => false,
+            Self::Status { .. } | Self::Invalid { .. } | Self::Redirect { .. } => false,
         }
     }
 }

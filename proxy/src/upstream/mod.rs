@@ -3,6 +3,7 @@
 
 mod error;
 mod netrc;
+mod outbound;
 
 use std::{
     sync::{Arc, RwLock},
@@ -28,6 +29,8 @@ pub struct UpstreamOptions {
     pub connect_timeout: Duration,
     pub header_timeout: Duration,
     pub read_timeout: Duration,
+    /// Whether upstreams may be in link-local space (see [`outbound`]).
+    pub allow_link_local: bool,
     pub netrc: Netrc,
     pub metrics: Arc<crate::metrics::Metrics>,
 }
@@ -77,17 +80,20 @@ impl Upstreams {
         trusted: Vec<PublicKey>,
         options: UpstreamOptions,
     ) -> Result<Self, UpstreamError> {
-        let client = reqwest::Client::builder()
+        let mut client = reqwest::Client::builder()
             .connect_timeout(options.connect_timeout)
             .read_timeout(options.read_timeout)
             .user_agent(concat!("nixcache/", env!("CARGO_PKG_VERSION")))
             .tcp_nodelay(true)
             .pool_idle_timeout(Duration::from_secs(60))
-            .build()
-            .map_err(|error| UpstreamError::Request {
-                url: "<client>".into(),
-                error,
-            })?;
+            .redirect(outbound::redirect_policy());
+        if !options.allow_link_local {
+            client = client.dns_resolver(outbound::NoLinkLocal::shared());
+        }
+        let client = client.build().map_err(|error| UpstreamError::Request {
+            url: "<client>".into(),
+            error,
+        })?;
         let mut list = Vec::new();
         for raw in urls {
             let invalid = |reason: String| UpstreamError::Invalid {
@@ -107,6 +113,9 @@ impl Upstreams {
             }
             if !base.path().ends_with('/') {
                 base.set_path(&format!("{}/", base.path()));
+            }
+            if !options.allow_link_local {
+                outbound::check_literal(&base).map_err(invalid)?;
             }
             let priority = fixed_priority(&base).map_err(invalid)?;
             base.set_query(None);
@@ -300,6 +309,11 @@ impl TaskContext {
             Err(_) => Err(UpstreamError::Timeout {
                 url: url.to_string(),
                 after,
+            }),
+            Ok(Err(error)) if error.is_redirect() => Err(UpstreamError::Redirect {
+                url: url.to_string(),
+                reason: std::error::Error::source(&error).map_or_else(String::new, ToString::to_string),
+                error,
             }),
             Ok(Err(error)) => Err(UpstreamError::Request {
                 url: url.to_string(),

@@ -47,6 +47,8 @@ struct Shared {
     objects: Mutex<HashMap<String, Bytes>>,
     faults: Mutex<HashMap<String, Fault>>,
     gets: Mutex<HashMap<String, usize>>,
+    /// Paths answered with `302 Found` to a location.
+    redirects: Mutex<HashMap<String, String>>,
     /// Paths whose throttled body has been handed out completely.
     finished: Mutex<HashSet<String>>,
 }
@@ -67,6 +69,7 @@ impl Upstream {
             objects: Mutex::default(),
             faults: Mutex::default(),
             gets: Mutex::default(),
+            redirects: Mutex::default(),
             finished: Mutex::default(),
         });
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -102,6 +105,12 @@ impl Upstream {
             .lock()
             .unwrap()
             .insert(path.to_owned(), body.into());
+    }
+
+    /// Answers GET `path` with `302 Found` to `location` (any URL), replacing what was there.
+    pub fn redirect(&self, path: &str, location: &str) {
+        let mut redirects = self.shared.redirects.lock().unwrap();
+        redirects.insert(path.to_owned(), location.to_owned());
     }
 
     pub fn set_mode(&self, mode: Mode) {
@@ -168,6 +177,10 @@ async fn handle(State(shared): State<Arc<Shared>>, method: Method, uri: Uri) -> 
         Mode::Fail500 => return (StatusCode::INTERNAL_SERVER_ERROR, "upstream exploded\n").into_response(),
         Mode::Delay(pause) => tokio::time::sleep(pause).await,
         Mode::Normal => {}
+    }
+    let location = shared.redirects.lock().unwrap().get(&path).cloned();
+    if let Some(location) = location {
+        return (StatusCode::FOUND, [(header::LOCATION, location)], "moved\n").into_response();
     }
     if path.ends_with("/nix-cache-info") {
         let text = format!(
