@@ -14,6 +14,9 @@ use crate::{
     storage::{local::tempfile_in, BlobKey, BlobRead, ByteRange, StorageError},
 };
 
+/// Pause between claims of a NAR lease held by other work than a fill (GC).
+const OTHER_WORK_POLL: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// Where a NAR's bytes are.
 pub(super) enum Source {
     Stored(u64),
@@ -118,7 +121,7 @@ impl Cache {
             return Ok(Source::Stored(stored.file_size));
         }
         let lease_key = LeaseKey::nar(file);
-        let feed = match self.replica.claim(&*self.db, &lease_key).await? {
+        let feed = match self.claim_fill_lease(&lease_key).await? {
             LeaseClaim::Held(holder) => Feed::Holder(holder),
             LeaseClaim::Acquired => {
                 let lease = self.replica.hold(Arc::clone(&self.db), lease_key);
@@ -131,6 +134,22 @@ impl Cache {
             }
         };
         Ok(Source::Local(self.start_fill(&key, record, feed)?))
+    }
+
+    /// Claims a NAR's lease for a fill. A lease without an address is not a fill that can be
+    /// streamed but GC removing the NAR, which takes moments: wait for it to go, then claim.
+    async fn claim_fill_lease(&self, key: &LeaseKey) -> Result<LeaseClaim, CacheError> {
+        let deadline = std::time::Instant::now() + self.replica.wait_limit();
+        loop {
+            match self.replica.claim(&*self.db, key).await? {
+                LeaseClaim::Held(holder)
+                    if holder.address.is_empty() && std::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(OTHER_WORK_POLL).await;
+                }
+                claim => return Ok(claim),
+            }
+        }
     }
 
     pub(super) fn fill_in_progress(&self, key: &BlobKey) -> Option<Arc<Fill>> {

@@ -7,13 +7,18 @@ use nixcache_protocol::{NarFile, StorePathHash};
 
 use super::{Evicted, Run, PAGE, STALE_UPLOAD_AGE};
 use crate::{
-    db::{now, now_ms, AccessCursor, DbError, MetadataStore, NarAccess, NarRecord, NarinfoAccess},
+    db::{
+        now, now_ms, AccessCursor, DbError, LeaseClaim, LeaseKey, MetadataStore, NarAccess, NarRecord,
+        NarinfoAccess,
+    },
     storage::{BlobKey, BlobStore},
 };
 
 /// Database and storage requests a run keeps in flight at once: one at a time, a run spends
 /// nearly all its time waiting on round trips (and S3 deletes).
 const CONCURRENCY: usize = 16;
+/// How long a NAR's lease lasts while GC removes its row and object (far longer than that takes).
+const NAR_LEASE_TTL: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// A narinfo chosen for eviction.
 struct Planned {
@@ -184,10 +189,10 @@ impl Run<'_> {
     /// Each NAR's row, if no live narinfo names it (in the same statement), then its object.
     /// Returns how many went; what went is reported even when some request failed.
     async fn remove_nars(&mut self, nars: Vec<(NarFile, u64)>) -> Result<u64, DbError> {
-        let (db, storage, dry_run) = (self.db, self.storage, self.options.dry_run);
+        let (db, storage, dry_run, holder) = (self.db, self.storage, self.options.dry_run, self.holder);
         let removals: Vec<_> = nars
             .into_iter()
-            .map(|(file, size)| remove_nar(db, storage, file, size, dry_run))
+            .map(|(file, size)| remove_nar(db, storage, file, size, dry_run, holder))
             .collect();
         let outcomes: Vec<Result<Removal, DbError>> = stream::iter(removals)
             .buffer_unordered(CONCURRENCY)
@@ -264,13 +269,16 @@ async fn evict_narinfo(db: &dyn MetadataStore, hash: StorePathHash, uploaded: bo
     }
 }
 
-/// The NAR's row, if no live narinfo names it (in the same statement), then its object.
+/// The NAR's row, if no live narinfo names it (in the same statement), then its object, under
+/// the NAR's lease: fills and uploads write the object under it too, so none can store a new
+/// object between the two steps for GC to delete. A NAR being written now stays.
 async fn remove_nar(
     db: &dyn MetadataStore,
     storage: &dyn BlobStore,
     file: NarFile,
     size: u64,
     dry_run: bool,
+    holder: &str,
 ) -> Result<Removal, DbError> {
     if dry_run {
         return Ok(Removal::Removed {
@@ -279,6 +287,24 @@ async fn remove_nar(
             object_deleted: true,
         });
     }
+    let lease = LeaseKey::nar(&file);
+    // No address: other replicas wait for this lease to go instead of streaming from it.
+    if let LeaseClaim::Held(_) = db.claim_lease(&lease, holder, "", NAR_LEASE_TTL).await? {
+        return Ok(Removal::Kept);
+    }
+    let removal = remove_row_and_object(db, storage, file, size).await;
+    if let Err(err) = db.release_lease(&lease, holder).await {
+        tracing::warn!(lease = %lease, error = %err, "releasing a NAR lease after GC failed; it will expire");
+    }
+    removal
+}
+
+async fn remove_row_and_object(
+    db: &dyn MetadataStore,
+    storage: &dyn BlobStore,
+    file: NarFile,
+    size: u64,
+) -> Result<Removal, DbError> {
     if !db.delete_nar_if_unnamed(&file).await? {
         return Ok(Removal::Kept);
     }

@@ -7,8 +7,9 @@
 //! lookup of the path is a miss again, yet a client that cached the narinfo itself can still
 //! fetch the NAR, which is downloaded again (uploaded narinfos, whose NAR cannot be fetched
 //! again, are deleted). A NAR row is deleted only if, in the same statement, no live narinfo
-//! names it, and its object only after that: a crash in between leaves an unrecorded object
-//! (invisible, overwritten when the NAR is fetched again). A NAR being streamed while it is
+//! names it, and its object only after that, both under the NAR's lease (which fills hold while
+//! they write the object), so a fill cannot store the NAR anew in between; a crash in between
+//! leaves an unrecorded object (invisible, overwritten when the NAR is fetched again). A NAR being streamed while it is
 //! removed still reaches its client: the open file (or S3 GET) keeps its bytes. One run at a
 //! time across all replicas (a lease row).
 
@@ -146,6 +147,8 @@ struct Run<'a> {
     on_evict: &'a mut (dyn FnMut(Evicted<'_>) + Send),
     report: GcReport,
     before_ms: i64,
+    /// This run's name in the leases it takes.
+    holder: &'a str,
 }
 
 /// Evicts least-recently-used entries until the cache fits `options.max_size`. `holder` names
@@ -176,6 +179,7 @@ pub async fn run_once(
             ..GcReport::default()
         },
         before_ms: now_ms().saturating_sub(keep_ms),
+        holder,
     };
     let result = run.evict().await;
     lease.release().await;
