@@ -14,7 +14,7 @@ use tokio::net::TcpListener;
 use crate::{
     cache::{
         replica::{PeerToken, Replica, ReplicaOptions},
-        AccessLog, Cache, CacheParts, HotCache, NegativeCache,
+        AccessLog, Cache, CacheParts, HotCache, NegativeCache, ScrubOptions,
     },
     cli::{BackendArgs, GcArgs, ServeArgs},
     db,
@@ -67,6 +67,10 @@ pub async fn build_state(args: &ServeArgs) -> anyhow::Result<http::AppState> {
         metrics,
     });
     cache.start_background();
+    if args.gc.scrub_rate > 0 {
+        let (rate, interval) = (args.gc.scrub_rate, args.gc.scrub_interval);
+        cache.start_scrub(ScrubOptions { rate, interval });
+    }
     if let Some((schedule, options)) = schedule {
         tracing::info!(max_size = options.max_size, "scheduled GC on");
         gc::schedule::spawn(cache.clone(), schedule, options);

@@ -85,6 +85,8 @@ pub struct Metrics {
     pub gc_duration: Histogram,
     /// `result`: `stored`, `exists`, `rejected`, `unauthorized`, `deleted`.
     pub uploads: Family<ResultLabels, Counter>,
+    pub scrubbed_bytes: Counter,
+    pub scrub_dropped: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -119,6 +121,8 @@ impl Metrics {
             gc_freed_bytes: Counter::default(),
             gc_duration: latency_histogram(),
             uploads: Family::default(),
+            scrubbed_bytes: Counter::default(),
+            scrub_dropped: Counter::default(),
         };
         m.register();
         m
@@ -126,6 +130,17 @@ impl Metrics {
 
     fn register(&mut self) {
         let r = &mut self.registry;
+        r.register_with_unit(
+            "scrubbed",
+            "Bytes of stored NARs re-hashed by the background scrub",
+            Unit::Bytes,
+            self.scrubbed_bytes.clone(),
+        );
+        r.register(
+            "scrub_dropped_nars",
+            "Stored NARs the scrub found damaged or missing and dropped",
+            self.scrub_dropped.clone(),
+        );
         r.register(
             "http_requests",
             "HTTP requests by route, method and status",
@@ -250,6 +265,14 @@ impl Metrics {
             reason,
         };
         self.upstream_errors.get_or_create(&labels).inc();
+    }
+
+    pub fn scrubbed(&self, bytes: u64) {
+        self.scrubbed_bytes.inc_by(bytes);
+    }
+
+    pub fn scrub_dropped(&self) {
+        self.scrub_dropped.inc();
     }
 
     pub fn set_usage(&self, usage: &Usage) {

@@ -9,6 +9,7 @@ mod mirror;
 mod nar;
 mod negative;
 pub mod replica;
+mod scrub;
 mod singleflight;
 mod upload;
 mod verify;
@@ -36,6 +37,7 @@ use fill::Fill;
 pub use hot::HotCache;
 pub use negative::NegativeCache;
 use replica::Replica;
+pub use scrub::{ScrubOptions, ScrubReport};
 use singleflight::SingleFlight;
 pub use upload::{Stored, UploadError};
 

@@ -169,6 +169,15 @@ pub struct ServeGcArgs {
     /// Entries accessed more recently than this are never evicted.
     #[arg(long, env = "NIXCACHE_GC_KEEP_RECENT", default_value = "10m", value_parser = humantime::parse_duration)]
     pub gc_keep_recent: Duration,
+
+    /// Re-hash stored NARs in the background at most this fast (bytes per second; 0 turns it
+    /// off): files damaged on disk or in the bucket are dropped and fetched again.
+    #[arg(long, env = "NIXCACHE_SCRUB_RATE", default_value = "8M", value_parser = parse_size)]
+    pub scrub_rate: u64,
+
+    /// Pause between two scrub passes (the first starts within 10 minutes).
+    #[arg(long, env = "NIXCACHE_SCRUB_INTERVAL", default_value = "24h", value_parser = humantime::parse_duration)]
+    pub scrub_interval: Duration,
 }
 
 /// Writes from Nix clients (`nix copy --to http://…`): off unless enabled, and then only with a

@@ -130,6 +130,10 @@ impl LeaseKey {
     pub fn gc() -> Self {
         Self("gc".into())
     }
+    /// The one scrub pass (re-hashing stored NARs) at a time across every replica.
+    pub fn scrub() -> Self {
+        Self("scrub".into())
+    }
 }
 
 /// A NAR file a client uploaded whose narinfo has not come yet: stored but invisible.
