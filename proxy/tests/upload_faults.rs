@@ -45,13 +45,13 @@ fn the_bomb_is_valid_zstd() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_small_body_under_a_wrong_name_is_refused_before_it_is_decompressed() {
     let w = start(&["--allow-put"]).await;
-    // 128 KiB of body, 4 GiB of zeros (minutes of hashing in a debug build).
-    let bomb = zstd_zeros(32 << 10);
+    // 1 MiB of body, 32 GiB of zeros: half a minute of decompressing and hashing at 1 GB/s.
+    let bomb = zstd_zeros(256 << 10);
     let wrong = zst_name(b"something else");
     let auth = format!("Bearer {TOKEN}");
     let started = Instant::now();
     let got = tokio::time::timeout(
-        Duration::from_secs(5),
+        Duration::from_secs(2),
         w.put(&format!("/nar/{wrong}"), bomb, Some(&auth)),
     )
     .await
@@ -70,8 +70,9 @@ async fn a_small_body_under_a_wrong_name_is_refused_before_it_is_decompressed() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_hanging_up_during_verification_leaves_no_temp_file() {
     let w = start(&["--allow-put"]).await;
-    // Named right, so it is verified: 16 GiB of zeros to decompress and hash.
-    let bomb = zstd_zeros(128 << 10);
+    // Named right, so it is verified: 64 GiB of zeros to decompress and hash, a minute or more
+    // (the temp file must still be there when the client hangs up).
+    let bomb = zstd_zeros(512 << 10);
     let name = zst_name(&bomb);
     let mut tcp = tokio::net::TcpStream::connect(w.proxy.addr).await.unwrap();
     let head = format!(
