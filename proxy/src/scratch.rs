@@ -32,7 +32,7 @@ const ABANDONED_AFTER: Duration = Duration::from_secs(3600);
 pub struct Scratch {
     path: PathBuf,
     /// Open, and so locked, until dropped.
-    _lock: File,
+    _lock: Option<File>,
 }
 
 impl Scratch {
@@ -46,7 +46,15 @@ impl Scratch {
 pub fn create(data_dir: &Path, replica_id: &str) -> anyhow::Result<Scratch> {
     let root = data_dir.join("tmp");
     let own = root.join(replica_id);
-    let lock = lock_own(&own).with_context(|| format!("locking {}", own.join(LOCK_FILE).display()))?;
+    std::fs::create_dir_all(&own).with_context(|| format!("creating {}", own.display()))?;
+    // Without a lock (a filesystem without `flock`) the process still runs; its directory is
+    // only never taken as abandoned.
+    let lock = lock_own(&own)
+        .inspect_err(|err| {
+            tracing::warn!(path = %own.display(), error = %err, "cannot lock the temp dir; \
+                if this process dies, its temp files stay")
+        })
+        .ok();
     for entry in std::fs::read_dir(&root).with_context(|| format!("reading {}", root.display()))? {
         let path = entry?.path();
         if path != own {
