@@ -46,10 +46,10 @@ pub async fn build_state(args: &ServeArgs) -> anyhow::Result<http::AppState> {
         .with_context(|| format!("creating the data dir {}", data_dir.display()))?;
     let signer = keys::load_or_generate(args.secret_key_file.as_deref(), data_dir, &key_name(args))?;
     let replica = build_replica(args, &signer).await?;
-    let tmp_dir = scratch::create(data_dir, &replica.options.id)?;
+    let scratch = scratch::create(data_dir, &replica.options.id)?;
 
     let metadata = open_database(&args.backend).await?;
-    let storage = open_storage(&args.backend, &tmp_dir).await?;
+    let storage = open_storage(&args.backend, scratch.path()).await?;
 
     tracing::info!(public_key = %signer.public_key(), upstreams = ?args.upstreams, "signing with key");
     let negative = NegativeCache::new(args.negative_ttl);
@@ -61,7 +61,7 @@ pub async fn build_state(args: &ServeArgs) -> anyhow::Result<http::AppState> {
         signer,
         negative,
         hot,
-        tmp_dir,
+        scratch,
         replica,
         access: AccessLog::new(args.access_flush_interval),
         metrics,

@@ -14,6 +14,7 @@ pub mod http;
 pub mod keys;
 pub mod metrics;
 pub mod range;
+pub mod redact;
 pub mod scratch;
 pub mod storage;
 pub mod telemetry;

@@ -29,6 +29,7 @@ use crate::{
     db::{DbError, LeaseClaim, LeaseKey, MetadataStore, NarInfoRecord, ProxySignature},
     metrics::Metrics,
     range::RangeSpec,
+    scratch::Scratch,
     storage::{BlobKey, BlobStore, ByteRange, ByteStream, StorageError},
     upstream::{Lookup, UpstreamError, Upstreams},
 };
@@ -105,8 +106,8 @@ pub struct CacheParts {
     pub signer: SigningKey,
     pub negative: NegativeCache,
     pub hot: HotCache,
-    /// Local directory for downloads in progress.
-    pub tmp_dir: PathBuf,
+    /// Local directory for downloads in progress, locked while this cache lives.
+    pub scratch: Scratch,
     pub replica: Replica,
     pub access: AccessLog,
     pub metrics: Arc<Metrics>,
@@ -128,6 +129,8 @@ pub struct Cache {
     nar_locates: Arc<SingleFlight<BlobKey, nar::Source>>,
     fills: Arc<Mutex<HashMap<BlobKey, Arc<Fill>>>>,
     tmp_dir: Arc<PathBuf>,
+    /// Keeps the lock on `tmp_dir`: other processes remove it once the last clone is gone.
+    _scratch: Arc<Scratch>,
 }
 
 impl Cache {
@@ -151,7 +154,8 @@ impl Cache {
             )),
             metrics: parts.metrics,
             fills: Arc::new(Mutex::new(HashMap::new())),
-            tmp_dir: Arc::new(parts.tmp_dir),
+            tmp_dir: Arc::new(parts.scratch.path().to_owned()),
+            _scratch: Arc::new(parts.scratch),
         }
     }
 

@@ -1,19 +1,29 @@
 //! Writes from clients (`nix copy --to http://…`): Nix uploads each NAR, then its narinfo.
 //!
-//! A NAR upload is streamed to a temp file, hashed against its name (`<FileHash>.nar.xz`) and
-//! decompressed to learn its NarHash and NarSize, then stored, but recorded only as pending
-//! (`uploads`): invisible to clients. The narinfo upload makes it visible, and only when the
-//! narinfo agrees with what was measured. Nothing recorded is ever overwritten: a second upload
-//! of the same object is a no-op, a different narinfo for a known store path is a conflict.
+//! A NAR upload is streamed to a temp file and hashed on the way, checked against its name
+//! (`<FileHash>.nar.xz`), then decompressed to learn its NarHash and NarSize, recorded as
+//! pending (`uploads`) and stored: invisible to clients. The narinfo upload makes it visible,
+//! and only when the narinfo agrees with what was measured. Nothing recorded is ever
+//! overwritten: a second upload of the same object is a no-op, a different narinfo for a known
+//! store path is a conflict.
+
+use std::{
+    path::Path,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+};
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use nixcache_protocol::{NarFile, NarInfo, Sha256Hash, StorePathHash};
+use sha2::{Digest, Sha256};
 
 use super::{verify, Cache, CacheError};
 use crate::{
     db::{NarInfoRecord, NarRecord, UploadRecord},
-    storage::{local::tempfile_in, BlobKey, StorageError},
+    storage::{local::TempPath, BlobKey, StorageError},
 };
 
 /// Largest NAR an upload may decompress to (a bound on the work a bad upload can cause).
@@ -69,53 +79,41 @@ impl Cache {
             return Ok(Stored::Exists);
         }
         let key = BlobKey::for_nar(file);
-        let tmp = tempfile_in(&self.tmp_dir, &key);
-        let result = self.stage_nar(file, &key, &tmp, body, limit).await;
-        let _ = tokio::fs::remove_file(&tmp).await;
-        result
-    }
-
-    async fn stage_nar<S, E>(
-        &self,
-        file: &NarFile,
-        key: &BlobKey,
-        tmp: &std::path::Path,
-        body: S,
-        limit: u64,
-    ) -> Result<Stored, UploadError>
-    where
-        S: Stream<Item = Result<Bytes, E>> + Unpin,
-        E: std::fmt::Display,
-    {
-        write_body(tmp, body, limit).await?;
-        let (path, compression) = (tmp.to_owned(), file.compression.clone());
-        let digests =
-            tokio::task::spawn_blocking(move || verify::digest_file(&path, &compression, MAX_NAR_SIZE))
-                .await
-                .map_err(CacheError::internal)?
-                .map_err(|e| match e.kind() {
-                    // Reading back our own temp file failed: not the client's fault.
-                    std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied => {
-                        UploadError::from(StorageError::io("reading an upload back", e))
-                    }
-                    _ => UploadError::Invalid(format!("{}: {e}", file.file_name())),
-                })?;
-        if digests.file_hash != file.hash {
+        // Removed however this ends, also when the client hangs up and this future is dropped.
+        let tmp = TempPath::new_in(&self.tmp_dir, &key);
+        let (file_size, file_hash) = write_body(tmp.path(), body, limit).await?;
+        // Checked before anything is decompressed: a small body under a wrong name costs no
+        // more than its bytes.
+        if file_hash != file.hash {
             return Err(UploadError::Invalid(format!(
                 "{} hashes to {}, not to its name",
                 file.file_name(),
-                digests.file_hash.to_nixbase32()
+                file_hash.to_nixbase32()
             )));
         }
-        self.storage.put_file(key, tmp).await?;
+        let digests = digest_upload(file, tmp.path()).await?;
+        if (digests.file_hash, digests.file_size) != (file_hash, file_size) {
+            return Err(
+                CacheError::internal(format!("the temp file of {key} changed while it was read")).into(),
+            );
+        }
         let record = UploadRecord {
             nar_file: file.clone(),
-            file_size: digests.file_size,
+            file_size,
             nar_hash: digests.nar_hash,
             nar_size: digests.nar_size,
         };
+        // The row before the object: an object no row names would never be found again, while
+        // a row whose object never came (this request died) is swept by GC like any abandoned
+        // upload. A narinfo makes it visible only once the object is there.
         self.db.put_upload(&record).await?;
-        tracing::info!(nar = %key, size = digests.file_size, "NAR uploaded; visible once its narinfo is");
+        self.storage.put_file(&key, tmp.path()).await?;
+        // Renamed into the store, or uploaded and removed.
+        tmp.keep();
+        // Again now that the object is whole: a store that took longer than GC's bound for
+        // abandoned uploads may have seen the row swept.
+        self.db.put_upload(&record).await?;
+        tracing::info!(nar = %key, size = file_size, "NAR uploaded; visible once its narinfo is");
         Ok(Stored::Created)
     }
 
@@ -174,6 +172,14 @@ impl Cache {
             )));
         };
         check_against_upload(info, &upload)?;
+        // The row is recorded before the object is stored: it may be an upload still storing,
+        // or one that died before it had.
+        if self.storage.stat(&BlobKey::for_nar(file)).await?.is_none() {
+            return Err(UploadError::Conflict(format!(
+                "nar/{} is not stored yet (its upload has not finished): PUT the NAR, then the narinfo",
+                file.file_name()
+            )));
+        }
         // Claiming the pending row keeps GC's sweep of abandoned uploads from deleting the object.
         if !self.db.delete_upload(file).await? {
             return match self.db.get_nar(file).await? {
@@ -305,8 +311,34 @@ fn mismatches(
     problems
 }
 
-/// Streams the request body into a new temp file, refusing more than `limit` bytes.
-async fn write_body<S, E>(path: &std::path::Path, mut body: S, limit: u64) -> Result<u64, UploadError>
+/// Decompresses and hashes the uploaded file on the blocking pool; stops when the request is
+/// dropped (the client hung up), so an abandoned upload costs no more work.
+async fn digest_upload(file: &NarFile, path: &Path) -> Result<verify::Digests, UploadError> {
+    let opened = tokio::fs::File::open(path)
+        .await
+        .map_err(|e| StorageError::io("reading an upload back", e))?
+        .into_std()
+        .await;
+    let abandoned = AbandonOnDrop(Arc::new(AtomicBool::new(false)));
+    let (flag, compression) = (Arc::clone(&abandoned.0), file.compression.clone());
+    tokio::task::spawn_blocking(move || verify::digest_read(opened, &compression, MAX_NAR_SIZE, &flag))
+        .await
+        .map_err(CacheError::internal)?
+        .map_err(|e| UploadError::Invalid(format!("{}: {e}", file.file_name())))
+}
+
+/// Sets the flag when dropped.
+struct AbandonOnDrop(Arc<AtomicBool>);
+
+impl Drop for AbandonOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Streams the request body into a new temp file, refusing more than `limit` bytes; returns
+/// its size and SHA-256 (the FileHash its name must match).
+async fn write_body<S, E>(path: &Path, mut body: S, limit: u64) -> Result<(u64, Sha256Hash), UploadError>
 where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
     E: std::fmt::Display,
@@ -320,6 +352,7 @@ where
         .await
         .map_err(io_err)?;
     let mut out = tokio::io::BufWriter::with_capacity(1 << 20, file);
+    let mut hasher = Sha256::new();
     let mut size = 0;
     while let Some(chunk) = body.next().await {
         let chunk = chunk.map_err(|e| UploadError::Invalid(format!("reading the request body: {e}")))?;
@@ -327,9 +360,10 @@ where
         if size > limit {
             return Err(UploadError::TooLarge { limit });
         }
+        hasher.update(&chunk);
         out.write_all(&chunk).await.map_err(io_err)?;
     }
     out.flush().await.map_err(io_err)?;
     out.into_inner().sync_all().await.map_err(io_err)?;
-    Ok(size)
+    Ok((size, Sha256Hash::from_sha2(hasher)))
 }

@@ -7,7 +7,10 @@ use std::{
     fs::File,
     io::{self, Read, Write},
     os::unix::fs::FileExt,
-    sync::Arc,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
 };
 
 use nixcache_protocol::{Compression, Sha256Hash};
@@ -73,15 +76,20 @@ impl Read for GrowingFile {
 }
 
 /// Hashes and counts what is written to it; refuses more than `max` bytes, so a small file
-/// that decompresses to far more than its NarSize is stopped early.
-struct HashSink {
+/// that decompresses to far more than its NarSize is stopped early, and anything once
+/// `abandoned` is set (nobody waits for the result any more).
+struct HashSink<'a> {
     hasher: Sha256,
     size: u64,
     max: u64,
+    abandoned: Option<&'a AtomicBool>,
 }
 
-impl Write for HashSink {
+impl Write for HashSink<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.abandoned.is_some_and(|a| a.load(Ordering::Relaxed)) {
+            return Err(io::Error::other("abandoned"));
+        }
         if self.size + buf.len() as u64 > self.max {
             return Err(io::Error::other(format!(
                 "decompresses to more than NarSize {}",
@@ -141,7 +149,7 @@ fn run(
         handle,
         hasher: Sha256::new(),
     };
-    let (nar_hash, nar_size) = decode(&mut input, &compression, max_nar)?;
+    let (nar_hash, nar_size) = decode(&mut input, &compression, max_nar, None)?;
     Ok(Digests {
         file_hash: Sha256Hash::from_sha2(input.hasher),
         file_size: input.pos,
@@ -150,14 +158,21 @@ fn run(
     })
 }
 
-/// The digests of a complete file (an upload), read on the calling (blocking) thread.
-pub fn digest_file(path: &std::path::Path, compression: &Compression, max_nar: u64) -> io::Result<Digests> {
+/// The digests of a complete file (an upload) that `file` reads, on the calling (blocking)
+/// thread; fails once `abandoned` is set (checked as the NAR is decompressed, so a small file
+/// that decompresses to a lot cannot keep the thread busy).
+pub fn digest_read(
+    file: impl Read,
+    compression: &Compression,
+    max_nar: u64,
+    abandoned: &AtomicBool,
+) -> io::Result<Digests> {
     let mut input = Hashing {
-        inner: io::BufReader::with_capacity(1 << 20, File::open(path)?),
+        inner: io::BufReader::with_capacity(1 << 20, file),
         hasher: Sha256::new(),
         size: 0,
     };
-    let (nar_hash, nar_size) = decode(&mut input, compression, max_nar)?;
+    let (nar_hash, nar_size) = decode(&mut input, compression, max_nar, Some(abandoned))?;
     Ok(Digests {
         file_hash: Sha256Hash::from_sha2(input.hasher),
         file_size: input.size,
@@ -184,11 +199,17 @@ impl<R: Read> Read for Hashing<R> {
 
 /// Decompresses `input` to its end and returns the NAR's hash and size; anything after the
 /// compressed stream is read too (it counts towards the file's hash and size).
-fn decode(input: &mut impl Read, compression: &Compression, max_nar: u64) -> io::Result<(Sha256Hash, u64)> {
+fn decode(
+    input: &mut impl Read,
+    compression: &Compression,
+    max_nar: u64,
+    abandoned: Option<&AtomicBool>,
+) -> io::Result<(Sha256Hash, u64)> {
     let mut nar = HashSink {
         hasher: Sha256::new(),
         size: 0,
         max: max_nar,
+        abandoned,
     };
     let decode_err =
         |e: io::Error| io::Error::new(e.kind(), format!("{} decoding failed: {e}", compression.as_str()));

@@ -106,7 +106,7 @@ impl StorageArgs {
     }
 }
 
-/// A database URL, which may hold a password: `Debug` shows it redacted.
+/// A database URL, which may hold a password (`user:pass@`, `?password=`): `Debug` hides it.
 #[derive(Clone)]
 pub struct DatabaseUrl(pub String);
 
@@ -119,6 +119,6 @@ impl std::str::FromStr for DatabaseUrl {
 
 impl std::fmt::Debug for DatabaseUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&crate::db::redact_url(&self.0))
+        f.write_str(&crate::redact::url(&self.0))
     }
 }

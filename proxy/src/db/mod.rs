@@ -182,16 +182,9 @@ pub async fn connect(url: &str) -> Result<std::sync::Arc<dyn MetadataStore>, DbE
     })
 }
 
-/// The URL without its password, for messages.
+/// The URL without its password or secret query parameters, for messages ([`crate::redact::url`]).
 pub fn redact_url(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut parsed) if parsed.password().is_some() => {
-            let _ = parsed.set_password(Some("***"));
-            parsed.to_string()
-        }
-        Ok(parsed) => parsed.to_string(),
-        Err(_) => "<unparsable URL>".into(),
-    }
+    crate::redact::url(url)
 }
 
 /// Milliseconds since the Unix epoch.

@@ -189,6 +189,47 @@ pub fn tempfile_in(dir: &Path, key: &BlobKey) -> PathBuf {
     dir.join(format!("{key}.{}.{n}.tmp", std::process::id()))
 }
 
+/// A temp file's path, removed when this is dropped however the work on the file ends: an
+/// error, or the future doing it dropped (a client that hung up). Nothing is created here.
+#[derive(Debug)]
+pub struct TempPath {
+    path: PathBuf,
+    armed: bool,
+}
+
+impl TempPath {
+    /// A unique path for `key` in `dir` ([`tempfile_in`]).
+    pub fn new_in(dir: &Path, key: &BlobKey) -> Self {
+        Self {
+            path: tempfile_in(dir, key),
+            armed: true,
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Leaves the file where it is (it was renamed away, or someone else removes it).
+    pub fn keep(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for TempPath {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        // One unlink, on whatever thread drops this: not worth a trip to the blocking pool.
+        match std::fs::remove_file(&self.path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => tracing::warn!(path = %self.path.display(), error = %e, "cannot remove a temp file"),
+        }
+    }
+}
+
 /// Collects a stream into memory; for tests.
 #[cfg(test)]
 pub async fn collect(body: ByteStream) -> io::Result<Vec<u8>> {

@@ -176,6 +176,23 @@ async fn local_put_file_moves_the_staged_file() {
     assert_eq!(store.stat(&key(3)).await.unwrap(), Some(12));
 }
 
+#[test]
+fn a_temp_path_is_removed_when_dropped_unless_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let dropped = super::local::TempPath::new_in(dir.path(), &key(4));
+    std::fs::write(dropped.path(), b"partial").unwrap();
+    let path = dropped.path().to_owned();
+    drop(dropped);
+    assert!(!path.exists());
+    // Never created: nothing to remove, nothing to complain about.
+    drop(super::local::TempPath::new_in(dir.path(), &key(4)));
+    let kept = super::local::TempPath::new_in(dir.path(), &key(5));
+    std::fs::write(kept.path(), b"whole").unwrap();
+    let path = kept.path().to_owned();
+    kept.keep();
+    assert!(path.exists());
+}
+
 #[tokio::test]
 async fn s3_store_conformance() {
     let Some(server) = S3sFs::start().await.unwrap() else {

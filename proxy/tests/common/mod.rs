@@ -8,6 +8,7 @@ pub mod one_nar;
 pub mod proxy;
 pub mod s3;
 pub mod upstream;
+pub mod writable;
 
 use std::{future::Future, time::Duration};
 

@@ -122,9 +122,11 @@ impl Proxy {
         files_under(&self.data_dir.join("nar"))
     }
 
-    /// Regular files under `<data dir>/tmp`, recursively.
+    /// Regular files under `<data dir>/tmp`, recursively, but for each process's lock file.
     pub fn tmp_files(&self) -> Vec<PathBuf> {
-        files_under(&self.data_dir.join("tmp"))
+        let mut files = files_under(&self.data_dir.join("tmp"));
+        files.retain(|p| p.file_name().is_none_or(|n| n != nixcache::scratch::LOCK_FILE));
+        files
     }
 
     /// Waits (bounded) until a file named `name` is stored under `nar/` and recorded in the
