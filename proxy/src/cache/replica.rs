@@ -116,6 +116,12 @@ impl Replica {
         .await
     }
 
+    /// Claims a lease for work others cannot stream from (an upload storing a NAR): without an
+    /// address, so other replicas wait for it to go.
+    pub async fn claim_unstreamable(&self, db: &dyn MetadataStore, key: &LeaseKey) -> Result<LeaseClaim, DbError> {
+        db.claim_lease(key, &self.options.id, "", self.options.lease_ttl).await
+    }
+
     /// Keeps a lease this replica acquired alive until it is released or dropped.
     pub fn hold(&self, db: Arc<dyn MetadataStore>, key: LeaseKey) -> HeldLease {
         hold_lease(db, key, self.options.id.clone(), self.options.lease_ttl)

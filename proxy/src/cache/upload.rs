@@ -22,7 +22,7 @@ use sha2::{Digest, Sha256};
 
 use super::{verify, Cache, CacheError};
 use crate::{
-    db::{NarInfoRecord, NarRecord, UploadRecord},
+    db::{LeaseClaim, LeaseKey, NarInfoRecord, NarRecord, UploadRecord},
     storage::{local::TempPath, BlobKey, StorageError},
 };
 
@@ -103,18 +103,51 @@ impl Cache {
             nar_hash: digests.nar_hash,
             nar_size: digests.nar_size,
         };
+        // Under the NAR's lease, as fills and GC write and remove objects: GC cannot delete
+        // this object between its row and its store.
+        let lease = self.claim_upload_lease(file).await?;
+        if self.db.get_nar(file).await?.is_some() {
+            lease.release().await;
+            return Ok(Stored::Exists);
+        }
+        let stored = self.store_upload(&record, &key, tmp).await;
+        lease.release().await;
+        stored?;
+        tracing::info!(nar = %key, size = file_size, "NAR uploaded; visible once its narinfo is");
+        Ok(Stored::Created)
+    }
+
+    async fn store_upload(&self, record: &UploadRecord, key: &BlobKey, tmp: TempPath) -> Result<(), UploadError> {
         // The row before the object: an object no row names would never be found again, while
         // a row whose object never came (this request died) is swept by GC like any abandoned
         // upload. A narinfo makes it visible only once the object is there.
-        self.db.put_upload(&record).await?;
-        self.storage.put_file(&key, tmp.path()).await?;
+        self.db.put_upload(record).await?;
+        self.storage.put_file(key, tmp.path()).await?;
         // Renamed into the store, or uploaded and removed.
         tmp.keep();
         // Again now that the object is whole: a store that took longer than GC's bound for
         // abandoned uploads may have seen the row swept.
-        self.db.put_upload(&record).await?;
-        tracing::info!(nar = %key, size = file_size, "NAR uploaded; visible once its narinfo is");
-        Ok(Stored::Created)
+        self.db.put_upload(record).await?;
+        Ok(())
+    }
+
+    /// The NAR's lease, waited for (bounded) while a fill or GC holds it.
+    async fn claim_upload_lease(&self, file: &NarFile) -> Result<super::replica::HeldLease, UploadError> {
+        let key = LeaseKey::nar(file);
+        let deadline = std::time::Instant::now() + self.replica.wait_limit();
+        loop {
+            // No address: other replicas wait for this lease instead of streaming from it.
+            if let LeaseClaim::Acquired = self.replica.claim_unstreamable(&*self.db, &key).await? {
+                return Ok(self.replica.hold(Arc::clone(&self.db), key));
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(UploadError::Conflict(format!(
+                    "nar/{} is being fetched or collected right now: try again",
+                    file.file_name()
+                )));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
     }
 
     /// `PUT /<hash>.narinfo`: records the narinfo when its NAR was uploaded (or is stored) and

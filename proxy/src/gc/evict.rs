@@ -239,12 +239,21 @@ impl Run<'_> {
                 if !self.db.delete_stale_upload(&upload.nar_file, before).await? {
                     continue;
                 }
+                // Under the NAR's lease: an upload of the same NAR storing it right now keeps it
+                // (the object stays unrecorded until that upload records it).
+                let lease = LeaseKey::nar(&upload.nar_file);
+                if let LeaseClaim::Held(_) = self.db.claim_lease(&lease, self.holder, "", NAR_LEASE_TTL).await? {
+                    continue;
+                }
                 if self.db.get_nar(&upload.nar_file).await?.is_none() {
                     let key = BlobKey::for_nar(&upload.nar_file);
                     if let Err(err) = self.storage.delete(&key).await {
                         tracing::warn!(nar = %key, error = %err, "deleting an abandoned upload failed");
                         self.report.storage_errors += 1;
                     }
+                }
+                if let Err(err) = self.db.release_lease(&lease, self.holder).await {
+                    tracing::warn!(lease = %lease, error = %err, "releasing a NAR lease after GC failed; it will expire");
                 }
                 self.report.uploads_swept += 1;
             }

@@ -40,10 +40,10 @@ fn an_xz_file_may_not_choose_how_much_memory_its_decoder_takes() {
     let data = b"a NAR, small";
     // A modest dictionary (64 MiB, as xz -9) decodes.
     let fine = xz_declaring_dictionary(data, 28);
-    let (_, size) = decode(&mut fine.as_slice(), &Compression::Xz, 1 << 20).unwrap();
+    let (_, size) = decode(&mut fine.as_slice(), &Compression::Xz, 1 << 20, None).unwrap();
     assert_eq!(size, data.len() as u64);
     // 1 GiB is refused before it is allocated.
     let greedy = xz_declaring_dictionary(data, 36);
-    let err = decode(&mut greedy.as_slice(), &Compression::Xz, 1 << 20).unwrap_err();
+    let err = decode(&mut greedy.as_slice(), &Compression::Xz, 1 << 20, None).unwrap_err();
     assert!(err.to_string().contains("xz decoding failed"), "{err}");
 }
