@@ -72,6 +72,7 @@ pub(super) async fn download_verify_commit(
 }
 
 /// The upstream's answer for the NAR and the file's size, when the narinfo or the answer says.
+/// An empty file is refused: a NAR file never is.
 pub(super) async fn open_upstream(
     cache: &Cache,
     record: &NarInfoRecord,
@@ -90,6 +91,11 @@ pub(super) async fn open_upstream(
             )));
         }
     }
+    if announced == Some(0) {
+        return Err(CacheError::Verification(
+            "upstream sends an empty NAR file".into(),
+        ));
+    }
     Ok((response, info.file_size.or(announced)))
 }
 
@@ -104,6 +110,9 @@ pub(super) async fn finish(
     verifier: verify::Pending,
 ) -> Result<u64, CacheError> {
     let info = &record.info;
+    if total == 0 {
+        return Err(CacheError::Verification("upstream sent an empty NAR file".into()));
+    }
     if let Some(expected) = expected {
         if total != expected {
             return Err(CacheError::Verification(format!(

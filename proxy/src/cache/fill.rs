@@ -2,7 +2,8 @@
 //! replica's download), shared by every client that wants it meanwhile. Clients follow the file
 //! as it grows (late joiners start from what is already there); the verifier follows it too.
 //! Until every hash matched, the last byte of each response is held back, so no client ever
-//! gets a complete body of an object that failed verification.
+//! gets a complete body of an object that failed verification. A NAR file is never empty, so a
+//! size of 0 is never promised to a client.
 
 use std::{fs::File, io, path::PathBuf, sync::Arc};
 
@@ -62,7 +63,8 @@ impl Fill {
         }))
     }
 
-    /// Waits until the size is known; fails if the download failed first.
+    /// Waits until the size is known; fails if the download failed first. A size of 0 is never
+    /// promised before verification: a NAR file is never empty, so such a fill fails.
     pub async fn size(&self) -> Result<u64, CacheError> {
         let mut rx = self.progress.subscribe();
         loop {
@@ -73,7 +75,8 @@ impl Fill {
             if let Phase::Failed(err) = phase {
                 return Err(CacheError::Shared(err));
             }
-            if let Some(size) = size {
+            let verified = matches!(phase, Phase::Verified | Phase::Committed);
+            if let Some(size) = size.filter(|size| *size > 0 || verified) {
                 return Ok(size);
             }
             rx.changed()
