@@ -14,7 +14,7 @@ use tokio::net::TcpListener;
 use crate::{
     cache::{
         replica::{PeerToken, Replica, ReplicaOptions},
-        AccessLog, Cache, CacheParts, HotCache, NegativeCache, ScrubOptions,
+        AccessLog, Cache, CacheParts, FillLimits, HotCache, NegativeCache, ScrubOptions,
     },
     cli::{BackendArgs, GcArgs, ServeArgs},
     db,
@@ -65,6 +65,7 @@ pub async fn build_state(args: &ServeArgs) -> anyhow::Result<http::AppState> {
         replica,
         access: AccessLog::new(args.access_flush_interval),
         metrics,
+        fill_limits: fill_limits(args),
     });
     cache.start_background();
     if args.gc.scrub_rate > 0 {
@@ -112,6 +113,19 @@ fn build_writes(args: &ServeArgs) -> anyhow::Result<http::Writes> {
         auth: Some(Arc::new(auth)),
         max_upload_size: uploads.max_upload_size,
     })
+}
+
+/// `--max-fills`, `--max-fill-bytes` (by default a quarter of `--max-size`: temp files take
+/// disk beside the stored NARs) and `--finish-abandoned-below`.
+fn fill_limits(args: &ServeArgs) -> FillLimits {
+    let fills = &args.fills;
+    let limits = FillLimits {
+        max_fills: fills.max_fills as usize,
+        max_bytes: fills.max_fill_bytes(args.gc.max_size),
+        finish_abandoned_below: fills.finish_abandoned_below,
+    };
+    tracing::info!(?limits, "fill limits");
+    limits
 }
 
 /// `--max-size` with `--gc-schedule` (hourly by default).

@@ -55,6 +55,11 @@ pub struct UpstreamErrorLabels {
     pub reason: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LimitLabels {
+    pub limit: &'static str,
+}
+
 type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn latency_histogram() -> Histogram {
@@ -87,6 +92,14 @@ pub struct Metrics {
     pub uploads: Family<ResultLabels, Counter>,
     pub scrubbed_bytes: Counter,
     pub scrub_dropped: Counter,
+    /// Fills refused with 503; `limit`: `fills` (`--max-fills`) or `bytes` (`--max-fill-bytes`).
+    pub fills_refused: Family<LimitLabels, Counter>,
+    /// Fills cancelled because every client left.
+    pub fills_abandoned: Counter,
+    /// Bytes written to the temp files of fills in progress.
+    pub fill_temp_bytes: Gauge,
+    /// The most the fills in progress may write: what `--max-fill-bytes` bounds.
+    pub fill_reserved_bytes: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -123,6 +136,10 @@ impl Metrics {
             uploads: Family::default(),
             scrubbed_bytes: Counter::default(),
             scrub_dropped: Counter::default(),
+            fills_refused: Family::default(),
+            fills_abandoned: Counter::default(),
+            fill_temp_bytes: Gauge::default(),
+            fill_reserved_bytes: Gauge::default(),
         };
         m.register();
         m
@@ -219,6 +236,28 @@ impl Metrics {
             "PUT and DELETE requests by kind and result",
             self.uploads.clone(),
         );
+        r.register(
+            "fills_refused",
+            "NAR fills refused with 503 by the limit reached (fills, bytes)",
+            self.fills_refused.clone(),
+        );
+        r.register(
+            "fills_abandoned",
+            "NAR fills cancelled because every client left",
+            self.fills_abandoned.clone(),
+        );
+        r.register_with_unit(
+            "fill_temp",
+            "Bytes in the temp files of NAR fills in progress",
+            Unit::Bytes,
+            self.fill_temp_bytes.clone(),
+        );
+        r.register_with_unit(
+            "fill_reserved",
+            "The most the NAR fills in progress may write (what --max-fill-bytes bounds)",
+            Unit::Bytes,
+            self.fill_reserved_bytes.clone(),
+        );
     }
 
     /// The text exposition format.
@@ -307,5 +346,9 @@ impl Metrics {
 
     pub fn upload(&self, kind: Kind, result: &'static str) {
         self.uploads.get_or_create(&ResultLabels { kind, result }).inc();
+    }
+
+    pub fn fill_refused(&self, limit: &'static str) {
+        self.fills_refused.get_or_create(&LimitLabels { limit }).inc();
     }
 }

@@ -187,3 +187,22 @@ async fn upstream_nar_header_timeout_is_504() {
     let status = nar_status_when_upstream(slow, &["--upstream-header-timeout", "300ms"]).await;
     assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
 }
+
+/// A NAR file is never empty: an upstream announcing `Content-Length: 0` (the narinfo without
+/// FileSize) gets no client a complete, empty 200.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_nar_file_is_never_served_as_complete() {
+    let key = upstream_key();
+    let mut e = entry("empty", Compression::Xz, &key);
+    e.info.file_size = None; // not covered by the signature
+    let s = OneNar::start(e.clone(), &key, &[], None).await;
+    s.upstream.put(&e.upstream_nar_path(), bytes::Bytes::new());
+    let head = s.client.head(&s.nar_url).send().await.unwrap();
+    assert_ne!(head.status(), StatusCode::OK, "HEAD promised an empty NAR");
+    assert!(head.status().is_server_error(), "{}", head.status());
+    let got = get(&s.client, &s.nar_url).await;
+    assert_eq!(got.status, StatusCode::BAD_GATEWAY, "{:?}", got.body);
+    let tmp_empty = wait_until(TIMEOUT, || async { s.proxy.tmp_files().is_empty() }).await;
+    assert!(tmp_empty, "temp files left: {:?}", s.proxy.tmp_files());
+    assert_eq!(s.proxy.stored_files(), Vec::<std::path::PathBuf>::new());
+}

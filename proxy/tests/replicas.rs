@@ -8,7 +8,8 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    client, get, random_bytes, read_rest, upstream_key, Entry, Fault, Mode, Proxy, Upstream, TIMEOUT,
+    client, get, random_bytes, read_rest, upstream_key, wait_until, Entry, Fault, Mode, Proxy, Upstream,
+    TIMEOUT,
 };
 use nixcache_protocol::{Compression, SigningKey};
 use reqwest::StatusCode;
@@ -174,4 +175,72 @@ async fn read_until_error(mut response: reqwest::Response, already: usize) -> Re
             Err(e) => return Err(e.to_string()),
         }
     }
+}
+
+/// Another replica copying a fill is one of its clients: the fill runs on for it when the local
+/// clients left; and once every client of both replicas left, both fills are cancelled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_copying_a_fill_counts_as_its_client() {
+    let key = upstream_key();
+    let wanted = Entry::new("copied", random_bytes(45, 2 << 20), Compression::None, &key);
+    let dropped = Entry::new("dropped", random_bytes(46, 4 << 20), Compression::None, &key);
+    let dir = tempfile::tempdir().unwrap();
+    let upstream = Upstream::start(10).await;
+    // 2 MiB in 3.2 s, and 4 MiB in 12.8 s: longer than the 2 s a fill may go without clients.
+    for (e, chunk) in [(&wanted, 32 << 10), (&dropped, 16 << 10)] {
+        upstream.add(e);
+        let slow = Fault::Throttle {
+            chunk,
+            every: Duration::from_millis(50),
+        };
+        upstream.set_fault(&e.upstream_nar_path(), Some(slow));
+    }
+    let (keys, extra) = (
+        [key.public_key()],
+        ["--lease-ttl", "2s", "--finish-abandoned-below", "0"],
+    );
+    let a = Proxy::start(dir.path(), &[&upstream], &keys, &extra).await;
+    let b = Proxy::start(dir.path(), &[&upstream], &keys, &extra).await;
+    let client = client();
+    let started = |proxy: &Proxy, e: &Entry| {
+        let request = client.get(proxy.url(&format!("/nar/{}", e.file_name())));
+        async move {
+            let mut response = request.send().await.unwrap();
+            assert_eq!(response.status(), StatusCode::OK);
+            let first = tokio::time::timeout(TIMEOUT, response.chunk()).await.unwrap();
+            (response, first.unwrap().unwrap())
+        }
+    };
+    for e in [&wanted, &dropped] {
+        get(&client, &a.url(&e.narinfo_path())).await.narinfo();
+    }
+
+    // A fetches, B copies A's fill; A's own client leaves at once, B's reads on.
+    let (from_a, _) = started(&a, &wanted).await;
+    let (from_b, b_first) = started(&b, &wanted).await;
+    drop(from_a);
+    let b_body = read_rest(from_b, b_first.to_vec()).await;
+    assert!(
+        b_body == wanted.file,
+        "B got {} bytes, not the file",
+        b_body.len()
+    );
+    a.wait_stored(&wanted.file_name()).await;
+    assert_eq!(upstream.gets(&wanted.upstream_nar_path()), 1);
+
+    // Both clients leave: B's copy is cancelled, then A's fill, which no one follows any more.
+    let clients = (started(&a, &dropped).await, started(&b, &dropped).await);
+    drop(clients);
+    let gone = wait_until(TIMEOUT, || async {
+        a.tmp_files().is_empty() && upstream.open_bodies() == 0
+    })
+    .await;
+    assert!(
+        gone,
+        "left: temp files {:?}, upstream bodies {}",
+        a.tmp_files(),
+        upstream.open_bodies()
+    );
+    assert!(!upstream.finished_sending(&dropped.upstream_nar_path()));
+    assert!(a.stored_file(&dropped.file_name()).is_none());
 }

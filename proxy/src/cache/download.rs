@@ -16,15 +16,19 @@ use crate::db::{NarInfoRecord, NarRecord};
 /// Largest write batch.
 const CHUNK: usize = 1 << 20;
 
-/// Runs the download to its end and publishes the outcome; spawned, so no client can cancel it.
-/// The fetch lease, when held, is released after the outcome is recorded and before the fill
-/// is forgotten, so no other request of this replica can take the lease in between.
+/// Runs the download to its end and publishes the outcome; spawned, so no one client can cancel
+/// it, but it is cancelled once every client left (see `Fill::abandoned`). The fetch lease, when
+/// held, is released after the outcome is recorded and before the fill is forgotten, so no
+/// other request of this replica can take the lease in between.
 pub async fn run(cache: Cache, fill: Arc<Fill>, record: Arc<NarInfoRecord>, lease: Option<HeldLease>) {
     // A panic must still end the fill, or its joiners would wait forever.
-    let result = std::panic::AssertUnwindSafe(download_verify_commit(&cache, &fill, &record))
-        .catch_unwind()
-        .await
-        .unwrap_or_else(|_| Err(CacheError::Internal("the fill task panicked".into())));
+    let work = std::panic::AssertUnwindSafe(download_verify_commit(&cache, &fill, &record)).catch_unwind();
+    let finish_below = cache.admission.limits().finish_abandoned_below;
+    // Dropping the download closes the upstream connection; the verifier ends on `Failed`.
+    let result = tokio::select! {
+        result = work => result.unwrap_or_else(|_| Err(CacheError::Internal("the fill task panicked".into()))),
+        () = fill.abandoned(finish_below) => Err(CacheError::Abandoned),
+    };
     match result {
         Ok(size) => {
             tracing::info!(nar = %fill.key, size, store_path = %record.info.store_path, "NAR verified and stored");
@@ -40,7 +44,11 @@ pub async fn run(cache: Cache, fill: Arc<Fill>, record: Arc<NarInfoRecord>, leas
                 lease.release().await;
             }
             cache.forget_fill(&fill.key);
-            tracing::error!(nar = %fill.key, store_path = %record.info.store_path, error = %err, "NAR fill failed");
+            if let CacheError::Abandoned = err {
+                cache.metrics.fills_abandoned.inc();
+            } else {
+                tracing::error!(nar = %fill.key, store_path = %record.info.store_path, error = %err, "NAR fill failed");
+            }
             fill.progress
                 .send_modify(|p| p.phase = Phase::Failed(Arc::new(err)));
             let _ = tokio::fs::remove_file(&fill.tmp_path).await;
@@ -57,8 +65,7 @@ pub(super) async fn download_verify_commit(
     let (response, size) = open_upstream(cache, record).await?;
     fill.progress.send_modify(|p| p.size = size);
     let verifier = verify::spawn(Arc::clone(&fill.file), fill.progress.subscribe(), info)?;
-    // No more than announced, and never much more than the NAR itself (xz adds < 1 %).
-    let limit = size.unwrap_or(info.nar_size + info.nar_size / 100 + (1 << 20));
+    let limit = size.unwrap_or(max_file_size(info));
     let url = response.url().to_string();
     let body = response.bytes_stream();
     let total = write_stream(fill, body, 0, limit, |e| upstream_body_err(&url, e))
@@ -71,7 +78,15 @@ pub(super) async fn download_verify_commit(
     finish(cache, fill, record, size, total, verifier).await
 }
 
+/// The most a NAR's file may take: its FileSize, else never much more than the NAR itself (xz
+/// adds < 1 %). Known before the download starts, so the fill's temp bytes are bounded by it.
+pub(super) fn max_file_size(info: &nixcache_protocol::NarInfo) -> u64 {
+    info.file_size
+        .unwrap_or(info.nar_size.saturating_add(info.nar_size / 100 + (1 << 20)))
+}
+
 /// The upstream's answer for the NAR and the file's size, when the narinfo or the answer says.
+/// An empty file (a NAR file never is) and one larger than `max_file_size` are refused.
 pub(super) async fn open_upstream(
     cache: &Cache,
     record: &NarInfoRecord,
@@ -90,7 +105,16 @@ pub(super) async fn open_upstream(
             )));
         }
     }
-    Ok((response, info.file_size.or(announced)))
+    match announced {
+        Some(0) => Err(CacheError::Verification(
+            "upstream sends an empty NAR file".into(),
+        )),
+        Some(got) if got > max_file_size(info) => Err(CacheError::Verification(format!(
+            "upstream sends {got} bytes, far more than NarSize {}",
+            info.nar_size
+        ))),
+        _ => Ok((response, info.file_size.or(announced))),
+    }
 }
 
 /// After the last byte is written: check the size, wait for the verifier, then store the file
@@ -104,6 +128,9 @@ pub(super) async fn finish(
     verifier: verify::Pending,
 ) -> Result<u64, CacheError> {
     let info = &record.info;
+    if total == 0 {
+        return Err(CacheError::Verification("upstream sent an empty NAR file".into()));
+    }
     if let Some(expected) = expected {
         if total != expected {
             return Err(CacheError::Verification(format!(
@@ -192,7 +219,7 @@ where
         .await
         .map_err(CacheError::internal)?
         .map_err(io_err)?;
-        fill.progress.send_modify(|p| p.written = offset);
+        fill.written(offset);
     }
     Ok(offset)
 }

@@ -2,15 +2,24 @@
 //! replica's download), shared by every client that wants it meanwhile. Clients follow the file
 //! as it grows (late joiners start from what is already there); the verifier follows it too.
 //! Until every hash matched, the last byte of each response is held back, so no client ever
-//! gets a complete body of an object that failed verification.
+//! gets a complete body of an object that failed verification. A NAR file is never empty, so a
+//! size of 0 is never promised to a client.
+//!
+//! Clients (local requests, and other replicas copying it) are counted: when they all left, the
+//! fill is abandoned (see `abandoned`).
 
-use std::{fs::File, io, path::PathBuf, sync::Arc};
+use std::{fs::File, io, path::PathBuf, sync::Arc, time::Duration};
 
 use bytes::Bytes;
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::watch;
 
 use super::CacheError;
 use crate::storage::{bufpool, BlobKey, ByteRange, ByteStream};
+
+/// How long a fill may have no client before it counts as abandoned: the first client attaches
+/// a moment after the fill starts, and Nix retries a cut download within about a second.
+const ABANDON_GRACE: Duration = Duration::from_secs(2);
 
 #[derive(Clone, Debug)]
 pub enum Phase {
@@ -38,12 +47,16 @@ pub struct Fill {
     pub(super) file: Arc<File>,
     pub(super) tmp_path: PathBuf,
     pub(super) progress: watch::Sender<Progress>,
+    /// Clients attached (see `attach`).
+    clients: watch::Sender<usize>,
+    /// Bytes in the temp files of all fills (a metric); this one's share is `written`.
+    temp_bytes: Gauge,
 }
 
 impl Fill {
     /// Creates the temp file. The size stays unknown until the upstream answered, so no client
     /// is promised a body before the upstream has agreed to send one.
-    pub fn create(key: BlobKey, tmp_path: PathBuf) -> io::Result<Arc<Self>> {
+    pub fn create(key: BlobKey, tmp_path: PathBuf, temp_bytes: Gauge) -> io::Result<Arc<Self>> {
         let file = File::options()
             .read(true)
             .write(true)
@@ -59,10 +72,68 @@ impl Fill {
             file: Arc::new(file),
             tmp_path,
             progress,
+            clients: watch::channel(0).0,
+            temp_bytes,
         }))
     }
 
-    /// Waits until the size is known; fails if the download failed first.
+    /// Counts a client until the returned guard is dropped (it goes with the client's stream).
+    pub fn attach(self: &Arc<Self>) -> Client {
+        self.clients.send_modify(|n| *n += 1);
+        Client(Arc::clone(self))
+    }
+
+    /// Records that the temp file now holds `offset` bytes, and tells the clients.
+    pub(super) fn written(&self, offset: u64) {
+        let before = self.progress.borrow().written;
+        self.temp_bytes.inc_by(offset as i64 - before as i64);
+        self.progress.send_modify(|p| p.written = offset);
+    }
+
+    /// The temp file is gone (stored, or removed): it counts no more.
+    pub(super) fn temp_file_gone(&self) {
+        let written = self.progress.borrow().written;
+        self.temp_bytes.dec_by(i64::try_from(written).unwrap_or(i64::MAX));
+    }
+
+    /// Resolves once every client has been gone for `ABANDON_GRACE` while more than
+    /// `finish_below` bytes are left to download (or how many is unknown). A fill with less to go
+    /// is finished for a client that comes back; it never resolves then.
+    pub async fn abandoned(&self, finish_below: u64) {
+        let mut clients = self.clients.subscribe();
+        loop {
+            // The sender lives in `self`: these never fail.
+            let _ = clients.wait_for(|n| *n == 0).await;
+            let back = tokio::time::timeout(ABANDON_GRACE, clients.wait_for(|n| *n > 0))
+                .await
+                .is_ok();
+            if back {
+                continue;
+            }
+            match self.left_to_download() {
+                Some(left) if left <= finish_below => {
+                    tracing::info!(nar = %self.key, left, "every client left; finishing the little left");
+                    return std::future::pending().await;
+                }
+                left => {
+                    tracing::info!(nar = %self.key, ?left, "every client left; cancelling the download");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Bytes still to come; `None` while the size is unknown.
+    fn left_to_download(&self) -> Option<u64> {
+        let p = self.progress.borrow();
+        match p.phase {
+            Phase::Downloading => p.size.map(|size| size.saturating_sub(p.written)),
+            _ => Some(0),
+        }
+    }
+
+    /// Waits until the size is known; fails if the download failed first. A size of 0 is never
+    /// promised before verification: a NAR file is never empty, so such a fill fails.
     pub async fn size(&self) -> Result<u64, CacheError> {
         let mut rx = self.progress.subscribe();
         loop {
@@ -73,7 +144,8 @@ impl Fill {
             if let Phase::Failed(err) = phase {
                 return Err(CacheError::Shared(err));
             }
-            if let Some(size) = size {
+            let verified = matches!(phase, Phase::Verified | Phase::Committed);
+            if let Some(size) = size.filter(|size| *size > 0 || verified) {
                 return Ok(size);
             }
             rx.changed()
@@ -82,9 +154,10 @@ impl Fill {
         }
     }
 
-    /// Streams `range` of the file as it arrives.
-    pub fn follow(self: &Arc<Self>, range: ByteRange) -> ByteStream {
+    /// Streams `range` of the file as it arrives, to `client`.
+    pub fn follow(self: &Arc<Self>, range: ByteRange, client: Client) -> ByteStream {
         let state = Follower {
+            _client: client,
             fill: Arc::clone(self),
             rx: self.progress.subscribe(),
             pos: range.start,
@@ -101,7 +174,17 @@ impl Fill {
     }
 }
 
+/// A client of a fill, counted while this lives.
+pub struct Client(Arc<Fill>);
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        self.0.clients.send_modify(|n| *n = n.saturating_sub(1));
+    }
+}
+
 struct Follower {
+    _client: Client,
     fill: Arc<Fill>,
     rx: watch::Receiver<Progress>,
     pos: u64,

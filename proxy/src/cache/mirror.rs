@@ -30,7 +30,8 @@ use crate::{
 /// Pause before asking again when no source can be streamed right now.
 const RETRY: std::time::Duration = std::time::Duration::from_millis(250);
 
-/// Copies `holder`'s download into `fill`; spawned like a fill, so no client can cancel it.
+/// Copies `holder`'s download into `fill`; spawned like a fill, so no one client can cancel it,
+/// but it is cancelled once every local client left, like a download (`Fill::abandoned`).
 pub async fn run(cache: Cache, fill: Arc<Fill>, record: Arc<NarInfoRecord>, holder: Lease) {
     let mut copier = Copier {
         cache: &cache,
@@ -38,13 +39,22 @@ pub async fn run(cache: Cache, fill: Arc<Fill>, record: Arc<NarInfoRecord>, hold
         record: &record,
         lease: None,
     };
-    let result = AssertUnwindSafe(copier.copy(holder))
-        .catch_unwind()
-        .await
-        .unwrap_or_else(|_| Err(CacheError::Internal("the copy task panicked".into())));
+    let finish_below = cache.admission.limits().finish_abandoned_below;
+    // Dropping the copy closes the stream from the holder, which counts one client less.
+    let result = tokio::select! {
+        result = AssertUnwindSafe(copier.copy(holder)).catch_unwind() => {
+            result.unwrap_or_else(|_| Err(CacheError::Internal("the copy task panicked".into())))
+        }
+        () = fill.abandoned(finish_below) => Err(CacheError::Abandoned),
+    };
     let lease = copier.lease.take();
+    let abandoned = matches!(result, Err(CacheError::Abandoned));
     match result {
         Ok(()) => fill.progress.send_modify(|p| p.phase = Phase::Committed),
+        // No client to tell; told once forgotten (below), so a request joining just now starts anew.
+        Err(CacheError::Abandoned) => {
+            cache.metrics.fills_abandoned.inc();
+        }
         Err(err) => {
             tracing::error!(nar = %fill.key, error = %err, "copying another replica's download failed");
             fill.progress
@@ -55,6 +65,10 @@ pub async fn run(cache: Cache, fill: Arc<Fill>, record: Arc<NarInfoRecord>, hold
         lease.release().await;
     }
     cache.forget_fill(&fill.key);
+    if abandoned {
+        fill.progress
+            .send_modify(|p| p.phase = Phase::Failed(Arc::new(CacheError::Abandoned)));
+    }
     // Consumed by storage when this replica took the download over and stored it.
     let _ = tokio::fs::remove_file(&fill.tmp_path).await;
 }
@@ -89,6 +103,13 @@ impl Copier<'_> {
                     CacheError::Peer(format!("replica {} does not say the file's size", holder.holder))
                 })?,
         };
+        // The fill was admitted for at most this many temp bytes.
+        if size > download::max_file_size(&self.record.info) {
+            return Err(CacheError::Peer(format!(
+                "replica {} announces {size} bytes, far more than NarSize {}",
+                holder.holder, self.record.info.nar_size
+            )));
+        }
         let mut next = match self.cache.replica.peer_get(&holder, file, whole(size)?).await {
             Ok(Some(stream)) => Next::Stream(stream),
             _ => self.next_source(0, size).await?,

@@ -2,6 +2,7 @@
 //! from the upstreams. No HTTP types here; `http` turns results into responses.
 
 mod access;
+mod admission;
 mod download;
 mod fill;
 mod hot;
@@ -34,6 +35,8 @@ use crate::{
     upstream::{Lookup, UpstreamError, Upstreams},
 };
 pub use access::AccessLog;
+use admission::Admission;
+pub use admission::FillLimits;
 use fill::Fill;
 pub use hot::HotCache;
 pub use negative::NegativeCache;
@@ -69,6 +72,12 @@ pub enum CacheError {
     Shared(Arc<CacheError>),
     #[error("internal error: {0}")]
     Internal(String),
+    /// Too many fills (or temp bytes) already: the client should come back after `retry_after`.
+    #[error("too many downloads in progress")]
+    Busy { retry_after: std::time::Duration },
+    /// The fill was cancelled because every client left.
+    #[error("the download was cancelled: every client left")]
+    Abandoned,
 }
 
 impl CacheError {
@@ -80,6 +89,7 @@ impl CacheError {
     fn outcome(&self) -> &'static str {
         match self {
             Self::NotFound => NOT_FOUND,
+            Self::Busy { .. } => "busy",
             Self::Shared(inner) => inner.outcome(),
             _ => "error",
         }
@@ -111,6 +121,7 @@ pub struct CacheParts {
     pub replica: Replica,
     pub access: AccessLog,
     pub metrics: Arc<Metrics>,
+    pub fill_limits: FillLimits,
 }
 
 #[derive(Clone)]
@@ -128,6 +139,7 @@ pub struct Cache {
     narinfo_flights: Arc<SingleFlight<StorePathHash, NarInfoRecord>>,
     nar_locates: Arc<SingleFlight<BlobKey, nar::Source>>,
     fills: Arc<Mutex<HashMap<BlobKey, Arc<Fill>>>>,
+    admission: Arc<Admission>,
     tmp_dir: Arc<PathBuf>,
     /// Keeps the lock on `tmp_dir`: other processes remove it once the last clone is gone.
     _scratch: Arc<Scratch>,
@@ -152,6 +164,7 @@ impl Cache {
             nar_locates: Arc::new(SingleFlight::counting_joins(
                 parts.metrics.coalesced_counter("nar"),
             )),
+            admission: Arc::new(Admission::new(parts.fill_limits, Arc::clone(&parts.metrics))),
             metrics: parts.metrics,
             fills: Arc::new(Mutex::new(HashMap::new())),
             tmp_dir: Arc::new(parts.scratch.path().to_owned()),

@@ -3,11 +3,18 @@
 
 use std::sync::Arc;
 
+use futures::FutureExt;
 use tracing::Instrument;
 
 use nixcache_protocol::NarFile;
 
-use super::{fill::Fill, replica::HeldLease, resolve, Cache, CacheError, NarResponse, HIT, MISS};
+use super::{
+    admission::FillPermit,
+    download::max_file_size,
+    fill::{Client, Fill},
+    replica::HeldLease,
+    resolve, Cache, CacheError, NarResponse, HIT, MISS,
+};
 use crate::{
     db::{Lease, LeaseClaim, LeaseKey, NarInfoRecord},
     range::RangeSpec,
@@ -77,7 +84,11 @@ impl Cache {
                         return Ok((response, HIT));
                     }
                 }
-                Source::Local(fill) => return Ok((follow_fill(fill, range, head).await?, MISS)),
+                Source::Local(fill) => match follow_fill(fill, fill.attach(), range, head).await {
+                    // Cancelled as this request joined it: start anew.
+                    Err(CacheError::Shared(err)) if matches!(*err, CacheError::Abandoned) => continue,
+                    response => return Ok((response?, MISS)),
+                },
             }
         }
     }
@@ -91,7 +102,7 @@ impl Cache {
         head: bool,
     ) -> Result<NarResponse, CacheError> {
         match self.fill_in_progress(&BlobKey::for_nar(file)) {
-            Some(fill) => follow_fill(&fill, range, head).await,
+            Some(fill) => follow_fill(&fill, fill.attach(), range, head).await,
             None => Err(CacheError::NotFound),
         }
     }
@@ -120,6 +131,8 @@ impl Cache {
         if let Some(stored) = self.db.get_nar(file).await? {
             return Ok(Source::Stored(stored.file_size));
         }
+        // Before the lease: a replica waiting here must not keep the others waiting too.
+        let permit = self.admission.admit(max_file_size(&record.info)).await?;
         let lease_key = LeaseKey::nar(file);
         let feed = match self.claim_fill_lease(&lease_key).await? {
             LeaseClaim::Held(holder) => Feed::Holder(holder),
@@ -133,7 +146,7 @@ impl Cache {
                 Feed::Upstream(Some(lease))
             }
         };
-        Ok(Source::Local(self.start_fill(&key, record, feed)?))
+        Ok(Source::Local(self.start_fill(&key, record, feed, permit)?))
     }
 
     /// Claims a NAR's lease for a fill. A lease without an address is not a fill that can be
@@ -160,34 +173,46 @@ impl Cache {
             .cloned()
     }
 
-    /// Registers and spawns a fill; a lease it holds is released when it ends.
+    /// Registers and spawns a fill; a lease it holds is released when it ends, and its `permit`
+    /// once its temp file is gone.
     fn start_fill(
         &self,
         key: &BlobKey,
         record: Arc<NarInfoRecord>,
         feed: Feed,
+        permit: FillPermit,
     ) -> Result<Arc<Fill>, CacheError> {
         let tmp = tempfile_in(&self.tmp_dir, key);
-        let fill = Fill::create(key.clone(), tmp).map_err(|e| StorageError::io("creating a temp file", e))?;
+        let fill = Fill::create(key.clone(), tmp, self.metrics.fill_temp_bytes.clone())
+            .map_err(|e| StorageError::io("creating a temp file", e))?;
         self.fills
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .insert(key.clone(), Arc::clone(&fill));
         self.metrics.fills_in_flight.inc();
         let (this, spawned) = (self.clone(), Arc::clone(&fill));
-        match feed {
+        let run = match feed {
             Feed::Upstream(lease) => {
                 tracing::info!(nar = %key, store_path = %record.info.store_path, upstream = %record.info.url, "fetching NAR");
                 let span = tracing::info_span!("upstream_nar", nar = %key, url = %record.info.url);
-                tokio::spawn(super::download::run(this, spawned, record, lease).instrument(span));
+                super::download::run(this, spawned, record, lease)
+                    .instrument(span)
+                    .boxed()
             }
             Feed::Holder(holder) => {
                 tracing::info!(nar = %key, holder = %holder.holder, address = %holder.address,
                     "copying the NAR from the replica fetching it");
                 let span = tracing::info_span!("replica_nar", nar = %key, holder = %holder.holder);
-                tokio::spawn(super::mirror::run(this, spawned, record, holder).instrument(span));
+                super::mirror::run(this, spawned, record, holder)
+                    .instrument(span)
+                    .boxed()
             }
-        }
+        };
+        // The slot is free once the fill's temp file is gone (stored or removed).
+        tokio::spawn(async move {
+            run.await;
+            drop(permit);
+        });
         Ok(fill)
     }
 
@@ -197,8 +222,9 @@ impl Cache {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .remove(key);
-        if removed.is_some() {
+        if let Some(fill) = removed {
             self.metrics.fills_in_flight.dec();
+            fill.temp_file_gone();
         }
     }
 
@@ -254,15 +280,17 @@ impl Cache {
     }
 }
 
+/// The answer for `client`, who counts for the fill while it waits and while its body streams.
 async fn follow_fill(
     fill: &Arc<Fill>,
+    client: Client,
     range: Option<RangeSpec>,
     head: bool,
 ) -> Result<NarResponse, CacheError> {
     let size = fill.size().await?;
     let range = resolve(range, size)?;
     let body = match range.or(ByteRange::whole(size)) {
-        Some(bytes) if !head => Some(fill.follow(bytes)),
+        Some(bytes) if !head => Some(fill.follow(bytes, client)),
         _ => None,
     };
     Ok(NarResponse { size, range, body })

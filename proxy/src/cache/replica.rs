@@ -118,8 +118,13 @@ impl Replica {
 
     /// Claims a lease for work others cannot stream from (an upload storing a NAR): without an
     /// address, so other replicas wait for it to go.
-    pub async fn claim_unstreamable(&self, db: &dyn MetadataStore, key: &LeaseKey) -> Result<LeaseClaim, DbError> {
-        db.claim_lease(key, &self.options.id, "", self.options.lease_ttl).await
+    pub async fn claim_unstreamable(
+        &self,
+        db: &dyn MetadataStore,
+        key: &LeaseKey,
+    ) -> Result<LeaseClaim, DbError> {
+        db.claim_lease(key, &self.options.id, "", self.options.lease_ttl)
+            .await
     }
 
     /// Keeps a lease this replica acquired alive until it is released or dropped.

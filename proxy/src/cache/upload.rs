@@ -117,7 +117,12 @@ impl Cache {
         Ok(Stored::Created)
     }
 
-    async fn store_upload(&self, record: &UploadRecord, key: &BlobKey, tmp: TempPath) -> Result<(), UploadError> {
+    async fn store_upload(
+        &self,
+        record: &UploadRecord,
+        key: &BlobKey,
+        tmp: TempPath,
+    ) -> Result<(), UploadError> {
         // The row before the object: an object no row names would never be found again, while
         // a row whose object never came (this request died) is swept by GC like any abandoned
         // upload. A narinfo makes it visible only once the object is there.
@@ -141,10 +146,9 @@ impl Cache {
                 return Ok(self.replica.hold(Arc::clone(&self.db), key));
             }
             if std::time::Instant::now() > deadline {
-                return Err(UploadError::Conflict(format!(
-                    "nar/{} is being fetched or collected right now: try again",
-                    file.file_name()
-                )));
+                // Being fetched (or collected) right now: 503, and the client tries again.
+                let retry_after = std::time::Duration::from_secs(5);
+                return Err(CacheError::Busy { retry_after }.into());
             }
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }

@@ -242,7 +242,11 @@ impl Run<'_> {
                 // Under the NAR's lease: an upload of the same NAR storing it right now keeps it
                 // (the object stays unrecorded until that upload records it).
                 let lease = LeaseKey::nar(&upload.nar_file);
-                if let LeaseClaim::Held(_) = self.db.claim_lease(&lease, self.holder, "", NAR_LEASE_TTL).await? {
+                if let LeaseClaim::Held(_) = self
+                    .db
+                    .claim_lease(&lease, self.holder, "", NAR_LEASE_TTL)
+                    .await?
+                {
                     continue;
                 }
                 if self.db.get_nar(&upload.nar_file).await?.is_none() {

@@ -71,6 +71,25 @@ fn classify(err: &CacheError) -> (StatusCode, &'static str) {
         }
         CacheError::Shared(inner) => classify(inner),
         CacheError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal error"),
+        CacheError::Busy { .. } => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many downloads in progress; retry later",
+        ),
+        // Only a request joining a fill at the moment it is cancelled (or another replica's
+        // copy of it) sees this.
+        CacheError::Abandoned => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the download was cancelled; retry",
+        ),
+    }
+}
+
+/// Whole seconds for `Retry-After`, when the error says when to come back.
+fn retry_after(err: &CacheError) -> Option<u64> {
+    match err {
+        CacheError::Busy { retry_after } => Some(retry_after.as_secs().max(1)),
+        CacheError::Shared(inner) => retry_after(inner),
+        _ => None,
     }
 }
 
@@ -115,7 +134,9 @@ impl IntoResponse for ApiError {
             }
             ApiError::Cache(err) => {
                 let (status, message) = classify(&err);
-                if status.is_server_error() {
+                let retry = retry_after(&err);
+                // Refusing a fill for load is expected and counted (fills_refused): not an error.
+                if status.is_server_error() && retry.is_none() {
                     tracing::error!(status = status.as_u16(), error = %err, "request failed");
                 } else {
                     tracing::debug!(status = status.as_u16(), error = %err, "request refused");
@@ -125,6 +146,11 @@ impl IntoResponse for ApiError {
                     if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
                         response.headers_mut().insert(header::CONTENT_RANGE, v);
                     }
+                }
+                if let Some(seconds) = retry {
+                    response
+                        .headers_mut()
+                        .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
                 }
                 response
             }

@@ -51,6 +51,24 @@ struct Shared {
     redirects: Mutex<HashMap<String, String>>,
     /// Paths whose throttled body has been handed out completely.
     finished: Mutex<HashSet<String>>,
+    /// Throttled bodies being sent: not yet finished, nor dropped (the client hung up).
+    open_bodies: Mutex<usize>,
+}
+
+/// Counts a throttled body as open while it lives.
+struct OpenBody(Arc<Shared>);
+
+impl OpenBody {
+    fn new(shared: Arc<Shared>) -> Self {
+        *shared.open_bodies.lock().unwrap() += 1;
+        Self(shared)
+    }
+}
+
+impl Drop for OpenBody {
+    fn drop(&mut self) {
+        *self.0.open_bodies.lock().unwrap() -= 1;
+    }
 }
 
 pub struct Upstream {
@@ -71,6 +89,7 @@ impl Upstream {
             gets: Mutex::default(),
             redirects: Mutex::default(),
             finished: Mutex::default(),
+            open_bodies: Mutex::default(),
         });
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
@@ -142,6 +161,12 @@ impl Upstream {
     /// True once the last chunk of a throttled body at `path` has been handed to the server.
     pub fn finished_sending(&self, path: &str) -> bool {
         self.shared.finished.lock().unwrap().contains(path)
+    }
+
+    /// Throttled bodies still being sent: a body whose client closed the connection is dropped
+    /// (at the next chunk it tries to send).
+    pub fn open_bodies(&self) -> usize {
+        *self.shared.open_bodies.lock().unwrap()
     }
 
     /// Stops accepting and closes connections (bounded wait for in-flight responses). Counts stay
@@ -222,6 +247,7 @@ fn throttled(
     chunk: usize,
     every: Duration,
 ) -> BoxStream<'static, io::Result<Bytes>> {
+    let open = OpenBody::new(Arc::clone(&shared));
     futures::stream::unfold(0usize, move |pos| {
         let (shared, path, body) = (Arc::clone(&shared), path.clone(), body.clone());
         async move {
@@ -237,6 +263,10 @@ fn throttled(
             }
             Some((Ok(body.slice(pos..end)), end))
         }
+    })
+    // Lives as long as the stream: dropped when it ends or when the server drops it.
+    .inspect(move |_| {
+        let _ = &open;
     })
     .boxed()
 }
