@@ -7,7 +7,6 @@ use std::{
 };
 
 use anyhow::Context;
-use axum::serve::ListenerExt;
 use nixcache_protocol::{CacheInfo, PublicKey, STORE_DIR};
 use tokio::net::TcpListener;
 
@@ -266,12 +265,6 @@ pub async fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
     // With port 0, other replicas must learn the port actually bound.
     args.listen = listener.local_addr()?;
     let state = build_state(&args).await?;
-    // Without TCP_NODELAY the tail of a response can wait ~40 ms for a delayed ACK (Nagle).
-    let listener = listener.tap_io(|tcp| {
-        if let Err(err) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %err, "cannot set TCP_NODELAY");
-        }
-    });
     let cache = state.cache.clone();
     // Learn the upstreams' priorities before the first lookup, but never wait long for a dead one.
     let _ = tokio::time::timeout(INITIAL_PRIORITY_WAIT, cache.upstreams().refresh_priorities()).await;
@@ -284,12 +277,22 @@ pub async fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
     });
     tracing::info!(listen = %args.listen, data_dir = %args.backend.data_dir.display(), "nixcache serving");
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = axum::serve(listener, http::router(state.clone())).with_graceful_shutdown(async {
-        let _ = stop_rx.await;
-    });
-    let mut server = tokio::spawn(std::future::IntoFuture::into_future(server));
+    let limits = http::server::ServerLimits::from(&args.connections);
+    let server = http::server::serve(
+        listener,
+        http::router(state.clone()),
+        limits,
+        Arc::clone(cache.metrics()),
+        async {
+            let _ = stop_rx.await;
+        },
+    );
+    let mut server = tokio::spawn(server);
     tokio::select! {
-        result = &mut server => return result?.map_err(Into::into),
+        result = &mut server => {
+            result?;
+            anyhow::bail!("the server stopped without a shutdown signal");
+        }
         () = shutdown_signal() => {}
     }
     // Not ready from now on; new connections are still taken for --shutdown-delay, while the
@@ -307,7 +310,7 @@ pub async fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
 /// After the signal: no new connections; open responses and downloads run on for up to `grace`.
 /// Then what is only in memory is written, and what is left of unfinished downloads (temp
 /// files) is removed. Stored objects are never partial: storage writes are atomic.
-async fn drain(cache: &Cache, mut server: tokio::task::JoinHandle<std::io::Result<()>>, grace: Duration) {
+async fn drain(cache: &Cache, mut server: tokio::task::JoinHandle<()>, grace: Duration) {
     tracing::info!(grace = ?grace, fills = cache.fills_in_progress(), "shutting down: no new connections; \
         finishing open responses and downloads");
     let finished = tokio::time::timeout(grace, async {

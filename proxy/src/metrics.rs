@@ -55,6 +55,11 @@ pub struct UpstreamErrorLabels {
     pub reason: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
+}
+
 type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn latency_histogram() -> Histogram {
@@ -85,6 +90,14 @@ pub struct Metrics {
     pub gc_duration: Histogram,
     /// `result`: `stored`, `exists`, `rejected`, `unauthorized`, `deleted`.
     pub uploads: Family<ResultLabels, Counter>,
+    /// Client connections open (the probes-only reserve included).
+    pub connections_open: Gauge,
+    /// `reason`: `header_timeout`, `idle_timeout`, `evicted` (room for a new one at the limit).
+    pub connections_closed: Family<ReasonLabels, Counter>,
+    /// Connections past --max-connections, which answer only the health endpoints.
+    pub connections_probes_only: Counter,
+    /// bcrypt checks running (at most `auth::BCRYPT_AT_ONCE`).
+    pub auth_hashes_in_flight: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -119,6 +132,10 @@ impl Metrics {
             gc_freed_bytes: Counter::default(),
             gc_duration: latency_histogram(),
             uploads: Family::default(),
+            connections_open: Gauge::default(),
+            connections_closed: Family::default(),
+            connections_probes_only: Counter::default(),
+            auth_hashes_in_flight: Gauge::default(),
         };
         m.register();
         m
@@ -204,6 +221,26 @@ impl Metrics {
             "PUT and DELETE requests by kind and result",
             self.uploads.clone(),
         );
+        r.register(
+            "http_connections",
+            "Client connections open",
+            self.connections_open.clone(),
+        );
+        r.register(
+            "http_connections_closed",
+            "Client connections the proxy closed, by reason (header_timeout, idle_timeout, evicted)",
+            self.connections_closed.clone(),
+        );
+        r.register(
+            "http_connections_probes_only",
+            "Connections taken past --max-connections, which answer only /healthz and /readyz",
+            self.connections_probes_only.clone(),
+        );
+        r.register(
+            "auth_hashes_in_flight",
+            "bcrypt checks of upload credentials running",
+            self.auth_hashes_in_flight.clone(),
+        );
     }
 
     /// The text exposition format.
@@ -279,6 +316,12 @@ impl Metrics {
                 kind: "gc",
                 result: outcome,
             })
+            .inc();
+    }
+
+    pub fn connection_closed(&self, reason: &'static str) {
+        self.connections_closed
+            .get_or_create(&ReasonLabels { reason })
             .inc();
     }
 

@@ -5,8 +5,10 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 mod backend;
+mod connections;
 use crate::{gc::schedule::Schedule, units::parse_size};
 pub use backend::{BackendArgs, DatabaseUrl, StorageArgs, StorageKind};
+pub use connections::ConnectionArgs;
 
 /// The public key of cache.nixos.org, trusted by default.
 pub const NIXOS_PUBLIC_KEY: &str = "cache.nixos.org-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY=";
@@ -125,6 +127,9 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub uploads: UploadArgs,
+
+    #[command(flatten)]
+    pub connections: ConnectionArgs,
 
     /// How often the last access of hits is written to the database (in batches; no write per
     /// hit). It is also the resolution of LRU order. 0s turns tracking off: GC then evicts the

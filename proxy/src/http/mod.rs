@@ -7,6 +7,7 @@ mod info;
 mod nar;
 mod narinfo;
 mod observe;
+pub mod server;
 mod upload;
 
 use std::sync::{
