@@ -38,7 +38,7 @@ const INITIAL_PRIORITY_WAIT: Duration = Duration::from_secs(2);
 pub async fn build_state(args: &ServeArgs) -> anyhow::Result<http::AppState> {
     let metrics = Arc::new(Metrics::new());
     let upstreams = Arc::new(build_upstreams(args, &metrics)?);
-    let writes = build_writes(args)?;
+    let writes = build_writes(args, &metrics)?;
     let schedule = gc_schedule(args)?;
     let data_dir = &args.backend.data_dir;
     std::fs::create_dir_all(data_dir)
@@ -91,7 +91,7 @@ async fn open_database(backend: &BackendArgs) -> anyhow::Result<Arc<dyn db::Meta
 }
 
 /// The write verbs: off by default; on, they need a credentials file, read now.
-fn build_writes(args: &ServeArgs) -> anyhow::Result<http::Writes> {
+fn build_writes(args: &ServeArgs, metrics: &Metrics) -> anyhow::Result<http::Writes> {
     let uploads = &args.uploads;
     if !uploads.allow_put && !uploads.allow_delete {
         return Ok(http::Writes::default());
@@ -99,7 +99,7 @@ fn build_writes(args: &ServeArgs) -> anyhow::Result<http::Writes> {
     let path = uploads.upload_credentials_file.as_ref().ok_or_else(|| {
         anyhow::anyhow!("--allow-put and --allow-delete need --upload-credentials-file (who may write)")
     })?;
-    let auth = http::UploadAuth::load(path)?;
+    let auth = http::UploadAuth::load(path, metrics.auth_hashes_in_flight.clone())?;
     tracing::info!(put = uploads.allow_put, delete = uploads.allow_delete, credentials = ?auth, "uploads on");
     Ok(http::Writes {
         put: uploads.allow_put,

@@ -2,6 +2,7 @@
 
 mod auth;
 mod error;
+mod hashers;
 mod health;
 mod info;
 mod nar;
@@ -24,7 +25,7 @@ use axum::{
 };
 
 use crate::cache::{replica::FILLS_ROUTE, Cache};
-pub use auth::{CredentialsFileError, UploadAuth};
+pub use auth::{CredentialsFileError, UploadAuth, BCRYPT_AT_ONCE};
 pub use error::ApiError;
 
 #[derive(Clone)]
