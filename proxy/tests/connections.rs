@@ -213,12 +213,12 @@ async fn at_the_connection_limit_idle_connections_make_room_and_health_answers()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_every_connection_busy_only_the_health_endpoints_answer() {
-    // Two downloads that last ~4.8 s keep both connections of the limit busy.
+    // Two downloads that last ~7 s keep both connections of the limit busy.
     let slow = Fault::Throttle {
         chunk: 64 << 10,
         every: Duration::from_millis(300),
     };
-    let s = proxy(&["--max-connections", "2"], Some(slow), 16 * (64 << 10)).await;
+    let s = proxy(&["--max-connections", "2"], Some(slow), 24 * (64 << 10)).await;
     let first = s.client.get(&s.nar_url).send().await.unwrap();
     let second = common::client().get(&s.nar_url).send().await.unwrap();
     assert_eq!(
