@@ -7,7 +7,6 @@ use std::{
 };
 
 use anyhow::Context;
-use axum::serve::ListenerExt;
 use nixcache_protocol::{CacheInfo, PublicKey, STORE_DIR};
 use tokio::net::TcpListener;
 
@@ -39,7 +38,7 @@ const INITIAL_PRIORITY_WAIT: Duration = Duration::from_secs(2);
 pub async fn build_state(args: &ServeArgs) -> anyhow::Result<http::AppState> {
     let metrics = Arc::new(Metrics::new());
     let upstreams = Arc::new(build_upstreams(args, &metrics)?);
-    let writes = build_writes(args)?;
+    let writes = build_writes(args, &metrics)?;
     let schedule = gc_schedule(args)?;
     let data_dir = &args.backend.data_dir;
     std::fs::create_dir_all(data_dir)
@@ -97,7 +96,7 @@ async fn open_database(backend: &BackendArgs) -> anyhow::Result<Arc<dyn db::Meta
 }
 
 /// The write verbs: off by default; on, they need a credentials file, read now.
-fn build_writes(args: &ServeArgs) -> anyhow::Result<http::Writes> {
+fn build_writes(args: &ServeArgs, metrics: &Metrics) -> anyhow::Result<http::Writes> {
     let uploads = &args.uploads;
     if !uploads.allow_put && !uploads.allow_delete {
         return Ok(http::Writes::default());
@@ -105,7 +104,7 @@ fn build_writes(args: &ServeArgs) -> anyhow::Result<http::Writes> {
     let path = uploads.upload_credentials_file.as_ref().ok_or_else(|| {
         anyhow::anyhow!("--allow-put and --allow-delete need --upload-credentials-file (who may write)")
     })?;
-    let auth = http::UploadAuth::load(path)?;
+    let auth = http::UploadAuth::load(path, metrics.auth_hashes_in_flight.clone())?;
     tracing::info!(put = uploads.allow_put, delete = uploads.allow_delete, credentials = ?auth, "uploads on");
     Ok(http::Writes {
         put: uploads.allow_put,
@@ -286,12 +285,6 @@ pub async fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
     // With port 0, other replicas must learn the port actually bound.
     args.listen = listener.local_addr()?;
     let state = build_state(&args).await?;
-    // Without TCP_NODELAY the tail of a response can wait ~40 ms for a delayed ACK (Nagle).
-    let listener = listener.tap_io(|tcp| {
-        if let Err(err) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %err, "cannot set TCP_NODELAY");
-        }
-    });
     let cache = state.cache.clone();
     // Learn the upstreams' priorities before the first lookup, but never wait long for a dead one.
     let _ = tokio::time::timeout(INITIAL_PRIORITY_WAIT, cache.upstreams().refresh_priorities()).await;
@@ -304,12 +297,22 @@ pub async fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
     });
     tracing::info!(listen = %args.listen, data_dir = %args.backend.data_dir.display(), "nixcache serving");
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = axum::serve(listener, http::router(state.clone())).with_graceful_shutdown(async {
-        let _ = stop_rx.await;
-    });
-    let mut server = tokio::spawn(std::future::IntoFuture::into_future(server));
+    let limits = http::server::ServerLimits::from(&args.connections);
+    let server = http::server::serve(
+        listener,
+        http::router(state.clone()),
+        limits,
+        Arc::clone(cache.metrics()),
+        async {
+            let _ = stop_rx.await;
+        },
+    );
+    let mut server = tokio::spawn(server);
     tokio::select! {
-        result = &mut server => return result?.map_err(Into::into),
+        result = &mut server => {
+            result?;
+            anyhow::bail!("the server stopped without a shutdown signal");
+        }
         () = shutdown_signal() => {}
     }
     // Not ready from now on; new connections are still taken for --shutdown-delay, while the
@@ -327,7 +330,7 @@ pub async fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
 /// After the signal: no new connections; open responses and downloads run on for up to `grace`.
 /// Then what is only in memory is written, and what is left of unfinished downloads (temp
 /// files) is removed. Stored objects are never partial: storage writes are atomic.
-async fn drain(cache: &Cache, mut server: tokio::task::JoinHandle<std::io::Result<()>>, grace: Duration) {
+async fn drain(cache: &Cache, mut server: tokio::task::JoinHandle<()>, grace: Duration) {
     tracing::info!(grace = ?grace, fills = cache.fills_in_progress(), "shutting down: no new connections; \
         finishing open responses and downloads");
     let finished = tokio::time::timeout(grace, async {

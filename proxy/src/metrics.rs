@@ -60,6 +60,11 @@ pub struct LimitLabels {
     pub limit: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
+}
+
 type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn latency_histogram() -> Histogram {
@@ -100,6 +105,14 @@ pub struct Metrics {
     pub fill_temp_bytes: Gauge,
     /// The most the fills in progress may write: what `--max-fill-bytes` bounds.
     pub fill_reserved_bytes: Gauge,
+    /// Client connections open (the probes-only reserve included).
+    pub connections_open: Gauge,
+    /// `reason`: `header_timeout`, `idle_timeout`, `evicted` (room for a new one at the limit).
+    pub connections_closed: Family<ReasonLabels, Counter>,
+    /// Connections past --max-connections, which answer only the health endpoints.
+    pub connections_probes_only: Counter,
+    /// bcrypt checks running (at most `auth::BCRYPT_AT_ONCE`).
+    pub auth_hashes_in_flight: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -140,6 +153,10 @@ impl Metrics {
             fills_abandoned: Counter::default(),
             fill_temp_bytes: Gauge::default(),
             fill_reserved_bytes: Gauge::default(),
+            connections_open: Gauge::default(),
+            connections_closed: Family::default(),
+            connections_probes_only: Counter::default(),
+            auth_hashes_in_flight: Gauge::default(),
         };
         m.register();
         m
@@ -258,6 +275,26 @@ impl Metrics {
             Unit::Bytes,
             self.fill_reserved_bytes.clone(),
         );
+        r.register(
+            "http_connections",
+            "Client connections open",
+            self.connections_open.clone(),
+        );
+        r.register(
+            "http_connections_closed",
+            "Client connections the proxy closed, by reason (header_timeout, idle_timeout, evicted)",
+            self.connections_closed.clone(),
+        );
+        r.register(
+            "http_connections_probes_only",
+            "Connections taken past --max-connections, which answer only /healthz and /readyz",
+            self.connections_probes_only.clone(),
+        );
+        r.register(
+            "auth_hashes_in_flight",
+            "bcrypt checks of upload credentials running",
+            self.auth_hashes_in_flight.clone(),
+        );
     }
 
     /// The text exposition format.
@@ -341,6 +378,12 @@ impl Metrics {
                 kind: "gc",
                 result: outcome,
             })
+            .inc();
+    }
+
+    pub fn connection_closed(&self, reason: &'static str) {
+        self.connections_closed
+            .get_or_create(&ReasonLabels { reason })
             .inc();
     }
 

@@ -5,9 +5,11 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 mod backend;
+mod connections;
 mod fills;
 use crate::{gc::schedule::Schedule, units::parse_size};
 pub use backend::{BackendArgs, DatabaseUrl, StorageArgs, StorageKind};
+pub use connections::ConnectionArgs;
 pub use fills::FillArgs;
 
 /// The public key of cache.nixos.org, trusted by default.
@@ -135,6 +137,9 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub fills: FillArgs,
+
+    #[command(flatten)]
+    pub connections: ConnectionArgs,
 
     /// How often the last access of hits is written to the database (in batches; no write per
     /// hit). It is also the resolution of LRU order. 0s turns tracking off: GC then evicts the

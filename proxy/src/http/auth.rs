@@ -5,18 +5,27 @@
 //!   any user name in Basic.
 //!
 //! bcrypt is slow on purpose (tens of ms), so a header that passed is remembered (by its SHA-256,
-//! never in clear) for a few minutes.
+//! never in clear) for a few minutes, and checks run on threads of their own ([`Hashers`]).
 
-use std::{collections::HashMap, path::Path, time::Duration};
+use std::{collections::HashMap, path::Path, sync::Arc, time::Duration};
 
 use axum::http::{header, HeaderMap};
 use base64::Engine as _;
+use prometheus_client::metrics::gauge::Gauge;
 use sha2::{Digest, Sha256};
+
+use super::hashers::{Hashers, HashersBusy};
 
 /// How long a verified `Authorization` header is accepted without checking it again.
 const VERIFIED_TTL: Duration = Duration::from_secs(300);
-/// bcrypt checks at once: wrong passwords cannot take more of the CPU than this.
-const BCRYPT_AT_ONCE: usize = 2;
+/// bcrypt checks at once (one thread each): wrong passwords cannot take more of the CPU.
+pub const BCRYPT_AT_ONCE: usize = 2;
+/// Checks that may wait for a thread; past that a request is refused at once (503).
+const BCRYPT_QUEUE: usize = 16;
+/// Longest a request waits for its check, queue included, before it is refused (503): a
+/// legitimate client is told to retry, as for any overload, rather than that its password is
+/// wrong; an attacker's flood waits in no unbounded queue.
+const BCRYPT_WAIT: Duration = Duration::from_secs(5);
 /// Shortest token accepted in the file.
 const MIN_TOKEN_LEN: usize = 16;
 
@@ -36,15 +45,21 @@ pub enum CredentialsFileError {
          characters (a line without `:` is a token)"
     )]
     ShortToken { path: String, line: usize },
+    #[error("cannot start the threads that check upload passwords")]
+    Threads(#[source] std::io::Error),
 }
 
 /// The accepted credentials. `Debug` shows only how many there are.
 pub struct UploadAuth {
+    credentials: Arc<Credentials>,
+    verified: moka::sync::Cache<[u8; 32], ()>,
+    hashers: Hashers,
+}
+
+struct Credentials {
     users: HashMap<String, String>,
     /// SHA-256 of each token.
     tokens: Vec<[u8; 32]>,
-    verified: moka::sync::Cache<[u8; 32], ()>,
-    bcrypt_slots: tokio::sync::Semaphore,
 }
 
 impl std::fmt::Debug for UploadAuth {
@@ -52,8 +67,8 @@ impl std::fmt::Debug for UploadAuth {
         write!(
             f,
             "UploadAuth({} users, {} tokens)",
-            self.users.len(),
-            self.tokens.len()
+            self.credentials.users.len(),
+            self.credentials.tokens.len()
         )
     }
 }
@@ -63,16 +78,17 @@ fn sha256(bytes: &[u8]) -> [u8; 32] {
 }
 
 impl UploadAuth {
-    pub fn load(path: &Path) -> Result<Self, CredentialsFileError> {
+    /// Reads the file; `hashing` counts the bcrypt checks running.
+    pub fn load(path: &Path, hashing: Gauge) -> Result<Self, CredentialsFileError> {
         let shown = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|error| CredentialsFileError::Read {
             path: shown.clone(),
             error,
         })?;
-        Self::parse(&text, &shown)
+        Self::parse(&text, &shown, hashing)
     }
 
-    pub fn parse(text: &str, path: &str) -> Result<Self, CredentialsFileError> {
+    pub fn parse(text: &str, path: &str, hashing: Gauge) -> Result<Self, CredentialsFileError> {
         let (mut users, mut tokens) = (HashMap::new(), Vec::new());
         for (index, line) in text.lines().enumerate() {
             let line = line.trim();
@@ -102,40 +118,53 @@ impl UploadAuth {
         if users.is_empty() && tokens.is_empty() {
             return Err(CredentialsFileError::Empty { path: path.into() });
         }
+        let hashers =
+            Hashers::start(BCRYPT_AT_ONCE, BCRYPT_QUEUE, hashing).map_err(CredentialsFileError::Threads)?;
         Ok(Self {
-            users,
-            tokens,
+            credentials: Arc::new(Credentials { users, tokens }),
             verified: moka::sync::Cache::builder()
                 .max_capacity(1024)
                 .time_to_live(VERIFIED_TTL)
                 .build(),
-            bcrypt_slots: tokio::sync::Semaphore::new(BCRYPT_AT_ONCE),
+            hashers,
         })
     }
 
-    /// Whether the request's `Authorization` header holds an accepted credential. bcrypt runs
-    /// on the blocking pool.
-    pub async fn allows(self: &std::sync::Arc<Self>, headers: &HeaderMap) -> bool {
+    /// Whether the request's `Authorization` header holds an accepted credential; `Err` when
+    /// the password check threads are too busy to tell within [`BCRYPT_WAIT`].
+    pub async fn allows(&self, headers: &HeaderMap) -> Result<bool, HashersBusy> {
         let Some(value) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
-            return false;
+            return Ok(false);
         };
         let seen = sha256(value.as_bytes());
         if self.verified.contains_key(&seen) {
-            return true;
+            return Ok(true);
         }
-        let Ok(_slot) = self.bcrypt_slots.acquire().await else {
-            return false;
+        let is_basic = value
+            .split_once(' ')
+            .is_some_and(|(scheme, _)| scheme.eq_ignore_ascii_case("basic"));
+        // Only Basic needs bcrypt; a Bearer token is a digest comparison, done here.
+        let ok = if is_basic {
+            let (credentials, value) = (Arc::clone(&self.credentials), value.to_owned());
+            self.hashers
+                .run(move || credentials.check(&value), BCRYPT_WAIT)
+                .await?
+        } else {
+            self.credentials.check(value)
         };
-        let (this, value) = (std::sync::Arc::clone(self), value.to_owned());
-        let ok = tokio::task::spawn_blocking(move || this.check(&value))
-            .await
-            .unwrap_or(false);
         if ok {
             self.verified.insert(seen, ());
         }
-        ok
+        Ok(ok)
     }
 
+    #[cfg(test)]
+    fn check(&self, authorization: &str) -> bool {
+        self.credentials.check(authorization)
+    }
+}
+
+impl Credentials {
     fn check(&self, authorization: &str) -> bool {
         let (scheme, rest) = authorization.split_once(' ').unwrap_or((authorization, ""));
         if scheme.eq_ignore_ascii_case("bearer") {
@@ -184,8 +213,13 @@ mod tests {
     #[test]
     fn htpasswd_users_and_tokens() {
         let hash = bcrypt::hash("s3cret", 4).unwrap();
-        let auth = UploadAuth::parse(&format!("# uploaders\nci:{hash}\n\nsome-long-token-x\n"), "f").unwrap();
-        assert!(UploadAuth::parse("ci\n", "f")
+        let auth = UploadAuth::parse(
+            &format!("# uploaders\nci:{hash}\n\nsome-long-token-x\n"),
+            "f",
+            Gauge::default(),
+        )
+        .unwrap();
+        assert!(UploadAuth::parse("ci\n", "f", Gauge::default())
             .unwrap_err()
             .to_string()
             .contains("at least 16"));
@@ -203,7 +237,7 @@ mod tests {
 
     #[test]
     fn plain_passwords_and_empty_files_are_refused() {
-        let err = UploadAuth::parse("ci:plaintext\n", "creds")
+        let err = UploadAuth::parse("ci:plaintext\n", "creds", Gauge::default())
             .unwrap_err()
             .to_string();
         assert!(err.contains("line 1") && err.contains("htpasswd -nbB"), "{err}");
@@ -211,7 +245,9 @@ mod tests {
             !err.contains("plaintext"),
             "the password must not be shown: {err}"
         );
-        let err = UploadAuth::parse("# nothing\n", "creds").unwrap_err().to_string();
+        let err = UploadAuth::parse("# nothing\n", "creds", Gauge::default())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("holds no credentials"), "{err}");
     }
 }

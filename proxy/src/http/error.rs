@@ -109,6 +109,16 @@ pub fn plain(status: StatusCode, message: &str) -> Response {
     response
 }
 
+/// 503 with `Retry-After`: a limit of the proxy's own was reached, not anything about the
+/// request; Nix retries a 503, and the header tells other clients when to.
+pub fn too_busy(message: &str, retry_after_secs: u32) -> Response {
+    let mut response = plain(StatusCode::SERVICE_UNAVAILABLE, message);
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+    response
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         match self {

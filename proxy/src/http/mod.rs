@@ -2,11 +2,13 @@
 
 mod auth;
 mod error;
+mod hashers;
 mod health;
 mod info;
 mod nar;
 mod narinfo;
 mod observe;
+pub mod server;
 mod upload;
 
 use std::sync::{
@@ -23,7 +25,7 @@ use axum::{
 };
 
 use crate::cache::{replica::FILLS_ROUTE, Cache};
-pub use auth::{CredentialsFileError, UploadAuth};
+pub use auth::{CredentialsFileError, UploadAuth, BCRYPT_AT_ONCE};
 pub use error::ApiError;
 
 #[derive(Clone)]

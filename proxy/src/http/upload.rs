@@ -1,5 +1,5 @@
 //! `PUT` and `DELETE` of narinfos and NARs, for `nix copy --to http://…`: off unless enabled
-//! (405), and then only with a credential (401).
+//! (405), and then only with a credential (401; 503 when too many are being checked to tell).
 
 use axum::{
     body::Body,
@@ -40,14 +40,23 @@ async fn admit(state: &AppState, verb: Verb, headers: &HeaderMap) -> Result<(), 
             return Err(response);
         }
     };
-    if auth.allows(headers).await {
-        return Ok(());
-    }
     let kind = if matches!(verb, Verb::Put) {
         "put"
     } else {
         "delete"
     };
+    match auth.allows(headers).await {
+        Ok(true) => return Ok(()),
+        Ok(false) => {}
+        Err(busy) => {
+            tracing::debug!(error = %busy, "upload refused: credentials could not be checked in time");
+            state.cache.metrics().upload(kind, "busy");
+            return Err(error::too_busy(
+                "too many credential checks at once: try again shortly",
+                1,
+            ));
+        }
+    }
     state.cache.metrics().upload(kind, "unauthorized");
     let mut response = error::plain(
         StatusCode::UNAUTHORIZED,

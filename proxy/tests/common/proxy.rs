@@ -1,4 +1,5 @@
-//! The proxy under test: `build_state` + `router`, served in-process on 127.0.0.1:0.
+//! The proxy under test: `build_state` + `router`, served in-process on 127.0.0.1:0 by the real
+//! accept loop (`http::server::serve`, with its connection limits from the flags).
 
 use std::{
     net::SocketAddr,
@@ -90,7 +91,18 @@ impl Proxy {
         let state = nixcache::app::build_state(&args).await.unwrap();
         // `app::serve` does this in the background; done first here so priorities are known.
         state.cache.upstreams().refresh_priorities().await;
-        let (tx, task) = super::serve_in_background(listener, nixcache::http::router(state));
+        let limits = nixcache::http::server::ServerLimits::from(&args.connections);
+        let metrics = std::sync::Arc::clone(state.cache.metrics());
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(nixcache::http::server::serve(
+            listener,
+            nixcache::http::router(state),
+            limits,
+            metrics,
+            async {
+                let _ = rx.await;
+            },
+        ));
         Self {
             addr,
             data_dir: data_dir.to_owned(),
