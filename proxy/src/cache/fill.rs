@@ -42,6 +42,9 @@ pub struct Progress {
     pub phase: Phase,
 }
 
+/// The client count of a fill cancelled for having none: no client may join it any more.
+const CLOSED: usize = usize::MAX;
+
 pub struct Fill {
     pub key: BlobKey,
     pub(super) file: Arc<File>,
@@ -78,9 +81,16 @@ impl Fill {
     }
 
     /// Counts a client until the returned guard is dropped (it goes with the client's stream).
-    pub fn attach(self: &Arc<Self>) -> Client {
-        self.clients.send_modify(|n| *n += 1);
-        Client(Arc::clone(self))
+    /// `None` once the fill was cancelled for having none: the caller starts a new one.
+    pub fn attach(self: &Arc<Self>) -> Option<Client> {
+        let attached = self.clients.send_if_modified(|n| match *n {
+            CLOSED => false,
+            _ => {
+                *n += 1;
+                true
+            }
+        });
+        attached.then(|| Client(Arc::clone(self)))
     }
 
     /// Records that the temp file now holds `offset` bytes, and tells the clients.
@@ -116,8 +126,19 @@ impl Fill {
                     return std::future::pending().await;
                 }
                 left => {
-                    tracing::info!(nar = %self.key, ?left, "every client left; cancelling the download");
-                    return;
+                    // Closed in the same step as the last look at the count, so no client can
+                    // join a fill that is being cancelled (and get a cut body).
+                    let closed = self.clients.send_if_modified(|n| match *n {
+                        0 => {
+                            *n = CLOSED;
+                            true
+                        }
+                        _ => false,
+                    });
+                    if closed {
+                        tracing::info!(nar = %self.key, ?left, "every client left; cancelling the download");
+                        return;
+                    }
                 }
             }
         }
@@ -179,7 +200,13 @@ pub struct Client(Arc<Fill>);
 
 impl Drop for Client {
     fn drop(&mut self) {
-        self.0.clients.send_modify(|n| *n = n.saturating_sub(1));
+        self.0.clients.send_if_modified(|n| match *n {
+            CLOSED | 0 => false,
+            _ => {
+                *n -= 1;
+                true
+            }
+        });
     }
 }
 

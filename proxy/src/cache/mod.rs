@@ -383,7 +383,7 @@ impl Cache {
             Arc::clone(&self.db),
             &*self.storage,
             options,
-            &self.replica.options.id,
+            &self.replica.holder_for("gc"),
             &mut forget,
         )
         .await;

@@ -21,6 +21,8 @@ use crate::{
     storage::{local::tempfile_in, BlobKey, BlobRead, ByteRange, StorageError},
 };
 
+/// Pause before looking again at a NAR whose fill was cancelled as this request came.
+const CANCELLED_FILL_POLL: std::time::Duration = std::time::Duration::from_millis(10);
 /// Pause between claims of a NAR lease held by other work than a fill (GC).
 const OTHER_WORK_POLL: std::time::Duration = std::time::Duration::from_millis(50);
 
@@ -84,11 +86,14 @@ impl Cache {
                         return Ok((response, HIT));
                     }
                 }
-                Source::Local(fill) => match follow_fill(fill, fill.attach(), range, head).await {
-                    // Cancelled as this request joined it: start anew.
-                    Err(CacheError::Shared(err)) if matches!(*err, CacheError::Abandoned) => continue,
-                    response => return Ok((response?, MISS)),
-                },
+                Source::Local(fill) => {
+                    let Some(client) = fill.attach() else {
+                        // Cancelled just now for having no client: start anew once it is gone.
+                        tokio::time::sleep(CANCELLED_FILL_POLL).await;
+                        continue;
+                    };
+                    return Ok((follow_fill(fill, client, range, head).await?, MISS));
+                }
             }
         }
     }
@@ -101,8 +106,9 @@ impl Cache {
         range: Option<RangeSpec>,
         head: bool,
     ) -> Result<NarResponse, CacheError> {
-        match self.fill_in_progress(&BlobKey::for_nar(file)) {
-            Some(fill) => follow_fill(&fill, fill.attach(), range, head).await,
+        let fill = self.fill_in_progress(&BlobKey::for_nar(file));
+        match fill.as_ref().and_then(|fill| Some((fill, fill.attach()?))) {
+            Some((fill, client)) => follow_fill(fill, client, range, head).await,
             None => Err(CacheError::NotFound),
         }
     }

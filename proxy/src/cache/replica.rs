@@ -116,15 +116,27 @@ impl Replica {
         .await
     }
 
+    /// This replica's name in leases taken for `work` other than its fills (`gc`, `scrub`,
+    /// `upload`). A claim by the same holder succeeds again, so each kind of work needs its own
+    /// name for the lease to exclude this replica's own fills too.
+    pub fn holder_for(&self, work: &str) -> String {
+        format!("{}/{work}", self.options.id)
+    }
+
     /// Claims a lease for work others cannot stream from (an upload storing a NAR): without an
-    /// address, so other replicas wait for it to go.
+    /// address, so fills wait for it to go. Held by [`Self::holder_for`]`("upload")`.
     pub async fn claim_unstreamable(
         &self,
         db: &dyn MetadataStore,
         key: &LeaseKey,
     ) -> Result<LeaseClaim, DbError> {
-        db.claim_lease(key, &self.options.id, "", self.options.lease_ttl)
+        db.claim_lease(key, &self.holder_for("upload"), "", self.options.lease_ttl)
             .await
+    }
+
+    /// Keeps a lease claimed by [`Self::claim_unstreamable`] alive until released or dropped.
+    pub fn hold_unstreamable(&self, db: Arc<dyn MetadataStore>, key: LeaseKey) -> HeldLease {
+        hold_lease(db, key, self.holder_for("upload"), self.options.lease_ttl)
     }
 
     /// Keeps a lease this replica acquired alive until it is released or dropped.

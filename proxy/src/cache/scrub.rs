@@ -1,7 +1,9 @@
 //! Re-hashing stored NARs in the background (`--scrub-rate`): serving compares only sizes, so a
 //! file damaged on disk or in the bucket would be served for ever. A file whose bytes no longer
-//! hash to what its narinfo says is dropped (row, object, memory), so the next request fetches
-//! it again; an uploaded one, which cannot be fetched again, takes its narinfo with it.
+//! hash to what its narinfo says is checked again under the NAR's lease, then dropped (row,
+//! object, memory), so the next request fetches it again; a damaged uploaded one, which cannot be
+//! fetched again, takes its narinfo with it (a missing one is only reported). Many files missing
+//! in a row stop the pass: storage mounted wrong is not damage.
 //!
 //! One pass walks the narinfos in least-recently-used order, reading at most `rate` bytes per
 //! second; one replica at a time scrubs (a lease), every `interval`.
@@ -25,6 +27,8 @@ use crate::{
 const PAGE: u32 = 200;
 /// How long the scrub lease lasts without renewal (renewed while a pass runs).
 const LEASE_TTL: Duration = Duration::from_secs(60);
+/// Stored NARs missing one after another that stop a pass (storage mounted wrong, not damage).
+const MISSING_BRAKE: u32 = 16;
 /// The first pass starts this long after the process (or sooner, with a shorter interval).
 const FIRST_PASS_AFTER: Duration = Duration::from_secs(600);
 /// How long a NAR's lease lasts while a damaged NAR is dropped.
@@ -42,7 +46,6 @@ pub struct ScrubOptions {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ScrubReport {
     pub checked: u64,
-    pub bytes: u64,
     /// Damaged (or missing) files dropped.
     pub dropped: u64,
 }
@@ -69,7 +72,7 @@ impl Cache {
 
     /// One pass over every stored NAR a narinfo names; `None` when another replica is scrubbing.
     pub async fn scrub_pass(&self, rate: u64) -> Result<Option<ScrubReport>, CacheError> {
-        let (key, holder) = (LeaseKey::scrub(), &self.replica.options.id);
+        let (key, holder) = (LeaseKey::scrub(), &self.replica.holder_for("scrub"));
         if let LeaseClaim::Held(_) = self.db.claim_lease(&key, holder, "", LEASE_TTL).await? {
             return Ok(None);
         }
@@ -80,9 +83,9 @@ impl Cache {
     }
 
     async fn scrub_all(&self, rate: u64) -> Result<ScrubReport, CacheError> {
-        let (started, before_ms) = (Instant::now(), now_ms());
-        let mut report = ScrubReport::default();
-        let mut cursor: Option<AccessCursor> = None;
+        let before_ms = now_ms();
+        let (mut report, mut pace) = (ScrubReport::default(), Pace::new(rate));
+        let (mut cursor, mut missing_in_a_row): (Option<AccessCursor>, u32) = (None, 0);
         loop {
             let page = self
                 .db
@@ -93,79 +96,157 @@ impl Cache {
             };
             cursor = Some(last.cursor());
             for entry in &page {
-                self.scrub_one(entry, &mut report).await?;
-                // Never faster than `rate` on average over the pass.
-                let due = Duration::from_secs_f64(report.bytes as f64 / rate.max(1) as f64);
-                if let Some(ahead) = due.checked_sub(started.elapsed()) {
-                    tokio::time::sleep(ahead).await;
+                match self.scrub_one(entry, &mut pace, &mut report).await {
+                    Ok(Found::Missing) => missing_in_a_row += 1,
+                    Ok(_) => missing_in_a_row = 0,
+                    Err(err) => tracing::warn!(nar = %entry.nar_file.file_name(), error = %err,
+                        "checking a stored NAR failed; it is looked at in the next pass"),
+                }
+                // Many files missing in a row: storage is more likely mounted wrong or empty
+                // than damaged, and dropping rows would not help. Stop and say so.
+                if missing_in_a_row >= MISSING_BRAKE {
+                    tracing::error!(
+                        missing = missing_in_a_row,
+                        "scrub stopped: stored NARs are missing \
+                        from storage one after another (an empty volume, another bucket or prefix?)"
+                    );
+                    return Ok(report);
                 }
             }
         }
     }
 
-    async fn scrub_one(&self, entry: &NarinfoAccess, report: &mut ScrubReport) -> Result<(), CacheError> {
+    async fn scrub_one(
+        &self,
+        entry: &NarinfoAccess,
+        pace: &mut Pace,
+        report: &mut ScrubReport,
+    ) -> Result<Found, CacheError> {
         let (Some(record), Some(stored)) = (
             self.db.get_narinfo(&entry.hash).await?,
             self.db.get_nar(&entry.nar_file).await?,
         ) else {
-            return Ok(());
+            return Ok(Found::Intact);
         };
         let Some(expected) = expected_file_hash(&record) else {
             // Without FileHash a compressed file is checked only by decompressing: not here.
-            return Ok(());
+            return Ok(Found::Intact);
         };
         let key = BlobKey::for_nar(&entry.nar_file);
-        let found = match self.storage.get(&key, None).await {
-            Ok(read) => match hash_stream(read.body, &mut report.bytes).await {
-                Ok(found) => Some(found),
-                Err(err) => {
-                    // Storage failing is not damage: the file is looked at in the next pass.
-                    tracing::warn!(nar = %key, error = %err, "reading a stored NAR failed; not checked");
-                    return Ok(());
-                }
-            },
-            Err(StorageError::NotFound(_)) => None,
-            Err(err) => return Err(err.into()),
-        };
+        let found = self.check(&key, (expected, stored.file_size), Some(pace)).await?;
         report.checked += 1;
-        self.metrics.scrubbed(found.as_ref().map_or(0, |(_, size)| *size));
-        if found == Some((expected, stored.file_size)) {
-            return Ok(());
+        if found == Found::Intact {
+            return Ok(found);
         }
-        tracing::error!(nar = %key, store_path = %record.info.store_path, ?found, %expected, size = stored.file_size,
-            "stored NAR is damaged or missing; dropping it (fetched again on the next request)");
-        if self.drop_damaged(&record, entry.uploaded).await? {
+        let store_path = &record.info.store_path;
+        if found == Found::Missing && entry.uploaded {
+            // It exists nowhere else: dropping its narinfo would lose the path for good.
+            tracing::error!(nar = %key, %store_path, "an uploaded NAR is missing from storage; push it again");
+            return Ok(found);
+        }
+        tracing::error!(nar = %key, %store_path, ?found, "stored NAR is damaged or missing; dropping it \
+            (fetched again on the next request)");
+        if self
+            .drop_damaged(&record, (expected, stored.file_size), entry.uploaded)
+            .await?
+        {
             report.dropped += 1;
             self.metrics.scrub_dropped();
         }
-        Ok(())
+        Ok(found)
     }
 
-    /// Forgets the NAR (and an uploaded narinfo) under the NAR's lease, so a fill writing it
-    /// anew right now is left alone. Whether it was dropped.
-    async fn drop_damaged(&self, record: &NarInfoRecord, uploaded: bool) -> Result<bool, CacheError> {
-        let (file, holder) = (&record.nar_file, &self.replica.options.id);
+    /// Reads the object and compares its hash and size; `pace` bounds how fast.
+    async fn check(
+        &self,
+        key: &BlobKey,
+        want: (Sha256Hash, u64),
+        pace: Option<&mut Pace>,
+    ) -> Result<Found, CacheError> {
+        let read = match self.storage.get(key, None).await {
+            Ok(read) => read,
+            Err(StorageError::NotFound(_)) => return Ok(Found::Missing),
+            Err(err) => return Err(err.into()),
+        };
+        let got = hash_stream(read.body, pace)
+            .await
+            .map_err(|e| StorageError::io(format!("reading {key}"), e))?;
+        self.metrics.scrubbed(got.1);
+        Ok(if got == want {
+            Found::Intact
+        } else {
+            Found::Damaged
+        })
+    }
+
+    /// Forgets the NAR (and a damaged upload's narinfo) under the NAR's lease, once the object
+    /// is checked again under it: a fill or upload writing it anew meanwhile is left alone.
+    /// Whether it was dropped.
+    async fn drop_damaged(
+        &self,
+        record: &NarInfoRecord,
+        want: (Sha256Hash, u64),
+        uploaded: bool,
+    ) -> Result<bool, CacheError> {
+        let (file, holder) = (&record.nar_file, self.replica.holder_for("scrub"));
         let lease = LeaseKey::nar(file);
         // No address: this is not a fill other replicas could stream.
-        if let LeaseClaim::Held(_) = self.db.claim_lease(&lease, holder, "", NAR_LEASE_TTL).await? {
+        if let LeaseClaim::Held(_) = self.db.claim_lease(&lease, &holder, "", NAR_LEASE_TTL).await? {
             return Ok(false);
         }
-        let hash = record.info.store_path.hash();
+        let held = super::replica::hold_lease(Arc::clone(&self.db), lease, holder, NAR_LEASE_TTL);
+        let key = BlobKey::for_nar(file);
         let result = async {
+            let found = self.check(&key, want, None).await?;
+            if found == Found::Intact || self.db.get_nar(file).await?.is_none() {
+                return Ok(false);
+            }
+            let hash = record.info.store_path.hash();
             if uploaded {
                 self.db.delete_narinfo(hash).await?;
                 self.hot.forget_narinfo(hash);
             }
             self.db.delete_nar(file).await?;
             self.hot.forget_nar(file);
-            self.storage.delete(&BlobKey::for_nar(file)).await?;
+            self.storage.delete(&key).await?;
             Ok::<_, CacheError>(true)
         }
         .await;
-        if let Err(err) = self.db.release_lease(&lease, holder).await {
-            tracing::warn!(lease = %lease, error = %err, "releasing a NAR lease failed; it will expire");
-        }
+        held.release().await;
         result
+    }
+}
+
+/// What a stored NAR's check found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Found {
+    Intact,
+    Damaged,
+    Missing,
+}
+
+/// Keeps reading at or under `rate` bytes per second, chunk by chunk.
+struct Pace {
+    rate: u64,
+    started: Instant,
+    bytes: u64,
+}
+
+impl Pace {
+    fn new(rate: u64) -> Self {
+        Self {
+            rate: rate.max(1),
+            started: Instant::now(),
+            bytes: 0,
+        }
+    }
+
+    async fn after(&mut self, bytes: u64) {
+        self.bytes += bytes;
+        let due = Duration::from_secs_f64(self.bytes as f64 / self.rate as f64);
+        if let Some(ahead) = due.checked_sub(self.started.elapsed()) {
+            tokio::time::sleep(ahead).await;
+        }
     }
 }
 
@@ -179,17 +260,19 @@ fn expected_file_hash(record: &NarInfoRecord) -> Option<Sha256Hash> {
     }
 }
 
-/// The hash and size of what the stream holds.
+/// The hash and size of what the stream holds, read at `pace` (unbounded without one).
 async fn hash_stream(
     mut body: crate::storage::ByteStream,
-    total: &mut u64,
+    mut pace: Option<&mut Pace>,
 ) -> std::io::Result<(Sha256Hash, u64)> {
     let (mut hasher, mut size) = (Sha256::new(), 0u64);
     while let Some(chunk) = body.next().await {
         let chunk = chunk?;
         hasher.update(&chunk);
         size += chunk.len() as u64;
-        *total += chunk.len() as u64;
+        if let Some(pace) = pace.as_deref_mut() {
+            pace.after(chunk.len() as u64).await;
+        }
     }
     Ok((Sha256Hash::from_sha2(hasher), size))
 }

@@ -143,7 +143,7 @@ impl Cache {
         loop {
             // No address: other replicas wait for this lease instead of streaming from it.
             if let LeaseClaim::Acquired = self.replica.claim_unstreamable(&*self.db, &key).await? {
-                return Ok(self.replica.hold(Arc::clone(&self.db), key));
+                return Ok(self.replica.hold_unstreamable(Arc::clone(&self.db), key));
             }
             if std::time::Instant::now() > deadline {
                 // Being fetched (or collected) right now: 503, and the client tries again.

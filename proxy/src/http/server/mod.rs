@@ -309,9 +309,20 @@ impl Connection {
                 Verdict::Close(reason) => {
                     tracing::debug!(reason = reason.reason(), "closing a client connection");
                     self.metrics.connection_closed(reason.reason());
+                    // Nothing of a response is pending while headers are awaited, and a client
+                    // that stopped reading gets no more: dropped at once. An idle or evicted
+                    // connection may still hold the tail of its last response in hyper's
+                    // buffers: closed gracefully, within a bound.
+                    if matches!(reason, Closed::IdleTimeout | Closed::Evicted) {
+                        close_gently(conn, &graceful).await;
+                    }
                     return;
                 }
-                _ if stopping && self.activity.is_idle() => return,
+                _ if stopping && self.activity.is_idle() => {
+                    // Graceful shutdown was asked already; the last response's tail goes out.
+                    let _ = tokio::time::timeout(CLOSE_GRACE, conn).await;
+                    return;
+                }
                 Verdict::WaitUntil(deadline) => Some(deadline),
                 Verdict::Untimed => None,
             };
@@ -337,6 +348,15 @@ impl Connection {
             }
         }
     }
+}
+
+/// Closes `conn` once what it has buffered is sent, waiting at most [`CLOSE_GRACE`].
+async fn close_gently<C, E>(mut conn: Pin<&mut C>, graceful: &impl Fn(Pin<&mut C>))
+where
+    C: Future<Output = Result<(), E>>,
+{
+    graceful(conn.as_mut());
+    let _ = tokio::time::timeout(CLOSE_GRACE, conn).await;
 }
 
 /// The router's response, or on a probes-only connection `503` for anything but a probe; the
