@@ -107,7 +107,8 @@ pub struct Metrics {
     pub fill_reserved_bytes: Gauge,
     /// Client connections open (the probes-only reserve included).
     pub connections_open: Gauge,
-    /// `reason`: `header_timeout`, `idle_timeout`, `evicted` (room for a new one at the limit).
+    /// `reason`: `header_timeout`, `idle_timeout`, `evicted` (room for a new one at the limit),
+    /// `send_timeout`.
     pub connections_closed: Family<ReasonLabels, Counter>,
     /// Connections past --max-connections, which answer only the health endpoints.
     pub connections_probes_only: Counter,
@@ -282,7 +283,7 @@ impl Metrics {
         );
         r.register(
             "http_connections_closed",
-            "Client connections the proxy closed, by reason (header_timeout, idle_timeout, evicted)",
+            "Client connections the proxy closed, by reason (header_timeout, idle_timeout, evicted, send_timeout)",
             self.connections_closed.clone(),
         );
         r.register(

@@ -275,3 +275,26 @@ async fn a_download_pausing_longer_than_the_timeouts_is_not_cut() {
     );
     assert!(body == s.entry.file, "cut after {} bytes", body.len());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_closed_after_the_send_timeout() {
+    // Larger than what the sockets of both ends buffer, so the proxy's writes are refused.
+    let s = proxy(&["--send-timeout", "1s"], None, 48 << 20).await;
+    let whole = get(&s.client, &s.nar_url).await;
+    assert_eq!(whole.status, StatusCode::OK);
+    s.proxy.wait_stored(&s.entry.file_name()).await;
+    let request = format!("GET {} HTTP/1.1\r\nHost: x\r\n\r\n", s.nar_path);
+    let mut stalled = open(s.proxy.addr, request.as_bytes()).await;
+    let closed = common::wait_until(Duration::from_secs(20), || async {
+        metrics(&s)
+            .await
+            .contains("nixcache_http_connections_closed_total{reason=\"send_timeout\"} 1")
+    })
+    .await;
+    assert!(
+        closed,
+        "a client reading nothing kept its connection: {}",
+        metrics(&s).await
+    );
+    assert!(closed_within(&mut stalled, TIMEOUT).await);
+}

@@ -23,4 +23,10 @@ pub struct ConnectionArgs {
     /// connection the balancer is about to reuse). A response in progress is never cut by it.
     #[arg(long, env = "NIXCACHE_IDLE_TIMEOUT", default_value = "90s", value_parser = humantime::parse_duration)]
     pub idle_timeout: Duration,
+
+    /// How long a response may wait for a client that takes no more bytes (its receive window
+    /// stays shut): then the connection is closed. A response waiting for its own data (a slow
+    /// upstream) is not timed by it.
+    #[arg(long, env = "NIXCACHE_SEND_TIMEOUT", default_value = "120s", value_parser = humantime::parse_duration)]
+    pub send_timeout: Duration,
 }

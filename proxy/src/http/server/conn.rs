@@ -4,7 +4,10 @@
 use std::{
     io,
     pin::Pin,
-    sync::{Arc, Mutex, MutexGuard, PoisonError},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex, MutexGuard, PoisonError,
+    },
     task::{Context, Poll},
     time::Duration,
 };
@@ -24,6 +27,8 @@ pub struct Timeouts {
     pub header: Option<Duration>,
     /// For the first byte of the next request on a kept-alive connection.
     pub idle: Option<Duration>,
+    /// For the client to take more of a response once the socket refused bytes.
+    pub send: Option<Duration>,
 }
 
 /// Why the proxy closed a connection: the `reason` label of `nixcache_http_connections_closed`.
@@ -33,6 +38,8 @@ pub enum Closed {
     IdleTimeout,
     /// Its slot went to a new connection (at --max-connections).
     Evicted,
+    /// The client took no bytes of a response for --send-timeout.
+    SendTimeout,
 }
 
 impl Closed {
@@ -41,6 +48,7 @@ impl Closed {
             Closed::HeaderTimeout => "header_timeout",
             Closed::IdleTimeout => "idle_timeout",
             Closed::Evicted => "evicted",
+            Closed::SendTimeout => "send_timeout",
         }
     }
 }
@@ -64,12 +72,16 @@ struct State {
     served_any: bool,
     /// Asked to close (for a new connection's slot) unless a request is in flight.
     evict: bool,
+    /// Since when the socket takes no more bytes (the client does not read).
+    blocked_since: Option<Instant>,
 }
 
 /// Shared by the socket wrapper, the service (requests and their bodies) and the watchdog.
 pub struct Activity {
     state: Mutex<State>,
     changed: Notify,
+    /// `state.blocked_since` is set: checked without the lock on every write.
+    blocked: AtomicBool,
 }
 
 impl Activity {
@@ -81,8 +93,10 @@ impl Activity {
                 head_started: None,
                 served_any: false,
                 evict: false,
+                blocked_since: None,
             }),
             changed: Notify::new(),
+            blocked: AtomicBool::new(false),
         })
     }
 
@@ -100,6 +114,23 @@ impl Activity {
         if state.in_flight == 0 && state.head_started.is_none() {
             state.head_started = Some(Instant::now());
             drop(state);
+            self.changed.notify_one();
+        }
+    }
+
+    /// The socket refused bytes: the send timeout runs from the first refusal.
+    fn write_blocked(&self) {
+        if self.blocked.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        self.lock().blocked_since = Some(Instant::now());
+        self.changed.notify_one();
+    }
+
+    /// The socket took bytes again.
+    fn write_progressed(&self) {
+        if self.blocked.swap(false, Ordering::Relaxed) {
+            self.lock().blocked_since = None;
             self.changed.notify_one();
         }
     }
@@ -125,6 +156,13 @@ impl Activity {
         }
     }
 
+    /// Served a response and no next request has begun: hyper may still be sending the tail of
+    /// that response. (A connection in the middle of a head has nothing to send.)
+    pub fn may_hold_a_response_tail(&self) -> bool {
+        let state = self.lock();
+        state.in_flight == 0 && state.served_any && state.head_started.is_none()
+    }
+
     pub fn is_idle(&self) -> bool {
         self.lock().in_flight == 0
     }
@@ -145,7 +183,11 @@ impl Activity {
     pub fn verdict(&self, timeouts: &Timeouts, now: Instant) -> Verdict {
         let state = self.lock();
         if state.in_flight > 0 {
-            return Verdict::Untimed;
+            return match (state.blocked_since, timeouts.send) {
+                (Some(at), Some(limit)) if now >= at + limit => Verdict::Close(Closed::SendTimeout),
+                (Some(at), Some(limit)) => Verdict::WaitUntil(at + limit),
+                _ => Verdict::Untimed,
+            };
         }
         if state.evict {
             return Verdict::Close(Closed::Evicted);
@@ -184,6 +226,16 @@ impl<T> Watched<T> {
     }
 }
 
+impl<T> Watched<T> {
+    fn note_write(&self, polled: &Poll<io::Result<usize>>) {
+        match polled {
+            Poll::Pending => self.activity.write_blocked(),
+            Poll::Ready(Ok(n)) if *n > 0 => self.activity.write_progressed(),
+            Poll::Ready(_) => {}
+        }
+    }
+}
+
 impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
     fn poll_read(
         mut self: Pin<&mut Self>,
@@ -201,7 +253,9 @@ impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
 
 impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.note_write(&polled);
+        polled
     }
 
     fn poll_write_vectored(
@@ -209,7 +263,9 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.note_write(&polled);
+        polled
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -269,6 +325,7 @@ mod tests {
     const TIMEOUTS: Timeouts = Timeouts {
         header: Some(Duration::from_secs(10)),
         idle: Some(Duration::from_secs(60)),
+        send: Some(Duration::from_secs(30)),
     };
 
     #[test]
@@ -287,6 +344,22 @@ mod tests {
         );
         let in_flight = activity.request_started();
         assert_eq!(activity.verdict(&TIMEOUTS, opened + secs(1000)), Verdict::Untimed);
+        // A client that stops reading: the send timeout from the first refused write.
+        activity.write_blocked();
+        let blocked = Instant::now();
+        assert!(matches!(
+            activity.verdict(&TIMEOUTS, blocked),
+            Verdict::WaitUntil(_)
+        ));
+        assert_eq!(
+            activity.verdict(&TIMEOUTS, blocked + secs(31)),
+            Verdict::Close(Closed::SendTimeout)
+        );
+        activity.write_progressed();
+        assert_eq!(
+            activity.verdict(&TIMEOUTS, blocked + secs(1000)),
+            Verdict::Untimed
+        );
         drop(in_flight);
         // Kept alive: the idle timeout runs from the end of the response.
         let ended = activity.waiting_since().unwrap();

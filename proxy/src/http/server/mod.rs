@@ -45,7 +45,7 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
 
-use self::conn::{Activity, InFlight, Timeouts, Tracked, Verdict, Watched};
+use self::conn::{Activity, Closed, InFlight, Timeouts, Tracked, Verdict, Watched};
 use super::error;
 use crate::{cli::ConnectionArgs, metrics::Metrics};
 
@@ -53,6 +53,8 @@ use crate::{cli::ConnectionArgs, metrics::Metrics};
 /// only the health endpoints, one request each.
 pub const PROBE_RESERVE: usize = 16;
 /// How long a new connection waits for the slot of the connection it asked to close.
+/// How long a connection being closed may take to send what it has buffered.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
 const EVICTION_WAIT: Duration = Duration::from_secs(1);
 /// While every slot is taken: how often to look again for a connection that went idle.
 const FULL_RETRY: Duration = Duration::from_millis(100);
@@ -69,6 +71,8 @@ pub struct ServerLimits {
     pub header_read_timeout: Duration,
     /// Zero: no limit.
     pub idle_timeout: Duration,
+    /// Zero: no limit.
+    pub send_timeout: Duration,
 }
 
 impl From<&ConnectionArgs> for ServerLimits {
@@ -77,6 +81,7 @@ impl From<&ConnectionArgs> for ServerLimits {
             max_connections: usize::try_from(args.max_connections).unwrap_or(usize::MAX),
             header_read_timeout: args.header_read_timeout,
             idle_timeout: args.idle_timeout,
+            send_timeout: args.send_timeout,
         }
     }
 }
@@ -87,6 +92,7 @@ impl ServerLimits {
         Timeouts {
             header: limit(self.header_read_timeout),
             idle: limit(self.idle_timeout),
+            send: limit(self.send_timeout),
         }
     }
 }
@@ -313,14 +319,16 @@ impl Connection {
                     // that stopped reading gets no more: dropped at once. An idle or evicted
                     // connection may still hold the tail of its last response in hyper's
                     // buffers: closed gracefully, within a bound.
-                    if matches!(reason, Closed::IdleTimeout | Closed::Evicted) {
+                    if reason != Closed::SendTimeout && self.activity.may_hold_a_response_tail() {
                         close_gently(conn, &graceful).await;
                     }
                     return;
                 }
                 _ if stopping && self.activity.is_idle() => {
                     // Graceful shutdown was asked already; the last response's tail goes out.
-                    let _ = tokio::time::timeout(CLOSE_GRACE, conn).await;
+                    if self.activity.may_hold_a_response_tail() {
+                        let _ = tokio::time::timeout(CLOSE_GRACE, conn).await;
+                    }
                     return;
                 }
                 Verdict::WaitUntil(deadline) => Some(deadline),
