@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Short, bounded libFuzzer run of every cargo-fuzz target in fuzz/ (README.md, "Fuzzing").
-# Standalone and safe to re-run; not part of .ci/run. Fails if any target finds a crash, leak,
+# Standalone and safe to re-run; .ci/run calls it with FUZZ_SECONDS=10. Fails if any target finds a crash, leak,
 # timeout or failed assertion, and prints where the input is.
 #
 #   FUZZ_SECONDS      seconds per target (default 20)
