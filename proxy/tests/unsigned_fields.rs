@@ -28,6 +28,22 @@ async fn a_file_size_of_zero_is_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_size_far_beyond_the_nar_is_refused() {
+    // It would reserve that much of --max-fill-bytes for a download that can never need it.
+    let dir = tempfile::tempdir().unwrap();
+    let upstream = Upstream::start(10).await;
+    let key = upstream_key();
+    let mut e = entry("inflated-file", 6, &key);
+    e.info.file_size = Some(1 << 50);
+    assert!(e.info.verify_any(&[key.public_key()]), "still validly signed");
+    upstream.add(&e);
+    upstream.put(&e.narinfo_path(), e.info.to_string());
+    let proxy = Proxy::start(dir.path(), &[&upstream], &[key.public_key()], &[]).await;
+    let got = get(&client(), &proxy.url(&e.narinfo_path())).await;
+    assert_eq!(got.status, StatusCode::BAD_GATEWAY, "{}", got.text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_narinfo_claiming_another_stored_nar_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let upstream = Upstream::start(10).await;

@@ -217,7 +217,7 @@ fn decode(
         Compression::None => io::copy(input, &mut nar).map(drop)?,
         Compression::Xz => {
             let stream =
-                liblzma::stream::Stream::new_auto_decoder(XZ_MEMORY_LIMIT, liblzma::stream::CONCATENATED)
+                liblzma::stream::Stream::new_stream_decoder(XZ_MEMORY_LIMIT, liblzma::stream::CONCATENATED)
                     .map_err(io::Error::other)?;
             io::copy(
                 &mut liblzma::read::XzDecoder::new_stream(&mut *input, stream),

@@ -249,14 +249,18 @@ impl Run<'_> {
                 {
                     continue;
                 }
-                if self.db.get_nar(&upload.nar_file).await?.is_none() {
+                // Released below whatever happens, also when the database fails here.
+                let stored = self.db.get_nar(&upload.nar_file).await;
+                if let Ok(None) = stored {
                     let key = BlobKey::for_nar(&upload.nar_file);
                     if let Err(err) = self.storage.delete(&key).await {
                         tracing::warn!(nar = %key, error = %err, "deleting an abandoned upload failed");
                         self.report.storage_errors += 1;
                     }
                 }
-                if let Err(err) = self.db.release_lease(&lease, self.holder).await {
+                let released = self.db.release_lease(&lease, self.holder).await;
+                stored?;
+                if let Err(err) = released {
                     tracing::warn!(lease = %lease, error = %err, "releasing a NAR lease after GC failed; it will expire");
                 }
                 self.report.uploads_swept += 1;

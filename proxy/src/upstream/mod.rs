@@ -400,8 +400,14 @@ impl TaskContext {
             return Ok(None);
         }
         // Sizes are not covered by the signature: refuse what no real NAR can be.
+        // A compressed file is never much larger than its NAR (xz, zstd, bzip2 add < 1 % to
+        // incompressible data); an inflated FileSize would reserve room no download needs.
         let too_big = |n: u64| i64::try_from(n).is_err();
-        if info.file_size == Some(0) || info.file_size.is_some_and(too_big) || too_big(info.nar_size) {
+        let largest_file = info.nar_size.saturating_add(info.nar_size / 100 + (1 << 20));
+        if info.file_size == Some(0)
+            || info.file_size.is_some_and(|n| too_big(n) || n > largest_file)
+            || too_big(info.nar_size)
+        {
             return Err(invalid(format!(
                 "impossible FileSize {:?} / NarSize {}",
                 info.file_size, info.nar_size
