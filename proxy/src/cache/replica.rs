@@ -34,7 +34,12 @@ pub struct ReplicaOptions {
 /// The credential of the internal endpoint: derived from the signing key, which every replica of
 /// one cache shares, so there is nothing more to configure and no client can guess it.
 #[derive(Clone)]
-pub struct PeerToken([u8; 32]);
+pub struct PeerToken {
+    /// The `Authorization` header value replicas send.
+    header: Arc<str>,
+    /// Its SHA-256, what a request's header is compared with.
+    digest: [u8; 32],
+}
 
 impl std::fmt::Debug for PeerToken {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -44,22 +49,23 @@ impl std::fmt::Debug for PeerToken {
 
 impl PeerToken {
     pub fn from_key(key: &SigningKey) -> Self {
-        Self(key.derive_secret("internal endpoint token v1"))
+        let secret = key.derive_secret("internal endpoint token v1");
+        let hex: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+        let header = format!("Bearer {hex}");
+        Self {
+            digest: Sha256::digest(header.as_bytes()).into(),
+            header: header.into(),
+        }
     }
 
-    /// The `Authorization` header value replicas send.
-    fn header_value(&self) -> String {
-        let hex: String = self.0.iter().map(|b| format!("{b:02x}")).collect();
-        format!("Bearer {hex}")
+    fn header_value(&self) -> &str {
+        &self.header
     }
 
     /// Whether an `Authorization` header value is this token. Digests are compared, so the time
     /// taken says nothing about how much of a guess was right.
     pub fn accepts(&self, authorization: Option<&str>) -> bool {
-        let Some(given) = authorization else {
-            return false;
-        };
-        Sha256::digest(given.as_bytes()) == Sha256::digest(self.header_value().as_bytes())
+        authorization.is_some_and(|given| <[u8; 32]>::from(Sha256::digest(given.as_bytes())) == self.digest)
     }
 }
 
