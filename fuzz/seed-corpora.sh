@@ -62,4 +62,43 @@ for f in "$TD"/keys/*.sec; do seed signing_key < "$f"; done
 # signature: every Sig line, and nix path-info's signatures.
 { field Sig; grep -o '[A-Za-z0-9._-]*:[A-Za-z0-9+/]\{86\}==' "$TD/path-info.json"; } | sort -u | seed_each signature
 
+# --- the formats crate (nixcache-formats) ----------------------------------------------------
+# range: 8 bytes of object size (little-endian), then the header; the RFC 9110 examples.
+size_le() { python3 -c "import sys; sys.stdout.buffer.write(int(sys.argv[1]).to_bytes(8, 'little'))" "$1"; }
+for size in 0 1 1000 18446744073709551615; do
+  for h in 'bytes=0-99' 'bytes=212-' 'bytes=-10' 'bytes=990-5000' 'bytes=0-1,5-6' 'bytes=-0'; do
+    { size_le "$size"; printf '%s' "$h"; } | seed range
+  done
+done
+
+# netrc: the format as Nix's netrc-file and curl read it (machines, default, macdef).
+printf 'machine cache.example.com login alice password s3cret\nmacdef init\ncd /pub\n\nmachine other.example\n  login bob\n  password pw2\ndefault login anon password guest\n' | seed netrc
+printf 'machine 127.0.0.1 login nix password some-long-upload-token\n' | seed netrc
+
+# credentials: htpasswd lines (`htpasswd -nbB`), a comment and a token.
+printf '# uploaders\nci:$2y$05$bvIG6Nmid91Mu9RcmmWZfO5HJIMCT8riNW0hEp8f6/FuA2/mHZFpe\n\nsome-long-upload-token\n' | seed credentials
+printf 'laptop:$2b$12$KIXQJiFbCm2bEoUGSPn0.OQxPgaPpFKHp1.3lhu2TmuPQn0V3iOey\n' | seed credentials
+
+# settings: first byte 0 for TOML, 1 for YAML; the README's example and the flags' forms.
+{ printf '\0'; sed -n '/^# nixcache.toml$/,/^```$/p' ../README.md | sed '$d'; } | seed settings
+printf '\0listen = "127.0.0.1:9000"\npriority = 30\nupstream = ["http://a", "http://b"]\ns3-path-style = true\nlease-ttl = "3s"\n' | seed settings
+printf '\001negative-ttl: 5s\nupstream:\n  - http://c\nmax-size: 5G\ns3-path-style: true\n' | seed settings
+
+# nar_digest: compression (0 none, 1 xz, 2 zstd, 3 bzip2), the NarSize limit in units of 64
+# bytes (2 bytes, little-endian: 0x4000 is 1 MiB), then the file: a NAR that `nix-store --dump`
+# made of hello.txt, compressed by the tools Nix's compressions come from. nar_roundtrip:
+# compression, then the NAR.
+if command -v nix-store >/dev/null; then
+  nar=$(mktemp)
+  nix-store --dump "$TD/hello.txt" > "$nar"
+  compressors=(cat "xz -c" "zstd -c -q" "bzip2 -c")
+  for i in 0 1 2 3; do
+    { printf "\\$(printf '%03o' "$i")\\100\\000"; ${compressors[$i]} < "$nar"; } | seed nar_digest
+    { printf "\\$(printf '%03o' "$i")"; cat "$nar"; } | seed nar_roundtrip
+  done
+  # Two xz streams back to back, as `xz` concatenates and Nix accepts.
+  { printf '\001\100\000'; xz -c < "$nar"; xz -c < "$nar"; } | seed nar_digest
+  rm -f "$nar"
+fi
+
 for d in "$CORPUS"/*/; do printf '%-14s %3d seeds\n' "$(basename "$d")" "$(find "$d" -type f | wc -l)"; done

@@ -8,15 +8,9 @@ use std::{ffi::OsString, path::Path};
 
 use anyhow::{bail, Context};
 use clap::{ArgAction, CommandFactory};
+use nixcache_formats::settings::{self, Setting, Syntax};
 
 use crate::cli::Cli;
-
-/// A scalar or a list, as read from the file.
-enum Value {
-    One(String),
-    Bool(bool),
-    Many(Vec<String>),
-}
 
 /// `argv` with the config file's settings appended as flags (unchanged without a config file).
 pub fn expand_args(argv: Vec<OsString>) -> anyhow::Result<Vec<OsString>> {
@@ -56,12 +50,12 @@ pub fn expand_args(argv: Vec<OsString>) -> anyhow::Result<Vec<OsString>> {
         }
         let flag = format!("--{key}");
         match (value, arg.get_action()) {
-            (Value::Bool(true), ArgAction::SetTrue) => out.push(flag.into()),
-            (Value::Bool(false), ArgAction::SetTrue) => {}
+            (Setting::Bool(true), ArgAction::SetTrue) => out.push(flag.into()),
+            (Setting::Bool(false), ArgAction::SetTrue) => {}
             (_, ArgAction::SetTrue) => bail!("`{key}` in {path} must be true or false"),
-            (Value::One(v), _) => out.extend([flag.into(), v.into()]),
-            (Value::Bool(b), _) => out.extend([flag.into(), b.to_string().into()]),
-            (Value::Many(vs), _) => {
+            (Setting::One(v), _) => out.extend([flag.into(), v.into()]),
+            (Setting::Bool(b), _) => out.extend([flag.into(), b.to_string().into()]),
+            (Setting::Many(vs), _) => {
                 for v in vs {
                     out.extend([OsString::from(&flag), v.into()]);
                 }
@@ -93,63 +87,11 @@ fn config_path(argv: &[OsString]) -> Option<String> {
     std::env::var("NIXCACHE_CONFIG").ok().filter(|p| !p.is_empty())
 }
 
-fn read(path: &Path) -> anyhow::Result<Vec<(String, Value)>> {
+fn read(path: &Path) -> anyhow::Result<Vec<(String, Setting)>> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading the config file {}", path.display()))?;
-    let yaml = matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"));
-    let what = || format!("parsing the config file {}", path.display());
-    if yaml {
-        let map: serde_yaml::Mapping = serde_yaml::from_str(&text).with_context(what)?;
-        map.into_iter()
-            .map(|(k, v)| {
-                let key = k.as_str().context("a key that is not a string")?.to_owned();
-                Ok((key.clone(), yaml_value(&key, v)?))
-            })
-            .collect()
-    } else {
-        let table: toml::Table = text.parse().with_context(what)?;
-        table
-            .into_iter()
-            .map(|(k, v)| Ok((k.clone(), toml_value(&k, v)?)))
-            .collect()
-    }
-}
-
-fn toml_value(key: &str, v: toml::Value) -> anyhow::Result<Value> {
-    Ok(match v {
-        toml::Value::String(s) => Value::One(s),
-        toml::Value::Integer(i) => Value::One(i.to_string()),
-        toml::Value::Float(f) => Value::One(f.to_string()),
-        toml::Value::Boolean(b) => Value::Bool(b),
-        toml::Value::Array(items) => Value::Many(
-            items
-                .into_iter()
-                .map(|i| match toml_value(key, i)? {
-                    Value::One(s) => Ok(s),
-                    _ => bail!("`{key}`: a list of strings or numbers"),
-                })
-                .collect::<anyhow::Result<_>>()?,
-        ),
-        _ => bail!("`{key}`: a string, number, boolean or list"),
-    })
-}
-
-fn yaml_value(key: &str, v: serde_yaml::Value) -> anyhow::Result<Value> {
-    Ok(match v {
-        serde_yaml::Value::String(s) => Value::One(s),
-        serde_yaml::Value::Number(n) => Value::One(n.to_string()),
-        serde_yaml::Value::Bool(b) => Value::Bool(b),
-        serde_yaml::Value::Sequence(items) => Value::Many(
-            items
-                .into_iter()
-                .map(|i| match yaml_value(key, i)? {
-                    Value::One(s) => Ok(s),
-                    _ => bail!("`{key}`: a list of strings or numbers"),
-                })
-                .collect::<anyhow::Result<_>>()?,
-        ),
-        _ => bail!("`{key}`: a string, number, boolean or list"),
-    })
+    settings::parse(&text, Syntax::of(path))
+        .with_context(|| format!("parsing the config file {}", path.display()))
 }
 
 #[cfg(test)]

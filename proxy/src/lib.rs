@@ -13,7 +13,6 @@ pub mod gc;
 pub mod http;
 pub mod keys;
 pub mod metrics;
-pub mod range;
 pub mod redact;
 pub mod scratch;
 pub mod storage;

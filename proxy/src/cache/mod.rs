@@ -24,12 +24,12 @@ use std::{
 
 use bytes::Bytes;
 
+use nixcache_formats::range::RangeSpec;
 use nixcache_protocol::{NarFile, NarInfo, SigningKey, StorePathHash};
 
 use crate::{
     db::{DbError, LeaseClaim, LeaseKey, MetadataStore, NarInfoRecord, ProxySignature},
     metrics::Metrics,
-    range::RangeSpec,
     scratch::Scratch,
     storage::{BlobKey, BlobStore, ByteRange, ByteStream, StorageError},
     upstream::{Lookup, UpstreamError, Upstreams},

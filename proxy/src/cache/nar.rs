@@ -6,6 +6,7 @@ use std::sync::Arc;
 use futures::FutureExt;
 use tracing::Instrument;
 
+use nixcache_formats::range::RangeSpec;
 use nixcache_protocol::NarFile;
 
 use super::{
@@ -17,7 +18,6 @@ use super::{
 };
 use crate::{
     db::{Lease, LeaseClaim, LeaseKey, NarInfoRecord},
-    range::RangeSpec,
     storage::{local::tempfile_in, BlobKey, BlobRead, ByteRange, StorageError},
 };
 

@@ -7,12 +7,12 @@
 //! bcrypt is slow on purpose (tens of ms), so a header that passed is remembered (by its SHA-256,
 //! never in clear) for a few minutes, and checks run on threads of their own ([`Hashers`]).
 
-use std::{collections::HashMap, path::Path, sync::Arc, time::Duration};
+use std::{path::Path, sync::Arc, time::Duration};
 
 use axum::http::{header, HeaderMap};
 use base64::Engine as _;
+use nixcache_formats::credentials::{token_digest, CredentialsError, CredentialsFile};
 use prometheus_client::metrics::gauge::Gauge;
-use sha2::{Digest, Sha256};
 
 use super::hashers::{Hashers, HashersBusy};
 
@@ -26,40 +26,25 @@ const BCRYPT_QUEUE: usize = 16;
 /// legitimate client is told to retry, as for any overload, rather than that its password is
 /// wrong; an attacker's flood waits in no unbounded queue.
 const BCRYPT_WAIT: Duration = Duration::from_secs(5);
-/// Shortest token accepted in the file.
-const MIN_TOKEN_LEN: usize = 16;
-
 #[derive(Debug, thiserror::Error)]
 pub enum CredentialsFileError {
     #[error("cannot read the upload credentials file {path}: {error}")]
     Read { path: String, error: std::io::Error },
-    #[error(
-        "upload credentials file {path}, line {line}: the password of {user:?} is not a bcrypt hash \
-         ($2a$/$2b$/$2y$); make entries with `htpasswd -nbB USER PASSWORD`"
-    )]
-    NotBcrypt { path: String, line: usize, user: String },
-    #[error("upload credentials file {path} holds no credentials")]
-    Empty { path: String },
-    #[error(
-        "upload credentials file {path}, line {line}: a token must be at least {MIN_TOKEN_LEN} \
-         characters (a line without `:` is a token)"
-    )]
-    ShortToken { path: String, line: usize },
+    #[error("upload credentials file {path}: {error}")]
+    Invalid {
+        path: String,
+        #[source]
+        error: CredentialsError,
+    },
     #[error("cannot start the threads that check upload passwords")]
     Threads(#[source] std::io::Error),
 }
 
 /// The accepted credentials. `Debug` shows only how many there are.
 pub struct UploadAuth {
-    credentials: Arc<Credentials>,
+    credentials: Arc<CredentialsFile>,
     verified: moka::sync::Cache<[u8; 32], ()>,
     hashers: Hashers,
-}
-
-struct Credentials {
-    users: HashMap<String, String>,
-    /// SHA-256 of each token.
-    tokens: Vec<[u8; 32]>,
 }
 
 impl std::fmt::Debug for UploadAuth {
@@ -71,10 +56,6 @@ impl std::fmt::Debug for UploadAuth {
             self.credentials.tokens.len()
         )
     }
-}
-
-fn sha256(bytes: &[u8]) -> [u8; 32] {
-    Sha256::digest(bytes).into()
 }
 
 impl UploadAuth {
@@ -89,39 +70,14 @@ impl UploadAuth {
     }
 
     pub fn parse(text: &str, path: &str, hashing: Gauge) -> Result<Self, CredentialsFileError> {
-        let (mut users, mut tokens) = (HashMap::new(), Vec::new());
-        for (index, line) in text.lines().enumerate() {
-            let line = line.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            match line.split_once(':') {
-                Some((user, hash)) if hash.starts_with("$2") => {
-                    users.insert(user.to_owned(), hash.to_owned());
-                }
-                Some((user, _)) => {
-                    return Err(CredentialsFileError::NotBcrypt {
-                        path: path.into(),
-                        line: index + 1,
-                        user: user.into(),
-                    })
-                }
-                None if line.len() < MIN_TOKEN_LEN => {
-                    return Err(CredentialsFileError::ShortToken {
-                        path: path.into(),
-                        line: index + 1,
-                    })
-                }
-                None => tokens.push(sha256(line.as_bytes())),
-            }
-        }
-        if users.is_empty() && tokens.is_empty() {
-            return Err(CredentialsFileError::Empty { path: path.into() });
-        }
+        let credentials = CredentialsFile::parse(text).map_err(|error| CredentialsFileError::Invalid {
+            path: path.into(),
+            error,
+        })?;
         let hashers =
             Hashers::start(BCRYPT_AT_ONCE, BCRYPT_QUEUE, hashing).map_err(CredentialsFileError::Threads)?;
         Ok(Self {
-            credentials: Arc::new(Credentials { users, tokens }),
+            credentials: Arc::new(credentials),
             verified: moka::sync::Cache::builder()
                 .max_capacity(1024)
                 .time_to_live(VERIFIED_TTL)
@@ -136,7 +92,7 @@ impl UploadAuth {
         let Some(value) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
             return Ok(false);
         };
-        let seen = sha256(value.as_bytes());
+        let seen = token_digest(value);
         if self.verified.contains_key(&seen) {
             return Ok(true);
         }
@@ -147,10 +103,10 @@ impl UploadAuth {
         let ok = if is_basic {
             let (credentials, value) = (Arc::clone(&self.credentials), value.to_owned());
             self.hashers
-                .run(move || credentials.check(&value), BCRYPT_WAIT)
+                .run(move || check(&credentials, &value), BCRYPT_WAIT)
                 .await?
         } else {
-            self.credentials.check(value)
+            check(&self.credentials, value)
         };
         if ok {
             self.verified.insert(seen, ());
@@ -159,45 +115,44 @@ impl UploadAuth {
     }
 
     #[cfg(test)]
-    fn check(&self, authorization: &str) -> bool {
-        self.credentials.check(authorization)
+    fn check_now(&self, authorization: &str) -> bool {
+        check(&self.credentials, authorization)
     }
 }
 
-impl Credentials {
-    fn check(&self, authorization: &str) -> bool {
-        let (scheme, rest) = authorization.split_once(' ').unwrap_or((authorization, ""));
-        if scheme.eq_ignore_ascii_case("bearer") {
-            return self.is_token(rest.trim());
-        }
-        if !scheme.eq_ignore_ascii_case("basic") {
-            return false;
-        }
-        let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(rest.trim()) else {
-            return false;
-        };
-        let Ok(decoded) = String::from_utf8(decoded) else {
-            return false;
-        };
-        let Some((user, password)) = decoded.split_once(':') else {
-            return false;
-        };
-        match self.users.get(user) {
-            Some(hash) => bcrypt::verify(password, hash).unwrap_or(false),
-            None => {
-                // As slow as a known user's check, so the time does not tell which names exist.
-                if let Some(any) = self.users.values().next() {
-                    let _ = bcrypt::verify(password, any);
-                }
-                self.is_token(password)
+/// Whether a request's `Authorization` header holds one of the file's credentials.
+fn check(file: &CredentialsFile, authorization: &str) -> bool {
+    let (scheme, rest) = authorization.split_once(' ').unwrap_or((authorization, ""));
+    if scheme.eq_ignore_ascii_case("bearer") {
+        return is_token(file, rest.trim());
+    }
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return false;
+    }
+    let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(rest.trim()) else {
+        return false;
+    };
+    let Ok(decoded) = String::from_utf8(decoded) else {
+        return false;
+    };
+    let Some((user, password)) = decoded.split_once(':') else {
+        return false;
+    };
+    match file.users.get(user) {
+        Some(hash) => bcrypt::verify(password, hash).unwrap_or(false),
+        None => {
+            // As slow as a known user's check, so the time does not tell which names exist.
+            if let Some(any) = file.users.values().next() {
+                let _ = bcrypt::verify(password, any);
             }
+            is_token(file, password)
         }
     }
+}
 
-    fn is_token(&self, token: &str) -> bool {
-        // Comparing digests: how long it takes says nothing about the token.
-        !token.is_empty() && self.tokens.contains(&sha256(token.as_bytes()))
-    }
+fn is_token(file: &CredentialsFile, token: &str) -> bool {
+    // Comparing digests: how long it takes says nothing about the token.
+    !token.is_empty() && file.tokens.contains(&token_digest(token))
 }
 
 #[cfg(test)]
@@ -223,15 +178,15 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("at least 16"));
-        assert!(auth.check(&basic("ci", "s3cret")));
-        assert!(!auth.check(&basic("ci", "wrong")));
-        assert!(!auth.check(&basic("other", "s3cret")));
-        assert!(auth.check("Bearer some-long-token-x"));
-        assert!(auth.check(&basic("anyone", "some-long-token-x")));
-        assert!(!auth.check("Bearer some-long-token-"));
-        assert!(!auth.check("Bearer "));
-        assert!(!auth.check("Digest whatever"));
-        assert!(!auth.check("Basic !!!"));
+        assert!(auth.check_now(&basic("ci", "s3cret")));
+        assert!(!auth.check_now(&basic("ci", "wrong")));
+        assert!(!auth.check_now(&basic("other", "s3cret")));
+        assert!(auth.check_now("Bearer some-long-token-x"));
+        assert!(auth.check_now(&basic("anyone", "some-long-token-x")));
+        assert!(!auth.check_now("Bearer some-long-token-"));
+        assert!(!auth.check_now("Bearer "));
+        assert!(!auth.check_now("Digest whatever"));
+        assert!(!auth.check_now("Basic !!!"));
         assert_eq!(format!("{auth:?}"), "UploadAuth(1 users, 1 tokens)");
     }
 

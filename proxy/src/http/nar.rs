@@ -6,10 +6,11 @@ use axum::{
     http::{header, HeaderMap, HeaderValue, Method, StatusCode},
     response::Response,
 };
+use nixcache_formats::range::RangeSpec;
 use nixcache_protocol::{NarFile, MIME_NAR};
 
 use super::{ApiError, AppState};
-use crate::{cache::NarResponse, range::RangeSpec};
+use crate::cache::NarResponse;
 
 pub async fn get_nar(
     State(state): State<AppState>,

@@ -2,7 +2,6 @@
 //! the best-priority verified hit, and NAR downloads.
 
 mod error;
-mod netrc;
 mod outbound;
 
 use std::{
@@ -15,7 +14,7 @@ use reqwest::{header, StatusCode};
 use url::Url;
 
 pub use error::UpstreamError;
-pub use netrc::{Credentials, Netrc};
+pub use nixcache_formats::netrc::{Credentials, Netrc};
 
 /// Largest narinfo or nix-cache-info accepted (real ones are a few KiB).
 const MAX_TEXT_BYTES: usize = 1 << 20;

@@ -1,6 +1,24 @@
 //! HTTP `Range` requests: a single byte range, resolved against the object's size.
 
-use crate::storage::ByteRange;
+/// An inclusive byte range already checked against the object's size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ByteRange {
+    pub start: u64,
+    pub end: u64,
+}
+
+impl ByteRange {
+    /// All of an object of `size` bytes; `None` when it is empty.
+    pub fn whole(size: u64) -> Option<Self> {
+        size.checked_sub(1).map(|end| Self { start: 0, end })
+    }
+
+    /// Number of bytes; a range always holds at least one.
+    #[allow(clippy::len_without_is_empty)]
+    pub fn len(&self) -> u64 {
+        self.end - self.start + 1
+    }
+}
 
 /// A parsed single-range `Range: bytes=…` header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
