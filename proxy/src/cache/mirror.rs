@@ -184,6 +184,17 @@ impl Copier<'_> {
                 }
                 Some(lease) => lease,
             };
+            // No address: other work on the object (GC, the scrub, an upload), nothing to
+            // stream; it goes in moments, or the copy gives up at the deadline.
+            if holder.address.is_empty() {
+                if Instant::now() > deadline {
+                    return Err(CacheError::Busy {
+                        retry_after: super::nar::OTHER_WORK_RETRY_AFTER,
+                    });
+                }
+                tokio::time::sleep(RETRY).await;
+                continue;
+            }
             match cache.replica.peer_get(&holder, file, range).await {
                 Ok(Some(stream)) => return Ok(Next::Stream(stream)),
                 Err(err @ PeerError::Refused { .. }) => {

@@ -217,6 +217,11 @@ impl Replica {
             address: lease.address.clone(),
             reason,
         };
+        // Leases of work other than fills (GC, scrub, uploads) have none: a URL without a
+        // host would be relative, and fail obscurely.
+        if lease.address.is_empty() {
+            return Err(fail("holds the lease without an address to stream from".into()));
+        }
         let url = format!(
             "{}{FILLS_ROUTE}/{}",
             lease.address.trim_end_matches('/'),
