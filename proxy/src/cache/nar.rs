@@ -23,7 +23,7 @@ use crate::{
 
 /// Pause before looking again at a NAR whose fill was cancelled as this request came.
 const CANCELLED_FILL_POLL: std::time::Duration = std::time::Duration::from_millis(10);
-/// Pause between claims of a NAR lease held by other work than a fill (GC).
+/// Pause between looks (reads) at a NAR lease held by other work than a fill (GC).
 const OTHER_WORK_POLL: std::time::Duration = std::time::Duration::from_millis(50);
 /// When a client refused for a NAR that other work holds too long should come back.
 pub(super) const OTHER_WORK_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(5);

@@ -147,8 +147,10 @@ impl Replica {
         self.options.lease_ttl * 2 + Duration::from_secs(5)
     }
 
+    /// Claims `key` for this replica's fill or lookup. Callers poll this while another holds
+    /// the lease, so a lease seen live and another's is reported after a read only.
     pub async fn claim(&self, db: &dyn MetadataStore, key: &LeaseKey) -> Result<LeaseClaim, DbError> {
-        db.claim_lease(
+        db.claim_lease_if_free(
             key,
             &self.options.id,
             &self.options.address,
@@ -165,13 +167,14 @@ impl Replica {
     }
 
     /// Claims a lease for work others cannot stream from (an upload storing a NAR): without an
-    /// address, so fills wait for it to go. Held by [`Self::holder_for`]`("upload")`.
+    /// address, so fills wait for it to go. Held by [`Self::holder_for`]`("upload")`. Polled
+    /// like [`Self::claim`]: a lease another holds is only read.
     pub async fn claim_unstreamable(
         &self,
         db: &dyn MetadataStore,
         key: &LeaseKey,
     ) -> Result<LeaseClaim, DbError> {
-        db.claim_lease(key, &self.holder_for("upload"), "", self.options.lease_ttl)
+        db.claim_lease_if_free(key, &self.holder_for("upload"), "", self.options.lease_ttl)
             .await
     }
 
