@@ -29,11 +29,15 @@ async fn gc_everything(proxy: &Proxy) -> nixcache::gc::GcReport {
 }
 
 async fn setup(dir: &std::path::Path) -> (Upstream, Entry, Proxy) {
+    setup_with(dir, &[]).await
+}
+
+async fn setup_with(dir: &std::path::Path, extra: &[&str]) -> (Upstream, Entry, Proxy) {
     let upstream = Upstream::start(10).await;
     let key = upstream_key();
     let e = Entry::new("raced", random_bytes(8, 100_000), Compression::Xz, &key);
     upstream.add(&e);
-    let proxy = Proxy::start(dir, &[&upstream], &[key.public_key()], &[]).await;
+    let proxy = Proxy::start(dir, &[&upstream], &[key.public_key()], extra).await;
     (upstream, e, proxy)
 }
 
@@ -110,4 +114,45 @@ async fn a_fill_waits_for_gc_to_finish_removing_its_nar() {
     );
     assert!(got.body == e.file);
     proxy.wait_stored(&e.file_name()).await;
+}
+
+/// Other work (GC, the scrub, an upload: a lease without an address) holding a NAR longer than a
+/// fill waits: the client is told to come back (`503`, `Retry-After`), and nothing is fetched
+/// under that lease (a copy from a replica without an address cannot be made).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fill_gives_up_on_other_work_holding_its_nar_too_long() {
+    let dir = tempfile::tempdir().unwrap();
+    // Waits at most twice the lease TTL + 5 s: 7 s.
+    let (upstream, e, proxy) = setup_with(dir.path(), &["--lease-ttl", "1s"]).await;
+    let c = client();
+    get(&c, &proxy.url(&e.narinfo_path())).await.narinfo();
+    let db = nixcache::db::connect(&proxy.sqlite_url()).await.unwrap();
+    let lease = LeaseKey::nar(&NarFile::parse(&e.file_name()).unwrap());
+    let claim = db.claim_lease(&lease, "replica-x/upload", "", Duration::from_secs(60));
+    assert!(matches!(claim.await.unwrap(), LeaseClaim::Acquired));
+
+    let url = proxy.url(&format!("/nar/{}", e.file_name()));
+    let got = get(&c, &url).await;
+    assert_eq!(
+        got.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        String::from_utf8_lossy(&got.body)
+    );
+    assert!(got.header("retry-after").is_some(), "{:?}", got.headers);
+    assert_eq!(
+        upstream.gets(&e.upstream_nar_path()),
+        0,
+        "fetched under another's lease"
+    );
+
+    db.release_lease(&lease, "replica-x/upload").await.unwrap();
+    let got = get(&c, &url).await;
+    assert_eq!(
+        got.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&got.body)
+    );
+    assert!(got.body == e.file);
 }

@@ -55,3 +55,31 @@ async fn a_starting_process_keeps_the_temp_dir_of_a_live_idle_one() {
     second.stop().await;
     first.stop().await;
 }
+
+/// On a filesystem that grants every lock (NFSv3 mounted `nolock`), a process on another host
+/// looks unlocked: a starting process still keeps its temp dir, which changed within the day,
+/// and removes it only once nothing in it changed for longer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_free_lock_alone_does_not_make_a_temp_dir_abandoned() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let upstream = Upstream::start(10).await;
+    let key = upstream_key();
+    let other = data.join("tmp").join("other-host-1234");
+    std::fs::create_dir_all(&other).unwrap();
+    std::fs::write(other.join(nixcache::scratch::LOCK_FILE), b"").unwrap();
+    std::fs::write(other.join("partial.tmp"), b"partial").unwrap();
+    set_back(&other, Duration::from_secs(20 * 3600));
+
+    let first = Proxy::start(&data, &[&upstream], &[key.public_key()], &[]).await;
+    assert!(
+        other.join("partial.tmp").exists(),
+        "a recently changed temp dir was removed"
+    );
+    first.stop().await;
+
+    set_back(&other, nixcache::scratch::MIN_IDLE + Duration::from_secs(3600));
+    let second = Proxy::start(&data, &[&upstream], &[key.public_key()], &[]).await;
+    assert!(!other.exists(), "an idle, unlocked temp dir stayed");
+    second.stop().await;
+}

@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 use super::{
     download::{self, write_stream},
     fill::{Fill, Phase},
-    replica::HeldLease,
+    replica::{HeldLease, PeerError},
     verify, Cache, CacheError,
 };
 use crate::{
@@ -89,19 +89,10 @@ struct Copier<'a> {
 
 impl Copier<'_> {
     async fn copy(&mut self, holder: Lease) -> Result<(), CacheError> {
-        let file = &self.record.nar_file;
-        let size = match self.record.info.file_size {
-            Some(size) => size,
-            None => self
-                .cache
-                .replica
-                .peer_size(&holder, file)
-                .await
-                .ok()
-                .flatten()
-                .ok_or_else(|| {
-                    CacheError::Peer(format!("replica {} does not say the file's size", holder.holder))
-                })?,
+        let (cache, record) = (self.cache, self.record);
+        let (replica, file) = (&cache.replica, &record.nar_file);
+        let Some(size) = self.file_size(&holder).await? else {
+            return self.download_instead().await;
         };
         // The fill was admitted for at most this many temp bytes.
         if size > download::max_file_size(&self.record.info) {
@@ -110,8 +101,13 @@ impl Copier<'_> {
                 holder.holder, self.record.info.nar_size
             )));
         }
-        let mut next = match self.cache.replica.peer_get(&holder, file, whole(size)?).await {
+        let mut next = match replica.peer_get(&holder, file, whole(size)?).await {
             Ok(Some(stream)) => Next::Stream(stream),
+            // Waiting cannot make the holder take our token: the upstream is asked at once.
+            Err(err @ PeerError::Refused { .. }) => {
+                replica.log_refusal(&self.fill.key, &err);
+                Next::TakeOver
+            }
             _ => self.next_source(0, size).await?,
         };
         // Only now is a body promised to local clients: a source has answered.
@@ -143,6 +139,26 @@ impl Copier<'_> {
         Ok(())
     }
 
+    /// The file's size: the narinfo's, else what the holder says. `None` when the holder
+    /// refused our token: then this replica downloads the file itself.
+    async fn file_size(&self, holder: &Lease) -> Result<Option<u64>, CacheError> {
+        if let Some(size) = self.record.info.file_size {
+            return Ok(Some(size));
+        }
+        let replica = &self.cache.replica;
+        match replica.peer_size(holder, &self.record.nar_file).await {
+            Ok(Some(size)) => Ok(Some(size)),
+            Err(err @ PeerError::Refused { .. }) => {
+                replica.log_refusal(&self.fill.key, &err);
+                Ok(None)
+            }
+            Ok(None) | Err(PeerError::Failed { .. }) => Err(CacheError::Peer(format!(
+                "replica {} does not say the file's size",
+                holder.holder
+            ))),
+        }
+    }
+
     /// Where to continue from `offset`: storage once the NAR is stored, the (new) lease holder
     /// while one is alive, or this replica once the lease expired. A holder that released its
     /// lease without storing the NAR failed: so does the copy.
@@ -168,8 +184,24 @@ impl Copier<'_> {
                 }
                 Some(lease) => lease,
             };
-            if let Ok(Some(stream)) = cache.replica.peer_get(&holder, file, range).await {
-                return Ok(Next::Stream(stream));
+            // No address: other work on the object (GC, the scrub, an upload), nothing to
+            // stream; it goes in moments, or the copy gives up at the deadline.
+            if holder.address.is_empty() {
+                if Instant::now() > deadline {
+                    return Err(CacheError::Busy {
+                        retry_after: super::nar::OTHER_WORK_RETRY_AFTER,
+                    });
+                }
+                tokio::time::sleep(RETRY).await;
+                continue;
+            }
+            match cache.replica.peer_get(&holder, file, range).await {
+                Ok(Some(stream)) => return Ok(Next::Stream(stream)),
+                Err(err @ PeerError::Refused { .. }) => {
+                    cache.replica.log_refusal(&self.fill.key, &err);
+                    return Ok(Next::TakeOver);
+                }
+                Ok(None) | Err(PeerError::Failed { .. }) => {}
             }
             if Instant::now() > deadline {
                 tracing::warn!(nar = %self.fill.key, holder = %holder.holder, address = %holder.address,
@@ -236,6 +268,15 @@ impl Copier<'_> {
         let body = futures::stream::iter((!rest.is_empty()).then_some(Ok(rest))).chain(body);
         let total = write_stream(fill, body, offset, size, upstream_err).await?;
         download::finish(cache, fill, record, Some(size), total, verifier).await?;
+        Ok(())
+    }
+
+    /// The whole file from the upstream, as this replica's own fill would fetch it (its size
+    /// comes with the answer), verified and stored; for a holder that refused our token before
+    /// saying the file's size.
+    async fn download_instead(&self) -> Result<(), CacheError> {
+        tracing::warn!(nar = %self.fill.key, "fetching the NAR from the upstream instead");
+        download::download_verify_commit(self.cache, self.fill, self.record).await?;
         Ok(())
     }
 

@@ -243,6 +243,7 @@ impl Cache {
             if Instant::now() > deadline {
                 return self.lookup_upstreams(hash).await;
             }
+            // A read while another replica holds the lease, a write only when it is gone.
             if let LeaseClaim::Acquired = self.replica.claim(&*self.db, &lease_key).await? {
                 let lease = self.replica.hold(Arc::clone(&self.db), lease_key);
                 // The last holder records its answer before releasing: look again first.

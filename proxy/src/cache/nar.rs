@@ -23,8 +23,10 @@ use crate::{
 
 /// Pause before looking again at a NAR whose fill was cancelled as this request came.
 const CANCELLED_FILL_POLL: std::time::Duration = std::time::Duration::from_millis(10);
-/// Pause between claims of a NAR lease held by other work than a fill (GC).
+/// Pause between looks (reads) at a NAR lease held by other work than a fill (GC).
 const OTHER_WORK_POLL: std::time::Duration = std::time::Duration::from_millis(50);
+/// When a client refused for a NAR that other work holds too long should come back.
+pub(super) const OTHER_WORK_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Where a NAR's bytes are.
 pub(super) enum Source {
@@ -156,14 +158,21 @@ impl Cache {
     }
 
     /// Claims a NAR's lease for a fill. A lease without an address is not a fill that can be
-    /// streamed but GC removing the NAR, which takes moments: wait for it to go, then claim.
+    /// streamed but other work on the NAR's object (GC or the scrub removing it, an upload
+    /// storing it), which usually takes moments: wait for it to go, then claim. Still held at
+    /// the deadline (a large upload, a slow scrub re-hash): `503` with `Retry-After`, and Nix
+    /// tries again later. There is nothing to copy from, and downloading anyway would write the
+    /// object under another's lease, which is what the lease is there to prevent.
     async fn claim_fill_lease(&self, key: &LeaseKey) -> Result<LeaseClaim, CacheError> {
         let deadline = std::time::Instant::now() + self.replica.wait_limit();
         loop {
             match self.replica.claim(&*self.db, key).await? {
-                LeaseClaim::Held(holder)
-                    if holder.address.is_empty() && std::time::Instant::now() < deadline =>
-                {
+                LeaseClaim::Held(holder) if holder.address.is_empty() => {
+                    if std::time::Instant::now() >= deadline {
+                        return Err(CacheError::Busy {
+                            retry_after: OTHER_WORK_RETRY_AFTER,
+                        });
+                    }
                     tokio::time::sleep(OTHER_WORK_POLL).await;
                 }
                 claim => return Ok(claim),

@@ -2,7 +2,13 @@
 //! fetch leases it holds (renewed while the fetch runs), and the client that streams another
 //! replica's fetch in progress from that replica's internal endpoint.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
 
 use futures::TryStreamExt;
 use nixcache_protocol::{NarFile, SigningKey};
@@ -84,16 +90,28 @@ impl ReplicaOptions {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("replica {holder} at {address}: {reason}")]
-pub struct PeerError {
-    pub holder: String,
-    pub address: String,
-    pub reason: String,
+pub enum PeerError {
+    /// The peer answered `401`: it does not take our token. Waiting cannot help, unlike with
+    /// an unreachable peer.
+    #[error(
+        "replica {holder} at {address} refused our token (401): its signing key differs from \
+         ours, or it runs a version whose internal-endpoint token differs"
+    )]
+    Refused { holder: String, address: String },
+    #[error("replica {holder} at {address}: {reason}")]
+    Failed {
+        holder: String,
+        address: String,
+        reason: String,
+    },
 }
 
 pub struct Replica {
     pub options: ReplicaOptions,
     client: reqwest::Client,
+    /// Whether a peer's refusal was logged as a warning already (once per process is enough to
+    /// point at the setting; later ones are logged at debug level).
+    refusal_warned: AtomicBool,
 }
 
 impl Replica {
@@ -103,7 +121,24 @@ impl Replica {
             .read_timeout(options.peer_read_timeout)
             .no_proxy()
             .build()?;
-        Ok(Self { options, client })
+        Ok(Self {
+            options,
+            client,
+            refusal_warned: AtomicBool::new(false),
+        })
+    }
+
+    /// Logs that a peer refused our token and this replica fetches from the upstream instead:
+    /// a warning the first time, then at debug level.
+    pub fn log_refusal(&self, nar: &impl std::fmt::Display, err: &PeerError) {
+        if !self.refusal_warned.swap(true, Ordering::Relaxed) {
+            tracing::warn!(%nar, error = %err,
+                "another replica refused this one's internal-endpoint token: the replicas' signing keys \
+                 differ (--secret-key-file), or they run versions that derive the token differently; \
+                 fetching from the upstream instead of waiting (warned once)");
+        } else {
+            tracing::debug!(%nar, error = %err, "another replica refused our token; fetching from the upstream");
+        }
     }
 
     /// Longest wait for another replica's fetch before this one fetches as well: long enough for
@@ -112,8 +147,10 @@ impl Replica {
         self.options.lease_ttl * 2 + Duration::from_secs(5)
     }
 
+    /// Claims `key` for this replica's fill or lookup. Callers poll this while another holds
+    /// the lease, so a lease seen live and another's is reported after a read only.
     pub async fn claim(&self, db: &dyn MetadataStore, key: &LeaseKey) -> Result<LeaseClaim, DbError> {
-        db.claim_lease(
+        db.claim_lease_if_free(
             key,
             &self.options.id,
             &self.options.address,
@@ -130,13 +167,14 @@ impl Replica {
     }
 
     /// Claims a lease for work others cannot stream from (an upload storing a NAR): without an
-    /// address, so fills wait for it to go. Held by [`Self::holder_for`]`("upload")`.
+    /// address, so fills wait for it to go. Held by [`Self::holder_for`]`("upload")`. Polled
+    /// like [`Self::claim`]: a lease another holds is only read.
     pub async fn claim_unstreamable(
         &self,
         db: &dyn MetadataStore,
         key: &LeaseKey,
     ) -> Result<LeaseClaim, DbError> {
-        db.claim_lease(key, &self.holder_for("upload"), "", self.options.lease_ttl)
+        db.claim_lease_if_free(key, &self.holder_for("upload"), "", self.options.lease_ttl)
             .await
     }
 
@@ -177,11 +215,16 @@ impl Replica {
         range: Option<ByteRange>,
         head: bool,
     ) -> Result<Option<reqwest::Response>, PeerError> {
-        let fail = |reason: String| PeerError {
+        let fail = |reason: String| PeerError::Failed {
             holder: lease.holder.clone(),
             address: lease.address.clone(),
             reason,
         };
+        // Leases of work other than fills (GC, scrub, uploads) have none: a URL without a
+        // host would be relative, and fail obscurely.
+        if lease.address.is_empty() {
+            return Err(fail("holds the lease without an address to stream from".into()));
+        }
         let url = format!(
             "{}{FILLS_ROUTE}/{}",
             lease.address.trim_end_matches('/'),
@@ -201,9 +244,10 @@ impl Replica {
         match (response.status(), range.is_some()) {
             (StatusCode::NOT_FOUND, _) => Ok(None),
             (StatusCode::PARTIAL_CONTENT, true) | (StatusCode::OK, false) => Ok(Some(response)),
-            (StatusCode::UNAUTHORIZED, _) => Err(fail(
-                "refused our token (401): replicas of one cache must share one signing key".into(),
-            )),
+            (StatusCode::UNAUTHORIZED, _) => Err(PeerError::Refused {
+                holder: lease.holder.clone(),
+                address: lease.address.clone(),
+            }),
             (other, _) => Err(fail(format!("answered HTTP {other}"))),
         }
     }

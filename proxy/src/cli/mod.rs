@@ -102,8 +102,9 @@ pub struct ServeArgs {
     #[arg(long, env = "NIXCACHE_UPSTREAM_READ_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub upstream_read_timeout: Duration,
 
-    /// Allow upstreams in link-local space (169.254.0.0/16, fe80::/10), where cloud metadata
-    /// endpoints live; refused by default, by address and by what a name resolves to.
+    /// Allow upstreams in link-local space (169.254.0.0/16, fe80::/10, also NAT64-embedded) and
+    /// at the cloud metadata addresses outside it (fd00:ec2::254, 100.100.100.200); refused by
+    /// default, by address and by what a name resolves to.
     #[arg(long, env = "NIXCACHE_UPSTREAM_ALLOW_LINK_LOCAL")]
     pub upstream_allow_link_local: bool,
 

@@ -115,6 +115,24 @@ pub trait MetadataStore: Send + Sync + 'static {
         address: &str,
         ttl: Duration,
     ) -> Result<LeaseClaim, DbError>;
+    /// Like [`Self::claim_lease`], but first reads the lease, and when it is live and another's
+    /// says so without writing. For a replica waiting on another's lease and polling it: a claim
+    /// is an upsert (on SQLite a turn at the single writer), a read is not.
+    async fn claim_lease_if_free(
+        &self,
+        key: &LeaseKey,
+        holder: &str,
+        address: &str,
+        ttl: Duration,
+    ) -> Result<LeaseClaim, DbError> {
+        match self.get_lease(key).await? {
+            // The claim's own condition, `expires_at_ms < now`, read the other way.
+            Some(lease) if lease.holder != holder && lease.expires_at_ms >= now_ms() => {
+                Ok(LeaseClaim::Held(lease))
+            }
+            _ => self.claim_lease(key, holder, address, ttl).await,
+        }
+    }
     /// Extends `holder`'s lease; `false` when it is no longer theirs (expired and taken over).
     async fn renew_lease(&self, key: &LeaseKey, holder: &str, ttl: Duration) -> Result<bool, DbError>;
     /// Gives the lease up, if `holder` still has it.

@@ -1,12 +1,16 @@
 //! The steps of one run: orphan NARs, then narinfos in LRU order, then abandoned uploads.
 
-use std::collections::{HashMap, HashSet};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+};
 
 use futures::{stream, StreamExt, TryStreamExt};
 use nixcache_protocol::{NarFile, StorePathHash};
 
 use super::{Evicted, Run, PAGE, STALE_UPLOAD_AGE};
 use crate::{
+    cache::replica::hold_lease,
     db::{
         now, now_ms, AccessCursor, DbError, LeaseClaim, LeaseKey, MetadataStore, NarAccess, NarRecord,
         NarinfoAccess,
@@ -17,7 +21,8 @@ use crate::{
 /// Database and storage requests a run keeps in flight at once: one at a time, a run spends
 /// nearly all its time waiting on round trips (and S3 deletes).
 const CONCURRENCY: usize = 16;
-/// How long a NAR's lease lasts while GC removes its row and object (far longer than that takes).
+/// How long a NAR's lease lasts without renewal while GC removes its row and object (renewed
+/// every third of it).
 const NAR_LEASE_TTL: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// A narinfo chosen for eviction.
@@ -109,7 +114,7 @@ impl Run<'_> {
         page: Vec<NarinfoAccess>,
         taken: &mut HashMap<NarFile, u64>,
     ) -> Result<Vec<Planned>, DbError> {
-        let db = self.db;
+        let db: &dyn MetadataStore = &**self.db;
         let mut to_free = self.report.size_after().saturating_sub(self.report.max_size);
         let mut plan = Vec::new();
         for chunk in page.chunks(CONCURRENCY) {
@@ -149,7 +154,7 @@ impl Run<'_> {
         let results: Vec<Result<(), DbError>> = if self.options.dry_run {
             plan.iter().map(|_| Ok(())).collect()
         } else {
-            let db = self.db;
+            let db: &dyn MetadataStore = &**self.db;
             let evictions: Vec<_> = plan
                 .iter()
                 .map(|p| evict_narinfo(db, p.entry.hash, p.entry.uploaded))
@@ -249,7 +254,9 @@ impl Run<'_> {
                 {
                     continue;
                 }
-                // Released below whatever happens, also when the database fails here.
+                // Released below whatever happens, also when the database fails here, and when
+                // the run is dropped (cancelled) meanwhile.
+                let held = hold_lease(Arc::clone(self.db), lease, self.holder.to_owned(), NAR_LEASE_TTL);
                 let stored = self.db.get_nar(&upload.nar_file).await;
                 if let Ok(None) = stored {
                     let key = BlobKey::for_nar(&upload.nar_file);
@@ -258,11 +265,8 @@ impl Run<'_> {
                         self.report.storage_errors += 1;
                     }
                 }
-                let released = self.db.release_lease(&lease, self.holder).await;
+                held.release().await;
                 stored?;
-                if let Err(err) = released {
-                    tracing::warn!(lease = %lease, error = %err, "releasing a NAR lease after GC failed; it will expire");
-                }
                 self.report.uploads_swept += 1;
             }
         }
@@ -290,7 +294,7 @@ async fn evict_narinfo(db: &dyn MetadataStore, hash: StorePathHash, uploaded: bo
 /// the NAR's lease: fills and uploads write the object under it too, so none can store a new
 /// object between the two steps for GC to delete. A NAR being written now stays.
 async fn remove_nar(
-    db: &dyn MetadataStore,
+    db: &Arc<dyn MetadataStore>,
     storage: &dyn BlobStore,
     file: NarFile,
     size: u64,
@@ -309,10 +313,10 @@ async fn remove_nar(
     if let LeaseClaim::Held(_) = db.claim_lease(&lease, holder, "", NAR_LEASE_TTL).await? {
         return Ok(Removal::Kept);
     }
-    let removal = remove_row_and_object(db, storage, file, size).await;
-    if let Err(err) = db.release_lease(&lease, holder).await {
-        tracing::warn!(lease = %lease, error = %err, "releasing a NAR lease after GC failed; it will expire");
-    }
+    // Released also when the run is dropped (cancelled) meanwhile: no lease left to expire.
+    let held = hold_lease(Arc::clone(db), lease, holder.to_owned(), NAR_LEASE_TTL);
+    let removal = remove_row_and_object(&**db, storage, file, size).await;
+    held.release().await;
     removal
 }
 

@@ -141,7 +141,8 @@ pub enum Evicted<'a> {
 
 /// The shared state of one run.
 struct Run<'a> {
-    db: &'a dyn MetadataStore,
+    /// Shared, for the NAR leases a run holds (released when dropped, as by a cancelled run).
+    db: &'a Arc<dyn MetadataStore>,
     storage: &'a dyn BlobStore,
     options: &'a GcOptions,
     on_evict: &'a mut (dyn FnMut(Evicted<'_>) + Send),
@@ -168,7 +169,7 @@ pub async fn run_once(
     let lease = hold_lease(Arc::clone(&db), key, holder.to_owned(), LEASE_TTL);
     let keep_ms = i64::try_from(options.keep_recent.as_millis()).unwrap_or(i64::MAX);
     let mut run = Run {
-        db: &*db,
+        db: &db,
         storage,
         options,
         on_evict,

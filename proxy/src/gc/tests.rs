@@ -10,8 +10,8 @@ use nixcache_protocol::{Compression, NarFile, NarInfo, Sha256Hash, StorePath, St
 
 use super::{run_once, GcOptions, GcReport, PAGE};
 use crate::{
-    db::{connect, MetadataStore, NarInfoRecord, NarRecord},
-    storage::{BlobKey, BlobStore, LocalStore},
+    db::{connect, LeaseKey, MetadataStore, NarInfoRecord, NarRecord},
+    storage::{BlobKey, BlobRead, BlobStore, ByteRange, ByteStream, LocalStore, StorageError},
 };
 
 const ENTRIES: usize = 1200;
@@ -155,4 +155,87 @@ async fn runs_over_pages_take_exactly_the_least_recently_used() {
     }
     // Shared across pages: 7 and 507 both evicted, so their NAR went; 207 went but 707 stays.
     assert!(freed.contains(&7) && !freed.contains(&207));
+}
+
+/// Local storage whose deletes never finish: a run removing a NAR stays in the middle of it.
+struct HangingDeletes {
+    inner: LocalStore,
+    entered: tokio::sync::Notify,
+}
+
+#[async_trait::async_trait]
+impl BlobStore for HangingDeletes {
+    async fn stat(&self, key: &BlobKey) -> Result<Option<u64>, StorageError> {
+        self.inner.stat(key).await
+    }
+    async fn get(&self, key: &BlobKey, range: Option<ByteRange>) -> Result<BlobRead, StorageError> {
+        self.inner.get(key, range).await
+    }
+    async fn put_stream(&self, key: &BlobKey, body: ByteStream) -> Result<u64, StorageError> {
+        self.inner.put_stream(key, body).await
+    }
+    async fn delete(&self, _key: &BlobKey) -> Result<bool, StorageError> {
+        self.entered.notify_one();
+        std::future::pending().await
+    }
+    async fn ping(&self) -> Result<(), StorageError> {
+        self.inner.ping().await
+    }
+}
+
+/// A run dropped (cancelled) while it removes a NAR releases the NAR's lease at once: fills of
+/// that NAR need not wait for it to expire.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_run_releases_its_nar_lease() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = connect(&format!("sqlite://{}/db.sqlite", dir.path().display()))
+        .await
+        .unwrap();
+    let inner = LocalStore::open(dir.path().join("nar"), dir.path().join("tmp"))
+        .await
+        .unwrap();
+    // One entry, so the one removal in progress is this NAR's.
+    let rec = record(0);
+    let body = futures::stream::once(async { Ok(bytes::Bytes::from(vec![0; NAR_BYTES as usize])) });
+    inner
+        .put_stream(&BlobKey::for_nar(&rec.nar_file), Box::pin(body))
+        .await
+        .unwrap();
+    let nar = NarRecord {
+        nar_file: rec.nar_file.clone(),
+        file_size: NAR_BYTES,
+        nar_hash: rec.info.nar_hash,
+    };
+    db.put_nar(&nar).await.unwrap();
+    db.put_narinfo(&rec).await.unwrap();
+    db.record_access(&[hash(0)], &[], 1_000, i64::MAX).await.unwrap();
+    let storage = HangingDeletes {
+        inner,
+        entered: tokio::sync::Notify::new(),
+    };
+    let options = GcOptions {
+        max_size: 0,
+        keep_recent: std::time::Duration::ZERO,
+        dry_run: false,
+    };
+    let lease = LeaseKey::nar(&rec.nar_file);
+    let mut ignore = |_: super::Evicted<'_>| {};
+    let mut run = Box::pin(run_once(Arc::clone(&db), &storage, &options, "test", &mut ignore));
+    tokio::select! {
+        _ = &mut run => panic!("the run ended although its delete hangs"),
+        () = storage.entered.notified() => {}
+    }
+    assert!(
+        db.get_lease(&lease).await.unwrap().is_some(),
+        "GC deletes without the NAR's lease"
+    );
+    drop(run);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    while db.get_lease(&lease).await.unwrap().is_some() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the cancelled run's NAR lease is still held"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }

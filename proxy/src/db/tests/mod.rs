@@ -148,6 +148,68 @@ async fn leases(db: &dyn MetadataStore) {
     );
     assert!(!db.renew_lease(&key, "a", long).await.unwrap());
     assert_eq!(db.get_lease(&key).await.unwrap().unwrap().address, "http://b:1");
+    leases_claimed_if_free(db, &key).await;
+}
+
+/// `claim_lease_if_free` decides as `claim_lease` does. `key` is b's, for a minute.
+async fn leases_claimed_if_free(db: &dyn MetadataStore, key: &LeaseKey) {
+    let long = Duration::from_secs(60);
+    let LeaseClaim::Held(held) = db
+        .claim_lease_if_free(key, "c", "http://c:1", long)
+        .await
+        .unwrap()
+    else {
+        panic!("c took b's live lease");
+    };
+    assert_eq!(held.holder, "b");
+    assert_eq!(
+        db.claim_lease_if_free(key, "b", "http://b:2", long)
+            .await
+            .unwrap(),
+        LeaseClaim::Acquired
+    );
+    assert_eq!(db.get_lease(key).await.unwrap().unwrap().address, "http://b:2");
+    db.release_lease(key, "b").await.unwrap();
+    assert_eq!(
+        db.claim_lease_if_free(key, "c", "http://c:1", Duration::from_millis(1))
+            .await
+            .unwrap(),
+        LeaseClaim::Acquired
+    );
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(
+        db.claim_lease_if_free(key, "d", "", long).await.unwrap(),
+        LeaseClaim::Acquired
+    );
+    db.release_lease(key, "d").await.unwrap();
+}
+
+/// A replica polling a lease another holds only reads: on SQLite it gets its answer while
+/// another connection holds the write lock (a claim would wait for it, up to the busy timeout).
+#[tokio::test]
+async fn polling_a_held_lease_does_not_write() {
+    use sqlx::Connection;
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/db.sqlite", dir.path().display());
+    let db = SqliteMetadata::open(&url).await.unwrap();
+    let key = LeaseKey::nar(&record(9, vec![]).nar_file);
+    let long = Duration::from_secs(60);
+    assert_eq!(
+        db.claim_lease(&key, "a", "http://a:1", long).await.unwrap(),
+        LeaseClaim::Acquired
+    );
+    let mut writer = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    sqlx::query("BEGIN IMMEDIATE").execute(&mut writer).await.unwrap();
+    let polled = tokio::time::timeout(
+        Duration::from_secs(3),
+        db.claim_lease_if_free(&key, "b", "http://b:1", long),
+    )
+    .await;
+    sqlx::query("ROLLBACK").execute(&mut writer).await.unwrap();
+    let Ok(Ok(LeaseClaim::Held(held))) = polled else {
+        panic!("polling the lease waited for the writer: {polled:?}");
+    };
+    assert_eq!(held.holder, "a");
 }
 
 #[tokio::test]
