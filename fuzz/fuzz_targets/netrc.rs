@@ -1,6 +1,7 @@
 //! `Netrc::parse`, the `--netrc-file` the upstream client reads credentials from (Nix's and
-//! curl's format). Every `machine` named has an entry (its own, or `default`), and a password
-//! never shows in `Debug`, which is what the proxy's logs print.
+//! curl's format). Without a `default` entry, a host the file does not name gets no credentials
+//! (a `machine` whose name is missing must not become one), and a password never shows in
+//! `Debug`, which is what the proxy's logs print.
 
 #![no_main]
 
@@ -15,7 +16,14 @@ fuzz_target!(|data: &[u8]| {
         .zip(text.split_whitespace().skip(1))
         .filter(|(token, _)| *token == "machine")
         .map(|(_, host)| host);
-    for host in hosts.chain(["not-in-the-file.invalid"]) {
+    let unknown = "not-in-the-file.invalid";
+    if !text.contains("default") && !text.contains(unknown) {
+        assert!(
+            netrc.lookup(unknown).is_none(),
+            "credentials for every host: {text:?}"
+        );
+    }
+    for host in hosts.chain([unknown]) {
         let Some(creds) = netrc.lookup(host) else {
             continue;
         };

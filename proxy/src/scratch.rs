@@ -130,6 +130,8 @@ impl Upkeep {
 }
 
 impl Drop for Upkeep {
+    /// Stops the thread and waits for it: it holds the lock file, and the lock must be free once
+    /// the scratch is dropped. It wakes at once; only a sweep in progress delays the join.
     fn drop(&mut self) {
         drop(self.stop.take());
         if let Some(thread) = self.thread.take() {

@@ -19,6 +19,18 @@ impl std::fmt::Debug for Credentials {
     }
 }
 
+impl Credentials {
+    fn empty() -> Self {
+        Credentials {
+            login: String::new(),
+            password: String::new(),
+        }
+    }
+}
+
+/// An entry being read: its host (`None` for `default`) and credentials.
+type Entry = (Option<String>, Credentials);
+
 /// Credentials per host, plus the `default` entry.
 #[derive(Clone, Debug, Default)]
 pub struct Netrc {
@@ -27,41 +39,40 @@ pub struct Netrc {
 }
 
 impl Netrc {
+    /// Tokens are whitespace-separated across lines, as curl reads them: a `machine`'s name or
+    /// a `password` may be on the next line. A `machine` without a name never becomes `default`.
     pub fn parse(text: &str) -> Self {
         let mut netrc = Netrc::default();
-        let mut current: Option<(Option<String>, Credentials)> = None;
+        let mut current: Option<Entry> = None;
+        // A keyword whose value is the next token.
+        let mut expecting: Option<&str> = None;
         let mut lines = text.lines();
         while let Some(line) = lines.next() {
-            let mut tokens = line.split_whitespace();
-            while let Some(token) = tokens.next() {
+            for token in line.split_whitespace() {
+                if let Some(keyword) = expecting.take() {
+                    if keyword == "machine" {
+                        current = Some((Some(token.to_owned()), Credentials::empty()));
+                    } else if let Some((_, creds)) = current.as_mut() {
+                        match keyword {
+                            "login" => creds.login = token.to_owned(),
+                            "password" => creds.password = token.to_owned(),
+                            _ => {}
+                        }
+                    }
+                    continue;
+                }
                 match token {
                     "machine" | "default" => {
                         netrc.finish(current.take());
-                        let host = if token == "machine" {
-                            tokens.next().map(str::to_owned)
+                        if token == "default" {
+                            current = Some((None, Credentials::empty()));
                         } else {
-                            None
-                        };
-                        current = Some((
-                            host,
-                            Credentials {
-                                login: String::new(),
-                                password: String::new(),
-                            },
-                        ));
-                    }
-                    "login" | "password" | "account" => {
-                        let value = tokens.next().unwrap_or_default().to_owned();
-                        if let Some((_, creds)) = current.as_mut() {
-                            match token {
-                                "login" => creds.login = value,
-                                "password" => creds.password = value,
-                                _ => {}
-                            }
+                            expecting = Some(token);
                         }
                     }
+                    "login" | "password" | "account" => expecting = Some(token),
                     "macdef" => {
-                        // A macro body runs until the next empty line.
+                        // A macro body runs from the next line to the next empty line.
                         for body in lines.by_ref() {
                             if body.trim().is_empty() {
                                 break;
@@ -77,7 +88,7 @@ impl Netrc {
         netrc
     }
 
-    fn finish(&mut self, entry: Option<(Option<String>, Credentials)>) {
+    fn finish(&mut self, entry: Option<Entry>) {
         match entry {
             Some((Some(host), creds)) => {
                 self.machines.entry(host).or_insert(creds);
@@ -126,5 +137,19 @@ mod tests {
         let netrc = Netrc::parse("machine h login a password 1\nmachine h login b password 2\n");
         assert_eq!(netrc.lookup("h").map(|c| c.login.as_str()), Some("a"));
         assert!(Netrc::parse("").lookup("h").is_none());
+    }
+
+    #[test]
+    fn tokens_run_across_lines_and_a_nameless_machine_is_not_default() {
+        let netrc = Netrc::parse("machine\n  cache.example\n  login a\n  password\n b\n");
+        assert_eq!(
+            netrc
+                .lookup("cache.example")
+                .map(|c| (c.login.as_str(), c.password.as_str())),
+            Some(("a", "b"))
+        );
+        assert!(netrc.lookup("elsewhere.example").is_none());
+        let nameless = Netrc::parse("machine");
+        assert!(nameless.lookup("any.example").is_none());
     }
 }

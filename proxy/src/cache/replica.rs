@@ -293,10 +293,11 @@ pub struct HeldLease {
 impl HeldLease {
     pub async fn release(mut self) {
         self.renewer.abort();
-        self.released = true;
+        // Marked released only once done: dropped during the await, `Drop` releases it again.
         if let Err(err) = self.db.release_lease(&self.key, &self.holder).await {
             tracing::warn!(lease = %self.key, error = %err, "releasing a fetch lease failed; it will expire");
         }
+        self.released = true;
     }
 }
 

@@ -30,7 +30,7 @@ const BCRYPT_WAIT: Duration = Duration::from_secs(5);
 pub enum CredentialsFileError {
     #[error("cannot read the upload credentials file {path}: {error}")]
     Read { path: String, error: std::io::Error },
-    #[error("upload credentials file {path}: {error}")]
+    #[error("upload credentials file {path} is not valid")]
     Invalid {
         path: String,
         #[source]
@@ -175,8 +175,8 @@ mod tests {
         )
         .unwrap();
         assert!(UploadAuth::parse("ci\n", "f", Gauge::default())
+            .map_err(|e| format!("{:#}", anyhow::Error::from(e)))
             .unwrap_err()
-            .to_string()
             .contains("at least 16"));
         assert!(auth.check_now(&basic("ci", "s3cret")));
         assert!(!auth.check_now(&basic("ci", "wrong")));
@@ -193,16 +193,16 @@ mod tests {
     #[test]
     fn plain_passwords_and_empty_files_are_refused() {
         let err = UploadAuth::parse("ci:plaintext\n", "creds", Gauge::default())
-            .unwrap_err()
-            .to_string();
+            .map_err(|e| format!("{:#}", anyhow::Error::from(e)))
+            .unwrap_err();
         assert!(err.contains("line 1") && err.contains("htpasswd -nbB"), "{err}");
         assert!(
             !err.contains("plaintext"),
             "the password must not be shown: {err}"
         );
         let err = UploadAuth::parse("# nothing\n", "creds", Gauge::default())
-            .unwrap_err()
-            .to_string();
+            .map_err(|e| format!("{:#}", anyhow::Error::from(e)))
+            .unwrap_err();
         assert!(err.contains("holds no credentials"), "{err}");
     }
 }
