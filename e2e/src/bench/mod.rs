@@ -5,7 +5,8 @@
 //! `e2e/bench/nginx.conf.template`, [`wrk`] drives narinfo load, [`loadgen`]
 //! is a raw keep-alive HTTP/1.1 client for NAR bodies, [`hits`],
 //! [`misses`] and [`replicas`] are the scenarios, [`report`] prints the
-//! comparison.
+//! comparison. [`soak`] is a long mixed load on one nixcache (run only when
+//! asked for), watching its resources over time.
 
 pub mod first_byte;
 pub mod hits;
@@ -17,6 +18,7 @@ pub mod procfs;
 pub mod replicas;
 pub mod report;
 pub mod setup;
+pub mod soak;
 pub mod wrk;
 
 use std::net::SocketAddr;
@@ -116,10 +118,12 @@ pub struct Settings {
     pub big_mib: u64,
     /// `--backend`: what every nixcache of the run stores into.
     pub backend: crate::cluster::Backend,
+    /// `--soak-minutes` and `--soak-interval`: how long the soak runs, how often it samples.
+    pub soak: soak::SoakSettings,
 }
 
 /// The parts of a run, for `--only`.
-pub const PARTS: [&str; 8] = [
+pub const PARTS: [&str; 9] = [
     "narinfo",
     "nar",
     "memory",
@@ -128,12 +132,27 @@ pub const PARTS: [&str; 8] = [
     "replicas",
     "access",
     "gc",
+    "soak",
 ];
 
+/// Parts left out of a run without `--only` (they take minutes).
+pub const ON_REQUEST: [&str; 1] = ["soak"];
+
+/// Parts that need neither nginx nor wrk.
+const WITHOUT_TOOLS: [&str; 3] = ["first-byte", "gc", "soak"];
+
 impl Settings {
-    /// True when `part` is to be run.
+    /// True when `part` is to be run: named by `--only`, or, without it, not [`ON_REQUEST`].
     pub fn wants(&self, part: &str) -> bool {
-        self.only.is_empty() || self.only.iter().any(|p| p == part)
+        if self.only.is_empty() {
+            return !ON_REQUEST.contains(&part);
+        }
+        self.only.iter().any(|p| p == part)
+    }
+
+    /// True when a part to run needs nginx and wrk.
+    pub fn needs_tools(&self) -> bool {
+        PARTS.iter().any(|p| self.wants(p) && !WITHOUT_TOOLS.contains(p))
     }
 }
 

@@ -1,5 +1,6 @@
 //! CPU and memory figures from `/proc`: per-process CPU time, children,
-//! whole-box busy time, resident memory, and the "wait until idle" check.
+//! whole-box busy time, resident memory, threads and open files, and the
+//! "wait until idle" check.
 
 use std::fs;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -165,11 +166,21 @@ impl CpuWindow {
 
 /// A `kB` field of `/proc/<pid>/status` (`VmRSS`, `VmHWM`), in KiB.
 pub fn status_kib(pid: u32, field: &str) -> Option<u64> {
+    status_value(pid, field)
+}
+
+/// The number a field of `/proc/<pid>/status` starts with (`Threads`; `VmRSS` in KiB).
+pub fn status_value(pid: u32, field: &str) -> Option<u64> {
     let text = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = text
         .lines()
         .find(|l| l.starts_with(field) && l[field.len()..].starts_with(':'))?;
     line[field.len() + 1..].split_whitespace().next()?.parse().ok()
+}
+
+/// File descriptors a process has open (entries of `/proc/<pid>/fd`).
+pub fn open_fds(pid: u32) -> Option<usize> {
+    Some(fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count())
 }
 
 /// Sum of `field` over `pids`, in MiB.
@@ -221,6 +232,8 @@ mod tests {
         assert!(cpu_ticks(me).is_some());
         assert!(status_kib(me, "VmRSS").unwrap_or(0) > 0);
         assert!(status_kib(me, "Vm").is_none());
+        assert!(status_value(me, "Threads").unwrap_or(0) >= 1);
+        assert!(open_fds(me).unwrap_or(0) >= 3);
         let (busy, total) = box_ticks();
         assert!(total > 0 && busy <= total);
     }

@@ -168,6 +168,10 @@ impl Report {
             "| metric | nginx | nixcache | nixcache/nginx | goal | met |\n|---|---|---|---|---|---|\n"
                 .to_string()
         };
+        if self.rows.is_empty() {
+            // Only parts with tables of their own ran (gc, soak).
+            out.clear();
+        }
         let shown: &[Server] = if replicas { &SERVERS } else { &SERVERS[..2] };
         for r in &self.rows {
             let arrow = if r.better == Better::Higher { "↑" } else { "↓" };
@@ -186,8 +190,11 @@ impl Report {
         for (title, markdown) in &self.sections {
             let _ = write!(out, "\n### {title}\n\n{markdown}");
         }
-        out.push_str("\n### Goals\n\n");
-        for (met, line) in self.goals() {
+        let goals = self.goals();
+        if !goals.is_empty() {
+            out.push_str("\n### Goals\n\n");
+        }
+        for (met, line) in goals {
             let _ = writeln!(out, "- {} {line}", if met { "MET" } else { "**NOT MET**" });
         }
         out.push_str(&self.condition_table());
@@ -196,6 +203,9 @@ impl Report {
     }
 
     fn condition_table(&self) -> String {
+        if self.conditions.is_empty() {
+            return String::new();
+        }
         let mut out = format!(
             "\n### Conditions\n\nbusy before: % of the whole box over 2 s before each run (waited ≤ 60 s for < {IDLE_BELOW_PCT:.0} %); \
              CPU columns: % of one core during the run (server = its processes, client = the bench process and wrk, \

@@ -1,4 +1,5 @@
 //! `cargo run --release -p nixcache-e2e --bin bench -- [--quick] [--runs N] [--only PARTS] [--big-mib N]`
+//! (`--only soak --soak-minutes N`: the bounded soak, never part of a run without `--only`)
 //!
 //! Runs `nixcache serve` (release build) and nginx on the same fixture cache
 //! side by side, measures both alternately (narinfo and NAR hits, memory with
@@ -16,21 +17,26 @@ use nixcache_e2e::bench::hits::{self, Targets};
 use nixcache_e2e::bench::nginx::Nginx;
 use nixcache_e2e::bench::report::Report;
 use nixcache_e2e::bench::setup::{self, Objects};
+use nixcache_e2e::bench::soak::{self, SoakSettings};
 use nixcache_e2e::bench::{first_byte, misses, operate, replicas, wrk, Settings, Target, PARTS};
 use nixcache_e2e::cluster::Backend;
 use nixcache_e2e::fixtures::{BIG_MIB, MAX_BIG_MIB};
 use nixcache_e2e::util::target_dir;
 use nixcache_e2e::{TestUpstream, UpstreamCache};
 
-const USAGE: &str = "usage: bench [--quick] [--runs N] [--only PART,...] [--big-mib N] [--backend B]\n  \
+const USAGE: &str = "usage: bench [--quick] [--runs N] [--only PART,...] [--big-mib N] [--backend B]\n             \
+    [--soak-minutes N] [--soak-interval S]\n  \
     --quick      3 s load runs instead of 10 s\n  \
     --runs N     runs per figure (default 3); figures are median (min–max)\n  \
-    --only       some of narinfo,nar,memory,misses,first-byte,replicas,access,gc (default: all)\n  \
+    --only       some of narinfo,nar,memory,misses,first-byte,replicas,access,gc,soak\n               \
+    (default: all but soak)\n  \
     --big-mib N  size of the fixture's big (incompressible) NAR, default 64; another size is\n               \
     another fixture, built once (xz up to 256 MiB, zstd above; 1024 MiB: 2 GiB of disk,\n               \
     and 1 GiB more per nixcache data dir and nginx cache while they run)\n  \
     --backend B  what nixcache stores into: local (default: SQLite and a directory), postgres-s3\n               \
-    or mysql-s3 (a fresh database and s3s-fs bucket for every nixcache started)\n\
+    or mysql-s3 (a fresh database and s3s-fs bucket for every nixcache started)\n  \
+    --soak-minutes N   length of the soak (default 10); --soak-interval S: seconds between its\n               \
+    samples (default: a sixtieth of the soak, at least 10)\n\
     env: NIXCACHE_BIN=<path> uses that nixcache instead of building it (cargo build --release -p nixcache)";
 
 /// The bench's fixture is xz-compressed (as cache.nixos.org and the anchors' testbed), unless its
@@ -63,7 +69,9 @@ fn main_inner() -> Result<()> {
         return Ok(());
     };
     let started = Instant::now();
-    setup::check_tools()?;
+    if settings.needs_tools() {
+        setup::check_tools()?;
+    }
     let bin = setup::nixcache_bin()?;
     // Before any thread exists: Proxy::start reads it.
     std::env::set_var("NIXCACHE_BIN", &bin);
@@ -115,6 +123,7 @@ fn parse_args(args: Vec<String>) -> Result<Option<Settings>> {
     let mut only = Vec::new();
     let mut big_mib = BIG_MIB;
     let mut backend = Backend::SharedDir;
+    let mut soak = SoakSettings::default();
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         match arg.as_str() {
@@ -147,6 +156,20 @@ fn parse_args(args: Vec<String>) -> Result<Option<Settings>> {
                     other => bail!("--backend must be local, postgres-s3 or mysql-s3, got {other:?}"),
                 }
             }
+            "--soak-minutes" => {
+                let n = it.next().context("--soak-minutes needs a number")?;
+                soak.minutes = n.parse().with_context(|| format!("--soak-minutes {n:?}"))?;
+                anyhow::ensure!(
+                    (1..=1440).contains(&soak.minutes),
+                    "--soak-minutes must be 1 to 1440"
+                );
+            }
+            "--soak-interval" => {
+                let n = it.next().context("--soak-interval needs a number of seconds")?;
+                let secs: u64 = n.parse().with_context(|| format!("--soak-interval {n:?}"))?;
+                anyhow::ensure!(secs >= 1, "--soak-interval must be at least 1 s");
+                soak.interval = Some(Duration::from_secs(secs));
+            }
             "-h" | "--help" => return Ok(None),
             other => bail!("unknown argument {other:?}\n{USAGE}"),
         }
@@ -164,6 +187,7 @@ fn parse_args(args: Vec<String>) -> Result<Option<Settings>> {
         only,
         big_mib,
         backend,
+        soak,
     }))
 }
 
@@ -188,6 +212,9 @@ async fn measure(s: &Settings, cache: &UpstreamCache) -> Result<Report> {
     }
     if s.wants("gc") {
         operate::gc(&mut report, s, cache).await?;
+    }
+    if s.wants("soak") {
+        soak::run(&mut report, s, cache).await?;
     }
     Ok(report)
 }
@@ -237,11 +264,13 @@ fn render(
         s.runs,
         s.duration.as_secs()
     ));
-    out.push_str(
+    if s.needs_tools() {
+        out.push_str(
         "nginx: the anchors' static server (sendfile on) for hits, its proxy_cache (lock on) for misses; \
          narinfo load: wrk -t1 --latency, round-robin over the 20 narinfos; NAR load: the bench's raw \
          keep-alive HTTP/1.1 client (4 MiB read buffer per connection).",
     );
+    }
     if s.wants("replicas") {
         out.push_str(&format!(
             " {}: {} `nixcache serve` processes sharing one data dir (SQLite + NAR dir), lease TTL 2 s; \

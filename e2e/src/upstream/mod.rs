@@ -125,7 +125,9 @@ pub(crate) struct Shared {
 #[derive(Default)]
 struct State {
     stats: Stats,
-    faults: Faults,
+    /// Fault rules in force: a request gets the first that is not the default and applies to
+    /// its path.
+    faults: Vec<Faults>,
     /// Requests per path since the faults were set (for `fail_first_n`).
     seen: HashMap<String, u32>,
 }
@@ -213,8 +215,14 @@ impl TestUpstream {
     /// Replaces the faults in force (from the next request on) and restarts
     /// the per-path counts behind `fail_first_n`.
     pub fn set_faults(&self, faults: Faults) {
+        self.set_fault_rules(vec![faults]);
+    }
+
+    /// Like [`Self::set_faults`] with several rules: each request gets the first rule that
+    /// applies to its path (e.g. a slow rule for one NAR, then another for every other path).
+    pub fn set_fault_rules(&self, rules: Vec<Faults>) {
         let mut state = self.shared.lock();
-        state.faults = faults;
+        state.faults = rules;
         state.seen.clear();
     }
 

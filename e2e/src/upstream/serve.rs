@@ -27,13 +27,15 @@ impl Shared {
             _ => &mut state.stats.others,
         };
         *counters.entry(path.to_string()).or_default() += 1;
-        if state.faults == Faults::default() || !state.faults.applies_to(path) {
-            return None;
-        }
+        let faults = state
+            .faults
+            .iter()
+            .find(|f| **f != Faults::default() && f.applies_to(path))?
+            .clone();
         let seen = state.seen.entry(path.to_string()).or_default();
         *seen += 1;
         let nth = *seen;
-        Some((state.faults.clone(), nth))
+        Some((faults, nth))
     }
 
     fn count_fault(&self) {
