@@ -5,7 +5,7 @@ use std::process::Command;
 
 use anyhow::{ensure, Context, Result};
 use nixcache::db::{testdb::TestDb, Engine};
-use nixcache::testutil::s3::{S3sFs, CREDENTIAL_ENV};
+use nixcache_testsupport::s3::{S3sFs, CREDENTIAL_ENV};
 use tempfile::TempDir;
 
 use crate::proxy::{nixcache_bin, Proxy, ProxyOptions};
@@ -136,7 +136,7 @@ impl Shared {
         let Some(s3) = S3sFs::start().await? else {
             return Ok(None);
         };
-        let bucket = s3.create_bucket().await?;
+        let bucket = s3.create_bucket()?;
         let bin = tokio::task::spawn_blocking(nixcache_bin).await??;
         run(Command::new(&bin).args(["migrate", "--database-url", db.url()]))?;
         let secret = dir.path().join("cluster.sec");

@@ -73,7 +73,11 @@ pub async fn build_state(args: &ServeArgs) -> anyhow::Result<http::AppState> {
     }
     if let Some((schedule, options)) = schedule {
         tracing::info!(max_size = options.max_size, "scheduled GC on");
-        gc::schedule::spawn(cache.clone(), schedule, options);
+        let cache = cache.clone();
+        tokio::spawn(gc::schedule::run(schedule, move || {
+            let (cache, options) = (cache.clone(), options.clone());
+            async move { cache.collect_garbage(&options).await }
+        }));
     }
     let info = CacheInfo {
         store_dir: STORE_DIR.into(),
@@ -92,7 +96,7 @@ async fn open_database(backend: &BackendArgs) -> anyhow::Result<Arc<dyn db::Meta
     let url = backend.database_url();
     db::connect(&url)
         .await
-        .with_context(|| format!("opening the database {}", db::redact_url(&url)))
+        .with_context(|| format!("opening the database {}", crate::redact::url(&url)))
 }
 
 /// The write verbs: off by default; on, they need a credentials file, read now.

@@ -12,12 +12,11 @@ pub mod db;
 pub mod gc;
 pub mod http;
 pub mod keys;
+pub mod lease;
 pub mod metrics;
 pub mod redact;
 pub mod scratch;
 pub mod storage;
 pub mod telemetry;
-#[doc(hidden)]
-pub mod testutil;
 pub mod units;
 pub mod upstream;

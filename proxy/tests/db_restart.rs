@@ -2,7 +2,7 @@
 //! every request ends within a bound, with a right answer (hot entries may still be served from
 //! memory) or 503 "cache metadata database unavailable", never a wrong body; once the server is
 //! back, the same proxy serves hits and fetches and records misses again, and nothing was
-//! recorded wrongly. Runs on a private server (`testutil::postgres`), never the shared one.
+//! recorded wrongly. Runs on a private server (`nixcache_testsupport::postgres`), never the shared one.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -18,8 +18,9 @@ use std::{
 
 use bytes::Bytes;
 use common::{client, get, sample_nar, upstream_key, wait_until, Entry, Logs, Proxy, Upstream, TIMEOUT};
-use nixcache::{db::MetadataStore, testutil::postgres::PgServer};
+use nixcache::db::MetadataStore;
 use nixcache_protocol::{Compression, NarFile, NarInfo};
+use nixcache_testsupport::postgres::PgServer;
 use reqwest::StatusCode;
 
 const DB_DOWN: &str = "cache metadata database unavailable\n";

@@ -52,6 +52,10 @@ async fn uploads_need_a_credential_and_store_nothing_without() {
             .is_some_and(|v| v.starts_with("Basic")));
     }
     assert!(w.proxy.stored_files().is_empty() && w.proxy.tmp_files().is_empty());
+    // Refusals are counted under what was sent (a NAR), like every other upload result.
+    let metrics = w.get("/metrics").await;
+    let refused = "nixcache_uploads_total{kind=\"nar\",result=\"unauthorized\"} 4";
+    assert!(metrics.text().contains(refused), "{}", metrics.text());
     // DELETE stays off when only PUT is on.
     let got = w
         .delete(&entry.narinfo_path(), Some(&basic(USER, PASSWORD)))

@@ -6,12 +6,12 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use nixcache::db::{testdb::TestDb, Engine};
-use nixcache::testutil::s3::{S3sFs, ACCESS_KEY, SECRET_KEY};
 use nixcache_e2e::kube::bins::nixcache_bin;
 use nixcache_e2e::kube::{
     wait, ControlPlane, OperatorOptions, OperatorProcess, ProcessKubelet, ServiceProxy, TestNamespace,
 };
 use nixcache_e2e::{nix_available, TestUpstream, UpstreamCache};
+use nixcache_testsupport::s3::{S3sFs, ACCESS_KEY, SECRET_KEY};
 use serde_json::Value;
 
 /// The proxy images the kubelet runs (both the `nixcache` binary built alone).
@@ -44,7 +44,7 @@ impl World {
         let Some(s3) = S3sFs::start().await? else {
             return Ok(None);
         };
-        let bucket = s3.create_bucket().await?;
+        let bucket = s3.create_bucket()?;
         let cache = UpstreamCache::get("zstd", "e2e")?;
         let upstream = TestUpstream::start(&cache.dir)?;
         let ns = TestNamespace::create(plane, prefix).await?;

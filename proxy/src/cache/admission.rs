@@ -11,7 +11,7 @@ use std::{
 use tokio::{sync::Notify, time::Instant};
 
 use super::CacheError;
-use crate::metrics::Metrics;
+use crate::metrics::{FillLimit, Metrics};
 
 /// How long a miss waits for room before it is refused.
 const QUEUE_WAIT: Duration = Duration::from_secs(3);
@@ -130,8 +130,8 @@ impl Admission {
 
     fn refuse(&self, full: Full) -> CacheError {
         let limit = match full {
-            Full::Fills => "fills",
-            Full::Bytes => "bytes",
+            Full::Fills => FillLimit::Fills,
+            Full::Bytes => FillLimit::Bytes,
         };
         self.metrics.fill_refused(limit);
         CacheError::Busy {

@@ -8,10 +8,12 @@ use futures::{FutureExt, Stream, StreamExt};
 
 use super::{
     fill::{Fill, Phase},
-    replica::HeldLease,
     verify, Cache, CacheError,
 };
-use crate::db::{NarInfoRecord, NarRecord};
+use crate::{
+    db::{NarInfoRecord, NarRecord},
+    lease::HeldLease,
+};
 
 /// Largest write batch.
 const CHUNK: usize = 1 << 20;
@@ -26,7 +28,7 @@ pub async fn run(cache: Cache, fill: Arc<Fill>, record: Arc<NarInfoRecord>, leas
     let finish_below = cache.admission.limits().finish_abandoned_below;
     // Dropping the download closes the upstream connection; the verifier ends on `Failed`.
     let result = tokio::select! {
-        result = work => result.unwrap_or_else(|_| Err(CacheError::Internal("the fill task panicked".into()))),
+        result = work => result.unwrap_or_else(|e| Err(CacheError::panicked("the fill task", &*e))),
         () = fill.abandoned(finish_below) => Err(CacheError::Abandoned),
     };
     match result {
@@ -100,16 +102,14 @@ pub(super) async fn open_upstream(
     let announced = response.content_length();
     if let (Some(expected), Some(got)) = (info.file_size, announced) {
         if expected != got {
-            return Err(CacheError::Verification(format!(
+            return Err(CacheError::unverified(format!(
                 "upstream sends {got} bytes, narinfo says FileSize {expected}"
             )));
         }
     }
     match announced {
-        Some(0) => Err(CacheError::Verification(
-            "upstream sends an empty NAR file".into(),
-        )),
-        Some(got) if got > max_file_size(info) => Err(CacheError::Verification(format!(
+        Some(0) => Err(CacheError::unverified("upstream sends an empty NAR file")),
+        Some(got) if got > max_file_size(info) => Err(CacheError::unverified(format!(
             "upstream sends {got} bytes, far more than NarSize {}",
             info.nar_size
         ))),
@@ -129,11 +129,11 @@ pub(super) async fn finish(
 ) -> Result<u64, CacheError> {
     let info = &record.info;
     if total == 0 {
-        return Err(CacheError::Verification("upstream sent an empty NAR file".into()));
+        return Err(CacheError::unverified("upstream sent an empty NAR file"));
     }
     if let Some(expected) = expected {
         if total != expected {
-            return Err(CacheError::Verification(format!(
+            return Err(CacheError::unverified(format!(
                 "upstream sent {total} of {expected} bytes"
             )));
         }
@@ -141,7 +141,7 @@ pub(super) async fn finish(
     let file = Arc::clone(&fill.file);
     tokio::task::spawn_blocking(move || file.sync_all())
         .await
-        .map_err(CacheError::internal)?
+        .map_err(|e| CacheError::task_failed("writing to the temp file", e))?
         .map_err(io_err)?;
     fill.progress.send_modify(|p| {
         p.size = Some(total);
@@ -203,7 +203,7 @@ where
             }
         }
         if offset + batch_len as u64 > limit {
-            return Err(CacheError::Verification(format!(
+            return Err(CacheError::unverified(format!(
                 "the source sends more than the expected {limit} bytes"
             )));
         }
@@ -217,7 +217,7 @@ where
             Ok::<_, io::Error>(at)
         })
         .await
-        .map_err(CacheError::internal)?
+        .map_err(|e| CacheError::task_failed("writing to the temp file", e))?
         .map_err(io_err)?;
         fill.written(offset);
     }
@@ -255,7 +255,7 @@ pub(super) fn check_digests(record: &NarInfoRecord, got: &verify::Digests) -> Re
     if problems.is_empty() {
         Ok(())
     } else {
-        Err(CacheError::Verification(format!(
+        Err(CacheError::unverified(format!(
             "{}: {}",
             info.store_path,
             problems.join("; ")

@@ -171,7 +171,7 @@ impl Fill {
             }
             rx.changed()
                 .await
-                .map_err(|_| CacheError::FillFailed("download abandoned".into()))?;
+                .map_err(|_| CacheError::FillFailed("download abandoned"))?;
         }
     }
 

@@ -19,11 +19,12 @@ use sha2::{Digest, Sha256};
 use super::{
     download::{self, write_stream},
     fill::{Fill, Phase},
-    replica::{HeldLease, PeerError},
+    replica::PeerError,
     verify, Cache, CacheError,
 };
 use crate::{
     db::{now_ms, Lease, LeaseClaim, LeaseKey, NarInfoRecord},
+    lease::HeldLease,
     storage::{BlobKey, ByteRange, ByteStream},
 };
 
@@ -43,7 +44,7 @@ pub async fn run(cache: Cache, fill: Arc<Fill>, record: Arc<NarInfoRecord>, hold
     // Dropping the copy closes the stream from the holder, which counts one client less.
     let result = tokio::select! {
         result = AssertUnwindSafe(copier.copy(holder)).catch_unwind() => {
-            result.unwrap_or_else(|_| Err(CacheError::Internal("the copy task panicked".into())))
+            result.unwrap_or_else(|e| Err(CacheError::panicked("the copy task", &*e)))
         }
         () = fill.abandoned(finish_below) => Err(CacheError::Abandoned),
     };
@@ -96,10 +97,13 @@ impl Copier<'_> {
         };
         // The fill was admitted for at most this many temp bytes.
         if size > download::max_file_size(&self.record.info) {
-            return Err(CacheError::Peer(format!(
-                "replica {} announces {size} bytes, far more than NarSize {}",
-                holder.holder, self.record.info.nar_size
-            )));
+            return Err(CacheError::peer(
+                format!(
+                    "replica {} announces {size} bytes, far more than NarSize {}",
+                    holder.holder, self.record.info.nar_size
+                ),
+                None,
+            ));
         }
         let mut next = match replica.peer_get(&holder, file, whole(size)?).await {
             Ok(Some(stream)) => Next::Stream(stream),
@@ -119,15 +123,18 @@ impl Copier<'_> {
                 Next::TakeOver => return self.take_over(offset, size).await,
             };
             let copied = write_stream(self.fill, stream, offset, size, |e: io::Error| {
-                CacheError::Peer(e.to_string())
+                CacheError::peer(
+                    format!("copying from replica {}", holder.holder),
+                    Some(Box::new(e)),
+                )
             })
             .await;
             offset = self.fill.progress.borrow().written;
             match copied {
                 Ok(end) if end == size => break,
-                Err(err @ CacheError::Verification(_)) => return Err(err),
+                Err(err @ CacheError::Verification { .. }) => return Err(err),
                 _ if offset > 0 && !bytes_fixed_by_name(self.record) => {
-                    return Err(CacheError::Peer("lost the replica streaming this NAR".into()))
+                    return Err(CacheError::peer("lost the replica streaming this NAR", None))
                 }
                 lost => tracing::warn!(nar = %self.fill.key, at = offset, outcome = ?lost.err(),
                     "lost the replica streaming this NAR; resuming from the next source"),
@@ -152,10 +159,14 @@ impl Copier<'_> {
                 replica.log_refusal(&self.fill.key, &err);
                 Ok(None)
             }
-            Ok(None) | Err(PeerError::Failed { .. }) => Err(CacheError::Peer(format!(
-                "replica {} does not say the file's size",
-                holder.holder
-            ))),
+            Ok(None) => Err(CacheError::peer(
+                format!("replica {} does not say the file's size", holder.holder),
+                None,
+            )),
+            Err(err @ PeerError::Failed { .. }) => Err(CacheError::peer(
+                format!("asking replica {} for the file's size", holder.holder),
+                Some(Box::new(err)),
+            )),
         }
     }
 
@@ -189,7 +200,7 @@ impl Copier<'_> {
             if holder.address.is_empty() {
                 if Instant::now() > deadline {
                     return Err(CacheError::Busy {
-                        retry_after: super::nar::OTHER_WORK_RETRY_AFTER,
+                        retry_after: super::OTHER_WORK_RETRY_AFTER,
                     });
                 }
                 tokio::time::sleep(RETRY).await;
@@ -216,7 +227,7 @@ impl Copier<'_> {
     async fn stored_range(&self, range: ByteRange, size: u64) -> Result<ByteStream, CacheError> {
         if self.cache.db.get_nar(&self.record.nar_file).await?.is_none() {
             return Err(CacheError::FillFailed(
-                "the replica downloading it gave up without storing it".into(),
+                "the replica downloading it gave up without storing it",
             ));
         }
         let read = self
@@ -225,10 +236,10 @@ impl Copier<'_> {
             .get(&BlobKey::for_nar(&self.record.nar_file), Some(range))
             .await?;
         if read.size != size {
-            return Err(CacheError::Internal(format!(
-                "{} is stored with another size",
-                self.fill.key
-            )));
+            return Err(CacheError::internal(
+                format!("{} is stored with another size", self.fill.key),
+                None,
+            ));
         }
         Ok(read.body)
     }
@@ -241,7 +252,7 @@ impl Copier<'_> {
         let verifier = verify::spawn(Arc::clone(&fill.file), fill.progress.subscribe(), &record.info)?;
         let (response, announced) = download::open_upstream(cache, record).await?;
         if announced.is_some_and(|n| n != size) {
-            return Err(CacheError::Verification(format!(
+            return Err(CacheError::unverified(format!(
                 "upstream sends {announced:?} bytes, expected {size}"
             )));
         }
@@ -254,11 +265,11 @@ impl Copier<'_> {
             let chunk = body
                 .next()
                 .await
-                .ok_or_else(|| CacheError::Verification("upstream body too short".into()))?;
+                .ok_or_else(|| CacheError::unverified("upstream body too short"))?;
             let chunk = chunk.map_err(upstream_err)?;
             let take = chunk.len().min((offset - compared) as usize);
             if !same_as_file(&fill.file, compared, chunk.slice(..take)).await? {
-                return Err(CacheError::Verification(format!(
+                return Err(CacheError::unverified(format!(
                     "the bytes relayed before {offset} differ from the upstream's"
                 )));
             }
@@ -287,10 +298,10 @@ impl Copier<'_> {
             let file = Arc::clone(&self.fill.file);
             let got = tokio::task::spawn_blocking(move || hash_file(&file, size))
                 .await
-                .map_err(CacheError::internal)?
-                .map_err(|e| CacheError::Internal(format!("reading the copy: {e}")))?;
+                .map_err(|e| CacheError::task_failed("hashing the copy", e))?
+                .map_err(|e| CacheError::internal("reading the copy", Some(Box::new(e))))?;
             if got != expected {
-                return Err(CacheError::Verification(format!(
+                return Err(CacheError::unverified(format!(
                     "copy of {} has FileHash {got}, expected {expected}",
                     self.fill.key
                 )));
@@ -310,7 +321,7 @@ fn bytes_fixed_by_name(record: &NarInfoRecord) -> bool {
 }
 
 fn whole(size: u64) -> Result<ByteRange, CacheError> {
-    ByteRange::whole(size).ok_or_else(|| CacheError::Verification("an empty NAR file".into()))
+    ByteRange::whole(size).ok_or_else(|| CacheError::unverified("an empty NAR file"))
 }
 
 async fn same_as_file(file: &Arc<std::fs::File>, at: u64, bytes: Bytes) -> Result<bool, CacheError> {
@@ -320,8 +331,8 @@ async fn same_as_file(file: &Arc<std::fs::File>, at: u64, bytes: Bytes) -> Resul
         file.read_exact_at(&mut ours, at).map(|()| ours == bytes)
     })
     .await
-    .map_err(CacheError::internal)?
-    .map_err(|e| CacheError::Internal(format!("reading the copy: {e}")))
+    .map_err(|e| CacheError::task_failed("reading the copy", e))?
+    .map_err(|e| CacheError::internal("reading the copy", Some(Box::new(e))))
 }
 
 fn hash_file(file: &std::fs::File, size: u64) -> io::Result<Sha256Hash> {

@@ -29,7 +29,7 @@ use nixcache_protocol::{NarFile, NarInfo, SigningKey, StorePathHash};
 
 use crate::{
     db::{DbError, LeaseClaim, LeaseKey, MetadataStore, NarInfoRecord, ProxySignature},
-    metrics::Metrics,
+    metrics::{LookupResult, Metrics, ObjectKind},
     scratch::Scratch,
     storage::{BlobKey, BlobStore, ByteRange, ByteStream, StorageError},
     upstream::{Lookup, UpstreamError, Upstreams},
@@ -49,6 +49,9 @@ pub use upload::{Stored, UploadError};
 const USAGE_REFRESH: std::time::Duration = std::time::Duration::from_secs(60);
 /// Pause between looks at a narinfo another replica is fetching.
 const NARINFO_POLL: std::time::Duration = std::time::Duration::from_millis(20);
+/// When a client refused for a NAR that other work (GC, the scrub, an upload) holds too long
+/// should come back.
+const OTHER_WORK_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
@@ -56,22 +59,35 @@ pub enum CacheError {
     NotFound,
     #[error("upstream failed: {0}")]
     Upstream(UpstreamError),
-    #[error("upstream data failed verification: {0}")]
-    Verification(String),
+    #[error("upstream data failed verification: {reason}{}", cause(.source))]
+    Verification {
+        reason: String,
+        #[source]
+        source: Option<BoxError>,
+    },
+    /// The fill this request waited for ended without the NAR.
     #[error("the upstream download failed: {0}")]
-    FillFailed(String),
+    FillFailed(&'static str),
     #[error(transparent)]
     Storage(#[from] StorageError),
     #[error(transparent)]
     Db(#[from] DbError),
-    #[error("another replica: {0}")]
-    Peer(String),
+    #[error("another replica: {reason}{}", cause(.source))]
+    Peer {
+        reason: String,
+        #[source]
+        source: Option<BoxError>,
+    },
     #[error("range not satisfiable for an object of {size} bytes")]
     RangeNotSatisfiable { size: u64 },
     #[error("{0}")]
     Shared(Arc<CacheError>),
-    #[error("internal error: {0}")]
-    Internal(String),
+    #[error("internal error: {context}{}", cause(.source))]
+    Internal {
+        context: String,
+        #[source]
+        source: Option<BoxError>,
+    },
     /// Too many fills (or temp bytes) already: the client should come back after `retry_after`.
     #[error("too many downloads in progress")]
     Busy { retry_after: std::time::Duration },
@@ -80,26 +96,59 @@ pub enum CacheError {
     Abandoned,
 }
 
+/// A cause of any type, kept as the error's source.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// `: <cause>` when there is one: most logs print only the top error's message.
+fn cause(source: &Option<BoxError>) -> String {
+    source.as_ref().map(|e| format!(": {e}")).unwrap_or_default()
+}
+
 impl CacheError {
-    fn internal(e: impl std::fmt::Display) -> Self {
-        Self::Internal(e.to_string())
+    fn unverified(reason: impl Into<String>) -> Self {
+        Self::Verification {
+            reason: reason.into(),
+            source: None,
+        }
+    }
+
+    fn peer(reason: impl Into<String>, source: Option<BoxError>) -> Self {
+        Self::Peer {
+            reason: reason.into(),
+            source,
+        }
+    }
+
+    fn internal(context: impl Into<String>, source: Option<BoxError>) -> Self {
+        Self::Internal {
+            context: context.into(),
+            source,
+        }
+    }
+
+    /// Work that panicked, with the panic's message when it has one.
+    fn panicked(what: &str, payload: &(dyn std::any::Any + Send)) -> Self {
+        let message = (payload.downcast_ref::<&str>().copied())
+            .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("no message");
+        Self::internal(format!("{what} panicked: {message}"), None)
+    }
+
+    /// A task (such as a `spawn_blocking` closure) that panicked or was cancelled.
+    fn task_failed(what: &str, error: tokio::task::JoinError) -> Self {
+        Self::internal(format!("{what} failed"), Some(Box::new(error)))
     }
 
     /// The `result` label of a failed lookup.
-    fn outcome(&self) -> &'static str {
+    fn outcome(&self) -> LookupResult {
         match self {
-            Self::NotFound => NOT_FOUND,
-            Self::Busy { .. } => "busy",
+            Self::NotFound => LookupResult::NotFound,
+            Self::Busy { .. } => LookupResult::Busy,
             Self::Shared(inner) => inner.outcome(),
-            _ => "error",
+            _ => LookupResult::Error,
         }
     }
 }
-
-/// Outcomes of a lookup, as metric labels and in the request's span.
-const HIT: &str = "hit";
-const MISS: &str = "miss";
-const NOT_FOUND: &str = "not_found";
 
 /// A NAR answer: the file's size, the range being sent (if any) and the bytes.
 pub struct NarResponse {
@@ -159,10 +208,10 @@ impl Cache {
             replica: Arc::new(parts.replica),
             access: Arc::new(parts.access),
             narinfo_flights: Arc::new(SingleFlight::counting_joins(
-                parts.metrics.coalesced_counter("narinfo"),
+                parts.metrics.coalesced_counter(ObjectKind::Narinfo),
             )),
             nar_locates: Arc::new(SingleFlight::counting_joins(
-                parts.metrics.coalesced_counter("nar"),
+                parts.metrics.coalesced_counter(ObjectKind::Nar),
             )),
             admission: Arc::new(Admission::new(parts.fill_limits, Arc::clone(&parts.metrics))),
             metrics: parts.metrics,
@@ -187,7 +236,7 @@ impl Cache {
 
     /// The narinfo as this proxy serves it: our NAR URL and our signature added.
     pub async fn narinfo(&self, hash: &StorePathHash) -> Result<Bytes, CacheError> {
-        let text = self.record_lookup("narinfo", self.narinfo_text(hash).await)?;
+        let text = self.record_lookup(ObjectKind::Narinfo, self.narinfo_text(hash).await)?;
         self.access.narinfo(hash);
         Ok(text)
     }
@@ -195,25 +244,25 @@ impl Cache {
     /// Counts a lookup's outcome (hit, miss, …) in the metrics and the request's span.
     fn record_lookup<T>(
         &self,
-        kind: crate::metrics::Kind,
-        result: Result<(T, &'static str), CacheError>,
+        kind: ObjectKind,
+        result: Result<(T, LookupResult), CacheError>,
     ) -> Result<T, CacheError> {
         let outcome = match &result {
             Ok((_, outcome)) => *outcome,
             Err(err) => err.outcome(),
         };
         self.metrics.lookup(kind, outcome);
-        tracing::Span::current().record("cache", outcome);
+        tracing::Span::current().record("cache", outcome.as_str());
         result.map(|(value, _)| value)
     }
 
     /// The text and whether it was a hit or a miss.
-    async fn narinfo_text(&self, hash: &StorePathHash) -> Result<(Bytes, &'static str), CacheError> {
+    async fn narinfo_text(&self, hash: &StorePathHash) -> Result<(Bytes, LookupResult), CacheError> {
         if let Some(text) = self.hot.narinfo(hash) {
-            return Ok((text, HIT));
+            return Ok((text, LookupResult::Hit));
         }
         if let Some(record) = self.db.get_narinfo(hash).await? {
-            return Ok((self.render(record), HIT));
+            return Ok((self.render(record), LookupResult::Hit));
         }
         if self.negative.contains(hash) {
             return Err(CacheError::NotFound);
@@ -224,7 +273,7 @@ impl Cache {
             .run(hash, async move { this.fetch_narinfo(hash).await })
             .await
             .map_err(CacheError::Shared)?;
-        Ok((self.render((*record).clone()), MISS))
+        Ok((self.render((*record).clone()), LookupResult::Miss))
     }
 
     /// Asks the upstreams, unless another replica is already asking: then waits (bounded) for
@@ -272,7 +321,7 @@ impl Cache {
                 // FileHash is not signed: a narinfo must not claim a stored file holding another NAR.
                 if let Some(stored) = self.db.get_nar(&nar_file).await? {
                     if stored.nar_hash != info.nar_hash {
-                        return Err(CacheError::Verification(format!(
+                        return Err(CacheError::unverified(format!(
                             "{} names {} as its file, which holds another NAR ({})",
                             info.store_path,
                             nar_file.file_name(),

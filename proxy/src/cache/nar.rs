@@ -13,20 +13,20 @@ use super::{
     admission::FillPermit,
     download::max_file_size,
     fill::{Client, Fill},
-    replica::HeldLease,
-    resolve, Cache, CacheError, NarResponse, HIT, MISS,
+    resolve, Cache, CacheError, NarResponse, OTHER_WORK_RETRY_AFTER,
 };
 use crate::{
     db::{Lease, LeaseClaim, LeaseKey, NarInfoRecord},
-    storage::{local::tempfile_in, BlobKey, BlobRead, ByteRange, StorageError},
+    lease::HeldLease,
+    metrics::{LookupResult, ObjectKind},
+    scratch::tempfile_in,
+    storage::{BlobKey, BlobRead, ByteRange, StorageError},
 };
 
 /// Pause before looking again at a NAR whose fill was cancelled as this request came.
 const CANCELLED_FILL_POLL: std::time::Duration = std::time::Duration::from_millis(10);
 /// Pause between looks (reads) at a NAR lease held by other work than a fill (GC).
 const OTHER_WORK_POLL: std::time::Duration = std::time::Duration::from_millis(50);
-/// When a client refused for a NAR that other work holds too long should come back.
-pub(super) const OTHER_WORK_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Where a NAR's bytes are.
 pub(super) enum Source {
@@ -51,7 +51,7 @@ impl Cache {
         range: Option<RangeSpec>,
         head: bool,
     ) -> Result<NarResponse, CacheError> {
-        let response = self.record_lookup("nar", self.open_nar(file, range, head).await)?;
+        let response = self.record_lookup(ObjectKind::Nar, self.open_nar(file, range, head).await)?;
         self.access.nar(file);
         Ok(response)
     }
@@ -62,11 +62,11 @@ impl Cache {
         file: &NarFile,
         range: Option<RangeSpec>,
         head: bool,
-    ) -> Result<(NarResponse, &'static str), CacheError> {
+    ) -> Result<(NarResponse, LookupResult), CacheError> {
         let key = BlobKey::for_nar(file);
         if let Some(size) = self.stored_size(file).await? {
             if let Some(response) = self.serve_stored(file, &key, size, range, head).await? {
-                return Ok((response, HIT));
+                return Ok((response, LookupResult::Hit));
             }
         }
         let Some(record) = self.db.narinfo_for_nar(file).await? else {
@@ -78,14 +78,14 @@ impl Cache {
                 range: resolve(range, size)?,
                 body: None,
             };
-            return Ok((response, MISS));
+            return Ok((response, LookupResult::Miss));
         }
         let record = Arc::new(record);
         loop {
             match &*self.locate(file, &record).await? {
                 Source::Stored(size) => {
                     if let Some(response) = self.serve_stored(file, &key, *size, range, head).await? {
-                        return Ok((response, HIT));
+                        return Ok((response, LookupResult::Hit));
                     }
                 }
                 Source::Local(fill) => {
@@ -94,7 +94,7 @@ impl Cache {
                         tokio::time::sleep(CANCELLED_FILL_POLL).await;
                         continue;
                     };
-                    return Ok((follow_fill(fill, client, range, head).await?, MISS));
+                    return Ok((follow_fill(fill, client, range, head).await?, LookupResult::Miss));
                 }
             }
         }
@@ -133,7 +133,7 @@ impl Cache {
     async fn locate_now(&self, file: &NarFile, record: Arc<NarInfoRecord>) -> Result<Source, CacheError> {
         let key = BlobKey::for_nar(file);
         if let Some(fill) = self.fill_in_progress(&key) {
-            self.metrics.coalesced("nar");
+            self.metrics.coalesced(ObjectKind::Nar);
             return Ok(Source::Local(fill));
         }
         if let Some(stored) = self.db.get_nar(file).await? {

@@ -76,7 +76,7 @@ impl Cache {
         if let LeaseClaim::Held(_) = self.db.claim_lease(&key, holder, "", LEASE_TTL).await? {
             return Ok(None);
         }
-        let lease = super::replica::hold_lease(Arc::clone(&self.db), key, holder.clone(), LEASE_TTL);
+        let lease = crate::lease::hold_lease(Arc::clone(&self.db), key, holder.clone(), LEASE_TTL);
         let result = self.scrub_all(rate).await;
         lease.release().await;
         result.map(Some)
@@ -194,7 +194,7 @@ impl Cache {
         if let LeaseClaim::Held(_) = self.db.claim_lease(&lease, &holder, "", NAR_LEASE_TTL).await? {
             return Ok(false);
         }
-        let held = super::replica::hold_lease(Arc::clone(&self.db), lease, holder, NAR_LEASE_TTL);
+        let held = crate::lease::hold_lease(Arc::clone(&self.db), lease, holder, NAR_LEASE_TTL);
         let key = BlobKey::for_nar(file);
         let result = async {
             let found = self.check(&key, want, None).await?;

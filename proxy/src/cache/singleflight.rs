@@ -42,9 +42,10 @@ impl<K: Eq + Hash + Clone + Send + 'static, T: Send + Sync + 'static> SingleFlig
     {
         let flight = {
             let Ok(mut map) = self.inflight.lock() else {
-                return Err(Arc::new(CacheError::Internal(
-                    "single-flight lock poisoned".into(),
-                )));
+                return Err(Arc::new(CacheError::Internal {
+                    context: "single-flight lock poisoned".into(),
+                    source: None,
+                }));
             };
             match map.get(&key) {
                 Some(flight) => {
@@ -76,7 +77,10 @@ impl<K: Eq + Hash + Clone + Send + 'static, T: Send + Sync + 'static> SingleFlig
         async move {
             match task.await {
                 Ok(result) => result.map(Arc::new).map_err(Arc::new),
-                Err(e) => Err(Arc::new(CacheError::Internal(format!("fetch task failed: {e}")))),
+                Err(e) => Err(Arc::new(CacheError::Internal {
+                    context: "the fetch task failed".into(),
+                    source: Some(Box::new(e)),
+                })),
             }
         }
         .boxed()

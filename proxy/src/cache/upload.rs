@@ -23,7 +23,8 @@ use sha2::{Digest, Sha256};
 use super::{verify, Cache, CacheError};
 use crate::{
     db::{LeaseClaim, LeaseKey, NarInfoRecord, NarRecord, UploadRecord},
-    storage::{local::TempPath, BlobKey, StorageError},
+    scratch::TempPath,
+    storage::{BlobKey, StorageError},
 };
 
 /// Largest NAR an upload may decompress to (a bound on the work a bad upload can cause).
@@ -93,9 +94,11 @@ impl Cache {
         }
         let digests = digest_upload(file, tmp.path()).await?;
         if (digests.file_hash, digests.file_size) != (file_hash, file_size) {
-            return Err(
-                CacheError::internal(format!("the temp file of {key} changed while it was read")).into(),
-            );
+            return Err(CacheError::internal(
+                format!("the temp file of {key} changed while it was read"),
+                None,
+            )
+            .into());
         }
         let record = UploadRecord {
             nar_file: file.clone(),
@@ -137,7 +140,7 @@ impl Cache {
     }
 
     /// The NAR's lease, waited for (bounded) while a fill or GC holds it.
-    async fn claim_upload_lease(&self, file: &NarFile) -> Result<super::replica::HeldLease, UploadError> {
+    async fn claim_upload_lease(&self, file: &NarFile) -> Result<crate::lease::HeldLease, UploadError> {
         let key = LeaseKey::nar(file);
         let deadline = std::time::Instant::now() + self.replica.wait_limit();
         loop {
@@ -360,7 +363,7 @@ async fn digest_upload(file: &NarFile, path: &Path) -> Result<verify::Digests, U
     let (flag, compression) = (Arc::clone(&abandoned.0), file.compression.clone());
     tokio::task::spawn_blocking(move || verify::digest_read(opened, &compression, MAX_NAR_SIZE, &flag))
         .await
-        .map_err(CacheError::internal)?
+        .map_err(|e| CacheError::task_failed("decompressing the upload", e))?
         .map_err(|e| UploadError::Invalid(format!("{}: {e}", file.file_name())))
 }
 

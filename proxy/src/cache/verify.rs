@@ -16,7 +16,10 @@ use nixcache_protocol::{Compression, Sha256Hash};
 use sha2::{Digest, Sha256};
 use tokio::{runtime::Handle, sync::watch};
 
-use super::fill::{Phase, Progress};
+use super::{
+    fill::{Phase, Progress},
+    CacheError,
+};
 
 /// Reads the growing file until the download is complete; fails when the download fails.
 struct GrowingFile {
@@ -64,11 +67,14 @@ impl Read for GrowingFile {
 pub type Pending = tokio::sync::oneshot::Receiver<io::Result<Digests>>;
 
 /// Waits for the verifier's digests of the file `key`.
-pub async fn digests(pending: Pending, key: &crate::storage::BlobKey) -> Result<Digests, super::CacheError> {
+pub async fn digests(pending: Pending, key: &crate::storage::BlobKey) -> Result<Digests, CacheError> {
     pending
         .await
-        .map_err(|_| super::CacheError::Internal("the verifier thread ended without a result".into()))?
-        .map_err(|e| super::CacheError::Verification(format!("cannot verify {key}: {e}")))
+        .map_err(|e| CacheError::internal("the verifier thread ended without a result", Some(Box::new(e))))?
+        .map_err(|e| CacheError::Verification {
+            reason: format!("cannot verify {key}"),
+            source: Some(Box::new(e)),
+        })
 }
 
 /// Starts the verifier on a thread of its own: it waits for bytes for as long as the download
@@ -77,7 +83,7 @@ pub fn spawn(
     file: Arc<File>,
     progress: watch::Receiver<Progress>,
     info: &nixcache_protocol::NarInfo,
-) -> Result<Pending, super::CacheError> {
+) -> Result<Pending, CacheError> {
     let (tx, rx) = tokio::sync::oneshot::channel();
     let (compression, max_nar, handle) = (info.compression.clone(), info.nar_size, Handle::current());
     std::thread::Builder::new()
@@ -85,7 +91,7 @@ pub fn spawn(
         .spawn(move || {
             let _ = tx.send(run(file, progress, compression, max_nar, handle));
         })
-        .map_err(|e| super::CacheError::Internal(format!("cannot start a verifier thread: {e}")))?;
+        .map_err(|e| CacheError::internal("cannot start a verifier thread", Some(Box::new(e))))?;
     Ok(rx)
 }
 

@@ -278,6 +278,13 @@ mod tests {
     }
 
     #[test]
+    fn database_urls_are_redacted_in_debug_output() {
+        let url = "postgres://nixcache:hunter2@db:5432/nixcache";
+        let shown = format!("{:?}", DatabaseUrl(url.into()));
+        assert_eq!(shown, "postgres://nixcache:***@db:5432/nixcache");
+    }
+
+    #[test]
     fn storage_flags_are_checked() {
         assert!(storage(&[]).unwrap().is_none());
         let err = storage(&["--storage", "s3"]).unwrap_err().to_string();

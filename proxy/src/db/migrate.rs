@@ -14,7 +14,8 @@ use sqlx::{
     ConnectOptions, Connection, MySqlConnection, PgConnection, Pool, SqliteConnection,
 };
 
-use super::{mysql, postgres, redact_url, sql::SqlDb, sqlite, DbError, Engine};
+use super::{engine, sql::SqlDb, DbError, Engine};
+use crate::redact;
 
 pub static SQLITE: Migrator = sqlx::migrate!("../migrations/sqlite");
 pub static POSTGRES: Migrator = sqlx::migrate!("../migrations/postgres");
@@ -47,19 +48,23 @@ impl std::fmt::Display for Applied {
 pub async fn run(url: &str) -> Result<Vec<Applied>, DbError> {
     let engine = Engine::from_url(url)?;
     match engine {
-        Engine::Sqlite => run_with(sqlite::connect_options(url)?, engine, url).await,
-        Engine::Postgres => run_with(postgres::connect_options(url)?, engine, url).await,
-        Engine::MySql => run_with(mysql::connect_options(url)?, engine, url).await,
+        Engine::Sqlite => run_with(engine::sqlite_options(url)?, engine, url).await,
+        Engine::Postgres => run_with(engine::postgres_options(url)?, engine, url).await,
+        Engine::MySql => run_with(engine::mysql_options(url)?, engine, url).await,
     }
 }
 
 /// What `nixcache migrate` prints: one line per migration applied, or that there was none.
 pub fn report(url: &str, applied: &[Applied]) -> String {
     if applied.is_empty() {
-        return format!("database {} is up to date", redact_url(url));
+        return format!("database {} is up to date", redact::url(url));
     }
     let lines: Vec<_> = applied.iter().map(|a| format!("applied {a}")).collect();
-    format!("{}\ndatabase {} is up to date", lines.join("\n"), redact_url(url))
+    format!(
+        "{}\ndatabase {} is up to date",
+        lines.join("\n"),
+        redact::url(url)
+    )
 }
 
 async fn run_with<O>(options: O, engine: Engine, url: &str) -> Result<Vec<Applied>, DbError>
@@ -68,7 +73,7 @@ where
     O::Connection: MigrationLock + Sized,
 {
     let mut conn = options.connect().await.map_err(|source| DbError::Connect {
-        url: redact_url(url),
+        url: redact::url(url),
         source,
     })?;
     let applied = apply(&mut conn, migrator(engine), url).await;
@@ -187,7 +192,7 @@ fn plan<'m>(
         match known.get(&a.version) {
             None => {
                 return Err(DbError::UnknownMigration {
-                    url: redact_url(url),
+                    url: redact::url(url),
                     version: a.version,
                 })
             }
@@ -213,7 +218,7 @@ fn plan<'m>(
 
 fn bad(url: &str, version: i64, problem: &'static str) -> DbError {
     DbError::BadMigration {
-        url: redact_url(url),
+        url: redact::url(url),
         version,
         problem,
     }
@@ -234,7 +239,7 @@ where
     };
     if pending > 0 {
         return Err(DbError::NotMigrated {
-            url: redact_url(url),
+            url: redact::url(url),
             pending,
         });
     }

@@ -2,14 +2,13 @@
 //! types; one generic implementation (`store.rs`) runs them on SQLite, PostgreSQL and MySQL/MariaDB
 //! with the few dialect differences in `statements.rs`.
 
+mod engine;
 mod lru;
 pub mod migrate;
 mod model;
-mod mysql;
-mod postgres;
+mod open;
 mod row;
 mod sql;
-mod sqlite;
 mod statements;
 mod store;
 #[cfg(any(test, feature = "test-util"))]
@@ -22,6 +21,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use nixcache_protocol::{NarFile, StorePathHash};
 
+pub use engine::Engine;
 pub use model::{
     AccessCursor, Lease, LeaseClaim, LeaseKey, NarAccess, NarInfoRecord, NarRecord, NarinfoAccess,
     ProxySignature, UploadRecord, Usage,
@@ -66,27 +66,6 @@ pub enum DbError {
         "unsupported database URL {0}: use sqlite://PATH, postgres://USER@HOST/DB or mysql://USER@HOST/DB"
     )]
     UnsupportedUrl(String),
-}
-
-/// The database engines, told apart by the URL's scheme.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Engine {
-    Sqlite,
-    Postgres,
-    MySql,
-}
-
-impl Engine {
-    /// `sqlite:`, `postgres://` / `postgresql://`, `mysql://` / `mariadb://`.
-    pub fn from_url(url: &str) -> Result<Self, DbError> {
-        let scheme = url.split_once(':').map(|(s, _)| s.to_ascii_lowercase());
-        match scheme.as_deref() {
-            Some("sqlite") => Ok(Self::Sqlite),
-            Some("postgres" | "postgresql") => Ok(Self::Postgres),
-            Some("mysql" | "mariadb") => Ok(Self::MySql),
-            _ => Err(DbError::UnsupportedUrl(redact_url(url))),
-        }
-    }
 }
 
 /// The metadata store every engine implements; `tests.rs` holds the conformance suite.
@@ -198,11 +177,6 @@ pub async fn connect(url: &str) -> Result<std::sync::Arc<dyn MetadataStore>, DbE
         Engine::Postgres => std::sync::Arc::new(PostgresMetadata::open(url).await?),
         Engine::MySql => std::sync::Arc::new(MySqlMetadata::open(url).await?),
     })
-}
-
-/// The URL without its password or secret query parameters, for messages ([`crate::redact::url`]).
-pub fn redact_url(url: &str) -> String {
-    crate::redact::url(url)
 }
 
 /// Milliseconds since the Unix epoch.

@@ -6,15 +6,15 @@ use std::time::Duration;
 use async_trait::async_trait;
 use nixcache_protocol::{NarFile, StorePathHash};
 use sqlx::{
-    database::Database, migrate::Migrate, pool::PoolOptions, ConnectOptions, Connection, MySql, Pool,
-    Postgres, Sqlite,
+    database::Database, pool::PoolOptions, ConnectOptions, Connection, MySql, Pool, Postgres, Sqlite,
 };
 
 use super::{
-    lease_expiry, migrate, now, now_ms, redact_url, row, statements::Statements, AccessCursor, DbError,
-    Engine, Lease, LeaseClaim, LeaseKey, MetadataStore, NarAccess, NarInfoRecord, NarRecord, NarinfoAccess,
-    ProxySignature, UploadRecord, Usage,
+    lease_expiry, now, now_ms, row, statements::Statements, AccessCursor, DbError, Engine, Lease, LeaseClaim,
+    LeaseKey, MetadataStore, NarAccess, NarInfoRecord, NarRecord, NarinfoAccess, ProxySignature,
+    UploadRecord, Usage,
 };
+use crate::redact;
 
 use super::sql::{Arg, SqlDb};
 
@@ -25,23 +25,13 @@ pub type PostgresMetadata = SqlStore<Postgres>;
 /// The metadata store on MySQL or MariaDB.
 pub type MySqlMetadata = SqlStore<MySql>;
 
-/// Connections per replica to a shared PostgreSQL or MySQL server.
-const SHARED_MAX_CONNECTIONS: u32 = 16;
 /// How long a query waits for a free connection, or for the server to accept a new one (sqlx
 /// retries a refused connection until then, so a database restart shorter than this goes
 /// unnoticed). Also the bound on how long a request waits while the database is down before it
 /// fails with 503: short, so clients retry rather than hang.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Parses `url` into connect options of any engine, naming the (redacted) URL when it fails.
-pub(super) fn parse_options<O: ConnectOptions>(url: &str) -> Result<O, DbError> {
-    O::from_str(url).map_err(|source| DbError::Connect {
-        url: redact_url(url),
-        source,
-    })
-}
-
-/// The metadata store over a connection pool of engine `DB`. Each engine's `open` is in its file.
+/// The metadata store over a connection pool of engine `DB`. Each engine's `open` is in `open.rs`.
 pub struct SqlStore<DB: Database> {
     pool: Pool<DB>,
     sql: Statements,
@@ -66,7 +56,7 @@ impl<DB: SqlDb> SqlStore<DB> {
         url: &str,
     ) -> Result<Pool<DB>, DbError> {
         let failed = |source| DbError::Connect {
-            url: redact_url(url),
+            url: redact::url(url),
             source,
         };
         let probe = tokio::time::timeout(ACQUIRE_TIMEOUT, ConnectOptions::connect(&options))
@@ -80,20 +70,6 @@ impl<DB: SqlDb> SqlStore<DB> {
             .connect_with(options)
             .await
             .map_err(failed)
-    }
-
-    /// Opens a database that several replicas share: checked, never migrated, here.
-    pub(super) async fn open_shared(
-        options: <DB::Connection as Connection>::Options,
-        engine: Engine,
-        url: &str,
-    ) -> Result<Self, DbError>
-    where
-        DB::Connection: Migrate,
-    {
-        let pool = Self::pool(options, SHARED_MAX_CONNECTIONS, url).await?;
-        migrate::check(&pool, engine, url).await?;
-        Ok(Self::new(pool, engine))
     }
 
     pub(super) fn engine(&self) -> Engine {

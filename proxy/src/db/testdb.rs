@@ -19,7 +19,8 @@ use sqlx::{
     Connection, Executor,
 };
 
-use super::{migrate, redact_url, DbError, Engine};
+use super::{migrate, DbError, Engine};
+use crate::redact::url as redact_url;
 
 const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 const DEFAULT_MYSQL_URL: &str = "mysql://root@127.0.0.1:3306/test";

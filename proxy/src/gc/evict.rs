@@ -10,11 +10,11 @@ use nixcache_protocol::{NarFile, StorePathHash};
 
 use super::{Evicted, Run, PAGE, STALE_UPLOAD_AGE};
 use crate::{
-    cache::replica::hold_lease,
     db::{
         now, now_ms, AccessCursor, DbError, LeaseClaim, LeaseKey, MetadataStore, NarAccess, NarRecord,
         NarinfoAccess,
     },
+    lease::hold_lease,
     storage::{BlobKey, BlobStore},
 };
 

@@ -23,8 +23,8 @@ use std::{fmt, sync::Arc, time::Duration};
 use nixcache_protocol::{NarFile, StorePathHash};
 
 use crate::{
-    cache::replica::hold_lease,
     db::{now_ms, DbError, LeaseClaim, LeaseKey, MetadataStore, Usage},
+    lease::hold_lease,
     storage::BlobStore,
     units::format_size,
 };

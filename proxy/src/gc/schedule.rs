@@ -2,12 +2,11 @@
 //! standard five-field cron schedule (UTC). Replicas that all have a schedule take turns: the GC
 //! lease lets one run at a time, and the others log that they found it busy.
 
-use std::{str::FromStr, time::Duration};
+use std::{future::Future, str::FromStr, time::Duration};
 
 use chrono::Utc;
 
-use super::{GcError, GcOptions};
-use crate::cache::Cache;
+use super::{GcError, GcReport};
 
 /// A parsed cron expression such as `0 */6 * * *`.
 #[derive(Clone, Debug)]
@@ -31,28 +30,30 @@ impl Schedule {
     }
 }
 
-/// Runs the collection at every time of `schedule` until the process ends.
-pub fn spawn(cache: Cache, schedule: Schedule, options: GcOptions) {
-    tokio::spawn(async move {
-        while let Some(wait) = schedule.until_next() {
-            tokio::time::sleep(wait).await;
-            match cache.collect_garbage(&options).await {
-                Ok(report) => tracing::info!(
-                    narinfos = report.narinfos_evicted,
-                    nars = report.nars_deleted,
-                    freed = report.bytes_freed,
-                    size = report.size_after(),
-                    "scheduled GC: {}",
-                    report.to_string().replace('\n', "; ")
-                ),
-                Err(GcError::Busy { holder }) => {
-                    tracing::info!(%holder, "scheduled GC skipped: another run is in progress")
-                }
-                Err(err) => tracing::error!(error = %err, "scheduled GC failed"),
+/// Runs `collect` at every time of `schedule`, for as long as this future is polled.
+pub async fn run<F, Fut>(schedule: Schedule, mut collect: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<GcReport, GcError>>,
+{
+    while let Some(wait) = schedule.until_next() {
+        tokio::time::sleep(wait).await;
+        match collect().await {
+            Ok(report) => tracing::info!(
+                narinfos = report.narinfos_evicted,
+                nars = report.nars_deleted,
+                freed = report.bytes_freed,
+                size = report.size_after(),
+                "scheduled GC: {}",
+                report.to_string().replace('\n', "; ")
+            ),
+            Err(GcError::Busy { holder }) => {
+                tracing::info!(%holder, "scheduled GC skipped: another run is in progress")
             }
+            Err(err) => tracing::error!(error = %err, "scheduled GC failed"),
         }
-        tracing::warn!("the GC schedule has no next time; scheduled GC stops");
-    });
+    }
+    tracing::warn!("the GC schedule has no next time; scheduled GC stops");
 }
 
 #[cfg(test)]

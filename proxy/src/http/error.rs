@@ -44,11 +44,11 @@ fn classify(err: &CacheError) -> (StatusCode, &'static str) {
             (StatusCode::GATEWAY_TIMEOUT, "upstream cache timed out")
         }
         CacheError::Upstream(_) => (StatusCode::BAD_GATEWAY, "upstream cache failed"),
-        CacheError::Verification(_) => (
+        CacheError::Verification { .. } => (
             StatusCode::BAD_GATEWAY,
             "upstream sent data that failed verification",
         ),
-        CacheError::Peer(_) => (StatusCode::BAD_GATEWAY, "the replica fetching it failed"),
+        CacheError::Peer { .. } => (StatusCode::BAD_GATEWAY, "the replica fetching it failed"),
         CacheError::FillFailed(_) => (StatusCode::BAD_GATEWAY, "fetching from the upstream cache failed"),
         CacheError::Storage(StorageError::NoSpace { .. }) => {
             (StatusCode::INSUFFICIENT_STORAGE, "cache storage is full")
@@ -70,7 +70,7 @@ fn classify(err: &CacheError) -> (StatusCode, &'static str) {
             (StatusCode::RANGE_NOT_SATISFIABLE, "range not satisfiable")
         }
         CacheError::Shared(inner) => classify(inner),
-        CacheError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal error"),
+        CacheError::Internal { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "internal error"),
         CacheError::Busy { .. } => (
             StatusCode::SERVICE_UNAVAILABLE,
             "too many downloads in progress; retry later",

@@ -27,7 +27,10 @@ pub async fn get_nar(
 /// Counts the bytes as they go out.
 fn counted(state: &AppState, body: crate::storage::ByteStream) -> crate::storage::ByteStream {
     use futures::StreamExt;
-    let served = state.cache.metrics().served_counter("nar");
+    let served = state
+        .cache
+        .metrics()
+        .served_counter(crate::metrics::ObjectKind::Nar);
     Box::pin(body.inspect(move |chunk| {
         if let Ok(bytes) = chunk {
             served.inc_by(bytes.len() as u64);

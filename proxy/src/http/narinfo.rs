@@ -21,7 +21,10 @@ pub async fn get_narinfo(
     let hash = parse_narinfo_name(&file).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let text = state.cache.narinfo(&hash).await?;
     if method != Method::HEAD {
-        let served = state.cache.metrics().served_counter("narinfo");
+        let served = state
+            .cache
+            .metrics()
+            .served_counter(crate::metrics::ObjectKind::Narinfo);
         served.inc_by(text.len() as u64);
     }
     Ok(([(header::CONTENT_TYPE, MIME_NARINFO)], text).into_response())

@@ -13,31 +13,31 @@ use axum::{
 };
 use tracing::{field::Empty, Instrument};
 
-use crate::metrics::{HttpLabels, Metrics, RouteLabels};
+use crate::metrics::{self, HttpLabels, Metrics, Route, RouteLabels};
 
 /// The route template as a fixed label.
-fn route_label(matched: Option<&MatchedPath>) -> &'static str {
+fn route_label(matched: Option<&MatchedPath>) -> Route {
     match matched.map(MatchedPath::as_str) {
-        Some("/nix-cache-info") => "/nix-cache-info",
-        Some("/pubkey") => "/pubkey",
-        Some("/healthz") => "/healthz",
-        Some("/readyz") => "/readyz",
-        Some("/metrics") => "/metrics",
-        Some("/nar/{file}") => "/nar/{file}",
-        Some("/{file}") => "/{hash}.narinfo",
-        Some(p) if p.starts_with(crate::cache::replica::FILLS_ROUTE) => "/_nixcache/fills/{file}",
-        _ => "other",
+        Some("/nix-cache-info") => Route::NixCacheInfo,
+        Some("/pubkey") => Route::Pubkey,
+        Some("/healthz") => Route::Healthz,
+        Some("/readyz") => Route::Readyz,
+        Some("/metrics") => Route::Metrics,
+        Some("/nar/{file}") => Route::Nar,
+        Some("/{file}") => Route::Narinfo,
+        Some(p) if p.starts_with(crate::cache::replica::FILLS_ROUTE) => Route::Fills,
+        _ => Route::Other,
     }
 }
 
-fn method_label(method: &Method) -> &'static str {
+fn method_label(method: &Method) -> metrics::Method {
     match *method {
-        Method::GET => "GET",
-        Method::HEAD => "HEAD",
-        Method::PUT => "PUT",
-        Method::DELETE => "DELETE",
-        Method::POST => "POST",
-        _ => "other",
+        Method::GET => metrics::Method::Get,
+        Method::HEAD => metrics::Method::Head,
+        Method::PUT => metrics::Method::Put,
+        Method::DELETE => metrics::Method::Delete,
+        Method::POST => metrics::Method::Post,
+        _ => metrics::Method::Other,
     }
 }
 
@@ -48,8 +48,8 @@ pub async fn observe(State(metrics): State<Arc<Metrics>>, request: Request, next
     let span = tracing::info_span!(
         target: "nixcache::request",
         "request",
-        http.method = method,
-        http.route = route,
+        http.method = method.as_str(),
+        http.route = route.as_str(),
         http.status = Empty,
         duration_ms = Empty,
         cache = Empty,

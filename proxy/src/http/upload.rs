@@ -10,7 +10,10 @@ use axum::{
 use nixcache_protocol::{parse_narinfo_name, NarFile};
 
 use super::{error, ApiError, AppState};
-use crate::cache::Stored;
+use crate::{
+    cache::Stored,
+    metrics::{ObjectKind, UploadResult},
+};
 
 /// Largest narinfo accepted (real ones are a few KiB).
 const MAX_NARINFO_BYTES: usize = 1 << 20;
@@ -22,7 +25,7 @@ enum Verb {
 }
 
 /// 405 when the verb is off, 401 without an accepted credential.
-async fn admit(state: &AppState, verb: Verb, headers: &HeaderMap) -> Result<(), Response> {
+async fn admit(state: &AppState, verb: Verb, kind: ObjectKind, headers: &HeaderMap) -> Result<(), Response> {
     let enabled = match verb {
         Verb::Put => state.writes.put,
         Verb::Delete => state.writes.delete,
@@ -40,24 +43,19 @@ async fn admit(state: &AppState, verb: Verb, headers: &HeaderMap) -> Result<(), 
             return Err(response);
         }
     };
-    let kind = if matches!(verb, Verb::Put) {
-        "put"
-    } else {
-        "delete"
-    };
     match auth.allows(headers).await {
         Ok(true) => return Ok(()),
         Ok(false) => {}
         Err(busy) => {
             tracing::debug!(error = %busy, "upload refused: credentials could not be checked in time");
-            state.cache.metrics().upload(kind, "busy");
+            state.cache.metrics().upload(kind, UploadResult::Busy);
             return Err(error::too_busy(
                 "too many credential checks at once: try again shortly",
                 1,
             ));
         }
     }
-    state.cache.metrics().upload(kind, "unauthorized");
+    state.cache.metrics().upload(kind, UploadResult::Unauthorized);
     let mut response = error::plain(
         StatusCode::UNAUTHORIZED,
         "unauthorized: a valid credential is required",
@@ -69,13 +67,13 @@ async fn admit(state: &AppState, verb: Verb, headers: &HeaderMap) -> Result<(), 
     Err(response)
 }
 
-fn stored(state: &AppState, kind: &'static str, outcome: Stored) -> Response {
+fn stored(state: &AppState, kind: ObjectKind, outcome: Stored) -> Response {
     let (status, result) = match outcome {
-        Stored::Created => (StatusCode::CREATED, "stored"),
-        Stored::Exists => (StatusCode::OK, "exists"),
+        Stored::Created => (StatusCode::CREATED, UploadResult::Stored),
+        Stored::Exists => (StatusCode::OK, UploadResult::Exists),
     };
     state.cache.metrics().upload(kind, result);
-    error::plain(status, result)
+    error::plain(status, result.as_str())
 }
 
 fn nar_name(file: &str) -> Result<NarFile, ApiError> {
@@ -88,7 +86,7 @@ pub async fn put_nar(
     Path(file): Path<String>,
     body: Body,
 ) -> Result<Response, ApiError> {
-    if let Err(refused) = admit(&state, Verb::Put, &headers).await {
+    if let Err(refused) = admit(&state, Verb::Put, ObjectKind::Nar, &headers).await {
         return Ok(refused);
     }
     let file = nar_name(&file)?;
@@ -96,8 +94,13 @@ pub async fn put_nar(
         .cache
         .upload_nar(&file, body.into_data_stream(), state.writes.max_upload_size)
         .await
-        .inspect_err(|_| state.cache.metrics().upload("nar", "rejected"))?;
-    Ok(stored(&state, "nar", outcome))
+        .inspect_err(|_| {
+            state
+                .cache
+                .metrics()
+                .upload(ObjectKind::Nar, UploadResult::Rejected)
+        })?;
+    Ok(stored(&state, ObjectKind::Nar, outcome))
 }
 
 pub async fn put_narinfo(
@@ -106,7 +109,7 @@ pub async fn put_narinfo(
     Path(file): Path<String>,
     body: Body,
 ) -> Result<Response, ApiError> {
-    if let Err(refused) = admit(&state, Verb::Put, &headers).await {
+    if let Err(refused) = admit(&state, Verb::Put, ObjectKind::Narinfo, &headers).await {
         return Ok(refused);
     }
     let hash = parse_narinfo_name(&file).map_err(|e| ApiError::BadRequest(e.to_string()))?;
@@ -115,12 +118,13 @@ pub async fn put_narinfo(
         .map_err(|_| ApiError::BadRequest(format!("a narinfo must be under {MAX_NARINFO_BYTES} bytes")))?;
     let text =
         std::str::from_utf8(&bytes).map_err(|_| ApiError::BadRequest("a narinfo is UTF-8 text".into()))?;
-    let outcome = state
-        .cache
-        .upload_narinfo(&hash, text)
-        .await
-        .inspect_err(|_| state.cache.metrics().upload("narinfo", "rejected"))?;
-    Ok(stored(&state, "narinfo", outcome))
+    let outcome = state.cache.upload_narinfo(&hash, text).await.inspect_err(|_| {
+        state
+            .cache
+            .metrics()
+            .upload(ObjectKind::Narinfo, UploadResult::Rejected)
+    })?;
+    Ok(stored(&state, ObjectKind::Narinfo, outcome))
 }
 
 pub async fn delete_nar(
@@ -128,11 +132,14 @@ pub async fn delete_nar(
     headers: HeaderMap,
     Path(file): Path<String>,
 ) -> Result<Response, ApiError> {
-    if let Err(refused) = admit(&state, Verb::Delete, &headers).await {
+    if let Err(refused) = admit(&state, Verb::Delete, ObjectKind::Nar, &headers).await {
         return Ok(refused);
     }
     state.cache.delete_uploaded_nar(&nar_name(&file)?).await?;
-    state.cache.metrics().upload("nar", "deleted");
+    state
+        .cache
+        .metrics()
+        .upload(ObjectKind::Nar, UploadResult::Deleted);
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -141,11 +148,14 @@ pub async fn delete_narinfo(
     headers: HeaderMap,
     Path(file): Path<String>,
 ) -> Result<Response, ApiError> {
-    if let Err(refused) = admit(&state, Verb::Delete, &headers).await {
+    if let Err(refused) = admit(&state, Verb::Delete, ObjectKind::Narinfo, &headers).await {
         return Ok(refused);
     }
     let hash = parse_narinfo_name(&file).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     state.cache.delete_uploaded_narinfo(&hash).await?;
-    state.cache.metrics().upload("narinfo", "deleted");
+    state
+        .cache
+        .metrics()
+        .upload(ObjectKind::Narinfo, UploadResult::Deleted);
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -11,6 +11,7 @@ use futures::StreamExt;
 use tokio::{fs, io::AsyncWriteExt};
 
 use super::{bufpool, BlobKey, BlobRead, BlobStore, ByteRange, ByteStream, StorageError};
+use crate::scratch::tempfile_in;
 
 pub struct LocalStore {
     root: PathBuf,
@@ -180,54 +181,6 @@ fn tokio_stream_from(
     mut rx: tokio::sync::mpsc::Receiver<io::Result<Bytes>>,
 ) -> impl futures::Stream<Item = io::Result<Bytes>> {
     futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
-}
-
-/// A unique temp path for `key` in `dir`.
-pub fn tempfile_in(dir: &Path, key: &BlobKey) -> PathBuf {
-    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    dir.join(format!("{key}.{}.{n}.tmp", std::process::id()))
-}
-
-/// A temp file's path, removed when this is dropped however the work on the file ends: an
-/// error, or the future doing it dropped (a client that hung up). Nothing is created here.
-#[derive(Debug)]
-pub struct TempPath {
-    path: PathBuf,
-    armed: bool,
-}
-
-impl TempPath {
-    /// A unique path for `key` in `dir` ([`tempfile_in`]).
-    pub fn new_in(dir: &Path, key: &BlobKey) -> Self {
-        Self {
-            path: tempfile_in(dir, key),
-            armed: true,
-        }
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// Leaves the file where it is (it was renamed away, or someone else removes it).
-    pub fn keep(mut self) {
-        self.armed = false;
-    }
-}
-
-impl Drop for TempPath {
-    fn drop(&mut self) {
-        if !self.armed {
-            return;
-        }
-        // One unlink, on whatever thread drops this: not worth a trip to the blocking pool.
-        match std::fs::remove_file(&self.path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => tracing::warn!(path = %self.path.display(), error = %e, "cannot remove a temp file"),
-        }
-    }
 }
 
 /// Collects a stream into memory; for tests.

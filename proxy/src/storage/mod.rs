@@ -57,14 +57,24 @@ pub enum StorageError {
         end: u64,
         size: u64,
     },
-    #[error("storage is out of space while {context}")]
-    NoSpace { context: String, error: io::Error },
+    // The messages name their cause too: most logs print only the top error's message.
+    #[error("storage is out of space while {context}: {error}")]
+    NoSpace {
+        context: String,
+        #[source]
+        error: io::Error,
+    },
     #[error("storage I/O failed while {context}: {error}")]
-    Io { context: String, error: io::Error },
+    Io {
+        context: String,
+        #[source]
+        error: io::Error,
+    },
     /// A remote backend (S3) refused or failed a request; `error` is the client's error.
     #[error("storage backend failed while {context}: {}", chain(.error))]
     Backend {
         context: String,
+        #[source]
         error: Box<dyn std::error::Error + Send + Sync>,
     },
 }

@@ -1,4 +1,5 @@
-//! The conformance suite every `BlobStore` must pass. Backends add one `#[tokio::test]` that calls `suite`.
+//! The conformance suite every `BlobStore` must pass: one test per property and backend
+//! (`on_local::…`, `on_s3::…`), each on a fresh store.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
@@ -6,8 +7,9 @@ use std::path::Path;
 use bytes::Bytes;
 use futures::stream;
 
-use super::{local::collect, BlobKey, BlobStore, ByteRange, LocalStore, StorageError};
-use crate::testutil::s3::S3sFs;
+use nixcache_testsupport::s3::{S3sFs, ACCESS_KEY, SECRET_KEY};
+
+use super::{local::collect, BlobKey, BlobStore, ByteRange, LocalStore, S3Config, S3Store, StorageError};
 
 pub(super) fn key(n: u8) -> BlobKey {
     let hash = nixcache_protocol::Sha256Hash::digest(&[n]);
@@ -17,21 +19,99 @@ pub(super) fn key(n: u8) -> BlobKey {
     })
 }
 
+/// Settings for `bucket` on the test server, with its credentials.
+pub(super) fn s3_config(server: &S3sFs, bucket: &str, prefix: &str) -> S3Config {
+    S3Config {
+        bucket: bucket.into(),
+        endpoint: Some(server.endpoint()),
+        region: Some("us-east-1".into()),
+        path_style: true,
+        prefix: prefix.into(),
+        credentials: Some(aws_sdk_s3::config::Credentials::new(
+            ACCESS_KEY,
+            SECRET_KEY,
+            None,
+            None,
+            "nixcache-test",
+        )),
+        timeouts: Default::default(),
+    }
+}
+
+/// A store on a new bucket of the test server.
+pub(super) async fn s3_store(server: &S3sFs, prefix: &str) -> S3Store {
+    let bucket = server.create_bucket().unwrap();
+    S3Store::connect(&s3_config(server, &bucket, prefix))
+        .await
+        .unwrap()
+}
+
 pub(super) fn chunks(data: &[u8]) -> super::ByteStream {
     let parts: Vec<std::io::Result<Bytes>> =
         data.chunks(7000).map(|c| Ok(Bytes::copy_from_slice(c))).collect();
     Box::pin(stream::iter(parts))
 }
 
-async fn suite(store: &dyn BlobStore) {
-    let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+/// Every property `fn(store, staging dir)` as a test on each backend. After each, no temp file
+/// (local) or open multipart upload (S3) is left over.
+macro_rules! conformance {
+    ($($property:ident),* $(,)?) => {
+        mod on_local {
+            $(
+                #[tokio::test]
+                async fn $property() {
+                    let dir = tempfile::tempdir().unwrap();
+                    let store = super::LocalStore::open(dir.path().join("nar"), dir.path().join("tmp"))
+                        .await
+                        .unwrap();
+                    super::$property(&store, &dir.path().join("tmp")).await;
+                    assert_eq!(std::fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+                }
+            )*
+        }
+        mod on_s3 {
+            $(
+                #[tokio::test]
+                async fn $property() {
+                    let Some(server) = super::S3sFs::start().await.unwrap() else {
+                        return;
+                    };
+                    let store = super::s3_store(&server, "nixcache/").await;
+                    let staging = tempfile::tempdir().unwrap();
+                    super::$property(&store, staging.path()).await;
+                    assert_eq!(
+                        server.open_uploads().unwrap(),
+                        0,
+                        "every multipart upload completed or aborted"
+                    );
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    absent_objects,
+    whole_objects_and_ranges,
+    a_failed_put_leaves_nothing,
+    overwrite_and_delete,
+    large_objects,
+);
+
+async fn absent_objects(store: &dyn BlobStore, _: &Path) {
     let k = key(1);
     assert_eq!(store.stat(&k).await.unwrap(), None);
     assert!(matches!(
         store.get(&k, None).await,
         Err(StorageError::NotFound(_))
     ));
+    assert!(!store.delete(&k).await.unwrap());
+    store.ping().await.unwrap();
+}
 
+async fn whole_objects_and_ranges(store: &dyn BlobStore, _: &Path) {
+    let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+    let k = key(1);
     assert_eq!(
         store.put_stream(&k, chunks(&data)).await.unwrap(),
         data.len() as u64
@@ -80,8 +160,12 @@ async fn suite(store: &dyn BlobStore) {
         matches!(beyond, Err(StorageError::BadRange { size: 100_000, .. })),
         "range starting past the end must be refused"
     );
+}
 
+async fn a_failed_put_leaves_nothing(store: &dyn BlobStore, _: &Path) {
     // A failing body leaves nothing behind, and the old object stays intact.
+    let k = key(1);
+    store.put_stream(&k, chunks(b"old")).await.unwrap();
     let k2 = key(2);
     let failing: super::ByteStream = Box::pin(stream::iter(vec![
         Ok(Bytes::from_static(b"partial")),
@@ -89,8 +173,22 @@ async fn suite(store: &dyn BlobStore) {
     ]));
     assert!(store.put_stream(&k2, failing).await.is_err());
     assert_eq!(store.stat(&k2).await.unwrap(), None);
+    let failing: super::ByteStream = Box::pin(stream::iter(vec![
+        Ok(Bytes::from_static(b"partial")),
+        Err(std::io::Error::other("upstream cut off")),
+    ]));
+    assert!(store.put_stream(&k, failing).await.is_err());
+    assert_eq!(
+        collect(store.get(&k, None).await.unwrap().body).await.unwrap(),
+        b"old"
+    );
+    assert!(store.delete(&k).await.unwrap());
+}
 
+async fn overwrite_and_delete(store: &dyn BlobStore, _: &Path) {
     // Overwrite replaces atomically; delete reports whether something went.
+    let k = key(1);
+    store.put_stream(&k, chunks(b"old")).await.unwrap();
     store.put_stream(&k, chunks(b"new")).await.unwrap();
     assert_eq!(
         collect(store.get(&k, None).await.unwrap().body).await.unwrap(),
@@ -152,18 +250,6 @@ async fn large_objects(store: &dyn BlobStore, staging: &Path) {
 }
 
 #[tokio::test]
-async fn local_store_conformance() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = LocalStore::open(dir.path().join("nar"), dir.path().join("tmp"))
-        .await
-        .unwrap();
-    suite(&store).await;
-    large_objects(&store, &dir.path().join("tmp")).await;
-    // No temp files are left over.
-    assert_eq!(std::fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
-}
-
-#[tokio::test]
 async fn local_put_file_moves_the_staged_file() {
     let dir = tempfile::tempdir().unwrap();
     let store = LocalStore::open(dir.path().join("nar"), dir.path().join("tmp"))
@@ -174,37 +260,4 @@ async fn local_put_file_moves_the_staged_file() {
     store.put_file(&key(3), &staged).await.unwrap();
     assert!(!staged.exists());
     assert_eq!(store.stat(&key(3)).await.unwrap(), Some(12));
-}
-
-#[test]
-fn a_temp_path_is_removed_when_dropped_unless_kept() {
-    let dir = tempfile::tempdir().unwrap();
-    let dropped = super::local::TempPath::new_in(dir.path(), &key(4));
-    std::fs::write(dropped.path(), b"partial").unwrap();
-    let path = dropped.path().to_owned();
-    drop(dropped);
-    assert!(!path.exists());
-    // Never created: nothing to remove, nothing to complain about.
-    drop(super::local::TempPath::new_in(dir.path(), &key(4)));
-    let kept = super::local::TempPath::new_in(dir.path(), &key(5));
-    std::fs::write(kept.path(), b"whole").unwrap();
-    let path = kept.path().to_owned();
-    kept.keep();
-    assert!(path.exists());
-}
-
-#[tokio::test]
-async fn s3_store_conformance() {
-    let Some(server) = S3sFs::start().await.unwrap() else {
-        return;
-    };
-    let store = server.store("nixcache/").await.unwrap();
-    suite(&store).await;
-    let staging = tempfile::tempdir().unwrap();
-    large_objects(&store, staging.path()).await;
-    assert_eq!(
-        server.open_uploads().unwrap(),
-        0,
-        "every multipart upload completed or aborted"
-    );
 }

@@ -2,12 +2,31 @@
 
 use std::time::Duration;
 
+use crate::metrics::UpstreamFailure;
+
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
     #[error("{url}: no response within {after:?}")]
     Timeout { url: String, after: Duration },
     #[error("{url}: {error}")]
-    Request { url: String, error: reqwest::Error },
+    Request {
+        url: String,
+        #[source]
+        error: reqwest::Error,
+    },
+    /// The HTTP client could not be built (at start: TLS roots, settings).
+    #[error("building the HTTP client for the upstreams failed: {error}")]
+    Client {
+        #[source]
+        error: reqwest::Error,
+    },
+    /// The task asking `url` ended without an answer (it panicked).
+    #[error("{url}: the lookup task failed: {error}")]
+    Task {
+        url: String,
+        #[source]
+        error: tokio::task::JoinError,
+    },
     #[error("{url}: HTTP {status}")]
     Status { url: String, status: u16 },
     #[error("{url}: {reason}")]
@@ -24,13 +43,15 @@ pub enum UpstreamError {
 
 impl UpstreamError {
     /// The `reason` label of the error metric.
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> UpstreamFailure {
         match self {
-            _ if self.is_timeout() => "timeout",
-            Self::Request { .. } | Self::Timeout { .. } => "request",
-            Self::Status { .. } => "status",
-            Self::Invalid { .. } => "invalid",
-            Self::Redirect { .. } => "redirect",
+            _ if self.is_timeout() => UpstreamFailure::Timeout,
+            Self::Request { .. } | Self::Timeout { .. } | Self::Client { .. } | Self::Task { .. } => {
+                UpstreamFailure::Request
+            }
+            Self::Status { .. } => UpstreamFailure::Status,
+            Self::Invalid { .. } => UpstreamFailure::Invalid,
+            Self::Redirect { .. } => UpstreamFailure::Redirect,
         }
     }
 
@@ -38,7 +59,11 @@ impl UpstreamError {
         match self {
             Self::Timeout { .. } => true,
             Self::Request { error, .. } => error.is_timeout(),
-            Self::Status { .. } | Self::Invalid { .. } | Self::Redirect { .. } => false,
+            Self::Status { .. }
+            | Self::Invalid { .. }
+            | Self::Redirect { .. }
+            | Self::Client { .. }
+            | Self::Task { .. } => false,
         }
     }
 }

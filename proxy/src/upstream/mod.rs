@@ -13,6 +13,8 @@ use nixcache_protocol::{CacheInfo, NarInfo, PublicKey, StorePathHash, STORE_DIR}
 use reqwest::{header, StatusCode};
 use url::Url;
 
+use crate::metrics::ObjectKind;
+
 pub use error::UpstreamError;
 pub use nixcache_formats::netrc::{Credentials, Netrc};
 
@@ -89,14 +91,11 @@ impl Upstreams {
         if !options.allow_link_local {
             client = client.dns_resolver(outbound::NoLinkLocal::shared());
         }
-        let client = client.build().map_err(|error| UpstreamError::Request {
-            url: "<client>".into(),
-            error,
-        })?;
+        let client = client.build().map_err(|error| UpstreamError::Client { error })?;
         let mut list = Vec::new();
         for raw in urls {
             let invalid = |reason: String| UpstreamError::Invalid {
-                url: crate::db::redact_url(raw),
+                url: crate::redact::url(raw),
                 reason,
             };
             let mut base = Url::parse(raw.trim()).map_err(|e| invalid(format!("not a URL: {e}")))?;
@@ -185,25 +184,24 @@ impl Upstreams {
             .map(|u| {
                 let (this, upstream) = (Arc::clone(&self.ctx), Arc::clone(u));
                 let hash = *hash;
-                tokio::spawn(async move { this.narinfo_from(&upstream, &hash).await })
+                let url = upstream.url().to_owned();
+                (
+                    url,
+                    tokio::spawn(async move { this.narinfo_from(&upstream, &hash).await }),
+                )
             })
             .collect();
         let mut failure = None;
         let mut tasks = tasks.into_iter();
-        while let Some(task) = tasks.next() {
+        while let Some((url, task)) = tasks.next() {
             match task.await {
                 Ok(Ok(Some(info))) => {
-                    tasks.for_each(|t| t.abort());
+                    tasks.for_each(|(_, t)| t.abort());
                     return Lookup::Found(Box::new(info));
                 }
                 Ok(Ok(None)) => {}
                 Ok(Err(e)) => failure = Some(e),
-                Err(join) => {
-                    failure = Some(UpstreamError::Invalid {
-                        url: "<task>".into(),
-                        reason: join.to_string(),
-                    })
-                }
+                Err(error) => failure = Some(UpstreamError::Task { url, error }),
             }
         }
         failure.map_or(Lookup::NotFound, Lookup::Failed)
@@ -229,8 +227,8 @@ impl Upstreams {
         };
         let metrics = &self.ctx.options.metrics;
         match &result {
-            Ok(_) => metrics.upstream_request(label, "nar", started.elapsed()),
-            Err(err) => metrics.upstream_error(label, "nar", err.reason()),
+            Ok(_) => metrics.upstream_request(label, ObjectKind::Nar, started.elapsed()),
+            Err(err) => metrics.upstream_error(label, ObjectKind::Nar, err.reason()),
         }
         result
     }
@@ -246,7 +244,7 @@ impl Upstreams {
         self.ctx
             .options
             .metrics
-            .upstream_error(label, "nar", err.reason());
+            .upstream_error(label, ObjectKind::Nar, err.reason());
     }
 }
 
@@ -364,8 +362,8 @@ impl TaskContext {
         let result = self.verified_narinfo(upstream, hash).await;
         let metrics = &self.options.metrics;
         match &result {
-            Ok(_) => metrics.upstream_request(upstream.url(), "narinfo", started.elapsed()),
-            Err(err) => metrics.upstream_error(upstream.url(), "narinfo", err.reason()),
+            Ok(_) => metrics.upstream_request(upstream.url(), ObjectKind::Narinfo, started.elapsed()),
+            Err(err) => metrics.upstream_error(upstream.url(), ObjectKind::Narinfo, err.reason()),
         }
         result
     }

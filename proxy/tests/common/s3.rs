@@ -1,6 +1,6 @@
 //! `--storage s3` on a test s3s-fs: the credential variables and the serve flags.
 
-use nixcache::testutil::s3::{S3sFs, CREDENTIAL_ENV};
+use nixcache_testsupport::s3::{S3sFs, CREDENTIAL_ENV};
 
 /// Points the standard AWS chain at the test credentials. Process-wide, so a test binary using
 /// it holds one test (or one server).
@@ -14,7 +14,7 @@ fn use_test_credentials() {
 /// flags for NARs under `prefix` in it; `None` when s3s-fs is missing (and not required).
 pub async fn server_with_bucket(prefix: &str) -> Option<(S3sFs, String, Vec<String>)> {
     let server = S3sFs::start().await.unwrap()?;
-    let bucket = server.create_bucket().await.unwrap();
+    let bucket = server.create_bucket().unwrap();
     use_test_credentials();
     let flags = server.serve_args(&bucket, prefix);
     Some((server, bucket, flags))

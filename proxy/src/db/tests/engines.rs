@@ -1,10 +1,10 @@
-//! The suite and the migration and lease-race scenarios on every engine, each test on a fresh
+//! The conformance suite (one test per property) and the migration and lease-race scenarios on every engine, each test on a fresh
 //! database (`testdb`): SQLite always, PostgreSQL and MariaDB/MySQL when their test servers
 //! answer (required in CI).
 
 use std::{sync::Arc, time::Duration};
 
-use super::{record, suite};
+use super::{leases, lru, narinfos_and_nars, record};
 use crate::db::{
     connect,
     migrate::{self, migrator},
@@ -27,20 +27,39 @@ macro_rules! on_engines {
 }
 
 on_engines!(sqlite: crate::db::Engine::Sqlite =>
-    conformance, migrate_reports_then_up_to_date, refuses_newer_schema, lease_race, expired_lease_race);
+    stores_narinfos_and_nars, holds_leases, evicts_least_recent_first, deletes_expired_leases,
+    keeps_uploads, migrate_reports_then_up_to_date, refuses_newer_schema, lease_race,
+    expired_lease_race);
 on_engines!(postgres: crate::db::Engine::Postgres =>
-    conformance, migrate_reports_then_up_to_date, refuses_newer_schema, lease_race, expired_lease_race,
-    refuses_unmigrated, concurrent_migrate);
+    stores_narinfos_and_nars, holds_leases, evicts_least_recent_first, deletes_expired_leases,
+    keeps_uploads, migrate_reports_then_up_to_date, refuses_newer_schema, lease_race,
+    expired_lease_race, refuses_unmigrated, concurrent_migrate);
 on_engines!(mysql: crate::db::Engine::MySql =>
-    conformance, migrate_reports_then_up_to_date, refuses_newer_schema, lease_race, expired_lease_race,
-    refuses_unmigrated, concurrent_migrate, mariadb_scheme);
+    stores_narinfos_and_nars, holds_leases, evicts_least_recent_first, deletes_expired_leases,
+    keeps_uploads, migrate_reports_then_up_to_date, refuses_newer_schema, lease_race,
+    expired_lease_race, refuses_unmigrated, concurrent_migrate, mariadb_scheme);
 
-async fn conformance(engine: Engine) {
-    let Some(db) = TestDb::migrated(engine).await else {
-        return;
+/// A conformance property `fn(&dyn MetadataStore)` as a scenario on a fresh, migrated database.
+macro_rules! property {
+    ($($scenario:ident => $property:path),* $(,)?) => {
+        $(
+            async fn $scenario(engine: Engine) {
+                let Some(db) = TestDb::migrated(engine).await else {
+                    return;
+                };
+                $property(&*connect(db.url()).await.unwrap()).await;
+            }
+        )*
     };
-    suite(&*connect(db.url()).await.unwrap()).await;
 }
+
+property!(
+    stores_narinfos_and_nars => narinfos_and_nars,
+    holds_leases => leases,
+    evicts_least_recent_first => lru::lru,
+    deletes_expired_leases => lru::expired_leases,
+    keeps_uploads => lru::uploads,
+);
 
 fn known(engine: Engine) -> usize {
     migrator(engine).iter().count()

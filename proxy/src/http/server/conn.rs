@@ -32,26 +32,7 @@ pub struct Timeouts {
 }
 
 /// Why the proxy closed a connection: the `reason` label of `nixcache_http_connections_closed`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Closed {
-    HeaderTimeout,
-    IdleTimeout,
-    /// Its slot went to a new connection (at --max-connections).
-    Evicted,
-    /// The client took no bytes of a response for --send-timeout.
-    SendTimeout,
-}
-
-impl Closed {
-    pub fn reason(self) -> &'static str {
-        match self {
-            Closed::HeaderTimeout => "header_timeout",
-            Closed::IdleTimeout => "idle_timeout",
-            Closed::Evicted => "evicted",
-            Closed::SendTimeout => "send_timeout",
-        }
-    }
-}
+pub use crate::metrics::ConnectionClosed as Closed;
 
 /// What the watchdog should do now.
 #[derive(Debug, PartialEq, Eq)]

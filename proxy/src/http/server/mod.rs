@@ -313,8 +313,8 @@ impl Connection {
         loop {
             let deadline = match self.activity.verdict(&self.timeouts, Instant::now()) {
                 Verdict::Close(reason) => {
-                    tracing::debug!(reason = reason.reason(), "closing a client connection");
-                    self.metrics.connection_closed(reason.reason());
+                    tracing::debug!(reason = reason.as_str(), "closing a client connection");
+                    self.metrics.connection_closed(reason);
                     // Nothing of a response is pending while headers are awaited, and a client
                     // that stopped reading gets no more: dropped at once. An idle or evicted
                     // connection may still hold the tail of its last response in hyper's

@@ -7,12 +7,11 @@ use bytes::Bytes;
 use futures::{stream, StreamExt};
 
 use super::{parse_content_range, S3Config, S3Store, S3Timeouts};
-use crate::{
-    storage::{
-        tests::{chunks, key, pseudo_random},
-        BlobStore, ByteStream, StorageError,
-    },
-    testutil::s3::S3sFs,
+use nixcache_testsupport::s3::{S3sFs, ACCESS_KEY};
+
+use crate::storage::{
+    tests::{chunks, key, pseudo_random, s3_config, s3_store},
+    BlobStore, ByteStream, StorageError,
 };
 
 /// `data` in 1 MiB chunks, then an error: the upload fails after some parts went up.
@@ -41,7 +40,7 @@ async fn a_failing_multipart_upload_is_aborted() {
     let Some(server) = S3sFs::start().await.unwrap() else {
         return;
     };
-    let store = server.store("").await.unwrap();
+    let store = s3_store(&server, "").await;
     let k = key(1);
     let err = store
         .put_stream(&k, failing_after(&pseudo_random(20 << 20)))
@@ -56,7 +55,7 @@ async fn a_cancelled_multipart_upload_is_aborted() {
     let Some(server) = S3sFs::start().await.unwrap() else {
         return;
     };
-    let store = Arc::new(server.store("").await.unwrap());
+    let store = Arc::new(s3_store(&server, "").await);
     // Nine MiB, then silence: one part goes up, the second never fills.
     let body: ByteStream = Box::pin(chunks(&pseudo_random(9 << 20)).chain(stream::pending()));
     let task = tokio::spawn({
@@ -75,11 +74,11 @@ async fn prefixes_keep_stores_apart() {
     let Some(server) = S3sFs::start().await.unwrap() else {
         return;
     };
-    let bucket = server.create_bucket().await.unwrap();
-    let a = S3Store::connect(&server.config(&bucket, "/team-a"))
+    let bucket = server.create_bucket().unwrap();
+    let a = S3Store::connect(&s3_config(&server, &bucket, "/team-a"))
         .await
         .unwrap();
-    let b = S3Store::connect(&server.config(&bucket, "team-b/"))
+    let b = S3Store::connect(&s3_config(&server, &bucket, "team-b/"))
         .await
         .unwrap();
     let k = key(3);
@@ -102,17 +101,17 @@ async fn ping_explains_bad_credentials_and_missing_buckets() {
     let Some(server) = S3sFs::start().await.unwrap() else {
         return;
     };
-    let bucket = server.create_bucket().await.unwrap();
-    S3Store::connect(&server.config(&bucket, ""))
+    let bucket = server.create_bucket().unwrap();
+    S3Store::connect(&s3_config(&server, &bucket, ""))
         .await
         .unwrap()
         .ping()
         .await
         .unwrap();
 
-    let mut wrong = server.config(&bucket, "");
+    let mut wrong = s3_config(&server, &bucket, "");
     wrong.credentials = Some(aws_sdk_s3::config::Credentials::new(
-        crate::testutil::s3::ACCESS_KEY,
+        ACCESS_KEY,
         "not-the-secret",
         None,
         None,
@@ -124,7 +123,7 @@ async fn ping_explains_bad_credentials_and_missing_buckets() {
     assert!(msg.contains("access denied"), "{msg}");
     assert!(!msg.contains("not-the-secret"), "{msg}");
 
-    let missing = server.config("no-such-bucket", "");
+    let missing = s3_config(&server, "no-such-bucket", "");
     let err = S3Store::connect(&missing)
         .await
         .unwrap()
@@ -208,16 +207,16 @@ async fn a_hung_server_fails_requests_and_body_reads_in_bounded_time() {
     let Some(server) = S3sFs::start().await.unwrap() else {
         return;
     };
-    let bucket = server.create_bucket().await.unwrap();
+    let bucket = server.create_bucket().unwrap();
     // More than the loopback socket buffers hold, so a read must wait for the server. Uploaded
     // with the default bounds: a busy machine may need more than a second per part.
     let data = pseudo_random(32 << 20);
     let k = key(9);
-    let uploader = S3Store::connect(&server.config(&bucket, "")).await.unwrap();
+    let uploader = S3Store::connect(&s3_config(&server, &bucket, "")).await.unwrap();
     uploader.put_stream(&k, chunks(&data)).await.unwrap();
     let config = S3Config {
         timeouts: short_timeouts(),
-        ..server.config(&bucket, "")
+        ..s3_config(&server, &bucket, "")
     };
     let store = S3Store::connect(&config).await.unwrap();
     let mut read = store.get(&k, None).await.unwrap().body;

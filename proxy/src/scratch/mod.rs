@@ -13,6 +13,8 @@
 //! partial downloads for that long. Directories of older versions, which have no lock file, are
 //! removed when unchanged for an hour, as those versions did.
 
+mod temp_path;
+
 use std::{
     fs::File,
     io,
@@ -23,6 +25,8 @@ use std::{
 };
 
 use anyhow::Context;
+
+pub use temp_path::{tempfile_in, TempPath};
 
 /// The lock file in each process's directory.
 pub const LOCK_FILE: &str = ".lock";

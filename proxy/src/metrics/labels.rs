@@ -1,0 +1,176 @@
+//! The label sets and their values: every value is a variant of a small enum, so a label can
+//! only take the values listed here (and the README's metrics table names them all).
+
+use std::fmt::Write as _;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+
+/// An enum whose variants are label values: `as_str` is what the exposition shows.
+macro_rules! label_value {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+        pub enum $name {
+            $($(#[$vmeta])* $variant),+
+        }
+
+        impl $name {
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $text),+
+                }
+            }
+        }
+
+        impl EncodeLabelValue for $name {
+            fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+                encoder.write_str(self.as_str())
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+label_value! {
+    /// What a request or a fetch was for.
+    ObjectKind { Narinfo => "narinfo", Nar => "nar" }
+}
+
+label_value! {
+    /// How a narinfo or NAR request was answered (`busy`: refused by the fill limits).
+    LookupResult { Hit => "hit", Miss => "miss", NotFound => "not_found", Busy => "busy", Error => "error" }
+}
+
+label_value! {
+    /// What became of a PUT or DELETE.
+    UploadResult {
+        Stored => "stored",
+        Exists => "exists",
+        Rejected => "rejected",
+        Unauthorized => "unauthorized",
+        Busy => "busy",
+        Deleted => "deleted",
+    }
+}
+
+label_value! {
+    /// The garbage collections' one kind (the series has always carried `kind="gc"`).
+    GcKind { Gc => "gc" }
+}
+
+label_value! {
+    /// How a garbage collection ended.
+    GcResult { Ok => "ok", Busy => "busy", Error => "error" }
+}
+
+label_value! {
+    /// The limit a refused fill ran into: `--max-fills` or `--max-fill-bytes`.
+    FillLimit { Fills => "fills", Bytes => "bytes" }
+}
+
+label_value! {
+    /// Why the proxy closed a client connection.
+    ConnectionClosed {
+        HeaderTimeout => "header_timeout",
+        IdleTimeout => "idle_timeout",
+        /// Its slot went to a new connection (at --max-connections).
+        Evicted => "evicted",
+        /// The client took no bytes of a response for --send-timeout.
+        SendTimeout => "send_timeout",
+    }
+}
+
+label_value! {
+    /// Why an upstream request failed.
+    UpstreamFailure {
+        Timeout => "timeout",
+        Request => "request",
+        Status => "status",
+        Invalid => "invalid",
+        Redirect => "redirect",
+    }
+}
+
+label_value! {
+    /// The route template of a request.
+    Route {
+        NixCacheInfo => "/nix-cache-info",
+        Pubkey => "/pubkey",
+        Healthz => "/healthz",
+        Readyz => "/readyz",
+        Metrics => "/metrics",
+        Nar => "/nar/{file}",
+        Narinfo => "/{hash}.narinfo",
+        Fills => "/_nixcache/fills/{file}",
+        Other => "other",
+    }
+}
+
+label_value! {
+    /// The request's method.
+    Method { Get => "GET", Head => "HEAD", Put => "PUT", Delete => "DELETE", Post => "POST", Other => "other" }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabels {
+    pub route: Route,
+    pub method: Method,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub route: Route,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: ObjectKind,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LookupLabels {
+    pub kind: ObjectKind,
+    pub result: LookupResult,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UploadLabels {
+    pub kind: ObjectKind,
+    pub result: UploadResult,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GcLabels {
+    pub kind: GcKind,
+    pub result: GcResult,
+}
+
+/// `upstream` is a configured upstream's URL: bounded by the configuration.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpstreamLabels {
+    pub upstream: String,
+    pub kind: ObjectKind,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpstreamErrorLabels {
+    pub upstream: String,
+    pub kind: ObjectKind,
+    pub reason: UpstreamFailure,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LimitLabels {
+    pub limit: FillLimit,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: ConnectionClosed,
+}

@@ -1,0 +1,221 @@
+//! Prometheus metrics (`GET /metrics`, text format). Labels are bounded: route templates, kinds,
+//! results, configured upstream URLs and error classes, never object names.
+
+use std::{fmt::Write as _, time::Duration};
+
+mod labels;
+mod register;
+
+use prometheus_client::{
+    encoding::text::encode,
+    metrics::{
+        counter::Counter,
+        family::Family,
+        gauge::Gauge,
+        histogram::{exponential_buckets, Histogram},
+    },
+    registry::Registry,
+};
+
+pub use labels::{
+    ConnectionClosed, FillLimit, GcKind, GcLabels, GcResult, HttpLabels, KindLabels, LimitLabels,
+    LookupLabels, LookupResult, Method, ObjectKind, ReasonLabels, Route, RouteLabels, UploadLabels,
+    UploadResult, UpstreamErrorLabels, UpstreamFailure, UpstreamLabels,
+};
+
+use crate::db::Usage;
+
+type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn latency_histogram() -> Histogram {
+    // 100 µs … ~55 s.
+    Histogram::new(exponential_buckets(0.0001, 2.5, 15))
+}
+
+/// Every metric of the proxy; cloned handles share their values.
+pub struct Metrics {
+    registry: Registry,
+    pub http_requests: Family<HttpLabels, Counter>,
+    pub http_duration: Histograms<RouteLabels>,
+    pub lookups: Family<LookupLabels, Counter>,
+    pub served_bytes: Family<KindLabels, Counter>,
+    pub upstream_duration: Histograms<UpstreamLabels>,
+    pub upstream_errors: Family<UpstreamErrorLabels, Counter>,
+    pub fills_in_flight: Gauge,
+    /// Requests that joined a lookup or download already under way instead of starting one.
+    pub coalesced: Family<KindLabels, Counter>,
+    pub size_bytes: Gauge,
+    pub nars: Gauge,
+    pub narinfos: Gauge,
+    pub gc_runs: Family<GcLabels, Counter>,
+    pub gc_evictions: Family<KindLabels, Counter>,
+    pub gc_freed_bytes: Counter,
+    pub gc_duration: Histogram,
+    pub uploads: Family<UploadLabels, Counter>,
+    pub scrubbed_bytes: Counter,
+    pub scrub_dropped: Counter,
+    /// Fills refused with 503, by the limit they ran into.
+    pub fills_refused: Family<LimitLabels, Counter>,
+    /// Fills cancelled because every client left.
+    pub fills_abandoned: Counter,
+    /// Bytes written to the temp files of fills in progress.
+    pub fill_temp_bytes: Gauge,
+    /// The most the fills in progress may write: what `--max-fill-bytes` bounds.
+    pub fill_reserved_bytes: Gauge,
+    /// Client connections open (the probes-only reserve included).
+    pub connections_open: Gauge,
+    pub connections_closed: Family<ReasonLabels, Counter>,
+    /// Connections past --max-connections, which answer only the health endpoints.
+    pub connections_probes_only: Counter,
+    /// bcrypt checks running (at most `auth::BCRYPT_AT_ONCE`).
+    pub auth_hashes_in_flight: Gauge,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut m = Self {
+            registry: Registry::with_prefix("nixcache"),
+            http_requests: Family::default(),
+            http_duration: Family::new_with_constructor(latency_histogram),
+            lookups: Family::default(),
+            served_bytes: Family::default(),
+            upstream_duration: Family::new_with_constructor(latency_histogram),
+            upstream_errors: Family::default(),
+            fills_in_flight: Gauge::default(),
+            coalesced: Family::default(),
+            size_bytes: Gauge::default(),
+            nars: Gauge::default(),
+            narinfos: Gauge::default(),
+            gc_runs: Family::default(),
+            gc_evictions: Family::default(),
+            gc_freed_bytes: Counter::default(),
+            gc_duration: latency_histogram(),
+            uploads: Family::default(),
+            scrubbed_bytes: Counter::default(),
+            scrub_dropped: Counter::default(),
+            fills_refused: Family::default(),
+            fills_abandoned: Counter::default(),
+            fill_temp_bytes: Gauge::default(),
+            fill_reserved_bytes: Gauge::default(),
+            connections_open: Gauge::default(),
+            connections_closed: Family::default(),
+            connections_probes_only: Counter::default(),
+            auth_hashes_in_flight: Gauge::default(),
+        };
+        m.register();
+        m
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(8 << 10);
+        if encode(&mut out, &self.registry).is_err() {
+            let _ = writeln!(out, "# encoding failed");
+        }
+        out
+    }
+
+    pub fn lookup(&self, kind: ObjectKind, result: LookupResult) {
+        self.lookups.get_or_create(&LookupLabels { kind, result }).inc();
+    }
+
+    pub fn coalesced(&self, kind: ObjectKind) {
+        self.coalesced_counter(kind).inc();
+    }
+
+    /// The waiters-coalesced counter of `kind`, for code that counts without a `Metrics`.
+    pub fn coalesced_counter(&self, kind: ObjectKind) -> Counter {
+        self.coalesced.get_or_create(&KindLabels { kind }).clone()
+    }
+
+    /// The bytes-served counter of `kind`, to be counted as a body goes out.
+    pub fn served_counter(&self, kind: ObjectKind) -> Counter {
+        self.served_bytes.get_or_create(&KindLabels { kind }).clone()
+    }
+
+    pub fn upstream_request(&self, upstream: &str, kind: ObjectKind, took: Duration) {
+        let labels = UpstreamLabels {
+            upstream: upstream.to_owned(),
+            kind,
+        };
+        self.upstream_duration
+            .get_or_create(&labels)
+            .observe(took.as_secs_f64());
+    }
+
+    pub fn upstream_error(&self, upstream: &str, kind: ObjectKind, reason: UpstreamFailure) {
+        let labels = UpstreamErrorLabels {
+            upstream: upstream.to_owned(),
+            kind,
+            reason,
+        };
+        self.upstream_errors.get_or_create(&labels).inc();
+    }
+
+    pub fn scrubbed(&self, bytes: u64) {
+        self.scrubbed_bytes.inc_by(bytes);
+    }
+
+    pub fn scrub_dropped(&self) {
+        self.scrub_dropped.inc();
+    }
+
+    pub fn set_usage(&self, usage: &Usage) {
+        let clamp = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        self.size_bytes.set(clamp(usage.nar_bytes));
+        self.nars.set(clamp(usage.nars));
+        self.narinfos.set(clamp(usage.narinfos));
+    }
+
+    /// Counts a finished garbage collection.
+    pub fn gc_finished(&self, result: &Result<crate::gc::GcReport, crate::gc::GcError>) {
+        let outcome = match result {
+            Ok(report) => {
+                let evicted = [
+                    (ObjectKind::Narinfo, report.narinfos_evicted),
+                    (ObjectKind::Nar, report.nars_deleted),
+                ];
+                for (kind, n) in evicted {
+                    self.gc_evictions.get_or_create(&KindLabels { kind }).inc_by(n);
+                }
+                self.gc_freed_bytes.inc_by(report.bytes_freed);
+                self.gc_duration.observe(report.elapsed.as_secs_f64());
+                GcResult::Ok
+            }
+            Err(crate::gc::GcError::Busy { .. }) => GcResult::Busy,
+            Err(_) => GcResult::Error,
+        };
+        self.gc_runs
+            .get_or_create(&GcLabels {
+                kind: GcKind::Gc,
+                result: outcome,
+            })
+            .inc();
+    }
+
+    pub fn connection_closed(&self, reason: ConnectionClosed) {
+        self.connections_closed
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
+    }
+
+    pub fn upload(&self, kind: ObjectKind, result: UploadResult) {
+        self.uploads.get_or_create(&UploadLabels { kind, result }).inc();
+    }
+
+    pub fn fill_refused(&self, limit: FillLimit) {
+        self.fills_refused.get_or_create(&LimitLabels { limit }).inc();
+    }
+}

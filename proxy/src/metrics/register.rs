@@ -1,0 +1,163 @@
+//! Names, help texts and units of every metric (the README's metrics table lists them too).
+
+use prometheus_client::registry::{Registry, Unit};
+
+use super::Metrics;
+
+impl Metrics {
+    pub(super) fn register(&mut self) {
+        let mut registry = std::mem::take(&mut self.registry);
+        self.register_http(&mut registry);
+        self.register_cache(&mut registry);
+        self.register_fills(&mut registry);
+        self.register_upkeep(&mut registry);
+        self.registry = registry;
+    }
+
+    /// Requests, connections and credential checks.
+    fn register_http(&self, r: &mut Registry) {
+        r.register(
+            "http_requests",
+            "HTTP requests by route, method and status",
+            self.http_requests.clone(),
+        );
+        r.register_with_unit(
+            "http_request_duration",
+            "Time to the response headers, by route",
+            Unit::Seconds,
+            self.http_duration.clone(),
+        );
+        r.register(
+            "http_connections",
+            "Client connections open",
+            self.connections_open.clone(),
+        );
+        r.register(
+            "http_connections_closed",
+            "Client connections the proxy closed, by reason (header_timeout, idle_timeout, evicted, send_timeout)",
+            self.connections_closed.clone(),
+        );
+        r.register(
+            "http_connections_probes_only",
+            "Connections taken past --max-connections, which answer only /healthz and /readyz",
+            self.connections_probes_only.clone(),
+        );
+        r.register(
+            "auth_hashes_in_flight",
+            "bcrypt checks of upload credentials running",
+            self.auth_hashes_in_flight.clone(),
+        );
+    }
+
+    /// Lookups, what was served, the size of the cache and writes.
+    fn register_cache(&self, r: &mut Registry) {
+        r.register(
+            "cache_lookups",
+            "narinfo and NAR requests by result (hit, miss, not_found, error)",
+            self.lookups.clone(),
+        );
+        r.register_with_unit(
+            "served",
+            "Body bytes sent to clients, by kind",
+            Unit::Bytes,
+            self.served_bytes.clone(),
+        );
+        r.register(
+            "coalesced_requests",
+            "Requests that joined a lookup or download already under way",
+            self.coalesced.clone(),
+        );
+        r.register_with_unit(
+            "cache_size",
+            "Bytes of stored NAR files (refreshed every minute)",
+            Unit::Bytes,
+            self.size_bytes.clone(),
+        );
+        r.register("cache_nars", "Stored NAR files", self.nars.clone());
+        r.register("cache_narinfos", "Known narinfos", self.narinfos.clone());
+        r.register(
+            "uploads",
+            "PUT and DELETE requests by kind and result",
+            self.uploads.clone(),
+        );
+    }
+
+    /// Upstream requests and the fills they feed.
+    fn register_fills(&self, r: &mut Registry) {
+        r.register_with_unit(
+            "upstream_request_duration",
+            "Time to an upstream's response headers",
+            Unit::Seconds,
+            self.upstream_duration.clone(),
+        );
+        r.register(
+            "upstream_errors",
+            "Failed upstream requests by upstream, kind and reason",
+            self.upstream_errors.clone(),
+        );
+        r.register(
+            "fills_in_flight",
+            "NAR downloads (from an upstream or another replica) under way",
+            self.fills_in_flight.clone(),
+        );
+        r.register(
+            "fills_refused",
+            "NAR fills refused with 503 by the limit reached (fills, bytes)",
+            self.fills_refused.clone(),
+        );
+        r.register(
+            "fills_abandoned",
+            "NAR fills cancelled because every client left",
+            self.fills_abandoned.clone(),
+        );
+        r.register_with_unit(
+            "fill_temp",
+            "Bytes in the temp files of NAR fills in progress",
+            Unit::Bytes,
+            self.fill_temp_bytes.clone(),
+        );
+        r.register_with_unit(
+            "fill_reserved",
+            "The most the NAR fills in progress may write (what --max-fill-bytes bounds)",
+            Unit::Bytes,
+            self.fill_reserved_bytes.clone(),
+        );
+    }
+
+    /// The background scrub and garbage collection.
+    fn register_upkeep(&self, r: &mut Registry) {
+        r.register_with_unit(
+            "scrubbed",
+            "Bytes of stored NARs re-hashed by the background scrub",
+            Unit::Bytes,
+            self.scrubbed_bytes.clone(),
+        );
+        r.register(
+            "scrub_dropped_nars",
+            "Stored NARs the scrub found damaged or missing and dropped",
+            self.scrub_dropped.clone(),
+        );
+        r.register(
+            "gc_runs",
+            "Garbage collections by result (ok, busy, error)",
+            self.gc_runs.clone(),
+        );
+        r.register(
+            "gc_evictions",
+            "Entries evicted by garbage collection, by kind",
+            self.gc_evictions.clone(),
+        );
+        r.register_with_unit(
+            "gc_freed",
+            "Bytes freed by garbage collection",
+            Unit::Bytes,
+            self.gc_freed_bytes.clone(),
+        );
+        r.register_with_unit(
+            "gc_duration",
+            "Duration of garbage collections",
+            Unit::Seconds,
+            self.gc_duration.clone(),
+        );
+    }
+}
