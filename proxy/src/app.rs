@@ -73,11 +73,12 @@ pub async fn build_state(args: &ServeArgs) -> anyhow::Result<http::AppState> {
     }
     if let Some((schedule, options)) = schedule {
         tracing::info!(max_size = options.max_size, "scheduled GC on");
-        let cache = cache.clone();
-        tokio::spawn(gc::schedule::run(schedule, move || {
-            let (cache, options) = (cache.clone(), options.clone());
+        let collector = cache.clone();
+        let scheduled = gc::schedule::run(schedule, move || {
+            let (cache, options) = (collector.clone(), options.clone());
             async move { cache.collect_garbage(&options).await }
-        }));
+        });
+        cache.background().spawn("gc_schedule", scheduled);
     }
     let info = CacheInfo {
         store_dir: STORE_DIR.into(),
@@ -293,7 +294,7 @@ pub async fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
     // Learn the upstreams' priorities before the first lookup, but never wait long for a dead one.
     let _ = tokio::time::timeout(INITIAL_PRIORITY_WAIT, cache.upstreams().refresh_priorities()).await;
     let refresher = cache.clone();
-    tokio::spawn(async move {
+    cache.background().spawn("upstream_priorities", async move {
         loop {
             tokio::time::sleep(PRIORITY_RETRY).await;
             refresher.upstreams().refresh_priorities().await;
@@ -331,17 +332,16 @@ pub async fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// After the signal: no new connections; open responses and downloads run on for up to `grace`.
-/// Then what is only in memory is written, and what is left of unfinished downloads (temp
-/// files) is removed. Stored objects are never partial: storage writes are atomic.
+/// After the signal, in order: no new connections; open responses and the work requests
+/// started (downloads) run on for up to `grace`; the background loops stop and are waited for;
+/// what is only in memory is written; what is left of unfinished downloads (temp files) is
+/// removed. Stored objects are never partial: storage writes are atomic.
 async fn drain(cache: &Cache, mut server: tokio::task::JoinHandle<()>, grace: Duration) {
     tracing::info!(grace = ?grace, fills = cache.fills_in_progress(), "shutting down: no new connections; \
         finishing open responses and downloads");
     let finished = tokio::time::timeout(grace, async {
         let _ = (&mut server).await;
-        while cache.fills_in_progress() > 0 {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        cache.requests_finished().await;
     })
     .await;
     if finished.is_err() {
@@ -350,6 +350,13 @@ async fn drain(cache: &Cache, mut server: tokio::task::JoinHandle<()>, grace: Du
             "grace period over: cutting the remaining responses and downloads"
         );
         server.abort();
+    }
+    // Each loop stops at its next await; one stuck in a database call must not hold the exit.
+    if tokio::time::timeout(FLUSH_LIMIT, cache.background().shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("background tasks did not stop in time; leaving them");
     }
     // Bounded: a database that no longer answers must not hold the exit.
     if tokio::time::timeout(FLUSH_LIMIT, cache.flush()).await.is_err() {

@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod redact;
 pub mod scratch;
 pub mod storage;
+pub mod tasks;
 pub mod telemetry;
 pub mod units;
 pub mod upstream;

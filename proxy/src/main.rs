@@ -1,23 +1,30 @@
+use std::time::Duration;
+
 use clap::Parser;
 use nixcache::{
     cli::{Cli, Command, LogFormat},
     config, db, keys, telemetry,
 };
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+/// How long the exit waits for blocking work still running (a large upload's digest, cut off
+/// by the shutdown): dropping the runtime would wait for it to the end.
+const BLOCKING_EXIT_WAIT: Duration = Duration::from_secs(1);
+
+fn main() -> anyhow::Result<()> {
     // A config file's settings become flags first, so clap checks them like flags.
     let cli = Cli::parse_from(config::expand_args(std::env::args_os().collect())?);
-    match cli.command {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let result = runtime.block_on(run(cli.command));
+    runtime.shutdown_timeout(BLOCKING_EXIT_WAIT);
+    result
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
         Command::Serve(args) => {
             let telemetry = telemetry::init(args.log_format);
             let result = nixcache::app::serve(*args).await;
             telemetry.shutdown();
-            if result.is_ok() {
-                // Drained: blocking work still running (a large upload's digest) must not
-                // hold the exit, as dropping the runtime would.
-                std::process::exit(0);
-            }
             result
         }
         Command::Migrate(args) => {

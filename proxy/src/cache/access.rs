@@ -5,6 +5,7 @@
 
 use std::{
     collections::HashSet,
+    future::Future,
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -79,19 +80,20 @@ impl AccessLog {
         }
     }
 
-    /// Flushes every interval until the process ends (the last flush is `Cache::shutdown`'s).
-    pub fn spawn_flusher(self: &Arc<Self>, db: Arc<dyn MetadataStore>) {
+    /// The loop that flushes every interval, for as long as it is polled (the last flush is
+    /// shutdown's); `None` when access times are not recorded.
+    pub fn flusher(self: &Arc<Self>, db: Arc<dyn MetadataStore>) -> Option<impl Future<Output = ()>> {
         if !self.enabled() {
-            return;
+            return None;
         }
         let log = Arc::clone(self);
-        tokio::spawn(async move {
+        Some(async move {
             loop {
                 tokio::time::sleep(log.interval).await;
                 if let Err(err) = log.flush(&*db).await {
                     tracing::warn!(error = %err, "recording access times failed; retrying at the next flush");
                 }
             }
-        });
+        })
     }
 }

@@ -26,12 +26,14 @@ use bytes::Bytes;
 
 use nixcache_formats::range::RangeSpec;
 use nixcache_protocol::{NarFile, NarInfo, SigningKey, StorePathHash};
+use tokio_util::task::TaskTracker;
 
 use crate::{
     db::{DbError, LeaseClaim, LeaseKey, MetadataStore, NarInfoRecord, ProxySignature},
     metrics::{LookupResult, Metrics, ObjectKind},
     scratch::Scratch,
     storage::{BlobKey, BlobStore, ByteRange, ByteStream, StorageError},
+    tasks::Background,
     upstream::{Lookup, UpstreamError, Upstreams},
 };
 pub use access::AccessLog;
@@ -192,6 +194,10 @@ pub struct Cache {
     tmp_dir: Arc<PathBuf>,
     /// Keeps the lock on `tmp_dir`: other processes remove it once the last clone is gone.
     _scratch: Arc<Scratch>,
+    /// Work a request started that outlives it (fills, lease releases, signature writes):
+    /// shutdown waits for it ([`Self::requests_finished`]).
+    request_tasks: TaskTracker,
+    background: Background,
 }
 
 impl Cache {
@@ -218,6 +224,8 @@ impl Cache {
             fills: Arc::new(Mutex::new(HashMap::new())),
             tmp_dir: Arc::new(parts.scratch.path().to_owned()),
             _scratch: Arc::new(parts.scratch),
+            request_tasks: TaskTracker::new(),
+            background: Background::new(),
         }
     }
 
@@ -303,7 +311,7 @@ impl Cache {
                 };
                 // Released in the background: the answer is recorded already, and no client
                 // waits for one more database write (or, with the database down, its timeout).
-                tokio::spawn(lease.release());
+                self.request_tasks.spawn(lease.release());
                 return result;
             }
             tokio::time::sleep(NARINFO_POLL).await;
@@ -362,7 +370,8 @@ impl Cache {
                 // Signed by an earlier key: sign now and remember it.
                 let fresh = self.sign(&info);
                 let (db, hash, stored) = (Arc::clone(&self.db), *info.store_path.hash(), fresh.clone());
-                tokio::spawn(async move { db.set_proxy_signature(&hash, &stored).await });
+                self.request_tasks
+                    .spawn(async move { db.set_proxy_signature(&hash, &stored).await });
                 fresh.sig
             }
         };
@@ -386,9 +395,11 @@ impl Cache {
     /// Starts the background work of a serving process: writing access times, and reading the
     /// cache's size for the metrics every minute.
     pub fn start_background(&self) {
-        self.access.spawn_flusher(Arc::clone(&self.db));
+        if let Some(flusher) = self.access.flusher(Arc::clone(&self.db)) {
+            self.background.spawn("access_flush", flusher);
+        }
         let (db, metrics) = (Arc::clone(&self.db), Arc::clone(&self.metrics));
-        tokio::spawn(async move {
+        self.background.spawn("cache_size", async move {
             loop {
                 match db.usage().await {
                     Ok(usage) => metrics.set_usage(&usage),
@@ -397,6 +408,18 @@ impl Cache {
                 tokio::time::sleep(USAGE_REFRESH).await;
             }
         });
+    }
+
+    /// The background loops of this process, stopped by shutdown.
+    pub fn background(&self) -> &Background {
+        &self.background
+    }
+
+    /// Waits until the work requests started has ended (fills stored or failed). Requests that
+    /// come meanwhile still start work, which is waited for too.
+    pub async fn requests_finished(&self) {
+        self.request_tasks.close();
+        self.request_tasks.wait().await;
     }
 
     /// This process's directory for downloads and uploads in progress.

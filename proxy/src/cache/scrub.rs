@@ -54,7 +54,8 @@ impl Cache {
     /// Starts scrubbing in the background: a first pass soon (pods seldom live a whole
     /// interval), then one every `options.interval`.
     pub fn start_scrub(&self, options: ScrubOptions) {
-        tokio::spawn(self.clone().scrub_forever(options));
+        self.background
+            .spawn("scrub", self.clone().scrub_forever(options));
     }
 
     async fn scrub_forever(self, options: ScrubOptions) {
