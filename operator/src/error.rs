@@ -6,7 +6,7 @@ use crate::text;
 
 /// Why a reconciliation (or the operator) failed. Problems a user can fix in the NixCache or its
 /// Secrets are not errors: they are written to the status as conditions (see
-/// [`crate::reconcile::Blocker`]).
+/// [`crate::blocker::Blocker`]).
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A request to the Kubernetes API failed.

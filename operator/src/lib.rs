@@ -8,6 +8,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod admin;
+pub mod blocker;
 pub mod capabilities;
 pub mod config;
 pub mod context;
