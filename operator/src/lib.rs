@@ -14,6 +14,7 @@ pub mod config;
 pub mod context;
 pub mod controller;
 pub mod error;
+#[cfg(any(test, feature = "test-util"))]
 pub mod fixtures;
 pub mod health;
 pub mod leader;
