@@ -18,7 +18,7 @@ use nixcache_e2e::bench::nginx::Nginx;
 use nixcache_e2e::bench::report::Report;
 use nixcache_e2e::bench::setup::{self, Objects};
 use nixcache_e2e::bench::soak::{self, SoakSettings};
-use nixcache_e2e::bench::{first_byte, misses, operate, replicas, wrk, Settings, Target, PARTS};
+use nixcache_e2e::bench::{first_byte, fresh, misses, operate, replicas, wrk, Settings, Target, PARTS};
 use nixcache_e2e::cluster::Backend;
 use nixcache_e2e::fixtures::{BIG_MIB, MAX_BIG_MIB};
 use nixcache_e2e::util::target_dir;
@@ -223,7 +223,7 @@ async fn measure(s: &Settings, cache: &UpstreamCache) -> Result<Report> {
 async fn hits(report: &mut Report, s: &Settings, cache: &UpstreamCache, objects: &Objects) -> Result<()> {
     let upstream = TestUpstream::start(&cache.dir)?;
     let nginx = Nginx::start(&cache.dir, upstream.addr).await?;
-    let cluster = misses::cluster(s, 1, cache, &upstream).await?;
+    let cluster = fresh::cluster(s, 1, cache, &upstream).await?;
     let proxy = &cluster.replicas[0];
     let n = setup::warm(cache, &proxy.url, &format!("http://{}", nginx.static_addr)).await?;
     eprintln!("[bench] warmed nixcache: {n} objects, bodies equal to the files (nginx's too)");
@@ -277,7 +277,7 @@ fn render(
              in its scenarios the clients go round-robin to the replicas, nginx and nixcache get them all; \
              RSS rows are summed over a server's processes.",
             nixcache_e2e::bench::Server::Replicas.name(),
-            replicas::REPLICAS
+            fresh::REPLICAS
         ));
     }
     let big_file = cache
