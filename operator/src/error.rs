@@ -2,11 +2,13 @@
 
 use std::time::Duration;
 
+use prometheus_client::encoding::EncodeLabelValue;
+
 use crate::text;
 
 /// Why a reconciliation (or the operator) failed. Problems a user can fix in the NixCache or its
 /// Secrets are not errors: they are written to the status as conditions (see
-/// [`crate::reconcile::Blocker`]).
+/// [`crate::blocker::Blocker`]).
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A request to the Kubernetes API failed.
@@ -61,24 +63,30 @@ impl Error {
         }
     }
 
-    /// A fixed name of the variant (and, for API errors, of its class), for metric labels.
-    pub fn metric_label(&self) -> &'static str {
+    /// The kind of this error: its variant and, for API errors, the class of the answer.
+    pub fn kind(&self) -> ErrorKind {
         match self {
             Self::Kube { source, .. } => match api_code(source) {
-                Some(409) => "KubeConflict",
-                Some(403 | 401) => "KubeForbidden",
-                Some(404) => "KubeNotFound",
-                Some(422 | 400) => "KubeInvalid",
-                Some(code) if code >= 500 => "KubeServerError",
-                Some(_) => "KubeClientError",
-                None => "KubeTransport",
+                Some(409) => ErrorKind::KubeConflict,
+                Some(403 | 401) => ErrorKind::KubeForbidden,
+                Some(404) => ErrorKind::KubeNotFound,
+                Some(422 | 400) => ErrorKind::KubeInvalid,
+                Some(code) if code >= 500 => ErrorKind::KubeServerError,
+                Some(_) => ErrorKind::KubeClientError,
+                None => ErrorKind::KubeTransport,
             },
-            Self::Timeout { .. } => "Timeout",
-            Self::KeyGeneration(_) => "KeyGeneration",
-            Self::MissingNamespace(_) => "MissingNamespace",
-            Self::LostLeadership(_) => "LostLeadership",
-            Self::AdminServer { .. } => "AdminServer",
+            Self::Timeout { .. } => ErrorKind::Timeout,
+            Self::KeyGeneration(_) => ErrorKind::KeyGeneration,
+            Self::MissingNamespace(_) => ErrorKind::MissingNamespace,
+            Self::LostLeadership(_) => ErrorKind::LostLeadership,
+            Self::AdminServer { .. } => ErrorKind::AdminServer,
         }
+    }
+
+    /// A fixed name of the variant (and, for API errors, of its class), for metric labels:
+    /// [`ErrorKind::name`] of [`Error::kind`].
+    pub fn metric_label(&self) -> &'static str {
+        self.kind().name()
     }
 
     /// What failed, on one line of at most [`SUMMARY_MAX_BYTES`], for the status and events: for
@@ -96,12 +104,88 @@ impl Error {
 
     /// First retry delay for this kind of error; it doubles with every further failure.
     pub fn base_backoff(&self) -> Duration {
-        match self.metric_label() {
-            "KubeConflict" => Duration::from_secs(1),
-            "KubeServerError" | "KubeTransport" | "KubeNotFound" | "Timeout" => Duration::from_secs(5),
+        self.kind().base_backoff()
+    }
+}
+
+/// What kind of error an [`Error`] is: the failure metric's `error` label (rendered as
+/// [`ErrorKind::name`]) and what decides the retry backoff.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum ErrorKind {
+    /// API answer 409.
+    KubeConflict,
+    /// API answer 401 or 403.
+    KubeForbidden,
+    /// API answer 404.
+    KubeNotFound,
+    /// API answer 400 or 422.
+    KubeInvalid,
+    /// API answer 5xx.
+    KubeServerError,
+    /// Any other API answer.
+    KubeClientError,
+    /// No answer from the API server (connection, TLS, decoding).
+    KubeTransport,
+    /// [`Error::Timeout`].
+    Timeout,
+    /// [`Error::KeyGeneration`].
+    KeyGeneration,
+    /// [`Error::MissingNamespace`].
+    MissingNamespace,
+    /// [`Error::LostLeadership`].
+    LostLeadership,
+    /// [`Error::AdminServer`].
+    AdminServer,
+}
+
+impl ErrorKind {
+    /// Every kind (for tests).
+    #[cfg(test)]
+    pub(crate) const ALL: [ErrorKind; 12] = [
+        Self::KubeConflict,
+        Self::KubeForbidden,
+        Self::KubeNotFound,
+        Self::KubeInvalid,
+        Self::KubeServerError,
+        Self::KubeClientError,
+        Self::KubeTransport,
+        Self::Timeout,
+        Self::KeyGeneration,
+        Self::MissingNamespace,
+        Self::LostLeadership,
+        Self::AdminServer,
+    ];
+
+    /// The variant's name (also its metric label value), e.g. `KubeConflict`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::KubeConflict => "KubeConflict",
+            Self::KubeForbidden => "KubeForbidden",
+            Self::KubeNotFound => "KubeNotFound",
+            Self::KubeInvalid => "KubeInvalid",
+            Self::KubeServerError => "KubeServerError",
+            Self::KubeClientError => "KubeClientError",
+            Self::KubeTransport => "KubeTransport",
+            Self::Timeout => "Timeout",
+            Self::KeyGeneration => "KeyGeneration",
+            Self::MissingNamespace => "MissingNamespace",
+            Self::LostLeadership => "LostLeadership",
+            Self::AdminServer => "AdminServer",
+        }
+    }
+
+    /// First retry delay for this kind of error; it doubles with every further failure.
+    pub fn base_backoff(self) -> Duration {
+        match self {
+            Self::KubeConflict => Duration::from_secs(1),
+            Self::KubeServerError | Self::KubeTransport | Self::KubeNotFound | Self::Timeout => {
+                Duration::from_secs(5)
+            }
             // RBAC or a rejected object: a person has to act, so retry slowly.
-            "KubeForbidden" | "KubeInvalid" | "KubeClientError" => Duration::from_secs(30),
-            _ => Duration::from_secs(10),
+            Self::KubeForbidden | Self::KubeInvalid | Self::KubeClientError => Duration::from_secs(30),
+            Self::KeyGeneration | Self::MissingNamespace | Self::LostLeadership | Self::AdminServer => {
+                Duration::from_secs(10)
+            }
         }
     }
 }
@@ -117,6 +201,57 @@ pub fn api_code(error: &kube::Error) -> Option<u16> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn api_error(code: u16) -> Error {
+        let status = kube::core::Status::failure("refused", "Refused").with_code(code);
+        Error::kube("apply Deployment default/demo", kube::Error::Api(status.boxed()))
+    }
+
+    #[test]
+    fn api_errors_are_classified_by_their_code() {
+        let cases = [
+            (409, "KubeConflict", 1),
+            (401, "KubeForbidden", 30),
+            (403, "KubeForbidden", 30),
+            (404, "KubeNotFound", 5),
+            (400, "KubeInvalid", 30),
+            (422, "KubeInvalid", 30),
+            (500, "KubeServerError", 5),
+            (503, "KubeServerError", 5),
+            (429, "KubeClientError", 30),
+        ];
+        for (code, label, backoff_s) in cases {
+            let error = api_error(code);
+            assert_eq!(error.metric_label(), label, "{code}");
+            assert_eq!(error.base_backoff(), Duration::from_secs(backoff_s), "{code}");
+        }
+    }
+
+    #[test]
+    fn other_errors_keep_their_labels_and_backoffs() {
+        let timeout = Error::Timeout {
+            action: "renew Lease ops/nixcache-operator".into(),
+            after: Duration::from_secs(10),
+        };
+        let cases = [
+            (timeout, "Timeout", 5),
+            (Error::MissingNamespace("demo".into()), "MissingNamespace", 10),
+            (
+                Error::LostLeadership("ops/nixcache-operator".into()),
+                "LostLeadership",
+                10,
+            ),
+        ];
+        for (error, label, backoff_s) in cases {
+            assert_eq!(error.metric_label(), label);
+            assert_eq!(error.base_backoff(), Duration::from_secs(backoff_s), "{label}");
+        }
+        let backoffs: Vec<u64> = ErrorKind::ALL
+            .iter()
+            .map(|k| k.base_backoff().as_secs())
+            .collect();
+        assert_eq!(backoffs, [1, 30, 5, 30, 5, 30, 5, 5, 10, 10, 10, 10]);
+    }
 
     #[test]
     fn an_api_error_is_summarised_on_one_short_line_without_the_debug_dump() {

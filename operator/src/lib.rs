@@ -8,11 +8,13 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod admin;
+pub mod blocker;
 pub mod capabilities;
 pub mod config;
 pub mod context;
 pub mod controller;
 pub mod error;
+#[cfg(any(test, feature = "test-util"))]
 pub mod fixtures;
 pub mod health;
 pub mod leader;

@@ -11,11 +11,13 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-/// Label of the failure counter: the error's [`crate::Error::metric_label`].
+use crate::error::ErrorKind;
+
+/// Label of the failure counter: the error's kind, rendered as [`crate::Error::metric_label`].
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorLabels {
-    /// A fixed variant name.
-    pub error: String,
+    /// The error's kind, rendered as its fixed variant name.
+    pub error: ErrorKind,
 }
 
 /// Label of the watch error counter: the watched resource (plural, e.g. `cronjobs`).
@@ -98,9 +100,7 @@ impl Metrics {
     /// Counts a failed reconciliation.
     pub fn reconcile_failed(&self, error: &crate::Error) {
         self.failures
-            .get_or_create(&ErrorLabels {
-                error: error.metric_label().to_owned(),
-            })
+            .get_or_create(&ErrorLabels { error: error.kind() })
             .inc();
     }
 
@@ -131,5 +131,26 @@ pub struct ReconcileTimer<'a> {
 impl Drop for ReconcileTimer<'_> {
     fn drop(&mut self) {
         self.histogram.observe(self.start.elapsed().as_secs_f64());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_are_labelled_with_the_error_kinds_name() {
+        let metrics = Metrics::default();
+        for kind in ErrorKind::ALL {
+            metrics.failures.get_or_create(&ErrorLabels { error: kind }).inc();
+        }
+        let text = metrics.encode();
+        for kind in ErrorKind::ALL {
+            let line = format!(
+                "nixcache_operator_reconcile_failures_total{{error=\"{}\"}} 1\n",
+                kind.name()
+            );
+            assert!(text.contains(&line), "{line:?} in {text}");
+        }
     }
 }

@@ -19,8 +19,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::ResourceExt;
 use nixcache_crds::{NixCache, NixCacheStatus, CONDITION_DEGRADED, CONDITION_PROGRESSING};
 
+use crate::blocker::Blocker;
 use crate::capabilities::{FeatureReport, CONDITION_FEATURES_AVAILABLE};
-use crate::reconcile::Blocker;
 use crate::{render, text};
 
 /// Longest condition message, in bytes (the API allows 32 KiB). Below the 1 KiB of an event's

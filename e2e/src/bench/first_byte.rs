@@ -7,8 +7,8 @@ use std::time::Instant;
 
 use anyhow::{ensure, Result};
 
+use super::fresh::cluster;
 use super::loadgen::{Check, Conn};
-use super::misses::cluster;
 use super::report::{Better, Goal, Report};
 use super::{summary, Server, Settings};
 use crate::{TestUpstream, UpstreamCache};

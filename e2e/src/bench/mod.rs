@@ -4,11 +4,12 @@
 //! [`procfs`] reads CPU and memory figures, [`nginx`] runs nginx from
 //! `e2e/bench/nginx.conf.template`, [`wrk`] drives narinfo load, [`loadgen`]
 //! is a raw keep-alive HTTP/1.1 client for NAR bodies, [`hits`],
-//! [`misses`] and [`replicas`] are the scenarios, [`report`] prints the
-//! comparison. [`soak`] is a long mixed load on one nixcache (run only when
+//! [`misses`] and [`replicas`] are the scenarios (sharing [`fresh`]), [`report`]
+//! prints the comparison. [`soak`] is a long mixed load on one nixcache (run only when
 //! asked for), watching its resources over time.
 
 pub mod first_byte;
+pub mod fresh;
 pub mod hits;
 pub mod loadgen;
 pub mod misses;
@@ -28,7 +29,7 @@ use crate::cluster::Cluster;
 use crate::Proxy;
 
 /// The servers compared: nginx, one nixcache, and (in the `replicas` part
-/// only) [`replicas::REPLICAS`] nixcache replicas sharing one data dir.
+/// only) [`fresh::REPLICAS`] nixcache replicas sharing one data dir.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Server {
     Nginx,

@@ -18,7 +18,7 @@ use nixcache_protocol::{Compression, NarFile, NarInfo, Sha256Hash, StorePath, St
 use super::hits::NARINFO_CONNS;
 use super::report::Report;
 use super::setup::{self, Objects};
-use super::{misses, summary, wrk, Settings};
+use super::{fresh, summary, wrk, Settings};
 use crate::proxy::nixcache_bin;
 use crate::util::run_bounded;
 use crate::{TestUpstream, UpstreamCache};
@@ -37,8 +37,8 @@ pub async fn access(
     objects: &Objects,
 ) -> Result<()> {
     let upstream = TestUpstream::start(&cache.dir)?;
-    let on = misses::cluster(s, 1, cache, &upstream).await?;
-    let mut off = misses::cluster(s, 0, cache, &upstream).await?;
+    let on = fresh::cluster(s, 1, cache, &upstream).await?;
+    let mut off = fresh::cluster(s, 0, cache, &upstream).await?;
     off.add_replica_with(
         &upstream.url,
         &cache.public_key,
@@ -100,7 +100,7 @@ pub async fn access(
 /// a dry run (the scan), then a real run evicting every entry.
 pub async fn gc(report: &mut Report, s: &Settings, cache: &UpstreamCache) -> Result<()> {
     let upstream = TestUpstream::start(&cache.dir)?;
-    let cluster = misses::cluster(s, 0, cache, &upstream).await?;
+    let cluster = fresh::cluster(s, 0, cache, &upstream).await?;
     let (args, env) = cluster.backend();
     if let Some(dir) = args.iter().skip_while(|a| *a != "--data-dir").nth(1) {
         std::fs::create_dir_all(dir)?;

@@ -11,16 +11,14 @@
 
 use anyhow::{Context, Result};
 
+use super::fresh::{self, record_gets, record_latency, Fresh, REPLICAS};
 use super::hits::{measure_memory, progress, Memory};
-use super::misses::{self, record_gets, record_latency, Fresh};
 use super::procfs::{self, CpuWindow};
 use super::report::{Better, Goal, Report};
 use super::setup::Objects;
 use super::{summary, Server, Settings, Target};
 use crate::{TestUpstream, UpstreamCache};
 
-/// Replicas in the cluster ([`Server::Replicas`]).
-pub const REPLICAS: usize = 3;
 /// Clients of each burst (the coalescing case: 30 clients, 10 per replica).
 pub const CLIENTS: usize = 30;
 
@@ -35,12 +33,12 @@ pub fn order(run: usize) -> [Server; 3] {
 
 /// Both bursts: rate-limited upstream (memory), then 50 ms upstream (latency).
 pub async fn run(report: &mut Report, s: &Settings, cache: &UpstreamCache, objects: &Objects) -> Result<()> {
-    let upstream = misses::rate_limited_upstream(cache)?;
-    let label = scenario(objects, "MISS", &misses::rate_limited_label());
+    let upstream = fresh::rate_limited_upstream(cache)?;
+    let label = scenario(objects, "MISS", &fresh::rate_limited_label());
     bursts(report, s, cache, objects, &upstream, &label).await?;
     drop(upstream);
-    let upstream = misses::delayed_upstream(cache)?;
-    let label = scenario(objects, "cold MISS", &misses::delayed_label());
+    let upstream = fresh::delayed_upstream(cache)?;
+    let label = scenario(objects, "cold MISS", &fresh::delayed_label());
     bursts(report, s, cache, objects, &upstream, &label).await
 }
 

@@ -15,7 +15,8 @@ use nixcache_crds::NixCache;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::{events, Blocker};
+use super::events;
+use crate::blocker::Blocker;
 use crate::context::Context;
 use crate::error::api_code;
 use crate::render::MANAGER;

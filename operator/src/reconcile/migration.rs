@@ -12,7 +12,7 @@ use kube::ResourceExt;
 use nixcache_crds::NixCache;
 
 use super::children::{apply, delete_child, job_outcome, JobOutcome};
-use super::Blocker;
+use crate::blocker::Blocker;
 use crate::context::Context;
 use crate::render::{self, Plan, TEMPLATE_HASH_ANNOTATION};
 use crate::status::Migration;

@@ -27,6 +27,7 @@ use kube::ResourceExt;
 use nixcache_crds::NixCache;
 
 use self::children::{apply, apply_claim, delete_if_present};
+use crate::blocker::Blocker;
 use crate::capabilities::{FeatureReport, OptionalApi};
 use crate::context::Context;
 use crate::render::{self, Plan, MANAGER};
@@ -35,22 +36,6 @@ use crate::{Error, Result};
 
 /// How often a NixCache is checked again when nothing happens (children are also watched).
 pub const RESYNC: Duration = Duration::from_secs(300);
-
-/// A problem the user has to fix; written to the status (`Degraded`), not retried as an error.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Blocker {
-    /// Condition reason, e.g. `SecretNotFound`.
-    pub reason: &'static str,
-    /// What is wrong and what to do, naming the field or object.
-    pub message: String,
-}
-
-impl Blocker {
-    /// A blocker with `reason` and `message`.
-    pub fn new(reason: &'static str, message: String) -> Self {
-        Self { reason, message }
-    }
-}
 
 /// Longest one reconciliation may take. kube's client sets no read timeout, and the controller
 /// runs one reconciliation per object at a time: a request hanging on a half-open connection

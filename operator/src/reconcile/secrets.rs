@@ -12,7 +12,7 @@ use kube::ResourceExt;
 use nixcache_crds::{NixCache, SecretKeyRef};
 use nixcache_protocol::SigningKey;
 
-use super::Blocker;
+use crate::blocker::Blocker;
 use crate::context::Context;
 use crate::error::api_code;
 use crate::render::{self, short_hash, PUBLIC_KEY_ENTRY, SECRET_KEY_ENTRY};

@@ -3,7 +3,7 @@
 
 use nixcache_crds::NixCacheSpec;
 
-use super::Blocker;
+use crate::blocker::Blocker;
 
 /// `Err` with a message naming the offending field when the spec cannot be rendered.
 pub fn spec(spec: &NixCacheSpec) -> Result<(), Blocker> {

@@ -6,8 +6,8 @@ use nixcache_crds::{NixCache, NixCacheStatus, CONDITION_DEGRADED, CONDITION_PROG
 use serde_json::json;
 
 use super::*;
+use crate::blocker::Blocker;
 use crate::fixtures::{self, NixCacheExt};
-use crate::reconcile::Blocker;
 
 fn now() -> Time {
     Time(k8s_openapi::jiff::Timestamp::from_second(1_800_000_000).unwrap())

@@ -22,7 +22,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::report::Report;
-use super::{misses, Settings};
+use super::{fresh, Settings};
 use crate::cluster::Cluster;
 use crate::{TestUpstream, UpstreamCache};
 use samples::{Probe, Sample};
@@ -141,7 +141,7 @@ async fn start(s: &Settings, cache: &UpstreamCache, upstream: &TestUpstream, dir
     let creds = creds.display().to_string();
     let mut flags = SERVE_FLAGS.to_vec();
     flags.extend(["--upload-credentials-file", creds.as_str()]);
-    let mut cluster = misses::cluster(s, 0, cache, upstream).await?;
+    let mut cluster = fresh::cluster(s, 0, cache, upstream).await?;
     cluster
         .add_replica_with(&upstream.url, &cache.public_key, &flags)
         .await?;

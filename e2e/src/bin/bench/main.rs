@@ -7,7 +7,7 @@
 //! same misses spread over 3 nixcache replicas), and prints a markdown
 //! comparison, also written to `<target>/bench-report.md`.
 //! Needs nginx and wrk (Debian: `apt-get install nginx-light wrk`) and Nix
-//! (to build the fixture cache once). Listens on 127.0.0.1 only.
+//! (to build the fixture cache once). Listens on 127.0.0.1 only. `--help` lists every flag.
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -17,27 +17,14 @@ use nixcache_e2e::bench::hits::{self, Targets};
 use nixcache_e2e::bench::nginx::Nginx;
 use nixcache_e2e::bench::report::Report;
 use nixcache_e2e::bench::setup::{self, Objects};
-use nixcache_e2e::bench::soak::{self, SoakSettings};
-use nixcache_e2e::bench::{first_byte, misses, operate, replicas, wrk, Settings, Target, PARTS};
-use nixcache_e2e::cluster::Backend;
-use nixcache_e2e::fixtures::{BIG_MIB, MAX_BIG_MIB};
+use nixcache_e2e::bench::soak;
+use nixcache_e2e::bench::{first_byte, fresh, misses, operate, replicas, wrk, Settings, Target};
 use nixcache_e2e::util::target_dir;
 use nixcache_e2e::{TestUpstream, UpstreamCache};
 
-const USAGE: &str = "usage: bench [--quick] [--runs N] [--only PART,...] [--big-mib N] [--backend B]\n             \
-    [--soak-minutes N] [--soak-interval S]\n  \
-    --quick      3 s load runs instead of 10 s\n  \
-    --runs N     runs per figure (default 3); figures are median (min–max)\n  \
-    --only       some of narinfo,nar,memory,misses,first-byte,replicas,access,gc,soak\n               \
-    (default: all but soak)\n  \
-    --big-mib N  size of the fixture's big (incompressible) NAR, default 64; another size is\n               \
-    another fixture, built once (xz up to 256 MiB, zstd above; 1024 MiB: 2 GiB of disk,\n               \
-    and 1 GiB more per nixcache data dir and nginx cache while they run)\n  \
-    --backend B  what nixcache stores into: local (default: SQLite and a directory), postgres-s3\n               \
-    or mysql-s3 (a fresh database and s3s-fs bucket for every nixcache started)\n  \
-    --soak-minutes N   length of the soak (default 10); --soak-interval S: seconds between its\n               \
-    samples (default: a sixtieth of the soak, at least 10)\n\
-    env: NIXCACHE_BIN=<path> uses that nixcache instead of building it (cargo build --release -p nixcache)";
+use self::cli::parse_args;
+
+mod cli;
 
 /// The bench's fixture is xz-compressed (as cache.nixos.org and the anchors' testbed), unless its
 /// big path is larger than this: `nix copy` compresses the incompressible big NAR with xz at
@@ -54,7 +41,20 @@ fn compression(big_mib: u64) -> &'static str {
 }
 
 fn main() -> ExitCode {
-    match main_inner() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let settings = match parse_args(&args) {
+        Ok(settings) => settings,
+        Err(e) => {
+            // `--help` goes to stdout and succeeds; a usage error goes to stderr and fails.
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    match main_inner(settings) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("bench: error: {e:#}");
@@ -63,11 +63,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn main_inner() -> Result<()> {
-    let Some(settings) = parse_args(std::env::args().skip(1).collect())? else {
-        println!("{USAGE}");
-        return Ok(());
-    };
+fn main_inner(settings: Settings) -> Result<()> {
     let started = Instant::now();
     if settings.needs_tools() {
         setup::check_tools()?;
@@ -116,81 +112,6 @@ async fn stop_signal() -> String {
     }
 }
 
-/// None for `--help`.
-fn parse_args(args: Vec<String>) -> Result<Option<Settings>> {
-    let mut quick = false;
-    let mut runs = 3;
-    let mut only = Vec::new();
-    let mut big_mib = BIG_MIB;
-    let mut backend = Backend::SharedDir;
-    let mut soak = SoakSettings::default();
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        match arg.as_str() {
-            "--quick" => quick = true,
-            "--runs" => {
-                let n = it.next().context("--runs needs a number")?;
-                runs = n.parse().with_context(|| format!("--runs {n:?}"))?;
-                anyhow::ensure!((1..=99).contains(&runs), "--runs must be 1 to 99");
-            }
-            "--only" => {
-                let parts = it.next().context("--only needs a list")?;
-                for part in parts.split(',') {
-                    anyhow::ensure!(PARTS.contains(&part), "--only: unknown part {part:?} ({PARTS:?})");
-                    only.push(part.to_string());
-                }
-            }
-            "--big-mib" => {
-                let n = it.next().context("--big-mib needs a number")?;
-                big_mib = n.parse().with_context(|| format!("--big-mib {n:?}"))?;
-                anyhow::ensure!(
-                    (1..=MAX_BIG_MIB).contains(&big_mib),
-                    "--big-mib must be 1 to {MAX_BIG_MIB}"
-                );
-            }
-            "--backend" => {
-                backend = match it.next().map(String::as_str) {
-                    Some("local") => Backend::SharedDir,
-                    Some("postgres-s3") => Backend::PostgresS3,
-                    Some("mysql-s3") => Backend::MySqlS3,
-                    other => bail!("--backend must be local, postgres-s3 or mysql-s3, got {other:?}"),
-                }
-            }
-            "--soak-minutes" => {
-                let n = it.next().context("--soak-minutes needs a number")?;
-                soak.minutes = n.parse().with_context(|| format!("--soak-minutes {n:?}"))?;
-                anyhow::ensure!(
-                    (1..=1440).contains(&soak.minutes),
-                    "--soak-minutes must be 1 to 1440"
-                );
-            }
-            "--soak-interval" => {
-                let n = it.next().context("--soak-interval needs a number of seconds")?;
-                let secs: u64 = n.parse().with_context(|| format!("--soak-interval {n:?}"))?;
-                anyhow::ensure!(secs >= 1, "--soak-interval must be at least 1 s");
-                soak.interval = Some(Duration::from_secs(secs));
-            }
-            "-h" | "--help" => return Ok(None),
-            other => bail!("unknown argument {other:?}\n{USAGE}"),
-        }
-    }
-    let mut command = String::from("cargo run --release -p nixcache-e2e --bin bench --");
-    for a in &args {
-        command.push(' ');
-        command.push_str(a);
-    }
-    Ok(Some(Settings {
-        quick,
-        runs,
-        duration: Duration::from_secs(if quick { 3 } else { 10 }),
-        command,
-        only,
-        big_mib,
-        backend,
-        soak,
-    }))
-}
-
 async fn measure(s: &Settings, cache: &UpstreamCache) -> Result<Report> {
     let objects = Objects::of(cache)?;
     let mut report = Report::default();
@@ -223,7 +144,7 @@ async fn measure(s: &Settings, cache: &UpstreamCache) -> Result<Report> {
 async fn hits(report: &mut Report, s: &Settings, cache: &UpstreamCache, objects: &Objects) -> Result<()> {
     let upstream = TestUpstream::start(&cache.dir)?;
     let nginx = Nginx::start(&cache.dir, upstream.addr).await?;
-    let cluster = misses::cluster(s, 1, cache, &upstream).await?;
+    let cluster = fresh::cluster(s, 1, cache, &upstream).await?;
     let proxy = &cluster.replicas[0];
     let n = setup::warm(cache, &proxy.url, &format!("http://{}", nginx.static_addr)).await?;
     eprintln!("[bench] warmed nixcache: {n} objects, bodies equal to the files (nginx's too)");
@@ -277,7 +198,7 @@ fn render(
              in its scenarios the clients go round-robin to the replicas, nginx and nixcache get them all; \
              RSS rows are summed over a server's processes.",
             nixcache_e2e::bench::Server::Replicas.name(),
-            replicas::REPLICAS
+            fresh::REPLICAS
         ));
     }
     let big_file = cache
