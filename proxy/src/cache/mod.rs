@@ -4,6 +4,7 @@
 mod access;
 mod admission;
 mod download;
+mod error;
 mod fill;
 mod hot;
 mod mirror;
@@ -29,16 +30,17 @@ use nixcache_protocol::{NarFile, NarInfo, SigningKey, StorePathHash};
 use tokio_util::task::TaskTracker;
 
 use crate::{
-    db::{DbError, LeaseClaim, LeaseKey, MetadataStore, NarInfoRecord, ProxySignature},
+    db::{LeaseClaim, LeaseKey, MetadataStore, NarInfoRecord, ProxySignature},
     metrics::{LookupResult, Metrics, ObjectKind},
     scratch::Scratch,
-    storage::{BlobKey, BlobStore, ByteRange, ByteStream, StorageError},
+    storage::{BlobKey, BlobStore, ByteRange, ByteStream},
     tasks::Background,
-    upstream::{Lookup, UpstreamError, Upstreams},
+    upstream::{Lookup, Upstreams},
 };
 pub use access::AccessLog;
 use admission::Admission;
 pub use admission::FillLimits;
+pub use error::{BoxError, CacheError};
 use fill::Fill;
 pub use hot::HotCache;
 pub use negative::NegativeCache;
@@ -54,103 +56,6 @@ const NARINFO_POLL: std::time::Duration = std::time::Duration::from_millis(20);
 /// When a client refused for a NAR that other work (GC, the scrub, an upload) holds too long
 /// should come back.
 const OTHER_WORK_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
-
-#[derive(Debug, thiserror::Error)]
-pub enum CacheError {
-    #[error("not found")]
-    NotFound,
-    #[error("upstream failed: {0}")]
-    Upstream(UpstreamError),
-    #[error("upstream data failed verification: {reason}{}", cause(.source))]
-    Verification {
-        reason: String,
-        #[source]
-        source: Option<BoxError>,
-    },
-    /// The fill this request waited for ended without the NAR.
-    #[error("the upstream download failed: {0}")]
-    FillFailed(&'static str),
-    #[error(transparent)]
-    Storage(#[from] StorageError),
-    #[error(transparent)]
-    Db(#[from] DbError),
-    #[error("another replica: {reason}{}", cause(.source))]
-    Peer {
-        reason: String,
-        #[source]
-        source: Option<BoxError>,
-    },
-    #[error("range not satisfiable for an object of {size} bytes")]
-    RangeNotSatisfiable { size: u64 },
-    #[error("{0}")]
-    Shared(Arc<CacheError>),
-    #[error("internal error: {context}{}", cause(.source))]
-    Internal {
-        context: String,
-        #[source]
-        source: Option<BoxError>,
-    },
-    /// Too many fills (or temp bytes) already: the client should come back after `retry_after`.
-    #[error("too many downloads in progress")]
-    Busy { retry_after: std::time::Duration },
-    /// The fill was cancelled because every client left.
-    #[error("the download was cancelled: every client left")]
-    Abandoned,
-}
-
-/// A cause of any type, kept as the error's source.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-/// `: <cause>` when there is one: most logs print only the top error's message.
-fn cause(source: &Option<BoxError>) -> String {
-    source.as_ref().map(|e| format!(": {e}")).unwrap_or_default()
-}
-
-impl CacheError {
-    fn unverified(reason: impl Into<String>) -> Self {
-        Self::Verification {
-            reason: reason.into(),
-            source: None,
-        }
-    }
-
-    fn peer(reason: impl Into<String>, source: Option<BoxError>) -> Self {
-        Self::Peer {
-            reason: reason.into(),
-            source,
-        }
-    }
-
-    fn internal(context: impl Into<String>, source: Option<BoxError>) -> Self {
-        Self::Internal {
-            context: context.into(),
-            source,
-        }
-    }
-
-    /// Work that panicked, with the panic's message when it has one.
-    fn panicked(what: &str, payload: &(dyn std::any::Any + Send)) -> Self {
-        let message = (payload.downcast_ref::<&str>().copied())
-            .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
-            .unwrap_or("no message");
-        Self::internal(format!("{what} panicked: {message}"), None)
-    }
-
-    /// A task (such as a `spawn_blocking` closure) that panicked or was cancelled.
-    fn task_failed(what: &str, error: tokio::task::JoinError) -> Self {
-        Self::internal(format!("{what} failed"), Some(Box::new(error)))
-    }
-
-    /// The `result` label of a failed lookup.
-    fn outcome(&self) -> LookupResult {
-        match self {
-            Self::NotFound => LookupResult::NotFound,
-            Self::Busy { .. } => LookupResult::Busy,
-            Self::Shared(inner) => inner.outcome(),
-            _ => LookupResult::Error,
-        }
-    }
-}
 
 /// A NAR answer: the file's size, the range being sent (if any) and the bytes.
 pub struct NarResponse {
