@@ -74,11 +74,12 @@ pub async fn build_state(args: &ServeArgs) -> anyhow::Result<http::AppState> {
     if let Some((schedule, options)) = schedule {
         tracing::info!(max_size = options.max_size, "scheduled GC on");
         let collector = cache.clone();
-        let scheduled = gc::schedule::run(schedule, move || {
-            let (cache, options) = (collector.clone(), options.clone());
-            async move { cache.collect_garbage(&options).await }
+        cache.background().spawn("gc_schedule", move |stop| {
+            gc::schedule::run(schedule, stop, move || {
+                let (cache, options) = (collector.clone(), options.clone());
+                async move { cache.collect_garbage(&options).await }
+            })
         });
-        cache.background().spawn("gc_schedule", scheduled);
     }
     let info = CacheInfo {
         store_dir: STORE_DIR.into(),
@@ -294,12 +295,13 @@ pub async fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
     // Learn the upstreams' priorities before the first lookup, but never wait long for a dead one.
     let _ = tokio::time::timeout(INITIAL_PRIORITY_WAIT, cache.upstreams().refresh_priorities()).await;
     let refresher = cache.clone();
-    cache.background().spawn("upstream_priorities", async move {
-        loop {
-            tokio::time::sleep(PRIORITY_RETRY).await;
-            refresher.upstreams().refresh_priorities().await;
-        }
-    });
+    cache
+        .background()
+        .spawn("upstream_priorities", |stop| async move {
+            while stop.pause(PRIORITY_RETRY).await {
+                refresher.upstreams().refresh_priorities().await;
+            }
+        });
     tracing::info!(listen = %args.listen, data_dir = %args.backend.data_dir.display(), "nixcache serving");
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let limits = http::server::ServerLimits::from(&args.connections);
@@ -341,7 +343,7 @@ async fn drain(cache: &Cache, mut server: tokio::task::JoinHandle<()>, grace: Du
         finishing open responses and downloads");
     let finished = tokio::time::timeout(grace, async {
         let _ = (&mut server).await;
-        cache.requests_finished().await;
+        cache.fills_finished().await;
     })
     .await;
     if finished.is_err() {

@@ -12,7 +12,10 @@ use std::{
 
 use nixcache_protocol::{NarFile, StorePathHash};
 
-use crate::db::{now_ms, DbError, MetadataStore};
+use crate::{
+    db::{now_ms, DbError, MetadataStore},
+    tasks::Stopping,
+};
 
 #[derive(Default)]
 struct Noted {
@@ -82,14 +85,18 @@ impl AccessLog {
 
     /// The loop that flushes every interval, for as long as it is polled (the last flush is
     /// shutdown's); `None` when access times are not recorded.
-    pub fn flusher(self: &Arc<Self>, db: Arc<dyn MetadataStore>) -> Option<impl Future<Output = ()>> {
+    pub fn flusher(
+        self: &Arc<Self>,
+        db: Arc<dyn MetadataStore>,
+        stop: Stopping,
+    ) -> Option<impl Future<Output = ()>> {
         if !self.enabled() {
             return None;
         }
         let log = Arc::clone(self);
+        // Stops only between flushes: one cut mid-write would lose the times it took.
         Some(async move {
-            loop {
-                tokio::time::sleep(log.interval).await;
+            while stop.pause(log.interval).await {
                 if let Err(err) = log.flush(&*db).await {
                     tracing::warn!(error = %err, "recording access times failed; retrying at the next flush");
                 }

@@ -99,9 +99,9 @@ pub struct Cache {
     tmp_dir: Arc<PathBuf>,
     /// Keeps the lock on `tmp_dir`: other processes remove it once the last clone is gone.
     _scratch: Arc<Scratch>,
-    /// Work a request started that outlives it (fills, lease releases, signature writes):
-    /// shutdown waits for it ([`Self::requests_finished`]).
-    request_tasks: TaskTracker,
+    /// Fills, which outlive the requests that started them: shutdown waits for them
+    /// ([`Self::fills_finished`]).
+    fill_tasks: TaskTracker,
     background: Background,
 }
 
@@ -129,7 +129,7 @@ impl Cache {
             fills: Arc::new(Mutex::new(HashMap::new())),
             tmp_dir: Arc::new(parts.scratch.path().to_owned()),
             _scratch: Arc::new(parts.scratch),
-            request_tasks: TaskTracker::new(),
+            fill_tasks: TaskTracker::new(),
             background: Background::new(),
         }
     }
@@ -216,7 +216,8 @@ impl Cache {
                 };
                 // Released in the background: the answer is recorded already, and no client
                 // waits for one more database write (or, with the database down, its timeout).
-                self.request_tasks.spawn(lease.release());
+                self.background
+                    .spawn("narinfo_lease_release", |_| lease.release());
                 return result;
             }
             tokio::time::sleep(NARINFO_POLL).await;
@@ -275,8 +276,9 @@ impl Cache {
                 // Signed by an earlier key: sign now and remember it.
                 let fresh = self.sign(&info);
                 let (db, hash, stored) = (Arc::clone(&self.db), *info.store_path.hash(), fresh.clone());
-                self.request_tasks
-                    .spawn(async move { db.set_proxy_signature(&hash, &stored).await });
+                self.background.spawn("proxy_signature", move |_| async move {
+                    let _ = db.set_proxy_signature(&hash, &stored).await;
+                });
                 fresh.sig
             }
         };
@@ -300,17 +302,22 @@ impl Cache {
     /// Starts the background work of a serving process: writing access times, and reading the
     /// cache's size for the metrics every minute.
     pub fn start_background(&self) {
-        if let Some(flusher) = self.access.flusher(Arc::clone(&self.db)) {
-            self.background.spawn("access_flush", flusher);
-        }
+        let (access, db) = (Arc::clone(&self.access), Arc::clone(&self.db));
+        self.background.spawn("access_flush", move |stop| async move {
+            if let Some(flusher) = access.flusher(db, stop) {
+                flusher.await;
+            }
+        });
         let (db, metrics) = (Arc::clone(&self.db), Arc::clone(&self.metrics));
-        self.background.spawn("cache_size", async move {
+        self.background.spawn("cache_size", move |stop| async move {
             loop {
                 match db.usage().await {
                     Ok(usage) => metrics.set_usage(&usage),
                     Err(err) => tracing::debug!(error = %err, "reading the cache size failed"),
                 }
-                tokio::time::sleep(USAGE_REFRESH).await;
+                if !stop.pause(USAGE_REFRESH).await {
+                    return;
+                }
             }
         });
     }
@@ -320,11 +327,11 @@ impl Cache {
         &self.background
     }
 
-    /// Waits until the work requests started has ended (fills stored or failed). Requests that
-    /// come meanwhile still start work, which is waited for too.
-    pub async fn requests_finished(&self) {
-        self.request_tasks.close();
-        self.request_tasks.wait().await;
+    /// Waits until every fill has ended (stored or failed, its temp file gone). Fills started
+    /// meanwhile are waited for too.
+    pub async fn fills_finished(&self) {
+        self.fill_tasks.close();
+        self.fill_tasks.wait().await;
     }
 
     /// This process's directory for downloads and uploads in progress.

@@ -224,7 +224,7 @@ impl Cache {
             }
         };
         // The slot is free once the fill's temp file is gone (stored or removed).
-        self.request_tasks.spawn(async move {
+        self.fill_tasks.spawn(async move {
             run.await;
             drop(permit);
         });

@@ -18,6 +18,7 @@ use nixcache_protocol::{Compression, Sha256Hash};
 use sha2::{Digest, Sha256};
 
 use super::{Cache, CacheError};
+use crate::tasks::Stopping;
 use crate::{
     db::{now_ms, AccessCursor, LeaseClaim, LeaseKey, NarInfoRecord, NarinfoAccess},
     storage::{BlobKey, StorageError},
@@ -54,16 +55,21 @@ impl Cache {
     /// Starts scrubbing in the background: a first pass soon (pods seldom live a whole
     /// interval), then one every `options.interval`.
     pub fn start_scrub(&self, options: ScrubOptions) {
+        let this = self.clone();
         self.background
-            .spawn("scrub", self.clone().scrub_forever(options));
+            .spawn("scrub", move |stop| this.scrub_forever(options, stop));
     }
 
-    async fn scrub_forever(self, options: ScrubOptions) {
+    async fn scrub_forever(self, options: ScrubOptions, stop: Stopping) {
         let mut pause = options.interval.min(FIRST_PASS_AFTER);
-        loop {
-            tokio::time::sleep(pause).await;
+        while stop.pause(pause).await {
             pause = options.interval;
-            match self.scrub_pass(options.rate).await {
+            // A pass is cut at shutdown: each of its steps is safe to cut, as by a crash.
+            let result = tokio::select! {
+                result = self.scrub_pass(options.rate) => result,
+                () = stop.stopped() => return,
+            };
+            match result {
                 Ok(Some(report)) => tracing::info!(?report, "scrub pass done"),
                 Ok(None) => tracing::debug!("another replica is scrubbing"),
                 Err(err) => tracing::warn!(error = %err, "scrub pass failed; trying again later"),

@@ -7,6 +7,7 @@ use std::{future::Future, str::FromStr, time::Duration};
 use chrono::Utc;
 
 use super::{GcError, GcReport};
+use crate::tasks::Stopping;
 
 /// A parsed cron expression such as `0 */6 * * *`.
 #[derive(Clone, Debug)]
@@ -30,14 +31,17 @@ impl Schedule {
     }
 }
 
-/// Runs `collect` at every time of `schedule`, for as long as this future is polled.
-pub async fn run<F, Fut>(schedule: Schedule, mut collect: F)
+/// Runs `collect` at every time of `schedule` until the process stops (a run under way is
+/// finished first: it begins by writing the access times this process holds).
+pub async fn run<F, Fut>(schedule: Schedule, stop: Stopping, mut collect: F)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<GcReport, GcError>>,
 {
     while let Some(wait) = schedule.until_next() {
-        tokio::time::sleep(wait).await;
+        if !stop.pause(wait).await {
+            return;
+        }
         match collect().await {
             Ok(report) => tracing::info!(
                 narinfos = report.narinfos_evicted,

@@ -186,10 +186,13 @@ async fn a_failed_put_leaves_nothing(store: &dyn BlobStore, _: &Path) {
 }
 
 async fn overwrite_and_delete(store: &dyn BlobStore, _: &Path) {
-    // Overwrite replaces atomically; delete reports whether something went.
+    // Overwrite replaces atomically (a large object by a small one); delete reports whether
+    // something went.
     let k = key(1);
-    store.put_stream(&k, chunks(b"old")).await.unwrap();
+    let large: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+    store.put_stream(&k, chunks(&large)).await.unwrap();
     store.put_stream(&k, chunks(b"new")).await.unwrap();
+    assert_eq!(store.stat(&k).await.unwrap(), Some(3));
     assert_eq!(
         collect(store.get(&k, None).await.unwrap().body).await.unwrap(),
         b"new"
