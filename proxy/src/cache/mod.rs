@@ -25,7 +25,6 @@ use std::{
 
 use bytes::Bytes;
 
-use nixcache_formats::range::RangeSpec;
 use nixcache_protocol::{NarFile, NarInfo, SigningKey, StorePathHash};
 use tokio_util::task::TaskTracker;
 
@@ -389,15 +388,5 @@ impl Cache {
         self.db.ping().await?;
         self.storage.ping().await?;
         Ok(())
-    }
-}
-
-fn resolve(range: Option<RangeSpec>, size: u64) -> Result<Option<ByteRange>, CacheError> {
-    match range {
-        None => Ok(None),
-        Some(spec) => spec
-            .resolve(size)
-            .map(Some)
-            .ok_or(CacheError::RangeNotSatisfiable { size }),
     }
 }

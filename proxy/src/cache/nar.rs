@@ -13,7 +13,7 @@ use super::{
     admission::FillPermit,
     download::max_file_size,
     fill::{Client, Fill},
-    resolve, Cache, CacheError, NarResponse, OTHER_WORK_RETRY_AFTER,
+    Cache, CacheError, NarResponse, OTHER_WORK_RETRY_AFTER,
 };
 use crate::{
     db::{Lease, LeaseClaim, LeaseKey, NarInfoRecord},
@@ -309,4 +309,15 @@ async fn follow_fill(
         _ => None,
     };
     Ok(NarResponse { size, range, body })
+}
+
+/// The byte range of an object of `size` a request asks for; 416 when it lies outside.
+fn resolve(range: Option<RangeSpec>, size: u64) -> Result<Option<ByteRange>, CacheError> {
+    match range {
+        None => Ok(None),
+        Some(spec) => spec
+            .resolve(size)
+            .map(Some)
+            .ok_or(CacheError::RangeNotSatisfiable { size }),
+    }
 }
