@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use prometheus_client::encoding::EncodeLabelValue;
+use prometheus_client::encoding::{EncodeLabelValue, LabelValueEncoder};
 
 use crate::text;
 
@@ -110,7 +110,7 @@ impl Error {
 
 /// What kind of error an [`Error`] is: the failure metric's `error` label (rendered as
 /// [`ErrorKind::name`]) and what decides the retry backoff.
-#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 pub enum ErrorKind {
     /// API answer 409.
     KubeConflict,
@@ -187,6 +187,13 @@ impl ErrorKind {
                 Duration::from_secs(10)
             }
         }
+    }
+}
+
+/// The label value is [`ErrorKind::name`]: one list of names, not a derive beside it.
+impl EncodeLabelValue for ErrorKind {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        std::fmt::Write::write_str(encoder, self.name())
     }
 }
 

@@ -66,12 +66,9 @@ impl Background {
 #[cfg(test)]
 mod tests {
     #![allow(clippy::expect_used)]
-    use std::{
-        sync::{
-            atomic::{AtomicBool, Ordering},
-            Arc,
-        },
-        time::Duration,
+    use std::sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
     };
 
     use super::*;

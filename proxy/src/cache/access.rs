@@ -5,7 +5,6 @@
 
 use std::{
     collections::HashSet,
-    future::Future,
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -83,24 +82,17 @@ impl AccessLog {
         }
     }
 
-    /// The loop that flushes every interval, for as long as it is polled (the last flush is
-    /// shutdown's); `None` when access times are not recorded.
-    pub fn flusher(
-        self: &Arc<Self>,
-        db: Arc<dyn MetadataStore>,
-        stop: Stopping,
-    ) -> Option<impl Future<Output = ()>> {
+    /// Flushes every interval until the process stops (the last flush is shutdown's); returns
+    /// at once when access times are not recorded.
+    pub async fn flush_every_interval(self: Arc<Self>, db: Arc<dyn MetadataStore>, stop: Stopping) {
         if !self.enabled() {
-            return None;
+            return;
         }
-        let log = Arc::clone(self);
         // Stops only between flushes: one cut mid-write would lose the times it took.
-        Some(async move {
-            while stop.pause(log.interval).await {
-                if let Err(err) = log.flush(&*db).await {
-                    tracing::warn!(error = %err, "recording access times failed; retrying at the next flush");
-                }
+        while stop.pause(self.interval).await {
+            if let Err(err) = self.flush(&*db).await {
+                tracing::warn!(error = %err, "recording access times failed; retrying at the next flush");
             }
-        })
+        }
     }
 }

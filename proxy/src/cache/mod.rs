@@ -302,11 +302,8 @@ impl Cache {
     /// cache's size for the metrics every minute.
     pub fn start_background(&self) {
         let (access, db) = (Arc::clone(&self.access), Arc::clone(&self.db));
-        self.background.spawn("access_flush", move |stop| async move {
-            if let Some(flusher) = access.flusher(db, stop) {
-                flusher.await;
-            }
-        });
+        self.background
+            .spawn("access_flush", move |stop| access.flush_every_interval(db, stop));
         let (db, metrics) = (Arc::clone(&self.db), Arc::clone(&self.metrics));
         self.background.spawn("cache_size", move |stop| async move {
             loop {

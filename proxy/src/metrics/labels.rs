@@ -27,12 +27,6 @@ macro_rules! label_value {
                 encoder.write_str(self.as_str())
             }
         }
-
-        impl std::fmt::Display for $name {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
     };
 }
 
