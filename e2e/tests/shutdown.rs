@@ -1,6 +1,7 @@
 //! SIGTERM during a large download: new connections are refused at once, the client of the
 //! download still gets every byte, the NAR is stored whole, no temp file is left. With a grace
-//! period shorter than the download, the client is cut and nothing partial is left either.
+//! period shorter than the download, the client is cut, and nothing partial and no lease is
+//! left either.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -159,5 +160,12 @@ async fn a_short_grace_cuts_the_download_and_leaves_nothing_partial() -> Result<
         stored.is_empty(),
         "a NAR was stored although its download was cut: {stored:?}"
     );
+    // The download ended as failed: its fetch lease is released, not left for the others to
+    // wait out.
+    let url = format!("sqlite://{}/db.sqlite", d.proxy.data_dir.display());
+    let db = nixcache::db::connect(&url).await?;
+    let file = nixcache_protocol::NarFile::parse(&d.name)?;
+    let lease = db.get_lease(&nixcache::db::LeaseKey::nar(&file)).await?;
+    ensure!(lease.is_none(), "the cut download's lease is left: {lease:?}");
     Ok(())
 }

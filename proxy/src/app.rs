@@ -335,7 +335,8 @@ pub async fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
 }
 
 /// After the signal, in order: no new connections; open responses and the work requests
-/// started (downloads) run on for up to `grace`; the background loops stop and are waited for;
+/// started (downloads) run on for up to `grace`, then are cut (downloads end as failed,
+/// releasing their leases); the background loops stop and are waited for;
 /// what is only in memory is written; what is left of unfinished downloads (temp files) is
 /// removed. Stored objects are never partial: storage writes are atomic.
 async fn drain(cache: &Cache, mut server: tokio::task::JoinHandle<()>, grace: Duration) {
@@ -352,6 +353,14 @@ async fn drain(cache: &Cache, mut server: tokio::task::JoinHandle<()>, grace: Du
             "grace period over: cutting the remaining responses and downloads"
         );
         server.abort();
+        // Each fill ends as a failed one: its lease released for the other replicas at once,
+        // its temp file removed.
+        if tokio::time::timeout(FLUSH_LIMIT, cache.cancel_fills())
+            .await
+            .is_err()
+        {
+            tracing::warn!("downloads did not end in time; leaving them (their leases expire)");
+        }
     }
     // Each loop stops at its next await; one stuck in a database call must not hold the exit.
     if tokio::time::timeout(FLUSH_LIMIT, cache.background().shutdown())

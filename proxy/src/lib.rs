@@ -9,6 +9,7 @@ pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod db;
+pub mod failure;
 pub mod gc;
 pub mod http;
 pub mod keys;

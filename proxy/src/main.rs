@@ -1,16 +1,26 @@
-use std::time::Duration;
+use std::{process::ExitCode, time::Duration};
 
 use clap::Parser;
 use nixcache::{
     cli::{Cli, Command, LogFormat},
-    config, db, keys, telemetry,
+    config, db, failure, keys, telemetry,
 };
 
 /// How long the exit waits for blocking work still running (a large upload's digest, cut off
 /// by the shutdown): dropping the runtime would wait for it to the end.
 const BLOCKING_EXIT_WAIT: Duration = Duration::from_secs(1);
 
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
+    match run_to_end() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {}", failure::one_line(&err));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_to_end() -> anyhow::Result<()> {
     // A config file's settings become flags first, so clap checks them like flags.
     let cli = Cli::parse_from(config::expand_args(std::env::args_os().collect())?);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;

@@ -12,7 +12,7 @@ use std::{
 use nixcache_protocol::{NarFile, StorePathHash};
 
 use crate::{
-    db::{now_ms, DbError, MetadataStore},
+    db::{DbError, MetadataStore, Timestamp},
     tasks::Stopping,
 };
 
@@ -68,9 +68,9 @@ impl AccessLog {
         }
         let narinfos: Vec<_> = noted.narinfos.iter().copied().collect();
         let nars: Vec<_> = noted.nars.iter().cloned().collect();
-        let at = now_ms();
+        let at = Timestamp::now();
         // What another replica recorded within half an interval stays: no write for nothing.
-        let fresh = at - i64::try_from(self.interval.as_millis() / 2).unwrap_or(0);
+        let fresh = at - self.interval / 2;
         match db.record_access(&narinfos, &nars, at, fresh).await {
             Ok(()) => Ok(narinfos.len() + nars.len()),
             Err(err) => {

@@ -6,77 +6,27 @@ use std::{io, os::unix::fs::FileExt, sync::Arc};
 use bytes::Bytes;
 use futures::{FutureExt, Stream, StreamExt};
 
-use super::{
-    fill::{Fill, Phase},
-    verify, Cache, CacheError,
-};
+use super::{fill::Fill, verify, Cache, CacheError};
 use crate::{
     db::{NarInfoRecord, NarRecord},
-    lease::HeldLease,
+    upstream::NarDownload,
 };
 
 /// Largest write batch.
 const CHUNK: usize = 1 << 20;
 
-/// Runs the download to its end and publishes the outcome; spawned, so no one client can cancel
-/// it, but it is cancelled once every client left (see `Fill::abandoned`). The fetch lease, when
-/// held, is released after the outcome is recorded and before the fill is forgotten, so no
-/// other request of this replica can take the lease in between.
-pub async fn run(cache: Cache, fill: Arc<Fill>, record: Arc<NarInfoRecord>, lease: Option<HeldLease>) {
-    // A panic must still end the fill, or its joiners would wait forever.
-    let work = std::panic::AssertUnwindSafe(download_verify_commit(&cache, &fill, &record)).catch_unwind();
-    let finish_below = cache.admission.limits().finish_abandoned_below;
-    // Dropping the download closes the upstream connection; the verifier ends on `Failed`.
-    let result = tokio::select! {
-        result = work => result.unwrap_or_else(|e| Err(CacheError::panicked("the fill task", &*e))),
-        () = fill.abandoned(finish_below) => Err(CacheError::Abandoned),
-    };
-    match result {
-        Ok(size) => {
-            tracing::info!(nar = %fill.key, size, store_path = %record.info.store_path, "NAR verified and stored");
-            // Joiners may finish at once; new requests find the stored object from now on.
-            fill.progress.send_modify(|p| p.phase = Phase::Committed);
-            if let Some(lease) = lease {
-                lease.release().await;
-            }
-            cache.forget_fill(&fill.key);
-        }
-        Err(err) => {
-            if let Some(lease) = lease {
-                lease.release().await;
-            }
-            cache.forget_fill(&fill.key);
-            if let CacheError::Abandoned = err {
-                cache.metrics.fills_abandoned.inc();
-            } else {
-                tracing::error!(nar = %fill.key, store_path = %record.info.store_path, error = %err, "NAR fill failed");
-            }
-            fill.progress
-                .send_modify(|p| p.phase = Phase::Failed(Arc::new(err)));
-            let _ = tokio::fs::remove_file(&fill.tmp_path).await;
-        }
-    }
-}
-
+/// Downloads the NAR into `fill`, verifies it while it arrives, and stores it.
 pub(super) async fn download_verify_commit(
     cache: &Cache,
     fill: &Arc<Fill>,
     record: &NarInfoRecord,
-) -> Result<u64, CacheError> {
+) -> Result<(), CacheError> {
     let info = &record.info;
-    let (response, size) = open_upstream(cache, record).await?;
-    fill.progress.send_modify(|p| p.size = size);
-    let verifier = verify::spawn(Arc::clone(&fill.file), fill.progress.subscribe(), info)?;
+    let (download, size) = open_upstream(cache, record).await?;
+    fill.source_answered(size);
+    let verifier = verify::spawn(Arc::clone(&fill.file), fill.progress(), info)?;
     let limit = size.unwrap_or(max_file_size(info));
-    let url = response.url().to_string();
-    let body = response.bytes_stream();
-    let total = write_stream(fill, body, 0, limit, |e| upstream_body_err(&url, e))
-        .await
-        .inspect_err(|err| {
-            if let CacheError::Upstream(err) = err {
-                cache.upstreams.nar_body_failed(&url, err);
-            }
-        })?;
+    let total = write_stream(fill, download.body, 0, limit, CacheError::Upstream).await?;
     finish(cache, fill, record, size, total, verifier).await
 }
 
@@ -92,14 +42,14 @@ pub(super) fn max_file_size(info: &nixcache_protocol::NarInfo) -> u64 {
 pub(super) async fn open_upstream(
     cache: &Cache,
     record: &NarInfoRecord,
-) -> Result<(reqwest::Response, Option<u64>), CacheError> {
+) -> Result<(NarDownload, Option<u64>), CacheError> {
     let info = &record.info;
-    let response = cache
+    let download = cache
         .upstreams
         .get_nar(&info.url)
         .await
         .map_err(CacheError::Upstream)?;
-    let announced = response.content_length();
+    let announced = download.size;
     if let (Some(expected), Some(got)) = (info.file_size, announced) {
         if expected != got {
             return Err(CacheError::unverified(format!(
@@ -113,7 +63,7 @@ pub(super) async fn open_upstream(
             "upstream sends {got} bytes, far more than NarSize {}",
             info.nar_size
         ))),
-        _ => Ok((response, info.file_size.or(announced))),
+        _ => Ok((download, info.file_size.or(announced))),
     }
 }
 
@@ -126,7 +76,7 @@ pub(super) async fn finish(
     expected: Option<u64>,
     total: u64,
     verifier: verify::Pending,
-) -> Result<u64, CacheError> {
+) -> Result<(), CacheError> {
     let info = &record.info;
     if total == 0 {
         return Err(CacheError::unverified("upstream sent an empty NAR file"));
@@ -143,10 +93,7 @@ pub(super) async fn finish(
         .await
         .map_err(|e| CacheError::task_failed("writing to the temp file", e))?
         .map_err(io_err)?;
-    fill.progress.send_modify(|p| {
-        p.size = Some(total);
-        p.phase = Phase::Downloaded;
-    });
+    fill.downloaded(total);
     let digests = verify::digests(verifier, &fill.key).await?;
     if let Err(err) = check_digests(record, &digests) {
         // The file is exactly the one named, yet its NAR is not the narinfo's: retrying cannot
@@ -156,10 +103,10 @@ pub(super) async fn finish(
         }
         return Err(err);
     }
-    fill.progress.send_modify(|p| p.phase = Phase::Verified);
+    fill.verified();
     cache
         .storage
-        .put_file(&fill.key, &fill.tmp_path)
+        .put_file(&fill.key, fill.tmp_path())
         .await
         .map_err(CacheError::Storage)?;
     let nar = NarRecord {
@@ -168,7 +115,8 @@ pub(super) async fn finish(
         nar_hash: digests.nar_hash,
     };
     cache.db.put_nar(&nar).await.map_err(CacheError::Db)?;
-    Ok(total)
+    tracing::info!(nar = %fill.key, size = total, store_path = %info.store_path, "NAR verified and stored");
+    Ok(())
 }
 
 fn io_err(e: io::Error) -> CacheError {
@@ -222,13 +170,6 @@ where
         fill.written(offset);
     }
     Ok(offset)
-}
-
-pub(super) fn upstream_body_err(url: &str, error: reqwest::Error) -> CacheError {
-    CacheError::Upstream(crate::upstream::UpstreamError::Request {
-        url: url.to_owned(),
-        error,
-    })
 }
 
 pub(super) fn check_digests(record: &NarInfoRecord, got: &verify::Digests) -> Result<(), CacheError> {

@@ -7,15 +7,30 @@
 //!
 //! Clients (local requests, and other replicas copying it) are counted: when they all left, the
 //! fill is abandoned (see `abandoned`).
+//!
+//! A fill's progress changes only through its methods: `source_answered` (the size) and
+//! `written` (the bytes) while it downloads, `downloaded` and `verified` (its phase), and `end`
+//! (the one place it is committed or failed, and the one place the order of its last steps is
+//! written).
 
-use std::{fs::File, io, path::PathBuf, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    fs::File,
+    io,
+    path::PathBuf,
+    sync::{Arc, Mutex, MutexGuard},
+    time::Duration,
+};
 
 use bytes::Bytes;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::watch;
 
 use super::CacheError;
-use crate::storage::{bufpool, BlobKey, ByteRange, ByteStream};
+use crate::{
+    lease::HeldLease,
+    storage::{bufpool, BlobKey, ByteRange, ByteStream},
+};
 
 /// How long a fill may have no client before it counts as abandoned: the first client attaches
 /// a moment after the fill starts, and Nix retries a cut download within about a second.
@@ -45,21 +60,36 @@ pub struct Progress {
 /// The client count of a fill cancelled for having none: no client may join it any more.
 const CLOSED: usize = usize::MAX;
 
-pub struct Fill {
-    pub key: BlobKey,
-    pub(super) file: Arc<File>,
-    pub(super) tmp_path: PathBuf,
-    pub(super) progress: watch::Sender<Progress>,
-    /// Clients attached (see `attach`).
-    clients: watch::Sender<usize>,
-    /// Bytes in the temp files of all fills (a metric); this one's share is `written`.
+/// The fills in progress in this process, one per object.
+#[derive(Clone)]
+pub struct Fills {
+    map: Arc<Mutex<HashMap<BlobKey, Arc<Fill>>>>,
+    /// Fills registered (a metric).
+    in_flight: Gauge,
+    /// Bytes in the temp files of all fills (a metric).
     temp_bytes: Gauge,
 }
 
-impl Fill {
-    /// Creates the temp file. The size stays unknown until the upstream answered, so no client
-    /// is promised a body before the upstream has agreed to send one.
-    pub fn create(key: BlobKey, tmp_path: PathBuf, temp_bytes: Gauge) -> io::Result<Arc<Self>> {
+impl Fills {
+    pub fn new(in_flight: Gauge, temp_bytes: Gauge) -> Self {
+        Self {
+            map: Arc::default(),
+            in_flight,
+            temp_bytes,
+        }
+    }
+
+    pub fn get(&self, key: &BlobKey) -> Option<Arc<Fill>> {
+        self.lock().get(key).cloned()
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Creates the fill's temp file at `tmp_path` and registers the fill under `key`. The size
+    /// stays unknown until its source answered, so no client is promised a body before then.
+    pub fn start(&self, key: BlobKey, tmp_path: PathBuf) -> io::Result<Arc<Fill>> {
         let file = File::options()
             .read(true)
             .write(true)
@@ -70,16 +100,54 @@ impl Fill {
             size: None,
             phase: Phase::Downloading,
         });
-        Ok(Arc::new(Self {
-            key,
+        let fill = Arc::new(Fill {
+            key: key.clone(),
             file: Arc::new(file),
             tmp_path,
             progress,
             clients: watch::channel(0).0,
-            temp_bytes,
-        }))
+            temp_bytes: self.temp_bytes.clone(),
+        });
+        self.lock().insert(key, Arc::clone(&fill));
+        self.in_flight.inc();
+        Ok(fill)
     }
 
+    /// New requests no longer find `fill`; its temp file counts no more.
+    fn forget(&self, fill: &Fill) {
+        let removed = {
+            let mut map = self.lock();
+            // Only this fill: never one started for the same object since.
+            let ours = map.get(&fill.key).is_some_and(|f| std::ptr::eq(&**f, fill));
+            if ours {
+                map.remove(&fill.key)
+            } else {
+                None
+            }
+        };
+        if removed.is_some() {
+            self.in_flight.dec();
+            fill.temp_file_gone();
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<BlobKey, Arc<Fill>>> {
+        self.map.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+pub struct Fill {
+    pub key: BlobKey,
+    pub(super) file: Arc<File>,
+    tmp_path: PathBuf,
+    progress: watch::Sender<Progress>,
+    /// Clients attached (see `attach`).
+    clients: watch::Sender<usize>,
+    /// Bytes in the temp files of all fills (a metric); this one's share is `written`.
+    temp_bytes: Gauge,
+}
+
+impl Fill {
     /// Counts a client until the returned guard is dropped (it goes with the client's stream).
     /// `None` once the fill was cancelled for having none: the caller starts a new one.
     pub fn attach(self: &Arc<Self>) -> Option<Client> {
@@ -93,6 +161,12 @@ impl Fill {
         attached.then(|| Client(Arc::clone(self)))
     }
 
+    /// The source answered: from now on a body is promised to clients, of `size` bytes when
+    /// the narinfo or the answer says.
+    pub(super) fn source_answered(&self, size: Option<u64>) {
+        self.progress.send_modify(|p| p.size = size);
+    }
+
     /// Records that the temp file now holds `offset` bytes, and tells the clients.
     pub(super) fn written(&self, offset: u64) {
         let before = self.progress.borrow().written;
@@ -100,8 +174,69 @@ impl Fill {
         self.progress.send_modify(|p| p.written = offset);
     }
 
+    /// Where the temp file is (storage takes it from there).
+    pub(super) fn tmp_path(&self) -> &std::path::Path {
+        &self.tmp_path
+    }
+
+    /// Whether bytes are still to come (the fill is not yet complete, verified, or over).
+    pub(super) fn downloading(&self) -> bool {
+        matches!(self.progress.borrow().phase, Phase::Downloading)
+    }
+
+    /// How many bytes the temp file holds.
+    pub(super) fn written_so_far(&self) -> u64 {
+        self.progress.borrow().written
+    }
+
+    /// Every byte, `total` of them, is in the (synced) temp file; verification is finishing.
+    pub(super) fn downloaded(&self, total: u64) {
+        self.progress.send_modify(|p| {
+            p.size = Some(total);
+            p.phase = Phase::Downloaded;
+        });
+    }
+
+    /// Every hash matched: clients may have their last bytes while the file is being stored.
+    pub(super) fn verified(&self) {
+        self.progress.send_modify(|p| p.phase = Phase::Verified);
+    }
+
+    /// What a verifier follows: the bytes written, and whether more are to come.
+    pub(super) fn progress(&self) -> watch::Receiver<Progress> {
+        self.progress.subscribe()
+    }
+
+    /// Ends the fill with `outcome` (`Ok`: the object is stored and recorded). The one place a
+    /// fill is committed or failed, and the order of its last steps:
+    /// 1. stored: `Committed`, so its clients get their last bytes at once;
+    /// 2. the fetch `lease`, when held, is released before the fill is forgotten, so no other
+    ///    request of this replica finds neither fill nor free lease and waits on itself;
+    /// 3. the fill is forgotten: new requests find the stored object, or start a fill anew;
+    /// 4. failed: `Failed` is told to the clients only now, so no request ever joins a fill that
+    ///    already failed;
+    /// 5. the temp file is removed (already gone when storage took it).
+    pub(super) async fn end(&self, fills: &Fills, outcome: Result<(), CacheError>, lease: Option<HeldLease>) {
+        if outcome.is_ok() {
+            self.progress.send_modify(|p| p.phase = Phase::Committed);
+        }
+        if let Some(lease) = lease {
+            lease.release().await;
+        }
+        fills.forget(self);
+        if let Err(err) = outcome {
+            self.progress
+                .send_modify(|p| p.phase = Phase::Failed(Arc::new(err)));
+        }
+        if let Err(err) = tokio::fs::remove_file(&self.tmp_path).await {
+            if err.kind() != io::ErrorKind::NotFound {
+                tracing::warn!(path = %self.tmp_path.display(), error = %err, "removing a fill's temp file failed");
+            }
+        }
+    }
+
     /// The temp file is gone (stored, or removed): it counts no more.
-    pub(super) fn temp_file_gone(&self) {
+    fn temp_file_gone(&self) {
         let written = self.progress.borrow().written;
         self.temp_bytes.dec_by(i64::try_from(written).unwrap_or(i64::MAX));
     }

@@ -9,21 +9,21 @@
 //! done only when the file's bytes are fixed by its name. A finished copy is hashed once against
 //! FileHash (or fully verified) before local clients get their last byte.
 
-use std::{io, os::unix::fs::FileExt, panic::AssertUnwindSafe, sync::Arc, time::Instant};
+use std::{io, os::unix::fs::FileExt, sync::Arc, time::Instant};
 
 use bytes::Bytes;
-use futures::{FutureExt, StreamExt};
+use futures::StreamExt;
 use nixcache_protocol::{Compression, Sha256Hash};
 use sha2::{Digest, Sha256};
 
 use super::{
     download::{self, write_stream},
-    fill::{Fill, Phase},
+    fill::Fill,
     replica::PeerError,
     verify, Cache, CacheError,
 };
 use crate::{
-    db::{now_ms, Lease, LeaseClaim, LeaseKey, NarInfoRecord},
+    db::{Lease, LeaseClaim, LeaseKey, NarInfoRecord, Timestamp},
     lease::HeldLease,
     storage::{BlobKey, ByteRange, ByteStream},
 };
@@ -31,47 +31,22 @@ use crate::{
 /// Pause before asking again when no source can be streamed right now.
 const RETRY: std::time::Duration = std::time::Duration::from_millis(250);
 
-/// Copies `holder`'s download into `fill`; spawned like a fill, so no one client can cancel it,
-/// but it is cancelled once every local client left, like a download (`Fill::abandoned`).
-pub async fn run(cache: Cache, fill: Arc<Fill>, record: Arc<NarInfoRecord>, holder: Lease) {
+/// Copies `holder`'s download into `fill`. Should the holder go, this replica may take the
+/// download over: `lease` then holds the fetch lease it took.
+pub(super) async fn copy(
+    cache: &Cache,
+    fill: &Arc<Fill>,
+    record: &NarInfoRecord,
+    holder: Lease,
+    lease: &mut Option<HeldLease>,
+) -> Result<(), CacheError> {
     let mut copier = Copier {
-        cache: &cache,
-        fill: &fill,
-        record: &record,
-        lease: None,
+        cache,
+        fill,
+        record,
+        lease,
     };
-    let finish_below = cache.admission.limits().finish_abandoned_below;
-    // Dropping the copy closes the stream from the holder, which counts one client less.
-    let result = tokio::select! {
-        result = AssertUnwindSafe(copier.copy(holder)).catch_unwind() => {
-            result.unwrap_or_else(|e| Err(CacheError::panicked("the copy task", &*e)))
-        }
-        () = fill.abandoned(finish_below) => Err(CacheError::Abandoned),
-    };
-    let lease = copier.lease.take();
-    let abandoned = matches!(result, Err(CacheError::Abandoned));
-    match result {
-        Ok(()) => fill.progress.send_modify(|p| p.phase = Phase::Committed),
-        // No client to tell; told once forgotten (below), so a request joining just now starts anew.
-        Err(CacheError::Abandoned) => {
-            cache.metrics.fills_abandoned.inc();
-        }
-        Err(err) => {
-            tracing::error!(nar = %fill.key, error = %err, "copying another replica's download failed");
-            fill.progress
-                .send_modify(|p| p.phase = Phase::Failed(Arc::new(err)));
-        }
-    }
-    if let Some(lease) = lease {
-        lease.release().await;
-    }
-    cache.forget_fill(&fill.key);
-    if abandoned {
-        fill.progress
-            .send_modify(|p| p.phase = Phase::Failed(Arc::new(CacheError::Abandoned)));
-    }
-    // Consumed by storage when this replica took the download over and stored it.
-    let _ = tokio::fs::remove_file(&fill.tmp_path).await;
+    copier.copy(holder).await
 }
 
 enum Next {
@@ -85,7 +60,7 @@ struct Copier<'a> {
     fill: &'a Arc<Fill>,
     record: &'a NarInfoRecord,
     /// Held once this replica took the download over.
-    lease: Option<HeldLease>,
+    lease: &'a mut Option<HeldLease>,
 }
 
 impl Copier<'_> {
@@ -115,7 +90,7 @@ impl Copier<'_> {
             _ => self.next_source(0, size).await?,
         };
         // Only now is a body promised to local clients: a source has answered.
-        self.fill.progress.send_modify(|p| p.size = Some(size));
+        self.fill.source_answered(Some(size));
         let mut offset = 0;
         loop {
             let stream = match next {
@@ -129,7 +104,7 @@ impl Copier<'_> {
                 )
             })
             .await;
-            offset = self.fill.progress.borrow().written;
+            offset = self.fill.written_so_far();
             match copied {
                 Ok(end) if end == size => break,
                 Err(err @ CacheError::Verification { .. }) => return Err(err),
@@ -142,7 +117,7 @@ impl Copier<'_> {
             next = self.next_source(offset, size).await?;
         }
         self.check_copy(size).await?;
-        self.fill.progress.send_modify(|p| p.phase = Phase::Verified);
+        self.fill.verified();
         Ok(())
     }
 
@@ -184,10 +159,10 @@ impl Copier<'_> {
         loop {
             let holder = match cache.db.get_lease(&lease_key).await? {
                 None => return self.stored_range(range, size).await.map(Next::Stream),
-                Some(lease) if lease.expires_at_ms < now_ms() => {
+                Some(lease) if lease.expires_at < Timestamp::now() => {
                     match cache.replica.claim(&*cache.db, &lease_key).await? {
                         LeaseClaim::Acquired => {
-                            self.lease = Some(cache.replica.hold(Arc::clone(&cache.db), lease_key));
+                            *self.lease = Some(cache.replica.hold(Arc::clone(&cache.db), lease_key));
                             return Ok(Next::TakeOver);
                         }
                         LeaseClaim::Held(lease) => lease,
@@ -249,16 +224,14 @@ impl Copier<'_> {
     async fn take_over(&mut self, offset: u64, size: u64) -> Result<(), CacheError> {
         tracing::warn!(nar = %self.fill.key, at = offset, "taking over the download from the upstream");
         let (cache, fill, record) = (self.cache, self.fill, self.record);
-        let verifier = verify::spawn(Arc::clone(&fill.file), fill.progress.subscribe(), &record.info)?;
-        let (response, announced) = download::open_upstream(cache, record).await?;
+        let verifier = verify::spawn(Arc::clone(&fill.file), fill.progress(), &record.info)?;
+        let (download, announced) = download::open_upstream(cache, record).await?;
         if announced.is_some_and(|n| n != size) {
             return Err(CacheError::unverified(format!(
                 "upstream sends {announced:?} bytes, expected {size}"
             )));
         }
-        let url = response.url().to_string();
-        let upstream_err = |e: reqwest::Error| download::upstream_body_err(&url, e);
-        let mut body = response.bytes_stream();
+        let mut body = download.body;
         let mut compared = 0;
         let mut rest = Bytes::new();
         while compared < offset {
@@ -266,7 +239,7 @@ impl Copier<'_> {
                 .next()
                 .await
                 .ok_or_else(|| CacheError::unverified("upstream body too short"))?;
-            let chunk = chunk.map_err(upstream_err)?;
+            let chunk = chunk.map_err(CacheError::Upstream)?;
             let take = chunk.len().min((offset - compared) as usize);
             if !same_as_file(&fill.file, compared, chunk.slice(..take)).await? {
                 return Err(CacheError::unverified(format!(
@@ -277,9 +250,8 @@ impl Copier<'_> {
             rest = chunk.slice(take..);
         }
         let body = futures::stream::iter((!rest.is_empty()).then_some(Ok(rest))).chain(body);
-        let total = write_stream(fill, body, offset, size, upstream_err).await?;
-        download::finish(cache, fill, record, Some(size), total, verifier).await?;
-        Ok(())
+        let total = write_stream(fill, body, offset, size, CacheError::Upstream).await?;
+        download::finish(cache, fill, record, Some(size), total, verifier).await
     }
 
     /// The whole file from the upstream, as this replica's own fill would fetch it (its size
@@ -308,8 +280,8 @@ impl Copier<'_> {
             }
             return Ok(());
         }
-        let verifier = verify::spawn(Arc::clone(&self.fill.file), self.fill.progress.subscribe(), info)?;
-        self.fill.progress.send_modify(|p| p.phase = Phase::Downloaded);
+        let verifier = verify::spawn(Arc::clone(&self.fill.file), self.fill.progress(), info)?;
+        self.fill.downloaded(size);
         let digests = verify::digests(verifier, &self.fill.key).await?;
         download::check_digests(self.record, &digests)
     }

@@ -5,6 +5,7 @@ mod access;
 mod admission;
 mod download;
 mod error;
+mod feed;
 mod fill;
 mod hot;
 mod mirror;
@@ -16,17 +17,12 @@ mod singleflight;
 mod upload;
 mod verify;
 
-use std::{
-    collections::HashMap,
-    path::PathBuf,
-    sync::{Arc, Mutex},
-    time::Instant,
-};
+use std::{path::PathBuf, sync::Arc, time::Instant};
 
 use bytes::Bytes;
 
 use nixcache_protocol::{NarFile, NarInfo, SigningKey, StorePathHash};
-use tokio_util::task::TaskTracker;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
     db::{LeaseClaim, LeaseKey, MetadataStore, NarInfoRecord, ProxySignature},
@@ -40,7 +36,7 @@ pub use access::AccessLog;
 use admission::Admission;
 pub use admission::FillLimits;
 pub use error::{BoxError, CacheError};
-use fill::Fill;
+use fill::Fills;
 pub use hot::HotCache;
 pub use negative::NegativeCache;
 use replica::Replica;
@@ -93,7 +89,7 @@ pub struct Cache {
     metrics: Arc<Metrics>,
     narinfo_flights: Arc<SingleFlight<StorePathHash, NarInfoRecord>>,
     nar_locates: Arc<SingleFlight<BlobKey, nar::Source>>,
-    fills: Arc<Mutex<HashMap<BlobKey, Arc<Fill>>>>,
+    fills: Fills,
     admission: Arc<Admission>,
     tmp_dir: Arc<PathBuf>,
     /// Keeps the lock on `tmp_dir`: other processes remove it once the last clone is gone.
@@ -101,6 +97,8 @@ pub struct Cache {
     /// Fills, which outlive the requests that started them: shutdown waits for them
     /// ([`Self::fills_finished`]).
     fill_tasks: TaskTracker,
+    /// Cancelled when shutdown's grace period is over: the fills still running end as failed.
+    fills_cancelled: CancellationToken,
     background: Background,
 }
 
@@ -124,11 +122,15 @@ impl Cache {
                 parts.metrics.coalesced_counter(ObjectKind::Nar),
             )),
             admission: Arc::new(Admission::new(parts.fill_limits, Arc::clone(&parts.metrics))),
+            fills: Fills::new(
+                parts.metrics.fills_in_flight.clone(),
+                parts.metrics.fill_temp_bytes.clone(),
+            ),
             metrics: parts.metrics,
-            fills: Arc::new(Mutex::new(HashMap::new())),
             tmp_dir: Arc::new(parts.scratch.path().to_owned()),
             _scratch: Arc::new(parts.scratch),
             fill_tasks: TaskTracker::new(),
+            fills_cancelled: CancellationToken::new(),
             background: Background::new(),
         }
     }
@@ -330,6 +332,13 @@ impl Cache {
         self.fill_tasks.wait().await;
     }
 
+    /// Ends the fills still running as failed (each releases its lease and removes its temp
+    /// file, see `fill::Fill::end`), and waits until they have.
+    pub async fn cancel_fills(&self) {
+        self.fills_cancelled.cancel();
+        self.fills_finished().await;
+    }
+
     /// This process's directory for downloads and uploads in progress.
     pub fn tmp_dir(&self) -> &std::path::Path {
         &self.tmp_dir
@@ -337,7 +346,7 @@ impl Cache {
 
     /// NAR downloads (or copies from another replica) under way in this process.
     pub fn fills_in_progress(&self) -> usize {
-        self.fills.lock().unwrap_or_else(|p| p.into_inner()).len()
+        self.fills.len()
     }
 
     /// Writes what is only in memory (access times) before the process exits.

@@ -3,23 +3,18 @@
 
 use std::sync::Arc;
 
-use futures::FutureExt;
-use tracing::Instrument;
-
 use nixcache_formats::range::RangeSpec;
 use nixcache_protocol::NarFile;
 
 use super::{
-    admission::FillPermit,
     download::max_file_size,
+    feed::Feed,
     fill::{Client, Fill},
     Cache, CacheError, NarResponse, OTHER_WORK_RETRY_AFTER,
 };
 use crate::{
-    db::{Lease, LeaseClaim, LeaseKey, NarInfoRecord},
-    lease::HeldLease,
+    db::{LeaseClaim, LeaseKey, NarInfoRecord},
     metrics::{LookupResult, ObjectKind},
-    scratch::tempfile_in,
     storage::{BlobKey, BlobRead, ByteRange, StorageError},
 };
 
@@ -33,14 +28,6 @@ pub(super) enum Source {
     Stored(u64),
     /// Being written on this replica (downloaded, or copied from the replica downloading it).
     Local(Arc<Fill>),
-}
-
-/// What fills a temp file.
-enum Feed {
-    /// This replica downloads from the upstream, under `lease` (when it holds one).
-    Upstream(Option<HeldLease>),
-    /// This replica copies the download of the lease holder.
-    Holder(Lease),
 }
 
 impl Cache {
@@ -108,7 +95,7 @@ impl Cache {
         range: Option<RangeSpec>,
         head: bool,
     ) -> Result<NarResponse, CacheError> {
-        let fill = self.fill_in_progress(&BlobKey::for_nar(file));
+        let fill = self.fills.get(&BlobKey::for_nar(file));
         match fill.as_ref().and_then(|fill| Some((fill, fill.attach()?))) {
             Some((fill, client)) => follow_fill(fill, client, range, head).await,
             None => Err(CacheError::NotFound),
@@ -132,7 +119,7 @@ impl Cache {
 
     async fn locate_now(&self, file: &NarFile, record: Arc<NarInfoRecord>) -> Result<Source, CacheError> {
         let key = BlobKey::for_nar(file);
-        if let Some(fill) = self.fill_in_progress(&key) {
+        if let Some(fill) = self.fills.get(&key) {
             self.metrics.coalesced(ObjectKind::Nar);
             return Ok(Source::Local(fill));
         }
@@ -154,7 +141,7 @@ impl Cache {
                 Feed::Upstream(Some(lease))
             }
         };
-        Ok(Source::Local(self.start_fill(&key, record, feed, permit)?))
+        Ok(Source::Local(self.start_fill(&key, record, feed, permit).await?))
     }
 
     /// Claims a NAR's lease for a fill. A lease without an address is not a fill that can be
@@ -177,69 +164,6 @@ impl Cache {
                 }
                 claim => return Ok(claim),
             }
-        }
-    }
-
-    pub(super) fn fill_in_progress(&self, key: &BlobKey) -> Option<Arc<Fill>> {
-        self.fills
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .get(key)
-            .cloned()
-    }
-
-    /// Registers and spawns a fill; a lease it holds is released when it ends, and its `permit`
-    /// once its temp file is gone.
-    fn start_fill(
-        &self,
-        key: &BlobKey,
-        record: Arc<NarInfoRecord>,
-        feed: Feed,
-        permit: FillPermit,
-    ) -> Result<Arc<Fill>, CacheError> {
-        let tmp = tempfile_in(&self.tmp_dir, key);
-        let fill = Fill::create(key.clone(), tmp, self.metrics.fill_temp_bytes.clone())
-            .map_err(|e| StorageError::io("creating a temp file", e))?;
-        self.fills
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .insert(key.clone(), Arc::clone(&fill));
-        self.metrics.fills_in_flight.inc();
-        let (this, spawned) = (self.clone(), Arc::clone(&fill));
-        let run = match feed {
-            Feed::Upstream(lease) => {
-                tracing::info!(nar = %key, store_path = %record.info.store_path, upstream = %record.info.url, "fetching NAR");
-                let span = tracing::info_span!("upstream_nar", nar = %key, url = %record.info.url);
-                super::download::run(this, spawned, record, lease)
-                    .instrument(span)
-                    .boxed()
-            }
-            Feed::Holder(holder) => {
-                tracing::info!(nar = %key, holder = %holder.holder, address = %holder.address,
-                    "copying the NAR from the replica fetching it");
-                let span = tracing::info_span!("replica_nar", nar = %key, holder = %holder.holder);
-                super::mirror::run(this, spawned, record, holder)
-                    .instrument(span)
-                    .boxed()
-            }
-        };
-        // The slot is free once the fill's temp file is gone (stored or removed).
-        self.fill_tasks.spawn(async move {
-            run.await;
-            drop(permit);
-        });
-        Ok(fill)
-    }
-
-    pub(super) fn forget_fill(&self, key: &BlobKey) {
-        let removed = self
-            .fills
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .remove(key);
-        if let Some(fill) = removed {
-            self.metrics.fills_in_flight.dec();
-            fill.temp_file_gone();
         }
     }
 

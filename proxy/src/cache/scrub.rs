@@ -20,7 +20,7 @@ use sha2::{Digest, Sha256};
 use super::{Cache, CacheError};
 use crate::tasks::Stopping;
 use crate::{
-    db::{now_ms, AccessCursor, LeaseClaim, LeaseKey, NarInfoRecord, NarinfoAccess},
+    db::{AccessCursor, LeaseClaim, LeaseKey, NarInfoRecord, NarinfoAccess, Timestamp},
     storage::{BlobKey, StorageError},
 };
 
@@ -90,13 +90,13 @@ impl Cache {
     }
 
     async fn scrub_all(&self, rate: u64) -> Result<ScrubReport, CacheError> {
-        let before_ms = now_ms();
+        let before = Timestamp::now();
         let (mut report, mut pace) = (ScrubReport::default(), Pace::new(rate));
         let (mut cursor, mut missing_in_a_row): (Option<AccessCursor>, u32) = (None, 0);
         loop {
             let page = self
                 .db
-                .least_recent_narinfos(before_ms, cursor.as_ref(), PAGE)
+                .least_recent_narinfos(before, cursor.as_ref(), PAGE)
                 .await?;
             let Some(last) = page.last() else {
                 return Ok(report);

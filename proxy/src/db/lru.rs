@@ -8,7 +8,7 @@ use super::{
     sql::{Arg, SqlDb},
     statements::placeholders,
     store::SqlStore,
-    AccessCursor, DbError, Engine, NarAccess, NarinfoAccess, Usage,
+    AccessCursor, DbError, Engine, NarAccess, NarinfoAccess, Timestamp, Usage,
 };
 
 /// Keys per `IN (…)` list: far below every engine's limit on bound parameters.
@@ -33,8 +33,8 @@ fn after_clause(column: &str, after: Option<&AccessCursor>, args: &mut Vec<Arg>)
         return String::new();
     };
     args.extend([
-        c.last_access_ms.into(),
-        c.last_access_ms.into(),
+        c.last_access.unix_ms().into(),
+        c.last_access.unix_ms().into(),
         c.key.as_str().into(),
     ]);
     format!(" AND (last_access > ? OR (last_access = ? AND {column} > ?))")
@@ -45,21 +45,21 @@ impl<DB: SqlDb> SqlStore<DB> {
         placeholders(self.engine(), text)
     }
 
-    /// `UPDATE table SET last_access = at_ms WHERE last_access < fresh_ms AND column IN (keys)`.
+    /// `UPDATE table SET last_access = at WHERE last_access < fresh AND column IN (keys)`.
     async fn update_in(
         &self,
         table: &str,
         column: &str,
         keys: Vec<String>,
-        at_ms: i64,
-        fresh_ms: i64,
+        at: Timestamp,
+        fresh: Timestamp,
     ) -> Result<(), DbError> {
         for chunk in keys.chunks(IN_BATCH) {
             let marks = vec!["?"; chunk.len()].join(", ");
             let sql = self.sql(&format!(
                 "UPDATE {table} SET last_access = ? WHERE last_access < ? AND {column} IN ({marks})"
             ));
-            let mut args: Vec<Arg> = vec![at_ms.into(), fresh_ms.into()];
+            let mut args: Vec<Arg> = vec![at.unix_ms().into(), fresh.unix_ms().into()];
             args.extend(chunk.iter().map(|k| Arg::from(k.as_str())));
             self.exec(&sql, args).await?;
         }
@@ -70,21 +70,19 @@ impl<DB: SqlDb> SqlStore<DB> {
         &self,
         narinfos: &[StorePathHash],
         nars: &[NarFile],
-        at_ms: i64,
-        fresh_ms: i64,
+        at: Timestamp,
+        fresh: Timestamp,
     ) -> Result<(), DbError> {
         // Sorted, so replicas flushing at once lock rows in the same order.
         let mut hashes: Vec<String> = narinfos.iter().map(ToString::to_string).collect();
         let mut files: Vec<String> = nars.iter().map(NarFile::file_name).collect();
         hashes.sort();
         files.sort();
-        self.update_in("narinfos", "hash", hashes, at_ms, fresh_ms)
-            .await?;
-        self.update_in("nars", "nar_file", files.clone(), at_ms, fresh_ms)
+        self.update_in("narinfos", "hash", hashes, at, fresh).await?;
+        self.update_in("nars", "nar_file", files.clone(), at, fresh)
             .await?;
         // A client with the narinfo in its own cache asks only for the NAR: that counts too.
-        self.update_in("narinfos", "nar_file", files, at_ms, fresh_ms)
-            .await
+        self.update_in("narinfos", "nar_file", files, at, fresh).await
     }
 
     pub(super) async fn usage_now(&self) -> Result<Usage, DbError> {
@@ -115,11 +113,11 @@ impl<DB: SqlDb> SqlStore<DB> {
 
     pub(super) async fn narinfos_by_access(
         &self,
-        before_ms: i64,
+        before: Timestamp,
         after: Option<&AccessCursor>,
         limit: u32,
     ) -> Result<Vec<NarinfoAccess>, DbError> {
-        let mut args: Vec<Arg> = vec![before_ms.into()];
+        let mut args: Vec<Arg> = vec![before.unix_ms().into()];
         let after = after_clause("hash", after, &mut args);
         args.push(i64::from(limit).into());
         let sql = self.sql(&format!(
@@ -135,7 +133,7 @@ impl<DB: SqlDb> SqlStore<DB> {
                 Ok(NarinfoAccess {
                     hash: hash.parse().map_err(|e| corrupt(&hash, "hash", e))?,
                     nar_file: NarFile::parse(&file).map_err(|e| corrupt(&hash, "nar_file", e))?,
-                    last_access_ms: DB::int(row, "last_access")?.unwrap_or(0),
+                    last_access: Timestamp::from_unix_ms(DB::int(row, "last_access")?.unwrap_or(0)),
                     uploaded: !url.contains("://"),
                 })
             })
@@ -144,11 +142,11 @@ impl<DB: SqlDb> SqlStore<DB> {
 
     pub(super) async fn orphan_nars_by_access(
         &self,
-        before_ms: i64,
+        before: Timestamp,
         after: Option<&AccessCursor>,
         limit: u32,
     ) -> Result<Vec<NarAccess>, DbError> {
-        let mut args: Vec<Arg> = vec![before_ms.into()];
+        let mut args: Vec<Arg> = vec![before.unix_ms().into()];
         let after = after_clause("nar_file", after, &mut args);
         args.push(i64::from(limit).into());
         let sql = self.sql(&format!(
@@ -165,7 +163,7 @@ impl<DB: SqlDb> SqlStore<DB> {
                 Ok(NarAccess {
                     nar_file: NarFile::parse(&file).map_err(|e| corrupt(&file, "nar_file", e))?,
                     file_size: u64::try_from(size).map_err(|e| corrupt(&file, "file_size", e))?,
-                    last_access_ms: DB::int(row, "last_access")?.unwrap_or(0),
+                    last_access: Timestamp::from_unix_ms(DB::int(row, "last_access")?.unwrap_or(0)),
                 })
             })
             .collect()

@@ -76,20 +76,71 @@ where
         url: redact::url(url),
         source,
     })?;
-    let applied = apply(&mut conn, migrator(engine), url).await;
+    let applied = apply(&mut conn, migrator(engine)).await;
     // Closing also ends the session, and with it the lock should `apply` have failed.
     let _ = conn.close().await;
-    applied
+    applied.map_err(|e| e.at(url))
+}
+
+/// A database's migrations that rule out working on it.
+#[derive(Debug)]
+pub(super) enum Refusal {
+    /// Applied, but unknown to this nixcache (a newer one migrated the database).
+    Unknown(i64),
+    /// Ours, but in a state that needs a human.
+    Bad(i64, &'static str),
+}
+
+/// What applying or planning migrations fails with, before the database is named: the caller,
+/// which knows its URL, names it (`at`).
+#[derive(Debug)]
+pub(super) enum Failure {
+    Db(DbError),
+    Refused(Refusal),
+}
+
+impl Failure {
+    pub(super) fn at(self, url: &str) -> DbError {
+        match self {
+            Self::Db(err) => err,
+            Self::Refused(Refusal::Unknown(version)) => DbError::UnknownMigration {
+                url: redact::url(url),
+                version,
+            },
+            Self::Refused(Refusal::Bad(version, problem)) => DbError::BadMigration {
+                url: redact::url(url),
+                version,
+                problem,
+            },
+        }
+    }
+}
+
+impl From<DbError> for Failure {
+    fn from(err: DbError) -> Self {
+        Self::Db(err)
+    }
+}
+
+impl From<sqlx::Error> for Failure {
+    fn from(err: sqlx::Error) -> Self {
+        Self::Db(err.into())
+    }
+}
+
+impl From<sqlx::migrate::MigrateError> for Failure {
+    fn from(err: sqlx::migrate::MigrateError) -> Self {
+        Self::Db(err.into())
+    }
 }
 
 /// Takes the migration lock, applies what is pending, and lets go of the lock.
 pub(super) async fn apply<C: MigrationLock>(
     conn: &mut C,
     migrator: &Migrator,
-    url: &str,
-) -> Result<Vec<Applied>, DbError> {
+) -> Result<Vec<Applied>, Failure> {
     conn.lock_migrations().await?;
-    let result = apply_locked(conn, migrator, url).await;
+    let result = apply_locked(conn, migrator).await;
     let unlocked = conn.unlock_migrations().await;
     let applied = result?;
     unlocked?;
@@ -139,13 +190,9 @@ impl MigrationLock for MySqlConnection {
 /// Per database, and within MySQL's 64-character limit for lock names.
 const MYSQL_LOCK_NAME: &str = "CONCAT('nixcache-migrate:', SHA1(DATABASE()))";
 
-async fn apply_locked<C: Migrate>(
-    conn: &mut C,
-    migrator: &Migrator,
-    url: &str,
-) -> Result<Vec<Applied>, DbError> {
+async fn apply_locked<C: Migrate>(conn: &mut C, migrator: &Migrator) -> Result<Vec<Applied>, Failure> {
     conn.ensure_migrations_table().await?;
-    let pending = pending(conn, migrator, url).await?;
+    let pending = pending(conn, migrator).await?;
     let mut applied = Vec::with_capacity(pending.len());
     for migration in pending {
         conn.apply(migration).await?;
@@ -163,25 +210,19 @@ async fn apply_locked<C: Migrate>(
 async fn pending<'m, C: Migrate>(
     conn: &mut C,
     migrator: &'m Migrator,
-    url: &str,
-) -> Result<Vec<&'m Migration>, DbError> {
+) -> Result<Vec<&'m Migration>, Failure> {
     if let Some(version) = conn.dirty_version().await? {
-        return Err(bad(
-            url,
+        return Err(Failure::Refused(Refusal::Bad(
             version,
             "failed part-way earlier; repair the database by hand",
-        ));
+        )));
     }
     let applied = conn.list_applied_migrations().await?;
-    plan(migrator, &applied, url)
+    plan(migrator, &applied)
 }
 
 /// Pure part of [`pending`]: compares the applied migrations with the known ones.
-fn plan<'m>(
-    migrator: &'m Migrator,
-    applied: &[AppliedMigration],
-    url: &str,
-) -> Result<Vec<&'m Migration>, DbError> {
+fn plan<'m>(migrator: &'m Migrator, applied: &[AppliedMigration]) -> Result<Vec<&'m Migration>, Failure> {
     let known: HashMap<i64, &Migration> = migrator
         .iter()
         .filter(|m| m.migration_type.is_up_migration())
@@ -190,18 +231,12 @@ fn plan<'m>(
     let mut done = HashSet::new();
     for a in applied {
         match known.get(&a.version) {
-            None => {
-                return Err(DbError::UnknownMigration {
-                    url: redact::url(url),
-                    version: a.version,
-                })
-            }
+            None => return Err(Failure::Refused(Refusal::Unknown(a.version))),
             Some(m) if m.checksum != a.checksum => {
-                return Err(bad(
-                    url,
+                return Err(Failure::Refused(Refusal::Bad(
                     a.version,
                     "was changed after it was applied (checksum differs)",
-                ))
+                )))
             }
             Some(_) => {
                 done.insert(a.version);
@@ -216,14 +251,6 @@ fn plan<'m>(
     Ok(todo)
 }
 
-fn bad(url: &str, version: i64, problem: &'static str) -> DbError {
-    DbError::BadMigration {
-        url: redact::url(url),
-        version,
-        problem,
-    }
-}
-
 /// For `serve` on a shared database: fails unless every known migration is applied and no
 /// unknown one is. Reads only; never creates the migrations table.
 pub(super) async fn check<DB>(pool: &Pool<DB>, engine: Engine, url: &str) -> Result<(), DbError>
@@ -231,12 +258,13 @@ where
     DB: SqlDb,
     DB::Connection: Migrate,
 {
-    let pending = if migrations_table_exists(pool, engine).await? {
+    let planned = if migrations_table_exists(pool, engine).await? {
         let mut conn = pool.acquire().await?;
-        pending(&mut *conn, migrator(engine), url).await?.len()
+        pending(&mut *conn, migrator(engine)).await
     } else {
-        plan(migrator(engine), &[], url)?.len()
+        plan(migrator(engine), &[])
     };
+    let pending = planned.map_err(|e| e.at(url))?.len();
     if pending > 0 {
         return Err(DbError::NotMigrated {
             url: redact::url(url),
@@ -296,9 +324,9 @@ mod tests {
     fn plan_lists_pending_and_refuses_unknown_or_changed() {
         let all: Vec<_> = POSTGRES.iter().collect();
         let url = "postgres://u:secret@h/db";
-        assert_eq!(plan(&POSTGRES, &[], url).unwrap().len(), all.len());
+        assert_eq!(plan(&POSTGRES, &[]).unwrap().len(), all.len());
         let first = [applied(all[0])];
-        let todo = plan(&POSTGRES, &first, url).unwrap();
+        let todo = plan(&POSTGRES, &first).unwrap();
         assert_eq!(
             todo.iter().map(|m| m.version).collect::<Vec<_>>()[0],
             all[1].version
@@ -308,7 +336,7 @@ mod tests {
             version: 9999,
             checksum: all[0].checksum.clone(),
         };
-        let err = plan(&POSTGRES, &[newer], url).unwrap_err();
+        let err = plan(&POSTGRES, &[newer]).unwrap_err().at(url);
         assert!(matches!(err, DbError::UnknownMigration { version: 9999, .. }));
         assert!(!err.to_string().contains("secret"), "{err}");
 
@@ -316,7 +344,7 @@ mod tests {
             version: all[0].version,
             checksum: vec![0; 48].into(),
         };
-        let err = plan(&POSTGRES, &[changed], url).unwrap_err();
+        let err = plan(&POSTGRES, &[changed]).unwrap_err().at(url);
         assert!(err.to_string().contains("checksum differs"), "{err}");
     }
 }

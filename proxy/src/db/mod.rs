@@ -15,6 +15,7 @@ mod store;
 pub mod testdb;
 #[cfg(test)]
 mod tests;
+mod time;
 
 use std::time::Duration;
 
@@ -27,6 +28,7 @@ pub use model::{
     ProxySignature, UploadRecord, Usage,
 };
 pub use store::{MySqlMetadata, PostgresMetadata, SqliteMetadata};
+pub use time::Timestamp;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
@@ -105,8 +107,8 @@ pub trait MetadataStore: Send + Sync + 'static {
         ttl: Duration,
     ) -> Result<LeaseClaim, DbError> {
         match self.get_lease(key).await? {
-            // The claim's own condition, `expires_at_ms < now`, read the other way.
-            Some(lease) if lease.holder != holder && lease.expires_at_ms >= now_ms() => {
+            // The claim's own condition, `expires_at < now`, read the other way.
+            Some(lease) if lease.holder != holder && lease.expires_at >= Timestamp::now() => {
                 Ok(LeaseClaim::Held(lease))
             }
             _ => self.claim_lease(key, holder, address, ttl).await,
@@ -118,41 +120,41 @@ pub trait MetadataStore: Send + Sync + 'static {
     async fn release_lease(&self, key: &LeaseKey, holder: &str) -> Result<(), DbError>;
     /// The current lease, expired or not.
     async fn get_lease(&self, key: &LeaseKey) -> Result<Option<Lease>, DbError>;
-    /// Deletes the leases that expired before `before_ms` (left behind by replicas that died).
-    async fn delete_expired_leases(&self, before_ms: i64) -> Result<u64, DbError>;
+    /// Deletes the leases that expired before `before` (left behind by replicas that died).
+    async fn delete_expired_leases(&self, before: Timestamp) -> Result<u64, DbError>;
 
     /// Sets the last access of these narinfos, of these NARs and of the narinfos naming them
-    /// to `at_ms` (Unix milliseconds), in a few batched statements; rows accessed at or after
-    /// `fresh_ms` already (by another replica) are left as they are.
+    /// to `at`, in a few batched statements; rows accessed at or after `fresh` already (by
+    /// another replica) are left as they are.
     async fn record_access(
         &self,
         narinfos: &[StorePathHash],
         nars: &[NarFile],
-        at_ms: i64,
-        fresh_ms: i64,
+        at: Timestamp,
+        fresh: Timestamp,
     ) -> Result<(), DbError>;
     async fn usage(&self) -> Result<Usage, DbError>;
-    /// Up to `limit` narinfos last accessed before `before_ms`, least recent first, after `after`.
+    /// Up to `limit` narinfos last accessed before `before`, least recent first, after `after`.
     async fn least_recent_narinfos(
         &self,
-        before_ms: i64,
+        before: Timestamp,
         after: Option<&AccessCursor>,
         limit: u32,
     ) -> Result<Vec<NarinfoAccess>, DbError>;
     /// Like `least_recent_narinfos`, for stored NARs that no narinfo names.
     async fn least_recent_orphan_nars(
         &self,
-        before_ms: i64,
+        before: Timestamp,
         after: Option<&AccessCursor>,
         limit: u32,
     ) -> Result<Vec<NarAccess>, DbError>;
     /// Live (not evicted) narinfos naming `file`.
     async fn count_narinfos_for_nar(&self, file: &NarFile) -> Result<u64, DbError>;
-    /// Marks a narinfo evicted at `at_ms`: no longer a hit, but still found by
+    /// Marks a narinfo evicted at `at`: no longer a hit, but still found by
     /// `narinfo_for_nar`. `false` when it was not live.
-    async fn evict_narinfo(&self, hash: &StorePathHash, at_ms: i64) -> Result<bool, DbError>;
-    /// Deletes narinfos evicted before `before_ms`.
-    async fn purge_evicted_narinfos(&self, before_ms: i64) -> Result<u64, DbError>;
+    async fn evict_narinfo(&self, hash: &StorePathHash, at: Timestamp) -> Result<bool, DbError>;
+    /// Deletes narinfos evicted before `before`.
+    async fn purge_evicted_narinfos(&self, before: Timestamp) -> Result<u64, DbError>;
     /// Deletes the NAR row if no live narinfo names it (checked in the same statement, so a
     /// narinfo recorded meanwhile keeps it); `true` when it was deleted.
     async fn delete_nar_if_unnamed(&self, file: &NarFile) -> Result<bool, DbError>;
@@ -162,10 +164,10 @@ pub trait MetadataStore: Send + Sync + 'static {
     async fn get_upload(&self, file: &NarFile) -> Result<Option<UploadRecord>, DbError>;
     /// `true` when there was one to delete.
     async fn delete_upload(&self, file: &NarFile) -> Result<bool, DbError>;
-    /// Deletes the upload if it was recorded before `before` (Unix seconds); `true` when it was.
-    async fn delete_stale_upload(&self, file: &NarFile, before: i64) -> Result<bool, DbError>;
-    /// Up to `limit` uploads recorded before `before` (Unix seconds) whose narinfo never came.
-    async fn stale_uploads(&self, before: i64, limit: u32) -> Result<Vec<UploadRecord>, DbError>;
+    /// Deletes the upload if it was recorded before `before`; `true` when it was.
+    async fn delete_stale_upload(&self, file: &NarFile, before: Timestamp) -> Result<bool, DbError>;
+    /// Up to `limit` uploads recorded before `before` whose narinfo never came.
+    async fn stale_uploads(&self, before: Timestamp, limit: u32) -> Result<Vec<UploadRecord>, DbError>;
 }
 
 /// Opens the metadata store named by `url`. SQLite is migrated on the spot; PostgreSQL and MySQL
@@ -177,25 +179,4 @@ pub async fn connect(url: &str) -> Result<std::sync::Arc<dyn MetadataStore>, DbE
         Engine::Postgres => std::sync::Arc::new(PostgresMetadata::open(url).await?),
         Engine::MySql => std::sync::Arc::new(MySqlMetadata::open(url).await?),
     })
-}
-
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
-/// When a lease taken now for `ttl` expires, in Unix milliseconds.
-pub fn lease_expiry(ttl: Duration) -> i64 {
-    now_ms().saturating_add(ttl.as_millis().min(i64::MAX as u128) as i64)
-}
-
-/// Seconds since the Unix epoch.
-pub fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }

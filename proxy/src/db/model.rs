@@ -2,6 +2,8 @@
 
 use nixcache_protocol::{NarFile, NarInfo, Sha256Hash, Signature};
 
+use super::Timestamp;
+
 /// The proxy's own signature over a narinfo, with the public key that made it, so a changed key
 /// is noticed and the signature made again.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -52,7 +54,7 @@ impl std::fmt::Display for LeaseKey {
 }
 
 /// A replica's claim to do one fetch. Rows with an expiry, renewed while the fetch progresses:
-/// a replica that dies simply stops renewing, and another takes over after `expires_at_ms`.
+/// a replica that dies simply stops renewing, and another takes over after `expires_at`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Lease {
     pub key: LeaseKey,
@@ -60,8 +62,8 @@ pub struct Lease {
     pub holder: String,
     /// Where other replicas can stream the fetch in progress (`http://POD_IP:PORT`).
     pub address: String,
-    /// Unix milliseconds, by the holder's clock.
-    pub expires_at_ms: i64,
+    /// By the holder's clock.
+    pub expires_at: Timestamp,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -85,7 +87,7 @@ pub struct Usage {
 /// `(last_access, key)` order, so the next page starts strictly after it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AccessCursor {
-    pub last_access_ms: i64,
+    pub last_access: Timestamp,
     pub key: String,
 }
 
@@ -94,7 +96,7 @@ pub struct AccessCursor {
 pub struct NarinfoAccess {
     pub hash: nixcache_protocol::StorePathHash,
     pub nar_file: NarFile,
-    pub last_access_ms: i64,
+    pub last_access: Timestamp,
     /// Uploaded by a client: its NAR cannot be fetched again once evicted.
     pub uploaded: bool,
 }
@@ -104,13 +106,13 @@ pub struct NarinfoAccess {
 pub struct NarAccess {
     pub nar_file: NarFile,
     pub file_size: u64,
-    pub last_access_ms: i64,
+    pub last_access: Timestamp,
 }
 
 impl NarinfoAccess {
     pub fn cursor(&self) -> AccessCursor {
         AccessCursor {
-            last_access_ms: self.last_access_ms,
+            last_access: self.last_access,
             key: self.hash.to_string(),
         }
     }
@@ -119,7 +121,7 @@ impl NarinfoAccess {
 impl NarAccess {
     pub fn cursor(&self) -> AccessCursor {
         AccessCursor {
-            last_access_ms: self.last_access_ms,
+            last_access: self.last_access,
             key: self.nar_file.file_name(),
         }
     }

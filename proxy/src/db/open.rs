@@ -17,7 +17,9 @@ impl SqlStore<Sqlite> {
         let options = engine::sqlite_options(url)?;
         let pool = Self::pool(options, SQLITE_MAX_CONNECTIONS, url).await?;
         let mut conn = pool.acquire().await?;
-        migrate::apply(&mut *conn, &migrate::SQLITE, url).await?;
+        migrate::apply(&mut *conn, &migrate::SQLITE)
+            .await
+            .map_err(|e| e.at(url))?;
         drop(conn);
         Ok(Self::new(pool, Engine::Sqlite))
     }

@@ -7,7 +7,7 @@ use nixcache_protocol::{Compression, NarFile, NarInfo, Sha256Hash, Signature, St
 
 use super::{
     sql::{Arg, SqlDb},
-    DbError, Lease, LeaseKey, NarInfoRecord, NarRecord, ProxySignature, UploadRecord,
+    DbError, Lease, LeaseKey, NarInfoRecord, NarRecord, ProxySignature, Timestamp, UploadRecord,
 };
 
 pub(super) fn corrupt(key: &str, field: &'static str, reason: impl ToString) -> DbError {
@@ -99,9 +99,8 @@ pub(super) fn narinfo<DB: SqlDb>(row: &DB::Row) -> Result<NarInfoRecord, DbError
     })
 }
 
-/// The values of `statements::NARINFO_COLUMNS` for `rec`, created at `created` (Unix seconds)
-/// and accessed at `access_ms` (Unix milliseconds).
-pub(super) fn narinfo_args(rec: &NarInfoRecord, created: i64, access_ms: i64) -> Result<Vec<Arg>, DbError> {
+/// The values of `statements::NARINFO_COLUMNS` for `rec`, recorded (and accessed) `now`.
+pub(super) fn narinfo_args(rec: &NarInfoRecord, now: Timestamp) -> Result<Vec<Arg>, DbError> {
     let info = &rec.info;
     let key = info.store_path.hash().to_string();
     let size = |v: u64| i64::try_from(v).map_err(|e| corrupt(&key, "size", e));
@@ -121,8 +120,8 @@ pub(super) fn narinfo_args(rec: &NarInfoRecord, created: i64, access_ms: i64) ->
         info.url.as_str().into(),
         rec.proxy_sig.as_ref().map(|p| p.public_key.clone()).into(),
         rec.proxy_sig.as_ref().map(|p| p.sig.to_string()).into(),
-        created.into(),
-        access_ms.into(),
+        now.unix_secs().into(),
+        now.unix_ms().into(),
         Option::<i64>::None.into(),
     ])
 }
@@ -146,16 +145,16 @@ pub(super) fn nar<DB: SqlDb>(row: &DB::Row, file: &NarFile) -> Result<NarRecord,
     })
 }
 
-/// The values of `nars`' columns for `rec`, created at `created` (seconds), accessed at `access_ms`.
-pub(super) fn nar_args(rec: &NarRecord, created: i64, access_ms: i64) -> Result<Vec<Arg>, DbError> {
+/// The values of `nars`' columns for `rec`, recorded (and accessed) `now`.
+pub(super) fn nar_args(rec: &NarRecord, now: Timestamp) -> Result<Vec<Arg>, DbError> {
     let key = rec.nar_file.file_name();
     let size = i64::try_from(rec.file_size).map_err(|e| corrupt(&key, "file_size", e))?;
     Ok(vec![
         key.into(),
         size.into(),
         rec.nar_hash.to_string().into(),
-        created.into(),
-        access_ms.into(),
+        now.unix_secs().into(),
+        now.unix_ms().into(),
     ])
 }
 
@@ -169,7 +168,7 @@ pub(super) fn lease<DB: SqlDb>(row: &DB::Row, key: &LeaseKey) -> Result<Lease, D
         key: key.clone(),
         holder: c.text("holder")?,
         address: c.text("address")?,
-        expires_at_ms: c.int("expires_at_ms")?,
+        expires_at: Timestamp::from_unix_ms(c.int("expires_at_ms")?),
     })
 }
 
@@ -186,8 +185,8 @@ pub(super) fn upload<DB: SqlDb>(row: &DB::Row) -> Result<UploadRecord, DbError> 
     })
 }
 
-/// The values of `uploads`' columns for `rec`, recorded at `created` (Unix seconds).
-pub(super) fn upload_args(rec: &UploadRecord, created: i64) -> Result<Vec<Arg>, DbError> {
+/// The values of `uploads`' columns for `rec`, recorded `now`.
+pub(super) fn upload_args(rec: &UploadRecord, now: Timestamp) -> Result<Vec<Arg>, DbError> {
     let key = rec.nar_file.file_name();
     let size = |v: u64| i64::try_from(v).map_err(|e| corrupt(&key, "size", e));
     Ok(vec![
@@ -195,6 +194,6 @@ pub(super) fn upload_args(rec: &UploadRecord, created: i64) -> Result<Vec<Arg>, 
         size(rec.file_size)?.into(),
         rec.nar_hash.to_string().into(),
         size(rec.nar_size)?.into(),
-        created.into(),
+        now.unix_secs().into(),
     ])
 }

@@ -10,9 +10,8 @@ use sqlx::{
 };
 
 use super::{
-    lease_expiry, now, now_ms, row, statements::Statements, AccessCursor, DbError, Engine, Lease, LeaseClaim,
-    LeaseKey, MetadataStore, NarAccess, NarInfoRecord, NarRecord, NarinfoAccess, ProxySignature,
-    UploadRecord, Usage,
+    row, statements::Statements, AccessCursor, DbError, Engine, Lease, LeaseClaim, LeaseKey, MetadataStore,
+    NarAccess, NarInfoRecord, NarRecord, NarinfoAccess, ProxySignature, Timestamp, UploadRecord, Usage,
 };
 use crate::redact;
 
@@ -109,7 +108,7 @@ impl<DB: SqlDb> MetadataStore for SqlStore<DB> {
     }
 
     async fn put_narinfo(&self, rec: &NarInfoRecord) -> Result<(), DbError> {
-        self.exec(&self.sql.put_narinfo, row::narinfo_args(rec, now(), now_ms())?)
+        self.exec(&self.sql.put_narinfo, row::narinfo_args(rec, Timestamp::now())?)
             .await?;
         Ok(())
     }
@@ -145,7 +144,7 @@ impl<DB: SqlDb> MetadataStore for SqlStore<DB> {
     }
 
     async fn put_nar(&self, rec: &NarRecord) -> Result<(), DbError> {
-        self.exec(&self.sql.put_nar, row::nar_args(rec, now(), now_ms())?)
+        self.exec(&self.sql.put_nar, row::nar_args(rec, Timestamp::now())?)
             .await?;
         Ok(())
     }
@@ -181,7 +180,11 @@ impl<DB: SqlDb> MetadataStore for SqlStore<DB> {
     }
 
     async fn renew_lease(&self, key: &LeaseKey, holder: &str, ttl: Duration) -> Result<bool, DbError> {
-        let args = vec![lease_expiry(ttl).into(), key.as_str().into(), holder.into()];
+        let args = vec![
+            (Timestamp::now() + ttl).unix_ms().into(),
+            key.as_str().into(),
+            holder.into(),
+        ];
         // MySQL counts matched rows here (sqlx sets CLIENT_FOUND_ROWS), like the others.
         Ok(self.exec(&self.sql.renew_lease, args).await? >= 1)
     }
@@ -197,8 +200,8 @@ impl<DB: SqlDb> MetadataStore for SqlStore<DB> {
         row.as_ref().map(|r| row::lease::<DB>(r, key)).transpose()
     }
 
-    async fn delete_expired_leases(&self, before_ms: i64) -> Result<u64, DbError> {
-        self.exec(&self.sql.delete_expired_leases, vec![before_ms.into()])
+    async fn delete_expired_leases(&self, before: Timestamp) -> Result<u64, DbError> {
+        self.exec(&self.sql.delete_expired_leases, vec![before.unix_ms().into()])
             .await
     }
 
@@ -206,10 +209,10 @@ impl<DB: SqlDb> MetadataStore for SqlStore<DB> {
         &self,
         narinfos: &[StorePathHash],
         nars: &[NarFile],
-        at_ms: i64,
-        fresh_ms: i64,
+        at: Timestamp,
+        fresh: Timestamp,
     ) -> Result<(), DbError> {
-        self.record_access_batched(narinfos, nars, at_ms, fresh_ms).await
+        self.record_access_batched(narinfos, nars, at, fresh).await
     }
 
     async fn usage(&self) -> Result<Usage, DbError> {
@@ -218,33 +221,33 @@ impl<DB: SqlDb> MetadataStore for SqlStore<DB> {
 
     async fn least_recent_narinfos(
         &self,
-        before_ms: i64,
+        before: Timestamp,
         after: Option<&AccessCursor>,
         limit: u32,
     ) -> Result<Vec<NarinfoAccess>, DbError> {
-        self.narinfos_by_access(before_ms, after, limit).await
+        self.narinfos_by_access(before, after, limit).await
     }
 
     async fn least_recent_orphan_nars(
         &self,
-        before_ms: i64,
+        before: Timestamp,
         after: Option<&AccessCursor>,
         limit: u32,
     ) -> Result<Vec<NarAccess>, DbError> {
-        self.orphan_nars_by_access(before_ms, after, limit).await
+        self.orphan_nars_by_access(before, after, limit).await
     }
 
     async fn count_narinfos_for_nar(&self, file: &NarFile) -> Result<u64, DbError> {
         self.narinfos_naming(file).await
     }
 
-    async fn evict_narinfo(&self, hash: &StorePathHash, at_ms: i64) -> Result<bool, DbError> {
-        let args = vec![at_ms.into(), hash.to_string().into()];
+    async fn evict_narinfo(&self, hash: &StorePathHash, at: Timestamp) -> Result<bool, DbError> {
+        let args = vec![at.unix_ms().into(), hash.to_string().into()];
         Ok(self.exec(&self.sql.evict_narinfo, args).await? >= 1)
     }
 
-    async fn purge_evicted_narinfos(&self, before_ms: i64) -> Result<u64, DbError> {
-        self.exec(&self.sql.purge_evicted_narinfos, vec![before_ms.into()])
+    async fn purge_evicted_narinfos(&self, before: Timestamp) -> Result<u64, DbError> {
+        self.exec(&self.sql.purge_evicted_narinfos, vec![before.unix_ms().into()])
             .await
     }
 
@@ -254,7 +257,7 @@ impl<DB: SqlDb> MetadataStore for SqlStore<DB> {
     }
 
     async fn put_upload(&self, rec: &UploadRecord) -> Result<(), DbError> {
-        self.exec(&self.sql.put_upload, row::upload_args(rec, now())?)
+        self.exec(&self.sql.put_upload, row::upload_args(rec, Timestamp::now())?)
             .await?;
         Ok(())
     }
@@ -273,13 +276,14 @@ impl<DB: SqlDb> MetadataStore for SqlStore<DB> {
         Ok(deleted >= 1)
     }
 
-    async fn delete_stale_upload(&self, file: &NarFile, before: i64) -> Result<bool, DbError> {
-        let args = vec![file.file_name().into(), before.into()];
+    async fn delete_stale_upload(&self, file: &NarFile, before: Timestamp) -> Result<bool, DbError> {
+        // `created_at` is in seconds.
+        let args = vec![file.file_name().into(), before.unix_secs().into()];
         Ok(self.exec(&self.sql.delete_stale_upload, args).await? >= 1)
     }
 
-    async fn stale_uploads(&self, before: i64, limit: u32) -> Result<Vec<UploadRecord>, DbError> {
-        let args = vec![before.into(), i64::from(limit).into()];
+    async fn stale_uploads(&self, before: Timestamp, limit: u32) -> Result<Vec<UploadRecord>, DbError> {
+        let args = vec![before.unix_secs().into(), i64::from(limit).into()];
         let rows = self.fetch_all(&self.sql.stale_uploads, args).await?;
         rows.iter().map(row::upload::<DB>).collect()
     }
@@ -296,12 +300,13 @@ impl<DB: SqlDb> SqlStore<DB> {
         address: &str,
         ttl: Duration,
     ) -> Result<Option<LeaseClaim>, DbError> {
+        let now = Timestamp::now();
         let args = vec![
             key.as_str().into(),
             holder.into(),
             address.into(),
-            lease_expiry(ttl).into(),
-            now_ms().into(),
+            (now + ttl).unix_ms().into(),
+            now.unix_ms().into(),
         ];
         self.exec(&self.sql.claim_lease, args).await?;
         Ok(self.get_lease(key).await?.map(|lease| {

@@ -11,8 +11,8 @@ use nixcache_protocol::{NarFile, StorePathHash};
 use super::{Evicted, Run, PAGE, STALE_UPLOAD_AGE};
 use crate::{
     db::{
-        now, now_ms, AccessCursor, DbError, LeaseClaim, LeaseKey, MetadataStore, NarAccess, NarRecord,
-        NarinfoAccess,
+        AccessCursor, DbError, LeaseClaim, LeaseKey, MetadataStore, NarAccess, NarRecord, NarinfoAccess,
+        Timestamp,
     },
     lease::hold_lease,
     storage::{BlobKey, BlobStore},
@@ -64,7 +64,7 @@ impl Run<'_> {
         let mut cursor: Option<AccessCursor> = None;
         while self.over() {
             let page = (self.db)
-                .least_recent_orphan_nars(self.before_ms, cursor.as_ref(), PAGE)
+                .least_recent_orphan_nars(self.before, cursor.as_ref(), PAGE)
                 .await?;
             let mut to_free = self.report.size_after().saturating_sub(self.report.max_size);
             let chosen: Vec<NarAccess> = page
@@ -93,7 +93,7 @@ impl Run<'_> {
         let mut cursor: Option<AccessCursor> = None;
         while self.over() {
             let page = (self.db)
-                .least_recent_narinfos(self.before_ms, cursor.as_ref(), PAGE)
+                .least_recent_narinfos(self.before, cursor.as_ref(), PAGE)
                 .await?;
             if !self.options.dry_run {
                 taken.clear();
@@ -234,7 +234,7 @@ impl Run<'_> {
     /// row goes first, in a statement that checks its age, so a narinfo upload that claimed
     /// it meanwhile (and made it a stored NAR) keeps the object.
     pub(super) async fn sweep_stale_uploads(&mut self) -> Result<(), DbError> {
-        let before = now() - self.options.keep_recent.max(STALE_UPLOAD_AGE).as_secs() as i64;
+        let before = Timestamp::now() - self.options.keep_recent.max(STALE_UPLOAD_AGE);
         loop {
             let stale = self.db.stale_uploads(before, PAGE).await?;
             if stale.is_empty() {
@@ -286,7 +286,7 @@ async fn evict_narinfo(db: &dyn MetadataStore, hash: StorePathHash, uploaded: bo
     if uploaded {
         db.delete_narinfo(&hash).await
     } else {
-        db.evict_narinfo(&hash, now_ms()).await.map(drop)
+        db.evict_narinfo(&hash, Timestamp::now()).await.map(drop)
     }
 }
 

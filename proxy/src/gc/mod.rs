@@ -23,7 +23,7 @@ use std::{fmt, sync::Arc, time::Duration};
 use nixcache_protocol::{NarFile, StorePathHash};
 
 use crate::{
-    db::{now_ms, DbError, LeaseClaim, LeaseKey, MetadataStore, Usage},
+    db::{DbError, LeaseClaim, LeaseKey, MetadataStore, Timestamp, Usage},
     lease::hold_lease,
     storage::BlobStore,
     units::format_size,
@@ -147,7 +147,8 @@ struct Run<'a> {
     options: &'a GcOptions,
     on_evict: &'a mut (dyn FnMut(Evicted<'_>) + Send),
     report: GcReport,
-    before_ms: i64,
+    /// Entries last accessed since are kept (`keep_recent`).
+    before: Timestamp,
     /// This run's name in the leases it takes.
     holder: &'a str,
 }
@@ -167,7 +168,6 @@ pub async fn run_once(
         return Err(GcError::Busy { holder: lease.holder });
     }
     let lease = hold_lease(Arc::clone(&db), key, holder.to_owned(), LEASE_TTL);
-    let keep_ms = i64::try_from(options.keep_recent.as_millis()).unwrap_or(i64::MAX);
     let mut run = Run {
         db: &db,
         storage,
@@ -179,7 +179,7 @@ pub async fn run_once(
             dry_run: options.dry_run,
             ..GcReport::default()
         },
-        before_ms: now_ms().saturating_sub(keep_ms),
+        before: Timestamp::now() - options.keep_recent,
         holder,
     };
     let result = run.evict().await;
@@ -187,13 +187,9 @@ pub async fn run_once(
     result?;
     if !options.dry_run {
         run.sweep_stale_uploads().await?;
-        let now = now_ms();
-        run.report.narinfos_purged = db
-            .purge_evicted_narinfos(now - EVICTED_KEPT.as_millis() as i64)
-            .await?;
-        run.report.leases_swept = db
-            .delete_expired_leases(now - DEAD_LEASE_AGE.as_millis() as i64)
-            .await?;
+        let now = Timestamp::now();
+        run.report.narinfos_purged = db.purge_evicted_narinfos(now - EVICTED_KEPT).await?;
+        run.report.leases_swept = db.delete_expired_leases(now - DEAD_LEASE_AGE).await?;
     }
     let mut report = run.report;
     report.elapsed = started.elapsed();

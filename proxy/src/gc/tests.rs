@@ -17,6 +17,10 @@ use crate::{
 const ENTRIES: usize = 1200;
 const NAR_BYTES: u64 = 1000;
 
+fn ms(n: i64) -> crate::db::Timestamp {
+    crate::db::Timestamp::from_unix_ms(n)
+}
+
 /// Entry `i`'s NAR: its own, except that entries 500..1000 ending in 07 share that of `i - 500`.
 fn nar_of(i: usize) -> usize {
     if (500..1000).contains(&i) && i % 100 == 7 {
@@ -79,7 +83,7 @@ async fn fill(db: &dyn MetadataStore, storage: &dyn BlobStore) {
         }
         db.put_narinfo(&rec).await.unwrap();
         // Accessed in order of `i`, long ago.
-        db.record_access(&[hash(i)], &[], 1_000 + i as i64, i64::MAX)
+        db.record_access(&[hash(i)], &[], ms(1_000 + i as i64), ms(i64::MAX))
             .await
             .unwrap();
     }
@@ -208,7 +212,9 @@ async fn a_cancelled_run_releases_its_nar_lease() {
     };
     db.put_nar(&nar).await.unwrap();
     db.put_narinfo(&rec).await.unwrap();
-    db.record_access(&[hash(0)], &[], 1_000, i64::MAX).await.unwrap();
+    db.record_access(&[hash(0)], &[], ms(1_000), ms(i64::MAX))
+        .await
+        .unwrap();
     let storage = HangingDeletes {
         inner,
         entered: tokio::sync::Notify::new(),

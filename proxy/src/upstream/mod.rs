@@ -10,8 +10,10 @@ use std::{
     time::Duration,
 };
 
+use futures::StreamExt;
 use nixcache_protocol::{CacheInfo, NarInfo, PublicKey, StorePathHash, STORE_DIR};
 use reqwest::StatusCode;
+use tokio_util::task::AbortOnDropHandle;
 use url::Url;
 
 use crate::metrics::ObjectKind;
@@ -185,20 +187,15 @@ impl Upstreams {
                 let (this, upstream) = (Arc::clone(&self.ctx), Arc::clone(u));
                 let hash = *hash;
                 let url = upstream.url().to_owned();
-                (
-                    url,
-                    tokio::spawn(async move { this.narinfo_from(&upstream, &hash).await }),
-                )
+                // Owned by this lookup: those still running go with it (a hit, or a cancel).
+                let task = tokio::spawn(async move { this.narinfo_from(&upstream, &hash).await });
+                (url, AbortOnDropHandle::new(task))
             })
             .collect();
         let mut failure = None;
-        let mut tasks = tasks.into_iter();
-        while let Some((url, task)) = tasks.next() {
+        for (url, task) in tasks {
             match task.await {
-                Ok(Ok(Some(info))) => {
-                    tasks.for_each(|(_, t)| t.abort());
-                    return Lookup::Found(Box::new(info));
-                }
+                Ok(Ok(Some(info))) => return Lookup::Found(Box::new(info)),
                 Ok(Ok(None)) => {}
                 Ok(Err(e)) => failure = Some(e),
                 Err(error) => failure = Some(UpstreamError::Task { url, error }),
@@ -208,14 +205,15 @@ impl Upstreams {
     }
 
     /// Starts a download of `url` from the upstream that served its narinfo; resolves once the
-    /// response headers arrived with status 200.
-    pub async fn get_nar(&self, url: &str) -> Result<reqwest::Response, UpstreamError> {
+    /// response headers arrived with status 200. Failures, in the headers or later in the
+    /// body, are counted against that upstream.
+    pub async fn get_nar(&self, url: &str) -> Result<NarDownload, UpstreamError> {
         let parsed = Url::parse(url).map_err(|e| UpstreamError::Invalid {
             url: url.into(),
             reason: e.to_string(),
         })?;
         let upstream = self.owner_of(parsed.as_str());
-        let label = upstream.map_or("other", |u| u.url());
+        let label = upstream.map_or("other", |u| u.url()).to_owned();
         let started = std::time::Instant::now();
         let result = match self.ctx.send(upstream.map(Arc::as_ref), parsed.clone()).await {
             Ok(response) if response.status() == StatusCode::OK => Ok(response),
@@ -225,27 +223,45 @@ impl Upstreams {
             }),
             Err(err) => Err(err),
         };
-        let metrics = &self.ctx.options.metrics;
-        match &result {
-            Ok(_) => metrics.upstream_request(label, ObjectKind::Nar, started.elapsed()),
-            Err(err) => metrics.upstream_error(label, ObjectKind::Nar, err.reason()),
-        }
-        result
+        let metrics = Arc::clone(&self.ctx.options.metrics);
+        let response = match result {
+            Ok(response) => response,
+            Err(err) => {
+                metrics.upstream_error(&label, ObjectKind::Nar, err.reason());
+                return Err(err);
+            }
+        };
+        metrics.upstream_request(&label, ObjectKind::Nar, started.elapsed());
+        let url = response.url().to_string();
+        let size = response.content_length();
+        let body = response.bytes_stream().map(move |chunk| {
+            chunk.map_err(|error| {
+                let err = UpstreamError::Request {
+                    url: url.clone(),
+                    error,
+                };
+                metrics.upstream_error(&label, ObjectKind::Nar, err.reason());
+                err
+            })
+        });
+        Ok(NarDownload {
+            size,
+            body: Box::pin(body),
+        })
     }
 
     /// The configured upstream `url` lies under (its credentials and metric label), if any.
     fn owner_of(&self, url: &str) -> Option<&Arc<Upstream>> {
         self.list.iter().find(|u| url.starts_with(u.base.as_str()))
     }
+}
 
-    /// Counts a NAR download from `url` that broke off inside its body.
-    pub fn nar_body_failed(&self, url: &str, err: &UpstreamError) {
-        let label = self.owner_of(url).map_or("other", |u| u.url());
-        self.ctx
-            .options
-            .metrics
-            .upstream_error(label, ObjectKind::Nar, err.reason());
-    }
+/// A NAR download whose headers arrived.
+pub struct NarDownload {
+    /// The body's length, when the upstream says.
+    pub size: Option<u64>,
+    /// The body; a failure in it is already counted.
+    pub body: futures::stream::BoxStream<'static, Result<bytes::Bytes, UpstreamError>>,
 }
 
 /// `?priority=N` on an upstream URL (as on a Nix substituter URL) fixes its priority, instead of

@@ -5,7 +5,12 @@ use std::time::Duration;
 use nixcache_protocol::{Compression, NarFile, Sha256Hash};
 
 use super::record;
-use crate::db::{now, now_ms, LeaseKey, MetadataStore, NarRecord, UploadRecord};
+use crate::db::{LeaseKey, MetadataStore, NarRecord, Timestamp, UploadRecord};
+
+/// The moment `n` milliseconds after the epoch.
+fn ms(n: i64) -> Timestamp {
+    Timestamp::from_unix_ms(n)
+}
 
 fn nar(file: &NarFile, size: u64) -> NarRecord {
     NarRecord {
@@ -34,59 +39,57 @@ pub(super) async fn lru(db: &dyn MetadataStore) {
     assert_eq!(db.count_narinfos_for_nar(&orphan).await.unwrap(), 0);
 
     let hash = |r: &crate::db::NarInfoRecord| *r.info.store_path.hash();
-    let any = i64::MAX;
-    db.record_access(&[hash(&r11)], &[], 2000, any).await.unwrap();
-    db.record_access(&[hash(&r12)], &[], 5000, any).await.unwrap();
+    let any = ms(i64::MAX);
+    db.record_access(&[hash(&r11)], &[], ms(2000), any).await.unwrap();
+    db.record_access(&[hash(&r12)], &[], ms(5000), any).await.unwrap();
     // A NAR's access counts for every narinfo naming it.
-    db.record_access(&[], &[r10.nar_file.clone(), orphan.clone()], 3000, any)
+    db.record_access(&[], &[r10.nar_file.clone(), orphan.clone()], ms(3000), any)
         .await
         .unwrap();
     // Rows another replica touched since `fresh` are left alone.
-    db.record_access(&[hash(&r12)], &[], 9000, 4000).await.unwrap();
+    db.record_access(&[hash(&r12)], &[], ms(9000), ms(4000))
+        .await
+        .unwrap();
     let order = |page: Vec<crate::db::NarinfoAccess>| page.into_iter().map(|e| e.hash).collect::<Vec<_>>();
-    let all = db.least_recent_narinfos(10_000, None, 10).await.unwrap();
+    let all = db.least_recent_narinfos(ms(10_000), None, 10).await.unwrap();
     assert_eq!(all.len(), 4, "{all:?}");
     assert_eq!(all[0].hash, hash(&r11));
-    assert_eq!(all[0].last_access_ms, 2000);
+    assert_eq!(all[0].last_access, ms(2000));
     let mut tied = order(all[1..3].to_vec());
     tied.sort();
     let mut expected = vec![hash(&r10), hash(&r14)];
     expected.sort();
     assert_eq!(tied, expected, "both narinfos of the NAR were touched");
     assert_eq!(
-        (all[3].hash, all[3].last_access_ms),
-        (hash(&r12), 5000),
+        (all[3].hash, all[3].last_access),
+        (hash(&r12), ms(5000)),
         "a fresh row is not rewritten"
     );
     // Pages continue after the cursor, ties included.
-    let first = db.least_recent_narinfos(10_000, None, 2).await.unwrap();
+    let first = db.least_recent_narinfos(ms(10_000), None, 2).await.unwrap();
     let rest = db
-        .least_recent_narinfos(10_000, Some(&first[1].cursor()), 10)
+        .least_recent_narinfos(ms(10_000), Some(&first[1].cursor()), 10)
         .await
         .unwrap();
     assert_eq!(order([first, rest].concat()), order(all));
     assert_eq!(
-        order(db.least_recent_narinfos(2500, None, 10).await.unwrap()),
+        order(db.least_recent_narinfos(ms(2500), None, 10).await.unwrap()),
         [hash(&r11)]
     );
 
-    let orphans = db.least_recent_orphan_nars(i64::MAX, None, 10).await.unwrap();
+    let orphans = db.least_recent_orphan_nars(ms(i64::MAX), None, 10).await.unwrap();
     assert_eq!(orphans.len(), 1, "{orphans:?}");
     assert_eq!(
-        (
-            &orphans[0].nar_file,
-            orphans[0].file_size,
-            orphans[0].last_access_ms
-        ),
-        (&orphan, 50, 3000)
+        (&orphans[0].nar_file, orphans[0].file_size, orphans[0].last_access),
+        (&orphan, 50, ms(3000))
     );
     assert!(db
-        .least_recent_orphan_nars(i64::MAX, Some(&orphans[0].cursor()), 10)
+        .least_recent_orphan_nars(ms(i64::MAX), Some(&orphans[0].cursor()), 10)
         .await
         .unwrap()
         .is_empty());
     assert!(db
-        .least_recent_orphan_nars(3000, None, 10)
+        .least_recent_orphan_nars(ms(3000), None, 10)
         .await
         .unwrap()
         .is_empty());
@@ -109,8 +112,8 @@ async fn evictions(db: &dyn MetadataStore, r10: &crate::db::NarInfoRecord, r14: 
         &r10.nar_file,
     );
     let narinfos = db.usage().await.unwrap().narinfos;
-    assert!(db.evict_narinfo(h10, 7000).await.unwrap());
-    assert!(!db.evict_narinfo(h10, 7001).await.unwrap(), "evicted already");
+    assert!(db.evict_narinfo(h10, ms(7000)).await.unwrap());
+    assert!(!db.evict_narinfo(h10, ms(7001)).await.unwrap(), "evicted already");
     assert_eq!(
         db.get_narinfo(h10).await.unwrap(),
         None,
@@ -122,9 +125,9 @@ async fn evictions(db: &dyn MetadataStore, r10: &crate::db::NarInfoRecord, r14: 
         !db.delete_nar_if_unnamed(file).await.unwrap(),
         "r14 still names it"
     );
-    assert!(db.evict_narinfo(h14, 7000).await.unwrap());
+    assert!(db.evict_narinfo(h14, ms(7000)).await.unwrap());
     assert!(!db
-        .least_recent_narinfos(i64::MAX, None, 10)
+        .least_recent_narinfos(ms(i64::MAX), None, 10)
         .await
         .unwrap()
         .iter()
@@ -137,9 +140,9 @@ async fn evictions(db: &dyn MetadataStore, r10: &crate::db::NarInfoRecord, r14: 
     // Putting the narinfo again (looked up anew) makes it live.
     db.put_narinfo(r10).await.unwrap();
     assert!(db.get_narinfo(h10).await.unwrap().is_some());
-    assert_eq!(db.purge_evicted_narinfos(6999).await.unwrap(), 0);
+    assert_eq!(db.purge_evicted_narinfos(ms(6999)).await.unwrap(), 0);
     assert_eq!(
-        db.purge_evicted_narinfos(7001).await.unwrap(),
+        db.purge_evicted_narinfos(ms(7001)).await.unwrap(),
         1,
         "only r14 was still evicted"
     );
@@ -158,7 +161,7 @@ pub(super) async fn expired_leases(db: &dyn MetadataStore) {
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(20)).await;
-    assert_eq!(db.delete_expired_leases(now_ms()).await.unwrap(), 1);
+    assert_eq!(db.delete_expired_leases(Timestamp::now()).await.unwrap(), 1);
     assert_eq!(db.get_lease(&dead).await.unwrap(), None);
     assert!(db.get_lease(&live).await.unwrap().is_some());
     db.release_lease(&live, "a").await.unwrap();
@@ -182,10 +185,16 @@ pub(super) async fn uploads(db: &dyn MetadataStore) {
         Some(upload.clone())
     );
     assert_eq!(
-        db.stale_uploads(now() + 10, 10).await.unwrap(),
+        db.stale_uploads(Timestamp::now() + Duration::from_secs(10), 10)
+            .await
+            .unwrap(),
         std::slice::from_ref(&upload)
     );
-    assert!(db.stale_uploads(now() - 100, 10).await.unwrap().is_empty());
+    assert!(db
+        .stale_uploads(Timestamp::now() - Duration::from_secs(100), 10)
+        .await
+        .unwrap()
+        .is_empty());
     db.delete_upload(&upload.nar_file).await.unwrap();
     assert_eq!(db.get_upload(&upload.nar_file).await.unwrap(), None);
 }
