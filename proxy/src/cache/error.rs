@@ -90,6 +90,11 @@ impl CacheError {
         Self::internal(format!("{what} failed"), Some(Box::new(error)))
     }
 
+    /// Whether the object is not there (also when told by a shared lookup).
+    pub fn is_not_found(&self) -> bool {
+        self.outcome() == LookupResult::NotFound
+    }
+
     /// The `result` label of a failed lookup.
     pub(super) fn outcome(&self) -> LookupResult {
         match self {

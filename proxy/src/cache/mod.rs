@@ -135,6 +135,11 @@ impl Cache {
         }
     }
 
+    /// How long a narinfo miss is remembered.
+    pub fn negative_ttl(&self) -> std::time::Duration {
+        self.negative.ttl()
+    }
+
     /// The proxy's public key, `name:base64`.
     pub fn public_key(&self) -> &str {
         &self.public_key

@@ -16,6 +16,7 @@ const MAX_ENTRIES: u64 = 100_000;
 pub struct NegativeCache {
     /// `None` when misses are not remembered (a TTL of zero).
     entries: Option<Cache<StorePathHash, ()>>,
+    ttl: Duration,
 }
 
 impl NegativeCache {
@@ -26,7 +27,12 @@ impl NegativeCache {
                 .time_to_live(ttl)
                 .build()
         });
-        Self { entries }
+        Self { entries, ttl }
+    }
+
+    /// How long a miss is remembered (zero: not at all).
+    pub fn ttl(&self) -> Duration {
+        self.ttl
     }
 
     /// Whether `hash` is a remembered miss. Counts as a lookup of it, remembered or not: how

@@ -1,6 +1,7 @@
 //! The HTTP edge of the binary cache protocol: parse and validate, call the cache, respond.
 
 mod auth;
+mod caching;
 mod error;
 mod hashers;
 mod health;

@@ -1,4 +1,5 @@
-//! `GET|HEAD /nar/<filehash>.nar[.xz|.zst|.bz2]`: streamed, with single-range support.
+//! `GET|HEAD /nar/<filehash>.nar[.xz|.zst|.bz2]`: streamed, with single-range support, immutable
+//! for caches in front (`If-None-Match` answered with `304`).
 
 use axum::{
     body::Body,
@@ -9,7 +10,7 @@ use axum::{
 use nixcache_formats::range::RangeSpec;
 use nixcache_protocol::{NarFile, MIME_NAR};
 
-use super::{ApiError, AppState};
+use super::{caching, ApiError, AppState};
 use crate::cache::NarResponse;
 
 pub async fn get_nar(
@@ -19,9 +20,17 @@ pub async fn get_nar(
     Path(file): Path<String>,
 ) -> Result<Response, ApiError> {
     let (file, range, head) = parse(&file, &headers, &method)?;
+    let etag = caching::nar_etag(&file);
+    if caching::none_match_hits(&headers, &etag) {
+        // Only for a NAR this cache has or can fetch: an unknown one stays a 404.
+        state.cache.nar(&file, None, true).await?;
+        return Ok(caching::not_modified(etag));
+    }
     let mut nar = state.cache.nar(&file, range, head).await?;
     nar.body = nar.body.map(|body| counted(&state, body));
-    Ok(respond(nar))
+    let mut response = respond(nar);
+    caching::immutable(response.headers_mut(), etag);
+    Ok(response)
 }
 
 /// Counts the bytes as they go out.

@@ -7,7 +7,7 @@ use axum::{
 };
 use nixcache_protocol::{parse_narinfo_name, MIME_NARINFO};
 
-use super::{error, ApiError, AppState};
+use super::{caching, error, ApiError, AppState};
 
 pub async fn get_narinfo(
     State(state): State<AppState>,
@@ -19,7 +19,10 @@ pub async fn get_narinfo(
         return Ok(error::plain(StatusCode::NOT_FOUND, "not found"));
     }
     let hash = parse_narinfo_name(&file).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let text = state.cache.narinfo(&hash).await?;
+    let text = match state.cache.narinfo(&hash).await {
+        Err(err) if err.is_not_found() => return Ok(remembered_miss(&state)),
+        found => found?,
+    };
     if method != Method::HEAD {
         let served = state
             .cache
@@ -27,5 +30,18 @@ pub async fn get_narinfo(
             .served_counter(crate::metrics::ObjectKind::Narinfo);
         served.inc_by(text.len() as u64);
     }
-    Ok(([(header::CONTENT_TYPE, MIME_NARINFO)], text).into_response())
+    let mut response = ([(header::CONTENT_TYPE, MIME_NARINFO)], text).into_response();
+    if let Some(keep) = caching::keep_for(caching::NARINFO_MAX_AGE) {
+        response.headers_mut().insert(header::CACHE_CONTROL, keep);
+    }
+    Ok(response)
+}
+
+/// A 404 that caches in front may keep as long as this cache remembers the miss itself.
+fn remembered_miss(state: &AppState) -> Response {
+    let mut response = error::plain(StatusCode::NOT_FOUND, "not found");
+    if let Some(keep) = caching::keep_for(state.cache.negative_ttl()) {
+        response.headers_mut().insert(header::CACHE_CONTROL, keep);
+    }
+    response
 }

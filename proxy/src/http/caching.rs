@@ -1,0 +1,89 @@
+//! HTTP caching headers, so a CDN or an nginx in front of the cache (and clients) keep what may
+//! be kept: NAR files never change under their name; narinfos may (an upload replaced, GC), so
+//! they are kept briefly; a narinfo 404 as long as the cache itself remembers the miss.
+
+use std::time::Duration;
+
+use axum::{
+    http::{header, HeaderMap, HeaderValue, StatusCode},
+    response::{IntoResponse, Response},
+};
+use nixcache_protocol::NarFile;
+
+/// A NAR file's bytes are fixed by its name for as long as it is stored.
+const IMMUTABLE: &str = "public, max-age=31536000, immutable";
+/// How long a narinfo may be served from a cache in front.
+pub const NARINFO_MAX_AGE: Duration = Duration::from_secs(300);
+
+/// A NAR file's entity tag: its name, which fixes its bytes.
+pub fn nar_etag(file: &NarFile) -> HeaderValue {
+    // A file name is nixbase32 and an extension: always a valid header value.
+    HeaderValue::from_str(&format!("\"{}\"", file.file_name())).unwrap_or(HeaderValue::from_static("\"\""))
+}
+
+/// Whether the request's `If-None-Match` lists `etag` (weakly compared, as RFC 9110 asks for
+/// this header) or is `*`.
+pub fn none_match_hits(headers: &HeaderMap, etag: &HeaderValue) -> bool {
+    let ours = etag.as_bytes();
+    headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|tag| tag.trim())
+        .any(|tag| tag == "*" || tag.strip_prefix("W/").unwrap_or(tag).as_bytes() == ours)
+}
+
+/// The headers of a NAR file's answer (200, 206 or 304).
+pub fn immutable(headers: &mut HeaderMap, etag: HeaderValue) {
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static(IMMUTABLE));
+    headers.insert(header::ETAG, etag);
+}
+
+/// `304 Not Modified` for a NAR file the client has.
+pub fn not_modified(etag: HeaderValue) -> Response {
+    let mut response = StatusCode::NOT_MODIFIED.into_response();
+    immutable(response.headers_mut(), etag);
+    response
+}
+
+/// `Cache-Control` for something kept for `max_age`; `None` for zero (then nothing is said, and
+/// the default of each answer holds).
+pub fn keep_for(max_age: Duration) -> Option<HeaderValue> {
+    let secs = max_age.as_secs();
+    (secs > 0)
+        .then(|| HeaderValue::from_str(&format!("public, max-age={secs}")).ok())
+        .flatten()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn with(value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::IF_NONE_MATCH, HeaderValue::from_str(value).unwrap());
+        headers
+    }
+
+    #[test]
+    fn if_none_match_lists_weak_and_star() {
+        let etag = HeaderValue::from_static("\"abc.nar.xz\"");
+        assert!(none_match_hits(&with("\"abc.nar.xz\""), &etag));
+        assert!(none_match_hits(&with("\"x\", W/\"abc.nar.xz\""), &etag));
+        assert!(none_match_hits(&with("*"), &etag));
+        assert!(!none_match_hits(&with("\"abc.nar\""), &etag));
+        assert!(
+            !none_match_hits(&with("abc.nar.xz"), &etag),
+            "an unquoted tag is not ours"
+        );
+        assert!(!none_match_hits(&HeaderMap::new(), &etag));
+    }
+
+    #[test]
+    fn keep_for_says_nothing_for_zero() {
+        assert_eq!(keep_for(Duration::ZERO), None);
+        assert_eq!(keep_for(Duration::from_secs(90)).unwrap(), "public, max-age=90");
+    }
+}

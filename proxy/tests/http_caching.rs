@@ -1,0 +1,94 @@
+//! Caching headers for caches in front (a CDN, nginx) and clients: NAR files are immutable and
+//! revalidated with `If-None-Match` (`304` only for a NAR the cache can serve); narinfos are
+//! kept briefly; a narinfo 404 as long as the proxy remembers the miss (`--negative-ttl`).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{client, get, sample_nar, send, upstream_key, Entry, Proxy, Upstream};
+use nixcache_protocol::Compression;
+use reqwest::StatusCode;
+
+const IMMUTABLE: &str = "public, max-age=31536000, immutable";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nars_are_immutable_and_revalidated_narinfos_and_misses_kept_briefly() {
+    let dir = tempfile::tempdir().unwrap();
+    let upstream = Upstream::start(10).await;
+    let key = upstream_key();
+    let e = Entry::new("cached", sample_nar(5, 50_000), Compression::Xz, &key);
+    upstream.add(&e);
+    let proxy = Proxy::start(
+        dir.path(),
+        &[&upstream],
+        &[key.public_key()],
+        &["--negative-ttl", "90s"],
+    )
+    .await;
+    let client = client();
+
+    let narinfo = get(&client, &proxy.url(&e.narinfo_path())).await;
+    assert_eq!(narinfo.status, StatusCode::OK);
+    assert_eq!(narinfo.header("cache-control"), Some("public, max-age=300"));
+    let nar_url = proxy.url(&format!("/{}", narinfo.narinfo().url));
+    let file_name = nar_url.rsplit('/').next().unwrap().to_owned();
+    let etag = format!("\"{file_name}\"");
+
+    // A miss (fetched now) and a hit carry the same validators.
+    for _ in 0..2 {
+        let got = get(&client, &nar_url).await;
+        assert_eq!(got.status, StatusCode::OK);
+        assert!(got.body == e.file);
+        assert_eq!(got.header("cache-control"), Some(IMMUTABLE));
+        assert_eq!(got.header("etag"), Some(etag.as_str()));
+    }
+    let head = send(client.head(&nar_url)).await;
+    assert_eq!(head.header("etag"), Some(etag.as_str()));
+    let range = send(client.get(&nar_url).header("range", "bytes=0-9")).await;
+    assert_eq!(range.status, StatusCode::PARTIAL_CONTENT);
+    assert_eq!(range.header("etag"), Some(etag.as_str()));
+
+    // Revalidation: 304 without a body for our tag (also weak, in a list, or `*`).
+    for tag in [etag.clone(), format!("\"other\", W/{etag}"), "*".into()] {
+        let got = send(client.get(&nar_url).header("if-none-match", &tag)).await;
+        assert_eq!(got.status, StatusCode::NOT_MODIFIED, "If-None-Match: {tag}");
+        assert!(got.body.is_empty());
+        assert_eq!(got.header("etag"), Some(etag.as_str()));
+        assert_eq!(got.header("cache-control"), Some(IMMUTABLE));
+    }
+    let other = send(client.get(&nar_url).header("if-none-match", "\"other\"")).await;
+    assert_eq!(other.status, StatusCode::OK);
+    assert!(other.body == e.file);
+
+    // A NAR the cache cannot serve stays a 404, whatever the client holds.
+    let unknown_name = format!("{}.nar.xz", "1".repeat(52));
+    let unknown = send(
+        client
+            .get(proxy.url(&format!("/nar/{unknown_name}")))
+            .header("if-none-match", format!("\"{unknown_name}\"")),
+    )
+    .await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+
+    // A narinfo miss may be kept as long as the proxy remembers it.
+    let missing = get(&client, &proxy.url(&format!("/{}.narinfo", "2".repeat(32)))).await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    assert_eq!(missing.header("cache-control"), Some("public, max-age=90"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_miss_not_remembered_is_not_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let upstream = Upstream::start(10).await;
+    let key = upstream_key();
+    let proxy = Proxy::start(
+        dir.path(),
+        &[&upstream],
+        &[key.public_key()],
+        &["--negative-ttl", "0s"],
+    )
+    .await;
+    let missing = get(&client(), &proxy.url(&format!("/{}.narinfo", "2".repeat(32)))).await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    assert_eq!(missing.header("cache-control"), Some("no-store"));
+}
