@@ -6,6 +6,7 @@ mod error;
 mod hashers;
 mod health;
 mod info;
+mod landing;
 mod nar;
 mod narinfo;
 mod observe;
@@ -60,6 +61,7 @@ pub struct Writes {
 pub fn router(state: AppState) -> Router {
     let metrics = Arc::clone(state.cache.metrics());
     Router::new()
+        .route("/", get(landing::landing))
         .route("/nix-cache-info", get(info::cache_info))
         .route("/pubkey", get(info::pubkey))
         .route("/healthz", get(health::healthz))

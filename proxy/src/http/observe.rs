@@ -18,6 +18,7 @@ use crate::metrics::{self, HttpLabels, Metrics, Route, RouteLabels};
 /// The route template as a fixed label.
 fn route_label(matched: Option<&MatchedPath>) -> Route {
     match matched.map(MatchedPath::as_str) {
+        Some("/") => Route::Landing,
         Some("/nix-cache-info") => Route::NixCacheInfo,
         Some("/pubkey") => Route::Pubkey,
         Some("/healthz") => Route::Healthz,

@@ -93,6 +93,7 @@ label_value! {
 label_value! {
     /// The route template of a request.
     Route {
+        Landing => "/",
         NixCacheInfo => "/nix-cache-info",
         Pubkey => "/pubkey",
         Healthz => "/healthz",
