@@ -1,6 +1,7 @@
 //! Caching headers for caches in front (a CDN, nginx) and clients: NAR files are immutable and
 //! revalidated with `If-None-Match` (`304` only for a NAR the cache can serve); narinfos are
 //! kept briefly; a narinfo 404 as long as the proxy remembers the miss (`--negative-ttl`).
+//! `X-Cache-Status` says hit or miss (joining a download: `join.rs`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -30,17 +31,23 @@ async fn nars_are_immutable_and_revalidated_narinfos_and_misses_kept_briefly() {
     let narinfo = get(&client, &proxy.url(&e.narinfo_path())).await;
     assert_eq!(narinfo.status, StatusCode::OK);
     assert_eq!(narinfo.header("cache-control"), Some("public, max-age=300"));
+    assert_eq!(narinfo.header("x-cache-status"), Some("MISS"));
+    let again = get(&client, &proxy.url(&e.narinfo_path())).await;
+    assert_eq!(again.header("x-cache-status"), Some("HIT"));
     let nar_url = proxy.url(&format!("/{}", narinfo.narinfo().url));
     let file_name = nar_url.rsplit('/').next().unwrap().to_owned();
     let etag = format!("\"{file_name}\"");
 
     // A miss (fetched now) and a hit carry the same validators.
-    for _ in 0..2 {
+    for status in ["MISS", "HIT"] {
         let got = get(&client, &nar_url).await;
         assert_eq!(got.status, StatusCode::OK);
         assert!(got.body == e.file);
         assert_eq!(got.header("cache-control"), Some(IMMUTABLE));
         assert_eq!(got.header("etag"), Some(etag.as_str()));
+        assert_eq!(got.header("x-cache-status"), Some(status));
+        // Clients have their last byte a moment before the NAR is stored.
+        proxy.wait_stored(&file_name).await;
     }
     let head = send(client.head(&nar_url)).await;
     assert_eq!(head.header("etag"), Some(etag.as_str()));

@@ -59,6 +59,17 @@ async fn late_clients_join_the_download_in_progress() {
     );
     assert_eq!(b.status(), StatusCode::OK);
     assert_eq!(c.status(), StatusCode::PARTIAL_CONTENT);
+    // The one that started the download missed; the others joined it.
+    assert_eq!(
+        header_text(&a, header::HeaderName::from_static("x-cache-status")),
+        "MISS"
+    );
+    for joined in [&b, &c] {
+        assert_eq!(
+            header_text(joined, header::HeaderName::from_static("x-cache-status")),
+            "JOINED"
+        );
+    }
     let c_range = header_text(&c, header::CONTENT_RANGE);
     assert_eq!(c_range, format!("bytes {start}-{}/{size}", size - 1));
     assert_eq!(

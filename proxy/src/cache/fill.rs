@@ -106,6 +106,7 @@ impl Fills {
             tmp_path,
             progress,
             clients: watch::channel(0).0,
+            attached_once: Default::default(),
             temp_bytes: self.temp_bytes.clone(),
         });
         self.lock().insert(key, Arc::clone(&fill));
@@ -143,6 +144,8 @@ pub struct Fill {
     progress: watch::Sender<Progress>,
     /// Clients attached (see `attach`).
     clients: watch::Sender<usize>,
+    /// Whether a client ever attached: the first is the request that started the fill.
+    attached_once: std::sync::atomic::AtomicBool,
     /// Bytes in the temp files of all fills (a metric); this one's share is `written`.
     temp_bytes: Gauge,
 }
@@ -158,7 +161,12 @@ impl Fill {
                 true
             }
         });
-        attached.then(|| Client(Arc::clone(self)))
+        attached.then(|| Client {
+            fill: Arc::clone(self),
+            started_it: !self
+                .attached_once
+                .swap(true, std::sync::atomic::Ordering::Relaxed),
+        })
     }
 
     /// The source answered: from now on a body is promised to clients, of `size` bytes when
@@ -331,11 +339,21 @@ impl Fill {
 }
 
 /// A client of a fill, counted while this lives.
-pub struct Client(Arc<Fill>);
+pub struct Client {
+    fill: Arc<Fill>,
+    started_it: bool,
+}
+
+impl Client {
+    /// Whether this is the fill's first client: the request that started it.
+    pub fn started_it(&self) -> bool {
+        self.started_it
+    }
+}
 
 impl Drop for Client {
     fn drop(&mut self) {
-        self.0.clients.send_if_modified(|n| match *n {
+        self.fill.clients.send_if_modified(|n| match *n {
             CLOSED | 0 => false,
             _ => {
                 *n -= 1;

@@ -57,6 +57,28 @@ pub struct NarResponse {
     pub size: u64,
     pub range: Option<ByteRange>,
     pub body: Option<ByteStream>,
+    pub status: CacheStatus,
+}
+
+/// Where an answer came from (the `X-Cache-Status` header).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CacheStatus {
+    /// Stored here already.
+    Hit,
+    /// Fetched for this request.
+    Miss,
+    /// Joined a download another request started.
+    Joined,
+}
+
+impl CacheStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Hit => "HIT",
+            Self::Miss => "MISS",
+            Self::Joined => "JOINED",
+        }
+    }
 }
 
 /// What a cache is made of; `app::build_state` assembles it from the command line.
@@ -153,11 +175,17 @@ impl Cache {
         &self.metrics
     }
 
-    /// The narinfo as this proxy serves it: our NAR URL and our signature added.
-    pub async fn narinfo(&self, hash: &StorePathHash) -> Result<Bytes, CacheError> {
-        let text = self.record_lookup(ObjectKind::Narinfo, self.narinfo_text(hash).await)?;
+    /// The narinfo as this proxy serves it (our NAR URL and our signature added), and whether it
+    /// was stored (`Hit`) or looked up now (`Miss`).
+    pub async fn narinfo(&self, hash: &StorePathHash) -> Result<(Bytes, CacheStatus), CacheError> {
+        let looked_up = self.narinfo_text(hash).await;
+        let (text, found) = self.record_lookup(ObjectKind::Narinfo, looked_up.map(|(t, f)| ((t, f), f)))?;
         self.access.narinfo(hash);
-        Ok(text)
+        let status = match found {
+            LookupResult::Hit => CacheStatus::Hit,
+            _ => CacheStatus::Miss,
+        };
+        Ok((text, status))
     }
 
     /// Counts a lookup's outcome (hit, miss, …) in the metrics and the request's span.

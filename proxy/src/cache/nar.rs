@@ -10,7 +10,7 @@ use super::{
     download::max_file_size,
     feed::Feed,
     fill::{Client, Fill},
-    Cache, CacheError, NarResponse, OTHER_WORK_RETRY_AFTER,
+    Cache, CacheError, CacheStatus, NarResponse, OTHER_WORK_RETRY_AFTER,
 };
 use crate::{
     db::{LeaseClaim, LeaseKey, NarInfoRecord},
@@ -64,6 +64,7 @@ impl Cache {
                 size,
                 range: resolve(range, size)?,
                 body: None,
+                status: CacheStatus::Miss,
             };
             return Ok((response, LookupResult::Miss));
         }
@@ -193,6 +194,7 @@ impl Cache {
                 size,
                 range,
                 body: None,
+                status: CacheStatus::Hit,
             }));
         }
         match self.storage.get(key, range).await {
@@ -200,6 +202,7 @@ impl Cache {
                 size,
                 range,
                 body: Some(read.body),
+                status: CacheStatus::Hit,
             })),
             Ok(BlobRead { size: found, .. }) | Err(StorageError::BadRange { size: found, .. }) => {
                 tracing::error!(nar = %key, expected = size, found, "stored NAR has the wrong size; dropping it");
@@ -226,13 +229,23 @@ async fn follow_fill(
     range: Option<RangeSpec>,
     head: bool,
 ) -> Result<NarResponse, CacheError> {
+    let status = if client.started_it() {
+        CacheStatus::Miss
+    } else {
+        CacheStatus::Joined
+    };
     let size = fill.size().await?;
     let range = resolve(range, size)?;
     let body = match range.or(ByteRange::whole(size)) {
         Some(bytes) if !head => Some(fill.follow(bytes, client)),
         _ => None,
     };
-    Ok(NarResponse { size, range, body })
+    Ok(NarResponse {
+        size,
+        range,
+        body,
+        status,
+    })
 }
 
 /// The byte range of an object of `size` a request asks for; 416 when it lies outside.

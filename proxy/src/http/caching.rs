@@ -1,6 +1,7 @@
 //! HTTP caching headers, so a CDN or an nginx in front of the cache (and clients) keep what may
 //! be kept: NAR files never change under their name; narinfos may (an upload replaced, GC), so
-//! they are kept briefly; a narinfo 404 as long as the cache itself remembers the miss.
+//! they are kept briefly; a narinfo 404 as long as the cache itself remembers the miss. And
+//! `X-Cache-Status`, for people and tools looking at what the cache did.
 
 use std::time::Duration;
 
@@ -10,10 +11,19 @@ use axum::{
 };
 use nixcache_protocol::NarFile;
 
+use crate::cache::CacheStatus;
+
 /// A NAR file's bytes are fixed by its name for as long as it is stored.
 const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 /// How long a narinfo may be served from a cache in front.
 pub const NARINFO_MAX_AGE: Duration = Duration::from_secs(300);
+
+/// Where the answer came from: `HIT`, `MISS` or `JOINED` (a download already under way).
+pub const CACHE_STATUS: &str = "x-cache-status";
+
+pub fn cache_status(headers: &mut HeaderMap, status: CacheStatus) {
+    headers.insert(CACHE_STATUS, HeaderValue::from_static(status.as_str()));
+}
 
 /// A NAR file's entity tag: its name, which fixes its bytes.
 pub fn nar_etag(file: &NarFile) -> HeaderValue {

@@ -28,8 +28,10 @@ pub async fn get_nar(
     }
     let mut nar = state.cache.nar(&file, range, head).await?;
     nar.body = nar.body.map(|body| counted(&state, body));
+    let status = nar.status;
     let mut response = respond(nar);
     caching::immutable(response.headers_mut(), etag);
+    caching::cache_status(response.headers_mut(), status);
     Ok(response)
 }
 

@@ -19,7 +19,7 @@ pub async fn get_narinfo(
         return Ok(error::plain(StatusCode::NOT_FOUND, "not found"));
     }
     let hash = parse_narinfo_name(&file).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let text = match state.cache.narinfo(&hash).await {
+    let (text, status) = match state.cache.narinfo(&hash).await {
         Err(err) if err.is_not_found() => return Ok(remembered_miss(&state)),
         found => found?,
     };
@@ -34,6 +34,7 @@ pub async fn get_narinfo(
     if let Some(keep) = caching::keep_for(caching::NARINFO_MAX_AGE) {
         response.headers_mut().insert(header::CACHE_CONTROL, keep);
     }
+    caching::cache_status(response.headers_mut(), status);
     Ok(response)
 }
 
