@@ -106,7 +106,6 @@ impl Fills {
             tmp_path,
             progress,
             clients: watch::channel(0).0,
-            attached_once: Default::default(),
             temp_bytes: self.temp_bytes.clone(),
         });
         self.lock().insert(key, Arc::clone(&fill));
@@ -144,8 +143,6 @@ pub struct Fill {
     progress: watch::Sender<Progress>,
     /// Clients attached (see `attach`).
     clients: watch::Sender<usize>,
-    /// Whether a client ever attached: the first is the request that started the fill.
-    attached_once: std::sync::atomic::AtomicBool,
     /// Bytes in the temp files of all fills (a metric); this one's share is `written`.
     temp_bytes: Gauge,
 }
@@ -161,12 +158,7 @@ impl Fill {
                 true
             }
         });
-        attached.then(|| Client {
-            fill: Arc::clone(self),
-            started_it: !self
-                .attached_once
-                .swap(true, std::sync::atomic::Ordering::Relaxed),
-        })
+        attached.then(|| Client(Arc::clone(self)))
     }
 
     /// The source answered: from now on a body is promised to clients, of `size` bytes when
@@ -339,21 +331,11 @@ impl Fill {
 }
 
 /// A client of a fill, counted while this lives.
-pub struct Client {
-    fill: Arc<Fill>,
-    started_it: bool,
-}
-
-impl Client {
-    /// Whether this is the fill's first client: the request that started it.
-    pub fn started_it(&self) -> bool {
-        self.started_it
-    }
-}
+pub struct Client(Arc<Fill>);
 
 impl Drop for Client {
     fn drop(&mut self) {
-        self.fill.clients.send_if_modified(|n| match *n {
+        self.0.clients.send_if_modified(|n| match *n {
             CLOSED | 0 => false,
             _ => {
                 *n -= 1;

@@ -6,11 +6,37 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use moka::sync::Cache;
-use nixcache_protocol::{NarFile, StorePathHash};
+use nixcache_protocol::{Compression, NarFile, Sha256Hash, StorePathHash};
+
+use crate::db::NarRecord;
 
 pub struct HotCache {
     narinfos: Cache<StorePathHash, Bytes>,
-    nar_sizes: Cache<NarFile, u64>,
+    nar_sizes: Cache<NarFile, StoredNar>,
+}
+
+/// What serving a stored NAR file needs to know besides its bytes.
+#[derive(Clone, Copy, Debug)]
+pub struct StoredNar {
+    pub size: u64,
+    /// Whether its name fixes its bytes (see [`name_fixes_bytes`]).
+    pub fixed_by_name: bool,
+}
+
+impl StoredNar {
+    pub fn of(nar: &NarRecord) -> Self {
+        Self {
+            size: nar.file_size,
+            fixed_by_name: name_fixes_bytes(&nar.nar_file, nar.nar_hash),
+        }
+    }
+}
+
+/// A file is named by its FileHash, which fixes its bytes, or (when its narinfo had none) by
+/// its NarHash, which fixes only what it decompresses to: another download of it may hold
+/// other bytes. Uncompressed, the two are one.
+pub fn name_fixes_bytes(file: &NarFile, nar_hash: Sha256Hash) -> bool {
+    file.compression == Compression::None || file.hash != nar_hash
 }
 
 impl HotCache {
@@ -40,12 +66,12 @@ impl HotCache {
         self.narinfos.invalidate(hash);
     }
 
-    pub fn nar_size(&self, file: &NarFile) -> Option<u64> {
+    pub fn nar(&self, file: &NarFile) -> Option<StoredNar> {
         self.nar_sizes.get(file)
     }
 
-    pub fn put_nar_size(&self, file: NarFile, size: u64) {
-        self.nar_sizes.insert(file, size);
+    pub fn put_nar(&self, file: NarFile, nar: StoredNar) {
+        self.nar_sizes.insert(file, nar);
     }
 
     pub fn forget_nar(&self, file: &NarFile) {

@@ -3,6 +3,7 @@
 
 mod access;
 mod admission;
+mod answer;
 mod download;
 mod error;
 mod feed;
@@ -28,13 +29,14 @@ use crate::{
     db::{LeaseClaim, LeaseKey, MetadataStore, NarInfoRecord, ProxySignature},
     metrics::{LookupResult, Metrics, ObjectKind},
     scratch::Scratch,
-    storage::{BlobKey, BlobStore, ByteRange, ByteStream},
+    storage::{BlobKey, BlobStore},
     tasks::Background,
     upstream::{Lookup, Upstreams},
 };
 pub use access::AccessLog;
 use admission::Admission;
 pub use admission::FillLimits;
+pub use answer::{CacheStatus, NarResponse};
 pub use error::{BoxError, CacheError};
 use fill::Fills;
 pub use hot::HotCache;
@@ -51,35 +53,6 @@ const NARINFO_POLL: std::time::Duration = std::time::Duration::from_millis(20);
 /// When a client refused for a NAR that other work (GC, the scrub, an upload) holds too long
 /// should come back.
 const OTHER_WORK_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// A NAR answer: the file's size, the range being sent (if any) and the bytes.
-pub struct NarResponse {
-    pub size: u64,
-    pub range: Option<ByteRange>,
-    pub body: Option<ByteStream>,
-    pub status: CacheStatus,
-}
-
-/// Where an answer came from (the `X-Cache-Status` header).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CacheStatus {
-    /// Stored here already.
-    Hit,
-    /// Fetched for this request.
-    Miss,
-    /// Joined a download another request started.
-    Joined,
-}
-
-impl CacheStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Hit => "HIT",
-            Self::Miss => "MISS",
-            Self::Joined => "JOINED",
-        }
-    }
-}
 
 /// What a cache is made of; `app::build_state` assembles it from the command line.
 pub struct CacheParts {
@@ -157,9 +130,9 @@ impl Cache {
         }
     }
 
-    /// How long a narinfo miss is remembered.
-    pub fn negative_ttl(&self) -> std::time::Duration {
-        self.negative.ttl()
+    /// How much longer a narinfo miss is remembered; `None` when it is not.
+    pub fn miss_remembered_for(&self, hash: &StorePathHash) -> Option<std::time::Duration> {
+        self.negative.remembered_for(hash)
     }
 
     /// The proxy's public key, `name:base64`.

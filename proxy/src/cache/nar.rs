@@ -10,6 +10,7 @@ use super::{
     download::max_file_size,
     feed::Feed,
     fill::{Client, Fill},
+    hot::{name_fixes_bytes, StoredNar},
     Cache, CacheError, CacheStatus, NarResponse, OTHER_WORK_RETRY_AFTER,
 };
 use crate::{
@@ -25,9 +26,13 @@ const OTHER_WORK_POLL: std::time::Duration = std::time::Duration::from_millis(50
 
 /// Where a NAR's bytes are.
 pub(super) enum Source {
-    Stored(u64),
-    /// Being written on this replica (downloaded, or copied from the replica downloading it).
-    Local(Arc<Fill>),
+    Stored(StoredNar),
+    /// Being written on this replica (downloaded, or copied from the replica downloading it);
+    /// `started`: by this locate, not found under way.
+    Local {
+        fill: Arc<Fill>,
+        started: bool,
+    },
 }
 
 impl Cache {
@@ -51,38 +56,47 @@ impl Cache {
         head: bool,
     ) -> Result<(NarResponse, LookupResult), CacheError> {
         let key = BlobKey::for_nar(file);
-        if let Some(size) = self.stored_size(file).await? {
-            if let Some(response) = self.serve_stored(file, &key, size, range, head).await? {
+        if let Some(stored) = self.stored(file).await? {
+            if let Some(response) = self.serve_stored(file, &key, stored, range, head).await? {
                 return Ok((response, LookupResult::Hit));
             }
         }
         let Some(record) = self.db.narinfo_for_nar(file).await? else {
             return Err(CacheError::NotFound);
         };
+        let fixed_by_name = name_fixes_bytes(file, record.info.nar_hash);
         if let (true, Some(size)) = (head, record.info.file_size) {
             let response = NarResponse {
                 size,
                 range: resolve(range, size)?,
                 body: None,
                 status: CacheStatus::Miss,
+                fixed_by_name,
             };
             return Ok((response, LookupResult::Miss));
         }
         let record = Arc::new(record);
         loop {
-            match &*self.locate(file, &record).await? {
-                Source::Stored(size) => {
-                    if let Some(response) = self.serve_stored(file, &key, *size, range, head).await? {
+            let (source, led) = self.locate(file, &record).await?;
+            match &*source {
+                Source::Stored(stored) => {
+                    if let Some(response) = self.serve_stored(file, &key, *stored, range, head).await? {
                         return Ok((response, LookupResult::Hit));
                     }
                 }
-                Source::Local(fill) => {
+                Source::Local { fill, started } => {
                     let Some(client) = fill.attach() else {
                         // Cancelled just now for having no client: start anew once it is gone.
                         tokio::time::sleep(CANCELLED_FILL_POLL).await;
                         continue;
                     };
-                    return Ok((follow_fill(fill, client, range, head).await?, LookupResult::Miss));
+                    let status = match led && *started {
+                        true => CacheStatus::Miss,
+                        false => CacheStatus::Joined,
+                    };
+                    let mut response = follow_fill(fill, client, range, head).await?;
+                    (response.status, response.fixed_by_name) = (status, fixed_by_name);
+                    return Ok((response, LookupResult::Miss));
                 }
             }
         }
@@ -103,29 +117,31 @@ impl Cache {
         }
     }
 
-    /// One decision per NAR at a time on this replica, so two requests never start two fills.
+    /// One decision per NAR at a time on this replica, so two requests never start two fills;
+    /// and whether this request made it (`false`: it shared another's).
     pub(super) async fn locate(
         &self,
         file: &NarFile,
         record: &Arc<NarInfoRecord>,
-    ) -> Result<Arc<Source>, CacheError> {
+    ) -> Result<(Arc<Source>, bool), CacheError> {
         let (this, owned_file, record) = (self.clone(), file.clone(), Arc::clone(record));
-        self.nar_locates
-            .run(BlobKey::for_nar(file), async move {
+        let (source, led) = self
+            .nar_locates
+            .run_led(BlobKey::for_nar(file), async move {
                 this.locate_now(&owned_file, record).await
             })
-            .await
-            .map_err(CacheError::Shared)
+            .await;
+        Ok((source.map_err(CacheError::Shared)?, led))
     }
 
     async fn locate_now(&self, file: &NarFile, record: Arc<NarInfoRecord>) -> Result<Source, CacheError> {
         let key = BlobKey::for_nar(file);
         if let Some(fill) = self.fills.get(&key) {
             self.metrics.coalesced(ObjectKind::Nar);
-            return Ok(Source::Local(fill));
+            return Ok(Source::Local { fill, started: false });
         }
         if let Some(stored) = self.db.get_nar(file).await? {
-            return Ok(Source::Stored(stored.file_size));
+            return Ok(Source::Stored(StoredNar::of(&stored)));
         }
         // Before the lease: a replica waiting here must not keep the others waiting too.
         let permit = self.admission.admit(max_file_size(&record.info)).await?;
@@ -137,12 +153,13 @@ impl Cache {
                 // A holder stores the NAR before it releases the lease: look again.
                 if let Some(stored) = self.db.get_nar(file).await? {
                     lease.release().await;
-                    return Ok(Source::Stored(stored.file_size));
+                    return Ok(Source::Stored(StoredNar::of(&stored)));
                 }
                 Feed::Upstream(Some(lease))
             }
         };
-        Ok(Source::Local(self.start_fill(&key, record, feed, permit).await?))
+        let fill = self.start_fill(&key, record, feed, permit).await?;
+        Ok(Source::Local { fill, started: true })
     }
 
     /// Claims a NAR's lease for a fill. A lease without an address is not a fill that can be
@@ -168,15 +185,25 @@ impl Cache {
         }
     }
 
-    async fn stored_size(&self, file: &NarFile) -> Result<Option<u64>, CacheError> {
-        if let Some(size) = self.hot.nar_size(file) {
-            return Ok(Some(size));
+    async fn stored(&self, file: &NarFile) -> Result<Option<StoredNar>, CacheError> {
+        if let Some(stored) = self.hot.nar(file) {
+            return Ok(Some(stored));
         }
-        let stored = self.db.get_nar(file).await?;
-        if let Some(nar) = &stored {
-            self.hot.put_nar_size(file.clone(), nar.file_size);
+        let stored = self.db.get_nar(file).await?.map(|nar| StoredNar::of(&nar));
+        if let Some(stored) = stored {
+            self.hot.put_nar(file.clone(), stored);
         }
-        Ok(stored.map(|nar| nar.file_size))
+        Ok(stored)
+    }
+
+    /// Whether this cache can serve `file` (stored, or named by a narinfo it knows), and whether
+    /// its name fixes its bytes; a look only: no download starts, no lookup is counted.
+    pub async fn nar_known(&self, file: &NarFile) -> Result<Option<bool>, CacheError> {
+        if let Some(stored) = self.stored(file).await? {
+            return Ok(Some(stored.fixed_by_name));
+        }
+        let record = self.db.narinfo_for_nar(file).await?;
+        Ok(record.map(|r| name_fixes_bytes(file, r.info.nar_hash)))
     }
 
     /// `None` when the stored object is missing or damaged: it is dropped and fetched again.
@@ -184,10 +211,11 @@ impl Cache {
         &self,
         file: &NarFile,
         key: &BlobKey,
-        size: u64,
+        stored: StoredNar,
         range: Option<RangeSpec>,
         head: bool,
     ) -> Result<Option<NarResponse>, CacheError> {
+        let (size, fixed_by_name) = (stored.size, stored.fixed_by_name);
         let range = resolve(range, size)?;
         if head {
             return Ok(Some(NarResponse {
@@ -195,6 +223,7 @@ impl Cache {
                 range,
                 body: None,
                 status: CacheStatus::Hit,
+                fixed_by_name,
             }));
         }
         match self.storage.get(key, range).await {
@@ -203,6 +232,7 @@ impl Cache {
                 range,
                 body: Some(read.body),
                 status: CacheStatus::Hit,
+                fixed_by_name,
             })),
             Ok(BlobRead { size: found, .. }) | Err(StorageError::BadRange { size: found, .. }) => {
                 tracing::error!(nar = %key, expected = size, found, "stored NAR has the wrong size; dropping it");
@@ -229,22 +259,19 @@ async fn follow_fill(
     range: Option<RangeSpec>,
     head: bool,
 ) -> Result<NarResponse, CacheError> {
-    let status = if client.started_it() {
-        CacheStatus::Miss
-    } else {
-        CacheStatus::Joined
-    };
     let size = fill.size().await?;
     let range = resolve(range, size)?;
     let body = match range.or(ByteRange::whole(size)) {
         Some(bytes) if !head => Some(fill.follow(bytes, client)),
         _ => None,
     };
+    // Told by the caller, who knows the narinfo; the internal endpoint needs neither.
     Ok(NarResponse {
         size,
         range,
         body,
-        status,
+        status: CacheStatus::Joined,
+        fixed_by_name: false,
     })
 }
 

@@ -5,7 +5,7 @@
 //! flood of random hashes, each asked once, cannot push out the misses clients keep asking for,
 //! and a real miss asked in a burst still gets in while the flood lasts.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use moka::sync::Cache;
 use nixcache_protocol::StorePathHash;
@@ -14,8 +14,8 @@ use nixcache_protocol::StorePathHash;
 const MAX_ENTRIES: u64 = 100_000;
 
 pub struct NegativeCache {
-    /// `None` when misses are not remembered (a TTL of zero).
-    entries: Option<Cache<StorePathHash, ()>>,
+    /// When each miss was noted; `None` when misses are not remembered (a TTL of zero).
+    entries: Option<Cache<StorePathHash, Instant>>,
     ttl: Duration,
 }
 
@@ -30,9 +30,10 @@ impl NegativeCache {
         Self { entries, ttl }
     }
 
-    /// How long a miss is remembered (zero: not at all).
-    pub fn ttl(&self) -> Duration {
-        self.ttl
+    /// How much longer `hash` is remembered as a miss; `None` when it is not.
+    pub fn remembered_for(&self, hash: &StorePathHash) -> Option<Duration> {
+        let noted = self.entries.as_ref()?.get(hash)?;
+        self.ttl.checked_sub(noted.elapsed())
     }
 
     /// Whether `hash` is a remembered miss. Counts as a lookup of it, remembered or not: how
@@ -50,13 +51,14 @@ impl NegativeCache {
 
     pub fn insert(&self, hash: StorePathHash) {
         if let Some(entries) = &self.entries {
-            entries.insert(hash, ());
+            entries.insert(hash, Instant::now());
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[test]
@@ -66,8 +68,14 @@ mod tests {
         assert!(!cache.contains(&h));
         cache.insert(h);
         assert!(cache.contains(&h));
+        let left = cache.remembered_for(&h).unwrap();
+        assert!(
+            left <= Duration::from_millis(30) && left > Duration::ZERO,
+            "{left:?}"
+        );
         std::thread::sleep(Duration::from_millis(40));
         assert!(!cache.contains(&h));
+        assert_eq!(cache.remembered_for(&h), None);
 
         let off = NegativeCache::new(Duration::ZERO);
         off.insert(h);

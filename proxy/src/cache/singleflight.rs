@@ -40,25 +40,35 @@ impl<K: Eq + Hash + Clone + Send + 'static, T: Send + Sync + 'static> SingleFlig
     where
         F: Future<Output = Result<T, CacheError>> + Send + 'static,
     {
-        let flight = {
+        self.run_led(key, work).await.0
+    }
+
+    /// Like `run`, and whether this caller started the run (`false`: it joined one).
+    pub async fn run_led<F>(&self, key: K, work: F) -> (FlightResult<T>, bool)
+    where
+        F: Future<Output = Result<T, CacheError>> + Send + 'static,
+    {
+        let (flight, led) = {
             let Ok(mut map) = self.inflight.lock() else {
-                return Err(Arc::new(CacheError::Internal {
+                let poisoned = CacheError::Internal {
                     context: "single-flight lock poisoned".into(),
                     source: None,
-                }));
+                };
+                return (Err(Arc::new(poisoned)), false);
             };
             match map.get(&key) {
                 Some(flight) => {
                     self.joins.inc();
-                    flight.clone()
+                    (flight.clone(), false)
                 }
-                None => map
-                    .entry(key.clone())
-                    .or_insert_with(|| self.start(key, work))
-                    .clone(),
+                None => {
+                    let flight = self.start(key.clone(), work);
+                    map.insert(key, flight.clone());
+                    (flight, true)
+                }
             }
         };
-        flight.await
+        (flight.await, led)
     }
 
     fn start<F>(&self, key: K, work: F) -> Shared<BoxFuture<'static, FlightResult<T>>>

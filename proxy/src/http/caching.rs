@@ -25,23 +25,27 @@ pub fn cache_status(headers: &mut HeaderMap, status: CacheStatus) {
     headers.insert(CACHE_STATUS, HeaderValue::from_static(status.as_str()));
 }
 
-/// A NAR file's entity tag: its name, which fixes its bytes.
-pub fn nar_etag(file: &NarFile) -> HeaderValue {
+/// A NAR file's entity tag: `"<its name>"`. Strong when the name fixes the bytes (it is the
+/// FileHash); weak when it fixes only the NAR they decompress to (another download of it may
+/// be compressed otherwise), so no cache in front splices ranges of two such copies.
+pub fn nar_etag(file: &NarFile, fixed_by_name: bool) -> HeaderValue {
+    let weak = if fixed_by_name { "" } else { "W/" };
     // A file name is nixbase32 and an extension: always a valid header value.
-    HeaderValue::from_str(&format!("\"{}\"", file.file_name())).unwrap_or(HeaderValue::from_static("\"\""))
+    HeaderValue::from_str(&format!("{weak}\"{}\"", file.file_name()))
+        .unwrap_or(HeaderValue::from_static("W/\"\""))
 }
 
-/// Whether the request's `If-None-Match` lists `etag` (weakly compared, as RFC 9110 asks for
-/// this header) or is `*`.
-pub fn none_match_hits(headers: &HeaderMap, etag: &HeaderValue) -> bool {
-    let ours = etag.as_bytes();
+/// Whether the request's `If-None-Match` lists `file`'s tag, strong or weak (compared weakly,
+/// as RFC 9110 asks for this header), or is `*`.
+pub fn none_match_hits(headers: &HeaderMap, file: &NarFile) -> bool {
+    let ours = format!("\"{}\"", file.file_name());
     headers
         .get_all(header::IF_NONE_MATCH)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .map(|tag| tag.trim())
-        .any(|tag| tag == "*" || tag.strip_prefix("W/").unwrap_or(tag).as_bytes() == ours)
+        .any(|tag| tag == "*" || tag.strip_prefix("W/").unwrap_or(tag) == ours)
 }
 
 /// The headers of a NAR file's answer (200, 206 or 304).
@@ -77,18 +81,29 @@ mod tests {
         headers
     }
 
+    fn nar_file() -> NarFile {
+        NarFile::parse(&format!("{}.nar.xz", "1".repeat(52))).unwrap()
+    }
+
     #[test]
     fn if_none_match_lists_weak_and_star() {
-        let etag = HeaderValue::from_static("\"abc.nar.xz\"");
-        assert!(none_match_hits(&with("\"abc.nar.xz\""), &etag));
-        assert!(none_match_hits(&with("\"x\", W/\"abc.nar.xz\""), &etag));
-        assert!(none_match_hits(&with("*"), &etag));
-        assert!(!none_match_hits(&with("\"abc.nar\""), &etag));
+        let (file, name) = (nar_file(), nar_file().file_name());
+        assert!(none_match_hits(&with(&format!("\"{name}\"")), &file));
+        assert!(none_match_hits(&with(&format!("\"x\", W/\"{name}\"")), &file));
+        assert!(none_match_hits(&with("*"), &file));
+        assert!(!none_match_hits(&with("\"other.nar\""), &file));
         assert!(
-            !none_match_hits(&with("abc.nar.xz"), &etag),
+            !none_match_hits(&with(&name), &file),
             "an unquoted tag is not ours"
         );
-        assert!(!none_match_hits(&HeaderMap::new(), &etag));
+        assert!(!none_match_hits(&HeaderMap::new(), &file));
+    }
+
+    #[test]
+    fn a_name_that_does_not_fix_the_bytes_is_a_weak_tag() {
+        let (file, name) = (nar_file(), nar_file().file_name());
+        assert_eq!(nar_etag(&file, true), format!("\"{name}\"").as_str());
+        assert_eq!(nar_etag(&file, false), format!("W/\"{name}\"").as_str());
     }
 
     #[test]

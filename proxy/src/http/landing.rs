@@ -4,14 +4,14 @@
 
 use axum::{
     extract::State,
-    http::{header, HeaderMap},
+    http::{header, HeaderMap, Uri},
     response::{IntoResponse, Response},
 };
 
 use super::AppState;
 
-pub async fn landing(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let page = Page::of(&state, &headers);
+pub async fn landing(State(state): State<AppState>, uri: Uri, headers: HeaderMap) -> Response {
+    let page = Page::of(&state, &uri, &headers);
     let wants_html = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
@@ -45,10 +45,12 @@ struct Page {
 }
 
 impl Page {
-    fn of(state: &AppState, headers: &HeaderMap) -> Self {
+    fn of(state: &AppState, uri: &Uri, headers: &HeaderMap) -> Self {
+        // HTTP/1.1 names the host in `Host`, HTTP/2 in the request's authority.
         let host = headers
             .get(header::HOST)
             .and_then(|v| v.to_str().ok())
+            .or(uri.authority().map(|a| a.as_str()))
             .unwrap_or("localhost");
         // Behind a TLS-terminating ingress, the client used https.
         let https = headers

@@ -20,15 +20,16 @@ pub async fn get_nar(
     Path(file): Path<String>,
 ) -> Result<Response, ApiError> {
     let (file, range, head) = parse(&file, &headers, &method)?;
-    let etag = caching::nar_etag(&file);
-    if caching::none_match_hits(&headers, &etag) {
-        // Only for a NAR this cache has or can fetch: an unknown one stays a 404.
-        state.cache.nar(&file, None, true).await?;
-        return Ok(caching::not_modified(etag));
+    if caching::none_match_hits(&headers, &file) {
+        // Only for a NAR this cache has or can fetch (an unknown one stays a 404); a look that
+        // starts no download.
+        if let Some(fixed_by_name) = state.cache.nar_known(&file).await? {
+            return Ok(caching::not_modified(caching::nar_etag(&file, fixed_by_name)));
+        }
     }
     let mut nar = state.cache.nar(&file, range, head).await?;
     nar.body = nar.body.map(|body| counted(&state, body));
-    let status = nar.status;
+    let (status, etag) = (nar.status, caching::nar_etag(&file, nar.fixed_by_name));
     let mut response = respond(nar);
     caching::immutable(response.headers_mut(), etag);
     caching::cache_status(response.headers_mut(), status);

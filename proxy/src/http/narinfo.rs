@@ -5,7 +5,7 @@ use axum::{
     http::{header, Method, StatusCode},
     response::{IntoResponse, Response},
 };
-use nixcache_protocol::{parse_narinfo_name, MIME_NARINFO};
+use nixcache_protocol::{parse_narinfo_name, StorePathHash, MIME_NARINFO};
 
 use super::{caching, error, ApiError, AppState};
 
@@ -20,7 +20,7 @@ pub async fn get_narinfo(
     }
     let hash = parse_narinfo_name(&file).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let (text, status) = match state.cache.narinfo(&hash).await {
-        Err(err) if err.is_not_found() => return Ok(remembered_miss(&state)),
+        Err(err) if err.is_not_found() => return Ok(remembered_miss(&state, &hash)),
         found => found?,
     };
     if method != Method::HEAD {
@@ -38,10 +38,11 @@ pub async fn get_narinfo(
     Ok(response)
 }
 
-/// A 404 that caches in front may keep as long as this cache remembers the miss itself.
-fn remembered_miss(state: &AppState) -> Response {
+/// A 404 that caches in front may keep for as long as this cache still remembers the miss.
+fn remembered_miss(state: &AppState, hash: &StorePathHash) -> Response {
     let mut response = error::plain(StatusCode::NOT_FOUND, "not found");
-    if let Some(keep) = caching::keep_for(state.cache.negative_ttl()) {
+    let left = state.cache.miss_remembered_for(hash).unwrap_or_default();
+    if let Some(keep) = caching::keep_for(left) {
         response.headers_mut().insert(header::CACHE_CONTROL, keep);
     }
     response

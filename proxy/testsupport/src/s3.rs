@@ -202,6 +202,19 @@ impl S3sFs {
         Ok(name)
     }
 
+    /// Parts of multipart uploads written (or being written), kept as `.upload_id-<id>.part-<n>`:
+    /// their uploader knows the upload's id.
+    pub fn upload_parts(&self) -> io::Result<usize> {
+        let mut parts = 0;
+        for entry in std::fs::read_dir(self.data_dir())? {
+            let name = entry?.file_name();
+            if name.to_string_lossy().starts_with(".upload_id-") {
+                parts += 1;
+            }
+        }
+        Ok(parts)
+    }
+
     /// Multipart uploads begun and neither completed nor aborted. s3s-fs has no
     /// ListMultipartUploads; it keeps one `.upload-<id>.json` per open upload in its root.
     pub fn open_uploads(&self) -> io::Result<usize> {

@@ -354,19 +354,33 @@ impl Drop for Upload {
     }
 }
 
+/// Aborts the upload, again after a pause when that fails: a passing error would otherwise leave
+/// its parts to the bucket's lifecycle rule.
 async fn abort_upload(client: Client, bucket: String, object: String, id: String) {
-    let aborted = client
-        .abort_multipart_upload()
-        .bucket(&bucket)
-        .key(&object)
-        .upload_id(&id)
-        .send()
-        .await;
-    if let Err(err) = aborted {
+    for attempt in 1..=ABORT_ATTEMPTS {
+        let aborted = client
+            .abort_multipart_upload()
+            .bucket(&bucket)
+            .key(&object)
+            .upload_id(&id)
+            .send()
+            .await;
+        let Err(err) = aborted else {
+            return;
+        };
         let err = backend(format!("aborting the upload of {object}"), err);
-        tracing::warn!(error = %err, "multipart upload left behind; a bucket lifecycle rule will remove it");
+        if attempt == ABORT_ATTEMPTS {
+            tracing::warn!(error = %err, "multipart upload left behind; a bucket lifecycle rule will remove it");
+        } else {
+            tracing::debug!(error = %err, attempt, "aborting a multipart upload failed; trying again");
+            tokio::time::sleep(ABORT_RETRY).await;
+        }
     }
 }
+
+/// Tries at aborting an upload, and the pause between two.
+const ABORT_ATTEMPTS: u32 = 3;
+const ABORT_RETRY: std::time::Duration = std::time::Duration::from_millis(500);
 
 #[cfg(test)]
 mod tests {
