@@ -95,7 +95,8 @@ async fn malformed_names_are_400_with_one_line_and_never_reach_the_upstream() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_routes_are_404() {
     let s = setup(&[]).await;
-    for path in ["/foo", "/foo/bar", "/", "/robots.txt", "/nix-cache-info/x"] {
+    // `/` is the landing page (tests/landing.rs).
+    for path in ["/foo", "/foo/bar", "/robots.txt", "/nix-cache-info/x"] {
         let got = raw_request(s.proxy.addr, "GET", path).await;
         assert_eq!(got.status, 404, "{path}: {}", String::from_utf8_lossy(&got.body));
     }
