@@ -90,12 +90,13 @@ impl Cache {
                         tokio::time::sleep(CANCELLED_FILL_POLL).await;
                         continue;
                     };
-                    let status = match led && *started {
-                        true => CacheStatus::Miss,
-                        false => CacheStatus::Joined,
+                    let status = if led && *started {
+                        CacheStatus::Miss
+                    } else {
+                        CacheStatus::Joined
                     };
-                    let mut response = follow_fill(fill, client, range, head).await?;
-                    (response.status, response.fixed_by_name) = (status, fixed_by_name);
+                    let answer = (status, fixed_by_name);
+                    let response = follow_fill(fill, client, range, head, answer).await?;
                     return Ok((response, LookupResult::Miss));
                 }
             }
@@ -112,7 +113,10 @@ impl Cache {
     ) -> Result<NarResponse, CacheError> {
         let fill = self.fills.get(&BlobKey::for_nar(file));
         match fill.as_ref().and_then(|fill| Some((fill, fill.attach()?))) {
-            Some((fill, client)) => follow_fill(fill, client, range, head).await,
+            // Neither goes out from the internal endpoint.
+            Some((fill, client)) => {
+                follow_fill(fill, client, range, head, (CacheStatus::Joined, false)).await
+            }
             None => Err(CacheError::NotFound),
         }
     }
@@ -252,12 +256,14 @@ impl Cache {
     }
 }
 
-/// The answer for `client`, who counts for the fill while it waits and while its body streams.
+/// The answer for `client`, who counts for the fill while it waits and while its body streams;
+/// `(status, fixed_by_name)` as the caller knows them.
 async fn follow_fill(
     fill: &Arc<Fill>,
     client: Client,
     range: Option<RangeSpec>,
     head: bool,
+    (status, fixed_by_name): (CacheStatus, bool),
 ) -> Result<NarResponse, CacheError> {
     let size = fill.size().await?;
     let range = resolve(range, size)?;
@@ -265,13 +271,12 @@ async fn follow_fill(
         Some(bytes) if !head => Some(fill.follow(bytes, client)),
         _ => None,
     };
-    // Told by the caller, who knows the narinfo; the internal endpoint needs neither.
     Ok(NarResponse {
         size,
         range,
         body,
-        status: CacheStatus::Joined,
-        fixed_by_name: false,
+        status,
+        fixed_by_name,
     })
 }
 

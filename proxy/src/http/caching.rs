@@ -15,8 +15,15 @@ use crate::cache::CacheStatus;
 
 /// A NAR file's bytes are fixed by its name for as long as it is stored.
 const IMMUTABLE: &str = "public, max-age=31536000, immutable";
-/// How long a narinfo may be served from a cache in front.
-pub const NARINFO_MAX_AGE: Duration = Duration::from_secs(300);
+/// How long a narinfo may be served from a cache in front (five minutes); a static value, as
+/// it goes out with every narinfo hit.
+const NARINFO_KEPT: &str = "public, max-age=300";
+
+/// The headers of a narinfo answer.
+pub fn narinfo(headers: &mut HeaderMap, status: CacheStatus) {
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static(NARINFO_KEPT));
+    cache_status(headers, status);
+}
 
 /// Where the answer came from: `HIT`, `MISS` or `JOINED` (a download already under way).
 pub const CACHE_STATUS: &str = "x-cache-status";

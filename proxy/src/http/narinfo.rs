@@ -31,10 +31,7 @@ pub async fn get_narinfo(
         served.inc_by(text.len() as u64);
     }
     let mut response = ([(header::CONTENT_TYPE, MIME_NARINFO)], text).into_response();
-    if let Some(keep) = caching::keep_for(caching::NARINFO_MAX_AGE) {
-        response.headers_mut().insert(header::CACHE_CONTROL, keep);
-    }
-    caching::cache_status(response.headers_mut(), status);
+    caching::narinfo(response.headers_mut(), status);
     Ok(response)
 }
 
