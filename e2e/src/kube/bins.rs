@@ -15,6 +15,8 @@ use anyhow::{anyhow, ensure, Context, Result};
 use crate::util::{run_bounded, target_dir};
 
 const BUILD_TIMEOUT: Duration = Duration::from_secs(40 * 60);
+/// The cargo profile of these builds (the workspace `Cargo.toml` says why it is its own).
+const PROFILE: &str = "standalone";
 
 /// The `nixcache-operator` binary, built alone.
 pub fn operator_bin() -> Result<PathBuf> {
@@ -26,7 +28,7 @@ pub fn nixcache_bin() -> Result<PathBuf> {
     standalone("nixcache", "nixcache")
 }
 
-/// `<target>/standalone/debug/BIN`, built once per test process (cargo makes a rebuild of an
+/// `<target>/standalone/standalone/BIN`, built once per test process (cargo makes a rebuild of an
 /// unchanged package a no-op).
 pub fn standalone(package: &str, bin: &str) -> Result<PathBuf> {
     static BUILT: Mutex<BTreeMap<String, Result<PathBuf, String>>> = Mutex::new(BTreeMap::new());
@@ -52,7 +54,7 @@ fn build(package: &str, bin: &str) -> Result<PathBuf> {
     let mut cmd = Command::new(cargo);
     cmd.current_dir(workspace)
         .env("CARGO_TARGET_DIR", &target)
-        .args(["build", "--locked", "-p", package, "--bin", bin]);
+        .args(["build", "--locked", "--profile", PROFILE, "-p", package, "--bin", bin]);
     let t0 = Instant::now();
     let out = run_bounded(&mut cmd, BUILD_TIMEOUT)?;
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -70,7 +72,7 @@ fn build(package: &str, bin: &str) -> Result<PathBuf> {
             .collect::<Vec<_>>()
             .join("\n")
     );
-    let path = target.join("debug").join(bin);
+    let path = target.join(PROFILE).join(bin);
     ensure!(path.is_file(), "{} does not exist after {cmd:?}", path.display());
     eprintln!(
         "[nixcache-e2e] built {} alone in {} ms",
