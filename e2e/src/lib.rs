@@ -23,7 +23,9 @@ use std::sync::OnceLock;
 pub use fixtures::Variant;
 pub use fixtures::{generate_signing_key, SigningKey, UpstreamCache};
 pub use narinfo::NarInfo;
-pub use nix_client::{fetch, fetch_rejected, push, ClientOutcome, FetchOptions, Method, PushOutcome};
+pub use nix_client::{
+    fetch, fetch_rejected, push, ClientOutcome, FetchOptions, Method, Nix, Push, PushOutcome,
+};
 pub use proxy::{Proxy, ProxyOptions};
 pub use upstream::{Faults, Stats, TestUpstream};
 
@@ -52,7 +54,7 @@ pub fn nix_available() -> bool {
     found
 }
 
-fn e2e_required() -> bool {
+pub(crate) fn e2e_required() -> bool {
     let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && v != "false");
     ci || std::env::var("NIXCACHE_E2E_REQUIRED").is_ok_and(|v| v == "1")
 }

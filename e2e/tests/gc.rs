@@ -7,13 +7,13 @@ use std::time::Duration;
 use anyhow::{ensure, Context, Result};
 use nixcache_e2e::proxy::nixcache_bin;
 use nixcache_e2e::util::run_bounded;
-use nixcache_e2e::{fetch, nix_available, FetchOptions, Proxy, ProxyOptions, TestUpstream, UpstreamCache};
+use nixcache_e2e::{fetch, FetchOptions, Nix, Proxy, ProxyOptions, TestUpstream, UpstreamCache};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn gc_keeps_the_recently_used_closure_servable() -> Result<()> {
-    if !nix_available() {
-        return Ok(());
-    }
+nixcache_e2e::each_nix! {
+    gc_keeps_the_recently_used_closure_servable: gc_keeps_the_recently_used_closure_servable();
+}
+
+async fn gc_keeps_the_recently_used_closure_servable(nix: Nix) -> Result<()> {
     let cache = UpstreamCache::get("zstd", "e2e")?;
     let mut upstream = TestUpstream::start(&cache.dir)?;
     let mut opts = ProxyOptions::new(&upstream.url, &cache.public_key);
@@ -21,7 +21,7 @@ async fn gc_keeps_the_recently_used_closure_servable() -> Result<()> {
         .map(String::from)
         .to_vec();
     let proxy = Proxy::start(opts).await?;
-    let all = FetchOptions::default();
+    let all = FetchOptions::with(nix);
     fetch(&proxy.url, &proxy.public_key, &[&cache.root], &all)
         .await?
         .expect_whole_closure(&cache)?;

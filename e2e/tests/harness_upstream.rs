@@ -247,6 +247,25 @@ async fn truncates_and_corrupts_bodies() -> Result<()> {
 }
 
 #[tokio::test]
+async fn body_faults_can_spare_the_retries() -> Result<()> {
+    let (_tmp, upstream) = start()?;
+    let http = client();
+    upstream.set_faults(Faults {
+        truncate: true,
+        body_faults_first_n: 1,
+        ..Faults::default()
+    });
+    let first = http.get(upstream.url_for(NAR)).send().await?;
+    assert!(first.bytes().await.is_err(), "the first body must be cut");
+    for _ in 0..2 {
+        let again = http.get(upstream.url_for(NAR)).send().await?.bytes().await?;
+        assert_eq!(again, nar_bytes(), "a later request must get the whole body");
+    }
+    assert_eq!(upstream.stats().faults, 1);
+    Ok(())
+}
+
+#[tokio::test]
 async fn stop_refuses_new_and_cuts_open_connections() -> Result<()> {
     let (_tmp, mut upstream) = start()?;
     upstream.set_faults(Faults {

@@ -1,4 +1,5 @@
-//! Range requests on NARs, as a Nix client sends them to resume a download.
+//! Range requests on NARs, as a Nix client sends them to resume a download: with curl-like
+//! requests, and with both generations of a real Nix client whose download is cut halfway.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,7 +8,8 @@ use anyhow::{ensure, Context, Result};
 use futures::StreamExt;
 use nixcache_e2e::http::{body_matches, client, get_narinfo};
 use nixcache_e2e::util::{nix_sha256, wait_until};
-use nixcache_e2e::{nix_available, Faults, NarInfo, Proxy, ProxyOptions, TestUpstream, UpstreamCache};
+use nixcache_e2e::{fetch, nix_available, Faults, FetchOptions, NarInfo, Nix};
+use nixcache_e2e::{Proxy, ProxyOptions, TestUpstream, UpstreamCache};
 use reqwest::{header, StatusCode};
 
 const SALT: &str = "e2e";
@@ -149,4 +151,60 @@ async fn range_while_the_nar_is_still_coming_from_upstream() -> Result<()> {
     }
     whole.await?.context("the whole download")?;
     Ok(())
+}
+
+nixcache_e2e::each_nix! {
+    a_real_client_cut_off_mid_nar_resumes_with_a_range: a_real_client_cut_off_mid_nar_resumes(32 * MIB);
+}
+
+/// The upstream cuts the proxy's first download of the 64 MiB NAR halfway, so the proxy cuts its
+/// client there too. Nix retries from where it stopped with `Range: bytes=N-` (it has written
+/// those bytes to its sink already); the proxy answers `206` from a new download and the client
+/// ends up with a path whose NAR hash is right.
+async fn a_real_client_cut_off_mid_nar_resumes(rate: u64, nix: Nix) -> Result<()> {
+    let cache = UpstreamCache::get("zstd", SALT)?;
+    let upstream = TestUpstream::start(&cache.dir)?;
+    let proxy = Proxy::start(ProxyOptions::new(&upstream.url, &cache.public_key)).await?;
+    let upstream_nar = cache.nar_http_path(&cache.big_path)?;
+    upstream.set_faults(Faults {
+        rate_bytes_per_s: rate,
+        truncate: true,
+        body_faults_first_n: 1,
+        only_paths_with_prefix: Some(upstream_nar.clone()),
+        ..Faults::default()
+    });
+    let outcome = fetch(
+        &proxy.url,
+        &proxy.public_key,
+        &[&cache.big_path],
+        &FetchOptions::with(nix),
+    )
+    .await?;
+    ensure!(outcome.is_ok(), "{nix:?}: {outcome:?}");
+    let stats = upstream.stats();
+    ensure!(
+        stats.faults == 1,
+        "the upstream never cut the download: {stats:?}"
+    );
+    ensure!(
+        stats.get(&upstream_nar) == 2,
+        "one cut download and one whole one upstream: {stats:?}"
+    );
+    let resumed = status_count(&proxy, 206).await?;
+    ensure!(
+        resumed >= 1,
+        "{nix:?} did not resume with a Range request (no 206 answered)"
+    );
+    Ok(())
+}
+
+/// Requests the proxy answered with `status`, from its metrics.
+async fn status_count(proxy: &Proxy, status: u16) -> Result<u64> {
+    let (_, body) = nixcache_e2e::http::get(&proxy.url_for("/metrics")).await?;
+    let label = format!("status=\"{status}\"");
+    Ok(String::from_utf8_lossy(&body)
+        .lines()
+        .filter(|l| l.starts_with("nixcache_http_requests_total") && l.contains(&label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64)
 }

@@ -7,32 +7,30 @@ use std::time::Duration;
 use anyhow::{ensure, Result};
 use nixcache_e2e::http::{client, get};
 use nixcache_e2e::util::{find_by_name, wait_until};
-use nixcache_e2e::{fetch, fetch_rejected, generate_signing_key, nix_available, ClientOutcome, FetchOptions};
+use nixcache_e2e::{fetch, fetch_rejected, generate_signing_key, ClientOutcome, FetchOptions, Nix};
 use nixcache_e2e::{Proxy, ProxyOptions, TestUpstream, UpstreamCache};
 use reqwest::StatusCode;
 
 const SALT: &str = "e2e";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn client_trusting_another_key_rejects_the_proxy() -> Result<()> {
-    if !nix_available() {
-        return Ok(());
-    }
+nixcache_e2e::each_nix! {
+    client_trusting_another_key: client_trusting_another_key_rejects_the_proxy();
+    unsigned_upstream_narinfos: unsigned_upstream_narinfos_are_not_served();
+    tampered_upstream_nar: tampered_upstream_nar_is_neither_served_nor_kept();
+}
+
+async fn client_trusting_another_key_rejects_the_proxy(nix: Nix) -> Result<()> {
     let cache = UpstreamCache::get("zstd", SALT)?;
     let upstream = TestUpstream::start(&cache.dir)?;
     let proxy = Proxy::start(ProxyOptions::new(&upstream.url, &cache.public_key)).await?;
     let keys = tempfile::tempdir()?;
     let wrong = generate_signing_key(keys.path(), "not-the-proxy-1")?;
-    let reason = fetch_rejected(&proxy.url, &wrong.public_key, &[&cache.root]).await?;
-    assert!(reason.contains("is not signed by any of the keys"), "{reason}");
+    let reason = fetch_rejected(&proxy.url, &wrong.public_key, &[&cache.root], nix).await?;
+    assert!(reason.contains(nix.unsigned_words()), "{nix:?}: {reason}");
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unsigned_upstream_narinfos_are_not_served() -> Result<()> {
-    if !nix_available() {
-        return Ok(());
-    }
+async fn unsigned_upstream_narinfos_are_not_served(nix: Nix) -> Result<()> {
     let cache = UpstreamCache::get("zstd", SALT)?.unsigned()?;
     let upstream = TestUpstream::start(&cache.dir)?;
     let proxy = Proxy::start(ProxyOptions::new(&upstream.url, &cache.public_key)).await?;
@@ -49,7 +47,7 @@ async fn unsigned_upstream_narinfos_are_not_served() -> Result<()> {
         &proxy.url,
         &proxy.public_key,
         &[&cache.root],
-        &FetchOptions::default(),
+        &FetchOptions::with(nix),
     )
     .await;
     eprintln!("client outcome: {outcome:?}");
@@ -60,11 +58,7 @@ async fn unsigned_upstream_narinfos_are_not_served() -> Result<()> {
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tampered_upstream_nar_is_neither_served_nor_kept() -> Result<()> {
-    if !nix_available() {
-        return Ok(());
-    }
+async fn tampered_upstream_nar_is_neither_served_nor_kept(nix: Nix) -> Result<()> {
     let fixture = UpstreamCache::get("zstd", SALT)?;
     let victim = fixture.path_named("-05-small")?.to_string();
     let cache = fixture.tampered(&victim)?;
@@ -77,7 +71,7 @@ async fn tampered_upstream_nar_is_neither_served_nor_kept() -> Result<()> {
         &proxy.url,
         &proxy.public_key,
         &[&victim],
-        &FetchOptions::default(),
+        &FetchOptions::with(nix),
     )
     .await;
     eprintln!("client outcome: {outcome:?}");

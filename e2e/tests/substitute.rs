@@ -5,7 +5,7 @@ use anyhow::{ensure, Result};
 use nixcache_e2e::http::{client, get_narinfo};
 use nixcache_e2e::util::nix_sha256;
 use nixcache_e2e::{
-    fetch, nix_available, FetchOptions, Method, Proxy, ProxyOptions, TestUpstream, UpstreamCache,
+    fetch, nix_available, FetchOptions, Method, Nix, Proxy, ProxyOptions, TestUpstream, UpstreamCache,
 };
 use reqwest::{header, StatusCode};
 
@@ -13,7 +13,7 @@ const SALT: &str = "e2e";
 
 /// Fetch the whole closure through a new proxy, stop the upstream, fetch it
 /// again into a fresh client store from the proxy alone.
-async fn substitute_then_serve_alone(compression: &str, method: Method) -> Result<()> {
+async fn substitute_then_serve_alone(compression: &str, method: Method, nix: Nix) -> Result<()> {
     let cache = UpstreamCache::get(compression, SALT)?;
     let mut upstream = TestUpstream::start(&cache.dir)?;
     let proxy = Proxy::start(ProxyOptions::new(&upstream.url, &cache.public_key)).await?;
@@ -23,6 +23,7 @@ async fn substitute_then_serve_alone(compression: &str, method: Method) -> Resul
     );
     let opts = FetchOptions {
         method,
+        nix,
         ..FetchOptions::default()
     };
     fetch(&proxy.url, &proxy.public_key, &[&cache.root], &opts)
@@ -44,20 +45,11 @@ async fn substitute_then_serve_alone(compression: &str, method: Method) -> Resul
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn xz_closure_substitutes_through_the_proxy_and_stays_cached() -> Result<()> {
-    if !nix_available() {
-        return Ok(());
-    }
-    substitute_then_serve_alone("xz", Method::Substitute).await
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn zstd_closure_copies_through_the_proxy_and_stays_cached() -> Result<()> {
-    if !nix_available() {
-        return Ok(());
-    }
-    substitute_then_serve_alone("zstd", Method::Copy).await
+nixcache_e2e::each_nix! {
+    xz_closure_substitutes_through_the_proxy_and_stays_cached:
+        substitute_then_serve_alone("xz", Method::Substitute);
+    zstd_closure_copies_through_the_proxy_and_stays_cached:
+        substitute_then_serve_alone("zstd", Method::Copy);
 }
 
 /// The proxy's narinfo keeps the upstream's signature, adds its own, and

@@ -7,9 +7,7 @@ use std::time::Duration;
 use anyhow::{ensure, Result};
 use nixcache_e2e::http::get;
 use nixcache_e2e::util::hash_part;
-use nixcache_e2e::{
-    fetch, nix_available, push, FetchOptions, Proxy, ProxyOptions, TestUpstream, UpstreamCache,
-};
+use nixcache_e2e::{fetch, push, FetchOptions, Nix, Proxy, ProxyOptions, Push, TestUpstream, UpstreamCache};
 use reqwest::StatusCode;
 
 const TIMEOUT: Duration = Duration::from_secs(300);
@@ -40,11 +38,12 @@ async fn puts(proxy: &Proxy) -> Result<u64> {
     metric(proxy, "nixcache_http_requests_total", "method=\"PUT\"").await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn nix_copy_pushes_a_closure_that_a_fresh_client_substitutes() -> Result<()> {
-    if !nix_available() {
-        return Ok(());
-    }
+nixcache_e2e::each_nix! {
+    nix_copy_pushes_a_closure_that_a_fresh_client_substitutes:
+        nix_copy_pushes_a_closure_that_a_fresh_client_substitutes();
+}
+
+async fn nix_copy_pushes_a_closure_that_a_fresh_client_substitutes(nix: Nix) -> Result<()> {
     let cache = UpstreamCache::get("zstd", "e2e")?;
     let work = tempfile::tempdir()?;
     // The proxy's only upstream has nothing but its nix-cache-info.
@@ -66,13 +65,22 @@ async fn nix_copy_pushes_a_closure_that_a_fresh_client_substitutes() -> Result<(
     .map(String::from)
     .to_vec();
     let proxy = Proxy::start(opts).await?;
-    let source = format!("file://{}", cache.dir.display());
+    // The builder's paths come from the fixture, served over HTTP (either client sees that).
+    let source = TestUpstream::start(&cache.dir)?;
     let to = format!("{}?compression=zstd", proxy.url);
+    let job = Push {
+        source: &source.url,
+        source_key: &cache.public_key,
+        to_url: &to,
+        paths: &[&cache.root],
+        nix,
+        timeout: TIMEOUT,
+    };
     let host = "machine 127.0.0.1 login builder password";
 
     let wrong = work.path().join("wrong.netrc");
     std::fs::write(&wrong, format!("{host} guessed\n"))?;
-    let refused = push(&source, &cache.public_key, &to, &wrong, &[&cache.root], TIMEOUT).await?;
+    let refused = push(&job, &wrong).await?;
     ensure!(
         !refused.ok,
         "a push with a wrong password succeeded:\n{}",
@@ -88,7 +96,7 @@ async fn nix_copy_pushes_a_closure_that_a_fresh_client_substitutes() -> Result<(
 
     let right = work.path().join("right.netrc");
     std::fs::write(&right, format!("{host} hunter22\n"))?;
-    let pushed = push(&source, &cache.public_key, &to, &right, &[&cache.root], TIMEOUT).await?;
+    let pushed = push(&job, &right).await?;
     ensure!(pushed.ok, "nix copy --to the proxy failed:\n{}", pushed.output);
     ensure!(narinfos_stored(&proxy).await? == cache.paths.len() as u64);
 
@@ -97,7 +105,7 @@ async fn nix_copy_pushes_a_closure_that_a_fresh_client_substitutes() -> Result<(
         &proxy.url,
         &proxy.public_key,
         &[&cache.root],
-        &FetchOptions::default(),
+        &FetchOptions::with(nix),
     )
     .await?
     .expect_whole_closure(&cache)?;
@@ -107,7 +115,7 @@ async fn nix_copy_pushes_a_closure_that_a_fresh_client_substitutes() -> Result<(
         before >= 2 * cache.paths.len() as u64,
         "{before} PUTs for the first push"
     );
-    let again = push(&source, &cache.public_key, &to, &right, &[&cache.root], TIMEOUT).await?;
+    let again = push(&job, &right).await?;
     ensure!(again.ok, "{}", again.output);
     ensure!(puts(&proxy).await? == before, "the second push sent PUTs");
     Ok(())

@@ -52,9 +52,16 @@ fn build(package: &str, bin: &str) -> Result<PathBuf> {
         .context("no workspace dir")?;
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
-    cmd.current_dir(workspace)
-        .env("CARGO_TARGET_DIR", &target)
-        .args(["build", "--locked", "--profile", PROFILE, "-p", package, "--bin", bin]);
+    cmd.current_dir(workspace).env("CARGO_TARGET_DIR", &target).args([
+        "build",
+        "--locked",
+        "--profile",
+        PROFILE,
+        "-p",
+        package,
+        "--bin",
+        bin,
+    ]);
     let t0 = Instant::now();
     let out = run_bounded(&mut cmd, BUILD_TIMEOUT)?;
     let stderr = String::from_utf8_lossy(&out.stderr);

@@ -33,6 +33,9 @@ pub struct Faults {
     pub truncate: bool,
     /// Flip one byte in the middle of the body.
     pub corrupt: bool,
+    /// Truncate or corrupt only the first N requests for each matching path (counted as for
+    /// `fail_first_n`; 0: every request), so a retry finds the upstream well again.
+    pub body_faults_first_n: u32,
     /// Only paths starting with this (e.g. `/nar/`).
     pub only_paths_with_prefix: Option<String>,
     /// Only paths ending with this (e.g. `.narinfo`).
@@ -48,6 +51,7 @@ impl Default for Faults {
             rate_bytes_per_s: 0,
             truncate: false,
             corrupt: false,
+            body_faults_first_n: 0,
             only_paths_with_prefix: None,
             only_paths_with_suffix: None,
         }

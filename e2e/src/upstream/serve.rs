@@ -73,7 +73,12 @@ pub(super) async fn handle(
         return plain(StatusCode::NOT_FOUND, "not found\n");
     };
     let body_faults = faults
-        .map(|(f, _)| f)
+        .map(|(mut f, nth)| {
+            if f.body_faults_first_n != 0 && nth > f.body_faults_first_n {
+                (f.truncate, f.corrupt) = (false, false);
+            }
+            f
+        })
         .filter(|f| method == Method::GET && has_body_faults(f));
     if body_faults.as_ref().is_some_and(|f| f.truncate || f.corrupt) {
         shared.count_fault();

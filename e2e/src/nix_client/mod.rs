@@ -1,6 +1,11 @@
 //! A real Nix client: substitutes store paths from a binary cache URL into a
 //! fresh store root, trusting one key with `require-sigs`, then checks what
-//! arrived (NAR hashes and signatures).
+//! arrived (NAR hashes and signatures). Either generation ([`Nix`]) of client.
+
+mod generation;
+mod verify;
+
+pub use generation::{modern_version, Nix, MODERN_SKIP_MESSAGE};
 
 use std::path::PathBuf;
 use std::process::Output;
@@ -10,7 +15,6 @@ use anyhow::{bail, ensure, Context, Result};
 use tempfile::TempDir;
 
 use crate::fixtures::UpstreamCache;
-use crate::narinfo::key_name;
 use crate::util::remove_tree;
 
 /// How the client fetches.
@@ -27,6 +31,8 @@ pub enum Method {
 #[derive(Clone, Debug)]
 pub struct FetchOptions {
     pub method: Method,
+    /// Which client fetches.
+    pub nix: Nix,
     /// Bound on the fetch (verification gets the same again).
     pub timeout: Duration,
 }
@@ -35,15 +41,26 @@ impl Default for FetchOptions {
     fn default() -> Self {
         FetchOptions {
             method: Method::Substitute,
+            nix: Nix::Host,
             timeout: Duration::from_secs(300),
         }
     }
 }
 
 impl FetchOptions {
-    pub fn copy() -> Self {
+    /// `nix-store -r` with `nix`.
+    pub fn with(nix: Nix) -> Self {
+        FetchOptions {
+            nix,
+            ..Self::default()
+        }
+    }
+
+    /// `nix copy --from` with `nix`.
+    pub fn copy(nix: Nix) -> Self {
         FetchOptions {
             method: Method::Copy,
+            nix,
             ..Self::default()
         }
     }
@@ -93,15 +110,17 @@ impl ClientOutcome {
     }
 }
 
-/// Fetches `paths` with default options, expecting Nix to refuse the data; returns its reason.
-pub async fn fetch_rejected(url: &str, trusted_key: &str, paths: &[&str]) -> Result<String> {
-    let outcome = fetch(url, trusted_key, paths, &FetchOptions::default()).await?;
+/// Fetches `paths` with `nix`, expecting it to refuse the data; returns its reason.
+pub async fn fetch_rejected(url: &str, trusted_key: &str, paths: &[&str], nix: Nix) -> Result<String> {
+    let outcome = fetch(url, trusted_key, paths, &FetchOptions::with(nix)).await?;
     Ok(outcome.expect_rejected()?.to_string())
 }
 
 /// Nix's words when it refuses data (testbed README, "Findings" 4).
 const REJECTIONS: &[&str] = &[
-    "is not signed by any of the keys",
+    // 2.8: "… is not signed by any of the keys"; 2.34: "ignoring substitute for …, as it's not
+    // signed by any of the keys in 'trusted-public-keys'".
+    "not signed by any of the keys",
     "lacks a valid signature",
     "lacks a signature",
     "hash mismatch",
@@ -121,7 +140,7 @@ pub async fn fetch(
 ) -> Result<ClientOutcome> {
     let paths: Vec<&str> = paths.iter().map(AsRef::as_ref).collect();
     ensure!(!paths.is_empty(), "no paths to fetch");
-    let client = ClientDirs::new()?;
+    let client = ClientDirs::new(opts.nix)?;
     let store = client.store.display().to_string();
     let mut args: Vec<&str> = match opts.method {
         Method::Substitute => vec!["nix-store", "--store", &store, "-r"],
@@ -159,7 +178,8 @@ pub async fn fetch(
             return Ok(ClientOutcome::Rejected { reason });
         }
         bail!(
-            "nix could not fetch {paths:?} from {url} ({}):\n{}",
+            "nix could not fetch {paths:?} from {url} ({:?}, {}):\n{}",
+            opts.nix,
             out.status,
             summary(&text)
         );
@@ -175,18 +195,35 @@ pub struct PushOutcome {
     pub output: String,
 }
 
-/// Pushes `paths` (and their closures) the way a builder does: they are first copied from the
-/// binary cache `source` (trusting `source_key`) into a fresh store, then
-/// `nix copy --to to_url` uploads them, with credentials from `netrc_file`.
-pub async fn push(
-    source: &str,
-    source_key: &str,
-    to_url: &str,
-    netrc_file: &std::path::Path,
-    paths: &[&str],
-    timeout: Duration,
-) -> Result<PushOutcome> {
-    let client = ClientDirs::new()?;
+/// What [`push`] pushes, from where, to where.
+#[derive(Clone, Debug)]
+pub struct Push<'a> {
+    /// A binary cache URL the paths are first copied from (the modern client sees only
+    /// loopback servers and `/tmp`, so an `http://` URL is the portable choice).
+    pub source: &'a str,
+    /// The key `source` signs with.
+    pub source_key: &'a str,
+    /// Where `nix copy --to` uploads.
+    pub to_url: &'a str,
+    /// The paths (their closures go too).
+    pub paths: &'a [&'a str],
+    pub nix: Nix,
+    pub timeout: Duration,
+}
+
+/// Pushes the way a builder does: the paths are first copied from the binary cache
+/// `push.source` into a fresh store, then `nix copy --to` uploads them, with credentials from
+/// `netrc_file` (copied into the client's scratch directory, where either client sees it).
+pub async fn push(push: &Push<'_>, netrc_file: &std::path::Path) -> Result<PushOutcome> {
+    let Push {
+        source,
+        source_key,
+        to_url,
+        paths,
+        nix,
+        timeout,
+    } = *push;
+    let client = ClientDirs::new(nix)?;
     let store = client.store.display().to_string();
     let mut args = vec!["nix", "copy", "--from", source, "--to", &store];
     args.extend(paths);
@@ -197,7 +234,9 @@ pub async fn push(
         "nix copy from {source} failed:\n{}",
         output_text(&out)
     );
-    let netrc = netrc_file.display().to_string();
+    let netrc = client.tmp.path().join("netrc");
+    std::fs::copy(netrc_file, &netrc).with_context(|| format!("copy {}", netrc_file.display()))?;
+    let netrc = netrc.display().to_string();
     let mut args = vec!["nix", "copy", "--from", &store, "--to", to_url];
     args.extend(paths);
     args.extend([
@@ -245,24 +284,25 @@ fn summary(text: &str) -> String {
 }
 
 /// A fresh store root and a private `XDG_CACHE_HOME` (no narinfo cache from
-/// earlier runs); both removed on drop.
+/// earlier runs) for one client; both removed on drop.
 struct ClientDirs {
+    nix: Nix,
     tmp: TempDir,
     store: PathBuf,
 }
 
 impl ClientDirs {
-    fn new() -> Result<ClientDirs> {
+    fn new(nix: Nix) -> Result<ClientDirs> {
         let tmp = tempfile::Builder::new()
             .prefix("nixcache-e2e-client-")
-            .tempdir()?;
+            .tempdir_in(nix.temp_root())?;
         let store = tmp.path().join("store");
         std::fs::create_dir(&store)?;
-        Ok(ClientDirs { tmp, store })
+        Ok(ClientDirs { nix, tmp, store })
     }
 
     async fn run(&self, args: &[&str], timeout: Duration) -> Result<Output> {
-        let mut cmd = tokio::process::Command::new(args[0]);
+        let mut cmd = self.nix.command(args[0]);
         cmd.args(&args[1..])
             .env("XDG_CACHE_HOME", self.tmp.path().join("xdg-cache"))
             .env("NIX_CONFIG", crate::util::NIX_CONFIG)
@@ -280,86 +320,13 @@ impl ClientDirs {
         }
         match tokio::time::timeout(timeout, cmd.output()).await {
             Ok(out) => out.with_context(|| format!("cannot run {}", args[0])),
-            Err(_) => bail!("{} timed out after {timeout:?}: {args:?}", args[0]),
+            Err(_) => bail!(
+                "{} ({:?}) timed out after {timeout:?}: {args:?}",
+                args[0],
+                self.nix
+            ),
         }
     }
-
-    /// Every path (closure included) is valid, signed by `trusted_key`'s
-    /// name, and `nix store verify` finds its NAR hash and signature right.
-    async fn verify(&self, trusted_key: &str, paths: &[&str], timeout: Duration) -> Result<ClientOutcome> {
-        let store = self.store.display().to_string();
-        let mut args = vec!["nix", "path-info", "--store", &store, "-r", "--json"];
-        args.extend(paths);
-        let out = self.run(&args, timeout).await?;
-        ensure!(
-            out.status.success(),
-            "nix path-info in the client store failed:\n{}",
-            output_text(&out)
-        );
-        let (fetched, nar_bytes) = check_path_info(&out.stdout, key_name(trusted_key))?;
-        let mut args = vec![
-            "nix",
-            "store",
-            "verify",
-            "--store",
-            &store,
-            "-r",
-            "--sigs-needed",
-            "1",
-        ];
-        args.extend(paths);
-        args.extend(["--option", "trusted-public-keys", trusted_key]);
-        let out = self.run(&args, timeout).await?;
-        ensure!(
-            out.status.success(),
-            "nix store verify failed ({}):\n{}",
-            out.status,
-            output_text(&out)
-        );
-        for path in paths {
-            let local = self.store.join(path.trim_start_matches('/'));
-            ensure!(
-                local.symlink_metadata().is_ok(),
-                "{} does not exist after the fetch",
-                local.display()
-            );
-        }
-        Ok(ClientOutcome::Ok {
-            paths: fetched,
-            nar_bytes,
-        })
-    }
-}
-
-/// Parses `nix path-info --json`: every path must carry a signature by
-/// `key_name`. Returns the paths (sorted) and the sum of their NAR sizes.
-fn check_path_info(json: &[u8], key_name: &str) -> Result<(Vec<String>, u64)> {
-    let info: serde_json::Value = serde_json::from_slice(json).context("nix path-info --json")?;
-    let entries = info.as_array().context("nix path-info --json: not a list")?;
-    let prefix = format!("{key_name}:");
-    let mut paths = Vec::new();
-    let mut nar_bytes = 0;
-    for entry in entries {
-        let path = entry["path"].as_str().context("path-info entry without path")?;
-        let sigs = entry["signatures"]
-            .as_array()
-            .map(Vec::as_slice)
-            .unwrap_or_default();
-        let signed = sigs
-            .iter()
-            .filter_map(|s| s.as_str())
-            .any(|s| s.starts_with(&prefix));
-        ensure!(
-            signed,
-            "{path} arrived without a signature by {key_name}: {sigs:?}"
-        );
-        nar_bytes += entry["narSize"]
-            .as_u64()
-            .context("path-info entry without narSize")?;
-        paths.push(path.to_string());
-    }
-    paths.sort();
-    Ok((paths, nar_bytes))
 }
 
 impl Drop for ClientDirs {
