@@ -25,12 +25,10 @@ use crate::{
     upstream::{Netrc, UpstreamOptions, Upstreams},
 };
 
-/// How often upstreams whose nix-cache-info could not be read are tried again.
-const PRIORITY_RETRY: Duration = Duration::from_secs(30);
 /// How long a stopping process tries to write the access times it holds.
 const FLUSH_LIMIT: Duration = Duration::from_secs(5);
-/// How long start-up waits for the upstreams' nix-cache-info.
-const INITIAL_PRIORITY_WAIT: Duration = Duration::from_secs(2);
+/// How long start-up waits for the first probe of the upstreams' nix-cache-info.
+const INITIAL_PROBE_WAIT: Duration = Duration::from_secs(2);
 
 /// Builds the application state: checks the upstream settings, then opens (and migrates) the
 /// database and storage and loads or creates the key. Everything fails here, at start, not on
@@ -292,14 +290,15 @@ pub async fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
     args.listen = listener.local_addr()?;
     let state = build_state(&args).await?;
     let cache = state.cache.clone();
-    // Learn the upstreams' priorities before the first lookup, but never wait long for a dead one.
-    let _ = tokio::time::timeout(INITIAL_PRIORITY_WAIT, cache.upstreams().refresh_priorities()).await;
-    let refresher = cache.clone();
+    // Learn the upstreams' priorities and health before the first lookup, but never wait long
+    // for a dead one; then probe them on a schedule.
+    let _ = tokio::time::timeout(INITIAL_PROBE_WAIT, cache.upstreams().probe()).await;
+    let (prober, every) = (cache.clone(), args.upstream_probe_interval);
     cache
         .background()
-        .spawn("upstream_priorities", |stop| async move {
-            while stop.pause(PRIORITY_RETRY).await {
-                refresher.upstreams().refresh_priorities().await;
+        .spawn("upstream_probes", move |stop| async move {
+            while stop.pause(every).await {
+                prober.upstreams().probe().await;
             }
         });
     tracing::info!(listen = %args.listen, data_dir = %args.backend.data_dir.display(), "nixcache serving");

@@ -27,7 +27,7 @@ async fn the_landing_page_says_how_to_use_the_cache() {
         body.contains(&format!("trusted-public-keys = {public_key}\n")),
         "{body}"
     );
-    assert!(body.contains("upstream caches: 1\n"), "{body}");
+    assert!(body.contains("upstream caches: 1 (0 down)\n"), "{body}");
     assert!(body.contains("uploads (nix copy --to): off"), "{body}");
     assert!(
         !body.contains(&upstream.url),

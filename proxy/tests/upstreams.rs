@@ -52,11 +52,15 @@ async fn a_priority_in_the_url_wins_over_nix_cache_info() {
         .await
         .narinfo();
     assert_eq!(info.deriver, Some(store_path("fixed-other.drv")));
-    assert_eq!(
-        other.gets("/nix-cache-info"),
-        0,
-        "a fixed priority needs no nix-cache-info"
+    // Its nix-cache-info (priority 50) was read, as a health probe, and did not override it.
+    assert!(
+        other.gets("/nix-cache-info") >= 1,
+        "the upstream was never probed"
     );
+    proxy.probe_upstreams().await;
+    let status: serde_json::Value =
+        serde_json::from_str(get(&client(), &proxy.url("/status")).await.text()).unwrap();
+    assert_eq!(status["upstreams"][1]["priority"], 1, "{status}");
     let dir = tempfile::tempdir().unwrap();
     let bad = [format!("{}?prio=1", other.url)];
     let argv = [

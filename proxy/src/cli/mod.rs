@@ -102,6 +102,12 @@ pub struct ServeArgs {
     #[arg(long, env = "NIXCACHE_UPSTREAM_READ_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub upstream_read_timeout: Duration,
 
+    /// How often each upstream's nix-cache-info is probed. One that does not answer (or answers
+    /// 5xx) is down: lookups skip it, without waiting for its timeout, until a probe gets an
+    /// answer. Three failed requests in a row mark it down before its next probe.
+    #[arg(long, env = "NIXCACHE_UPSTREAM_PROBE_INTERVAL", default_value = "10s", value_parser = parse_interval)]
+    pub upstream_probe_interval: Duration,
+
     /// Allow upstreams in link-local space (169.254.0.0/16, fe80::/10, also NAT64-embedded) and
     /// at the cloud metadata addresses outside it (fd00:ec2::254, 100.100.100.200); refused by
     /// default, by address and by what a name resolves to.
@@ -263,11 +269,28 @@ pub struct KeygenArgs {
     pub public_key_file: PathBuf,
 }
 
+/// A duration for something done on a schedule: at least 100 ms, so a typo cannot make it spin.
+fn parse_interval(text: &str) -> Result<Duration, String> {
+    let interval = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+    if interval < Duration::from_millis(100) {
+        return Err(format!("{text} is too short: at least 100ms"));
+    }
+    Ok(interval)
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
     use crate::storage::S3Config;
+
+    #[test]
+    fn an_interval_is_at_least_100ms() {
+        assert_eq!(parse_interval("10s").unwrap(), Duration::from_secs(10));
+        assert_eq!(parse_interval("100ms").unwrap(), Duration::from_millis(100));
+        assert!(parse_interval("0s").unwrap_err().contains("too short"));
+        assert!(parse_interval("ten").is_err());
+    }
 
     fn storage(flags: &[&str]) -> anyhow::Result<Option<S3Config>> {
         let cli = Cli::try_parse_from(["nixcache", "serve"].iter().chain(flags))?;

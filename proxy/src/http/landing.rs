@@ -41,6 +41,7 @@ struct Page {
     narinfos: i64,
     fills: usize,
     upstreams: usize,
+    upstreams_down: usize,
     uploads: bool,
 }
 
@@ -70,6 +71,13 @@ impl Page {
             narinfos: metrics.narinfos.get(),
             fills: state.cache.fills_in_progress(),
             upstreams: state.cache.upstreams().list().len(),
+            upstreams_down: state
+                .cache
+                .upstreams()
+                .list()
+                .iter()
+                .filter(|u| u.health().is_down())
+                .count(),
             uploads: state.writes.put,
         }
     }
@@ -84,13 +92,14 @@ impl Page {
     fn facts(&self) -> String {
         format!(
             "status: {}\nstored: {} NAR files, {} bytes; {} narinfos\ndownloads in progress: {}\n\
-             upstream caches: {}\nuploads (nix copy --to): {}",
+             upstream caches: {} ({} down)\nuploads (nix copy --to): {}",
             self.status,
             self.nars,
             self.nar_bytes,
             self.narinfos,
             self.fills,
             self.upstreams,
+            self.upstreams_down,
             if self.uploads { "on" } else { "off" }
         )
     }
@@ -108,7 +117,7 @@ impl Page {
             "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>nixcache</title></head>\n\
              <body><h1>nixcache</h1><p>A Nix binary cache. To use it, add to <code>nix.conf</code>:</p>\n\
              <pre>{}</pre>\n<pre>{}</pre>\n<p><a href=\"/nix-cache-info\">nix-cache-info</a> · \
-             <a href=\"/pubkey\">public key</a></p></body></html>\n",
+             <a href=\"/pubkey\">public key</a> · <a href=\"/status\">status</a></p></body></html>\n",
             escape(&self.nix_conf()),
             escape(&self.facts())
         )

@@ -11,6 +11,7 @@ mod nar;
 mod narinfo;
 mod observe;
 pub mod server;
+mod status;
 mod upload;
 
 use std::sync::{
@@ -67,6 +68,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(info::metrics))
+        .route("/status", get(status::status))
         .route(
             "/nar/{file}",
             get(nar::get_nar).put(upload::put_nar).delete(upload::delete_nar),

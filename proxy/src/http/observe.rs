@@ -24,6 +24,7 @@ fn route_label(matched: Option<&MatchedPath>) -> Route {
         Some("/healthz") => Route::Healthz,
         Some("/readyz") => Route::Readyz,
         Some("/metrics") => Route::Metrics,
+        Some("/status") => Route::Status,
         Some("/nar/{file}") => Route::Nar,
         Some("/{file}") => Route::Narinfo,
         Some(p) if p.starts_with(crate::cache::replica::FILLS_ROUTE) => Route::Fills,

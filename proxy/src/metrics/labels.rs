@@ -99,6 +99,7 @@ label_value! {
         Healthz => "/healthz",
         Readyz => "/readyz",
         Metrics => "/metrics",
+        Status => "/status",
         Nar => "/nar/{file}",
         Narinfo => "/{hash}.narinfo",
         Fills => "/_nixcache/fills/{file}",
@@ -144,6 +145,12 @@ pub struct UploadLabels {
 pub struct GcLabels {
     pub kind: GcKind,
     pub result: GcResult,
+}
+
+/// `upstream` is a configured upstream's URL: bounded by the configuration.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpstreamNameLabels {
+    pub upstream: String,
 }
 
 /// `upstream` is a configured upstream's URL: bounded by the configuration.

@@ -20,7 +20,7 @@ use prometheus_client::{
 pub use labels::{
     ConnectionClosed, FillLimit, GcKind, GcLabels, GcResult, HttpLabels, KindLabels, LimitLabels,
     LookupLabels, LookupResult, Method, ObjectKind, ReasonLabels, Route, RouteLabels, UploadLabels,
-    UploadResult, UpstreamErrorLabels, UpstreamFailure, UpstreamLabels,
+    UploadResult, UpstreamErrorLabels, UpstreamFailure, UpstreamLabels, UpstreamNameLabels,
 };
 
 use crate::db::Usage;
@@ -41,6 +41,8 @@ pub struct Metrics {
     pub served_bytes: Family<KindLabels, Counter>,
     pub upstream_duration: Histograms<UpstreamLabels>,
     pub upstream_errors: Family<UpstreamErrorLabels, Counter>,
+    /// 1 while an upstream answers its probes and requests, 0 while lookups skip it.
+    pub upstream_up: Family<UpstreamNameLabels, Gauge>,
     pub fills_in_flight: Gauge,
     /// Requests that joined a lookup or download already under way instead of starting one.
     pub coalesced: Family<KindLabels, Counter>,
@@ -93,6 +95,7 @@ impl Metrics {
             served_bytes: Family::default(),
             upstream_duration: Family::new_with_constructor(latency_histogram),
             upstream_errors: Family::default(),
+            upstream_up: Family::default(),
             fills_in_flight: Gauge::default(),
             coalesced: Family::default(),
             size_bytes: Gauge::default(),
@@ -162,6 +165,13 @@ impl Metrics {
             reason,
         };
         self.upstream_errors.get_or_create(&labels).inc();
+    }
+
+    pub fn set_upstream_up(&self, upstream: &str, up: bool) {
+        let labels = UpstreamNameLabels {
+            upstream: upstream.to_owned(),
+        };
+        self.upstream_up.get_or_create(&labels).set(i64::from(up));
     }
 
     pub fn scrubbed(&self, bytes: u64) {

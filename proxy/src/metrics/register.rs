@@ -96,6 +96,11 @@ impl Metrics {
             self.upstream_errors.clone(),
         );
         r.register(
+            "upstream_up",
+            "1 while an upstream answers, 0 while it is down and lookups skip it",
+            self.upstream_up.clone(),
+        );
+        r.register(
             "fills_in_flight",
             "NAR downloads (from an upstream or another replica) under way",
             self.fills_in_flight.clone(),

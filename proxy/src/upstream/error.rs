@@ -55,6 +55,16 @@ impl UpstreamError {
         }
     }
 
+    /// True when the upstream did not answer (no connection, a timeout) or answered that it
+    /// cannot serve at all (5xx): what says it is down, unlike a refused or malformed answer.
+    pub fn means_unavailable(&self) -> bool {
+        match self {
+            Self::Timeout { .. } | Self::Request { .. } => true,
+            Self::Status { status, .. } => *status >= 500,
+            Self::Invalid { .. } | Self::Redirect { .. } | Self::Client { .. } | Self::Task { .. } => false,
+        }
+    }
+
     pub fn is_timeout(&self) -> bool {
         match self {
             Self::Timeout { .. } => true,

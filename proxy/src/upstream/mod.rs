@@ -1,8 +1,11 @@
-//! The upstream caches: priorities from their nix-cache-info, concurrent narinfo lookups that take
-//! the best-priority verified hit, and NAR downloads.
+//! The upstream caches: priorities from their nix-cache-info, health from probes of it,
+//! concurrent narinfo lookups that take the best-priority verified hit (skipping upstreams that
+//! are down), and NAR downloads.
 
 mod error;
+mod health;
 mod outbound;
+mod probe;
 mod request;
 
 use std::{
@@ -11,7 +14,7 @@ use std::{
 };
 
 use futures::StreamExt;
-use nixcache_protocol::{CacheInfo, NarInfo, PublicKey, StorePathHash, STORE_DIR};
+use nixcache_protocol::{NarInfo, PublicKey, StorePathHash};
 use reqwest::StatusCode;
 use tokio_util::task::AbortOnDropHandle;
 use url::Url;
@@ -21,6 +24,7 @@ use crate::metrics::ObjectKind;
 use request::TaskContext;
 
 pub use error::UpstreamError;
+pub use health::{Health, HealthReport, UpstreamState};
 pub use nixcache_formats::netrc::{Credentials, Netrc};
 
 /// Priority assumed for an upstream whose nix-cache-info could not be read (Nix's default).
@@ -44,11 +48,15 @@ pub struct Upstream {
     base: Url,
     priority: RwLock<Option<u32>>,
     credentials: Option<Credentials>,
+    health: Health,
 }
 
 impl Upstream {
     pub fn url(&self) -> &str {
         self.base.as_str()
+    }
+    pub fn health(&self) -> &Health {
+        &self.health
     }
     pub fn priority(&self) -> u32 {
         self.priority
@@ -59,6 +67,11 @@ impl Upstream {
     fn priority_known(&self) -> bool {
         self.priority.read().map(|p| p.is_some()).unwrap_or(false)
     }
+    fn set_priority(&self, priority: u32) {
+        if let Ok(mut p) = self.priority.write() {
+            *p = Some(priority);
+        }
+    }
 }
 
 /// What the upstreams said about a narinfo.
@@ -66,8 +79,12 @@ impl Upstream {
 pub enum Lookup {
     /// A verified narinfo; its `url` is absolute.
     Found(Box<NarInfo>),
-    /// Every upstream answered, none has it (or none with a trusted signature).
-    NotFound,
+    /// Every upstream asked answered, none has it (or none with a trusted signature).
+    NotFound {
+        /// Upstreams not asked because they are down: while there are any, the miss is not
+        /// final (not to be remembered).
+        skipped_down: usize,
+    },
     /// No hit, and at least one upstream failed: the client should retry later.
     Failed(UpstreamError),
 }
@@ -124,6 +141,7 @@ impl Upstreams {
                 base,
                 priority: RwLock::new(priority),
                 credentials,
+                health: Health::default(),
             }));
         }
         Ok(Self {
@@ -140,46 +158,10 @@ impl Upstreams {
         &self.list
     }
 
-    /// Reads nix-cache-info of every upstream whose priority is not known yet. Failures are logged
-    /// and retried on the next call; they never stop the proxy.
-    pub async fn refresh_priorities(&self) {
-        let pending = self.list.iter().filter(|u| !u.priority_known());
-        futures::future::join_all(pending.map(|u| self.refresh_priority(u))).await;
-    }
-
-    async fn refresh_priority(&self, upstream: &Upstream) {
-        let url = upstream.base.join("nix-cache-info").map_err(|e| e.to_string());
-        let result = match url {
-            Ok(url) => self.ctx.get_text(upstream, url).await.map_err(|e| e.to_string()),
-            Err(e) => Err(e),
-        };
-        match result.and_then(|text| text.ok_or_else(|| "no nix-cache-info (404)".into())) {
-            Ok(text) => match CacheInfo::parse(&text) {
-                Ok(info) if info.store_dir != STORE_DIR => {
-                    tracing::warn!(
-                        upstream = upstream.url(),
-                        store_dir = info.store_dir,
-                        "upstream serves another store dir"
-                    );
-                }
-                Ok(info) => {
-                    let priority = info.priority.unwrap_or(DEFAULT_PRIORITY);
-                    if let Ok(mut p) = upstream.priority.write() {
-                        *p = Some(priority);
-                    }
-                    tracing::info!(upstream = upstream.url(), priority, "upstream ready");
-                }
-                Err(e) => tracing::warn!(upstream = upstream.url(), error = %e, "invalid nix-cache-info"),
-            },
-            Err(e) => {
-                tracing::warn!(upstream = upstream.url(), error = %e, "upstream not reachable; will retry")
-            }
-        }
-    }
-
-    /// Asks every upstream at once; returns the verified hit of best priority.
+    /// Asks every upstream that is not down at once; returns the verified hit of best priority.
     pub async fn lookup_narinfo(&self, hash: &StorePathHash) -> Lookup {
-        let mut order: Vec<&Arc<Upstream>> = self.list.iter().collect();
+        let (mut order, down): (Vec<&Arc<Upstream>>, Vec<_>) =
+            self.list.iter().partition(|u| !u.health.is_down());
         order.sort_by_key(|u| u.priority());
         let tasks: Vec<_> = order
             .iter()
@@ -193,15 +175,23 @@ impl Upstreams {
             })
             .collect();
         let mut failure = None;
-        for (url, task) in tasks {
+        for ((url, task), upstream) in tasks.into_iter().zip(&order) {
             match task.await {
-                Ok(Ok(Some(info))) => return Lookup::Found(Box::new(info)),
-                Ok(Ok(None)) => {}
+                Ok(Ok(Some(info))) => {
+                    upstream.health.hit();
+                    return Lookup::Found(Box::new(info));
+                }
+                Ok(Ok(None)) => upstream.health.miss(),
                 Ok(Err(e)) => failure = Some(e),
                 Err(error) => failure = Some(UpstreamError::Task { url, error }),
             }
         }
-        failure.map_or(Lookup::NotFound, Lookup::Failed)
+        match failure {
+            Some(e) => Lookup::Failed(e),
+            None => Lookup::NotFound {
+                skipped_down: down.len(),
+            },
+        }
     }
 
     /// Starts a download of `url` from the upstream that served its narinfo; resolves once the
@@ -224,16 +214,24 @@ impl Upstreams {
             Err(err) => Err(err),
         };
         let metrics = Arc::clone(&self.ctx.options.metrics);
+        let owner = upstream.cloned();
         let response = match result {
             Ok(response) => response,
             Err(err) => {
                 metrics.upstream_error(&label, ObjectKind::Nar, err.reason());
+                if let Some(owner) = &owner {
+                    self.ctx.request_failed(owner, &err);
+                }
                 return Err(err);
             }
         };
         metrics.upstream_request(&label, ObjectKind::Nar, started.elapsed());
+        if let Some(owner) = &owner {
+            self.ctx.request_answered(owner);
+        }
         let url = response.url().to_string();
         let size = response.content_length();
+        let ctx = Arc::clone(&self.ctx);
         let body = response.bytes_stream().map(move |chunk| {
             chunk.map_err(|error| {
                 let err = UpstreamError::Request {
@@ -241,6 +239,9 @@ impl Upstreams {
                     error,
                 };
                 metrics.upstream_error(&label, ObjectKind::Nar, err.reason());
+                if let Some(owner) = &owner {
+                    ctx.request_failed(owner, &err);
+                }
                 err
             })
         });

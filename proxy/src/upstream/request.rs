@@ -111,8 +111,14 @@ impl TaskContext {
         let result = self.verified_narinfo(upstream, hash).await;
         let metrics = &self.options.metrics;
         match &result {
-            Ok(_) => metrics.upstream_request(upstream.url(), ObjectKind::Narinfo, started.elapsed()),
-            Err(err) => metrics.upstream_error(upstream.url(), ObjectKind::Narinfo, err.reason()),
+            Ok(_) => {
+                metrics.upstream_request(upstream.url(), ObjectKind::Narinfo, started.elapsed());
+                self.request_answered(upstream);
+            }
+            Err(err) => {
+                metrics.upstream_error(upstream.url(), ObjectKind::Narinfo, err.reason());
+                self.request_failed(upstream, err);
+            }
         }
         result
     }

@@ -18,6 +18,9 @@ use super::upstream::Upstream;
 pub struct Proxy {
     pub addr: SocketAddr,
     pub data_dir: PathBuf,
+    /// The cache behind the server, for what `app::serve` does on a schedule (probes).
+    #[allow(dead_code)] // read only by the test binaries that probe
+    cache: nixcache::cache::Cache,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
@@ -89,8 +92,9 @@ impl Proxy {
             panic!("not a serve command");
         };
         let state = nixcache::app::build_state(&args).await.unwrap();
-        // `app::serve` does this in the background; done first here so priorities are known.
-        state.cache.upstreams().refresh_priorities().await;
+        // `app::serve` does this on a schedule; done once here so priorities are known.
+        state.cache.upstreams().probe().await;
+        let cache = state.cache.clone();
         let limits = nixcache::http::server::ServerLimits::from(&args.connections);
         let metrics = std::sync::Arc::clone(state.cache.metrics());
         let (tx, rx) = oneshot::channel::<()>();
@@ -106,9 +110,16 @@ impl Proxy {
         Self {
             addr,
             data_dir: data_dir.to_owned(),
+            cache,
             shutdown: Some(tx),
             task: Some(task),
         }
+    }
+
+    /// Probes the upstreams now, as `serve` does every `--upstream-probe-interval`.
+    #[allow(dead_code)] // not every test binary probes
+    pub async fn probe_upstreams(&self) {
+        self.cache.upstreams().probe().await;
     }
 
     /// `http://127.0.0.1:PORT` + `path`.
