@@ -16,6 +16,8 @@
 # stdout: the runner's path and the Nix version, as KEY=VALUE lines. About 80 s the first time
 # (debootstrap, then nix-bin); a re-run checks and exits.
 set -euo pipefail
+# Only the KEY=VALUE result goes to stdout (a caller evals it); everything else to stderr.
+exec 3>&1 1>&2
 SUITE=${SUITE:-sid}
 TOOLS=${NIXCACHE_TOOLS:-$HOME/.cache/nixcache-tools}
 ROOT=$TOOLS/nix-$SUITE
@@ -30,7 +32,7 @@ remove_unmounted() {
   if findmnt -rn -o TARGET | grep -q "^$1\(/\|$\)"; then
     die "$1 has mounts under it (findmnt | grep $1); unmount them, then re-run"
   fi
-  rm -rf "$1"
+  rm -rf --one-file-system "$1"
 }
 
 # The Debian mirror this machine already uses (so no host name is written here).
@@ -97,5 +99,5 @@ mv "$RUNNER.tmp" "$RUNNER"
 
 version=$("$RUNNER" nix --version) || die "$RUNNER nix --version failed"
 log "$version in $ROOT"
-echo "NIXCACHE_NIX_MODERN=$RUNNER"
-echo "NIXCACHE_NIX_MODERN_VERSION=${version##* }"
+echo "NIXCACHE_NIX_MODERN=$RUNNER" >&3
+echo "NIXCACHE_NIX_MODERN_VERSION=${version##* }" >&3

@@ -199,6 +199,7 @@ fn build_upstreams(args: &ServeArgs, metrics: &Arc<Metrics>) -> anyhow::Result<U
         read_timeout: args.upstream_read_timeout,
         allow_link_local: args.upstream_allow_link_local,
         netrc: read_netrc(&args.netrc_files)?,
+        probe_interval: args.upstream_probe_interval,
         metrics: Arc::clone(metrics),
     };
     Ok(Upstreams::new(&args.upstreams, trusted, options)?)

@@ -1,6 +1,7 @@
 //! Upstream health: a probe (or three failed requests) marks an upstream down, lookups then skip
-//! it instead of waiting for its timeout, a probe that gets an answer brings it back, and
-//! `/status` and `/metrics` say so. `/readyz` never depends on the upstreams.
+//! it instead of waiting for its timeout (a miss is a `503` to retry, never a `404` that clients
+//! would remember), a probe that gets an answer brings it back, and `/status` and `/metrics` say
+//! so. `/readyz` never depends on the upstreams.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -48,7 +49,12 @@ async fn a_dead_upstream_is_skipped_until_a_probe_finds_it_back() {
     let (here, there) = (entry("health-here", &key), entry("health-there", &key));
     alive.add(&here);
     dead.add(&there);
-    let extra = ["--upstream-header-timeout", "500ms"];
+    let extra = [
+        "--upstream-header-timeout",
+        "2s",
+        "--upstream-probe-interval",
+        "3s",
+    ];
     let proxy = Proxy::start(dir.path(), &[&alive, &dead], &[key.public_key()], &extra).await;
     assert_eq!(state_of(&proxy, &dead.url).await, "up");
     assert_eq!(up_gauge(&proxy, &dead.url).await.as_deref(), Some("1"));
@@ -60,20 +66,17 @@ async fn a_dead_upstream_is_skipped_until_a_probe_finds_it_back() {
     assert_eq!(up_gauge(&proxy, &dead.url).await.as_deref(), Some("0"));
     let report = status(&proxy).await;
     let down = &report["upstreams"][1];
-    assert!(
-        down["last_error"]
-            .as_str()
-            .unwrap()
-            .contains("no response within"),
-        "{down}"
-    );
+    assert_eq!(down["last_error"], "timeout", "no address in it: {down}");
 
-    // A miss no longer waits for it, nor asks it; the alive upstream still serves.
+    // A miss no longer waits for it (2 s), nor asks it; it is to be retried at the next probe,
+    // not remembered. The alive upstream still serves.
     let started = Instant::now();
     let got = get(&client(), &proxy.url(&there.narinfo_path())).await;
-    assert_eq!(got.status, StatusCode::NOT_FOUND, "{}", got.text());
+    assert_eq!(got.status, StatusCode::SERVICE_UNAVAILABLE, "{}", got.text());
+    assert_eq!(got.header("retry-after"), Some("3"));
+    assert_eq!(got.header("cache-control"), Some("no-store"));
     assert!(
-        started.elapsed() < Duration::from_millis(400),
+        started.elapsed() < Duration::from_secs(1),
         "took {:?}",
         started.elapsed()
     );
@@ -113,10 +116,13 @@ async fn three_failed_requests_in_a_row_mark_an_upstream_down_before_its_probe()
     assert_eq!(state_of(&proxy, &broken.url).await, "down");
     let path = entry("skipped", &key).narinfo_path();
     let got = get(&client(), &proxy.url(&path)).await;
-    assert_eq!(got.status, StatusCode::NOT_FOUND, "{}", got.text());
+    assert_eq!(got.status, StatusCode::SERVICE_UNAVAILABLE, "{}", got.text());
+    assert_eq!(
+        got.header("retry-after"),
+        Some("10"),
+        "the default probe interval"
+    );
     assert_eq!(broken.gets(&path), 0);
-    // Not remembered as missing: a cache in front must not keep it either.
-    assert_eq!(got.header("cache-control"), Some("no-store"));
     let report = status(&proxy).await;
     assert_eq!(report["upstreams"][0]["errors"], 3, "{report}");
 }

@@ -47,15 +47,17 @@ impl Nix {
         }
     }
 
-    /// A command running `program` (`nix`, `nix-store`) of this client.
-    pub fn command(self, program: &str) -> tokio::process::Command {
-        match (self, modern_runner()) {
-            (Nix::Modern, Some(runner)) => {
+    /// A command running `program` (`nix`, `nix-store`) of this client; an error for the
+    /// modern one without its runner (never the host's Nix in its place).
+    pub fn command(self, program: &str) -> anyhow::Result<tokio::process::Command> {
+        match self {
+            Nix::Host => Ok(tokio::process::Command::new(program)),
+            Nix::Modern => {
+                let runner = modern_runner().ok_or_else(|| anyhow::anyhow!(MODERN_SKIP_MESSAGE))?;
                 let mut cmd = tokio::process::Command::new(runner);
                 cmd.arg(program);
-                cmd
+                Ok(cmd)
             }
-            _ => tokio::process::Command::new(program),
         }
     }
 

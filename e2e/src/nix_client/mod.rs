@@ -302,7 +302,7 @@ impl ClientDirs {
     }
 
     async fn run(&self, args: &[&str], timeout: Duration) -> Result<Output> {
-        let mut cmd = self.nix.command(args[0]);
+        let mut cmd = self.nix.command(args[0])?;
         cmd.args(&args[1..])
             .env("XDG_CACHE_HOME", self.tmp.path().join("xdg-cache"))
             .env("NIX_CONFIG", crate::util::NIX_CONFIG)

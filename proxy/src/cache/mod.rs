@@ -259,11 +259,8 @@ impl Cache {
                 self.db.put_narinfo(&record).await?;
                 Ok(record)
             }
-            // With an upstream down, it may be the one that has it: not remembered.
-            Lookup::NotFound { skipped_down } => {
-                if skipped_down == 0 {
-                    self.negative.insert(hash);
-                }
+            Lookup::NotFound => {
+                self.negative.insert(hash);
                 Err(CacheError::NotFound)
             }
             Lookup::Failed(e) => Err(CacheError::Upstream(e)),

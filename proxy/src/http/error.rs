@@ -9,6 +9,7 @@ use axum::{
 use crate::{
     cache::{CacheError, UploadError},
     storage::StorageError,
+    upstream::UpstreamError,
 };
 
 #[derive(Debug)]
@@ -40,6 +41,12 @@ impl From<UploadError> for ApiError {
 fn classify(err: &CacheError) -> (StatusCode, &'static str) {
     match err {
         CacheError::NotFound => (StatusCode::NOT_FOUND, "not found"),
+        // Skipped, not asked: 503 with `Retry-After` (the next probe), which Nix retries and
+        // never remembers as a miss (a 404 would be kept by clients for an hour).
+        CacheError::Upstream(UpstreamError::Down { .. }) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "upstream cache down; ask again later",
+        ),
         CacheError::Upstream(e) if e.is_timeout() => {
             (StatusCode::GATEWAY_TIMEOUT, "upstream cache timed out")
         }
@@ -88,6 +95,7 @@ fn classify(err: &CacheError) -> (StatusCode, &'static str) {
 fn retry_after(err: &CacheError) -> Option<u64> {
     match err {
         CacheError::Busy { retry_after } => Some(retry_after.as_secs().max(1)),
+        CacheError::Upstream(UpstreamError::Down { retry_after, .. }) => Some(retry_after.as_secs().max(1)),
         CacheError::Shared(inner) => retry_after(inner),
         _ => None,
     }

@@ -117,7 +117,7 @@ impl Page {
             "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>nixcache</title></head>\n\
              <body><h1>nixcache</h1><p>A Nix binary cache. To use it, add to <code>nix.conf</code>:</p>\n\
              <pre>{}</pre>\n<pre>{}</pre>\n<p><a href=\"/nix-cache-info\">nix-cache-info</a> · \
-             <a href=\"/pubkey\">public key</a> · <a href=\"/status\">status</a></p></body></html>\n",
+             <a href=\"/pubkey\">public key</a></p></body></html>\n",
             escape(&self.nix_conf()),
             escape(&self.facts())
         )

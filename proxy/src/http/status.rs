@@ -92,11 +92,10 @@ pub async fn status(State(state): State<AppState>) -> Response {
 }
 
 fn lookups(metrics: &Metrics, kind: ObjectKind) -> Lookups {
+    // Read, never created: asking the status must not add series to /metrics.
     let count = |result| {
-        metrics
-            .lookups
-            .get_or_create(&LookupLabels { kind, result })
-            .get()
+        let labels = LookupLabels { kind, result };
+        metrics.lookups.get(&labels).map_or(0, |c| c.get())
     };
     Lookups {
         hits: count(LookupResult::Hit),

@@ -87,6 +87,7 @@ label_value! {
         Status => "status",
         Invalid => "invalid",
         Redirect => "redirect",
+        Down => "down",
     }
 }
 

@@ -167,11 +167,12 @@ impl Metrics {
         self.upstream_errors.get_or_create(&labels).inc();
     }
 
-    pub fn set_upstream_up(&self, upstream: &str, up: bool) {
+    /// The `upstream_up` gauge of one upstream (0 until it answers).
+    pub fn upstream_up_gauge(&self, upstream: &str) -> Gauge {
         let labels = UpstreamNameLabels {
             upstream: upstream.to_owned(),
         };
-        self.upstream_up.get_or_create(&labels).set(i64::from(up));
+        self.upstream_up.get_or_create(&labels).clone()
     }
 
     pub fn scrubbed(&self, bytes: u64) {

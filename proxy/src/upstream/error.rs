@@ -31,6 +31,13 @@ pub enum UpstreamError {
     Status { url: String, status: u16 },
     #[error("{url}: {reason}")]
     Invalid { url: String, reason: String },
+    /// No upstream asked had the narinfo, and `upstreams` were not asked: they are down.
+    #[error("{upstreams} upstream cache(s) down, skipped until a probe gets an answer")]
+    Down {
+        upstreams: usize,
+        /// When to ask again: the next probe.
+        retry_after: Duration,
+    },
     /// A redirect the outbound policy refused (another origin, or too many).
     #[error("{url}: {error}: {reason}")]
     Redirect {
@@ -52,6 +59,7 @@ impl UpstreamError {
             Self::Status { .. } => UpstreamFailure::Status,
             Self::Invalid { .. } => UpstreamFailure::Invalid,
             Self::Redirect { .. } => UpstreamFailure::Redirect,
+            Self::Down { .. } => UpstreamFailure::Down,
         }
     }
 
@@ -61,7 +69,11 @@ impl UpstreamError {
         match self {
             Self::Timeout { .. } | Self::Request { .. } => true,
             Self::Status { status, .. } => *status >= 500,
-            Self::Invalid { .. } | Self::Redirect { .. } | Self::Client { .. } | Self::Task { .. } => false,
+            Self::Invalid { .. }
+            | Self::Redirect { .. }
+            | Self::Client { .. }
+            | Self::Task { .. }
+            | Self::Down { .. } => false,
         }
     }
 
@@ -73,7 +85,8 @@ impl UpstreamError {
             | Self::Invalid { .. }
             | Self::Redirect { .. }
             | Self::Client { .. }
-            | Self::Task { .. } => false,
+            | Self::Task { .. }
+            | Self::Down { .. } => false,
         }
     }
 }

@@ -4,8 +4,9 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
+use prometheus_client::metrics::gauge::Gauge;
 use serde::Serialize;
 
 use super::UpstreamError;
@@ -35,6 +36,8 @@ pub struct Change {
 #[derive(Debug)]
 pub struct Health {
     tracked: Mutex<Tracked>,
+    /// `nixcache_upstream_up` of this upstream, set under the same lock as the state.
+    up: Gauge,
     hits: AtomicU64,
     misses: AtomicU64,
     errors: AtomicU64,
@@ -45,6 +48,9 @@ struct Tracked {
     state: UpstreamState,
     since: SystemTime,
     failures_in_a_row: u32,
+    /// When a request or probe last got an answer: a probe that fails after it started proves
+    /// nothing the answer did not disprove.
+    answered_at: Option<Instant>,
     probe_latency: Option<Duration>,
     probed_at: Option<SystemTime>,
     last_error: Option<String>,
@@ -63,16 +69,20 @@ pub struct HealthReport {
     pub hits: u64,
     pub misses: u64,
     pub errors: u64,
+    /// What the last failure was, in a few words (`timeout`, `HTTP 503`, …): no addresses.
     pub last_error: Option<String>,
 }
 
-impl Default for Health {
-    fn default() -> Self {
+impl Health {
+    /// Unknown until the first answer or failure; `up` is its `nixcache_upstream_up` gauge.
+    pub fn new(up: Gauge) -> Self {
         Health {
+            up,
             tracked: Mutex::new(Tracked {
                 state: UpstreamState::Unknown,
                 since: SystemTime::now(),
                 failures_in_a_row: 0,
+                answered_at: None,
                 probe_latency: None,
                 probed_at: None,
                 last_error: None,
@@ -82,11 +92,9 @@ impl Default for Health {
             errors: AtomicU64::new(0),
         }
     }
-}
 
-impl Health {
     pub fn state(&self) -> UpstreamState {
-        self.with(|t| t.state)
+        self.with(|t, _| t.state)
     }
 
     pub fn is_down(&self) -> bool {
@@ -95,29 +103,29 @@ impl Health {
 
     /// A probe got an answer after `latency` (any HTTP answer below 500: the upstream is there).
     pub fn probe_answered(&self, latency: Duration) -> Option<Change> {
-        self.with(|t| {
+        self.with(|t, up| {
             t.probe_latency = Some(latency);
             t.probed_at = Some(SystemTime::now());
-            t.failures_in_a_row = 0;
-            t.set(UpstreamState::Up)
+            t.answered(up)
         })
     }
 
-    /// A probe got no answer (or a 5xx): down at once.
-    pub fn probe_failed(&self, error: &UpstreamError) -> Option<Change> {
-        self.with(|t| {
+    /// A probe that started at `started` got no answer (or a 5xx): down at once, unless a
+    /// request got an answer meanwhile.
+    pub fn probe_failed(&self, started: Instant, error: &UpstreamError) -> Option<Change> {
+        self.with(|t, up| {
             t.probed_at = Some(SystemTime::now());
-            t.last_error = Some(error.to_string());
-            t.set(UpstreamState::Down)
+            t.last_error = Some(short(error));
+            if t.answered_at.is_some_and(|at| at > started) {
+                return None;
+            }
+            t.set(UpstreamState::Down, up)
         })
     }
 
     /// A lookup or download got an HTTP answer from it.
     pub fn request_answered(&self) -> Option<Change> {
-        self.with(|t| {
-            t.failures_in_a_row = 0;
-            t.set(UpstreamState::Up)
-        })
+        self.with(|t, up| t.answered(up))
     }
 
     /// A lookup or download failed. Only failures that say the upstream is not there count
@@ -127,11 +135,11 @@ impl Health {
         if !error.means_unavailable() {
             return None;
         }
-        self.with(|t| {
-            t.last_error = Some(error.to_string());
+        self.with(|t, up| {
+            t.last_error = Some(short(error));
             t.failures_in_a_row = t.failures_in_a_row.saturating_add(1);
             if t.failures_in_a_row >= FAILURES_TO_DOWN {
-                t.set(UpstreamState::Down)
+                t.set(UpstreamState::Down, up)
             } else {
                 None
             }
@@ -147,7 +155,7 @@ impl Health {
     }
 
     pub fn report(&self) -> HealthReport {
-        let (state, since, latency, probed_at, last_error) = self.with(|t| {
+        let (state, since, latency, probed_at, last_error) = self.with(|t, _| {
             (
                 t.state,
                 t.since,
@@ -168,21 +176,40 @@ impl Health {
         }
     }
 
-    fn with<T>(&self, f: impl FnOnce(&mut Tracked) -> T) -> T {
+    fn with<T>(&self, f: impl FnOnce(&mut Tracked, &Gauge) -> T) -> T {
         let mut tracked = self.tracked.lock().unwrap_or_else(|e| e.into_inner());
-        f(&mut tracked)
+        f(&mut tracked, &self.up)
     }
 }
 
 impl Tracked {
-    fn set(&mut self, to: UpstreamState) -> Option<Change> {
+    fn answered(&mut self, up: &Gauge) -> Option<Change> {
+        self.failures_in_a_row = 0;
+        self.answered_at = Some(Instant::now());
+        self.set(UpstreamState::Up, up)
+    }
+
+    /// Changes the state and its gauge together (under the caller's lock).
+    fn set(&mut self, to: UpstreamState, up: &Gauge) -> Option<Change> {
         let from = self.state;
         if from == to {
             return None;
         }
         self.state = to;
         self.since = SystemTime::now();
+        up.set(i64::from(to == UpstreamState::Up));
         Some(Change { from, to })
+    }
+}
+
+/// A failure in a few words for `/status`, which anyone reaching the cache can read: the
+/// error's kind, never its text (that names addresses, redirect targets, resolver details).
+fn short(error: &UpstreamError) -> String {
+    match error {
+        UpstreamError::Status { status, .. } => format!("HTTP {status}"),
+        _ if error.is_timeout() => "timeout".into(),
+        UpstreamError::Request { error, .. } if error.is_connect() => "connection failed".into(),
+        _ => error.reason().as_str().into(),
     }
 }
 
@@ -204,33 +231,42 @@ mod tests {
 
     #[test]
     fn a_failed_probe_marks_down_and_an_answered_one_brings_it_back() {
-        let health = Health::default();
+        let gauge = Gauge::default();
+        let health = Health::new(gauge.clone());
         assert_eq!(health.state(), UpstreamState::Unknown);
-        let down = health.probe_failed(&unreachable());
+        let down = health.probe_failed(Instant::now(), &unreachable());
         assert_eq!(down.map(|c| c.to), Some(UpstreamState::Down));
         assert!(health.is_down());
-        assert_eq!(
-            health.probe_failed(&unreachable()),
-            None,
-            "no change, no log line"
-        );
-        let up = health.probe_answered(Duration::from_millis(3));
-        assert_eq!(
-            up,
-            Some(Change {
-                from: UpstreamState::Down,
-                to: UpstreamState::Up
-            })
-        );
+        assert_eq!(gauge.get(), 0);
+        let again = health.probe_failed(Instant::now(), &unreachable());
+        assert_eq!(again, None, "no change, no log line");
+        let back = health.probe_answered(Duration::from_millis(3));
+        let expected = Change {
+            from: UpstreamState::Down,
+            to: UpstreamState::Up,
+        };
+        assert_eq!(back, Some(expected));
+        assert_eq!(gauge.get(), 1);
         let report = health.report();
         assert_eq!(report.state, UpstreamState::Up);
         assert_eq!(report.probe_latency_ms, Some(3.0));
-        assert!(report.last_error.is_some_and(|e| e.contains("upstream.test")));
+        assert_eq!(report.last_error.as_deref(), Some("timeout"), "no URL in it");
+    }
+
+    #[test]
+    fn a_probe_failing_after_a_request_got_an_answer_changes_nothing() {
+        let health = Health::new(Gauge::default());
+        let probe_started = Instant::now();
+        health.request_answered();
+        assert_eq!(health.probe_failed(probe_started, &unreachable()), None);
+        assert_eq!(health.state(), UpstreamState::Up);
+        let down = health.probe_failed(Instant::now(), &unreachable());
+        assert_eq!(down.map(|c| c.to), Some(UpstreamState::Down));
     }
 
     #[test]
     fn three_unavailable_requests_in_a_row_mark_down_but_a_bad_answer_does_not() {
-        let health = Health::default();
+        let health = Health::new(Gauge::default());
         let invalid = UpstreamError::Invalid {
             url: "http://upstream.test/x.narinfo".into(),
             reason: "malformed narinfo".into(),

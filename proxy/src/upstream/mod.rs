@@ -39,6 +39,8 @@ pub struct UpstreamOptions {
     /// Whether upstreams may be in link-local space (see [`outbound`]).
     pub allow_link_local: bool,
     pub netrc: Netrc,
+    /// How often each upstream is probed (also when to ask again after skipping one).
+    pub probe_interval: Duration,
     pub metrics: Arc<crate::metrics::Metrics>,
 }
 
@@ -47,6 +49,8 @@ pub struct UpstreamOptions {
 pub struct Upstream {
     base: Url,
     priority: RwLock<Option<u32>>,
+    /// Set by `?priority=N`: nix-cache-info does not change it.
+    priority_fixed: bool,
     credentials: Option<Credentials>,
     health: Health,
 }
@@ -64,12 +68,14 @@ impl Upstream {
             .map(|p| p.unwrap_or(DEFAULT_PRIORITY))
             .unwrap_or(DEFAULT_PRIORITY)
     }
-    fn priority_known(&self) -> bool {
-        self.priority.read().map(|p| p.is_some()).unwrap_or(false)
-    }
-    fn set_priority(&self, priority: u32) {
-        if let Ok(mut p) = self.priority.write() {
-            *p = Some(priority);
+    /// Sets the priority; `true` when it changed.
+    fn set_priority(&self, priority: u32) -> bool {
+        match self.priority.write() {
+            Ok(mut p) if *p != Some(priority) => {
+                *p = Some(priority);
+                true
+            }
+            _ => false,
         }
     }
 }
@@ -79,13 +85,10 @@ impl Upstream {
 pub enum Lookup {
     /// A verified narinfo; its `url` is absolute.
     Found(Box<NarInfo>),
-    /// Every upstream asked answered, none has it (or none with a trusted signature).
-    NotFound {
-        /// Upstreams not asked because they are down: while there are any, the miss is not
-        /// final (not to be remembered).
-        skipped_down: usize,
-    },
-    /// No hit, and at least one upstream failed: the client should retry later.
+    /// Every upstream answered, none has it (or none with a trusted signature).
+    NotFound,
+    /// No hit, and at least one upstream failed or was skipped as down: the client should
+    /// retry later (not a miss to remember: that upstream may have it).
     Failed(UpstreamError),
 }
 
@@ -137,11 +140,13 @@ impl Upstreams {
             let priority = fixed_priority(&base).map_err(invalid)?;
             base.set_query(None);
             let credentials = base.host_str().and_then(|h| options.netrc.lookup(h)).cloned();
+            let up = options.metrics.upstream_up_gauge(base.as_str());
             list.push(Arc::new(Upstream {
                 base,
+                priority_fixed: priority.is_some(),
                 priority: RwLock::new(priority),
                 credentials,
-                health: Health::default(),
+                health: Health::new(up),
             }));
         }
         Ok(Self {
@@ -188,9 +193,11 @@ impl Upstreams {
         }
         match failure {
             Some(e) => Lookup::Failed(e),
-            None => Lookup::NotFound {
-                skipped_down: down.len(),
-            },
+            None if !down.is_empty() => Lookup::Failed(UpstreamError::Down {
+                upstreams: down.len(),
+                retry_after: self.ctx.options.probe_interval,
+            }),
+            None => Lookup::NotFound,
         }
     }
 
