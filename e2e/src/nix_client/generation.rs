@@ -128,7 +128,7 @@ pub fn modern_version() -> Option<&'static str> {
 /// One test per Nix client generation for each scenario: `mod NAME { host_nix, modern_nix }`,
 /// each calling `SCENARIO(ARGS.., Nix)` after checking that its client runs.
 ///
-/// ```ignore
+/// ```text
 /// nixcache_e2e::each_nix! {
 ///     xz_closure_substitutes: substitute_then_serve_alone("xz", Method::Substitute);
 /// }
