@@ -105,6 +105,17 @@ impl Proxy {
         format!("{}{path}", self.url)
     }
 
+    /// The sum of the proxy's `/metrics` samples whose series starts with `prefix` and
+    /// contains `part` (a label such as `status="206"`).
+    pub async fn metric(&self, prefix: &str, part: &str) -> Result<u64> {
+        let (_, body) = crate::http::get(&self.url_for("/metrics")).await?;
+        Ok(String::from_utf8_lossy(&body)
+            .lines()
+            .filter(|l| l.starts_with(prefix) && l.contains(part))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as u64)
+    }
+
     /// The last `lines` lines the proxy logged.
     pub fn log_tail(&self, lines: usize) -> String {
         tail_of_file(&self.log_file, lines)

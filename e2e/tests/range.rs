@@ -190,21 +190,12 @@ async fn a_real_client_cut_off_mid_nar_resumes(rate: u64, nix: Nix) -> Result<()
         stats.get(&upstream_nar) == 2,
         "one cut download and one whole one upstream: {stats:?}"
     );
-    let resumed = status_count(&proxy, 206).await?;
+    let resumed = proxy
+        .metric("nixcache_http_requests_total", "status=\"206\"")
+        .await?;
     ensure!(
         resumed >= 1,
         "{nix:?} did not resume with a Range request (no 206 answered)"
     );
     Ok(())
-}
-
-/// Requests the proxy answered with `status`, from its metrics.
-async fn status_count(proxy: &Proxy, status: u16) -> Result<u64> {
-    let (_, body) = nixcache_e2e::http::get(&proxy.url_for("/metrics")).await?;
-    let label = format!("status=\"{status}\"");
-    Ok(String::from_utf8_lossy(&body)
-        .lines()
-        .filter(|l| l.starts_with("nixcache_http_requests_total") && l.contains(&label))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64)
 }

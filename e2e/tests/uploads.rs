@@ -12,30 +12,18 @@ use reqwest::StatusCode;
 
 const TIMEOUT: Duration = Duration::from_secs(300);
 
-/// The sum of the proxy's metric samples whose series starts with `prefix` and contains `part`.
-async fn metric(proxy: &Proxy, prefix: &str, part: &str) -> Result<u64> {
-    let (_, body) = get(&proxy.url_for("/metrics")).await?;
-    let text = String::from_utf8_lossy(&body);
-    Ok(text
-        .lines()
-        .filter(|l| l.starts_with(prefix) && l.contains(part))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64)
-}
-
 /// The uploaded narinfos counted by the proxy's metrics.
 async fn narinfos_stored(proxy: &Proxy) -> Result<u64> {
-    metric(
-        proxy,
-        "nixcache_uploads_total{kind=\"narinfo\",result=\"stored\"}",
-        "",
-    )
-    .await
+    proxy
+        .metric("nixcache_uploads_total{kind=\"narinfo\",result=\"stored\"}", "")
+        .await
 }
 
 /// PUT requests the proxy answered, whatever their outcome.
 async fn puts(proxy: &Proxy) -> Result<u64> {
-    metric(proxy, "nixcache_http_requests_total", "method=\"PUT\"").await
+    proxy
+        .metric("nixcache_http_requests_total", "method=\"PUT\"")
+        .await
 }
 
 nixcache_e2e::each_nix! {

@@ -227,18 +227,17 @@ impl Upstreams {
             Err(err) => {
                 metrics.upstream_error(&label, ObjectKind::Nar, err.reason());
                 if let Some(owner) = &owner {
-                    self.ctx.request_failed(owner, &err);
+                    owner.request_failed(&err);
                 }
                 return Err(err);
             }
         };
         metrics.upstream_request(&label, ObjectKind::Nar, started.elapsed());
         if let Some(owner) = &owner {
-            self.ctx.request_answered(owner);
+            owner.request_answered();
         }
         let url = response.url().to_string();
         let size = response.content_length();
-        let ctx = Arc::clone(&self.ctx);
         let body = response.bytes_stream().map(move |chunk| {
             chunk.map_err(|error| {
                 let err = UpstreamError::Request {
@@ -247,7 +246,7 @@ impl Upstreams {
                 };
                 metrics.upstream_error(&label, ObjectKind::Nar, err.reason());
                 if let Some(owner) = &owner {
-                    ctx.request_failed(owner, &err);
+                    owner.request_failed(&err);
                 }
                 err
             })

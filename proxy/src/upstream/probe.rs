@@ -6,7 +6,6 @@ use std::time::Instant;
 use nixcache_protocol::{CacheInfo, STORE_DIR};
 
 use super::health::{Change, UpstreamState};
-use super::request::TaskContext;
 use super::{Upstream, UpstreamError, Upstreams};
 
 impl Upstreams {
@@ -93,15 +92,15 @@ fn learn_priority(upstream: &Upstream, text: Option<&str>, change: Option<Change
     }
 }
 
-impl TaskContext {
-    /// A lookup or download got an HTTP answer from `upstream`.
-    pub(super) fn request_answered(&self, upstream: &Upstream) {
-        note(upstream, upstream.health.request_answered(), None);
+impl Upstream {
+    /// A lookup or download got an HTTP answer from it.
+    pub(super) fn request_answered(&self) {
+        note(self, self.health.request_answered(), None);
     }
 
-    /// A lookup or download from `upstream` failed.
-    pub(super) fn request_failed(&self, upstream: &Upstream, err: &UpstreamError) {
-        note(upstream, upstream.health.request_failed(err), Some(err));
+    /// A lookup or download from it failed.
+    pub(super) fn request_failed(&self, err: &UpstreamError) {
+        note(self, self.health.request_failed(err), Some(err));
     }
 }
 

@@ -113,11 +113,11 @@ impl TaskContext {
         match &result {
             Ok(_) => {
                 metrics.upstream_request(upstream.url(), ObjectKind::Narinfo, started.elapsed());
-                self.request_answered(upstream);
+                upstream.request_answered();
             }
             Err(err) => {
                 metrics.upstream_error(upstream.url(), ObjectKind::Narinfo, err.reason());
-                self.request_failed(upstream, err);
+                upstream.request_failed(err);
             }
         }
         result
