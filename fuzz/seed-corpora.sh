@@ -55,6 +55,10 @@ column nar-file-names.txt 1 | seed_each nar_file
 # narinfo_name: the narinfo files' names.
 for f in "$TD"/narinfo/*/*.narinfo; do basename "$f"; done | sort -u | seed_each narinfo_name
 
+# side_file: listings and logs named after the narinfos' paths and derivers.
+for f in "$TD"/narinfo/*/*.narinfo; do basename "$f" .narinfo | sed 's/$/.ls/'; done | sort -u | seed_each side_file
+field Deriver | sed 's|^|log/|' | seed_each side_file
+
 # public_key, signing_key: the key files as Nix wrote them.
 for f in "$TD"/keys/*.pub; do seed public_key < "$f"; done
 for f in "$TD"/keys/*.sec; do seed signing_key < "$f"; done
@@ -100,5 +104,13 @@ if command -v nix-store >/dev/null; then
   { printf '\001\100\000'; xz -c < "$nar"; xz -c < "$nar"; } | seed nar_digest
   rm -f "$nar"
 fi
+
+# content_encoding: encoding (0 identity, 2 gzip, 3 zstd, 4 xz, 5 bzip2; no brotli tool here),
+# then a NAR listing as `nix copy --to …?write-nar-listing=true` writes it, encoded.
+listing='{"version":1,"root":{"type":"directory","entries":{"hello.txt":{"type":"regular","size":6,"narOffset":200}}}}'
+encoders=(cat "" "gzip -c" "zstd -c -q" "xz -c" "bzip2 -c")
+for i in 0 2 3 4 5; do
+  { printf "\\$(printf '%03o' "$i")"; printf '%s' "$listing" | ${encoders[$i]}; } | seed content_encoding
+done
 
 for d in "$CORPUS"/*/; do printf '%-14s %3d seeds\n' "$(basename "$d")" "$(find "$d" -type f | wc -l)"; done

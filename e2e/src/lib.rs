@@ -16,6 +16,7 @@ pub mod nix_client;
 pub mod proxy;
 pub mod upstream;
 pub mod util;
+pub mod writable;
 
 use std::io::Write;
 use std::sync::OnceLock;
@@ -28,6 +29,7 @@ pub use nix_client::{
 };
 pub use proxy::{Proxy, ProxyOptions};
 pub use upstream::{Faults, Stats, TestUpstream};
+pub use writable::WritableProxy;
 
 /// What a test prints (or panics with) when Nix is missing.
 pub const SKIP_MESSAGE: &str = "SKIP e2e: nix is not installed (run .ci/run or apt-get install nix-bin)";

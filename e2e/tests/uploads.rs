@@ -1,5 +1,5 @@
-//! A real `nix copy --to http://…` pushes a closure to nixcache with credentials from a netrc
-//! file; a fresh client then substitutes it through the proxy alone (its upstream has nothing).
+//! A real `nix copy --to http://…` pushes a closure (and its NAR listings) to nixcache with
+//! credentials from a netrc file; a fresh client then substitutes it through the proxy alone (its upstream has nothing).
 //! Wrong credentials get 401 and store nothing.
 
 use std::time::Duration;
@@ -7,7 +7,8 @@ use std::time::Duration;
 use anyhow::{ensure, Result};
 use nixcache_e2e::http::get;
 use nixcache_e2e::util::hash_part;
-use nixcache_e2e::{fetch, push, FetchOptions, Nix, Proxy, ProxyOptions, Push, TestUpstream, UpstreamCache};
+use nixcache_e2e::writable::BUILDER;
+use nixcache_e2e::{fetch, push, FetchOptions, Nix, Proxy, Push, TestUpstream, UpstreamCache, WritableProxy};
 use reqwest::StatusCode;
 
 const TIMEOUT: Duration = Duration::from_secs(300);
@@ -33,29 +34,13 @@ nixcache_e2e::each_nix! {
 
 async fn nix_copy_pushes_a_closure_that_a_fresh_client_substitutes(nix: Nix) -> Result<()> {
     let cache = UpstreamCache::get("zstd", "e2e")?;
-    let work = tempfile::tempdir()?;
     // The proxy's only upstream has nothing but its nix-cache-info.
-    let empty = work.path().join("empty-upstream");
-    std::fs::create_dir_all(&empty)?;
-    std::fs::write(
-        empty.join("nix-cache-info"),
-        "StoreDir: /nix/store\nWantMassQuery: 1\nPriority: 40\n",
-    )?;
-    let upstream = TestUpstream::start(&empty)?;
-    let creds = work.path().join("uploaders");
-    std::fs::write(&creds, format!("builder:{}\n", bcrypt::hash("hunter22", 6)?))?;
-    let mut opts = ProxyOptions::new(&upstream.url, &cache.public_key);
-    opts.extra_args = [
-        "--allow-put",
-        "--upload-credentials-file",
-        &creds.display().to_string(),
-    ]
-    .map(String::from)
-    .to_vec();
-    let proxy = Proxy::start(opts).await?;
+    let writable = WritableProxy::start(&cache.public_key).await?;
+    let proxy = &writable.proxy;
     // The builder's paths come from the fixture, served over HTTP (either client sees that).
     let source = TestUpstream::start(&cache.dir)?;
-    let to = format!("{}?compression=zstd", proxy.url);
+    // With the NAR listings too (`PUT /<hash>.ls`), as nix-index users' builders push.
+    let to = format!("{}?compression=zstd&write-nar-listing=true", proxy.url);
     let job = Push {
         source: &source.url,
         source_key: &cache.public_key,
@@ -64,10 +49,7 @@ async fn nix_copy_pushes_a_closure_that_a_fresh_client_substitutes(nix: Nix) -> 
         nix,
         timeout: TIMEOUT,
     };
-    let host = "machine 127.0.0.1 login builder password";
-
-    let wrong = work.path().join("wrong.netrc");
-    std::fs::write(&wrong, format!("{host} guessed\n"))?;
+    let wrong = writable.netrc("wrong.netrc", "guessed")?;
     let refused = push(&job, &wrong).await?;
     ensure!(
         !refused.ok,
@@ -80,13 +62,22 @@ async fn nix_copy_pushes_a_closure_that_a_fresh_client_substitutes(nix: Nix) -> 
         status == StatusCode::NOT_FOUND,
         "root narinfo after a refused push: {status}"
     );
-    ensure!(narinfos_stored(&proxy).await? == 0);
+    ensure!(narinfos_stored(proxy).await? == 0);
 
-    let right = work.path().join("right.netrc");
-    std::fs::write(&right, format!("{host} hunter22\n"))?;
+    let right = writable.netrc("right.netrc", BUILDER.1)?;
     let pushed = push(&job, &right).await?;
     ensure!(pushed.ok, "nix copy --to the proxy failed:\n{}", pushed.output);
-    ensure!(narinfos_stored(&proxy).await? == cache.paths.len() as u64);
+    ensure!(narinfos_stored(proxy).await? == cache.paths.len() as u64);
+    let (status, listing) = get(&proxy.url_for(&format!("/{}.ls", hash_part(&cache.root)))).await?;
+    ensure!(
+        status == StatusCode::OK,
+        "the root's listing after the push: {status}"
+    );
+    let listing: serde_json::Value = serde_json::from_slice(&listing)?;
+    ensure!(
+        listing["root"]["type"].is_string(),
+        "not a NAR listing: {listing}"
+    );
 
     // A fresh client, trusting only the proxy's key, gets the whole closure from it.
     fetch(
@@ -98,13 +89,13 @@ async fn nix_copy_pushes_a_closure_that_a_fresh_client_substitutes(nix: Nix) -> 
     .await?
     .expect_whole_closure(&cache)?;
     // Pushing again uploads nothing: nix asks (HEAD) and finds every path there.
-    let before = puts(&proxy).await?;
+    let before = puts(proxy).await?;
     ensure!(
         before >= 2 * cache.paths.len() as u64,
         "{before} PUTs for the first push"
     );
     let again = push(&job, &right).await?;
     ensure!(again.ok, "{}", again.output);
-    ensure!(puts(&proxy).await? == before, "the second push sent PUTs");
+    ensure!(puts(proxy).await? == before, "the second push sent PUTs");
     Ok(())
 }

@@ -3,9 +3,11 @@
 //! arrived (NAR hashes and signatures). Either generation ([`Nix`]) of client.
 
 mod generation;
+mod logs;
 mod verify;
 
 pub use generation::{modern_version, Nix, MODERN_SKIP_MESSAGE};
+pub use logs::{copy_log, read_log, LogRead};
 
 use std::path::PathBuf;
 use std::process::Output;

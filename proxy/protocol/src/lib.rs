@@ -6,7 +6,8 @@
 //! - [`NarInfo`], [`fingerprint`] — narinfo files and what their signatures cover;
 //! - [`SigningKey`], [`PublicKey`], [`Signature`] — Ed25519 keys in Nix's `name:base64` format;
 //! - [`CacheInfo`] — `nix-cache-info`;
-//! - [`NarFile`], [`parse_narinfo_name`] — validated HTTP request paths.
+//! - [`NarFile`], [`parse_narinfo_name`] — validated HTTP request paths;
+//! - [`SideFile`] — NAR listings and build logs.
 //!
 //! Every public item is also re-exported at the crate root.
 
@@ -18,6 +19,7 @@ pub mod hash;
 pub mod http_paths;
 pub mod narinfo;
 pub mod nixbase32;
+pub mod side_file;
 pub mod signing;
 pub mod store_path;
 
@@ -29,5 +31,6 @@ pub use http_paths::{
 };
 pub use narinfo::{fingerprint, NarInfo, NarInfoError};
 pub use nixbase32::DecodeError;
+pub use side_file::{SideFile, SideFileError, MIME_LISTING, MIME_LOG};
 pub use signing::{KeyError, PublicKey, Signature, SigningKey};
 pub use store_path::{StorePath, StorePathError, StorePathHash, STORE_DIR};

@@ -1,7 +1,8 @@
-//! Last-access tracking without a database write per hit: hits only note their key in memory,
-//! and a background task writes what was noted every `--access-flush-interval`, in a few
-//! batched statements, with the flush time as the access time. So an access is recorded at most
-//! one interval late, with that resolution, and LRU eviction orders entries by it.
+//! Last-access tracking without a database write per hit: hits only note their key in memory
+//! (narinfos, NARs, listings and logs), and a background task writes what was noted every
+//! `--access-flush-interval`, in a few batched statements, with the flush time as the access
+//! time. So an access is recorded at most one interval late, with that
+//! resolution, and LRU eviction orders entries by it.
 
 use std::{
     collections::HashSet,
@@ -20,6 +21,8 @@ use crate::{
 struct Noted {
     narinfos: HashSet<StorePathHash>,
     nars: HashSet<NarFile>,
+    /// Listings and logs, by path.
+    side_files: HashSet<String>,
 }
 
 /// The accesses noted since the last flush. Disabled (`interval` zero), it notes nothing.
@@ -60,10 +63,18 @@ impl AccessLog {
         });
     }
 
+    pub fn side_file(&self, path: &str) {
+        self.note(|n| {
+            if !n.side_files.contains(path) {
+                n.side_files.insert(path.to_owned());
+            }
+        });
+    }
+
     /// Writes what was noted; on failure it is noted again for the next flush.
     pub async fn flush(&self, db: &dyn MetadataStore) -> Result<usize, DbError> {
         let noted = std::mem::take(&mut *self.noted.lock().unwrap_or_else(|p| p.into_inner()));
-        if noted.narinfos.is_empty() && noted.nars.is_empty() {
+        if noted.narinfos.is_empty() && noted.nars.is_empty() && noted.side_files.is_empty() {
             return Ok(0);
         }
         let narinfos: Vec<_> = noted.narinfos.iter().copied().collect();
@@ -71,12 +82,22 @@ impl AccessLog {
         let at = Timestamp::now();
         // What another replica recorded within half an interval stays: no write for nothing.
         let fresh = at - self.interval / 2;
-        match db.record_access(&narinfos, &nars, at, fresh).await {
-            Ok(()) => Ok(narinfos.len() + nars.len()),
+        let mut result = if narinfos.is_empty() && nars.is_empty() {
+            Ok(())
+        } else {
+            db.record_access(&narinfos, &nars, at, fresh).await
+        };
+        if result.is_ok() && !noted.side_files.is_empty() {
+            let paths: Vec<String> = noted.side_files.iter().cloned().collect();
+            result = db.touch_side_files(&paths, at).await;
+        }
+        match result {
+            Ok(()) => Ok(narinfos.len() + nars.len() + noted.side_files.len()),
             Err(err) => {
                 let mut again = self.noted.lock().unwrap_or_else(|p| p.into_inner());
                 again.narinfos.extend(noted.narinfos);
                 again.nars.extend(noted.nars);
+                again.side_files.extend(noted.side_files);
                 Err(err)
             }
         }

@@ -4,6 +4,7 @@
 mod access;
 mod admission;
 mod answer;
+mod decode;
 mod download;
 mod error;
 mod feed;
@@ -11,27 +12,27 @@ mod fill;
 mod hot;
 mod mirror;
 mod nar;
+mod narinfo;
 mod negative;
 pub mod replica;
 mod scrub;
+mod side;
 mod singleflight;
 mod upload;
 mod verify;
 
-use std::{path::PathBuf, sync::Arc, time::Instant};
+use std::{path::PathBuf, sync::Arc};
 
-use bytes::Bytes;
-
-use nixcache_protocol::{NarFile, NarInfo, SigningKey, StorePathHash};
+use nixcache_protocol::{SigningKey, StorePathHash};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
-    db::{LeaseClaim, LeaseKey, MetadataStore, NarInfoRecord, ProxySignature},
+    db::{MetadataStore, NarInfoRecord},
     metrics::{LookupResult, Metrics, ObjectKind},
     scratch::Scratch,
     storage::{BlobKey, BlobStore},
     tasks::Background,
-    upstream::{Lookup, Upstreams},
+    upstream::Upstreams,
 };
 pub use access::AccessLog;
 use admission::Admission;
@@ -43,6 +44,7 @@ pub use hot::HotCache;
 pub use negative::NegativeCache;
 use replica::Replica;
 pub use scrub::{ScrubOptions, ScrubReport};
+pub use side::{SideResponse, MAX_SIDE_FILE};
 use singleflight::SingleFlight;
 pub use upload::{Stored, UploadError};
 
@@ -84,6 +86,11 @@ pub struct Cache {
     metrics: Arc<Metrics>,
     narinfo_flights: Arc<SingleFlight<StorePathHash, NarInfoRecord>>,
     nar_locates: Arc<SingleFlight<BlobKey, nar::Source>>,
+    /// Listings and logs: misses remembered, fetches shared, transfers bounded (`side`).
+    side_negative: Arc<NegativeCache<BlobKey>>,
+    side_flights: Arc<SingleFlight<BlobKey, u64>>,
+    side_fetches: Arc<tokio::sync::Semaphore>,
+    side_uploads: Arc<tokio::sync::Semaphore>,
     fills: Fills,
     admission: Arc<Admission>,
     tmp_dir: Arc<PathBuf>,
@@ -100,6 +107,7 @@ pub struct Cache {
 impl Cache {
     pub fn new(parts: CacheParts) -> Self {
         let public_key = parts.signer.public_key().to_string().into();
+        let miss_ttl = parts.negative.ttl();
         Self {
             db: parts.db,
             storage: parts.storage,
@@ -116,6 +124,11 @@ impl Cache {
             nar_locates: Arc::new(SingleFlight::counting_joins(
                 parts.metrics.coalesced_counter(ObjectKind::Nar),
             )),
+            side_negative: Arc::new(NegativeCache::new(miss_ttl)),
+            // Joins are not counted: side files are fetched too seldom for the metric to tell.
+            side_flights: Arc::new(SingleFlight::counting_joins(Default::default())),
+            side_fetches: Arc::new(tokio::sync::Semaphore::new(side::SIDE_TRANSFERS)),
+            side_uploads: Arc::new(tokio::sync::Semaphore::new(side::SIDE_TRANSFERS)),
             admission: Arc::new(Admission::new(parts.fill_limits, Arc::clone(&parts.metrics))),
             fills: Fills::new(
                 parts.metrics.fills_in_flight.clone(),
@@ -148,19 +161,6 @@ impl Cache {
         &self.metrics
     }
 
-    /// The narinfo as this proxy serves it (our NAR URL and our signature added), and whether it
-    /// was stored (`Hit`) or looked up now (`Miss`).
-    pub async fn narinfo(&self, hash: &StorePathHash) -> Result<(Bytes, CacheStatus), CacheError> {
-        let looked_up = self.narinfo_text(hash).await;
-        let (text, found) = self.record_lookup(ObjectKind::Narinfo, looked_up.map(|(t, f)| ((t, f), f)))?;
-        self.access.narinfo(hash);
-        let status = match found {
-            LookupResult::Hit => CacheStatus::Hit,
-            _ => CacheStatus::Miss,
-        };
-        Ok((text, status))
-    }
-
     /// Counts a lookup's outcome (hit, miss, …) in the metrics and the request's span.
     fn record_lookup<T>(
         &self,
@@ -174,136 +174,6 @@ impl Cache {
         self.metrics.lookup(kind, outcome);
         tracing::Span::current().record("cache", outcome.as_str());
         result.map(|(value, _)| value)
-    }
-
-    /// The text and whether it was a hit or a miss.
-    async fn narinfo_text(&self, hash: &StorePathHash) -> Result<(Bytes, LookupResult), CacheError> {
-        if let Some(text) = self.hot.narinfo(hash) {
-            return Ok((text, LookupResult::Hit));
-        }
-        if let Some(record) = self.db.get_narinfo(hash).await? {
-            return Ok((self.render(record), LookupResult::Hit));
-        }
-        if self.negative.contains(hash) {
-            return Err(CacheError::NotFound);
-        }
-        let (this, hash) = (self.clone(), *hash);
-        let record = self
-            .narinfo_flights
-            .run(hash, async move { this.fetch_narinfo(hash).await })
-            .await
-            .map_err(CacheError::Shared)?;
-        Ok((self.render((*record).clone()), LookupResult::Miss))
-    }
-
-    /// Asks the upstreams, unless another replica is already asking: then waits (bounded) for
-    /// its answer to appear in the database.
-    async fn fetch_narinfo(&self, hash: StorePathHash) -> Result<NarInfoRecord, CacheError> {
-        let lease_key = LeaseKey::narinfo(&hash);
-        let deadline = Instant::now() + self.replica.wait_limit();
-        loop {
-            // A flight that finished just before this one started may have answered already.
-            if let Some(record) = self.db.get_narinfo(&hash).await? {
-                return Ok(record);
-            }
-            if self.negative.contains(&hash) {
-                return Err(CacheError::NotFound);
-            }
-            if Instant::now() > deadline {
-                return self.lookup_upstreams(hash).await;
-            }
-            // A read while another replica holds the lease, a write only when it is gone.
-            if let LeaseClaim::Acquired = self.replica.claim(&*self.db, &lease_key).await? {
-                let lease = self.replica.hold(Arc::clone(&self.db), lease_key);
-                // The last holder records its answer before releasing: look again first.
-                let result = match self.db.get_narinfo(&hash).await {
-                    Ok(Some(record)) => Ok(record),
-                    Ok(None) => self.lookup_upstreams(hash).await,
-                    Err(err) => Err(err.into()),
-                };
-                // Released in the background: the answer is recorded already, and no client
-                // waits for one more database write (or, with the database down, its timeout).
-                self.background
-                    .spawn("narinfo_lease_release", |_| lease.release());
-                return result;
-            }
-            tokio::time::sleep(NARINFO_POLL).await;
-        }
-    }
-
-    async fn lookup_upstreams(&self, hash: StorePathHash) -> Result<NarInfoRecord, CacheError> {
-        match self.upstreams.lookup_narinfo(&hash).await {
-            Lookup::Found(info) => {
-                let info = *info;
-                let nar_file = NarFile {
-                    hash: info.file_hash.unwrap_or(info.nar_hash),
-                    compression: info.compression.clone(),
-                };
-                // FileHash is not signed: a narinfo must not claim a stored file holding another NAR.
-                if let Some(stored) = self.db.get_nar(&nar_file).await? {
-                    if stored.nar_hash != info.nar_hash {
-                        return Err(CacheError::unverified(format!(
-                            "{} names {} as its file, which holds another NAR ({})",
-                            info.store_path,
-                            nar_file.file_name(),
-                            stored.nar_hash
-                        )));
-                    }
-                }
-                let proxy_sig = Some(self.sign(&info));
-                let record = NarInfoRecord {
-                    info,
-                    nar_file,
-                    proxy_sig,
-                };
-                self.db.put_narinfo(&record).await?;
-                Ok(record)
-            }
-            Lookup::NotFound => {
-                self.negative.insert(hash);
-                Err(CacheError::NotFound)
-            }
-            Lookup::Failed(e) => Err(CacheError::Upstream(e)),
-        }
-    }
-
-    fn sign(&self, info: &NarInfo) -> ProxySignature {
-        ProxySignature {
-            public_key: self.public_key.to_string(),
-            sig: self.signer.sign(&info.fingerprint()),
-        }
-    }
-
-    fn render(&self, record: NarInfoRecord) -> Bytes {
-        let mut info = record.info;
-        info.url = format!("nar/{}", record.nar_file.file_name());
-        let sig = match record.proxy_sig {
-            Some(p) if *p.public_key == *self.public_key => p.sig,
-            _ => {
-                // Signed by an earlier key: sign now and remember it.
-                let fresh = self.sign(&info);
-                let (db, hash, stored) = (Arc::clone(&self.db), *info.store_path.hash(), fresh.clone());
-                self.background.spawn("proxy_signature", move |_| async move {
-                    let _ = db.set_proxy_signature(&hash, &stored).await;
-                });
-                fresh.sig
-            }
-        };
-        info.sigs.retain(|s| s.key_name() != self.signer.name());
-        info.sigs.push(sig);
-        let text = Bytes::from(info.to_string());
-        self.hot.put_narinfo(*info.store_path.hash(), text.clone());
-        text
-    }
-
-    /// A narinfo whose NAR failed verification is forgotten, so the next request asks the
-    /// upstream again instead of pointing clients at a file that can never verify.
-    async fn forget_lying_narinfo(&self, record: &NarInfoRecord) {
-        let hash = record.info.store_path.hash();
-        self.hot.forget_narinfo(hash);
-        if let Err(err) = self.db.delete_narinfo(hash).await {
-            tracing::warn!(store_path = %record.info.store_path, error = %err, "could not forget a narinfo");
-        }
     }
 
     /// Starts the background work of a serving process: writing access times, and reading the

@@ -1,11 +1,15 @@
-//! Remembers narinfos no upstream has, for a short time, so a burst of lookups costs one round.
+//! Remembers narinfos (and listings, logs) no upstream has, for a short time, so a burst of
+//! lookups costs one round.
 //!
 //! Bounded by entries, never flushed as a whole: past the bound, a new miss takes the place of
 //! an old one only when it has been looked up more often (TinyLFU admission in `moka`). So a
 //! flood of random hashes, each asked once, cannot push out the misses clients keep asking for,
 //! and a real miss asked in a burst still gets in while the flood lasts.
 
-use std::time::{Duration, Instant};
+use std::{
+    hash::Hash,
+    time::{Duration, Instant},
+};
 
 use moka::sync::Cache;
 use nixcache_protocol::StorePathHash;
@@ -13,13 +17,13 @@ use nixcache_protocol::StorePathHash;
 /// Upper bound on remembered misses (~100 bytes each).
 const MAX_ENTRIES: u64 = 100_000;
 
-pub struct NegativeCache {
+pub struct NegativeCache<K = StorePathHash> {
     /// When each miss was noted; `None` when misses are not remembered (a TTL of zero).
-    entries: Option<Cache<StorePathHash, Instant>>,
+    entries: Option<Cache<K, Instant>>,
     ttl: Duration,
 }
 
-impl NegativeCache {
+impl<K: Hash + Eq + Send + Sync + 'static> NegativeCache<K> {
     pub fn new(ttl: Duration) -> Self {
         let entries = (!ttl.is_zero()).then(|| {
             Cache::builder()
@@ -30,26 +34,31 @@ impl NegativeCache {
         Self { entries, ttl }
     }
 
+    /// How long a miss is remembered.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
     /// How much longer `hash` is remembered as a miss; `None` when it is not.
-    pub fn remembered_for(&self, hash: &StorePathHash) -> Option<Duration> {
+    pub fn remembered_for(&self, hash: &K) -> Option<Duration> {
         let noted = self.entries.as_ref()?.get(hash)?;
         self.ttl.checked_sub(noted.elapsed())
     }
 
     /// Whether `hash` is a remembered miss. Counts as a lookup of it, remembered or not: how
     /// often a hash is asked for decides whether it may take an older miss's place.
-    pub fn contains(&self, hash: &StorePathHash) -> bool {
+    pub fn contains(&self, hash: &K) -> bool {
         self.entries.as_ref().is_some_and(|e| e.get(hash).is_some())
     }
 
     /// Forgets a miss (the path was uploaded since).
-    pub fn remove(&self, hash: &StorePathHash) {
+    pub fn remove(&self, hash: &K) {
         if let Some(entries) = &self.entries {
             entries.invalidate(hash);
         }
     }
 
-    pub fn insert(&self, hash: StorePathHash) {
+    pub fn insert(&self, hash: K) {
         if let Some(entries) = &self.entries {
             entries.insert(hash, Instant::now());
         }

@@ -8,23 +8,22 @@ use super::{
     sql::{Arg, SqlDb},
     statements::placeholders,
     store::SqlStore,
-    AccessCursor, DbError, Engine, NarAccess, NarinfoAccess, Timestamp, Usage,
+    AccessCursor, DbError, Engine, NarAccess, NarinfoAccess, SideFileAccess, Timestamp, Usage,
 };
 
 /// Keys per `IN (…)` list: far below every engine's limit on bound parameters.
 const IN_BATCH: usize = 500;
 
-/// `SUM` is a NUMERIC on PostgreSQL and a DECIMAL on MySQL: cast back to a 64-bit integer.
-fn sum_sql(engine: Engine) -> &'static str {
-    match engine {
-        Engine::Sqlite => "SELECT COALESCE(SUM(file_size), 0) AS bytes, COUNT(*) AS n FROM nars",
-        Engine::Postgres => {
-            "SELECT CAST(COALESCE(SUM(file_size), 0) AS BIGINT) AS bytes, COUNT(*) AS n FROM nars"
-        }
-        Engine::MySql => {
-            "SELECT CAST(COALESCE(SUM(file_size), 0) AS SIGNED) AS bytes, COUNT(*) AS n FROM nars"
-        }
-    }
+/// `SUM(size) AS bytes, COUNT(*) AS n` of a table. `SUM` is a NUMERIC on PostgreSQL and a DECIMAL
+/// on MySQL: cast back to a 64-bit integer.
+fn sum_sql(engine: Engine, table: &str, size: &str) -> String {
+    let sum = format!("COALESCE(SUM({size}), 0)");
+    let bytes = match engine {
+        Engine::Sqlite => sum,
+        Engine::Postgres => format!("CAST({sum} AS BIGINT)"),
+        Engine::MySql => format!("CAST({sum} AS SIGNED)"),
+    };
+    format!("SELECT {bytes} AS bytes, COUNT(*) AS n FROM {table}")
 }
 
 /// `AND (last_access, key) > cursor`, spelled out so every engine can use the index.
@@ -38,6 +37,11 @@ fn after_clause(column: &str, after: Option<&AccessCursor>, args: &mut Vec<Arg>)
         c.key.as_str().into(),
     ]);
     format!(" AND (last_access > ? OR (last_access = ? AND {column} > ?))")
+}
+
+/// A count or sum read back, absent when there were no rows.
+fn count(v: Option<i64>, what: &'static str) -> Result<u64, DbError> {
+    u64::try_from(v.unwrap_or(0)).map_err(|e| corrupt("usage", what, e))
 }
 
 impl<DB: SqlDb> SqlStore<DB> {
@@ -86,29 +90,35 @@ impl<DB: SqlDb> SqlStore<DB> {
     }
 
     pub(super) async fn usage_now(&self) -> Result<Usage, DbError> {
-        let count = |v: Option<i64>, what: &'static str| {
-            u64::try_from(v.unwrap_or(0)).map_err(|e| corrupt("usage", what, e))
-        };
-        let nars = self.fetch(sum_sql(self.engine()), vec![]).await?;
+        let (nar_bytes, nars) = self.sum("nars", "file_size").await?;
+        let (side_bytes, side_files) = self.sum("side_files", "size").await?;
         let narinfos = self
             .fetch(
                 "SELECT COUNT(*) AS n FROM narinfos WHERE evicted_at IS NULL",
                 vec![],
             )
             .await?;
-        let (bytes, nar_count) = match &nars {
-            Some(row) => (DB::int(row, "bytes")?, DB::int(row, "n")?),
-            None => (None, None),
-        };
         let narinfo_count = match &narinfos {
             Some(row) => DB::int(row, "n")?,
             None => None,
         };
         Ok(Usage {
-            nar_bytes: count(bytes, "bytes")?,
-            nars: count(nar_count, "nars")?,
+            nar_bytes,
+            nars,
             narinfos: count(narinfo_count, "narinfos")?,
+            side_files,
+            side_bytes,
         })
+    }
+
+    /// The sum of `size` over `table`'s rows, and how many rows there are.
+    async fn sum(&self, table: &'static str, size: &str) -> Result<(u64, u64), DbError> {
+        let row = self.fetch(&sum_sql(self.engine(), table, size), vec![]).await?;
+        let (bytes, n) = match &row {
+            Some(row) => (DB::int(row, "bytes")?, DB::int(row, "n")?),
+            None => (None, None),
+        };
+        Ok((count(bytes, "bytes")?, count(n, table)?))
     }
 
     pub(super) async fn narinfos_by_access(
@@ -138,6 +148,38 @@ impl<DB: SqlDb> SqlStore<DB> {
                 })
             })
             .collect()
+    }
+
+    /// Side files by last access: the statement of `least_recent_side_files`.
+    pub(super) async fn side_files_by_access(
+        &self,
+        before: Timestamp,
+        after: Option<&AccessCursor>,
+        limit: u32,
+    ) -> Result<Vec<SideFileAccess>, DbError> {
+        let mut args: Vec<Arg> = vec![before.unix_ms().into()];
+        let after = after_clause("path", after, &mut args);
+        args.push(i64::from(limit).into());
+        let uploaded = super::statements::as_int64(self.engine(), "uploaded");
+        let sql = self.sql(&format!(
+            "SELECT path, size, {uploaded} AS uploaded, last_access FROM side_files \
+             WHERE last_access < ?{after} ORDER BY last_access, path LIMIT ?"
+        ));
+        let rows = self.fetch_all(&sql, args).await?;
+        rows.iter().map(super::row::side_file_access::<DB>).collect()
+    }
+
+    /// `UPDATE side_files SET last_access = at WHERE path IN (paths)`, sorted, in batches.
+    pub(super) async fn touch_side_files_batched(
+        &self,
+        paths: &[String],
+        at: Timestamp,
+    ) -> Result<(), DbError> {
+        let mut paths = paths.to_vec();
+        paths.sort();
+        // No row is too fresh to set (a test may also set an earlier time).
+        let never = Timestamp::from_unix_ms(i64::MAX);
+        self.update_in("side_files", "path", paths, at, never).await
     }
 
     pub(super) async fn orphan_nars_by_access(

@@ -25,7 +25,7 @@ use nixcache_protocol::{NarFile, StorePathHash};
 pub use engine::Engine;
 pub use model::{
     AccessCursor, Lease, LeaseClaim, LeaseKey, NarAccess, NarInfoRecord, NarRecord, NarinfoAccess,
-    ProxySignature, UploadRecord, Usage,
+    ProxySignature, SideFileAccess, SideFileRecord, UploadRecord, Usage,
 };
 pub use store::{MySqlMetadata, PostgresMetadata, SqliteMetadata};
 pub use time::Timestamp;
@@ -168,6 +168,25 @@ pub trait MetadataStore: Send + Sync + 'static {
     async fn delete_stale_upload(&self, file: &NarFile, before: Timestamp) -> Result<bool, DbError>;
     /// Up to `limit` uploads recorded before `before` whose narinfo never came.
     async fn stale_uploads(&self, before: Timestamp, limit: u32) -> Result<Vec<UploadRecord>, DbError>;
+
+    /// The side file (NAR listing or build log) stored under `path` (no leading slash).
+    async fn get_side_file(&self, path: &str) -> Result<Option<SideFileRecord>, DbError>;
+    /// Records a side file, after its bytes are in place (replacing an earlier record of its
+    /// path); created and accessed now.
+    async fn put_side_file(&self, record: &SideFileRecord) -> Result<(), DbError>;
+    /// Sets these side files' last access to `at` (in batched statements); nothing for paths
+    /// that have none.
+    async fn touch_side_files(&self, paths: &[String], at: Timestamp) -> Result<(), DbError>;
+    /// `true` when there was one to delete.
+    async fn delete_side_file(&self, path: &str) -> Result<bool, DbError>;
+    /// Up to `limit` side files last accessed before `before`, least recent first (ties by
+    /// path), after `after`.
+    async fn least_recent_side_files(
+        &self,
+        before: Timestamp,
+        after: Option<&AccessCursor>,
+        limit: u32,
+    ) -> Result<Vec<SideFileAccess>, DbError>;
 }
 
 /// Opens the metadata store named by `url`. SQLite is migrated on the spot; PostgreSQL and MySQL

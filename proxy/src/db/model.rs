@@ -81,6 +81,10 @@ pub struct Usage {
     pub nar_bytes: u64,
     pub nars: u64,
     pub narinfos: u64,
+    /// Stored side files (NAR listings and build logs), counted apart from the NARs.
+    pub side_files: u64,
+    /// Sum of the stored side files' sizes.
+    pub side_bytes: u64,
 }
 
 /// Where a least-recently-used scan stopped: the last row's access time and key. Rows come in
@@ -118,6 +122,15 @@ impl NarinfoAccess {
     }
 }
 
+impl SideFileAccess {
+    pub fn cursor(&self) -> AccessCursor {
+        AccessCursor {
+            last_access: self.last_access,
+            key: self.path.clone(),
+        }
+    }
+}
+
 impl NarAccess {
     pub fn cursor(&self) -> AccessCursor {
         AccessCursor {
@@ -146,4 +159,27 @@ pub struct UploadRecord {
     /// Computed here by decompressing the upload.
     pub nar_hash: Sha256Hash,
     pub nar_size: u64,
+}
+
+/// A stored side file: a NAR listing or a build log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SideFileRecord {
+    /// The URL path without the leading slash: `<hash>.ls` or `log/<drv base name>`; ASCII, at
+    /// most 255 bytes.
+    pub path: String,
+    /// The Content-Encoding the stored bytes are in (`br`, `gzip`, `zstd`, …), `""` for none.
+    pub encoding: String,
+    /// Bytes stored.
+    pub size: u64,
+    /// Uploaded by a client: it cannot be fetched again once deleted.
+    pub uploaded: bool,
+}
+
+/// A side file in least-recently-used order, for GC.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SideFileAccess {
+    pub path: String,
+    pub size: u64,
+    pub uploaded: bool,
+    pub last_access: Timestamp,
 }

@@ -7,7 +7,8 @@ use nixcache_protocol::{Compression, NarFile, NarInfo, Sha256Hash, Signature, St
 
 use super::{
     sql::{Arg, SqlDb},
-    DbError, Lease, LeaseKey, NarInfoRecord, NarRecord, ProxySignature, Timestamp, UploadRecord,
+    DbError, Lease, LeaseKey, NarInfoRecord, NarRecord, ProxySignature, SideFileAccess, SideFileRecord,
+    Timestamp, UploadRecord,
 };
 
 pub(super) fn corrupt(key: &str, field: &'static str, reason: impl ToString) -> DbError {
@@ -39,6 +40,18 @@ impl<DB: SqlDb> Cols<'_, DB> {
         DB::int(self.row, column)?
             .map(|v| u64::try_from(v).map_err(|e| corrupt(&self.key, column, e)))
             .transpose()
+    }
+    fn req_size(&self, column: &'static str) -> Result<u64, DbError> {
+        self.size(column)?
+            .ok_or_else(|| corrupt(&self.key, column, "NULL"))
+    }
+    /// A 0/1 flag.
+    fn flag(&self, column: &'static str) -> Result<bool, DbError> {
+        match self.int(column)? {
+            0 => Ok(false),
+            1 => Ok(true),
+            v => Err(corrupt(&self.key, column, format!("{v} is neither 0 nor 1"))),
+        }
     }
     fn path(&self, column: &'static str, s: &str) -> Result<StorePath, DbError> {
         StorePath::from_base_name(s).map_err(|e| corrupt(&self.key, column, e))
@@ -195,5 +208,69 @@ pub(super) fn upload_args(rec: &UploadRecord, now: Timestamp) -> Result<Vec<Arg>
         rec.nar_hash.to_string().into(),
         size(rec.nar_size)?.into(),
         now.unix_secs().into(),
+    ])
+}
+
+/// Side file paths and encodings: what the MySQL columns hold (`VARCHAR(255)` and `(16)`, ASCII),
+/// checked on every engine so that they all accept the same.
+const SIDE_PATH_MAX: usize = 255;
+const SIDE_ENCODING_MAX: usize = 16;
+
+/// A row of `side_files` (`encoding, size, uploaded`) stored under `path`.
+pub(super) fn side_file<DB: SqlDb>(row: &DB::Row, path: &str) -> Result<SideFileRecord, DbError> {
+    let c = Cols::<DB> {
+        row,
+        key: path.to_string(),
+    };
+    Ok(SideFileRecord {
+        path: path.to_string(),
+        encoding: c.text("encoding")?,
+        size: c.req_size("size")?,
+        uploaded: c.flag("uploaded")?,
+    })
+}
+
+/// A row of `side_files` in LRU order (`path, size, uploaded, last_access`).
+pub(super) fn side_file_access<DB: SqlDb>(row: &DB::Row) -> Result<SideFileAccess, DbError> {
+    let key = DB::text(row, "path")?.unwrap_or_default();
+    let c = Cols::<DB> { row, key };
+    Ok(SideFileAccess {
+        path: c.text("path")?,
+        size: c.req_size("size")?,
+        uploaded: c.flag("uploaded")?,
+        last_access: Timestamp::from_unix_ms(c.int("last_access")?),
+    })
+}
+
+/// The values of `side_files`' columns for `rec`, recorded (and accessed) `now`. Refuses a path or
+/// an encoding that is not printable ASCII of the columns' length (or a path with a leading `/`).
+pub(super) fn side_file_args(rec: &SideFileRecord, now: Timestamp) -> Result<Vec<Arg>, DbError> {
+    let path = &rec.path;
+    let printable = |s: &str| s.bytes().all(|b| b.is_ascii_graphic());
+    if path.is_empty() || path.len() > SIDE_PATH_MAX || path.starts_with('/') || !printable(path) {
+        return Err(corrupt(
+            path,
+            "path",
+            format!("not 1 to {SIDE_PATH_MAX} printable ASCII characters without a leading /"),
+        ));
+    }
+    if rec.encoding.len() > SIDE_ENCODING_MAX || !printable(&rec.encoding) {
+        return Err(corrupt(
+            path,
+            "encoding",
+            format!(
+                "{:?} is not at most {SIDE_ENCODING_MAX} printable ASCII characters",
+                rec.encoding
+            ),
+        ));
+    }
+    let size = i64::try_from(rec.size).map_err(|e| corrupt(path, "size", e))?;
+    Ok(vec![
+        path.as_str().into(),
+        rec.encoding.as_str().into(),
+        size.into(),
+        i64::from(rec.uploaded).into(),
+        now.unix_secs().into(),
+        now.unix_ms().into(),
     ])
 }

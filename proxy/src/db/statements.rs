@@ -1,6 +1,7 @@
 //! The SQL of every operation, written once with `?` placeholders. Engines differ only in the
 //! upserts (`ON CONFLICT … DO UPDATE` on SQLite and PostgreSQL, `ON DUPLICATE KEY UPDATE` on
-//! MySQL) and in PostgreSQL's numbered placeholders (`$1`, `$2`, …).
+//! MySQL), in the cast that reads a SMALLINT as a 64-bit integer, and in PostgreSQL's numbered
+//! placeholders (`$1`, `$2`, …).
 
 use super::Engine;
 
@@ -29,6 +30,15 @@ pub(super) const NARINFO_COLUMNS: [&str; 18] = [
 const NAR_COLUMNS: [&str; 5] = ["nar_file", "file_size", "nar_hash", "created_at", "last_access"];
 const UPLOAD_COLUMNS: [&str; 5] = ["nar_file", "file_size", "nar_hash", "nar_size", "created_at"];
 const LEASE_COLUMNS: [&str; 4] = ["lease_key", "holder", "address", "expires_at_ms"];
+/// In the order `put_side_file` binds them (`row::side_file_args`).
+const SIDE_FILE_COLUMNS: [&str; 6] = [
+    "path",
+    "encoding",
+    "size",
+    "uploaded",
+    "created_at",
+    "last_access",
+];
 
 pub(super) struct Statements {
     pub get_narinfo: String,
@@ -55,11 +65,15 @@ pub(super) struct Statements {
     pub purge_evicted_narinfos: String,
     /// Binds the file twice: deletes the NAR row only while no live narinfo names it.
     pub delete_unnamed_nar: String,
+    pub get_side_file: String,
+    pub put_side_file: String,
+    pub delete_side_file: String,
 }
 
 impl Statements {
     pub fn new(engine: Engine) -> Self {
         let select = NARINFO_COLUMNS[..15].join(", ");
+        let uploaded = as_int64(engine, "uploaded");
         let sql = |text: &str| placeholders(engine, text);
         Self {
             get_narinfo: sql(&format!(
@@ -93,6 +107,11 @@ impl Statements {
                 "SELECT nar_file, file_size, nar_hash, nar_size FROM uploads WHERE created_at < ? \
                  ORDER BY created_at LIMIT ?",
             ),
+            get_side_file: sql(&format!(
+                "SELECT encoding, size, {uploaded} AS uploaded FROM side_files WHERE path = ?"
+            )),
+            put_side_file: sql(&upsert(engine, "side_files", &SIDE_FILE_COLUMNS)),
+            delete_side_file: sql("DELETE FROM side_files WHERE path = ?"),
         }
     }
 }
@@ -111,6 +130,16 @@ fn upsert(engine: Engine, table: &str, columns: &[&str]) -> String {
             let set: Vec<_> = rest.iter().map(|c| format!("{c} = excluded.{c}")).collect();
             format!("{insert} ON CONFLICT ({key}) DO UPDATE SET {}", set.join(", "))
         }
+    }
+}
+
+/// `column`, a narrower integer (the `uploaded` flag's SMALLINT), read as the 64-bit integer that
+/// every integer column is read as: PostgreSQL decodes each width as its own type.
+pub(super) fn as_int64(engine: Engine, column: &str) -> String {
+    match engine {
+        Engine::Sqlite => column.to_string(),
+        Engine::Postgres => format!("CAST({column} AS BIGINT)"),
+        Engine::MySql => format!("CAST({column} AS SIGNED)"),
     }
 }
 
@@ -184,5 +213,9 @@ mod tests {
              created_at = VALUES(created_at), last_access = VALUES(last_access)"
         );
         assert_eq!(s.claim_lease.matches('?').count(), 5);
+        assert_eq!(
+            s.get_side_file,
+            "SELECT encoding, size, CAST(uploaded AS SIGNED) AS uploaded FROM side_files WHERE path = ?"
+        );
     }
 }

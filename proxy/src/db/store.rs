@@ -11,7 +11,8 @@ use sqlx::{
 
 use super::{
     row, statements::Statements, AccessCursor, DbError, Engine, Lease, LeaseClaim, LeaseKey, MetadataStore,
-    NarAccess, NarInfoRecord, NarRecord, NarinfoAccess, ProxySignature, Timestamp, UploadRecord, Usage,
+    NarAccess, NarInfoRecord, NarRecord, NarinfoAccess, ProxySignature, SideFileAccess, SideFileRecord,
+    Timestamp, UploadRecord, Usage,
 };
 use crate::redact;
 
@@ -286,6 +287,34 @@ impl<DB: SqlDb> MetadataStore for SqlStore<DB> {
         let args = vec![before.unix_secs().into(), i64::from(limit).into()];
         let rows = self.fetch_all(&self.sql.stale_uploads, args).await?;
         rows.iter().map(row::upload::<DB>).collect()
+    }
+
+    async fn get_side_file(&self, path: &str) -> Result<Option<SideFileRecord>, DbError> {
+        let row = self.fetch(&self.sql.get_side_file, vec![path.into()]).await?;
+        row.as_ref().map(|r| row::side_file::<DB>(r, path)).transpose()
+    }
+
+    async fn put_side_file(&self, rec: &SideFileRecord) -> Result<(), DbError> {
+        let args = row::side_file_args(rec, Timestamp::now())?;
+        self.exec(&self.sql.put_side_file, args).await?;
+        Ok(())
+    }
+
+    async fn touch_side_files(&self, paths: &[String], at: Timestamp) -> Result<(), DbError> {
+        self.touch_side_files_batched(paths, at).await
+    }
+
+    async fn delete_side_file(&self, path: &str) -> Result<bool, DbError> {
+        Ok(self.exec(&self.sql.delete_side_file, vec![path.into()]).await? >= 1)
+    }
+
+    async fn least_recent_side_files(
+        &self,
+        before: Timestamp,
+        after: Option<&AccessCursor>,
+        limit: u32,
+    ) -> Result<Vec<SideFileAccess>, DbError> {
+        self.side_files_by_access(before, after, limit).await
     }
 }
 

@@ -1,4 +1,5 @@
-//! The steps of one run: orphan NARs, then narinfos in LRU order, then abandoned uploads.
+//! The steps of one run: orphan NARs, listings and logs (`side`), then narinfos in LRU order,
+//! then abandoned uploads.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -53,6 +54,9 @@ impl Run<'_> {
     pub(super) async fn evict(&mut self) -> Result<(), DbError> {
         if self.over() {
             self.evict_orphans().await?;
+        }
+        if self.over() {
+            self.evict_side_files().await?;
         }
         if self.over() {
             self.evict_narinfos().await?;

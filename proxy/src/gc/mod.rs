@@ -2,7 +2,7 @@
 //! `serve --gc-schedule` run [`run_once`].
 //!
 //! Entries go in order of last access (`cache::access` records it). First stored NARs that no
-//! live narinfo names, then narinfos: a narinfo goes with its NAR, but a NAR that several
+//! live narinfo names, then listings and logs (`side`), then narinfos: a narinfo goes with its NAR, but a NAR that several
 //! narinfos name goes only with the last of them. An evicted narinfo is marked, not deleted: a
 //! lookup of the path is a miss again, yet a client that cached the narinfo itself can still
 //! fetch the NAR, which is downloaded again (uploaded narinfos, whose NAR cannot be fetched
@@ -15,6 +15,7 @@
 
 mod evict;
 pub mod schedule;
+mod side;
 #[cfg(test)]
 mod tests;
 
@@ -70,6 +71,8 @@ pub struct GcReport {
     pub nars_deleted: u64,
     /// NARs deleted that no narinfo named.
     pub orphans_deleted: u64,
+    /// Listings and logs deleted.
+    pub side_files_deleted: u64,
     pub bytes_freed: u64,
     /// Objects whose row went but whose deletion from storage failed (left unrecorded).
     pub storage_errors: u64,
@@ -83,7 +86,7 @@ pub struct GcReport {
 
 impl GcReport {
     pub fn size_after(&self) -> u64 {
-        self.before.nar_bytes.saturating_sub(self.bytes_freed)
+        (self.before.nar_bytes + self.before.side_bytes).saturating_sub(self.bytes_freed)
     }
     /// Still over the limit: what is left was accessed within `keep_recent`.
     pub fn over_limit(&self) -> bool {
@@ -98,20 +101,29 @@ impl fmt::Display for GcReport {
         } else {
             ("freed", "")
         };
-        writeln!(
+        write!(
             f,
-            "{prefix}cache held {} in {} NARs ({} narinfos); limit {}",
+            "{prefix}cache held {} in {} NARs ({} narinfos)",
             format_size(self.before.nar_bytes),
             self.before.nars,
             self.before.narinfos,
-            format_size(self.max_size)
         )?;
+        if self.before.side_files > 0 {
+            write!(
+                f,
+                " and {} in {} listings and logs",
+                format_size(self.before.side_bytes),
+                self.before.side_files
+            )?;
+        }
+        writeln!(f, "; limit {}", format_size(self.max_size))?;
         write!(
             f,
-            "{prefix}evicted {} narinfos and {} NARs ({} without a narinfo), {verb} {} in {:.2} s; size now {}",
+            "{prefix}evicted {} narinfos and {} NARs ({} without a narinfo), {} listings and logs, {verb} {} in {:.2} s; size now {}",
             self.narinfos_evicted,
             self.nars_deleted,
             self.orphans_deleted,
+            self.side_files_deleted,
             format_size(self.bytes_freed),
             self.elapsed.as_secs_f64(),
             format_size(self.size_after()),

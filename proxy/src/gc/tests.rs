@@ -107,16 +107,20 @@ async fn run(db: &Arc<dyn MetadataStore>, storage: &dyn BlobStore, max_size: u64
     report
 }
 
+/// A SQLite database and a local store in `dir`.
+async fn sqlite_and_local(dir: &std::path::Path) -> (Arc<dyn MetadataStore>, LocalStore) {
+    let db = connect(&format!("sqlite://{}/db.sqlite", dir.display()))
+        .await
+        .unwrap();
+    let storage = LocalStore::open(dir.join("nar"), dir.join("tmp")).await.unwrap();
+    (db, storage)
+}
+
 #[tokio::test]
 async fn runs_over_pages_take_exactly_the_least_recently_used() {
     assert!(ENTRIES > 2 * PAGE as usize);
     let dir = tempfile::tempdir().unwrap();
-    let db = connect(&format!("sqlite://{}/db.sqlite", dir.path().display()))
-        .await
-        .unwrap();
-    let storage = LocalStore::open(dir.path().join("nar"), dir.path().join("tmp"))
-        .await
-        .unwrap();
+    let (db, storage) = sqlite_and_local(dir.path()).await;
     fill(&*db, &storage).await;
     // Evicting entries 0..700 frees the NARs all of whose narinfos are among them.
     let evicted = 700;
@@ -244,4 +248,67 @@ async fn a_cancelled_run_releases_its_nar_lease() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
+}
+
+#[tokio::test]
+async fn listings_and_logs_go_first_and_count_towards_the_limit() {
+    use crate::db::SideFileRecord;
+    let dir = tempfile::tempdir().unwrap();
+    let (db, storage) = sqlite_and_local(dir.path()).await;
+    fill(&*db, &storage).await;
+    let nars = db.usage().await.unwrap().nar_bytes;
+    // Three side files of 400 bytes, accessed after every narinfo, the log last.
+    let paths = [
+        format!("{}.ls", hash(1)),
+        format!("{}.ls", hash(2)),
+        format!("log/{}-p-3.drv", hash(3)),
+    ];
+    for (n, path) in paths.iter().enumerate() {
+        let key = BlobKey::for_side_file(&nixcache_protocol::SideFile::parse(path).unwrap());
+        let body = futures::stream::once(async { Ok(bytes::Bytes::from(vec![b'x'; 400])) });
+        storage.put_stream(&key, Box::pin(body)).await.unwrap();
+        let record = SideFileRecord {
+            path: path.clone(),
+            encoding: String::new(),
+            size: 400,
+            uploaded: n == 2,
+        };
+        db.put_side_file(&record).await.unwrap();
+        db.touch_side_files(&[path.to_string()], ms(100_000 + n as i64))
+            .await
+            .unwrap();
+    }
+    let usage = db.usage().await.unwrap();
+    assert_eq!((usage.side_files, usage.side_bytes), (3, 1200));
+
+    // Over by 500 bytes: the two least recent side files go, before any narinfo (although
+    // those were accessed earlier), and nothing else.
+    let max_size = nars + 1200 - 500;
+    let dry = run(&db, &storage, max_size, true).await;
+    let real = run(&db, &storage, max_size, false).await;
+    for report in [&dry, &real] {
+        assert_eq!(report.side_files_deleted, 2, "{report}");
+        assert_eq!(report.narinfos_evicted, 0, "{report}");
+        assert_eq!(report.size_after(), nars + 400, "{report}");
+        assert!(
+            report.to_string().contains("1.2 KiB in 3 listings and logs"),
+            "{report}"
+        );
+    }
+    for (n, path) in paths.iter().enumerate() {
+        let kept = n == 2;
+        assert_eq!(db.get_side_file(path).await.unwrap().is_some(), kept, "{path}");
+        let object = storage
+            .stat(&BlobKey::for_side_file(
+                &nixcache_protocol::SideFile::parse(path).unwrap(),
+            ))
+            .await
+            .unwrap();
+        assert_eq!(object.is_some(), kept, "{path}");
+    }
+    // Further down, the last one goes too, then narinfos.
+    let report = run(&db, &storage, nars - NAR_BYTES, false).await;
+    assert_eq!(report.side_files_deleted, 1, "{report}");
+    assert!(report.narinfos_evicted >= 1, "{report}");
+    assert_eq!(db.usage().await.unwrap().side_files, 0);
 }

@@ -9,7 +9,7 @@ use axum::{
     http::{header, HeaderMap, HeaderValue, StatusCode},
     response::{IntoResponse, Response},
 };
-use nixcache_protocol::NarFile;
+use nixcache_protocol::{NarFile, SideFile};
 
 use crate::cache::CacheStatus;
 
@@ -45,7 +45,12 @@ pub fn nar_etag(file: &NarFile, fixed_by_name: bool) -> HeaderValue {
 /// Whether the request's `If-None-Match` lists `file`'s tag, strong or weak (compared weakly,
 /// as RFC 9110 asks for this header), or is `*`.
 pub fn none_match_hits(headers: &HeaderMap, file: &NarFile) -> bool {
-    let ours = format!("\"{}\"", file.file_name());
+    none_match_lists(headers, &file.file_name())
+}
+
+/// Whether `If-None-Match` lists the tag `"<name>"` (strong or weak) or is `*`.
+fn none_match_lists(headers: &HeaderMap, name: &str) -> bool {
+    let ours = format!("\"{name}\"");
     headers
         .get_all(header::IF_NONE_MATCH)
         .iter()
@@ -65,6 +70,46 @@ pub fn immutable(headers: &mut HeaderMap, etag: HeaderValue) {
 pub fn not_modified(etag: HeaderValue) -> Response {
     let mut response = StatusCode::NOT_MODIFIED.into_response();
     immutable(response.headers_mut(), etag);
+    response
+}
+
+/// A listing or log's entity tag: `W/"<its path>"`. Weak: a copy fetched again (after GC, from
+/// another upstream) holds the same listing or log, not always the same bytes.
+fn side_etag(file: &SideFile) -> HeaderValue {
+    // Store path hashes and names are header-safe characters.
+    HeaderValue::from_str(&format!("W/\"{file}\"")).unwrap_or(HeaderValue::from_static("W/\"\""))
+}
+
+/// Whether the request's `If-None-Match` lists `file`'s tag (or is `*`).
+pub fn side_none_match_hits(headers: &HeaderMap, file: &SideFile) -> bool {
+    none_match_lists(headers, &file.to_string())
+}
+
+/// The headers of a listing's or log's answer: a listing is fixed by its store path, as the NAR
+/// is; a log is kept briefly, as a narinfo (another upload may come after a GC).
+pub fn side_file(headers: &mut HeaderMap, file: &SideFile) {
+    let kept = match file {
+        SideFile::Listing(_) => IMMUTABLE,
+        SideFile::Log(_) => NARINFO_KEPT,
+    };
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static(kept));
+    headers.insert(header::ETAG, side_etag(file));
+}
+
+/// `304 Not Modified` for a listing or log the client has.
+pub fn not_modified_side(file: &SideFile) -> Response {
+    let mut response = StatusCode::NOT_MODIFIED.into_response();
+    side_file(response.headers_mut(), file);
+    response
+}
+
+/// A `404` that caches in front may keep for as long as this cache still remembers the miss
+/// (`left`; nothing said when it does not).
+pub fn remembered_miss(left: Option<Duration>) -> Response {
+    let mut response = super::error::plain(StatusCode::NOT_FOUND, "not found");
+    if let Some(keep) = keep_for(left.unwrap_or_default()) {
+        response.headers_mut().insert(header::CACHE_CONTROL, keep);
+    }
     response
 }
 

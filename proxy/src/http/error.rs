@@ -143,7 +143,9 @@ impl IntoResponse for ApiError {
                 let status = match &err {
                     UploadError::Invalid(_) => StatusCode::BAD_REQUEST,
                     UploadError::Conflict(_) => StatusCode::CONFLICT,
-                    UploadError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+                    UploadError::TooLarge { .. } | UploadError::TooLargeDecoded { .. } => {
+                        StatusCode::PAYLOAD_TOO_LARGE
+                    }
                     UploadError::NotFound => StatusCode::NOT_FOUND,
                     UploadError::Cache(inner) => classify(inner).0,
                 };

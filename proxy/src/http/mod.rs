@@ -11,8 +11,10 @@ mod nar;
 mod narinfo;
 mod observe;
 pub mod server;
+mod side;
 mod status;
 mod upload;
+mod write;
 
 use std::sync::{
     atomic::{AtomicBool, Ordering},
@@ -74,6 +76,7 @@ pub fn router(state: AppState) -> Router {
             get(nar::get_nar).put(upload::put_nar).delete(upload::delete_nar),
         )
         .route(&format!("{FILLS_ROUTE}/{{file}}"), get(nar::get_fill))
+        .route("/log/{drv}", get(side::get_log).put(side::put_log))
         .route(
             "/{file}",
             get(narinfo::get_narinfo)
@@ -90,14 +93,16 @@ async fn fallback(uri: Uri) -> Response {
     let path = uri.path();
     let lowered = path.to_ascii_lowercase();
     if path.starts_with("/nar/")
+        || path.starts_with("/log/")
         || path.ends_with(".narinfo")
+        || path.ends_with(".ls")
         || lowered.contains("..")
         || lowered.contains("%2f")
         || lowered.contains("%2e")
     {
         return error::plain(
             StatusCode::BAD_REQUEST,
-            "invalid path: expected /<hash>.narinfo or /nar/<filehash>.nar[.xz|.zst|.bz2]",
+            "invalid path: expected /<hash>.narinfo, /<hash>.ls, /log/<hash>-<name>.drv or /nar/<filehash>.nar[.xz|.zst|.bz2]",
         );
     }
     error::plain(StatusCode::NOT_FOUND, "not found")

@@ -15,8 +15,9 @@ use tracing::{field::Empty, Instrument};
 
 use crate::metrics::{self, HttpLabels, Metrics, Route, RouteLabels};
 
-/// The route template as a fixed label.
-fn route_label(matched: Option<&MatchedPath>) -> Route {
+/// The route template as a fixed label (`/{file}` serves narinfos and listings: told apart by
+/// the path).
+fn route_label(matched: Option<&MatchedPath>, path: &str) -> Route {
     match matched.map(MatchedPath::as_str) {
         Some("/") => Route::Landing,
         Some("/nix-cache-info") => Route::NixCacheInfo,
@@ -26,7 +27,9 @@ fn route_label(matched: Option<&MatchedPath>) -> Route {
         Some("/metrics") => Route::Metrics,
         Some("/status") => Route::Status,
         Some("/nar/{file}") => Route::Nar,
+        Some("/{file}") if path.ends_with(".ls") => Route::Listing,
         Some("/{file}") => Route::Narinfo,
+        Some("/log/{drv}") => Route::Log,
         Some(p) if p.starts_with(crate::cache::replica::FILLS_ROUTE) => Route::Fills,
         _ => Route::Other,
     }
@@ -45,7 +48,7 @@ fn method_label(method: &Method) -> metrics::Method {
 
 pub async fn observe(State(metrics): State<Arc<Metrics>>, request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let route = route_label(request.extensions().get::<MatchedPath>());
+    let route = route_label(request.extensions().get::<MatchedPath>(), request.uri().path());
     let method = method_label(request.method());
     let span = tracing::info_span!(
         target: "nixcache::request",

@@ -1,80 +1,24 @@
-//! `PUT` and `DELETE` of narinfos and NARs, for `nix copy --to http://…`: off unless enabled
+//! `PUT` and `DELETE` of narinfos and NARs, for `nix copy --to http://…` (listings and logs are
+//! `side`'s): off unless enabled
 //! (405), and then only with a credential (401; 503 when too many are being checked to tell).
 
 use axum::{
     body::Body,
     extract::{Path, State},
-    http::{header, HeaderMap, HeaderValue, StatusCode},
+    http::{header, HeaderMap, StatusCode},
     response::{IntoResponse, Response},
 };
+use nixcache_formats::content_encoding::{decode_limited, ContentEncoding};
 use nixcache_protocol::{parse_narinfo_name, NarFile};
 
-use super::{error, ApiError, AppState};
-use crate::{
-    cache::Stored,
-    metrics::{ObjectKind, UploadResult},
+use super::{
+    write::{admit, stored, Verb},
+    ApiError, AppState,
 };
+use crate::metrics::{ObjectKind, UploadResult};
 
 /// Largest narinfo accepted (real ones are a few KiB).
 const MAX_NARINFO_BYTES: usize = 1 << 20;
-
-#[derive(Clone, Copy)]
-enum Verb {
-    Put,
-    Delete,
-}
-
-/// 405 when the verb is off, 401 without an accepted credential.
-async fn admit(state: &AppState, verb: Verb, kind: ObjectKind, headers: &HeaderMap) -> Result<(), Response> {
-    let enabled = match verb {
-        Verb::Put => state.writes.put,
-        Verb::Delete => state.writes.delete,
-    };
-    let auth = match (&state.writes.auth, enabled) {
-        (Some(auth), true) => auth,
-        _ => {
-            let mut response = error::plain(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method not allowed: uploads are off (--allow-put / --allow-delete)",
-            );
-            response
-                .headers_mut()
-                .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
-            return Err(response);
-        }
-    };
-    match auth.allows(headers).await {
-        Ok(true) => return Ok(()),
-        Ok(false) => {}
-        Err(busy) => {
-            tracing::debug!(error = %busy, "upload refused: credentials could not be checked in time");
-            state.cache.metrics().upload(kind, UploadResult::Busy);
-            return Err(error::too_busy(
-                "too many credential checks at once: try again shortly",
-                1,
-            ));
-        }
-    }
-    state.cache.metrics().upload(kind, UploadResult::Unauthorized);
-    let mut response = error::plain(
-        StatusCode::UNAUTHORIZED,
-        "unauthorized: a valid credential is required",
-    );
-    response.headers_mut().insert(
-        header::WWW_AUTHENTICATE,
-        HeaderValue::from_static("Basic realm=\"nixcache\", charset=\"UTF-8\""),
-    );
-    Err(response)
-}
-
-fn stored(state: &AppState, kind: ObjectKind, outcome: Stored) -> Response {
-    let (status, result) = match outcome {
-        Stored::Created => (StatusCode::CREATED, UploadResult::Stored),
-        Stored::Exists => (StatusCode::OK, UploadResult::Exists),
-    };
-    state.cache.metrics().upload(kind, result);
-    error::plain(status, result.as_str())
-}
 
 fn nar_name(file: &str) -> Result<NarFile, ApiError> {
     NarFile::parse(file).map_err(|e| ApiError::BadRequest(e.to_string()))
@@ -109,13 +53,24 @@ pub async fn put_narinfo(
     Path(file): Path<String>,
     body: Body,
 ) -> Result<Response, ApiError> {
+    if file.ends_with(".ls") {
+        return super::side::put_listing(&state, &headers, &file, body).await;
+    }
     if let Err(refused) = admit(&state, Verb::Put, ObjectKind::Narinfo, &headers).await {
         return Ok(refused);
     }
     let hash = parse_narinfo_name(&file).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    // Nix 2.32+ with `narinfo-compression` sends it encoded.
+    let encoding = headers
+        .get(header::CONTENT_ENCODING)
+        .map(|v| v.to_str().unwrap_or("?"));
+    let encoding = ContentEncoding::parse(encoding).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let too_big = || ApiError::BadRequest(format!("a narinfo must be under {MAX_NARINFO_BYTES} bytes"));
     let bytes = axum::body::to_bytes(body, MAX_NARINFO_BYTES)
         .await
-        .map_err(|_| ApiError::BadRequest(format!("a narinfo must be under {MAX_NARINFO_BYTES} bytes")))?;
+        .map_err(|_| too_big())?;
+    let bytes = decode_limited(encoding, &bytes, MAX_NARINFO_BYTES)
+        .map_err(|e| ApiError::BadRequest(format!("the narinfo's {} encoding: {e}", encoding.as_str())))?;
     let text =
         std::str::from_utf8(&bytes).map_err(|_| ApiError::BadRequest("a narinfo is UTF-8 text".into()))?;
     let outcome = state.cache.upload_narinfo(&hash, text).await.inspect_err(|_| {

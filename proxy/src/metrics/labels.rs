@@ -32,7 +32,7 @@ macro_rules! label_value {
 
 label_value! {
     /// What a request or a fetch was for.
-    ObjectKind { Narinfo => "narinfo", Nar => "nar" }
+    ObjectKind { Narinfo => "narinfo", Nar => "nar", Listing => "listing", Log => "log" }
 }
 
 label_value! {
@@ -103,6 +103,8 @@ label_value! {
         Status => "/status",
         Nar => "/nar/{file}",
         Narinfo => "/{hash}.narinfo",
+        Listing => "/{hash}.ls",
+        Log => "/log/{drv}",
         Fills => "/_nixcache/fills/{file}",
         Other => "other",
     }

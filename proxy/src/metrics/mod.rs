@@ -185,7 +185,8 @@ impl Metrics {
 
     pub fn set_usage(&self, usage: &Usage) {
         let clamp = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
-        self.size_bytes.set(clamp(usage.nar_bytes));
+        self.size_bytes
+            .set(clamp(usage.nar_bytes.saturating_add(usage.side_bytes)));
         self.nars.set(clamp(usage.nars));
         self.narinfos.set(clamp(usage.narinfos));
     }

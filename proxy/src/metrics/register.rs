@@ -69,7 +69,7 @@ impl Metrics {
         );
         r.register_with_unit(
             "cache_size",
-            "Bytes of stored NAR files (refreshed every minute)",
+            "Bytes of stored NAR files, listings and logs: what --max-size limits (refreshed every minute)",
             Unit::Bytes,
             self.size_bytes.clone(),
         );

@@ -1,4 +1,5 @@
-//! A local directory: `<root>/<first two characters>/<key>`, written by temp file, fsync, rename.
+//! A local directory: `<root>/<first two characters>/<key>` (and `<root>/log/<first two>/<drv>`
+//! for logs), written by temp file, fsync, rename.
 
 use std::{
     io,
@@ -11,7 +12,7 @@ use futures::StreamExt;
 use tokio::{fs, io::AsyncWriteExt};
 
 use super::{bufpool, BlobKey, BlobRead, BlobStore, ByteRange, ByteStream, StorageError};
-use crate::scratch::tempfile_in;
+use crate::scratch::TempPath;
 
 pub struct LocalStore {
     root: PathBuf,
@@ -30,8 +31,10 @@ impl LocalStore {
     }
 
     fn path_of(&self, key: &BlobKey) -> PathBuf {
-        let shard = key.as_str().get(..2).unwrap_or("__");
-        self.root.join(shard).join(key.as_str())
+        // Keys are `<file>` or `log/<file>`, validated: no `..`, no other slash.
+        let (dir, file) = key.as_str().rsplit_once('/').unwrap_or(("", key.as_str()));
+        let shard = file.get(..2).unwrap_or("__");
+        self.root.join(dir).join(shard).join(file)
     }
 
     async fn install(&self, key: &BlobKey, staged: &Path) -> Result<(), StorageError> {
@@ -107,30 +110,27 @@ impl BlobStore for LocalStore {
     }
 
     async fn put_stream(&self, key: &BlobKey, mut body: ByteStream) -> Result<u64, StorageError> {
-        let staged = tempfile_in(&self.tmp, key);
-        let result: Result<u64, StorageError> = async {
-            let mut file = fs::File::create(&staged)
+        // Removed however this ends, also when the future is dropped (a client that hung up).
+        // Named after the key's start: a log's key has a directory and may be 248 bytes long.
+        let name: String = key.as_str().replace('/', "_").chars().take(64).collect();
+        let staged = TempPath::new_in(&self.tmp, &name);
+        let mut file = fs::File::create(staged.path())
+            .await
+            .map_err(|e| StorageError::io(format!("creating temp for {key}"), e))?;
+        let mut size = 0u64;
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| StorageError::io(format!("reading the body for {key}"), e))?;
+            file.write_all(&chunk)
                 .await
-                .map_err(|e| StorageError::io(format!("creating temp for {key}"), e))?;
-            let mut size = 0u64;
-            while let Some(chunk) = body.next().await {
-                let chunk = chunk.map_err(|e| StorageError::io(format!("reading the body for {key}"), e))?;
-                file.write_all(&chunk)
-                    .await
-                    .map_err(|e| StorageError::io(format!("writing {key}"), e))?;
-                size += chunk.len() as u64;
-            }
-            file.sync_all()
-                .await
-                .map_err(|e| StorageError::io(format!("syncing {key}"), e))?;
-            self.install(key, &staged).await?;
-            Ok(size)
+                .map_err(|e| StorageError::io(format!("writing {key}"), e))?;
+            size += chunk.len() as u64;
         }
-        .await;
-        if result.is_err() {
-            let _ = fs::remove_file(&staged).await;
-        }
-        result
+        file.sync_all()
+            .await
+            .map_err(|e| StorageError::io(format!("syncing {key}"), e))?;
+        self.install(key, staged.path()).await?;
+        staged.keep();
+        Ok(size)
     }
 
     async fn put_file(&self, key: &BlobKey, staged: &Path) -> Result<(), StorageError> {

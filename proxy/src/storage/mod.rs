@@ -15,7 +15,8 @@ use futures::stream::BoxStream;
 pub use local::LocalStore;
 pub use s3::{S3Config, S3Store, S3Timeouts};
 
-/// A validated object name such as `<52 nixbase32>.nar.xz`: never a path, never user text.
+/// A validated object name such as `<52 nixbase32>.nar.xz`, `<hash>.ls` or `log/<drv>`: the
+/// path the cache serves it under, made from parsed protocol types only, never user text.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct BlobKey(String);
 
@@ -23,6 +24,10 @@ impl BlobKey {
     /// Keys come from parsed protocol types only.
     pub fn for_nar(file: &nixcache_protocol::NarFile) -> Self {
         Self(file.file_name())
+    }
+    /// A listing or a build log: `<hash>.ls` or `log/<hash>-<name>.drv`.
+    pub fn for_side_file(file: &nixcache_protocol::SideFile) -> Self {
+        Self(file.to_string())
     }
     pub fn as_str(&self) -> &str {
         &self.0

@@ -96,6 +96,7 @@ conformance!(
     a_failed_put_leaves_nothing,
     overwrite_and_delete,
     large_objects,
+    side_files_live_beside_nars,
 );
 
 async fn absent_objects(store: &dyn BlobStore, _: &Path) {
@@ -203,6 +204,30 @@ async fn overwrite_and_delete(store: &dyn BlobStore, _: &Path) {
     store.ping().await.unwrap();
 }
 
+async fn side_files_live_beside_nars(store: &dyn BlobStore, _: &Path) {
+    // Listings and logs (`<hash>.ls`, `log/<drv>`) are objects like NARs, apart from them.
+    use nixcache_protocol::SideFile;
+    let hash = "7qxb8wbwqha95lbfrcj97j6fb8wbywa4";
+    let listing = BlobKey::for_side_file(&SideFile::parse(&format!("{hash}.ls")).unwrap());
+    let log = BlobKey::for_side_file(&SideFile::parse(&format!("log/{hash}-hello-2.12.drv")).unwrap());
+    assert_eq!(log.as_str(), format!("log/{hash}-hello-2.12.drv"));
+    store
+        .put_stream(&listing, chunks(b"{\"version\":1}"))
+        .await
+        .unwrap();
+    store.put_stream(&log, chunks(b"building\n")).await.unwrap();
+    store.put_stream(&key(1), chunks(b"nar")).await.unwrap();
+    assert_eq!(store.stat(&listing).await.unwrap(), Some(13));
+    assert_eq!(
+        collect(store.get(&log, None).await.unwrap().body).await.unwrap(),
+        b"building\n"
+    );
+    assert!(store.delete(&log).await.unwrap());
+    assert_eq!(store.stat(&log).await.unwrap(), None);
+    assert_eq!(store.stat(&listing).await.unwrap(), Some(13));
+    assert_eq!(store.stat(&key(1)).await.unwrap(), Some(3));
+}
+
 /// Bytes that differ from part to part, so a misplaced part shows in the hash.
 pub(super) fn pseudo_random(len: usize) -> Vec<u8> {
     let mut x = 0x9e37_79b9_7f4a_7c15u64;
@@ -263,4 +288,26 @@ async fn local_put_file_moves_the_staged_file() {
     store.put_file(&key(3), &staged).await.unwrap();
     assert!(!staged.exists());
     assert_eq!(store.stat(&key(3)).await.unwrap(), Some(12));
+}
+
+#[tokio::test]
+async fn local_put_stream_dropped_midway_leaves_no_temp_file() {
+    // A client that hangs up mid-upload drops the put: its temp file goes with it. The key is
+    // a log's with the longest name Nix allows, which must still make a valid temp name.
+    let dir = tempfile::tempdir().unwrap();
+    let store = LocalStore::open(dir.path().join("nar"), dir.path().join("tmp"))
+        .await
+        .unwrap();
+    let drv = format!("log/7qxb8wbwqha95lbfrcj97j6fb8wbywa4-{}.drv", "a".repeat(207));
+    let k = BlobKey::for_side_file(&nixcache_protocol::SideFile::parse(&drv).unwrap());
+    let body: super::ByteStream = Box::pin(futures::StreamExt::chain(
+        stream::iter([Ok(Bytes::from_static(b"first chunk"))]),
+        stream::pending(),
+    ));
+    let put = tokio::time::timeout(std::time::Duration::from_millis(200), store.put_stream(&k, body));
+    assert!(put.await.is_err(), "the put should still be waiting for its body");
+    assert_eq!(std::fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+    assert_eq!(store.stat(&k).await.unwrap(), None);
+    store.put_stream(&k, chunks(b"whole log")).await.unwrap();
+    assert_eq!(store.stat(&k).await.unwrap(), Some(9));
 }

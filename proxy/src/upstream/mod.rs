@@ -7,6 +7,7 @@ mod health;
 mod outbound;
 mod probe;
 mod request;
+mod side;
 
 use std::{
     sync::{Arc, RwLock},
@@ -26,6 +27,7 @@ use request::TaskContext;
 pub use error::UpstreamError;
 pub use health::{Health, HealthReport, UpstreamState};
 pub use nixcache_formats::netrc::{Credentials, Netrc};
+pub use side::{object_kind, SideDownload, SideLookup};
 
 /// Priority assumed for an upstream whose nix-cache-info could not be read (Nix's default).
 const DEFAULT_PRIORITY: u32 = 50;

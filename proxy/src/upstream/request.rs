@@ -65,23 +65,33 @@ impl TaskContext {
         }
     }
 
+    /// GET `url`: the response when it is 200, `None` on 404/403/410 (absent, as Nix treats
+    /// them), an error for any other status.
+    pub(super) async fn get_found(
+        &self,
+        upstream: &Upstream,
+        url: Url,
+    ) -> Result<Option<reqwest::Response>, UpstreamError> {
+        let response = self.send(Some(upstream), url.clone()).await?;
+        match response.status() {
+            StatusCode::OK => Ok(Some(response)),
+            StatusCode::NOT_FOUND | StatusCode::FORBIDDEN | StatusCode::GONE => Ok(None),
+            status => Err(UpstreamError::Status {
+                url: url.to_string(),
+                status: status.as_u16(),
+            }),
+        }
+    }
+
     /// GET a small text document; `None` on 404/403/410 (absent, as Nix treats them).
     pub(super) async fn get_text(
         &self,
         upstream: &Upstream,
         url: Url,
     ) -> Result<Option<String>, UpstreamError> {
-        let response = self.send(Some(upstream), url.clone()).await?;
-        match response.status() {
-            StatusCode::OK => {}
-            StatusCode::NOT_FOUND | StatusCode::FORBIDDEN | StatusCode::GONE => return Ok(None),
-            status => {
-                return Err(UpstreamError::Status {
-                    url: url.to_string(),
-                    status: status.as_u16(),
-                })
-            }
-        }
+        let Some(response) = self.get_found(upstream, url.clone()).await? else {
+            return Ok(None);
+        };
         let after = self.options.read_timeout;
         match tokio::time::timeout(after, read_limited(response, MAX_TEXT_BYTES)).await {
             Err(_) => Err(UpstreamError::Timeout {

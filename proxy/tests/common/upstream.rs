@@ -45,6 +45,8 @@ struct Shared {
     priority: u32,
     mode: Mutex<Mode>,
     objects: Mutex<HashMap<String, Bytes>>,
+    /// `Content-Encoding` sent with an object (as cache.nixos.org sends `br` for listings).
+    encodings: Mutex<HashMap<String, &'static str>>,
     faults: Mutex<HashMap<String, Fault>>,
     gets: Mutex<HashMap<String, usize>>,
     /// Paths answered with `302 Found` to a location.
@@ -85,6 +87,7 @@ impl Upstream {
             priority,
             mode: Mutex::new(Mode::Normal),
             objects: Mutex::default(),
+            encodings: Mutex::default(),
             faults: Mutex::default(),
             gets: Mutex::default(),
             redirects: Mutex::default(),
@@ -124,6 +127,13 @@ impl Upstream {
             .lock()
             .unwrap()
             .insert(path.to_owned(), body.into());
+    }
+
+    /// Serves `body` at `path` with `Content-Encoding: encoding`, whatever the request accepts.
+    pub fn put_encoded(&self, path: &str, body: impl Into<Bytes>, encoding: &'static str) {
+        self.put(path, body);
+        let mut encodings = self.shared.encodings.lock().unwrap();
+        encodings.insert(path.to_owned(), encoding);
     }
 
     /// Answers GET `path` with `302 Found` to `location` (any URL), replacing what was there.
@@ -220,8 +230,16 @@ async fn handle(State(shared): State<Arc<Shared>>, method: Method, uri: Uri) -> 
     };
     let fault = shared.faults.lock().unwrap().get(&path).copied();
     let len = body.len();
+    let encoding = shared.encodings.lock().unwrap().get(&path).copied();
     let stream: BoxStream<'static, io::Result<Bytes>> = match fault {
-        None => return body.into_response(),
+        None => {
+            let mut response = body.into_response();
+            if let Some(encoding) = encoding {
+                let value = header::HeaderValue::from_static(encoding);
+                response.headers_mut().insert(header::CONTENT_ENCODING, value);
+            }
+            return response;
+        }
         Some(Fault::Corrupt) => {
             let mut bytes = body.to_vec();
             bytes[len / 2] ^= 0x5a;

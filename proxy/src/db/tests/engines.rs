@@ -4,7 +4,10 @@
 
 use std::{sync::Arc, time::Duration};
 
-use super::{leases, lru, narinfos_and_nars, record};
+use super::{
+    leases, lru, narinfos_and_nars, record,
+    side_files::{self, refuses_corrupt_side_files},
+};
 use crate::db::{
     connect,
     migrate::{self, migrator},
@@ -28,16 +31,17 @@ macro_rules! on_engines {
 
 on_engines!(sqlite: crate::db::Engine::Sqlite =>
     stores_narinfos_and_nars, holds_leases, evicts_least_recent_first, deletes_expired_leases,
-    keeps_uploads, migrate_reports_then_up_to_date, refuses_newer_schema, lease_race,
-    expired_lease_race);
+    keeps_uploads, keeps_side_files, refuses_corrupt_side_files, migrate_reports_then_up_to_date,
+    refuses_newer_schema, lease_race, expired_lease_race);
 on_engines!(postgres: crate::db::Engine::Postgres =>
     stores_narinfos_and_nars, holds_leases, evicts_least_recent_first, deletes_expired_leases,
-    keeps_uploads, migrate_reports_then_up_to_date, refuses_newer_schema, lease_race,
-    expired_lease_race, refuses_unmigrated, concurrent_migrate);
+    keeps_uploads, keeps_side_files, refuses_corrupt_side_files, migrate_reports_then_up_to_date,
+    refuses_newer_schema, lease_race, expired_lease_race, refuses_unmigrated, concurrent_migrate);
 on_engines!(mysql: crate::db::Engine::MySql =>
     stores_narinfos_and_nars, holds_leases, evicts_least_recent_first, deletes_expired_leases,
-    keeps_uploads, migrate_reports_then_up_to_date, refuses_newer_schema, lease_race,
-    expired_lease_race, refuses_unmigrated, concurrent_migrate, mariadb_scheme);
+    keeps_uploads, keeps_side_files, refuses_corrupt_side_files, migrate_reports_then_up_to_date,
+    refuses_newer_schema, lease_race, expired_lease_race, refuses_unmigrated, concurrent_migrate,
+    mariadb_scheme);
 
 /// A conformance property `fn(&dyn MetadataStore)` as a scenario on a fresh, migrated database.
 macro_rules! property {
@@ -59,6 +63,7 @@ property!(
     evicts_least_recent_first => lru::lru,
     deletes_expired_leases => lru::expired_leases,
     keeps_uploads => lru::uploads,
+    keeps_side_files => side_files::side_files,
 );
 
 fn known(engine: Engine) -> usize {
@@ -78,6 +83,7 @@ async fn migrate_reports_then_up_to_date(engine: Engine) {
     let report = migrate::report(db.url(), &applied);
     assert!(report.contains("applied 0001 init"), "{report}");
     assert!(report.contains("applied 0002 fetch leases"), "{report}");
+    assert!(report.contains("applied 0006 side files"), "{report}");
 
     let again = migrate::run(db.url()).await.unwrap();
     assert_eq!(again, vec![]);

@@ -9,6 +9,7 @@ use super::{LeaseClaim, LeaseKey, MetadataStore, NarInfoRecord, NarRecord, Proxy
 
 mod engines;
 mod lru;
+mod side_files;
 
 fn store_path(n: u8, name: &str) -> StorePath {
     let hash = nixcache_protocol::StorePathHash([n; 20]);

@@ -1,0 +1,159 @@
+//! Narinfo requests: from memory, the database, or the upstreams (one lookup per path across
+//! replicas, a lease), signed with this proxy's key and rendered with its NAR URL.
+
+use std::{sync::Arc, time::Instant};
+
+use bytes::Bytes;
+use nixcache_protocol::{NarFile, NarInfo, StorePathHash};
+
+use super::{Cache, CacheError, CacheStatus, NARINFO_POLL};
+use crate::{
+    db::{LeaseClaim, LeaseKey, NarInfoRecord, ProxySignature},
+    metrics::{LookupResult, ObjectKind},
+    upstream::Lookup,
+};
+
+impl Cache {
+    /// The narinfo as this proxy serves it (our NAR URL and our signature added), and whether it
+    /// was stored (`Hit`) or looked up now (`Miss`).
+    pub async fn narinfo(&self, hash: &StorePathHash) -> Result<(Bytes, CacheStatus), CacheError> {
+        let looked_up = self.narinfo_text(hash).await;
+        let (text, found) = self.record_lookup(ObjectKind::Narinfo, looked_up.map(|(t, f)| ((t, f), f)))?;
+        self.access.narinfo(hash);
+        let status = match found {
+            LookupResult::Hit => CacheStatus::Hit,
+            _ => CacheStatus::Miss,
+        };
+        Ok((text, status))
+    }
+
+    /// The text and whether it was a hit or a miss.
+    async fn narinfo_text(&self, hash: &StorePathHash) -> Result<(Bytes, LookupResult), CacheError> {
+        if let Some(text) = self.hot.narinfo(hash) {
+            return Ok((text, LookupResult::Hit));
+        }
+        if let Some(record) = self.db.get_narinfo(hash).await? {
+            return Ok((self.render(record), LookupResult::Hit));
+        }
+        if self.negative.contains(hash) {
+            return Err(CacheError::NotFound);
+        }
+        let (this, hash) = (self.clone(), *hash);
+        let record = self
+            .narinfo_flights
+            .run(hash, async move { this.fetch_narinfo(hash).await })
+            .await
+            .map_err(CacheError::Shared)?;
+        Ok((self.render((*record).clone()), LookupResult::Miss))
+    }
+
+    /// Asks the upstreams, unless another replica is already asking: then waits (bounded) for
+    /// its answer to appear in the database.
+    async fn fetch_narinfo(&self, hash: StorePathHash) -> Result<NarInfoRecord, CacheError> {
+        let lease_key = LeaseKey::narinfo(&hash);
+        let deadline = Instant::now() + self.replica.wait_limit();
+        loop {
+            // A flight that finished just before this one started may have answered already.
+            if let Some(record) = self.db.get_narinfo(&hash).await? {
+                return Ok(record);
+            }
+            if self.negative.contains(&hash) {
+                return Err(CacheError::NotFound);
+            }
+            if Instant::now() > deadline {
+                return self.lookup_upstreams(hash).await;
+            }
+            // A read while another replica holds the lease, a write only when it is gone.
+            if let LeaseClaim::Acquired = self.replica.claim(&*self.db, &lease_key).await? {
+                let lease = self.replica.hold(Arc::clone(&self.db), lease_key);
+                // The last holder records its answer before releasing: look again first.
+                let result = match self.db.get_narinfo(&hash).await {
+                    Ok(Some(record)) => Ok(record),
+                    Ok(None) => self.lookup_upstreams(hash).await,
+                    Err(err) => Err(err.into()),
+                };
+                // Released in the background: the answer is recorded already, and no client
+                // waits for one more database write (or, with the database down, its timeout).
+                self.background
+                    .spawn("narinfo_lease_release", |_| lease.release());
+                return result;
+            }
+            tokio::time::sleep(NARINFO_POLL).await;
+        }
+    }
+
+    async fn lookup_upstreams(&self, hash: StorePathHash) -> Result<NarInfoRecord, CacheError> {
+        match self.upstreams.lookup_narinfo(&hash).await {
+            Lookup::Found(info) => {
+                let info = *info;
+                let nar_file = NarFile {
+                    hash: info.file_hash.unwrap_or(info.nar_hash),
+                    compression: info.compression.clone(),
+                };
+                // FileHash is not signed: a narinfo must not claim a stored file holding another NAR.
+                if let Some(stored) = self.db.get_nar(&nar_file).await? {
+                    if stored.nar_hash != info.nar_hash {
+                        return Err(CacheError::unverified(format!(
+                            "{} names {} as its file, which holds another NAR ({})",
+                            info.store_path,
+                            nar_file.file_name(),
+                            stored.nar_hash
+                        )));
+                    }
+                }
+                let proxy_sig = Some(self.sign(&info));
+                let record = NarInfoRecord {
+                    info,
+                    nar_file,
+                    proxy_sig,
+                };
+                self.db.put_narinfo(&record).await?;
+                Ok(record)
+            }
+            Lookup::NotFound => {
+                self.negative.insert(hash);
+                Err(CacheError::NotFound)
+            }
+            Lookup::Failed(e) => Err(CacheError::Upstream(e)),
+        }
+    }
+
+    pub(super) fn sign(&self, info: &NarInfo) -> ProxySignature {
+        ProxySignature {
+            public_key: self.public_key.to_string(),
+            sig: self.signer.sign(&info.fingerprint()),
+        }
+    }
+
+    fn render(&self, record: NarInfoRecord) -> Bytes {
+        let mut info = record.info;
+        info.url = format!("nar/{}", record.nar_file.file_name());
+        let sig = match record.proxy_sig {
+            Some(p) if *p.public_key == *self.public_key => p.sig,
+            _ => {
+                // Signed by an earlier key: sign now and remember it.
+                let fresh = self.sign(&info);
+                let (db, hash, stored) = (Arc::clone(&self.db), *info.store_path.hash(), fresh.clone());
+                self.background.spawn("proxy_signature", move |_| async move {
+                    let _ = db.set_proxy_signature(&hash, &stored).await;
+                });
+                fresh.sig
+            }
+        };
+        info.sigs.retain(|s| s.key_name() != self.signer.name());
+        info.sigs.push(sig);
+        let text = Bytes::from(info.to_string());
+        self.hot.put_narinfo(*info.store_path.hash(), text.clone());
+        text
+    }
+
+    /// A narinfo whose NAR failed verification is forgotten, so the next request asks the
+    /// upstream again instead of pointing clients at a file that can never verify.
+    pub(super) async fn forget_lying_narinfo(&self, record: &NarInfoRecord) {
+        let hash = record.info.store_path.hash();
+        self.hot.forget_narinfo(hash);
+        if let Err(err) = self.db.delete_narinfo(hash).await {
+            tracing::warn!(store_path = %record.info.store_path, error = %err, "could not forget a narinfo");
+        }
+    }
+}
