@@ -9,7 +9,7 @@ use std::io::Write;
 
 use common::data::store_path;
 use common::writable::{self, basic, PASSWORD, USER};
-use common::{client, random_bytes, send, upstream_key, Proxy, Upstream};
+use common::{client, random_bytes, send, upstream_key, Fault, Proxy, Upstream};
 use reqwest::StatusCode;
 
 const LISTING: &str = r#"{"version":1,"root":{"type":"directory","entries":{"bin":{"type":"directory","entries":{"hello":{"type":"regular","size":12,"executable":true,"narOffset":400}}}}}}"#;
@@ -140,12 +140,19 @@ async fn misses_bad_names_and_bad_upstream_bytes() {
         send(client.get(proxy.url(&odd))).await.status,
         StatusCode::BAD_GATEWAY
     );
+    // An upstream that fails mid-body failed; its bytes did not fail verification.
+    let cut = format!("/log/{}", store_path("cut.drv"));
+    upstream.put(&cut, build_log());
+    upstream.set_fault(&cut, Some(Fault::Truncate));
+    let got = send(client.get(proxy.url(&cut))).await;
+    assert_eq!(got.status, StatusCode::BAD_GATEWAY);
+    assert!(got.text().contains("upstream cache failed"), "{}", got.text());
     assert!(proxy.stored_files().is_empty(), "{:?}", proxy.stored_files());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uploads_of_listings_logs_and_encoded_narinfos() {
-    let w = writable::start(&["--allow-put"]).await;
+    let w = writable::start(&["--allow-put", "--max-upload-size", "512K"]).await;
     let auth = basic(USER, PASSWORD);
     let hash = store_path("uploaded").hash().to_string();
     let listing = format!("/{hash}.ls");
@@ -222,6 +229,12 @@ async fn uploads_of_listings_logs_and_encoded_narinfos() {
         w.put("/log/not-a-drv", "x", Some(&auth)).await.status,
         StatusCode::BAD_REQUEST
     );
+    // `--max-upload-size` holds for what is sent (the log compressed fits, plain it does not).
+    let big = format!("/log/{}", store_path("big.drv"));
+    let put = w.put(&big, log.clone(), Some(&auth)).await;
+    assert_eq!(put.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", put.text());
+    assert!(put.text().contains("--max-upload-size"), "{}", put.text());
+    assert_eq!(w.get(&big).await.status, StatusCode::NOT_FOUND);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -22,7 +22,9 @@ pub fn decoded(encoding: ContentEncoding, body: ByteStream, limit: u64) -> ByteS
     if encoding == ContentEncoding::Identity {
         return limited(body, limit);
     }
-    let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(AHEAD);
+    // `None` says the decoder reached the end: a channel closed without it (the thread never
+    // ran, at shutdown) is a failure, never a short file taken for a whole one.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Option<io::Result<Bytes>>>(AHEAD);
     // The input ends when nobody reads the output any more, so a decoder blocked reading it
     // (a trickling upstream) returns and its thread ends with the consumer.
     let gone = tx.clone();
@@ -37,13 +39,22 @@ pub fn decoded(encoding: ContentEncoding, body: ByteStream, limit: u64) -> ByteS
         // A decoder that panics must fail the stream: ending it would store a truncated file.
         let result = std::panic::catch_unwind(decoding)
             .unwrap_or_else(|_| Err(io::Error::other("the decoder panicked")));
-        if let Err(err) = result {
-            let message = format!("{} decoding failed: {err}", encoding.as_str());
-            let _ = tx.blocking_send(Err(io::Error::new(err.kind(), message)));
-        }
+        let last = match result {
+            Ok(()) => None,
+            Err(err) => {
+                let message = format!("{} decoding failed: {err}", encoding.as_str());
+                Some(Err(io::Error::new(err.kind(), message)))
+            }
+        };
+        let _ = tx.blocking_send(last);
     });
-    Box::pin(futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|chunk| (chunk, rx))
+    Box::pin(futures::stream::unfold(Some(rx), |rx| async move {
+        let mut rx = rx?;
+        match rx.recv().await {
+            Some(Some(chunk)) => Some((chunk, Some(rx))),
+            Some(None) => None,
+            None => Some((Err(io::Error::other("the decoder stopped before the end")), None)),
+        }
     }))
 }
 
@@ -51,7 +62,7 @@ pub fn decoded(encoding: ContentEncoding, body: ByteStream, limit: u64) -> ByteS
 fn pump(
     mut decoder: impl Read,
     limit: u64,
-    tx: &tokio::sync::mpsc::Sender<io::Result<Bytes>>,
+    tx: &tokio::sync::mpsc::Sender<Option<io::Result<Bytes>>>,
 ) -> io::Result<()> {
     let mut total = 0u64;
     loop {
@@ -62,20 +73,18 @@ fn pump(
         }
         total += n as u64;
         if total > limit {
-            return Err(too_large(limit));
+            return Err(too_large(limit, "once decoded"));
         }
         buf.truncate(n);
-        if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
+        if tx.blocking_send(Some(Ok(Bytes::from(buf)))).is_err() {
             return Ok(());
         }
     }
 }
 
-fn too_large(limit: u64) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::FileTooLarge,
-        format!("larger than {} once decoded", crate::units::format_size(limit)),
-    )
+fn too_large(limit: u64, what: &str) -> io::Error {
+    let limit = crate::units::format_size(limit);
+    io::Error::new(io::ErrorKind::FileTooLarge, format!("larger than {limit} {what}"))
 }
 
 /// `body`, failing once more than `limit` bytes came.
@@ -85,7 +94,7 @@ pub fn limited(body: ByteStream, limit: u64) -> ByteStream {
         let chunk = chunk?;
         total += chunk.len() as u64;
         if total > limit {
-            return Err(too_large(limit));
+            return Err(too_large(limit, "as sent"));
         }
         Ok(chunk)
     }))

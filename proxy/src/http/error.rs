@@ -147,6 +147,7 @@ impl IntoResponse for ApiError {
                         StatusCode::PAYLOAD_TOO_LARGE
                     }
                     UploadError::NotFound => StatusCode::NOT_FOUND,
+                    UploadError::TimedOut { .. } => StatusCode::REQUEST_TIMEOUT,
                     UploadError::Cache(inner) => classify(inner).0,
                 };
                 tracing::info!(status = status.as_u16(), error = %err, "upload refused");

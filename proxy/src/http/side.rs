@@ -12,7 +12,11 @@ use nixcache_formats::{content_encoding::ContentEncoding, range::RangeSpec};
 use nixcache_protocol::SideFile;
 
 use super::{caching, write, ApiError, AppState};
-use crate::{cache::SideResponse, metrics::UploadResult, upstream::object_kind};
+use crate::{
+    cache::{CacheError, SideResponse, UploadError},
+    metrics::UploadResult,
+    upstream::object_kind,
+};
 
 /// `GET|HEAD /log/<drv>`.
 pub async fn get_log(
@@ -137,8 +141,19 @@ async fn put(
     let encoding = ContentEncoding::parse(encoding).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let outcome = state
         .cache
-        .upload_side_file(&file, encoding, body.into_data_stream())
+        .upload_side_file(
+            &file,
+            encoding,
+            body.into_data_stream(),
+            state.writes.max_upload_size,
+        )
         .await
-        .inspect_err(|_| state.cache.metrics().upload(kind, UploadResult::Rejected))?;
+        .inspect_err(|err| {
+            let result = match err {
+                UploadError::Cache(CacheError::Busy { .. }) => UploadResult::Busy,
+                _ => UploadResult::Rejected,
+            };
+            state.cache.metrics().upload(kind, result);
+        })?;
     Ok(write::stored(state, kind, outcome))
 }

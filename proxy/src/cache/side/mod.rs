@@ -166,15 +166,31 @@ impl Cache {
         };
         // Waiting for an upstream's answer takes no transfer: only decoding and storing do.
         let _permit = side_transfer(&self.side_fetches).await?;
-        let body = Box::pin(download.body.map(|c| c.map_err(std::io::Error::other)));
+        // The upstream's own failure (a reset, a read timeout) is kept as it is: a 502 or 504
+        // that says the upstream failed, not that its bytes failed verification.
+        let failed: Arc<Mutex<Option<UpstreamError>>> = Arc::default();
+        let noted = Arc::clone(&failed);
+        let body = Box::pin(download.body.map(move |chunk| {
+            chunk.map_err(|err| {
+                let io = std::io::Error::other(err.to_string());
+                if let Ok(mut slot) = noted.lock() {
+                    slot.get_or_insert(err);
+                }
+                io
+            })
+        }));
         let (problem, body) = Problem::tap(decoded(download.encoding, body));
         let size = match self.storage.put_stream(&key, body).await {
             Ok(size) => size,
             Err(err) => {
-                return Err(match problem.take() {
-                    Some((_, reason)) => CacheError::unverified(format!("{file} from upstream: {reason}")),
-                    None => err.into(),
-                })
+                let upstream = failed.lock().ok().and_then(|mut slot| slot.take());
+                return Err(match (upstream, problem.take()) {
+                    (Some(failure), _) => CacheError::Upstream(failure),
+                    (None, Some((_, reason))) => {
+                        CacheError::unverified(format!("{file} from upstream: {reason}"))
+                    }
+                    (None, None) => err.into(),
+                });
             }
         };
         self.record_side_file(&key, size, false).await?;

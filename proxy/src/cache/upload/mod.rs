@@ -46,6 +46,9 @@ pub enum UploadError {
     NotFound,
     #[error("the upload is larger than the {limit} bytes allowed (--max-upload-size)")]
     TooLarge { limit: u64 },
+    /// A listing or log upload that took longer than allowed (408, which Nix retries).
+    #[error("the upload took longer than {after:?}")]
+    TimedOut { after: std::time::Duration },
     /// A listing or log larger than a cache keeps, once decoded (413).
     #[error("the {what} is larger than the {limit} bytes kept, once decoded")]
     TooLargeDecoded { what: &'static str, limit: u64 },
