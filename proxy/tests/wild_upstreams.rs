@@ -88,3 +88,35 @@ async fn narinfos_without_file_hash_or_size_are_served() {
         info.url
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nars_on_another_host_only_where_the_upstream_url_allows_them() {
+    // garnix: narinfos on the cache, NARs on a CDN. Off by default (the URL is not signed),
+    // on with `?nar-host=HOST:PORT` for that upstream.
+    let key = upstream_key();
+    let (upstream, cdn) = (Upstream::start(10).await, Upstream::start(10).await);
+    let cdn_host = cdn.url.trim_start_matches("http://").to_owned();
+    let e = entry("garnix", Compression::Zstd, &key).with_url(&format!("{}/nar/cdn-object", cdn.url));
+    upstream.put(&e.narinfo_path(), e.narinfo_text());
+    cdn.put("/nar/cdn-object", e.file.clone());
+
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = Proxy::start(dir.path(), &[&upstream], &[key.public_key()], &[]).await;
+    let got = get(&client(), &proxy.url(&e.narinfo_path())).await;
+    assert_eq!(got.status, StatusCode::BAD_GATEWAY, "{}", got.text());
+    assert_eq!(cdn.object_gets(), 0);
+
+    // Another port on the same host is another host.
+    let dir = tempfile::tempdir().unwrap();
+    let other_port = format!("{}?nar-host=127.0.0.1:1", upstream.url);
+    let proxy = Proxy::start_urls(dir.path(), &[other_port], &[key.public_key()], &[]).await;
+    let got = get(&client(), &proxy.url(&e.narinfo_path())).await;
+    assert_eq!(got.status, StatusCode::BAD_GATEWAY, "{}", got.text());
+
+    let dir = tempfile::tempdir().unwrap();
+    let allowed = format!("{}?nar-host={cdn_host}", upstream.url);
+    let proxy = Proxy::start_urls(dir.path(), &[allowed], &[key.public_key()], &[]).await;
+    let info = served(&proxy, &e).await;
+    assert_eq!(info.url, format!("nar/{}", e.file_name()));
+    assert_eq!(cdn.gets("/nar/cdn-object"), 1);
+}

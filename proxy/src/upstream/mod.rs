@@ -5,6 +5,7 @@
 mod error;
 mod health;
 mod outbound;
+mod params;
 mod probe;
 mod request;
 mod side;
@@ -22,6 +23,7 @@ use url::Url;
 
 use crate::metrics::ObjectKind;
 
+use params::{NarHost, UpstreamParams};
 use request::TaskContext;
 
 pub use error::UpstreamError;
@@ -54,6 +56,8 @@ pub struct Upstream {
     /// Set by `?priority=N`: nix-cache-info does not change it.
     priority_fixed: bool,
     credentials: Option<Credentials>,
+    /// Other hosts its narinfos may name NARs on (`?nar-host=`).
+    nar_hosts: Vec<NarHost>,
     health: Health,
 }
 
@@ -139,7 +143,8 @@ impl Upstreams {
             if !options.allow_link_local {
                 outbound::check_literal(&base).map_err(invalid)?;
             }
-            let priority = fixed_priority(&base).map_err(invalid)?;
+            let params = UpstreamParams::parse(&base).map_err(invalid)?;
+            let priority = params.priority;
             base.set_query(None);
             let credentials = base.host_str().and_then(|h| options.netrc.lookup(h)).cloned();
             let up = options.metrics.upstream_up_gauge(base.as_str());
@@ -148,6 +153,7 @@ impl Upstreams {
                 priority_fixed: priority.is_some(),
                 priority: RwLock::new(priority),
                 credentials,
+                nar_hosts: params.nar_hosts,
                 health: Health::new(up),
             }));
         }
@@ -271,26 +277,4 @@ pub struct NarDownload {
     pub size: Option<u64>,
     /// The body; a failure in it is already counted.
     pub body: futures::stream::BoxStream<'static, Result<bytes::Bytes, UpstreamError>>,
-}
-
-/// `?priority=N` on an upstream URL (as on a Nix substituter URL) fixes its priority, instead of
-/// the one its nix-cache-info gives; no other parameter is understood.
-fn fixed_priority(url: &Url) -> Result<Option<u32>, String> {
-    let mut priority = None;
-    for (key, value) in url.query_pairs() {
-        match key.as_ref() {
-            "priority" => {
-                let n = value
-                    .parse()
-                    .map_err(|_| format!("priority={value} is not a number"))?;
-                priority = Some(n);
-            }
-            other => {
-                return Err(format!(
-                    "unknown parameter {other:?} (only ?priority=N is understood)"
-                ))
-            }
-        }
-    }
-    Ok(priority)
 }

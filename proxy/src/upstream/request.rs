@@ -182,9 +182,17 @@ impl TaskContext {
         let nar_url = url
             .join(&info.url)
             .map_err(|e| invalid(format!("bad URL {:?}: {e}", info.url)))?;
-        // The URL is not covered by the signature: never let it point away from this upstream.
+        // The URL is not covered by the signature: never let it point away from this upstream,
+        // but to the hosts it was configured with (`?nar-host=`), and never to link-local space.
         if nar_url.origin() != upstream.base.origin() {
-            return Err(invalid(format!("NAR URL {nar_url} is not on this upstream")));
+            if !upstream.nar_hosts.iter().any(|h| h.allows(&nar_url)) {
+                return Err(invalid(format!(
+                    "NAR URL {nar_url} is not on this upstream (allow its host with ?nar-host=)"
+                )));
+            }
+            if !self.options.allow_link_local {
+                super::outbound::check_literal(&nar_url).map_err(invalid)?;
+            }
         }
         info.url = nar_url.to_string();
         Ok(Some(info))
