@@ -27,6 +27,12 @@ pub struct Upstream {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub priority: Option<i32>,
+    /// Other hosts (`HOST` or `HOST:PORT`) this upstream's narinfos may name NARs on, as garnix
+    /// serves NARs from a CDN (`?nar-host=` on the proxy's `--upstream`). Default: none; a NAR
+    /// URL off the upstream's own origin is refused (it is not covered by the signature).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(inner(regex(pattern = r"^[A-Za-z0-9.-]+(:[0-9]{1,5})?$")))]
+    pub nar_hosts: Vec<String>,
     /// A Secret holding a netrc file (`machine HOST login USER password PASS` lines) with
     /// Basic-auth credentials for this upstream; mounted read-only and passed as `--netrc-file`.
     /// The key defaults to `netrc`.

@@ -118,11 +118,7 @@ pub fn serve_args(nc: &NixCache, plan: &Plan) -> Vec<String> {
     ];
     args.extend(pod::storage_args(nc));
     for (i, upstream) in spec.upstreams.iter().enumerate() {
-        let url = match upstream.priority {
-            Some(priority) => format!("{}?priority={priority}", upstream.url),
-            None => upstream.url.clone(),
-        };
-        args.extend(["--upstream".into(), url]);
+        args.extend(["--upstream".into(), upstream_arg(upstream)]);
         if upstream.netrc_secret_ref.is_some() {
             args.extend(["--netrc-file".into(), format!("{}/netrc", pod::netrc_dir(i))]);
         }
@@ -154,6 +150,18 @@ pub fn serve_args(nc: &NixCache, plan: &Plan) -> Vec<String> {
     }
     args.extend(spec.extra_args.iter().cloned());
     args
+}
+
+/// The `--upstream` value: its URL with `?priority=N` and `&nar-host=H` for what the spec sets.
+fn upstream_arg(upstream: &nixcache_crds::Upstream) -> String {
+    let priority = upstream.priority.map(|p| format!("priority={p}"));
+    let hosts = upstream.nar_hosts.iter().map(|h| format!("nar-host={h}"));
+    let query: Vec<String> = priority.into_iter().chain(hosts).collect();
+    if query.is_empty() {
+        upstream.url.clone()
+    } else {
+        format!("{}?{}", upstream.url, query.join("&"))
+    }
 }
 
 fn probe(path: &str, period: i32, failures: i32) -> Probe {
@@ -191,5 +199,27 @@ fn spread(nc: &NixCache) -> TopologySpreadConstraint {
             match_expressions: None,
         }),
         ..TopologySpreadConstraint::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn upstream_args_carry_priority_and_nar_hosts() {
+        let upstream = |yaml: &str| serde_yaml::from_str::<nixcache_crds::Upstream>(yaml).unwrap();
+        let plain = upstream("url: https://cache.nixos.org");
+        assert_eq!(upstream_arg(&plain), "https://cache.nixos.org");
+        let prio = upstream("{url: 'https://c.example', priority: 30}");
+        assert_eq!(upstream_arg(&prio), "https://c.example?priority=30");
+        let garnix = upstream(
+            "{url: 'https://cache.garnix.io', priority: 50, narHosts: [cdn.garnix.io, '10.0.0.5:8080']}",
+        );
+        assert_eq!(
+            upstream_arg(&garnix),
+            "https://cache.garnix.io?priority=50&nar-host=cdn.garnix.io&nar-host=10.0.0.5:8080"
+        );
     }
 }
