@@ -114,3 +114,9 @@ for i in 0 2 3 4 5; do
 done
 
 for d in "$CORPUS"/*/; do printf '%-14s %3d seeds\n' "$(basename "$d")" "$(find "$d" -type f | wc -l)"; done
+
+# build_trace: each Nix 2.8 build trace under its path, a layout 2 path, and a bare path.
+for f in "$TD"/realisations/*.doi; do
+  { printf 'realisations/%s\n' "$(basename "$f")"; cat "$f"; } | seed build_trace
+done
+printf 'build-trace-v2/9sgrhzh75qdm6n0b91q0szqr9v0s59ah-ca-top.drv/out.doi\n{"outPath":"sy2air4ni4an0d59lqnyasgh2ydd4gw6-ca-top","signatures":[{"keyName":"k","sig":"AA=="}]}' | seed build_trace

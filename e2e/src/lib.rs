@@ -22,7 +22,7 @@ use std::io::Write;
 use std::sync::OnceLock;
 
 pub use fixtures::Variant;
-pub use fixtures::{generate_signing_key, SigningKey, UpstreamCache};
+pub use fixtures::{generate_signing_key, CaCache, SigningKey, UpstreamCache};
 pub use narinfo::NarInfo;
 pub use nix_client::{
     fetch, fetch_rejected, push, ClientOutcome, FetchOptions, Method, Nix, Push, PushOutcome,

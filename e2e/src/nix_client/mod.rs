@@ -4,10 +4,12 @@
 
 mod generation;
 mod logs;
+mod traces;
 mod verify;
 
 pub use generation::{modern_version, Nix, MODERN_SKIP_MESSAGE};
 pub use logs::{copy_log, read_log, LogRead};
+pub use traces::{build_ca, CaBuild};
 
 use std::path::PathBuf;
 use std::process::Output;

@@ -7,12 +7,14 @@
 //! - [`SigningKey`], [`PublicKey`], [`Signature`] — Ed25519 keys in Nix's `name:base64` format;
 //! - [`CacheInfo`] — `nix-cache-info`;
 //! - [`NarFile`], [`parse_narinfo_name`] — validated HTTP request paths;
-//! - [`SideFile`] — NAR listings and build logs.
+//! - [`SideFile`] — NAR listings and build logs;
+//! - [`BuildTraceKey`], [`BuildTrace`] — build traces of content-addressed derivations.
 //!
 //! Every public item is also re-exported at the crate root.
 
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod build_trace;
 pub mod cache_info;
 pub mod compression;
 pub mod hash;
@@ -23,6 +25,9 @@ pub mod side_file;
 pub mod signing;
 pub mod store_path;
 
+pub use build_trace::{
+    BuildTrace, BuildTraceError, BuildTraceKey, MAX_BUILD_TRACE, MAX_OUTPUT_NAME, MIME_BUILD_TRACE,
+};
 pub use cache_info::{CacheInfo, CacheInfoError};
 pub use compression::Compression;
 pub use hash::{HashError, Sha256Hash};

@@ -173,7 +173,7 @@ impl fmt::Display for StorePath {
 }
 
 /// Checks a store path name against Nix's rules.
-fn validate_name(name: &str) -> Result<(), StorePathError> {
+pub(crate) fn validate_name(name: &str) -> Result<(), StorePathError> {
     if name.is_empty() {
         return Err(StorePathError::EmptyName);
     }

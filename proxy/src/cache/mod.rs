@@ -18,6 +18,7 @@ pub mod replica;
 mod scrub;
 mod side;
 mod singleflight;
+mod trace;
 mod upload;
 mod verify;
 
@@ -46,6 +47,7 @@ use replica::Replica;
 pub use scrub::{ScrubOptions, ScrubReport};
 pub use side::{SideResponse, MAX_SIDE_FILE};
 use singleflight::SingleFlight;
+pub use trace::TraceResponse;
 pub use upload::{Stored, UploadError};
 
 /// How often the cache's size is read for the metrics.
@@ -91,6 +93,8 @@ pub struct Cache {
     side_flights: Arc<SingleFlight<BlobKey, u64>>,
     side_fetches: Arc<tokio::sync::Semaphore>,
     side_uploads: Arc<tokio::sync::Semaphore>,
+    trace_flights: Arc<SingleFlight<BlobKey, nixcache_protocol::BuildTrace>>,
+    trace_fetches: Arc<tokio::sync::Semaphore>,
     fills: Fills,
     admission: Arc<Admission>,
     tmp_dir: Arc<PathBuf>,
@@ -129,6 +133,10 @@ impl Cache {
             side_flights: Arc::new(SingleFlight::counting_joins(Default::default())),
             side_fetches: Arc::new(tokio::sync::Semaphore::new(side::SIDE_TRANSFERS)),
             side_uploads: Arc::new(tokio::sync::Semaphore::new(side::SIDE_TRANSFERS)),
+            trace_flights: Arc::new(SingleFlight::counting_joins(
+                parts.metrics.coalesced_counter(ObjectKind::BuildTrace),
+            )),
+            trace_fetches: Arc::new(tokio::sync::Semaphore::new(trace::TRACE_FETCHES)),
             admission: Arc::new(Admission::new(parts.fill_limits, Arc::clone(&parts.metrics))),
             fills: Fills::new(
                 parts.metrics.fills_in_flight.clone(),

@@ -1,8 +1,6 @@
-//! Listings and logs go first, least recently used first: they are small, seldom read, and
-//! fetched again on demand, while the NARs are what the cache is for. Uploaded ones cannot be
-//! fetched again, but go the same way, as uploaded NARs do.
-
-use nixcache_protocol::SideFile;
+//! Listings, logs and build traces go first, least recently used first: they are small, seldom
+//! read, and fetched again on demand, while the NARs are what the cache is for. Uploaded ones
+//! cannot be fetched again, but go the same way, as uploaded NARs do.
 
 use super::{Run, PAGE};
 use crate::{db::DbError, storage::BlobKey};
@@ -27,11 +25,10 @@ impl Run<'_> {
                     // The row goes first: an object left by a failed delete is invisible, and
                     // overwritten when the file is fetched or uploaded again. The key is parsed
                     // again: a row is not trusted to name a safe object.
-                    let Ok(parsed) = SideFile::parse(&file.path) else {
+                    let Some(key) = BlobKey::for_side_file_row(&file.path) else {
                         tracing::warn!(path = %file.path, "a side file row with an invalid path; its row went, no object is deleted");
                         continue;
                     };
-                    let key = BlobKey::for_side_file(&parsed);
                     if let Err(err) = self.storage.delete(&key).await {
                         tracing::warn!(object = %key, error = %err, "deleting an evicted listing or log failed");
                         self.report.storage_errors += 1;

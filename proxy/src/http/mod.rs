@@ -13,6 +13,7 @@ mod observe;
 pub mod server;
 mod side;
 mod status;
+mod trace;
 mod upload;
 mod write;
 
@@ -78,6 +79,14 @@ pub fn router(state: AppState) -> Router {
         .route(&format!("{FILLS_ROUTE}/{{file}}"), get(nar::get_fill))
         .route("/log/{drv}", get(side::get_log).put(side::put_log))
         .route(
+            "/realisations/{id}",
+            get(trace::get_realisation).put(trace::put_realisation),
+        )
+        .route(
+            "/build-trace-v2/{drv}/{output}",
+            get(trace::get_v2).put(trace::put_v2),
+        )
+        .route(
             "/{file}",
             get(narinfo::get_narinfo)
                 .put(upload::put_narinfo)
@@ -94,6 +103,8 @@ async fn fallback(uri: Uri) -> Response {
     let lowered = path.to_ascii_lowercase();
     if path.starts_with("/nar/")
         || path.starts_with("/log/")
+        || path.starts_with("/realisations/")
+        || path.starts_with("/build-trace-v2/")
         || path.ends_with(".narinfo")
         || path.ends_with(".ls")
         || lowered.contains("..")

@@ -30,6 +30,8 @@ fn route_label(matched: Option<&MatchedPath>, path: &str) -> Route {
         Some("/{file}") if path.ends_with(".ls") => Route::Listing,
         Some("/{file}") => Route::Narinfo,
         Some("/log/{drv}") => Route::Log,
+        Some("/realisations/{id}") => Route::Realisation,
+        Some("/build-trace-v2/{drv}/{output}") => Route::BuildTraceV2,
         Some(p) if p.starts_with(crate::cache::replica::FILLS_ROUTE) => Route::Fills,
         _ => Route::Other,
     }

@@ -32,7 +32,13 @@ macro_rules! label_value {
 
 label_value! {
     /// What a request or a fetch was for.
-    ObjectKind { Narinfo => "narinfo", Nar => "nar", Listing => "listing", Log => "log" }
+    ObjectKind {
+        Narinfo => "narinfo",
+        Nar => "nar",
+        Listing => "listing",
+        Log => "log",
+        BuildTrace => "build_trace",
+    }
 }
 
 label_value! {
@@ -105,6 +111,8 @@ label_value! {
         Narinfo => "/{hash}.narinfo",
         Listing => "/{hash}.ls",
         Log => "/log/{drv}",
+        Realisation => "/realisations/{id}",
+        BuildTraceV2 => "/build-trace-v2/{drv}/{output}",
         Fills => "/_nixcache/fills/{file}",
         Other => "other",
     }

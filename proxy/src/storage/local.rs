@@ -1,5 +1,5 @@
-//! A local directory: `<root>/<first two characters>/<key>` (and `<root>/log/<first two>/<drv>`
-//! for logs), written by temp file, fsync, rename.
+//! A local directory: `<root>/<first two characters>/<key>` (and `<root>/<dir>/<first two>/<file>`
+//! for logs and build traces), written by temp file, fsync, rename.
 
 use std::{
     io,
@@ -31,7 +31,8 @@ impl LocalStore {
     }
 
     fn path_of(&self, key: &BlobKey) -> PathBuf {
-        // Keys are `<file>` or `log/<file>`, validated: no `..`, no other slash.
+        // Keys are `<file>` or `<dir>/<file>` (log, realisations, build-trace-v2), validated: no
+        // `..`, no other slash.
         let (dir, file) = key.as_str().rsplit_once('/').unwrap_or(("", key.as_str()));
         let shard = file.get(..2).unwrap_or("__");
         self.root.join(dir).join(shard).join(file)

@@ -29,6 +29,19 @@ impl BlobKey {
     pub fn for_side_file(file: &nixcache_protocol::SideFile) -> Self {
         Self(file.to_string())
     }
+    /// A build trace: `realisations/<hex>!<output>.doi` or `build-trace-v2/<drv hash>!<output>.doi`.
+    pub fn for_build_trace(key: &nixcache_protocol::BuildTraceKey) -> Self {
+        Self(key.storage_path())
+    }
+    /// A side file's path read back from its row, when it is one of the two kinds' paths: a row
+    /// is not trusted to name a safe object.
+    pub fn for_side_file_row(path: &str) -> Option<Self> {
+        match nixcache_protocol::SideFile::parse(path) {
+            Ok(file) => Some(Self::for_side_file(&file)),
+            Err(_) if nixcache_protocol::BuildTraceKey::is_storage_path(path) => Some(Self(path.to_owned())),
+            Err(_) => None,
+        }
+    }
     pub fn as_str(&self) -> &str {
         &self.0
     }

@@ -226,6 +226,26 @@ async fn side_files_live_beside_nars(store: &dyn BlobStore, _: &Path) {
     assert_eq!(store.stat(&log).await.unwrap(), None);
     assert_eq!(store.stat(&listing).await.unwrap(), Some(13));
     assert_eq!(store.stat(&key(1)).await.unwrap(), Some(3));
+    // Build traces of both layouts, under keys a row names again for GC.
+    use nixcache_protocol::BuildTraceKey;
+    let hex = "d94f7af9eb726a2f3d6a5b85f1d13d7c7d2683433f442535b28f86ed88635808";
+    for path in [
+        format!("realisations/sha256:{hex}!out.doi"),
+        format!("build-trace-v2/{hash}-hello-2.12.drv/dev.doi"),
+    ] {
+        let trace = BlobKey::for_build_trace(&BuildTraceKey::parse(&path).unwrap());
+        assert_eq!(BlobKey::for_side_file_row(trace.as_str()), Some(trace.clone()));
+        store.put_stream(&trace, chunks(b"{}")).await.unwrap();
+        assert_eq!(store.stat(&trace).await.unwrap(), Some(2));
+        assert!(store.delete(&trace).await.unwrap());
+    }
+    assert_eq!(
+        BlobKey::for_side_file_row(listing.as_str()),
+        Some(listing.clone())
+    );
+    for row in ["../x.ls", "realisations/x!out.doi", "nar/abc.nar.xz", "log/x"] {
+        assert_eq!(BlobKey::for_side_file_row(row), None, "{row}");
+    }
 }
 
 /// Bytes that differ from part to part, so a misplaced part shows in the hash.

@@ -4,11 +4,13 @@
 
 mod error;
 mod health;
+mod ordered;
 mod outbound;
 mod params;
 mod probe;
 mod request;
 mod side;
+mod trace;
 
 use std::{
     sync::{Arc, RwLock},
@@ -29,7 +31,9 @@ use request::TaskContext;
 pub use error::UpstreamError;
 pub use health::{Health, HealthReport, UpstreamState};
 pub use nixcache_formats::netrc::{Credentials, Netrc};
+pub use ordered::Asked;
 pub use side::{object_kind, SideDownload, SideLookup};
+pub use trace::TraceLookup;
 
 /// Priority assumed for an upstream whose nix-cache-info could not be read (Nix's default).
 const DEFAULT_PRIORITY: u32 = 50;

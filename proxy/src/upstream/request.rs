@@ -11,11 +11,11 @@ use crate::metrics::ObjectKind;
 /// Largest narinfo or nix-cache-info accepted (real ones are a few KiB).
 const MAX_TEXT_BYTES: usize = 1 << 20;
 
-/// The body as text, or `None` when it is longer than `limit`.
-async fn read_limited(
+/// The body, or `None` when it is longer than `limit`.
+pub(super) async fn read_limited(
     mut response: reqwest::Response,
     limit: usize,
-) -> Result<Option<String>, reqwest::Error> {
+) -> Result<Option<Vec<u8>>, reqwest::Error> {
     let mut body = Vec::new();
     while let Some(chunk) = response.chunk().await? {
         if body.len() + chunk.len() > limit {
@@ -23,7 +23,7 @@ async fn read_limited(
         }
         body.extend_from_slice(&chunk);
     }
-    Ok(Some(String::from_utf8_lossy(&body).into_owned()))
+    Ok(Some(body))
 }
 
 /// What a spawned lookup needs, detached from `Upstreams`' lifetime.
@@ -106,7 +106,7 @@ impl TaskContext {
                 url: url.to_string(),
                 reason: format!("larger than {MAX_TEXT_BYTES} bytes"),
             }),
-            Ok(Ok(Some(text))) => Ok(Some(text)),
+            Ok(Ok(Some(body))) => Ok(Some(String::from_utf8_lossy(&body).into_owned())),
         }
     }
 

@@ -9,17 +9,11 @@ use nixcache_formats::content_encoding::ContentEncoding;
 use nixcache_protocol::SideFile;
 use reqwest::header;
 
-use super::{Upstream, UpstreamError, Upstreams};
+use super::{ordered::Asked, Upstream, UpstreamError, Upstreams};
 use crate::metrics::ObjectKind;
 
 /// What the upstreams said about a listing or a log.
-pub enum SideLookup {
-    Found(SideDownload),
-    /// Every upstream asked answered that it has none (404, 403 or 410).
-    NotFound,
-    /// None had it, and at least one failed or was skipped as down.
-    Failed(UpstreamError),
-}
+pub type SideLookup = Asked<SideDownload>;
 
 /// A listing or log download whose headers arrived with 200.
 pub struct SideDownload {
@@ -40,25 +34,8 @@ pub fn object_kind(file: &SideFile) -> ObjectKind {
 impl Upstreams {
     /// Asks the upstreams that are not down, best priority first, until one has `file`.
     pub async fn get_side_file(&self, file: &SideFile) -> SideLookup {
-        let (mut order, down): (Vec<&Arc<Upstream>>, Vec<_>) =
-            self.list.iter().partition(|u| !u.health.is_down());
-        order.sort_by_key(|u| u.priority());
-        let mut failure = None;
-        for upstream in order {
-            match self.side_file_from(upstream, file).await {
-                Ok(Some(download)) => return SideLookup::Found(download),
-                Ok(None) => {}
-                Err(err) => failure = Some(err),
-            }
-        }
-        match failure {
-            Some(err) => SideLookup::Failed(err),
-            None if !down.is_empty() => SideLookup::Failed(UpstreamError::Down {
-                upstreams: down.len(),
-                retry_after: self.ctx.options.probe_interval,
-            }),
-            None => SideLookup::NotFound,
-        }
+        self.ask_in_order(|upstream| self.side_file_from(upstream, file))
+            .await
     }
 
     /// One upstream's answer: the download, `None` when it has none. Timed and counted.
@@ -126,21 +103,26 @@ impl Upstreams {
     }
 }
 
-/// `<base>/<hash>.ls` or `<base>/log/<drv>`, each part a path segment: a derivation's name may
-/// hold `?`, which `Url::join` would take for a query.
+/// `<base>/<hash>.ls` or `<base>/log/<drv>`.
 fn side_file_url(upstream: &Upstream, file: &SideFile) -> Result<url::Url, UpstreamError> {
+    match file {
+        SideFile::Listing(hash) => url_under(upstream, &[&format!("{hash}.ls")]),
+        SideFile::Log(drv) => url_under(upstream, &["log", &drv.to_string()]),
+    }
+}
+
+/// The upstream's base URL with `segments` appended, each a path segment: a derivation's name
+/// may hold `?`, which `Url::join` would take for a query.
+pub(super) fn url_under(upstream: &Upstream, segments: &[&str]) -> Result<url::Url, UpstreamError> {
     let mut url = upstream.base.clone();
     let invalid = || UpstreamError::Invalid {
         url: upstream.url().into(),
         reason: "cannot be a base URL".into(),
     };
     {
-        let mut segments = url.path_segments_mut().map_err(|()| invalid())?;
-        segments.pop_if_empty();
-        match file {
-            SideFile::Listing(hash) => segments.push(&format!("{hash}.ls")),
-            SideFile::Log(drv) => segments.push("log").push(&drv.to_string()),
-        };
+        let mut path = url.path_segments_mut().map_err(|()| invalid())?;
+        path.pop_if_empty();
+        path.extend(segments);
     }
     Ok(url)
 }

@@ -197,7 +197,12 @@ impl Cache {
         Ok(size)
     }
 
-    async fn record_side_file(&self, key: &BlobKey, size: u64, uploaded: bool) -> Result<(), CacheError> {
+    pub(super) async fn record_side_file(
+        &self,
+        key: &BlobKey,
+        size: u64,
+        uploaded: bool,
+    ) -> Result<(), CacheError> {
         let record = SideFileRecord {
             path: key.as_str().to_owned(),
             encoding: String::new(),

@@ -1,0 +1,32 @@
+//! `BuildTraceKey::parse` (the `realisations/…` and `build-trace-v2/…` request paths) and
+//! `BuildTrace::parse` (their JSON documents). The first line is a path, the rest a document.
+//! A path that parses prints back to itself and keeps a storage path that is recognised as one
+//! and fits its column; a document that parses prints one that parses to the same trace, in
+//! both its served and its stored forms; checking signatures does not panic.
+
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use nixcache_protocol::{BuildTrace, BuildTraceKey};
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let (path, doc) = text.split_once('\n').unwrap_or((text, ""));
+    let Ok(key) = BuildTraceKey::parse(path) else {
+        return;
+    };
+    assert_eq!(key.to_string(), path);
+    let stored = key.storage_path();
+    assert!(BuildTraceKey::is_storage_path(&stored), "{stored:?}");
+    assert!(stored.len() <= 255 && !stored.contains("..") && !stored.starts_with('/'), "{stored:?}");
+    let Ok(trace) = BuildTrace::parse(&key, doc.as_bytes()) else {
+        return;
+    };
+    let printed = trace.to_json();
+    assert_eq!(BuildTrace::parse(&key, printed.as_bytes()).as_ref(), Ok(&trace), "{printed}");
+    let kept = trace.to_stored_json();
+    assert_eq!(BuildTrace::parse_stored(&key, kept.as_bytes()).as_ref(), Ok(&trace), "{kept}");
+    let _ = trace.verify_any(&[]);
+});
