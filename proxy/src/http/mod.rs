@@ -2,6 +2,7 @@
 
 mod auth;
 mod caching;
+mod encoding;
 mod error;
 mod hashers;
 mod health;
@@ -93,6 +94,8 @@ pub fn router(state: AppState) -> Router {
                 .delete(upload::delete_narinfo),
         )
         .fallback(fallback)
+        .layer(encoding::layer())
+        .layer(middleware::map_response(encoding::weaken_etag))
         .layer(middleware::from_fn_with_state(metrics, observe::observe))
         .with_state(state)
 }

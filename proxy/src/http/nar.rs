@@ -8,9 +8,9 @@ use axum::{
     response::Response,
 };
 use nixcache_formats::range::RangeSpec;
-use nixcache_protocol::{NarFile, MIME_NAR};
+use nixcache_protocol::{Compression, NarFile, MIME_NAR};
 
-use super::{caching, ApiError, AppState};
+use super::{caching, encoding, encoding::fused, ApiError, AppState};
 use crate::cache::NarResponse;
 
 pub async fn get_nar(
@@ -30,7 +30,12 @@ pub async fn get_nar(
     let mut nar = state.cache.nar(&file, range, head).await?;
     nar.body = nar.body.map(|body| counted(&state, body));
     let (status, etag) = (nar.status, caching::nar_etag(&file, nar.fixed_by_name));
+    // A NAR stored without compression is worth encoding for a client that takes it.
+    let encodable = file.compression == Compression::None && nar.body.is_some() && nar.range.is_none();
     let mut response = respond(nar);
+    if encodable {
+        encoding::encodable(&mut response);
+    }
     caching::immutable(response.headers_mut(), etag);
     caching::cache_status(response.headers_mut(), status);
     Ok(response)
@@ -90,7 +95,7 @@ fn respond(nar: NarResponse) -> Response {
         ),
         None => (StatusCode::OK, nar.size, None),
     };
-    let body = nar.body.map_or_else(Body::empty, Body::from_stream);
+    let body = nar.body.map_or_else(Body::empty, |b| Body::from_stream(fused(b)));
     let mut response = Response::new(body);
     *response.status_mut() = status;
     let headers = response.headers_mut();

@@ -7,7 +7,7 @@ use axum::{
 };
 use nixcache_protocol::{parse_narinfo_name, MIME_NARINFO};
 
-use super::{caching, error, side, ApiError, AppState};
+use super::{caching, encoding, error, side, ApiError, AppState};
 
 pub async fn get_narinfo(
     State(state): State<AppState>,
@@ -38,5 +38,8 @@ pub async fn get_narinfo(
     }
     let mut response = ([(header::CONTENT_TYPE, MIME_NARINFO)], text).into_response();
     caching::narinfo(response.headers_mut(), status);
+    if method != Method::HEAD {
+        encoding::encodable(&mut response);
+    }
     Ok(response)
 }

@@ -1,6 +1,7 @@
-//! `GET|HEAD|PUT /<hash>.ls` (NAR listings) and `/log/<drv>` (build logs). Always answered
-//! decoded, without `Content-Encoding` (Nix 2.8 decodes only `br` itself and fails on others);
-//! uploads may come encoded (Nix 2.32+ `ls-compression`, `log-compression`).
+//! `GET|HEAD|PUT /<hash>.ls` (NAR listings) and `/log/<drv>` (build logs). Answered as stored,
+//! decoded, unless the request asks for an encoding (`encoding`: Nix 2.8 asks for none and
+//! decodes only `br` itself); uploads may come encoded (Nix 2.32+ `ls-compression`,
+//! `log-compression`).
 
 use axum::{
     body::Body,
@@ -11,7 +12,7 @@ use axum::{
 use nixcache_formats::{content_encoding::ContentEncoding, range::RangeSpec};
 use nixcache_protocol::SideFile;
 
-use super::{caching, write, ApiError, AppState};
+use super::{caching, encoding, write, ApiError, AppState};
 use crate::{
     cache::{CacheError, SideResponse, UploadError},
     metrics::UploadResult,
@@ -72,8 +73,11 @@ async fn get(
             .served_counter(object_kind(&file))
             .inc_by(len);
     }
-    let status = answer.status;
+    let (status, whole) = (answer.status, answer.body.is_some() && answer.range.is_none());
     let mut response = respond(&file, answer);
+    if whole {
+        encoding::encodable(&mut response);
+    }
     caching::side_file(response.headers_mut(), &file);
     caching::cache_status(response.headers_mut(), status);
     Ok(response)
@@ -88,7 +92,8 @@ fn respond(file: &SideFile, answer: SideResponse) -> Response {
         ),
         None => (StatusCode::OK, answer.size, None),
     };
-    let mut response = Response::new(answer.body.map_or_else(Body::empty, Body::from_stream));
+    let body = answer.body.map(encoding::fused);
+    let mut response = Response::new(body.map_or_else(Body::empty, Body::from_stream));
     *response.status_mut() = status;
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(file.mime()));

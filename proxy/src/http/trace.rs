@@ -11,7 +11,7 @@ use axum::{
 use nixcache_formats::content_encoding::ContentEncoding;
 use nixcache_protocol::{BuildTraceError, BuildTraceKey, MIME_BUILD_TRACE};
 
-use super::{caching, write, ApiError, AppState};
+use super::{caching, encoding, write, ApiError, AppState};
 use crate::{
     cache::{CacheError, UploadError},
     metrics::{ObjectKind, UploadResult},
@@ -51,14 +51,17 @@ async fn get(
         }
         answer => answer?,
     };
-    let length = answer.body.len();
-    let body = if *method == Method::HEAD {
+    let (length, head) = (answer.body.len(), *method == Method::HEAD);
+    let body = if head {
         Body::empty()
     } else {
         state.cache.metrics().served_counter(KIND).inc_by(length as u64);
         Body::from(answer.body)
     };
     let mut response = Response::new(body);
+    if !head {
+        encoding::encodable(&mut response);
+    }
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(MIME_BUILD_TRACE));
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));

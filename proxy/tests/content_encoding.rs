@@ -1,0 +1,143 @@
+//! `Content-Encoding` by negotiation: narinfos, listings, logs, build traces and NARs stored
+//! without compression are encoded (zstd, br, gzip) only for a request whose `Accept-Encoding`
+//! lists one, decode to exactly the stored bytes, and say `Vary: Accept-Encoding`; a request
+//! without the header (Nix 2.8), a range, a `HEAD`, or an already compressed NAR gets the bytes
+//! as stored.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::io::Read;
+
+use common::data::{sample_nar, store_path, Entry};
+use common::{client, send, upstream_key, Got, Proxy, Upstream};
+use nixcache_protocol::Compression;
+use reqwest::StatusCode;
+
+fn decoded(got: &Got) -> Vec<u8> {
+    let body = &got.body[..];
+    let mut out = Vec::new();
+    match got.header("content-encoding") {
+        None => out.extend_from_slice(body),
+        Some("zstd") => out = zstd::decode_all(body).unwrap(),
+        Some("gzip") => {
+            flate2::read::GzDecoder::new(body).read_to_end(&mut out).unwrap();
+        }
+        Some("br") => {
+            brotli::Decompressor::new(body, 4096)
+                .read_to_end(&mut out)
+                .unwrap();
+        }
+        Some(other) => panic!("unexpected encoding {other}"),
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn encoded_only_when_asked_and_byte_identical_once_decoded() {
+    let dir = tempfile::tempdir().unwrap();
+    let upstream = Upstream::start(10).await;
+    let key = upstream_key();
+    // A NAR stored without compression, and one with: only the first is worth encoding.
+    let plain = Entry::new("plain-nar", sample_nar(7, 300_000), Compression::None, &key);
+    let packed = Entry::new("packed-nar", sample_nar(8, 300_000), Compression::Zstd, &key);
+    upstream.add(&plain);
+    upstream.add(&packed);
+    let log_path = format!("/log/{}", store_path("encoded.drv"));
+    let log: Vec<u8> = (0..5000)
+        .flat_map(|i| format!("step {i}\n").into_bytes())
+        .collect();
+    upstream.put(&log_path, log.clone());
+    let proxy = Proxy::start(dir.path(), &[&upstream], &[key.public_key()], &[]).await;
+    let client = client();
+    let get = |path: String, accept: Option<&'static str>| {
+        let mut request = client.get(proxy.url(&path));
+        if let Some(accept) = accept {
+            request = request.header("accept-encoding", accept);
+        }
+        send(request)
+    };
+
+    // Narinfos first (a NAR is known once its narinfo is): the same rule as for NARs.
+    let narinfo = get(plain.narinfo_path(), Some("zstd")).await;
+    assert_eq!(narinfo.status, StatusCode::OK);
+    assert_eq!(narinfo.header("content-encoding"), Some("zstd"));
+    let text = String::from_utf8(decoded(&narinfo)).unwrap();
+    assert!(
+        text.contains(&format!("StorePath: {}", plain.store_path.to_absolute())),
+        "{text}"
+    );
+    assert_eq!(get(packed.narinfo_path(), None).await.status, StatusCode::OK);
+
+    let nar_path = format!("/nar/{}", plain.file_name());
+    // Fetched once, then a hit: both kinds of answer are encoded alike.
+    for _ in 0..2 {
+        for (accept, expected) in [
+            (Some("gzip, deflate, br, zstd"), Some("zstd")),
+            (Some("gzip;q=0.5, br"), Some("br")),
+            (Some("gzip"), Some("gzip")),
+            (Some("identity"), None),
+            (Some("compress, deflate"), None),
+            (None, None),
+        ] {
+            let got = get(nar_path.clone(), accept).await;
+            assert_eq!(got.status, StatusCode::OK, "{}", got.text());
+            assert_eq!(got.header("content-encoding"), expected, "{accept:?}");
+            assert_eq!(decoded(&got), plain.nar, "{accept:?}");
+            assert!(got
+                .header("vary")
+                .is_some_and(|v| v.eq_ignore_ascii_case("accept-encoding")));
+            match expected {
+                Some(_) => {
+                    assert!(got.body.len() < plain.nar.len());
+                    assert!(
+                        got.header("etag").unwrap().starts_with("W/"),
+                        "{:?}",
+                        got.header("etag")
+                    );
+                    assert_eq!(got.header("accept-ranges"), None);
+                }
+                None => {
+                    assert_eq!(
+                        got.header("content-length"),
+                        Some(plain.nar.len().to_string().as_str())
+                    );
+                    assert!(!got.header("etag").unwrap().starts_with("W/"));
+                }
+            }
+        }
+    }
+    // A range, a HEAD and a compressed NAR go as they are.
+    let part = send(
+        client
+            .get(proxy.url(&nar_path))
+            .header("accept-encoding", "zstd")
+            .header("range", "bytes=0-99"),
+    )
+    .await;
+    assert_eq!(part.status, StatusCode::PARTIAL_CONTENT);
+    assert_eq!(part.header("content-encoding"), None);
+    assert_eq!(&part.body[..], &plain.nar[..100]);
+    let head = send(
+        client
+            .head(proxy.url(&nar_path))
+            .header("accept-encoding", "zstd"),
+    )
+    .await;
+    assert_eq!(head.header("content-encoding"), None);
+    assert_eq!(
+        head.header("content-length"),
+        Some(plain.nar.len().to_string().as_str())
+    );
+    let zst = get(format!("/nar/{}", packed.file_name()), Some("zstd, gzip")).await;
+    assert_eq!(zst.status, StatusCode::OK);
+    assert_eq!(zst.header("content-encoding"), None);
+    assert_eq!(zst.header("vary"), None);
+
+    // Logs: the same rule.
+    let log_got = get(log_path.clone(), Some("br")).await;
+    assert_eq!(log_got.header("content-encoding"), Some("br"));
+    assert_eq!(decoded(&log_got), log);
+    assert!(log_got.body.len() < log.len() / 4);
+    assert_eq!(get(log_path, None).await.body, log);
+}
