@@ -2,7 +2,8 @@
 //! `BuildTrace::parse` (their JSON documents). The first line is a path, the rest a document.
 //! A path that parses prints back to itself and keeps a storage path that is recognised as one,
 //! fits its column and is one directory and one file name (no `.` or `..` segment); a document that parses prints one that parses to the same trace, in
-//! both its served and its stored forms; checking signatures does not panic.
+//! both its served and its stored forms; checking signatures does not panic, and a key with a
+//! name no fuzzer-made signature has never verifies.
 
 #![no_main]
 
@@ -29,5 +30,7 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(BuildTrace::parse(&key, printed.as_bytes()).as_ref(), Ok(&trace), "{printed}");
     let kept = trace.to_stored_json();
     assert_eq!(BuildTrace::parse_stored(&key, kept.as_bytes()).as_ref(), Ok(&trace), "{kept}");
-    let _ = trace.verify_any(&[]);
+    // A key no seed was signed with (test-key-1 of the narinfo fixtures): never verifies.
+    let stranger = nixcache_protocol::PublicKey::parse("stranger:HFrthHsWHu2QSY8v9xAxs3/uhIXdM46ktKwtJt4tE4E=").unwrap();
+    assert!(!trace.verify_any(&[stranger]));
 });

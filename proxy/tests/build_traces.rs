@@ -222,3 +222,63 @@ async fn uploads_are_kept_never_replaced_and_served_signed() {
     let put = w.put(&dev, vec![b' '; 65 << 10], Some(&auth)).await;
     assert_eq!(put.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", put.text());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_sharing_a_hash_cannot_poison_and_writes_never_replace() {
+    // A miss for a made-up derivation name with a real one's hash is not the real one's miss.
+    let dir = tempfile::tempdir().unwrap();
+    let upstream = Upstream::start(10).await;
+    let signer = upstream_key();
+    let real = format!("/build-trace-v2/{DRV}/out.doi");
+    upstream.put(&real, v2_doc(&real, OUT, &signer));
+    let proxy = Proxy::start(dir.path(), &[&upstream], &[signer.public_key()], &[]).await;
+    let client = client();
+    let fake = "/build-trace-v2/9sgrhzh75qdm6n0b91q0szqr9v0s59ah-zzz.drv/out.doi";
+    assert_eq!(
+        send(client.get(proxy.url(fake))).await.status,
+        StatusCode::NOT_FOUND
+    );
+    let got = send(client.get(proxy.url(&real))).await;
+    assert_eq!(got.status, StatusCode::OK, "{}", got.text());
+
+    // Uploads racing for one output: one is kept, the other is a conflict, never both 201.
+    let w = writable::start(&["--allow-put"]).await;
+    let auth = basic(USER, PASSWORD);
+    let docs: Vec<String> = (0..8)
+        .map(|i| format!(r#"{{"outPath":"{}{i}-ca-top"}}"#, &OUT[..31]))
+        .collect();
+    let puts = docs.iter().map(|doc| w.put(&real, doc.clone(), Some(&auth)));
+    let statuses: Vec<StatusCode> = futures::future::join_all(puts)
+        .await
+        .iter()
+        .map(|g| g.status)
+        .collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == StatusCode::CREATED).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert!(
+        statuses
+            .iter()
+            .all(|s| [StatusCode::CREATED, StatusCode::CONFLICT].contains(s)),
+        "{statuses:?}"
+    );
+
+    // A document at the size limit is kept and served (its stored form is larger).
+    let sigs: Vec<String> = (0..64)
+        .map(|i| {
+            let signer = SigningKey::generate(&format!("k{i}-{}", "n".repeat(3600))).unwrap();
+            let mut t =
+                BuildTrace::parse(&key(&real), format!(r#"{{"outPath":"{OUT}"}}"#).as_bytes()).unwrap();
+            t.add_signature(&signer);
+            format!("\"{}\"", t.signatures()[0])
+        })
+        .collect();
+    let big = format!(r#"{{"outPath":"{OUT}","signatures":[{}]}}"#, sigs.join(","));
+    assert!(big.len() > 200 << 10 && big.len() < 256 << 10, "{}", big.len());
+    let big_path = format!("/build-trace-v2/{DRV}/big.doi");
+    let put = w.put(&big_path, big, Some(&auth)).await;
+    assert_eq!(put.status, StatusCode::CREATED, "{}", put.text());
+    assert_eq!(w.get(&big_path).await.status, StatusCode::OK);
+}

@@ -95,6 +95,8 @@ pub struct Cache {
     side_uploads: Arc<tokio::sync::Semaphore>,
     trace_flights: Arc<SingleFlight<BlobKey, nixcache_protocol::BuildTrace>>,
     trace_fetches: Arc<tokio::sync::Semaphore>,
+    /// Held while a build trace is checked for and kept: nothing kept is replaced.
+    trace_writes: Arc<tokio::sync::Mutex<()>>,
     fills: Fills,
     admission: Arc<Admission>,
     tmp_dir: Arc<PathBuf>,
@@ -137,6 +139,7 @@ impl Cache {
                 parts.metrics.coalesced_counter(ObjectKind::BuildTrace),
             )),
             trace_fetches: Arc::new(tokio::sync::Semaphore::new(trace::TRACE_FETCHES)),
+            trace_writes: Arc::default(),
             admission: Arc::new(Admission::new(parts.fill_limits, Arc::clone(&parts.metrics))),
             fills: Fills::new(
                 parts.metrics.fills_in_flight.clone(),

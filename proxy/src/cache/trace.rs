@@ -23,6 +23,9 @@ use crate::{
 pub const TRACE_FETCHES: usize = 64;
 /// How long an upload's body may take to arrive.
 const UPLOAD_LIMIT: Duration = Duration::from_secs(60);
+/// Largest stored form kept or read back: a document of [`MAX_BUILD_TRACE`] grows when its
+/// string signatures become objects and a layout 2 one is wrapped with its key.
+const MAX_STORED: usize = 2 * MAX_BUILD_TRACE;
 
 /// A build trace answer: the document with this cache's signature.
 pub struct TraceResponse {
@@ -88,7 +91,7 @@ impl Cache {
             return Ok(None);
         };
         let read = match self.storage.get(stored, None).await {
-            Ok(read) if read.size == record.size && read.size <= MAX_BUILD_TRACE as u64 => read,
+            Ok(read) if read.size == record.size && read.size <= MAX_STORED as u64 => read,
             Ok(_) | Err(StorageError::NotFound(_)) => {
                 tracing::error!(object = %stored, "recorded but missing from storage (or resized); forgetting it");
                 self.db.delete_side_file(stored.as_str()).await?;
@@ -119,13 +122,14 @@ impl Cache {
     /// Fetches the trace from the upstreams and keeps it.
     async fn fetch_build_trace(&self, key: BuildTraceKey) -> Result<BuildTrace, CacheError> {
         let stored = BlobKey::for_build_trace(&key);
-        let _permit = self
-            .trace_fetches
-            .acquire()
-            .await
-            .map_err(|e| CacheError::internal("the build trace fetches are closed", Some(Box::new(e))))?;
+        let _permit = super::side::side_transfer(&self.trace_fetches).await?;
         match self.upstreams.get_build_trace(&key).await {
             TraceLookup::Found(trace) => {
+                let _writing = self.trace_writes.lock().await;
+                // An upload may have come first: what is kept is not replaced.
+                if let Some(held) = self.stored_build_trace(&key, &stored).await? {
+                    return Ok(held);
+                }
                 self.keep_build_trace(&stored, &trace, false).await?;
                 Ok(trace)
             }
@@ -137,6 +141,8 @@ impl Cache {
         }
     }
 
+    /// Stores `trace` (the caller holds `trace_writes`); one whose stored form is over
+    /// [`MAX_STORED`] is refused.
     async fn keep_build_trace(
         &self,
         stored: &BlobKey,
@@ -144,6 +150,11 @@ impl Cache {
         uploaded: bool,
     ) -> Result<(), CacheError> {
         let body = Bytes::from(trace.to_stored_json());
+        if body.len() > MAX_STORED {
+            return Err(CacheError::unverified(format!(
+                "{stored}: more than {MAX_STORED} bytes once stored"
+            )));
+        }
         let size = self
             .storage
             .put_stream(stored, Box::pin(futures::stream::once(async move { Ok(body) })))
@@ -181,10 +192,22 @@ impl Cache {
             }
             Ok(Ok(Some(sent))) => sent,
         };
-        let json = decode_limited(encoding, &sent, MAX_BUILD_TRACE)
+        // Decoded within a larger bound, so a body over the limit is told from one that does
+        // not decode.
+        let json = decode_limited(encoding, &sent, 2 * MAX_BUILD_TRACE)
             .map_err(|e| UploadError::Invalid(format!("{key}: {e}")))?;
+        let too_large = UploadError::TooLargeDecoded {
+            what: "build trace",
+            limit: MAX_BUILD_TRACE as u64,
+        };
+        if json.len() > MAX_BUILD_TRACE {
+            return Err(too_large);
+        }
         let trace = BuildTrace::parse(key, &json).map_err(|e| UploadError::Invalid(format!("{key}: {e}")))?;
         let stored = BlobKey::for_build_trace(key);
+        // Checked and kept under one lock, so two uploads (or an upload and a fetch) in this
+        // process never both write; across replicas the last of two racing writes wins.
+        let _writing = self.trace_writes.lock().await;
         if let Some(held) = self.stored_build_trace(key, &stored).await? {
             if held.out_path() == trace.out_path() {
                 return Ok(Stored::Exists);
@@ -195,7 +218,10 @@ impl Cache {
                 trace.out_path()
             )));
         }
-        self.keep_build_trace(&stored, &trace, true).await?;
+        match self.keep_build_trace(&stored, &trace, true).await {
+            Err(CacheError::Verification { .. }) => return Err(too_large),
+            kept => kept?,
+        }
         self.side_negative.remove(&stored);
         Ok(Stored::Created)
     }

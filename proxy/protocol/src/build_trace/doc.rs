@@ -6,6 +6,9 @@ use serde_json::{json, Map, Value};
 use super::{canonical_json, BuildTraceError, BuildTraceKey};
 use crate::{PublicKey, Sha256Hash, Signature, SigningKey, StorePath};
 
+/// Most signatures a document may carry (Nix writes one per key that signed).
+pub const MAX_SIGNATURES: usize = 64;
+
 /// Largest build trace document accepted (one with a thousand dependent realisations fits).
 pub const MAX_BUILD_TRACE: usize = 256 << 10;
 
@@ -69,7 +72,10 @@ impl BuildTrace {
         };
         let signatures = match doc.remove("signatures") {
             None => Vec::new(),
-            Some(Value::Array(items)) => items.iter().map(signature).collect::<Result<_, _>>()?,
+            Some(Value::Array(items)) if items.len() <= MAX_SIGNATURES => {
+                items.iter().map(signature).collect::<Result<_, _>>()?
+            }
+            Some(Value::Array(_)) => return Err(malformed(format!("more than {MAX_SIGNATURES} signatures"))),
             Some(_) => return Err(malformed("signatures is not an array".into())),
         };
         let mut dependent = Map::new();
@@ -82,10 +88,10 @@ impl BuildTrace {
             }
             match doc.remove("dependentRealisations") {
                 None => {}
-                Some(Value::Object(map)) if map.values().all(Value::is_string) => dependent = map,
+                Some(Value::Object(map)) if map.iter().all(dependency) => dependent = map,
                 Some(_) => {
                     return Err(malformed(
-                        "dependentRealisations is not an object of strings".into(),
+                        "dependentRealisations is not an object of <drv output id>: <store path>".into(),
                     ))
                 }
             }
@@ -185,6 +191,16 @@ fn v2_key(key: &BuildTraceKey) -> Value {
 /// `sha256:<hex>!<output>`, the `id` of a layout 1 document.
 fn realisation_id(drv_hash: &Sha256Hash, output: &str) -> String {
     format!("sha256:{}!{output}", drv_hash.to_hex())
+}
+
+/// A dependency as Nix 2.4 to 2.8 wrote it: `"sha256:<hex>!<output>": "<store path base name>"`
+/// (Nix 2.8 parses both, and fails on anything else).
+fn dependency((id, path): (&String, &Value)) -> bool {
+    let id_ok = BuildTraceKey::parse_realisation(&format!("{id}.doi")).is_ok();
+    let path_ok = path
+        .as_str()
+        .is_some_and(|p| StorePath::from_base_name(p).is_ok());
+    id_ok && path_ok
 }
 
 /// A signature as `"name:base64"` or `{"keyName": name, "sig": base64}`.

@@ -40,7 +40,7 @@ fn a_changed_out_path_or_dependency_breaks_the_signature() {
     assert!(!trace.verify_any(std::slice::from_ref(&nix_key)));
     let with_dep = NIX_2_8_DOC.replace(
         r#""dependentRealisations":{}"#,
-        r#""dependentRealisations":{"sha256:00!out":"sy2air4ni4an0d59lqnyasgh2ydd4gw6-x"}"#,
+        r#""dependentRealisations":{"sha256:0fe36bf3247be31d6656a4298881d3bd85b385114ea8fe25ecb88b29b0d234b3!out":"sy2air4ni4an0d59lqnyasgh2ydd4gw6-x"}"#,
     );
     let trace = BuildTrace::parse(&key(NIX_2_8_PATH), with_dep.as_bytes()).unwrap();
     assert!(!trace.verify_any(&[nix_key]));
@@ -112,6 +112,16 @@ fn malformed_documents_and_other_ids_are_refused() {
         &NIX_2_8_DOC.replace("sy2air4ni4an0d59lqnyasgh2ydd4gw6-ca-top", "/nix/store/x"),
         &NIX_2_8_DOC.replace(r#""signatures":["#, r#""signatures":[1,"#),
         &NIX_2_8_DOC.replace(r#""dependentRealisations":{}"#, r#""dependentRealisations":[]"#),
+        &NIX_2_8_DOC.replace(
+            r#""dependentRealisations":{}"#,
+            r#""dependentRealisations":{"x":"sy2air4ni4an0d59lqnyasgh2ydd4gw6-ca-top"}"#,
+        ),
+        &NIX_2_8_DOC.replace(
+            r#""dependentRealisations":{}"#,
+            r#""dependentRealisations":{"sha256:d94f7af9eb726a2f3d6a5b85f1d13d7c7d2683433f442535b28f86ed88635808!out":"/nix/store/x"}"#,
+        ),
+        &format!(r#"{{"id":"sha256:d94f7af9eb726a2f3d6a5b85f1d13d7c7d2683433f442535b28f86ed88635808!out","outPath":"sy2air4ni4an0d59lqnyasgh2ydd4gw6-ca-top","signatures":[{}]}}"#,
+            vec![r#""k:AA==""#; MAX_SIGNATURES + 1].join(",")),
         &NIX_2_8_DOC.replace("test-ca-1:", "test-ca-1"),
     ] {
         assert!(
@@ -145,9 +155,8 @@ fn stored_documents_say_which_derivation_they_are_for() {
         )
     );
     assert_eq!(BuildTrace::parse_stored(&v2, stored.as_bytes()).unwrap(), trace);
-    // Same hash, another name: the same storage path, but not this document.
+    // Same hash, another name: not this document (were it ever read for it).
     let renamed = key("build-trace-v2/9sgrhzh75qdm6n0b91q0szqr9v0s59ah-ca-other.drv/out.doi");
-    assert_eq!(renamed.storage_path(), v2.storage_path());
     assert!(matches!(
         BuildTrace::parse_stored(&renamed, stored.as_bytes()),
         Err(BuildTraceError::WrongId { .. })

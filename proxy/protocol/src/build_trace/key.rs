@@ -9,6 +9,8 @@ use crate::{store_path::validate_name, Sha256Hash, StorePath};
 /// every storage path within 255 bytes.
 pub const MAX_OUTPUT_NAME: usize = 128;
 
+/// Hex digits of the derivation name's digest in a layout 2 storage path (80 bits).
+const NAME_DIGEST: usize = 20;
 const V1_DIR: &str = "realisations/";
 const V2_DIR: &str = "build-trace-v2/";
 const SUFFIX: &str = ".doi";
@@ -64,15 +66,21 @@ impl BuildTraceKey {
         }
     }
 
-    /// Where the trace is kept, a name of at most 255 bytes: `realisations/<hex>!<output>.doi`
-    /// (sharded by the hash, not all under `sha256:`) or `build-trace-v2/<drv hash>!<output>.doi`
-    /// (a derivation's hash names it; the full name would not fit).
+    /// Where the trace is kept, a name of at most 255 bytes, one per key:
+    /// `realisations/<hex>!<output>.doi` (sharded by the hash, not all under `sha256:`) or
+    /// `build-trace-v2/<drv hash>-<name digest>!<output>.doi`, the name digest being the first
+    /// [`NAME_DIGEST`] hex digits of the SHA-256 of the derivation's name (the full name would
+    /// not fit; the hash alone would let another name with the same hash share the slot).
     pub fn storage_path(&self) -> String {
         match self {
             Self::Realisation { drv_hash, output } => {
                 format!("{V1_DIR}{}!{output}{SUFFIX}", drv_hash.to_hex())
             }
-            Self::V2 { drv, output } => format!("{V2_DIR}{}!{output}{SUFFIX}", drv.hash()),
+            Self::V2 { drv, output } => {
+                let digest = Sha256Hash::digest(drv.name().as_bytes()).to_hex();
+                let digest = digest.get(..NAME_DIGEST).unwrap_or(&digest);
+                format!("{V2_DIR}{}-{digest}!{output}{SUFFIX}", drv.hash())
+            }
         }
     }
 
@@ -85,8 +93,16 @@ impl BuildTraceKey {
                 .and_then(|rest| rest.split_once('!'))
                 .is_some_and(|(hash, output)| id(hash) && output_name(output).is_ok())
         };
-        named(V1_DIR, &|hash| parse_lower_hex(hash).is_ok())
-            || named(V2_DIR, &|hash| crate::StorePathHash::parse(hash).is_ok())
+        let v2_id = |id: &str| {
+            id.split_once('-').is_some_and(|(hash, digest)| {
+                crate::StorePathHash::parse(hash).is_ok()
+                    && digest.len() == NAME_DIGEST
+                    && digest
+                        .bytes()
+                        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            })
+        };
+        named(V1_DIR, &|hash| parse_lower_hex(hash).is_ok()) || named(V2_DIR, &v2_id)
     }
 }
 
@@ -147,10 +163,16 @@ mod tests {
             assert!(key.storage_path().len() <= 255);
         }
         let v2 = BuildTraceKey::parse(&format!("build-trace-v2/{DRV}/dev.doi")).unwrap();
-        assert_eq!(
-            v2.storage_path(),
-            "build-trace-v2/9sgrhzh75qdm6n0b91q0szqr9v0s59ah!dev.doi"
+        let stored = v2.storage_path();
+        assert!(
+            stored.starts_with("build-trace-v2/9sgrhzh75qdm6n0b91q0szqr9v0s59ah-"),
+            "{stored}"
         );
+        assert!(stored.ends_with("!dev.doi"), "{stored}");
+        // Another name with the same hash (no real derivation has one) is kept apart.
+        let renamed =
+            BuildTraceKey::parse("build-trace-v2/9sgrhzh75qdm6n0b91q0szqr9v0s59ah-x.drv/dev.doi").unwrap();
+        assert_ne!(renamed.storage_path(), stored);
         assert_eq!(v2.output(), "dev");
     }
 
@@ -185,6 +207,8 @@ mod tests {
             "realisations/../x!out.doi",
             "build-trace-v2/9sgrhzh75qdm6n0b91q0szqr9v0s59ah-ca.drv!out.doi",
             "build-trace-v2/9sgrhzh75qdm6n0b91q0szqr9v0s59ah!out/x.doi",
+            "build-trace-v2/9sgrhzh75qdm6n0b91q0szqr9v0s59ah!out.doi",
+            "build-trace-v2/9sgrhzh75qdm6n0b91q0szqr9v0s59ah-0123456789ABCDEF0123!out.doi",
             "log/9sgrhzh75qdm6n0b91q0szqr9v0s59ah-ca.drv",
         ] {
             assert!(!BuildTraceKey::is_storage_path(stored), "{stored}");

@@ -215,7 +215,7 @@ impl Cache {
 }
 
 /// One of `transfers`, waited for at most [`TRANSFER_WAIT`]; else `Busy` (a 503).
-async fn side_transfer(
+pub(super) async fn side_transfer(
     transfers: &tokio::sync::Semaphore,
 ) -> Result<tokio::sync::SemaphorePermit<'_>, CacheError> {
     match tokio::time::timeout(TRANSFER_WAIT, transfers.acquire()).await {
