@@ -9,15 +9,11 @@ use axum::{
     http::{header, HeaderMap, HeaderValue, Method, StatusCode},
     response::Response,
 };
-use nixcache_formats::{content_encoding::ContentEncoding, range::RangeSpec};
+use nixcache_formats::range::RangeSpec;
 use nixcache_protocol::SideFile;
 
 use super::{caching, encoding, write, ApiError, AppState};
-use crate::{
-    cache::{CacheError, SideResponse, UploadError},
-    metrics::UploadResult,
-    upstream::object_kind,
-};
+use crate::{cache::SideResponse, upstream::object_kind};
 
 /// `GET|HEAD /log/<drv>`.
 pub async fn get_log(
@@ -140,25 +136,11 @@ async fn put(
         return Ok(refused);
     }
     let file = file.map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let encoding = headers
-        .get(header::CONTENT_ENCODING)
-        .map(|v| v.to_str().unwrap_or("?"));
-    let encoding = ContentEncoding::parse(encoding).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let encoding = write::body_encoding(headers)?;
+    let max = state.writes.max_upload_size;
     let outcome = state
         .cache
-        .upload_side_file(
-            &file,
-            encoding,
-            body.into_data_stream(),
-            state.writes.max_upload_size,
-        )
-        .await
-        .inspect_err(|err| {
-            let result = match err {
-                UploadError::Cache(CacheError::Busy { .. }) => UploadResult::Busy,
-                _ => UploadResult::Rejected,
-            };
-            state.cache.metrics().upload(kind, result);
-        })?;
-    Ok(write::stored(state, kind, outcome))
+        .upload_side_file(&file, encoding, body.into_data_stream(), max)
+        .await;
+    write::answered(state, kind, outcome)
 }

@@ -8,14 +8,10 @@ use axum::{
     http::{header, HeaderMap, HeaderValue, Method},
     response::Response,
 };
-use nixcache_formats::content_encoding::ContentEncoding;
 use nixcache_protocol::{BuildTraceError, BuildTraceKey, MIME_BUILD_TRACE};
 
 use super::{caching, encoding, write, ApiError, AppState};
-use crate::{
-    cache::{CacheError, UploadError},
-    metrics::{ObjectKind, UploadResult},
-};
+use crate::metrics::ObjectKind;
 
 const KIND: ObjectKind = ObjectKind::BuildTrace;
 
@@ -99,25 +95,11 @@ async fn put(
         return Ok(refused);
     }
     let key = key.map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let encoding = headers
-        .get(header::CONTENT_ENCODING)
-        .map(|v| v.to_str().unwrap_or("?"));
-    let encoding = ContentEncoding::parse(encoding).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let encoding = write::body_encoding(headers)?;
+    let max = state.writes.max_upload_size;
     let outcome = state
         .cache
-        .upload_build_trace(
-            &key,
-            encoding,
-            body.into_data_stream(),
-            state.writes.max_upload_size,
-        )
-        .await
-        .inspect_err(|err| {
-            let result = match err {
-                UploadError::Cache(CacheError::Busy { .. }) => UploadResult::Busy,
-                _ => UploadResult::Rejected,
-            };
-            state.cache.metrics().upload(KIND, result);
-        })?;
-    Ok(write::stored(state, KIND, outcome))
+        .upload_build_trace(&key, encoding, body.into_data_stream(), max)
+        .await;
+    write::answered(state, KIND, outcome)
 }

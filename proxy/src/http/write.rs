@@ -7,9 +7,11 @@ use axum::{
     response::Response,
 };
 
-use super::{error, AppState};
+use nixcache_formats::content_encoding::ContentEncoding;
+
+use super::{error, ApiError, AppState};
 use crate::{
-    cache::Stored,
+    cache::{CacheError, Stored, UploadError},
     metrics::{ObjectKind, UploadResult},
 };
 
@@ -65,6 +67,34 @@ pub(super) async fn admit(
         HeaderValue::from_static("Basic realm=\"nixcache\", charset=\"UTF-8\""),
     );
     Err(response)
+}
+
+/// The body's `Content-Encoding` (none, or one the cache decodes); `400` for any other.
+pub(super) fn body_encoding(headers: &HeaderMap) -> Result<ContentEncoding, ApiError> {
+    let encoding = headers
+        .get(header::CONTENT_ENCODING)
+        .map(|v| v.to_str().unwrap_or("?"));
+    ContentEncoding::parse(encoding).map_err(|e| ApiError::BadRequest(e.to_string()))
+}
+
+/// The answer to an upload: counted, then `201`/`200`, or the error (counted as busy or
+/// rejected).
+pub(super) fn answered(
+    state: &AppState,
+    kind: ObjectKind,
+    outcome: Result<Stored, UploadError>,
+) -> Result<Response, ApiError> {
+    match outcome {
+        Ok(stored) => Ok(self::stored(state, kind, stored)),
+        Err(err) => {
+            let result = match err {
+                UploadError::Cache(CacheError::Busy { .. }) => UploadResult::Busy,
+                _ => UploadResult::Rejected,
+            };
+            state.cache.metrics().upload(kind, result);
+            Err(err.into())
+        }
+    }
 }
 
 pub(super) fn stored(state: &AppState, kind: ObjectKind, outcome: Stored) -> Response {
