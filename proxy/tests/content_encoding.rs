@@ -41,8 +41,11 @@ async fn encoded_only_when_asked_and_byte_identical_once_decoded() {
     // A NAR stored without compression, and one with: only the first is worth encoding.
     let plain = Entry::new("plain-nar", sample_nar(7, 300_000), Compression::None, &key);
     let packed = Entry::new("packed-nar", sample_nar(8, 300_000), Compression::Zstd, &key);
+    // Over 16 MiB: Nix resumes it with a Range only when it was not encoded.
+    let large = Entry::new("large-nar", sample_nar(9, 17 << 20), Compression::None, &key);
     upstream.add(&plain);
     upstream.add(&packed);
+    upstream.add(&large);
     let log_path = format!("/log/{}", store_path("encoded.drv"));
     let log: Vec<u8> = (0..5000)
         .flat_map(|i| format!("step {i}\n").into_bytes())
@@ -61,7 +64,8 @@ async fn encoded_only_when_asked_and_byte_identical_once_decoded() {
     // Narinfos first (a NAR is known once its narinfo is): the same rule as for NARs.
     let narinfo = get(plain.narinfo_path(), Some("zstd")).await;
     assert_eq!(narinfo.status, StatusCode::OK);
-    assert_eq!(narinfo.header("content-encoding"), Some("zstd"));
+    // Under 4 KiB: not worth encoding on the hit path.
+    assert_eq!(narinfo.header("content-encoding"), None);
     let text = String::from_utf8(decoded(&narinfo)).unwrap();
     assert!(
         text.contains(&format!("StorePath: {}", plain.store_path.to_absolute())),
@@ -133,6 +137,13 @@ async fn encoded_only_when_asked_and_byte_identical_once_decoded() {
     assert_eq!(zst.status, StatusCode::OK);
     assert_eq!(zst.header("content-encoding"), None);
     assert_eq!(zst.header("vary"), None);
+
+    assert_eq!(get(large.narinfo_path(), None).await.status, StatusCode::OK);
+    let big = get(format!("/nar/{}", large.file_name()), Some("zstd")).await;
+    assert_eq!(big.status, StatusCode::OK);
+    assert_eq!(big.header("content-encoding"), None);
+    assert_eq!(big.header("accept-ranges"), Some("bytes"));
+    assert_eq!(big.body.len(), large.nar.len());
 
     // Logs: the same rule.
     let log_got = get(log_path.clone(), Some("br")).await;

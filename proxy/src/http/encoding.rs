@@ -10,11 +10,21 @@ use axum::{
     http::{header, HeaderValue, Response, StatusCode},
     response::Response as AxumResponse,
 };
+use futures::StreamExt;
+use tokio::sync::Semaphore;
 use tower_http::compression::{predicate::Predicate, CompressionLayer};
 use tower_http::CompressionLevel;
 
-/// Bodies smaller than this go as they are: encoding them saves a few bytes for the CPU.
-const MIN_ENCODED: u64 = 512;
+/// Answers smaller than this go as they are: most narinfos and build traces, whose encoding
+/// would cost more CPU on the hit path than the bytes it saves.
+const MIN_ENCODED: u64 = 4 << 10;
+/// Answers larger than this go as they are: Nix resumes an interrupted download with a `Range`
+/// only when it was not encoded, and a large NAR is worth resuming; it also bounds the CPU one
+/// answer costs (zstd at level 3 runs at ~175 MB/s on one core, on the runtime's threads).
+const MAX_ENCODED: u64 = 16 << 20;
+/// Answers being encoded at once (each encoder holds up to ~3.4 MiB); past that, answers go
+/// as they are.
+static ENCODERS: Semaphore = Semaphore::const_new(32);
 /// zstd, br and gzip at level 3: fast enough to keep up with a NAR stream, most of the gain.
 const LEVEL: i32 = 3;
 
@@ -22,12 +32,30 @@ const LEVEL: i32 = 3;
 #[derive(Clone, Copy, Debug)]
 struct Encodable;
 
-/// Marks `response` (a `200` to a `GET`) as one that may be encoded.
-pub fn encodable(response: &mut AxumResponse) {
+/// Lets `response` (a whole `200` to a `GET`, of `len` bytes) be encoded, when its size is
+/// worth it and an encoder is free: its body then holds that turn until it is dropped, and says
+/// its length (tower-http drops it when it encodes).
+pub fn offer(response: &mut AxumResponse, len: u64) {
+    if !(MIN_ENCODED..=MAX_ENCODED).contains(&len) {
+        return;
+    }
+    let Ok(turn) = ENCODERS.try_acquire() else {
+        return;
+    };
+    let body = std::mem::take(response.body_mut()).into_data_stream();
+    // `chain` never polls the body past its end; the turn goes when the stream is dropped.
+    let held = body.chain(futures::stream::poll_fn(move |_| {
+        let _turn = &turn;
+        std::task::Poll::Ready(None)
+    }));
+    *response.body_mut() = axum::body::Body::from_stream(held.fuse());
+    response
+        .headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     response.extensions_mut().insert(Encodable);
 }
 
-/// Encodes the marked `200` answers of at least [`MIN_ENCODED`] bytes.
+/// Encodes the answers [`offer`] let be encoded.
 #[derive(Clone, Copy, Debug)]
 pub struct MarkedOnly;
 
@@ -36,11 +64,6 @@ impl Predicate for MarkedOnly {
         response.status() == StatusCode::OK
             && response.extensions().get::<Encodable>().is_some()
             && !response.headers().contains_key(header::CONTENT_RANGE)
-            && response
-                .body()
-                .size_hint()
-                .upper()
-                .is_none_or(|n| n >= MIN_ENCODED)
     }
 }
 

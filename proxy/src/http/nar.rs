@@ -31,10 +31,11 @@ pub async fn get_nar(
     nar.body = nar.body.map(|body| counted(&state, body));
     let (status, etag) = (nar.status, caching::nar_etag(&file, nar.fixed_by_name));
     // A NAR stored without compression is worth encoding for a client that takes it.
-    let encodable = file.compression == Compression::None && nar.body.is_some() && nar.range.is_none();
+    let whole = nar.body.is_some() && nar.range.is_none();
+    let encodable = (file.compression == Compression::None && whole).then_some(nar.size);
     let mut response = respond(nar);
-    if encodable {
-        encoding::encodable(&mut response);
+    if let Some(len) = encodable {
+        encoding::offer(&mut response, len);
     }
     caching::immutable(response.headers_mut(), etag);
     caching::cache_status(response.headers_mut(), status);

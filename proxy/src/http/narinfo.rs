@@ -36,10 +36,11 @@ pub async fn get_narinfo(
             .served_counter(crate::metrics::ObjectKind::Narinfo);
         served.inc_by(text.len() as u64);
     }
+    let len = text.len();
     let mut response = ([(header::CONTENT_TYPE, MIME_NARINFO)], text).into_response();
     caching::narinfo(response.headers_mut(), status);
     if method != Method::HEAD {
-        encoding::encodable(&mut response);
+        encoding::offer(&mut response, len as u64);
     }
     Ok(response)
 }

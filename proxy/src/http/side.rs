@@ -69,10 +69,11 @@ async fn get(
             .served_counter(object_kind(&file))
             .inc_by(len);
     }
-    let (status, whole) = (answer.status, answer.body.is_some() && answer.range.is_none());
+    let whole = (answer.body.is_some() && answer.range.is_none()).then_some(answer.size);
+    let status = answer.status;
     let mut response = respond(&file, answer);
-    if whole {
-        encoding::encodable(&mut response);
+    if let Some(len) = whole {
+        encoding::offer(&mut response, len);
     }
     caching::side_file(response.headers_mut(), &file);
     caching::cache_status(response.headers_mut(), status);

@@ -56,7 +56,7 @@ async fn get(
     };
     let mut response = Response::new(body);
     if !head {
-        encoding::encodable(&mut response);
+        encoding::offer(&mut response, length as u64);
     }
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(MIME_BUILD_TRACE));
