@@ -101,6 +101,27 @@ impl NarInfo {
             .map(|(k, v)| format!("{k}: {v}\n"))
             .collect()
     }
+
+    /// The text again, every line in its order.
+    pub fn render(&self) -> String {
+        self.fields.iter().map(|(k, v)| format!("{k}: {v}\n")).collect()
+    }
+
+    /// Replaces the first value of `key` (which must be there).
+    pub fn set(&mut self, key: &str, value: &str) -> Result<()> {
+        let field = self
+            .fields
+            .iter_mut()
+            .find(|(k, _)| k == key)
+            .ok_or_else(|| anyhow!("narinfo has no {key}: line"))?;
+        field.1 = value.to_string();
+        Ok(())
+    }
+
+    /// Drops every `key:` line.
+    pub fn remove(&mut self, key: &str) {
+        self.fields.retain(|(k, _)| k != key);
+    }
 }
 
 /// The name part of a `name:base64` key.
@@ -136,6 +157,15 @@ mod tests {
             ni.render_without_sigs(),
             "StorePath: /nix/store/x-a\nURL: nar/h.nar.xz\nFileSize: 12\n"
         );
+        let mut edited = ni.clone();
+        edited.set("URL", "nar/other")?;
+        edited.remove("Sig");
+        assert_eq!(
+            edited.render(),
+            "StorePath: /nix/store/x-a\nURL: nar/other\nFileSize: 12\n"
+        );
+        assert!(edited.set("FileHash", "x").is_err());
+        assert_eq!(ni.render(), text);
         Ok(())
     }
 }

@@ -15,7 +15,7 @@ use crate::{
         replica::{PeerToken, Replica, ReplicaOptions},
         AccessLog, Cache, CacheParts, FillLimits, HotCache, NegativeCache, ScrubOptions,
     },
-    cli::{BackendArgs, GcArgs, ServeArgs},
+    cli::{BackendArgs, ContentEncodingMode, GcArgs, ServeArgs},
     db,
     gc::{self, GcOptions, GcReport},
     http, keys,
@@ -37,6 +37,10 @@ pub async fn build_state(args: &ServeArgs) -> anyhow::Result<http::AppState> {
     let metrics = Arc::new(Metrics::new());
     let upstreams = Arc::new(build_upstreams(args, &metrics)?);
     let writes = build_writes(args, &metrics)?;
+    let encoders = http::Encoders::new(
+        args.content_encoding == ContentEncodingMode::Auto,
+        metrics.encoders_busy.clone(),
+    );
     let schedule = gc_schedule(args)?;
     let data_dir = &args.backend.data_dir;
     std::fs::create_dir_all(data_dir)
@@ -89,6 +93,7 @@ pub async fn build_state(args: &ServeArgs) -> anyhow::Result<http::AppState> {
         cache_info: info.to_string().into(),
         writes,
         draining: Arc::new(AtomicBool::new(false)),
+        encoders,
     })
 }
 

@@ -152,3 +152,101 @@ async fn encoded_only_when_asked_and_byte_identical_once_decoded() {
     assert!(log_got.body.len() < log.len() / 4);
     assert_eq!(get(log_path, None).await.body, log);
 }
+
+/// Whatever would be encoded says so in every answer (`HEAD`, `206`, `304`); a `304` carries the
+/// tag its `200` would have; the encoded answers are counted; `--content-encoding off` encodes
+/// nothing and says no `Vary`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_answer_varies_alike_and_off_turns_it_off() {
+    let upstream = Upstream::start(10).await;
+    let key = upstream_key();
+    let plain = Entry::new("varying-nar", sample_nar(11, 300_000), Compression::None, &key);
+    upstream.add(&plain);
+    let nar_path = format!("/nar/{}", plain.file_name());
+    let client = client();
+    let vary = |got: &Got| got.header("vary").map(str::to_ascii_lowercase);
+
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = Proxy::start(dir.path(), &[&upstream], &[key.public_key()], &[]).await;
+    let url = proxy.url(&nar_path);
+    // Before the NAR is stored (known by its narinfo only) and after.
+    assert_eq!(
+        send(client.get(proxy.url(&plain.narinfo_path()))).await.status,
+        StatusCode::OK
+    );
+    let tag = format!("\"{}\"", plain.file_name());
+    let revalidate = |accept: Option<&'static str>, tag: String| {
+        let mut request = client.get(&url).header("if-none-match", tag);
+        if let Some(accept) = accept {
+            request = request.header("accept-encoding", accept);
+        }
+        send(request)
+    };
+    let before = revalidate(Some("zstd"), format!("W/{tag}")).await;
+    assert_eq!(before.status, StatusCode::NOT_MODIFIED);
+    assert_eq!(vary(&before).as_deref(), Some("accept-encoding"));
+    assert_eq!(before.header("etag"), Some(format!("W/{tag}").as_str()));
+
+    let encoded = send(client.get(&url).header("accept-encoding", "gzip")).await;
+    assert_eq!(encoded.header("content-encoding"), Some("gzip"));
+    assert_eq!(decoded(&encoded), plain.nar);
+    let weak = encoded.header("etag").unwrap().to_owned();
+    assert_eq!(weak, format!("W/{tag}"));
+    for (accept, etag) in [(Some("gzip"), weak.as_str()), (None, tag.as_str())] {
+        let again = revalidate(accept, weak.clone()).await;
+        assert_eq!(again.status, StatusCode::NOT_MODIFIED, "{accept:?}");
+        assert_eq!(vary(&again).as_deref(), Some("accept-encoding"), "{accept:?}");
+        assert_eq!(again.header("etag"), Some(etag), "{accept:?}");
+    }
+    let head = send(client.head(&url).header("accept-encoding", "gzip")).await;
+    assert_eq!(head.status, StatusCode::OK);
+    assert_eq!(head.header("content-encoding"), None);
+    assert_eq!(vary(&head).as_deref(), Some("accept-encoding"));
+    let part = send(
+        client
+            .get(&url)
+            .header("accept-encoding", "gzip")
+            .header("range", "bytes=10-19"),
+    )
+    .await;
+    assert_eq!(part.status, StatusCode::PARTIAL_CONTENT);
+    assert_eq!(vary(&part).as_deref(), Some("accept-encoding"));
+    assert_eq!(&part.body[..], &plain.nar[10..20]);
+    let metrics = send(client.get(proxy.url("/metrics"))).await.text().to_owned();
+    assert!(
+        metrics.contains("nixcache_http_encoded_responses_total{encoding=\"gzip\"} 1"),
+        "{metrics}"
+    );
+    drop(proxy);
+
+    let dir = tempfile::tempdir().unwrap();
+    let off = Proxy::start(
+        dir.path(),
+        &[&upstream],
+        &[key.public_key()],
+        &["--content-encoding", "off"],
+    )
+    .await;
+    assert_eq!(
+        send(client.get(off.url(&plain.narinfo_path()))).await.status,
+        StatusCode::OK
+    );
+    for _ in 0..2 {
+        let got = send(
+            client
+                .get(off.url(&nar_path))
+                .header("accept-encoding", "zstd, br, gzip"),
+        )
+        .await;
+        assert_eq!(got.status, StatusCode::OK);
+        assert_eq!(got.header("content-encoding"), None);
+        assert_eq!(vary(&got), None);
+        assert_eq!(got.body, plain.nar);
+        assert_eq!(got.header("etag"), Some(tag.as_str()));
+    }
+    let metrics = send(client.get(off.url("/metrics"))).await.text().to_owned();
+    assert!(
+        !metrics.contains("nixcache_http_encoded_responses_total{"),
+        "{metrics}"
+    );
+}

@@ -9,7 +9,7 @@ mod verify;
 
 pub use generation::{modern_version, Nix, MODERN_SKIP_MESSAGE};
 pub use logs::{copy_log, read_log, LogRead};
-pub use traces::{build_ca, CaBuild};
+pub use traces::{build_ca, push_ca, CaBuild};
 
 use std::path::PathBuf;
 use std::process::Output;

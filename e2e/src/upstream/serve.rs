@@ -107,13 +107,15 @@ fn plain(status: StatusCode, text: &'static str) -> Response {
     response
 }
 
-/// The regular file a request path names inside `root`, or None: no empty,
-/// `.`, `..` or hidden segments, no escapes, no directories, no symlinks.
+/// The regular file a request path names inside `root`, or None: each segment percent-decoded
+/// as a static file server decodes it (Nix 2.32+ sends `realisations/…%21out.doi`), then no
+/// empty, `.`, `..` or hidden segments, no separators or NULs, no directories, no symlinks.
 async fn resolve(root: &Path, path: &str) -> Option<PathBuf> {
     let rel = path.strip_prefix('/')?;
     let mut out = root.to_path_buf();
-    for segment in rel.split('/') {
-        let bad = segment.is_empty() || segment.starts_with('.') || segment.contains(['\\', '%', '\0']);
+    for raw in rel.split('/') {
+        let segment = percent_decoded(raw)?;
+        let bad = segment.is_empty() || segment.starts_with('.') || segment.contains(['/', '\\', '%', '\0']);
         if bad {
             return None;
         }
@@ -121,6 +123,24 @@ async fn resolve(root: &Path, path: &str) -> Option<PathBuf> {
     }
     let meta = tokio::fs::symlink_metadata(&out).await.ok()?;
     meta.is_file().then_some(out)
+}
+
+/// `%XX` escapes decoded; None for a broken escape or bytes that are not UTF-8.
+fn percent_decoded(segment: &str) -> Option<String> {
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 /// Nix's content types, as cache.nixos.org sends them.
@@ -284,6 +304,18 @@ mod tests {
         assert_eq!(parse_range("bytes=0-1,5-6", 100), Range::Full);
         assert_eq!(parse_range("bytes=9-3", 100), Range::Full);
         assert_eq!(parse_range("items=0-1", 100), Range::Full);
+    }
+
+    #[test]
+    fn percent_escapes_decode_and_broken_ones_do_not() {
+        assert_eq!(
+            percent_decoded("sha256:ab%21out.doi").as_deref(),
+            Some("sha256:ab!out.doi")
+        );
+        assert_eq!(percent_decoded("plain").as_deref(), Some("plain"));
+        assert_eq!(percent_decoded("%2").as_deref(), None);
+        assert_eq!(percent_decoded("%zz").as_deref(), None);
+        assert_eq!(percent_decoded("%ff").as_deref(), None);
     }
 
     #[test]

@@ -200,14 +200,18 @@ impl Cache {
         Ok(stored)
     }
 
-    /// Whether this cache can serve `file` (stored, or named by a narinfo it knows), and whether
-    /// its name fixes its bytes; a look only: no download starts, no lookup is counted.
-    pub async fn nar_known(&self, file: &NarFile) -> Result<Option<bool>, CacheError> {
+    /// Whether this cache can serve `file` (stored, or named by a narinfo it knows): its size
+    /// (the narinfo's `FileSize`, else its `NarSize`, when not stored yet) and whether its name
+    /// fixes its bytes; a look only: no download starts, no lookup is counted.
+    pub async fn nar_known(&self, file: &NarFile) -> Result<Option<StoredNar>, CacheError> {
         if let Some(stored) = self.stored(file).await? {
-            return Ok(Some(stored.fixed_by_name));
+            return Ok(Some(stored));
         }
         let record = self.db.narinfo_for_nar(file).await?;
-        Ok(record.map(|r| name_fixes_bytes(file, r.info.nar_hash)))
+        Ok(record.map(|r| StoredNar {
+            size: r.info.file_size.unwrap_or(r.info.nar_size),
+            fixed_by_name: name_fixes_bytes(file, r.info.nar_hash),
+        }))
     }
 
     /// `None` when the stored object is missing or damaged: it is dropped and fetched again.

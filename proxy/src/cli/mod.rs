@@ -40,6 +40,15 @@ pub enum Command {
     Keygen(KeygenArgs),
 }
 
+/// `--content-encoding`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ContentEncodingMode {
+    /// Encode what compresses well (zstd, br or gzip) for clients whose Accept-Encoding lists one.
+    Auto,
+    /// Never: every answer goes as stored.
+    Off,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Text,
@@ -147,6 +156,12 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub connections: ConnectionArgs,
+
+    /// Content-Encoding of narinfos, listings, logs, build traces and uncompressed NARs of 4 KiB
+    /// to 16 MiB: `auto` encodes them for a client that asks (Nix 2.34 does, Nix 2.8 does not),
+    /// `off` never (e.g. where a CDN in front compresses).
+    #[arg(long, env = "NIXCACHE_CONTENT_ENCODING", value_enum, default_value_t = ContentEncodingMode::Auto)]
+    pub content_encoding: ContentEncodingMode,
 
     /// How often the last access of hits is written to the database (in batches; no write per
     /// hit). It is also the resolution of LRU order. 0s turns tracking off: GC then evicts the

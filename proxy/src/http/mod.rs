@@ -33,6 +33,7 @@ use axum::{
 
 use crate::cache::{replica::FILLS_ROUTE, Cache};
 pub use auth::{CredentialsFileError, UploadAuth, BCRYPT_AT_ONCE};
+pub use encoding::Encoders;
 pub use error::ApiError;
 
 #[derive(Clone)]
@@ -43,6 +44,8 @@ pub struct AppState {
     pub writes: Writes,
     /// Set once shutdown began: /readyz answers 503 so no new clients are sent here.
     pub draining: Arc<AtomicBool>,
+    /// `Content-Encoding` of what compresses well.
+    pub encoders: Encoders,
 }
 
 impl AppState {
@@ -95,7 +98,10 @@ pub fn router(state: AppState) -> Router {
         )
         .fallback(fallback)
         .layer(encoding::layer())
-        .layer(middleware::map_response(encoding::weaken_etag))
+        .layer(middleware::map_response_with_state(
+            Arc::clone(&metrics),
+            encoding::after_encoding,
+        ))
         .layer(middleware::from_fn_with_state(metrics, observe::observe))
         .with_state(state)
 }

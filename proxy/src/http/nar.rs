@@ -10,7 +10,7 @@ use axum::{
 use nixcache_formats::range::RangeSpec;
 use nixcache_protocol::{Compression, NarFile, MIME_NAR};
 
-use super::{caching, encoding, encoding::fused, ApiError, AppState};
+use super::{caching, encoding::fused, ApiError, AppState};
 use crate::cache::NarResponse;
 
 pub async fn get_nar(
@@ -23,8 +23,13 @@ pub async fn get_nar(
     if caching::none_match_hits(&headers, &file) {
         // Only for a NAR this cache has or can fetch (an unknown one stays a 404); a look that
         // starts no download.
-        if let Some(fixed_by_name) = state.cache.nar_known(&file).await? {
-            return Ok(caching::not_modified(caching::nar_etag(&file, fixed_by_name)));
+        if let Some(known) = state.cache.nar_known(&file).await? {
+            let etag = caching::nar_etag(&file, known.fixed_by_name);
+            let mut response = caching::not_modified(etag);
+            if file.compression == Compression::None {
+                state.encoders.not_modified(&mut response, &headers, known.size);
+            }
+            return Ok(response);
         }
     }
     let mut nar = state.cache.nar(&file, range, head).await?;
@@ -32,10 +37,10 @@ pub async fn get_nar(
     let (status, etag) = (nar.status, caching::nar_etag(&file, nar.fixed_by_name));
     // A NAR stored without compression is worth encoding for a client that takes it.
     let whole = nar.body.is_some() && nar.range.is_none();
-    let encodable = (file.compression == Compression::None && whole).then_some(nar.size);
+    let size = nar.size;
     let mut response = respond(nar);
-    if let Some(len) = encodable {
-        encoding::offer(&mut response, len);
+    if file.compression == Compression::None {
+        state.encoders.offer(&mut response, size, whole);
     }
     caching::immutable(response.headers_mut(), etag);
     caching::cache_status(response.headers_mut(), status);

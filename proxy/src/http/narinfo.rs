@@ -7,7 +7,7 @@ use axum::{
 };
 use nixcache_protocol::{parse_narinfo_name, MIME_NARINFO};
 
-use super::{caching, encoding, error, side, ApiError, AppState};
+use super::{caching, error, side, ApiError, AppState};
 
 pub async fn get_narinfo(
     State(state): State<AppState>,
@@ -39,8 +39,8 @@ pub async fn get_narinfo(
     let len = text.len();
     let mut response = ([(header::CONTENT_TYPE, MIME_NARINFO)], text).into_response();
     caching::narinfo(response.headers_mut(), status);
-    if method != Method::HEAD {
-        encoding::offer(&mut response, len as u64);
-    }
+    state
+        .encoders
+        .offer(&mut response, len as u64, method != Method::HEAD);
     Ok(response)
 }

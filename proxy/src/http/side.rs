@@ -43,8 +43,12 @@ async fn get(
     headers: &HeaderMap,
     file: SideFile,
 ) -> Result<Response, ApiError> {
-    if caching::side_none_match_hits(headers, &file) && state.cache.side_file_revalidated(&file).await? {
-        return Ok(caching::not_modified_side(&file));
+    if caching::side_none_match_hits(headers, &file) {
+        if let Some(size) = state.cache.side_file_revalidated(&file).await? {
+            let mut response = caching::not_modified_side(&file);
+            state.encoders.not_modified(&mut response, headers, size);
+            return Ok(response);
+        }
     }
     let range = headers
         .get(header::RANGE)
@@ -69,12 +73,13 @@ async fn get(
             .served_counter(object_kind(&file))
             .inc_by(len);
     }
-    let whole = (answer.body.is_some() && answer.range.is_none()).then_some(answer.size);
-    let status = answer.status;
+    let (whole, size, status) = (
+        answer.body.is_some() && answer.range.is_none(),
+        answer.size,
+        answer.status,
+    );
     let mut response = respond(&file, answer);
-    if let Some(len) = whole {
-        encoding::offer(&mut response, len);
-    }
+    state.encoders.offer(&mut response, size, whole);
     caching::side_file(response.headers_mut(), &file);
     caching::cache_status(response.headers_mut(), status);
     Ok(response)

@@ -10,7 +10,7 @@ use axum::{
 };
 use nixcache_protocol::{BuildTraceError, BuildTraceKey, MIME_BUILD_TRACE};
 
-use super::{caching, encoding, write, ApiError, AppState};
+use super::{caching, write, ApiError, AppState};
 use crate::metrics::ObjectKind;
 
 const KIND: ObjectKind = ObjectKind::BuildTrace;
@@ -55,9 +55,7 @@ async fn get(
         Body::from(answer.body)
     };
     let mut response = Response::new(body);
-    if !head {
-        encoding::offer(&mut response, length as u64);
-    }
+    state.encoders.offer(&mut response, length as u64, !head);
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(MIME_BUILD_TRACE));
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));

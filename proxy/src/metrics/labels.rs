@@ -86,6 +86,27 @@ label_value! {
 }
 
 label_value! {
+    /// The `Content-Encoding` an answer went out with.
+    Encoding { Zstd => "zstd", Br => "br", Gzip => "gzip" }
+}
+
+impl Encoding {
+    /// The encoding a token of `Accept-Encoding` or `Content-Encoding` names (`x-gzip` is
+    /// gzip), case-insensitively; `None` for any other.
+    pub fn from_token(token: &str) -> Option<Encoding> {
+        let token = token.trim();
+        [
+            ("zstd", Encoding::Zstd),
+            ("br", Encoding::Br),
+            ("gzip", Encoding::Gzip),
+            ("x-gzip", Encoding::Gzip),
+        ]
+        .into_iter()
+        .find_map(|(name, e)| token.eq_ignore_ascii_case(name).then_some(e))
+    }
+}
+
+label_value! {
     /// Why an upstream request failed.
     UpstreamFailure {
         Timeout => "timeout",
@@ -133,6 +154,11 @@ pub struct HttpLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteLabels {
     pub route: Route,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EncodingLabels {
+    pub encoding: Encoding,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

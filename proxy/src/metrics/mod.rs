@@ -18,9 +18,10 @@ use prometheus_client::{
 };
 
 pub use labels::{
-    ConnectionClosed, FillLimit, GcKind, GcLabels, GcResult, HttpLabels, KindLabels, LimitLabels,
-    LookupLabels, LookupResult, Method, ObjectKind, ReasonLabels, Route, RouteLabels, UploadLabels,
-    UploadResult, UpstreamErrorLabels, UpstreamFailure, UpstreamLabels, UpstreamNameLabels,
+    ConnectionClosed, Encoding, EncodingLabels, FillLimit, GcKind, GcLabels, GcResult, HttpLabels,
+    KindLabels, LimitLabels, LookupLabels, LookupResult, Method, ObjectKind, ReasonLabels, Route,
+    RouteLabels, UploadLabels, UploadResult, UpstreamErrorLabels, UpstreamFailure, UpstreamLabels,
+    UpstreamNameLabels,
 };
 
 use crate::db::Usage;
@@ -71,6 +72,10 @@ pub struct Metrics {
     pub connections_probes_only: Counter,
     /// bcrypt checks running (at most `auth::BCRYPT_AT_ONCE`).
     pub auth_hashes_in_flight: Gauge,
+    /// Answers sent with a `Content-Encoding`, by encoding.
+    pub encoded_responses: Family<EncodingLabels, Counter>,
+    /// Answers that would have been encoded but went as stored, every encoder being busy.
+    pub encoders_busy: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -116,6 +121,8 @@ impl Metrics {
             connections_closed: Family::default(),
             connections_probes_only: Counter::default(),
             auth_hashes_in_flight: Gauge::default(),
+            encoded_responses: Family::default(),
+            encoders_busy: Counter::default(),
         };
         m.register();
         m
@@ -225,6 +232,13 @@ impl Metrics {
 
     pub fn upload(&self, kind: ObjectKind, result: UploadResult) {
         self.uploads.get_or_create(&UploadLabels { kind, result }).inc();
+    }
+
+    /// An answer went out encoded with `encoding`.
+    pub fn encoded(&self, encoding: Encoding) {
+        self.encoded_responses
+            .get_or_create(&EncodingLabels { encoding })
+            .inc();
     }
 
     pub fn fill_refused(&self, limit: FillLimit) {

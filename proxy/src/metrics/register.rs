@@ -47,6 +47,16 @@ impl Metrics {
             "bcrypt checks of upload credentials running",
             self.auth_hashes_in_flight.clone(),
         );
+        r.register(
+            "http_encoded_responses",
+            "Answers sent with a Content-Encoding, by encoding (zstd, br, gzip)",
+            self.encoded_responses.clone(),
+        );
+        r.register(
+            "http_encoders_busy",
+            "Answers that would have been encoded but went as stored, every encoder being busy",
+            self.encoders_busy.clone(),
+        );
     }
 
     /// Lookups, what was served, the size of the cache and writes.

@@ -54,15 +54,15 @@ impl Cache {
         self.record_lookup(object_kind(file), result)
     }
 
-    /// Whether the listing or log is stored here (a look that fetches nothing), for a client
-    /// or cache in front revalidating its copy: an access, when it is.
-    pub async fn side_file_revalidated(&self, file: &SideFile) -> Result<bool, CacheError> {
+    /// The listing's or log's size when it is stored here (a look that fetches nothing), for a
+    /// client or cache in front revalidating its copy: an access, when it is.
+    pub async fn side_file_revalidated(&self, file: &SideFile) -> Result<Option<u64>, CacheError> {
         let key = BlobKey::for_side_file(file);
-        let stored = self.db.get_side_file(key.as_str()).await?.is_some();
-        if stored {
+        let stored = self.db.get_side_file(key.as_str()).await?;
+        if stored.is_some() {
             self.access.side_file(key.as_str());
         }
-        Ok(stored)
+        Ok(stored.map(|record| record.size))
     }
 
     /// How much longer a listing or log miss is remembered; `None` when it is not.
