@@ -202,6 +202,13 @@ async fn every_answer_varies_alike_and_off_turns_it_off() {
     assert_eq!(head.status, StatusCode::OK);
     assert_eq!(head.header("content-encoding"), None);
     assert_eq!(vary(&head).as_deref(), Some("accept-encoding"));
+    assert_eq!(
+        head.header("etag"),
+        Some(weak.as_str()),
+        "the tag its GET carries"
+    );
+    let plain_head = send(client.head(&url)).await;
+    assert_eq!(plain_head.header("etag"), Some(tag.as_str()));
     let part = send(
         client
             .get(&url)

@@ -132,8 +132,11 @@ fn percent_decoded(segment: &str) -> Option<String> {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' {
-            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
+            let hex = bytes.get(i + 1..i + 3)?;
+            if !hex.iter().all(u8::is_ascii_hexdigit) {
+                return None;
+            }
+            out.push(u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?);
             i += 3;
         } else {
             out.push(bytes[i]);
@@ -315,6 +318,7 @@ mod tests {
         assert_eq!(percent_decoded("plain").as_deref(), Some("plain"));
         assert_eq!(percent_decoded("%2").as_deref(), None);
         assert_eq!(percent_decoded("%zz").as_deref(), None);
+        assert_eq!(percent_decoded("%+f").as_deref(), None);
         assert_eq!(percent_decoded("%ff").as_deref(), None);
     }
 

@@ -61,16 +61,22 @@ impl Encoders {
         self.turns.is_some() && (MIN_ENCODED..=MAX_ENCODED).contains(&len)
     }
 
-    /// For an answer of something that compresses well, whose whole body is `len` bytes: when
-    /// it is `whole` (a `200` to a `GET`), lets it be encoded if its size is worth it and an
-    /// encoder is free (its body then holds that turn until it is dropped, and says its length,
-    /// which tower-http drops when it encodes). Any answer of such a size (a `HEAD`, a `206`)
-    /// says `Vary: Accept-Encoding`, as its `200` does.
-    pub fn offer(&self, response: &mut AxumResponse, len: u64, whole: bool) {
+    /// For an answer (headers set) of something that compresses well, whose whole body is
+    /// `len` bytes, to `request`: when it is `whole` (a `200` to a `GET`) and the request asks
+    /// for an encoding, lets it be encoded if its size is worth it and an encoder is free (its
+    /// body then holds that turn until it is dropped, and says its length, which tower-http
+    /// drops when it encodes). Any answer of such a size says `Vary: Accept-Encoding`; a `200`
+    /// to a request that asks for an encoding carries the weak `ETag`, encoded or not (a `HEAD`,
+    /// every encoder busy), so its `HEAD` and `304` say what its `GET` says.
+    pub fn offer(&self, response: &mut AxumResponse, request: &HeaderMap, len: u64, whole: bool) {
         if !self.encodes(len) {
             return;
         }
         vary(response.headers_mut());
+        if chosen_encoding(request).is_none() || response.status() != StatusCode::OK {
+            return;
+        }
+        weaken(response.headers_mut());
         let turn = match &self.turns {
             Some(turns) if whole => Arc::clone(turns).try_acquire_owned(),
             _ => return,
@@ -93,14 +99,14 @@ impl Encoders {
     }
 
     /// A `304` for something whose whole body is `len` bytes says what its `200` to `request`
-    /// would have said (RFC 9110 15.4.5): `Vary`, and the weak form of its `ETag` when that
-    /// `200` would have been encoded.
+    /// would have said (RFC 9110 15.4.5): `Vary`, and the weak `ETag` when the request asks
+    /// for an encoding.
     pub fn not_modified(&self, response: &mut AxumResponse, request: &HeaderMap, len: u64) {
         if !self.encodes(len) {
             return;
         }
         vary(response.headers_mut());
-        if accepts_encoding(request) {
+        if chosen_encoding(request).is_some() {
             weaken(response.headers_mut());
         }
     }
@@ -116,23 +122,59 @@ fn vary(headers: &mut HeaderMap) {
     }
 }
 
-/// Whether `Accept-Encoding` lists an encoding the layer uses (or `*`) with a q-value above 0.
-fn accepts_encoding(request: &HeaderMap) -> bool {
+/// The encoding the layer picks for `request`, as tower-http 0.6 picks it: the accepted one
+/// with the highest q-value (`identity` competes; zstd, then br, then gzip on a tie), items
+/// with another parameter or a malformed q-value ignored, `*` too; `None` for identity.
+fn chosen_encoding(request: &HeaderMap) -> Option<Encoding> {
     request
         .get_all(header::ACCEPT_ENCODING)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .any(|item| {
-            let mut parts = item.split(';').map(str::trim);
-            let name = parts.next().unwrap_or_default();
-            let ours = name == "*" || Encoding::from_token(name).is_some();
-            let q = parts
-                .filter_map(|p| p.strip_prefix("q=").or_else(|| p.strip_prefix("Q=")))
-                .find_map(|q| q.trim().parse::<f32>().ok())
-                .unwrap_or(1.0);
-            ours && q > 0.0
+        .filter_map(|item| {
+            let mut parts = item.splitn(2, ';');
+            let name = parts.next().unwrap_or_default().trim();
+            let encoding = match Encoding::from_token(name) {
+                Some(e) => Some(e),
+                None if name.eq_ignore_ascii_case("identity") => None,
+                None => return None,
+            };
+            let q = match parts.next() {
+                Some(q) => q_value(q.trim())?,
+                None => 1000,
+            };
+            Some((q, rank(encoding), encoding))
         })
+        .filter(|(q, _, _)| *q > 0)
+        .max_by_key(|(q, rank, _)| (*q, *rank))
+        .and_then(|(_, _, encoding)| encoding)
+}
+
+/// The preference on a tie: identity least, zstd most.
+fn rank(encoding: Option<Encoding>) -> u8 {
+    match encoding {
+        None => 0,
+        Some(Encoding::Gzip) => 1,
+        Some(Encoding::Br) => 2,
+        Some(Encoding::Zstd) => 3,
+    }
+}
+
+/// `q=0`, `q=1`, `q=0.5`… in thousandths (RFC 9110 12.4.2: at most three decimals, 1 at most).
+fn q_value(text: &str) -> Option<u16> {
+    let value = text.strip_prefix("q=").or_else(|| text.strip_prefix("Q="))?;
+    let (whole, fraction) = value.split_once('.').unwrap_or((value, ""));
+    let whole: u16 = match whole {
+        "0" => 0,
+        "1" => 1000,
+        _ => return None,
+    };
+    if fraction.len() > 3 || !fraction.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let thousandths = format!("{fraction:0<3}").parse::<u16>().ok()?;
+    let q = whole + thousandths;
+    (q <= 1000).then_some(q)
 }
 
 /// Encodes the answers [`Encoders::offer`] let be encoded.
@@ -202,21 +244,38 @@ mod tests {
     }
 
     #[test]
-    fn accepts_what_the_layer_encodes_with_a_q_above_zero() {
-        assert!(accepts_encoding(&accept(&["deflate, gzip, br, zstd"]))); // Nix 2.34
-        assert!(accepts_encoding(&accept(&["identity", "zstd;q=0.5"])));
-        assert!(accepts_encoding(&accept(&["*"])));
-        assert!(accepts_encoding(&accept(&["X-GZIP"])));
-        assert!(!accepts_encoding(&accept(&[])), "Nix 2.8 sends none");
-        assert!(!accepts_encoding(&accept(&["deflate, identity"])));
-        assert!(!accepts_encoding(&accept(&["zstd;q=0, br; q=0.000"])));
+    fn picks_as_tower_http_does() {
+        let pick = |values: &[&str]| chosen_encoding(&accept(values));
+        assert_eq!(pick(&["deflate, gzip, br, zstd"]), Some(Encoding::Zstd)); // Nix 2.34
+        assert_eq!(pick(&["gzip;q=0.5, br"]), Some(Encoding::Br));
+        assert_eq!(pick(&["X-GZIP"]), Some(Encoding::Gzip));
+        assert_eq!(pick(&["identity", "zstd;q=0.5"]), None, "identity at q=1 wins");
+        assert_eq!(pick(&["identity;q=0.4", "zstd;q=0.5"]), Some(Encoding::Zstd));
+        assert_eq!(
+            pick(&["identity, gzip"]),
+            Some(Encoding::Gzip),
+            "a tie goes to gzip"
+        );
+        assert_eq!(pick(&["*"]), None);
+        assert_eq!(pick(&[]), None, "Nix 2.8 sends none");
+        assert_eq!(pick(&["deflate, compress"]), None);
+        assert_eq!(pick(&["zstd;q=0, br; q=0.000"]), None);
+        for malformed in [
+            "gzip;q=.5",
+            "gzip;q=inf",
+            "gzip;level=1",
+            "gzip;q=0.1234",
+            "gzip;q=1.5",
+        ] {
+            assert_eq!(pick(&[malformed]), None, "{malformed}");
+        }
     }
 
     #[test]
     fn off_encodes_nothing_and_says_nothing() {
         let off = Encoders::new(false, Counter::default());
         let mut response = AxumResponse::new(axum::body::Body::from(vec![b'a'; 8 << 10]));
-        off.offer(&mut response, 8 << 10, true);
+        off.offer(&mut response, &accept(&["zstd"]), 8 << 10, true);
         assert!(response.extensions().get::<Encodable>().is_none());
         assert!(response.headers().get(header::VARY).is_none());
     }
@@ -225,11 +284,11 @@ mod tests {
     fn a_head_or_range_varies_but_is_not_marked_and_small_answers_neither() {
         let on = Encoders::new(true, Counter::default());
         let mut head = AxumResponse::new(axum::body::Body::empty());
-        on.offer(&mut head, 8 << 10, false);
+        on.offer(&mut head, &accept(&["zstd"]), 8 << 10, false);
         assert_eq!(head.headers()[header::VARY], "accept-encoding");
         assert!(head.extensions().get::<Encodable>().is_none());
         let mut small = AxumResponse::new(axum::body::Body::from("x"));
-        on.offer(&mut small, 1, true);
+        on.offer(&mut small, &accept(&["zstd"]), 1, true);
         assert!(small.headers().get(header::VARY).is_none());
         assert!(small.extensions().get::<Encodable>().is_none());
     }
@@ -241,23 +300,43 @@ mod tests {
         let held: Vec<_> = (0..ENCODERS)
             .map(|_| {
                 let mut r = AxumResponse::new(axum::body::Body::from(vec![0u8; 8 << 10]));
-                on.offer(&mut r, 8 << 10, true);
+                on.offer(&mut r, &accept(&["zstd"]), 8 << 10, true);
                 assert!(r.extensions().get::<Encodable>().is_some());
                 r
             })
             .collect();
         let mut past = AxumResponse::new(axum::body::Body::from(vec![0u8; 8 << 10]));
-        on.offer(&mut past, 8 << 10, true);
+        on.offer(&mut past, &accept(&["zstd"]), 8 << 10, true);
         assert!(past.extensions().get::<Encodable>().is_none());
         assert_eq!(past.headers()[header::VARY], "accept-encoding");
         assert_eq!(busy.get(), 1);
         drop(held);
         let mut again = AxumResponse::new(axum::body::Body::from(vec![0u8; 8 << 10]));
-        on.offer(&mut again, 8 << 10, true);
+        on.offer(&mut again, &accept(&["zstd"]), 8 << 10, true);
         assert!(
             again.extensions().get::<Encodable>().is_some(),
             "the turns came back"
         );
+    }
+
+    #[test]
+    fn a_client_that_asks_for_no_encoding_takes_no_turn() {
+        let busy = Counter::default();
+        let on = Encoders::new(true, busy.clone());
+        for _ in 0..ENCODERS + 1 {
+            let mut r = AxumResponse::new(axum::body::Body::from(vec![0u8; 8 << 10]));
+            r.headers_mut()
+                .insert(header::ETAG, HeaderValue::from_static("\"f.nar\""));
+            on.offer(&mut r, &accept(&[]), 8 << 10, true);
+            assert!(r.extensions().get::<Encodable>().is_none());
+            assert_eq!(r.headers()[header::VARY], "accept-encoding");
+            assert_eq!(
+                r.headers()[header::ETAG],
+                "\"f.nar\"",
+                "identity keeps the strong tag"
+            );
+        }
+        assert_eq!(busy.get(), 0);
     }
 
     #[test]

@@ -39,10 +39,10 @@ pub async fn get_nar(
     let whole = nar.body.is_some() && nar.range.is_none();
     let size = nar.size;
     let mut response = respond(nar);
-    if file.compression == Compression::None {
-        state.encoders.offer(&mut response, size, whole);
-    }
     caching::immutable(response.headers_mut(), etag);
+    if file.compression == Compression::None {
+        state.encoders.offer(&mut response, &headers, size, whole);
+    }
     caching::cache_status(response.headers_mut(), status);
     Ok(response)
 }

@@ -41,6 +41,6 @@ pub async fn get_narinfo(
     caching::narinfo(response.headers_mut(), status);
     state
         .encoders
-        .offer(&mut response, len as u64, method != Method::HEAD);
+        .offer(&mut response, &headers, len as u64, method != Method::HEAD);
     Ok(response)
 }

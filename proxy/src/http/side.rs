@@ -79,8 +79,8 @@ async fn get(
         answer.status,
     );
     let mut response = respond(&file, answer);
-    state.encoders.offer(&mut response, size, whole);
     caching::side_file(response.headers_mut(), &file);
+    state.encoders.offer(&mut response, headers, size, whole);
     caching::cache_status(response.headers_mut(), status);
     Ok(response)
 }

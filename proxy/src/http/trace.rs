@@ -19,23 +19,26 @@ const KIND: ObjectKind = ObjectKind::BuildTrace;
 pub async fn get_realisation(
     State(state): State<AppState>,
     method: Method,
+    headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    get(&state, &method, BuildTraceKey::parse_realisation(&id)).await
+    get(&state, &method, &headers, BuildTraceKey::parse_realisation(&id)).await
 }
 
 /// `GET|HEAD /build-trace-v2/<drv>/<output>.doi` (Nix 2.35+).
 pub async fn get_v2(
     State(state): State<AppState>,
     method: Method,
+    headers: HeaderMap,
     Path((drv, output)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    get(&state, &method, BuildTraceKey::parse_v2(&drv, &output)).await
+    get(&state, &method, &headers, BuildTraceKey::parse_v2(&drv, &output)).await
 }
 
 async fn get(
     state: &AppState,
     method: &Method,
+    request: &HeaderMap,
     key: Result<BuildTraceKey, BuildTraceError>,
 ) -> Result<Response, ApiError> {
     let key = key.map_err(|e| ApiError::BadRequest(e.to_string()))?;
@@ -55,7 +58,7 @@ async fn get(
         Body::from(answer.body)
     };
     let mut response = Response::new(body);
-    state.encoders.offer(&mut response, length as u64, !head);
+    state.encoders.offer(&mut response, request, length as u64, !head);
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(MIME_BUILD_TRACE));
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
