@@ -25,7 +25,7 @@ pub use fixtures::Variant;
 pub use fixtures::{generate_signing_key, CaCache, SigningKey, UpstreamCache};
 pub use narinfo::NarInfo;
 pub use nix_client::{
-    fetch, fetch_rejected, push, ClientOutcome, FetchOptions, Method, Nix, Push, PushOutcome,
+    fetch, fetch_rejected, look_up_paths, push, ClientOutcome, FetchOptions, Method, Nix, Push, PushOutcome,
 };
 pub use proxy::{Proxy, ProxyOptions};
 pub use upstream::{Faults, Stats, TestUpstream};

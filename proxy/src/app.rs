@@ -67,6 +67,7 @@ pub async fn build_state(args: &ServeArgs) -> anyhow::Result<http::AppState> {
         access: AccessLog::new(args.access_flush_interval),
         metrics,
         fill_limits: fill_limits(args),
+        prefetch: args.prefetch.options(),
     });
     cache.start_background();
     if args.gc.scrub_rate > 0 {
@@ -347,6 +348,14 @@ pub async fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
 async fn drain(cache: &Cache, mut server: tokio::task::JoinHandle<()>, grace: Duration) {
     tracing::info!(grace = ?grace, fills = cache.fills_in_progress(), "shutting down: no new connections; \
         finishing open responses and downloads");
+    // Work for clients to come is over: prefetches end first (their downloads, with no client
+    // left, are abandoned as any other).
+    if tokio::time::timeout(FLUSH_LIMIT, cache.stop_prefetching())
+        .await
+        .is_err()
+    {
+        tracing::warn!("prefetches did not stop in time; leaving them");
+    }
     let finished = tokio::time::timeout(grace, async {
         let _ = (&mut server).await;
         cache.fills_finished().await;

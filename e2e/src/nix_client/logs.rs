@@ -1,6 +1,7 @@
 //! Build logs with a real client: `nix log` reads one from a binary cache (`log/<drv>`, the
 //! deriver found in the narinfo when given an output path), `nix store copy-log` copies one
-//! from a binary cache to another (a PUT, with credentials from a netrc file).
+//! from a binary cache to another (a PUT, with credentials from a netrc file); `nix path-info`
+//! looks at paths in a binary cache without fetching them.
 
 use std::time::Duration;
 
@@ -21,6 +22,28 @@ pub struct LogRead {
 pub async fn read_log(store_url: &str, path: &str, nix: Nix, timeout: Duration) -> Result<LogRead> {
     let client = ClientDirs::new(nix)?;
     let args = ["nix", "log", "--store", store_url, path];
+    let out = client.run(&args, timeout).await?;
+    Ok(LogRead {
+        ok: out.status.success(),
+        log: String::from_utf8_lossy(&out.stdout).into_owned(),
+        output: summary(&String::from_utf8_lossy(&out.stderr)),
+    })
+}
+
+/// `nix path-info --store URL [-r] PATHS`: what a client that only looks asks for.
+pub async fn look_up_paths(
+    store_url: &str,
+    paths: &[&str],
+    recursive: bool,
+    nix: Nix,
+    timeout: Duration,
+) -> Result<LogRead> {
+    let client = ClientDirs::new(nix)?;
+    let mut args = vec!["nix", "path-info", "--store", store_url];
+    if recursive {
+        args.push("-r");
+    }
+    args.extend(paths);
     let out = client.run(&args, timeout).await?;
     Ok(LogRead {
         ok: out.status.success(),

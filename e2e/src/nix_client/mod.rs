@@ -8,7 +8,7 @@ mod traces;
 mod verify;
 
 pub use generation::{modern_version, Nix, MODERN_SKIP_MESSAGE};
-pub use logs::{copy_log, read_log, LogRead};
+pub use logs::{copy_log, look_up_paths, read_log, LogRead};
 pub use traces::{build_ca, push_ca, CaBuild};
 
 use std::path::PathBuf;

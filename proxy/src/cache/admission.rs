@@ -42,6 +42,8 @@ pub struct Admission {
     in_flight: Mutex<InFlight>,
     /// Woken whenever a fill ends.
     freed: Notify,
+    /// Woken whenever a client has to wait for room: prefetches give theirs up.
+    client_waiting: Notify,
     metrics: Arc<Metrics>,
 }
 
@@ -65,6 +67,7 @@ impl Admission {
             queue_wait: QUEUE_WAIT,
             in_flight: Mutex::default(),
             freed: Notify::new(),
+            client_waiting: Notify::new(),
             metrics,
         }
     }
@@ -83,6 +86,7 @@ impl Admission {
         let Some(_queued) = self.enqueue() else {
             return Err(self.refuse(full));
         };
+        self.client_waiting.notify_waiters();
         let deadline = Instant::now() + self.queue_wait;
         loop {
             // Registered before looking, so a fill ending in between is not missed.
@@ -109,13 +113,35 @@ impl Admission {
         if self.limits.max_bytes.is_some_and(over) {
             return Err(Full::Bytes);
         }
+        Ok(self.grant(&mut in_flight, bytes))
+    }
+
+    /// Room for a prefetch: only what clients leave spare, a quarter of the slots and of the
+    /// temp bytes always kept for them, and none while a client waits. Never queued.
+    pub fn try_admit_spare(self: &Arc<Self>, bytes: u64) -> Option<FillPermit> {
+        let mut in_flight = self.lock();
+        let max_fills = self.limits.max_fills;
+        let spare_fills = max_fills - (max_fills / 4).max(1);
+        let spare_bytes = |max: u64| in_flight.bytes.saturating_add(bytes) <= max - max / 4;
+        let fits = in_flight.waiting == 0
+            && in_flight.fills < spare_fills
+            && self.limits.max_bytes.is_none_or(spare_bytes);
+        fits.then(|| self.grant(&mut in_flight, bytes))
+    }
+
+    /// Resolves when a client has to wait for room (registered from this call on).
+    pub async fn client_waits(&self) {
+        self.client_waiting.notified().await
+    }
+
+    fn grant(self: &Arc<Self>, in_flight: &mut InFlight, bytes: u64) -> FillPermit {
         in_flight.fills += 1;
         in_flight.bytes += bytes;
         self.metrics.fill_reserved_bytes.set(clamp(in_flight.bytes));
-        Ok(FillPermit {
+        FillPermit {
             admission: Arc::clone(self),
             bytes,
-        })
+        }
     }
 
     /// A place in the queue, or `None` when it is full.
@@ -213,6 +239,20 @@ mod tests {
         let _half = a.admit(60).await.unwrap();
         let _rest = a.admit(40).await.unwrap();
         assert!(a.admit(1).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn prefetches_get_only_spare_room_and_never_wait() {
+        let a = admission(4, Some(400));
+        let first = a.try_admit_spare(100).unwrap();
+        let _second = a.try_admit_spare(100).unwrap();
+        let _third = a.try_admit_spare(100).unwrap();
+        // A quarter of the slots and of the bytes stay the clients'.
+        assert!(a.try_admit_spare(1).is_none());
+        drop(first);
+        assert!(a.try_admit_spare(101).is_none());
+        let _fits = a.try_admit_spare(100).unwrap();
+        let _client = a.admit(1).await.unwrap();
     }
 
     #[tokio::test]

@@ -33,3 +33,11 @@ impl CacheStatus {
         }
     }
 }
+
+/// Why a client asks: `GET` to fetch it, which may start prefetches; `HEAD` to probe, which
+/// never does (`nix copy --to` probes every path it might upload).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Interest {
+    Fetch,
+    Probe,
+}

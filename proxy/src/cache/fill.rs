@@ -279,6 +279,23 @@ impl Fill {
         }
     }
 
+    /// Resolves when the fill is over: `true` when its object was stored.
+    pub async fn ended(&self) -> bool {
+        let mut progress = self.progress.subscribe();
+        let over = progress
+            .wait_for(|p| matches!(p.phase, Phase::Committed | Phase::Failed(_)))
+            .await;
+        over.is_ok_and(|p| matches!(p.phase, Phase::Committed))
+    }
+
+    /// Clients attached now.
+    pub fn clients(&self) -> usize {
+        match *self.clients.borrow() {
+            CLOSED => 0,
+            n => n,
+        }
+    }
+
     /// Bytes still to come; `None` while the size is unknown.
     fn left_to_download(&self) -> Option<u64> {
         let p = self.progress.borrow();

@@ -14,6 +14,7 @@ mod mirror;
 mod nar;
 mod narinfo;
 mod negative;
+mod prefetch;
 pub mod replica;
 mod scrub;
 mod side;
@@ -38,11 +39,13 @@ use crate::{
 pub use access::AccessLog;
 use admission::Admission;
 pub use admission::FillLimits;
-pub use answer::{CacheStatus, NarResponse};
+pub use answer::{CacheStatus, Interest, NarResponse};
 pub use error::{BoxError, CacheError};
 use fill::Fills;
 pub use hot::HotCache;
 pub use negative::NegativeCache;
+use prefetch::Prefetcher;
+pub use prefetch::{PrefetchMode, PrefetchOptions};
 use replica::Replica;
 pub use scrub::{ScrubOptions, ScrubReport};
 pub use side::{SideResponse, MAX_SIDE_FILE};
@@ -72,6 +75,7 @@ pub struct CacheParts {
     pub access: AccessLog,
     pub metrics: Arc<Metrics>,
     pub fill_limits: FillLimits,
+    pub prefetch: PrefetchOptions,
 }
 
 #[derive(Clone)]
@@ -99,6 +103,7 @@ pub struct Cache {
     trace_writes: Arc<tokio::sync::Mutex<()>>,
     fills: Fills,
     admission: Arc<Admission>,
+    prefetch: Arc<Prefetcher>,
     tmp_dir: Arc<PathBuf>,
     /// Keeps the lock on `tmp_dir`: other processes remove it once the last clone is gone.
     _scratch: Arc<Scratch>,
@@ -141,6 +146,7 @@ impl Cache {
             trace_fetches: Arc::new(tokio::sync::Semaphore::new(trace::TRACE_FETCHES)),
             trace_writes: Arc::default(),
             admission: Arc::new(Admission::new(parts.fill_limits, Arc::clone(&parts.metrics))),
+            prefetch: Arc::new(Prefetcher::new(parts.prefetch)),
             fills: Fills::new(
                 parts.metrics.fills_in_flight.clone(),
                 parts.metrics.fill_temp_bytes.clone(),

@@ -7,6 +7,7 @@ use nixcache_formats::range::RangeSpec;
 use nixcache_protocol::NarFile;
 
 use super::{
+    admission::FillPermit,
     download::max_file_size,
     feed::Feed,
     fill::{Client, Fill},
@@ -33,6 +34,17 @@ pub(super) enum Source {
         fill: Arc<Fill>,
         started: bool,
     },
+    /// Another replica (or other work) holds the NAR's lease, and a prefetch leaves it be: a
+    /// client that joined the prefetch's locate asks again.
+    Elsewhere,
+}
+
+/// Who wants a fill started, and on what terms.
+pub(super) enum Start {
+    /// A client: waits for room (or is refused), copies another replica's download.
+    Client,
+    /// A prefetch, with the spare room it was given: never waits, never copies.
+    Prefetch(FillPermit),
 }
 
 impl Cache {
@@ -45,6 +57,9 @@ impl Cache {
     ) -> Result<NarResponse, CacheError> {
         let response = self.record_lookup(ObjectKind::Nar, self.open_nar(file, range, head).await)?;
         self.access.nar(file);
+        if !head {
+            self.nar_fetched(file);
+        }
         Ok(response)
     }
 
@@ -84,6 +99,7 @@ impl Cache {
                         return Ok((response, LookupResult::Hit));
                     }
                 }
+                Source::Elsewhere => tokio::time::sleep(CANCELLED_FILL_POLL).await,
                 Source::Local { fill, started } => {
                     let Some(client) = fill.attach() else {
                         // Cancelled just now for having no client: start anew once it is gone.
@@ -128,17 +144,32 @@ impl Cache {
         file: &NarFile,
         record: &Arc<NarInfoRecord>,
     ) -> Result<(Arc<Source>, bool), CacheError> {
+        self.locate_for(file, record, Start::Client).await
+    }
+
+    /// `locate`, for a client or a prefetch.
+    pub(super) async fn locate_for(
+        &self,
+        file: &NarFile,
+        record: &Arc<NarInfoRecord>,
+        start: Start,
+    ) -> Result<(Arc<Source>, bool), CacheError> {
         let (this, owned_file, record) = (self.clone(), file.clone(), Arc::clone(record));
         let (source, led) = self
             .nar_locates
             .run_led(BlobKey::for_nar(file), async move {
-                this.locate_now(&owned_file, record).await
+                this.locate_now(&owned_file, record, start).await
             })
             .await;
         Ok((source.map_err(CacheError::Shared)?, led))
     }
 
-    async fn locate_now(&self, file: &NarFile, record: Arc<NarInfoRecord>) -> Result<Source, CacheError> {
+    async fn locate_now(
+        &self,
+        file: &NarFile,
+        record: Arc<NarInfoRecord>,
+        start: Start,
+    ) -> Result<Source, CacheError> {
         let key = BlobKey::for_nar(file);
         if let Some(fill) = self.fills.get(&key) {
             self.metrics.coalesced(ObjectKind::Nar);
@@ -147,10 +178,19 @@ impl Cache {
         if let Some(stored) = self.db.get_nar(file).await? {
             return Ok(Source::Stored(StoredNar::of(&stored)));
         }
-        // Before the lease: a replica waiting here must not keep the others waiting too.
-        let permit = self.admission.admit(max_file_size(&record.info)).await?;
         let lease_key = LeaseKey::nar(file);
-        let feed = match self.claim_fill_lease(&lease_key).await? {
+        let (permit, claim) = match start {
+            // Before the lease: a replica waiting here must not keep the others waiting too.
+            Start::Client => {
+                let permit = self.admission.admit(max_file_size(&record.info)).await?;
+                (permit, self.claim_fill_lease(&lease_key).await?)
+            }
+            Start::Prefetch(permit) => match self.replica.claim(&*self.db, &lease_key).await? {
+                LeaseClaim::Held(_) => return Ok(Source::Elsewhere),
+                acquired => (permit, acquired),
+            },
+        };
+        let feed = match claim {
             LeaseClaim::Held(holder) => Feed::Holder(holder),
             LeaseClaim::Acquired => {
                 let lease = self.replica.hold(Arc::clone(&self.db), lease_key);

@@ -6,7 +6,7 @@ use std::{sync::Arc, time::Instant};
 use bytes::Bytes;
 use nixcache_protocol::{NarFile, NarInfo, StorePathHash};
 
-use super::{Cache, CacheError, CacheStatus, NARINFO_POLL};
+use super::{Cache, CacheError, CacheStatus, Interest, NARINFO_POLL};
 use crate::{
     db::{LeaseClaim, LeaseKey, NarInfoRecord, ProxySignature},
     metrics::{LookupResult, ObjectKind},
@@ -15,11 +15,20 @@ use crate::{
 
 impl Cache {
     /// The narinfo as this proxy serves it (our NAR URL and our signature added), and whether it
-    /// was stored (`Hit`) or looked up now (`Miss`).
-    pub async fn narinfo(&self, hash: &StorePathHash) -> Result<(Bytes, CacheStatus), CacheError> {
+    /// was stored (`Hit`) or looked up now (`Miss`). A client's `GET` (`Interest::Fetch`) may
+    /// start prefetches (see `prefetch`); a `HEAD` never does.
+    pub async fn narinfo(
+        &self,
+        hash: &StorePathHash,
+        interest: Interest,
+    ) -> Result<(Bytes, CacheStatus), CacheError> {
         let looked_up = self.narinfo_text(hash).await;
-        let (text, found) = self.record_lookup(ObjectKind::Narinfo, looked_up.map(|(t, f)| ((t, f), f)))?;
+        let (text, found, fetched) =
+            self.record_lookup(ObjectKind::Narinfo, looked_up.map(|(t, f, r)| ((t, f, r), f)))?;
         self.access.narinfo(hash);
+        if interest == Interest::Fetch {
+            self.narinfo_fetched(hash, fetched);
+        }
         let status = match found {
             LookupResult::Hit => CacheStatus::Hit,
             _ => CacheStatus::Miss,
@@ -27,24 +36,36 @@ impl Cache {
         Ok((text, status))
     }
 
-    /// The text and whether it was a hit or a miss.
-    async fn narinfo_text(&self, hash: &StorePathHash) -> Result<(Bytes, LookupResult), CacheError> {
+    /// The text, whether it was a hit or a miss, and the record a miss looked up.
+    async fn narinfo_text(
+        &self,
+        hash: &StorePathHash,
+    ) -> Result<(Bytes, LookupResult, Option<Arc<NarInfoRecord>>), CacheError> {
         if let Some(text) = self.hot.narinfo(hash) {
-            return Ok((text, LookupResult::Hit));
+            return Ok((text, LookupResult::Hit, None));
         }
         if let Some(record) = self.db.get_narinfo(hash).await? {
-            return Ok((self.render(record), LookupResult::Hit));
+            return Ok((self.render(record), LookupResult::Hit, None));
         }
         if self.negative.contains(hash) {
             return Err(CacheError::NotFound);
         }
-        let (this, hash) = (self.clone(), *hash);
-        let record = self
+        let (record, _) = self.shared_narinfo_lookup(*hash).await?;
+        Ok((self.render((*record).clone()), LookupResult::Miss, Some(record)))
+    }
+
+    /// The one lookup of `hash` under way in this process (started now, or joined), and
+    /// whether this call started it.
+    pub(super) async fn shared_narinfo_lookup(
+        &self,
+        hash: StorePathHash,
+    ) -> Result<(Arc<NarInfoRecord>, bool), CacheError> {
+        let this = self.clone();
+        let (record, led) = self
             .narinfo_flights
-            .run(hash, async move { this.fetch_narinfo(hash).await })
-            .await
-            .map_err(CacheError::Shared)?;
-        Ok((self.render((*record).clone()), LookupResult::Miss))
+            .run_led(hash, async move { this.fetch_narinfo(hash).await })
+            .await;
+        Ok((record.map_err(CacheError::Shared)?, led))
     }
 
     /// Asks the upstreams, unless another replica is already asking: then waits (bounded) for
@@ -125,7 +146,7 @@ impl Cache {
         }
     }
 
-    fn render(&self, record: NarInfoRecord) -> Bytes {
+    pub(super) fn render(&self, record: NarInfoRecord) -> Bytes {
         let mut info = record.info;
         info.url = format!("nar/{}", record.nar_file.file_name());
         let sig = match record.proxy_sig {

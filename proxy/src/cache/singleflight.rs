@@ -36,6 +36,7 @@ impl<K: Eq + Hash + Clone + Send + 'static, T: Send + Sync + 'static> SingleFlig
 
     /// Runs `work` unless a run for `key` is under way, in which case its result is shared.
     /// The run removes itself from the map when it ends, whether or not anyone still waits.
+    #[cfg(test)]
     pub async fn run<F>(&self, key: K, work: F) -> FlightResult<T>
     where
         F: Future<Output = Result<T, CacheError>> + Send + 'static,
@@ -43,7 +44,9 @@ impl<K: Eq + Hash + Clone + Send + 'static, T: Send + Sync + 'static> SingleFlig
         self.run_led(key, work).await.0
     }
 
-    /// Like `run`, and whether this caller started the run (`false`: it joined one).
+    /// Runs `work` unless a run for `key` is under way, in which case its result is shared;
+    /// and whether this caller started the run (`false`: it joined one). The run removes itself
+    /// from the map when it ends, whether or not anyone still waits.
     pub async fn run_led<F>(&self, key: K, work: F) -> (FlightResult<T>, bool)
     where
         F: Future<Output = Result<T, CacheError>> + Send + 'static,

@@ -7,10 +7,12 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 mod backend;
 mod connections;
 mod fills;
+mod prefetch;
 use crate::{gc::schedule::Schedule, units::parse_size};
 pub use backend::{BackendArgs, DatabaseUrl, StorageArgs, StorageKind};
 pub use connections::ConnectionArgs;
 pub use fills::FillArgs;
+pub use prefetch::{PrefetchArg, PrefetchArgs};
 
 /// The public key of cache.nixos.org, trusted by default.
 pub const NIXOS_PUBLIC_KEY: &str = "cache.nixos.org-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY=";
@@ -153,6 +155,9 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub fills: FillArgs,
+
+    #[command(flatten)]
+    pub prefetch: PrefetchArgs,
 
     #[command(flatten)]
     pub connections: ConnectionArgs,

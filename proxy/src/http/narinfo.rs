@@ -8,6 +8,7 @@ use axum::{
 use nixcache_protocol::{parse_narinfo_name, MIME_NARINFO};
 
 use super::{caching, error, side, ApiError, AppState};
+use crate::cache::Interest;
 
 pub async fn get_narinfo(
     State(state): State<AppState>,
@@ -23,7 +24,11 @@ pub async fn get_narinfo(
         return Ok(error::plain(StatusCode::NOT_FOUND, "not found"));
     }
     let hash = parse_narinfo_name(&file).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let (text, status) = match state.cache.narinfo(&hash).await {
+    let interest = match method {
+        Method::HEAD => Interest::Probe,
+        _ => Interest::Fetch,
+    };
+    let (text, status) = match state.cache.narinfo(&hash, interest).await {
         Err(err) if err.is_not_found() => {
             return Ok(caching::remembered_miss(state.cache.miss_remembered_for(&hash)))
         }

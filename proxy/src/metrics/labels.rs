@@ -74,6 +74,16 @@ label_value! {
 }
 
 label_value! {
+    /// What became of a prefetch.
+    PrefetchOutcome { Started => "started", Used => "used", Wasted => "wasted" }
+}
+
+label_value! {
+    /// Why a prefetch was not started.
+    PrefetchSkip { Budget => "budget", Busy => "busy", TooLarge => "too_large" }
+}
+
+label_value! {
     /// Why the proxy closed a client connection.
     ConnectionClosed {
         HeaderTimeout => "header_timeout",
@@ -212,4 +222,16 @@ pub struct LimitLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabels {
     pub reason: ConnectionClosed,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PrefetchOutcomeLabels {
+    pub kind: ObjectKind,
+    pub outcome: PrefetchOutcome,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SkipLabels {
+    pub kind: ObjectKind,
+    pub reason: PrefetchSkip,
 }

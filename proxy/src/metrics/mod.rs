@@ -4,6 +4,7 @@
 use std::{fmt::Write as _, time::Duration};
 
 mod labels;
+mod prefetch;
 mod register;
 
 use prometheus_client::{
@@ -19,10 +20,12 @@ use prometheus_client::{
 
 pub use labels::{
     ConnectionClosed, Encoding, EncodingLabels, FillLimit, GcKind, GcLabels, GcResult, HttpLabels,
-    KindLabels, LimitLabels, LookupLabels, LookupResult, Method, ObjectKind, ReasonLabels, Route,
-    RouteLabels, UploadLabels, UploadResult, UpstreamErrorLabels, UpstreamFailure, UpstreamLabels,
-    UpstreamNameLabels,
+    KindLabels, LimitLabels, LookupLabels, LookupResult, Method, ObjectKind, PrefetchOutcome,
+    PrefetchOutcomeLabels, PrefetchSkip, ReasonLabels, Route, RouteLabels, SkipLabels, UploadLabels,
+    UploadResult, UpstreamErrorLabels, UpstreamFailure, UpstreamLabels, UpstreamNameLabels,
 };
+
+pub use prefetch::PrefetchMetrics;
 
 use crate::db::Usage;
 
@@ -76,6 +79,7 @@ pub struct Metrics {
     pub encoded_responses: Family<EncodingLabels, Counter>,
     /// Answers that would have been encoded but went as stored, every encoder being busy.
     pub encoders_busy: Counter,
+    pub prefetch: PrefetchMetrics,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -123,6 +127,7 @@ impl Metrics {
             auth_hashes_in_flight: Gauge::default(),
             encoded_responses: Family::default(),
             encoders_busy: Counter::default(),
+            prefetch: PrefetchMetrics::default(),
         };
         m.register();
         m

@@ -11,6 +11,7 @@ impl Metrics {
         self.register_cache(&mut registry);
         self.register_fills(&mut registry);
         self.register_upkeep(&mut registry);
+        self.prefetch.register(&mut registry);
         self.registry = registry;
     }
 

@@ -1,0 +1,217 @@
+//! Prefetch with real Nix clients: a cold closure is served from NARs the proxy downloaded
+//! ahead of the client, each fetched from the upstream once; a client that only looks
+//! (`nix path-info`) makes the proxy download no NAR; the budget holds; `--prefetch off` is off.
+
+use std::time::Duration;
+
+use anyhow::{ensure, Result};
+use nixcache_e2e::fixtures::N_PATHS;
+use nixcache_e2e::{
+    fetch, look_up_paths, nix_available, Faults, FetchOptions, Nix, Proxy, ProxyOptions, TestUpstream,
+    UpstreamCache,
+};
+
+const SALT: &str = "e2e";
+/// What every upstream answer waits, as a distant upstream does: what prefetching saves.
+const UPSTREAM_DELAY: Duration = Duration::from_millis(50);
+const TIMEOUT: Duration = Duration::from_secs(300);
+
+async fn slow_upstream(cache: &UpstreamCache) -> Result<TestUpstream> {
+    let upstream = TestUpstream::start(&cache.dir)?;
+    upstream.set_faults(Faults {
+        delay: UPSTREAM_DELAY,
+        ..Faults::default()
+    });
+    Ok(upstream)
+}
+
+async fn proxy_with(upstream: &TestUpstream, cache: &UpstreamCache, args: &[&str]) -> Result<Proxy> {
+    let mut options = ProxyOptions::new(&upstream.url, &cache.public_key);
+    options.extra_args = args.iter().map(|a| a.to_string()).collect();
+    Proxy::start(options).await
+}
+
+/// `nixcache_prefetches_total` of `kind` and `outcome`.
+async fn prefetches(proxy: &Proxy, kind: &str, outcome: &str) -> Result<u64> {
+    let series = format!("nixcache_prefetches_total{{kind=\"{kind}\"");
+    proxy.metric(&series, &format!("outcome=\"{outcome}\"")).await
+}
+
+/// Every NAR of the closure was downloaded from the upstream exactly once.
+fn each_nar_fetched_once(upstream: &TestUpstream, cache: &UpstreamCache) -> Result<()> {
+    let stats = upstream.stats();
+    for path in &cache.paths {
+        let nar = cache.nar_http_path(path)?;
+        ensure!(
+            stats.get(&nar) == 1,
+            "{nar} was fetched {} times: {stats:?}",
+            stats.get(&nar)
+        );
+    }
+    Ok(())
+}
+
+/// A client substitutes the closure through a cold proxy: the NARs after its first come from
+/// downloads the proxy started ahead of it, and nothing is fetched twice.
+async fn cold_closure_comes_from_prefetched_nars(nix: Nix) -> Result<()> {
+    let cache = UpstreamCache::get("xz", SALT)?;
+    let upstream = slow_upstream(&cache).await?;
+    let proxy = proxy_with(&upstream, &cache, &[]).await?;
+    fetch(
+        &proxy.url,
+        &proxy.public_key,
+        &[&cache.root],
+        &FetchOptions::with(nix),
+    )
+    .await?
+    .expect_whole_closure(&cache)?;
+    each_nar_fetched_once(&upstream, &cache)?;
+    let (started, used) = (
+        prefetches(&proxy, "nar", "started").await?,
+        prefetches(&proxy, "nar", "used").await?,
+    );
+    // The first NAR the client asks for starts the others: most are prefetched ahead of it.
+    ensure!(
+        used >= N_PATHS as u64 / 2 && started >= used && started < N_PATHS as u64,
+        "NAR prefetches: {started} started, {used} used, of {N_PATHS} paths"
+    );
+    ensure!(
+        prefetches(&proxy, "nar", "wasted").await? == 0,
+        "a prefetch went to waste: {}",
+        proxy.log_tail(40)
+    );
+    Ok(())
+}
+
+/// `nix path-info` asks for narinfos (GET) but never for a NAR: the proxy downloads none,
+/// though it looks up narinfos ahead.
+async fn a_client_that_only_looks_downloads_no_nar(nix: Nix) -> Result<()> {
+    let cache = UpstreamCache::get("xz", SALT)?;
+    let upstream = slow_upstream(&cache).await?;
+    let proxy = proxy_with(&upstream, &cache, &[]).await?;
+    let looked = look_up_paths(&proxy.url, &[&cache.root], true, nix, TIMEOUT).await?;
+    ensure!(looked.ok, "nix path-info -r failed: {}", looked.output);
+    ensure!(
+        looked.log.lines().count() == N_PATHS,
+        "nix path-info -r printed {:?}",
+        looked.log
+    );
+    // Give a prefetch that would (wrongly) start a moment to show.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let stats = upstream.stats();
+    let nars: Vec<String> = stats
+        .paths_except(&[])
+        .into_iter()
+        .filter(|p| p.starts_with("/nar/"))
+        .collect();
+    ensure!(nars.is_empty(), "looking made the proxy download {nars:?}");
+    ensure!(
+        prefetches(&proxy, "nar", "started").await? == 0,
+        "a NAR prefetch started"
+    );
+    ensure!(
+        prefetches(&proxy, "narinfo", "started").await? > 0,
+        "no narinfo was looked up ahead of the client"
+    );
+    Ok(())
+}
+
+nixcache_e2e::each_nix! {
+    a_cold_closure_comes_from_prefetched_nars: cold_closure_comes_from_prefetched_nars();
+    nix_path_info_downloads_no_nar: a_client_that_only_looks_downloads_no_nar();
+}
+
+/// The closure's budget and the size limit hold: the big NAR waits for the client, the small
+/// ones are prefetched only up to the bytes allowed; the client gets everything all the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prefetch_stays_within_its_budget() -> Result<()> {
+    if !nix_available() {
+        return Ok(());
+    }
+    let cache = UpstreamCache::get("xz", SALT)?;
+    let mut small = Vec::new();
+    for path in &cache.paths {
+        small.push(cache.narinfo_for(path)?.file_size()?);
+    }
+    small.sort_unstable();
+    // The big one is last and alone past the size limit; the budget fits about half the rest.
+    let small = &small[..small.len() - 1];
+    let nar_max = small.iter().max().copied().unwrap_or_default();
+    let budget: u64 = small[..small.len() / 2].iter().sum();
+    let upstream = slow_upstream(&cache).await?;
+    let (nar_max_arg, budget_arg) = (nar_max.to_string(), budget.to_string());
+    let args = [
+        "--prefetch-nar-max",
+        &nar_max_arg,
+        "--prefetch-bytes",
+        &budget_arg,
+    ];
+    let proxy = proxy_with(&upstream, &cache, &args).await?;
+    fetch(
+        &proxy.url,
+        &proxy.public_key,
+        &[&cache.root],
+        &FetchOptions::default(),
+    )
+    .await?
+    .expect_whole_closure(&cache)?;
+    each_nar_fetched_once(&upstream, &cache)?;
+    let bytes = proxy
+        .metric("nixcache_prefetch_nar_bytes_total", "outcome=\"started\"")
+        .await?;
+    let skipped = |reason: &'static str| {
+        let proxy = &proxy;
+        async move {
+            proxy
+                .metric(
+                    "nixcache_prefetches_skipped_total{kind=\"nar\"",
+                    &format!("reason=\"{reason}\""),
+                )
+                .await
+        }
+    };
+    ensure!(
+        bytes > 0 && bytes <= budget,
+        "prefetched {bytes} NAR bytes, budget {budget}"
+    );
+    let (_, metrics) = nixcache_e2e::http::get(&proxy.url_for("/metrics")).await?;
+    let metrics = String::from_utf8_lossy(&metrics);
+    let prefetch_lines: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("nixcache_prefetch"))
+        .collect();
+    ensure!(
+        skipped("too_large").await? == 1,
+        "the big NAR was not held back (--prefetch-nar-max {nar_max}, sizes {small:?}): {prefetch_lines:#?}"
+    );
+    ensure!(
+        skipped("budget").await? >= 1,
+        "nothing was held back by the budget"
+    );
+    Ok(())
+}
+
+/// `--prefetch off`: the proxy fetches only what the client asks for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prefetch_off_fetches_only_what_is_asked() -> Result<()> {
+    if !nix_available() {
+        return Ok(());
+    }
+    let cache = UpstreamCache::get("xz", SALT)?;
+    let upstream = slow_upstream(&cache).await?;
+    let proxy = proxy_with(&upstream, &cache, &["--prefetch", "off"]).await?;
+    let looked = look_up_paths(&proxy.url, &[&cache.root], false, Nix::Host, TIMEOUT).await?;
+    ensure!(looked.ok, "nix path-info failed: {}", looked.output);
+    fetch(
+        &proxy.url,
+        &proxy.public_key,
+        &[&cache.root],
+        &FetchOptions::default(),
+    )
+    .await?
+    .expect_whole_closure(&cache)?;
+    each_nar_fetched_once(&upstream, &cache)?;
+    let all = proxy.metric("nixcache_prefetches_total", "").await?;
+    ensure!(all == 0, "{all} prefetches with --prefetch off");
+    Ok(())
+}

@@ -1,0 +1,180 @@
+//! What was prefetched and not yet asked for by a client: counted as used when a client asks,
+//! as wasted when no client asked within `USE_WINDOW` (or its download failed). Bounded.
+
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant},
+};
+
+use nixcache_protocol::{NarFile, StorePathHash};
+
+use super::walks::WalkPath;
+
+/// A prefetch no client asked for within this long counts as wasted.
+pub const USE_WINDOW: Duration = Duration::from_secs(600);
+/// Entries of each kind remembered at once; past it, a prefetch is not followed up.
+const MAX_ENTRIES: usize = 1 << 16;
+
+/// A prefetched narinfo: what a client's walk needs once it asks for it.
+#[derive(Clone, Debug)]
+pub struct PrefetchedNarinfo {
+    pub path: WalkPath,
+    pub references: Vec<StorePathHash>,
+}
+
+/// Prefetches that went unused: expired, or (NARs) failed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Wasted {
+    pub narinfos: u64,
+    pub nars: u64,
+    pub nar_bytes: u64,
+}
+
+#[derive(Default)]
+pub struct Ledger {
+    narinfos: HashMap<StorePathHash, (Instant, Option<PrefetchedNarinfo>)>,
+    nars: HashMap<NarFile, (Instant, u64)>,
+    swept: Option<Instant>,
+}
+
+impl Ledger {
+    /// A prefetch of `hash`'s narinfo starts; `false` when one is noted already (or the
+    /// ledger is full): then this one is not started.
+    pub fn narinfo_started(&mut self, hash: StorePathHash, now: Instant) -> bool {
+        if self.narinfos.len() >= MAX_ENTRIES || self.narinfos.contains_key(&hash) {
+            return false;
+        }
+        self.narinfos.insert(hash, (now, None));
+        true
+    }
+
+    /// The prefetch found it: what a walk needs is kept for the client that asks.
+    pub fn narinfo_found(&mut self, hash: StorePathHash, found: PrefetchedNarinfo) {
+        if let Some(entry) = self.narinfos.get_mut(&hash) {
+            entry.1 = Some(found);
+        }
+    }
+
+    /// The prefetch did not fetch it (known already, absent, failed, another request led):
+    /// it counts for nothing.
+    pub fn narinfo_dropped(&mut self, hash: &StorePathHash) {
+        self.narinfos.remove(hash);
+    }
+
+    /// A client asked for `hash`: `Some` when a prefetch fetched it (its walk details, when
+    /// the prefetch is over).
+    pub fn narinfo_used(&mut self, hash: &StorePathHash) -> Option<Option<PrefetchedNarinfo>> {
+        self.narinfos.remove(hash).map(|(_, found)| found)
+    }
+
+    /// A prefetch of `nar` (at most `size` bytes) starts; `false` when one is noted already.
+    pub fn nar_started(&mut self, nar: &NarFile, size: u64, now: Instant) -> bool {
+        if self.nars.len() >= MAX_ENTRIES || self.nars.contains_key(nar) {
+            return false;
+        }
+        self.nars.insert(nar.clone(), (now, size));
+        true
+    }
+
+    /// The prefetch did not download it (stored already, another request led): not counted.
+    pub fn nar_dropped(&mut self, nar: &NarFile) {
+        self.nars.remove(nar);
+    }
+
+    /// A client asked for `nar`: its size when a prefetch downloaded it.
+    pub fn nar_used(&mut self, nar: &NarFile) -> Option<u64> {
+        self.nars.remove(nar).map(|(_, size)| size)
+    }
+
+    /// Forgets what waited longer than `USE_WINDOW` (looked at most every minute) and says how
+    /// much that was.
+    pub fn expire(&mut self, now: Instant) -> Wasted {
+        let mut wasted = Wasted::default();
+        if self
+            .swept
+            .is_some_and(|at| now.saturating_duration_since(at) < USE_WINDOW / 10)
+        {
+            return wasted;
+        }
+        self.swept = Some(now);
+        let old = |at: &Instant| now.saturating_duration_since(*at) > USE_WINDOW;
+        self.narinfos.retain(|_, (at, found)| {
+            // One still being fetched is not judged yet.
+            let expired = found.is_some() && old(at);
+            wasted.narinfos += u64::from(expired);
+            !expired
+        });
+        self.nars.retain(|_, (at, size)| {
+            let expired = old(at);
+            if expired {
+                wasted.nars += 1;
+                wasted.nar_bytes += *size;
+            }
+            !expired
+        });
+        wasted
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use nixcache_protocol::{Compression, Sha256Hash};
+
+    use super::*;
+
+    fn nar(n: u8) -> NarFile {
+        NarFile {
+            hash: Sha256Hash([n; 32]),
+            compression: Compression::Zstd,
+        }
+    }
+
+    fn found(n: u8) -> PrefetchedNarinfo {
+        PrefetchedNarinfo {
+            path: WalkPath {
+                hash: StorePathHash([n; 20]),
+                nar: nar(n),
+                size: 10,
+            },
+            references: vec![],
+        }
+    }
+
+    #[test]
+    fn a_prefetch_is_used_once_and_only_when_started() {
+        let (mut ledger, now) = (Ledger::default(), Instant::now());
+        let hash = StorePathHash([1; 20]);
+        assert!(ledger.narinfo_started(hash, now));
+        assert!(!ledger.narinfo_started(hash, now), "one prefetch per narinfo");
+        ledger.narinfo_found(hash, found(1));
+        assert!(ledger.narinfo_used(&hash).is_some_and(|f| f.is_some()));
+        assert!(ledger.narinfo_used(&hash).is_none());
+        assert!(ledger.nar_started(&nar(2), 500, now));
+        ledger.nar_dropped(&nar(2));
+        assert_eq!(ledger.nar_used(&nar(2)), None);
+        assert!(ledger.nar_started(&nar(3), 700, now));
+        assert_eq!(ledger.nar_used(&nar(3)), Some(700));
+    }
+
+    #[test]
+    fn what_nobody_asked_for_expires_as_wasted() {
+        let (mut ledger, now) = (Ledger::default(), Instant::now());
+        ledger.narinfo_started(StorePathHash([1; 20]), now);
+        ledger.narinfo_found(StorePathHash([1; 20]), found(1));
+        ledger.narinfo_started(StorePathHash([2; 20]), now);
+        ledger.nar_started(&nar(3), 700, now);
+        assert_eq!(ledger.expire(now), Wasted::default());
+        let later = now + USE_WINDOW + Duration::from_secs(1);
+        let wasted = ledger.expire(later);
+        assert_eq!(
+            wasted,
+            Wasted {
+                narinfos: 1,
+                nars: 1,
+                nar_bytes: 700
+            }
+        );
+        // The one still being fetched stays.
+        assert!(ledger.narinfo_used(&StorePathHash([2; 20])).is_some());
+    }
+}

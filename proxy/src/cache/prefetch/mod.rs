@@ -1,0 +1,235 @@
+//! Prefetch: fetching ahead of a client what it will ask for next, so a cold closure costs
+//! about one upstream round trip per level of references instead of several per path.
+//!
+//! - **Narinfos** (`narinfo` and `nar` modes): when a client `GET`s a narinfo this proxy looks
+//!   up now (or one a prefetch looked up), the narinfos of its references are looked up too,
+//!   `depth` levels ahead, at most `paths` per trigger. A client asking meanwhile joins the
+//!   lookup under way.
+//! - **NARs** (`nar` mode): Nix asks for every narinfo of what it lacks before its first NAR.
+//!   When a client asks for a NAR of such a walk (see `walks`), the NARs of the rest of the walk
+//!   are downloaded in the background, deepest first as Nix asks for them, each at most
+//!   `nar_max`, at most `walk_bytes` per walk. A client that only looks (`nix path-info`,
+//!   `HEAD`) starts no download.
+//!
+//! Prefetches never go before clients: a NAR prefetch takes only spare fill room (a quarter is
+//! always the clients'), gives its fill up when a client has to wait for room, and takes the
+//! same leases as a client's fill, so replicas never fetch one thing twice. All of it is owned by
+//! the [`Prefetcher`], stopped first at shutdown.
+
+mod ledger;
+mod narinfos;
+mod nars;
+mod walks;
+
+use std::{
+    future::Future,
+    sync::{Arc, Mutex, MutexGuard},
+    time::Instant,
+};
+
+use nixcache_protocol::{NarFile, StorePathHash};
+use tokio::sync::Semaphore;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use super::{download::max_file_size, Cache};
+use crate::{
+    db::NarInfoRecord,
+    metrics::{ObjectKind, PrefetchOutcome},
+};
+use ledger::{Ledger, PrefetchedNarinfo};
+use walks::{Due, WalkLimits, WalkPath, Walks};
+
+/// What is prefetched.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PrefetchMode {
+    Off,
+    /// Narinfos of references only.
+    Narinfo,
+    /// Narinfos, and the NARs of a closure a client is downloading.
+    Nar,
+}
+
+/// The settings, from the command line.
+#[derive(Clone, Copy, Debug)]
+pub struct PrefetchOptions {
+    pub mode: PrefetchMode,
+    /// Levels of references looked up ahead of a narinfo a client asked for.
+    pub depth: u32,
+    /// Narinfos one trigger may look up; paths one walk follows.
+    pub paths: usize,
+    /// A NAR file larger than this waits until a client asks for it.
+    pub nar_max: u64,
+    /// NAR bytes one walk may prefetch.
+    pub walk_bytes: u64,
+    /// Narinfo lookups at once, all triggers together.
+    pub lookups: usize,
+    /// NAR prefetches at once, all walks together.
+    pub fills: usize,
+}
+
+impl PrefetchOptions {
+    pub fn off() -> Self {
+        Self {
+            mode: PrefetchMode::Off,
+            depth: 0,
+            paths: 0,
+            nar_max: 0,
+            walk_bytes: 0,
+            lookups: 1,
+            fills: 1,
+        }
+    }
+}
+
+/// The prefetches of one process: their bookkeeping, their bounds and their tasks.
+pub struct Prefetcher {
+    options: PrefetchOptions,
+    book: Mutex<Book>,
+    /// Narinfo lookups running.
+    lookups: Arc<Semaphore>,
+    /// Narinfo lookups waiting or running: past it, a lookup is skipped, not queued.
+    queued: Arc<Semaphore>,
+    /// NAR prefetches running.
+    fills: Arc<Semaphore>,
+    tasks: TaskTracker,
+    stop: CancellationToken,
+}
+
+struct Book {
+    walks: Walks,
+    ledger: Ledger,
+}
+
+impl Prefetcher {
+    pub fn new(options: PrefetchOptions) -> Self {
+        let limits = WalkLimits {
+            max_paths: options.paths,
+            max_bytes: options.walk_bytes,
+            nar_max: options.nar_max,
+        };
+        let lookups = options.lookups.max(1);
+        Self {
+            options,
+            book: Mutex::new(Book {
+                walks: Walks::new(limits),
+                ledger: Ledger::default(),
+            }),
+            lookups: Arc::new(Semaphore::new(lookups)),
+            queued: Arc::new(Semaphore::new(lookups.saturating_mul(16))),
+            fills: Arc::new(Semaphore::new(options.fills.max(1))),
+            tasks: TaskTracker::new(),
+            stop: CancellationToken::new(),
+        }
+    }
+
+    /// Runs `work` until it ends or prefetching stops.
+    fn spawn(&self, work: impl Future<Output = ()> + Send + 'static) {
+        let stop = self.stop.clone();
+        self.tasks.spawn(async move {
+            tokio::select! {
+                () = stop.cancelled() => {}
+                () = work => {}
+            }
+        });
+    }
+
+    /// Stops every prefetch (a NAR prefetch's fill then has no client and is abandoned like
+    /// any other) and waits until their tasks are gone.
+    pub async fn stop(&self) {
+        self.stop.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+
+    fn book(&self) -> MutexGuard<'_, Book> {
+        self.book.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl PrefetchedNarinfo {
+    fn of(record: &NarInfoRecord) -> Self {
+        let info = &record.info;
+        Self {
+            path: WalkPath {
+                hash: *info.store_path.hash(),
+                nar: record.nar_file.clone(),
+                size: max_file_size(info),
+            },
+            references: info.references.iter().map(|r| *r.hash()).collect(),
+        }
+    }
+}
+
+impl Cache {
+    /// A client `GET` a narinfo; `fetched`: its record, when this request looked it up.
+    pub(super) fn narinfo_fetched(&self, hash: &StorePathHash, fetched: Option<Arc<NarInfoRecord>>) {
+        let mode = self.prefetch.options.mode;
+        if mode == PrefetchMode::Off {
+            return;
+        }
+        let now = Instant::now();
+        let (asked, used, due) = {
+            let mut book = self.prefetch.book();
+            self.count_wasted(&mut book.ledger, now);
+            let prefetched = book.ledger.narinfo_used(hash);
+            let used = prefetched.is_some();
+            // A plain hit needs nothing: its references were looked at when it was fetched.
+            let asked = match (fetched, prefetched) {
+                (Some(record), _) => Some(PrefetchedNarinfo::of(&record)),
+                (None, Some(found)) => found,
+                (None, None) => None,
+            };
+            let due = match &asked {
+                Some(a) if mode == PrefetchMode::Nar => book.walks.asked(a.path.clone(), &a.references, now),
+                _ => Due::default(),
+            };
+            (asked, used, due)
+        };
+        if used {
+            let metrics = &self.metrics.prefetch;
+            metrics.count(ObjectKind::Narinfo, PrefetchOutcome::Used, 1);
+        }
+        self.prefetch_nars(due);
+        if let Some(asked) = asked {
+            self.prefetch_references(asked.path.hash, asked.references);
+        }
+    }
+
+    /// A client `GET` the NAR `file` (stored, or a fill it started or joined).
+    pub(super) fn nar_fetched(&self, file: &NarFile) {
+        let mode = self.prefetch.options.mode;
+        if mode == PrefetchMode::Off {
+            return;
+        }
+        let (used, due) = {
+            let mut book = self.prefetch.book();
+            let used = book.ledger.nar_used(file);
+            let due = match mode {
+                PrefetchMode::Nar => book.walks.nar_asked(file, Instant::now()),
+                _ => Due::default(),
+            };
+            (used, due)
+        };
+        if let Some(bytes) = used {
+            let metrics = &self.metrics.prefetch;
+            metrics.count(ObjectKind::Nar, PrefetchOutcome::Used, 1);
+            metrics.nar_bytes(PrefetchOutcome::Used, bytes);
+        }
+        self.prefetch_nars(due);
+    }
+
+    /// Stops prefetching (shutdown) and waits for its tasks to end.
+    pub async fn stop_prefetching(&self) {
+        self.prefetch.stop().await;
+    }
+
+    fn count_wasted(&self, ledger: &mut Ledger, now: Instant) {
+        let wasted = ledger.expire(now);
+        let metrics = &self.metrics.prefetch;
+        metrics.count(ObjectKind::Narinfo, PrefetchOutcome::Wasted, wasted.narinfos);
+        metrics.count(ObjectKind::Nar, PrefetchOutcome::Wasted, wasted.nars);
+        if wasted.nar_bytes > 0 {
+            metrics.nar_bytes(PrefetchOutcome::Wasted, wasted.nar_bytes);
+        }
+    }
+}

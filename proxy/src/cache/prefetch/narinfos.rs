@@ -1,0 +1,98 @@
+//! Looking up the narinfos of references ahead of the client, level by level.
+
+use std::{
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
+    time::Instant,
+};
+
+use nixcache_protocol::StorePathHash;
+
+use super::{ledger::PrefetchedNarinfo, Cache};
+use crate::{
+    db::NarInfoRecord,
+    metrics::{ObjectKind, PrefetchOutcome, PrefetchSkip},
+};
+
+impl Cache {
+    /// Looks up the narinfos `references` of `from` name, and theirs, `depth` levels deep, at
+    /// most `paths` of them.
+    pub(super) fn prefetch_references(&self, from: StorePathHash, references: Vec<StorePathHash>) {
+        let options = self.prefetch.options;
+        if options.depth == 0 {
+            return;
+        }
+        let budget = Arc::new(AtomicUsize::new(options.paths));
+        for reference in references.into_iter().filter(|r| *r != from) {
+            self.prefetch_narinfo(reference, options.depth, &budget);
+        }
+    }
+
+    /// Starts the lookup of `hash` unless it is known, remembered as absent, already being
+    /// prefetched, or past the budget or the queue.
+    fn prefetch_narinfo(&self, hash: StorePathHash, depth: u32, budget: &Arc<AtomicUsize>) {
+        if self.hot.narinfo(&hash).is_some() || self.negative.contains(&hash) {
+            return;
+        }
+        let metrics = &self.metrics.prefetch;
+        let take = |left: usize| left.checked_sub(1);
+        if budget
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, take)
+            .is_err()
+        {
+            metrics.skipped(ObjectKind::Narinfo, PrefetchSkip::Budget);
+            return;
+        }
+        let Ok(queued) = Arc::clone(&self.prefetch.queued).try_acquire_owned() else {
+            metrics.skipped(ObjectKind::Narinfo, PrefetchSkip::Busy);
+            return;
+        };
+        if !self.prefetch.book().ledger.narinfo_started(hash, Instant::now()) {
+            return;
+        }
+        let (this, budget) = (self.clone(), Arc::clone(budget));
+        self.prefetch.spawn(async move {
+            let _queued = queued;
+            let Ok(_running) = this.prefetch.lookups.acquire().await else {
+                return;
+            };
+            let Some(record) = this.look_ahead(hash).await else {
+                this.prefetch.book().ledger.narinfo_dropped(&hash);
+                return;
+            };
+            let found = PrefetchedNarinfo::of(&record);
+            let references = found.references.clone();
+            this.prefetch.book().ledger.narinfo_found(hash, found);
+            let metrics = &this.metrics.prefetch;
+            metrics.count(ObjectKind::Narinfo, PrefetchOutcome::Started, 1);
+            if depth > 1 {
+                for reference in references.into_iter().filter(|r| *r != hash) {
+                    this.prefetch_narinfo(reference, depth - 1, &budget);
+                }
+            }
+        });
+    }
+
+    /// The narinfo of `hash`, when this prefetch looked it up: `None` when it was known
+    /// already, is absent, failed, or a client's lookup got it (then it is no prefetch).
+    async fn look_ahead(&self, hash: StorePathHash) -> Option<Arc<NarInfoRecord>> {
+        match self.db.get_narinfo(&hash).await {
+            Ok(None) => {}
+            Ok(Some(_)) | Err(_) => return None,
+        }
+        match self.shared_narinfo_lookup(hash).await {
+            Ok((record, true)) => {
+                // Into the hot cache: the client's request is a hit.
+                self.render((*record).clone());
+                Some(record)
+            }
+            Ok((_, false)) => None,
+            Err(err) => {
+                tracing::debug!(%hash, error = %err, "prefetching a narinfo failed");
+                None
+            }
+        }
+    }
+}
