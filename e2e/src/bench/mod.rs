@@ -8,6 +8,7 @@
 //! prints the comparison. [`soak`] is a long mixed load on one nixcache (run only when
 //! asked for), watching its resources over time.
 
+pub mod closure;
 pub mod first_byte;
 pub mod fresh;
 pub mod hits;
@@ -124,13 +125,14 @@ pub struct Settings {
 }
 
 /// The parts of a run, for `--only`.
-pub const PARTS: [&str; 9] = [
+pub const PARTS: [&str; 10] = [
     "narinfo",
     "nar",
     "memory",
     "misses",
     "first-byte",
     "replicas",
+    "closure",
     "access",
     "gc",
     "soak",

@@ -73,8 +73,13 @@ impl FetchOptions {
 /// What the client made of the cache.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ClientOutcome {
-    /// Every requested path and its closure arrived and verified.
-    Ok { paths: Vec<String>, nar_bytes: u64 },
+    /// Every requested path and its closure arrived and verified; `took`: the fetch alone
+    /// (Nix's command, not the verification after it).
+    Ok {
+        paths: Vec<String>,
+        nar_bytes: u64,
+        took: Duration,
+    },
     /// Nix refused the data: a missing or unknown signature, a NAR hash
     /// mismatch, or a NAR that does not decompress. `reason` is Nix's line.
     Rejected { reason: String },
@@ -88,7 +93,7 @@ impl ClientOutcome {
     /// An error unless this is `Ok` with exactly the closure of `cache.root`
     /// (every path of the fixture) and its NAR bytes.
     pub fn expect_whole_closure(&self, cache: &UpstreamCache) -> Result<()> {
-        let ClientOutcome::Ok { paths, nar_bytes } = self else {
+        let ClientOutcome::Ok { paths, nar_bytes, .. } = self else {
             bail!("expected the closure, got {self:?}")
         };
         let mut expected = cache.paths.clone();
@@ -175,7 +180,9 @@ pub async fn fetch(
         "narinfo-cache-positive-ttl",
         "0",
     ]);
+    let started = std::time::Instant::now();
     let out = client.run(&args, opts.timeout).await?;
+    let took = started.elapsed();
     let text = output_text(&out);
     if !out.status.success() {
         if let Some(reason) = rejection_reason(&text) {
@@ -188,7 +195,14 @@ pub async fn fetch(
             summary(&text)
         );
     }
-    client.verify(trusted_key, &paths, opts.timeout).await
+    match client.verify(trusted_key, &paths, opts.timeout).await? {
+        ClientOutcome::Ok { paths, nar_bytes, .. } => Ok(ClientOutcome::Ok {
+            paths,
+            nar_bytes,
+            took,
+        }),
+        rejected => Ok(rejected),
+    }
 }
 
 /// What `nix copy --to` said.

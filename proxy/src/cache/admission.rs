@@ -129,9 +129,14 @@ impl Admission {
         fits.then(|| self.grant(&mut in_flight, bytes))
     }
 
-    /// Resolves when a client has to wait for room (registered from this call on).
-    pub async fn client_waits(&self) {
-        self.client_waiting.notified().await
+    /// Resolves when a client has to wait for room (from when it is enabled or first polled).
+    pub fn client_waits(&self) -> tokio::sync::futures::Notified<'_> {
+        self.client_waiting.notified()
+    }
+
+    /// Whether a client waits for room now.
+    pub fn clients_waiting(&self) -> bool {
+        self.lock().waiting > 0
     }
 
     fn grant(self: &Arc<Self>, in_flight: &mut InFlight, bytes: u64) -> FillPermit {

@@ -34,10 +34,11 @@ impl CacheStatus {
     }
 }
 
-/// Why a client asks: `GET` to fetch it, which may start prefetches; `HEAD` to probe, which
-/// never does (`nix copy --to` probes every path it might upload).
+/// Why a client asks: `GET` to fetch it, which may start prefetches (for that client's walk:
+/// its address, when known); `HEAD` to probe, which never does (`nix copy --to` probes every
+/// path it might upload).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Interest {
-    Fetch,
+    Fetch { client: Option<std::net::IpAddr> },
     Probe,
 }

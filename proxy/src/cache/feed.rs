@@ -90,6 +90,7 @@ async fn run(cache: Cache, fill: Arc<Fill>, record: Arc<NarInfoRecord>, feed: Fe
             result.unwrap_or_else(|e| Err(CacheError::panicked(what, &*e)))
         }
         () = fill.abandoned(finish_below) => Err(CacheError::Abandoned),
+        () = fill.given_up() => Err(CacheError::Abandoned),
         () = shutdown_cut(&cache, &fill) => Err(CacheError::FillFailed("the server is shutting down")),
     };
     match &outcome {

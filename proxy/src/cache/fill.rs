@@ -25,6 +25,7 @@ use std::{
 use bytes::Bytes;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use super::CacheError;
 use crate::{
@@ -106,6 +107,7 @@ impl Fills {
             tmp_path,
             progress,
             clients: watch::channel(0).0,
+            given_up: CancellationToken::new(),
             temp_bytes: self.temp_bytes.clone(),
         });
         self.lock().insert(key, Arc::clone(&fill));
@@ -143,6 +145,8 @@ pub struct Fill {
     progress: watch::Sender<Progress>,
     /// Clients attached (see `attach`).
     clients: watch::Sender<usize>,
+    /// Cancelled when its only client, a prefetch, gave it up (see `give_up_if_alone`).
+    given_up: CancellationToken,
     /// Bytes in the temp files of all fills (a metric); this one's share is `written`.
     temp_bytes: Gauge,
 }
@@ -288,12 +292,29 @@ impl Fill {
         over.is_ok_and(|p| matches!(p.phase, Phase::Committed))
     }
 
-    /// Clients attached now.
-    pub fn clients(&self) -> usize {
-        match *self.clients.borrow() {
-            CLOSED => 0,
-            n => n,
+    /// Ends the download at once, without the grace an abandoned fill gets, when exactly `only`
+    /// clients (the caller's) follow it: no other client may join it from now on. `false` when
+    /// another client follows it or it is past downloading.
+    pub fn give_up_if_alone(&self, only: usize) -> bool {
+        if !self.downloading() {
+            return false;
         }
+        let closed = self.clients.send_if_modified(|n| match *n {
+            n_now if n_now == only => {
+                *n = CLOSED;
+                true
+            }
+            _ => false,
+        });
+        if closed {
+            self.given_up.cancel();
+        }
+        closed
+    }
+
+    /// Resolves once the fill was given up (see `give_up_if_alone`).
+    pub async fn given_up(&self) {
+        self.given_up.cancelled().await
     }
 
     /// Bytes still to come; `None` while the size is unknown.

@@ -7,12 +7,11 @@ use nixcache_formats::range::RangeSpec;
 use nixcache_protocol::NarFile;
 
 use super::{
-    admission::FillPermit,
     download::max_file_size,
     feed::Feed,
     fill::{Client, Fill},
     hot::{name_fixes_bytes, StoredNar},
-    Cache, CacheError, CacheStatus, NarResponse, OTHER_WORK_RETRY_AFTER,
+    Cache, CacheError, CacheStatus, Interest, NarResponse, OTHER_WORK_RETRY_AFTER,
 };
 use crate::{
     db::{LeaseClaim, LeaseKey, NarInfoRecord},
@@ -34,17 +33,19 @@ pub(super) enum Source {
         fill: Arc<Fill>,
         started: bool,
     },
-    /// Another replica (or other work) holds the NAR's lease, and a prefetch leaves it be: a
-    /// client that joined the prefetch's locate asks again.
+    /// Another replica (or other work) holds the NAR's lease, or prefetching stopped, and a
+    /// prefetch leaves it be: a client that joined the prefetch's locate asks again.
     Elsewhere,
+    /// No spare fill room for a prefetch: a client that joined it asks again, on its own terms.
+    NoRoom,
 }
 
 /// Who wants a fill started, and on what terms.
 pub(super) enum Start {
     /// A client: waits for room (or is refused), copies another replica's download.
     Client,
-    /// A prefetch, with the spare room it was given: never waits, never copies.
-    Prefetch(FillPermit),
+    /// A prefetch: only on spare room, never waits, never copies.
+    Prefetch,
 }
 
 impl Cache {
@@ -53,12 +54,13 @@ impl Cache {
         &self,
         file: &NarFile,
         range: Option<RangeSpec>,
-        head: bool,
+        interest: Interest,
     ) -> Result<NarResponse, CacheError> {
+        let head = interest == Interest::Probe;
         let response = self.record_lookup(ObjectKind::Nar, self.open_nar(file, range, head).await)?;
         self.access.nar(file);
-        if !head {
-            self.nar_fetched(file);
+        if let Interest::Fetch { client } = interest {
+            self.nar_fetched(client, file);
         }
         Ok(response)
     }
@@ -99,7 +101,7 @@ impl Cache {
                         return Ok((response, LookupResult::Hit));
                     }
                 }
-                Source::Elsewhere => tokio::time::sleep(CANCELLED_FILL_POLL).await,
+                Source::Elsewhere | Source::NoRoom => tokio::time::sleep(CANCELLED_FILL_POLL).await,
                 Source::Local { fill, started } => {
                     let Some(client) = fill.attach() else {
                         // Cancelled just now for having no client: start anew once it is gone.
@@ -185,10 +187,18 @@ impl Cache {
                 let permit = self.admission.admit(max_file_size(&record.info)).await?;
                 (permit, self.claim_fill_lease(&lease_key).await?)
             }
-            Start::Prefetch(permit) => match self.replica.claim(&*self.db, &lease_key).await? {
-                LeaseClaim::Held(_) => return Ok(Source::Elsewhere),
-                acquired => (permit, acquired),
-            },
+            Start::Prefetch => {
+                // Taken here, by the flight's leader only: a prefetch that joins a client's
+                // locate must hold no room the client may need.
+                let room = self.admission.try_admit_spare(max_file_size(&record.info));
+                let Some(permit) = room.filter(|_| !self.prefetch_stopped()) else {
+                    return Ok(Source::NoRoom);
+                };
+                match self.replica.claim(&*self.db, &lease_key).await? {
+                    LeaseClaim::Held(_) => return Ok(Source::Elsewhere),
+                    acquired => (permit, acquired),
+                }
+            }
         };
         let feed = match claim {
             LeaseClaim::Held(holder) => Feed::Holder(holder),

@@ -26,8 +26,8 @@ impl Cache {
         let (text, found, fetched) =
             self.record_lookup(ObjectKind::Narinfo, looked_up.map(|(t, f, r)| ((t, f, r), f)))?;
         self.access.narinfo(hash);
-        if interest == Interest::Fetch {
-            self.narinfo_fetched(hash, fetched);
+        if let Interest::Fetch { client } = interest {
+            self.narinfo_fetched(client, hash, fetched);
         }
         let status = match found {
             LookupResult::Hit => CacheStatus::Hit,

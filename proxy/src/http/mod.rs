@@ -36,6 +36,26 @@ pub use auth::{CredentialsFileError, UploadAuth, BCRYPT_AT_ONCE};
 pub use encoding::Encoders;
 pub use error::ApiError;
 
+/// The address a request came from (its connection's peer), set by the server: prefetching
+/// follows each client's walk apart.
+#[derive(Clone, Copy, Debug)]
+pub struct ClientIp(pub std::net::IpAddr);
+
+impl ClientIp {
+    /// A `GET` fetches (for this client), a `HEAD` probes.
+    fn interest(
+        method: &axum::http::Method,
+        client: Option<axum::Extension<ClientIp>>,
+    ) -> crate::cache::Interest {
+        match *method {
+            axum::http::Method::HEAD => crate::cache::Interest::Probe,
+            _ => crate::cache::Interest::Fetch {
+                client: client.map(|c| c.0 .0),
+            },
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct AppState {
     pub cache: Cache,

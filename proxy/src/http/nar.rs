@@ -3,23 +3,24 @@
 
 use axum::{
     body::Body,
-    extract::{Path, State},
+    extract::{Extension, Path, State},
     http::{header, HeaderMap, HeaderValue, Method, StatusCode},
     response::Response,
 };
 use nixcache_formats::range::RangeSpec;
 use nixcache_protocol::{Compression, NarFile, MIME_NAR};
 
-use super::{caching, encoding::fused, ApiError, AppState};
+use super::{caching, encoding::fused, ApiError, AppState, ClientIp};
 use crate::cache::NarResponse;
 
 pub async fn get_nar(
     State(state): State<AppState>,
     method: Method,
     headers: HeaderMap,
+    client: Option<Extension<ClientIp>>,
     Path(file): Path<String>,
 ) -> Result<Response, ApiError> {
-    let (file, range, head) = parse(&file, &headers, &method)?;
+    let (file, range, _) = parse(&file, &headers, &method)?;
     if caching::none_match_hits(&headers, &file) {
         // Only for a NAR this cache has or can fetch (an unknown one stays a 404); a look that
         // starts no download.
@@ -32,7 +33,8 @@ pub async fn get_nar(
             return Ok(response);
         }
     }
-    let mut nar = state.cache.nar(&file, range, head).await?;
+    let interest = ClientIp::interest(&method, client);
+    let mut nar = state.cache.nar(&file, range, interest).await?;
     nar.body = nar.body.map(|body| counted(&state, body));
     let (status, etag) = (nar.status, caching::nar_etag(&file, nar.fixed_by_name));
     // A NAR stored without compression is worth encoding for a client that takes it.

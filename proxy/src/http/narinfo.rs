@@ -1,19 +1,19 @@
 //! `GET|HEAD /<hash>.narinfo` (and `/<hash>.ls`, which shares the route, see `side`)
 
 use axum::{
-    extract::{Path, State},
+    extract::{Extension, Path, State},
     http::{header, HeaderMap, Method, StatusCode},
     response::{IntoResponse, Response},
 };
 use nixcache_protocol::{parse_narinfo_name, MIME_NARINFO};
 
-use super::{caching, error, side, ApiError, AppState};
-use crate::cache::Interest;
+use super::{caching, error, side, ApiError, AppState, ClientIp};
 
 pub async fn get_narinfo(
     State(state): State<AppState>,
     method: Method,
     headers: HeaderMap,
+    client: Option<Extension<ClientIp>>,
     Path(file): Path<String>,
 ) -> Result<Response, ApiError> {
     if file.ends_with(".ls") {
@@ -24,10 +24,7 @@ pub async fn get_narinfo(
         return Ok(error::plain(StatusCode::NOT_FOUND, "not found"));
     }
     let hash = parse_narinfo_name(&file).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let interest = match method {
-        Method::HEAD => Interest::Probe,
-        _ => Interest::Fetch,
-    };
+    let interest = ClientIp::interest(&method, client);
     let (text, status) = match state.cache.narinfo(&hash, interest).await {
         Err(err) if err.is_not_found() => {
             return Ok(caching::remembered_miss(state.cache.miss_remembered_for(&hash)))

@@ -18,7 +18,7 @@ use nixcache_e2e::bench::nginx::Nginx;
 use nixcache_e2e::bench::report::Report;
 use nixcache_e2e::bench::setup::{self, Objects};
 use nixcache_e2e::bench::soak;
-use nixcache_e2e::bench::{first_byte, fresh, misses, operate, replicas, wrk, Settings, Target};
+use nixcache_e2e::bench::{closure, first_byte, fresh, misses, operate, replicas, wrk, Settings, Target};
 use nixcache_e2e::util::target_dir;
 use nixcache_e2e::{TestUpstream, UpstreamCache};
 
@@ -127,6 +127,9 @@ async fn measure(s: &Settings, cache: &UpstreamCache) -> Result<Report> {
     }
     if s.wants("replicas") {
         replicas::run(&mut report, s, cache, &objects).await?;
+    }
+    if s.wants("closure") {
+        closure::run(&mut report, s, cache).await?;
     }
     if s.wants("access") {
         operate::access(&mut report, s, cache, &objects).await?;

@@ -30,10 +30,20 @@ pub struct Wasted {
     pub nar_bytes: u64,
 }
 
+/// A NAR prefetch: when noted, its size, and whether its download is under way (started by the
+/// prefetch, not joined).
+struct NarEntry {
+    at: Instant,
+    size: u64,
+    downloading: bool,
+}
+
+/// Prefetches by what they fetch; a narinfo's is `Some` once the prefetch looked it up (not
+/// joined another's lookup).
 #[derive(Default)]
 pub struct Ledger {
     narinfos: HashMap<StorePathHash, (Instant, Option<PrefetchedNarinfo>)>,
-    nars: HashMap<NarFile, (Instant, u64)>,
+    nars: HashMap<NarFile, NarEntry>,
     swept: Option<Instant>,
 }
 
@@ -61,10 +71,10 @@ impl Ledger {
         self.narinfos.remove(hash);
     }
 
-    /// A client asked for `hash`: `Some` when a prefetch fetched it (its walk details, when
-    /// the prefetch is over).
-    pub fn narinfo_used(&mut self, hash: &StorePathHash) -> Option<Option<PrefetchedNarinfo>> {
-        self.narinfos.remove(hash).map(|(_, found)| found)
+    /// A client asked for `hash`: its walk details when a prefetch looked it up. One still under
+    /// way is forgotten too (the client joins it): it counts for nothing.
+    pub fn narinfo_used(&mut self, hash: &StorePathHash) -> Option<PrefetchedNarinfo> {
+        self.narinfos.remove(hash).and_then(|(_, found)| found)
     }
 
     /// A prefetch of `nar` (at most `size` bytes) starts; `false` when one is noted already.
@@ -72,8 +82,20 @@ impl Ledger {
         if self.nars.len() >= MAX_ENTRIES || self.nars.contains_key(nar) {
             return false;
         }
-        self.nars.insert(nar.clone(), (now, size));
+        let entry = NarEntry {
+            at: now,
+            size,
+            downloading: false,
+        };
+        self.nars.insert(nar.clone(), entry);
         true
+    }
+
+    /// The prefetch started `nar`'s download (it did not join another's).
+    pub fn nar_downloading(&mut self, nar: &NarFile) {
+        if let Some(entry) = self.nars.get_mut(nar) {
+            entry.downloading = true;
+        }
     }
 
     /// The prefetch did not download it (stored already, another request led): not counted.
@@ -81,9 +103,10 @@ impl Ledger {
         self.nars.remove(nar);
     }
 
-    /// A client asked for `nar`: its size when a prefetch downloaded it.
+    /// A client asked for `nar` (or the prefetch's download ended unstored): its size when a
+    /// prefetch was downloading it. Forgotten either way.
     pub fn nar_used(&mut self, nar: &NarFile) -> Option<u64> {
-        self.nars.remove(nar).map(|(_, size)| size)
+        self.nars.remove(nar).filter(|e| e.downloading).map(|e| e.size)
     }
 
     /// Forgets what waited longer than `USE_WINDOW` (looked at most every minute) and says how
@@ -104,11 +127,11 @@ impl Ledger {
             wasted.narinfos += u64::from(expired);
             !expired
         });
-        self.nars.retain(|_, (at, size)| {
-            let expired = old(at);
-            if expired {
+        self.nars.retain(|_, entry| {
+            let expired = old(&entry.at);
+            if expired && entry.downloading {
                 wasted.nars += 1;
-                wasted.nar_bytes += *size;
+                wasted.nar_bytes += entry.size;
             }
             !expired
         });
@@ -147,12 +170,18 @@ mod tests {
         assert!(ledger.narinfo_started(hash, now));
         assert!(!ledger.narinfo_started(hash, now), "one prefetch per narinfo");
         ledger.narinfo_found(hash, found(1));
-        assert!(ledger.narinfo_used(&hash).is_some_and(|f| f.is_some()));
+        assert!(ledger.narinfo_used(&hash).is_some());
+        assert!(ledger.narinfo_used(&hash).is_none());
+        // A client that comes while the lookup is under way joins it: no prefetch of its own.
+        ledger.narinfo_started(hash, now);
         assert!(ledger.narinfo_used(&hash).is_none());
         assert!(ledger.nar_started(&nar(2), 500, now));
         ledger.nar_dropped(&nar(2));
         assert_eq!(ledger.nar_used(&nar(2)), None);
         assert!(ledger.nar_started(&nar(3), 700, now));
+        assert_eq!(ledger.nar_used(&nar(3)), None, "not downloading yet");
+        ledger.nar_started(&nar(3), 700, now);
+        ledger.nar_downloading(&nar(3));
         assert_eq!(ledger.nar_used(&nar(3)), Some(700));
     }
 
@@ -163,6 +192,7 @@ mod tests {
         ledger.narinfo_found(StorePathHash([1; 20]), found(1));
         ledger.narinfo_started(StorePathHash([2; 20]), now);
         ledger.nar_started(&nar(3), 700, now);
+        ledger.nar_downloading(&nar(3));
         assert_eq!(ledger.expire(now), Wasted::default());
         let later = now + USE_WINDOW + Duration::from_secs(1);
         let wasted = ledger.expire(later);
@@ -175,6 +205,6 @@ mod tests {
             }
         );
         // The one still being fetched stays.
-        assert!(ledger.narinfo_used(&StorePathHash([2; 20])).is_some());
+        assert!(ledger.narinfos.contains_key(&StorePathHash([2; 20])));
     }
 }

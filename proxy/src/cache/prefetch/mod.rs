@@ -23,6 +23,7 @@ mod walks;
 
 use std::{
     future::Future,
+    net::IpAddr,
     sync::{Arc, Mutex, MutexGuard},
     time::Instant,
 };
@@ -37,7 +38,7 @@ use crate::{
     metrics::{ObjectKind, PrefetchOutcome},
 };
 use ledger::{Ledger, PrefetchedNarinfo};
-use walks::{Due, WalkLimits, WalkPath, Walks};
+use walks::{Due, WalkLimits, WalkPath, Walks, MAX_REFS_PER_PATH};
 
 /// What is prefetched.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -91,6 +92,8 @@ pub struct Prefetcher {
     queued: Arc<Semaphore>,
     /// NAR prefetches running.
     fills: Arc<Semaphore>,
+    /// NAR prefetches waiting or running: past it, one is skipped, not queued.
+    nars_queued: Arc<Semaphore>,
     tasks: TaskTracker,
     stop: CancellationToken,
 }
@@ -117,6 +120,7 @@ impl Prefetcher {
             lookups: Arc::new(Semaphore::new(lookups)),
             queued: Arc::new(Semaphore::new(lookups.saturating_mul(16))),
             fills: Arc::new(Semaphore::new(options.fills.max(1))),
+            nars_queued: Arc::new(Semaphore::new(options.fills.max(1).saturating_mul(64))),
             tasks: TaskTracker::new(),
             stop: CancellationToken::new(),
         }
@@ -127,6 +131,7 @@ impl Prefetcher {
         let stop = self.stop.clone();
         self.tasks.spawn(async move {
             tokio::select! {
+                biased;
                 () = stop.cancelled() => {}
                 () = work => {}
             }
@@ -139,6 +144,10 @@ impl Prefetcher {
         self.stop.cancel();
         self.tasks.close();
         self.tasks.wait().await;
+    }
+
+    fn stopped(&self) -> bool {
+        self.stop.is_cancelled()
     }
 
     fn book(&self) -> MutexGuard<'_, Book> {
@@ -155,16 +164,26 @@ impl PrefetchedNarinfo {
                 nar: record.nar_file.clone(),
                 size: max_file_size(info),
             },
-            references: info.references.iter().map(|r| *r.hash()).collect(),
+            references: info
+                .references
+                .iter()
+                .take(MAX_REFS_PER_PATH)
+                .map(|r| *r.hash())
+                .collect(),
         }
     }
 }
 
 impl Cache {
-    /// A client `GET` a narinfo; `fetched`: its record, when this request looked it up.
-    pub(super) fn narinfo_fetched(&self, hash: &StorePathHash, fetched: Option<Arc<NarInfoRecord>>) {
+    /// `client` `GET` a narinfo; `fetched`: its record, when this request looked it up.
+    pub(super) fn narinfo_fetched(
+        &self,
+        client: Option<IpAddr>,
+        hash: &StorePathHash,
+        fetched: Option<Arc<NarInfoRecord>>,
+    ) {
         let mode = self.prefetch.options.mode;
-        if mode == PrefetchMode::Off {
+        if mode == PrefetchMode::Off || self.prefetch.stopped() {
             return;
         }
         let now = Instant::now();
@@ -174,13 +193,14 @@ impl Cache {
             let prefetched = book.ledger.narinfo_used(hash);
             let used = prefetched.is_some();
             // A plain hit needs nothing: its references were looked at when it was fetched.
-            let asked = match (fetched, prefetched) {
-                (Some(record), _) => Some(PrefetchedNarinfo::of(&record)),
-                (None, Some(found)) => found,
-                (None, None) => None,
+            let asked = match fetched {
+                Some(record) => Some(PrefetchedNarinfo::of(&record)),
+                None => prefetched,
             };
             let due = match &asked {
-                Some(a) if mode == PrefetchMode::Nar => book.walks.asked(a.path.clone(), &a.references, now),
+                Some(a) if mode == PrefetchMode::Nar => {
+                    book.walks.asked(client, a.path.clone(), &a.references, now)
+                }
                 _ => Due::default(),
             };
             (asked, used, due)
@@ -195,17 +215,17 @@ impl Cache {
         }
     }
 
-    /// A client `GET` the NAR `file` (stored, or a fill it started or joined).
-    pub(super) fn nar_fetched(&self, file: &NarFile) {
+    /// `client` `GET` the NAR `file` (stored, or a fill it started or joined).
+    pub(super) fn nar_fetched(&self, client: Option<IpAddr>, file: &NarFile) {
         let mode = self.prefetch.options.mode;
-        if mode == PrefetchMode::Off {
+        if mode == PrefetchMode::Off || self.prefetch.stopped() {
             return;
         }
         let (used, due) = {
             let mut book = self.prefetch.book();
             let used = book.ledger.nar_used(file);
             let due = match mode {
-                PrefetchMode::Nar => book.walks.nar_asked(file, Instant::now()),
+                PrefetchMode::Nar => book.walks.nar_asked(client, file, Instant::now()),
                 _ => Due::default(),
             };
             (used, due)
@@ -221,6 +241,11 @@ impl Cache {
     /// Stops prefetching (shutdown) and waits for its tasks to end.
     pub async fn stop_prefetching(&self) {
         self.prefetch.stop().await;
+    }
+
+    /// Whether prefetching stopped (no prefetch may start a download any more).
+    pub(super) fn prefetch_stopped(&self) -> bool {
+        self.prefetch.stopped()
     }
 
     fn count_wasted(&self, ledger: &mut Ledger, now: Instant) {

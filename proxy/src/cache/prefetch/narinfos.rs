@@ -65,6 +65,8 @@ impl Cache {
             let found = PrefetchedNarinfo::of(&record);
             let references = found.references.clone();
             this.prefetch.book().ledger.narinfo_found(hash, found);
+            // Into the hot cache only now: a client that hits it finds what its walk needs.
+            this.render((*record).clone());
             let metrics = &this.metrics.prefetch;
             metrics.count(ObjectKind::Narinfo, PrefetchOutcome::Started, 1);
             if depth > 1 {
@@ -83,11 +85,7 @@ impl Cache {
             Ok(Some(_)) | Err(_) => return None,
         }
         match self.shared_narinfo_lookup(hash).await {
-            Ok((record, true)) => {
-                // Into the hot cache: the client's request is a hit.
-                self.render((*record).clone());
-                Some(record)
-            }
+            Ok((record, true)) => Some(record),
             Ok((_, false)) => None,
             Err(err) => {
                 tracing::debug!(%hash, error = %err, "prefetching a narinfo failed");

@@ -1,5 +1,6 @@
 //! Closure walks of clients: which narinfos a client asked for one after another, following
-//! references. Nix asks for the narinfo of every path it lacks before it downloads the first
+//! references. Each client (by address) walks apart, so one that only looks is never made to
+//! download by another that substitutes the same paths. Nix asks for the narinfo of every path it lacks before it downloads the first
 //! NAR (leaves first), so when a client asks for one NAR of a walk it is substituting, and the
 //! NARs of the rest of the walk are what it will ask for next. A client that only looks
 //! (`nix path-info`) asks for no NAR, so its walk never starts a download.
@@ -10,6 +11,7 @@
 
 use std::{
     collections::HashMap,
+    net::IpAddr,
     time::{Duration, Instant},
 };
 
@@ -23,7 +25,7 @@ pub const WALK_IDLE: Duration = Duration::from_secs(300);
 const MAX_WALKS: usize = 4096;
 /// References remembered per path asked for, so a path with thousands of references cannot
 /// grow the index without bound.
-const MAX_REFS_PER_PATH: usize = 256;
+pub const MAX_REFS_PER_PATH: usize = 256;
 
 /// A path a client asked the narinfo of, whose NAR it will likely ask for.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -34,7 +36,11 @@ pub struct WalkPath {
     pub size: u64,
 }
 
+/// Who walks: a client's address (`None`: unknown, all such clients walk as one).
+pub type Walker = Option<IpAddr>;
+
 struct Walk {
+    walker: Walker,
     touched: Instant,
     /// A client asked for one of its NARs: every path added from now on is due at once.
     downloading: bool,
@@ -85,8 +91,8 @@ pub struct Walks {
     next_id: u64,
     walks: HashMap<u64, Walk>,
     /// Paths asked for, and references of paths asked for, by the walk they belong to.
-    by_path: HashMap<StorePathHash, u64>,
-    by_nar: HashMap<NarFile, u64>,
+    by_path: HashMap<(Walker, StorePathHash), u64>,
+    by_nar: HashMap<(Walker, NarFile), u64>,
     /// When idle walks were last looked for.
     swept: Option<Instant>,
 }
@@ -106,29 +112,35 @@ impl Walks {
     /// A client asked for `path`'s narinfo, which names `references`. It joins the walk that
     /// expected it (a reference of a path asked for before), else starts one. Its NAR is due
     /// at once when its walk is downloading already.
-    pub fn asked(&mut self, path: WalkPath, references: &[StorePathHash], now: Instant) -> Due {
+    pub fn asked(
+        &mut self,
+        walker: Walker,
+        path: WalkPath,
+        references: &[StorePathHash],
+        now: Instant,
+    ) -> Due {
         let mut due = Due::default();
         self.forget_idle(now);
-        let id = match self.by_path.get(&path.hash).copied() {
+        let id = match self.by_path.get(&(walker, path.hash)).copied() {
             Some(id) if self.walks.contains_key(&id) => id,
-            _ => self.start(path.hash, now),
+            _ => self.start(walker, path.hash, now),
         };
         let Some(walk) = self.walks.get_mut(&id) else {
             return due;
         };
         walk.touched = now;
         // Nix may ask for a narinfo again (before it downloads): once is enough.
-        if walk.asked >= self.limits.max_paths || self.by_nar.contains_key(&path.nar) {
+        if walk.asked >= self.limits.max_paths || self.by_nar.contains_key(&(walker, path.nar.clone())) {
             return due;
         }
         walk.asked += 1;
         for reference in references.iter().take(MAX_REFS_PER_PATH) {
-            if *reference != path.hash && !self.by_path.contains_key(reference) {
-                self.by_path.insert(*reference, id);
+            if *reference != path.hash && !self.by_path.contains_key(&(walker, *reference)) {
+                self.by_path.insert((walker, *reference), id);
                 walk.keys.push(*reference);
             }
         }
-        self.by_nar.insert(path.nar.clone(), id);
+        self.by_nar.insert((walker, path.nar.clone()), id);
         walk.nars.push(path.nar.clone());
         if walk.downloading {
             walk.hand_out(path, self.limits, &mut due);
@@ -140,9 +152,10 @@ impl Walks {
 
     /// A client asked for the NAR `nar`: when it belongs to a walk, that walk is downloading,
     /// and the NARs of its other paths are due (handed out once).
-    pub fn nar_asked(&mut self, nar: &NarFile, now: Instant) -> Due {
+    pub fn nar_asked(&mut self, walker: Walker, nar: &NarFile, now: Instant) -> Due {
         let mut due = Due::default();
-        let Some(walk) = self.by_nar.get(nar).and_then(|id| self.walks.get_mut(id)) else {
+        let key = (walker, nar.clone());
+        let Some(walk) = self.by_nar.get(&key).and_then(|id| self.walks.get_mut(id)) else {
             return due;
         };
         walk.touched = now;
@@ -161,7 +174,7 @@ impl Walks {
         self.walks.len()
     }
 
-    fn start(&mut self, first: StorePathHash, now: Instant) -> u64 {
+    fn start(&mut self, walker: Walker, first: StorePathHash, now: Instant) -> u64 {
         if self.walks.len() >= MAX_WALKS {
             let oldest = self
                 .walks
@@ -177,6 +190,7 @@ impl Walks {
         self.walks.insert(
             id,
             Walk {
+                walker,
                 touched: now,
                 downloading: false,
                 waiting: Vec::new(),
@@ -186,7 +200,7 @@ impl Walks {
                 bytes_left: self.limits.max_bytes,
             },
         );
-        self.by_path.insert(first, id);
+        self.by_path.insert((walker, first), id);
         id
     }
 
@@ -214,14 +228,14 @@ impl Walks {
         let Some(walk) = self.walks.remove(&id) else {
             return;
         };
-        for key in walk.keys {
+        for key in walk.keys.into_iter().map(|hash| (walk.walker, hash)) {
             if self.by_path.get(&key) == Some(&id) {
                 self.by_path.remove(&key);
             }
         }
-        for nar in walk.nars {
-            if self.by_nar.get(&nar) == Some(&id) {
-                self.by_nar.remove(&nar);
+        for key in walk.nars.into_iter().map(|nar| (walk.walker, nar)) {
+            if self.by_nar.get(&key) == Some(&id) {
+                self.by_nar.remove(&key);
             }
         }
     }
@@ -232,6 +246,8 @@ mod tests {
     use nixcache_protocol::{Compression, Sha256Hash};
 
     use super::*;
+
+    const A: Walker = None;
 
     fn hash(n: u8) -> StorePathHash {
         StorePathHash([n; 20])
@@ -265,31 +281,49 @@ mod tests {
     fn a_walk_is_due_once_a_client_asks_for_one_of_its_nars() {
         let mut walks = walks(100, u64::MAX);
         let now = Instant::now();
-        // 1 -> 2 -> 3, asked in that order, as a closure walk asks.
-        assert_eq!(walks.asked(path(1), &[hash(2)], now), Due::default());
-        assert_eq!(walks.asked(path(2), &[hash(3), hash(2)], now), Due::default());
-        assert_eq!(walks.asked(path(3), &[], now), Due::default());
+        // 1 -> 2 -> 3, asked in that order, as a closure walk asks; 1 also names 4.
+        assert_eq!(walks.asked(A, path(1), &[hash(2), hash(4)], now), Due::default());
+        assert_eq!(walks.asked(A, path(2), &[hash(3), hash(2)], now), Due::default());
+        assert_eq!(walks.asked(A, path(3), &[], now), Due::default());
         assert_eq!(walks.len(), 1);
         // The leaf comes first; the rest are due, deepest first, and only once.
-        assert_eq!(paths(walks.nar_asked(&path(3).nar, now)), vec![path(2), path(1)]);
-        assert_eq!(paths(walks.nar_asked(&path(2).nar, now)), vec![]);
-        // Asked for again: nothing new. A path asked for later joins the downloading walk and
-        // is due at once.
-        assert_eq!(walks.asked(path(2), &[hash(4)], now), Due::default());
-        walks.asked(path(5), &[hash(4)], now);
-        assert_eq!(paths(walks.asked(path(4), &[], now)), vec![path(4)]);
+        assert_eq!(
+            paths(walks.nar_asked(A, &path(3).nar, now)),
+            vec![path(2), path(1)]
+        );
+        assert_eq!(paths(walks.nar_asked(A, &path(2).nar, now)), vec![]);
+        // Asked for again: nothing new. A path of the walk asked for later is due at once.
+        assert_eq!(walks.asked(A, path(2), &[], now), Due::default());
+        assert_eq!(paths(walks.asked(A, path(4), &[], now)), vec![path(4)]);
     }
 
     #[test]
     fn narinfos_alone_start_nothing_and_unrelated_paths_are_other_walks() {
         let mut walks = walks(100, u64::MAX);
         let now = Instant::now();
-        walks.asked(path(1), &[hash(2)], now);
-        walks.asked(path(9), &[], now);
+        walks.asked(A, path(1), &[hash(2)], now);
+        walks.asked(A, path(9), &[], now);
         assert_eq!(walks.len(), 2);
-        assert_eq!(paths(walks.nar_asked(&path(9).nar, now)), vec![]);
+        assert_eq!(paths(walks.nar_asked(A, &path(9).nar, now)), vec![]);
         // A NAR nobody asked the narinfo of belongs to no walk.
-        assert_eq!(paths(walks.nar_asked(&path(7).nar, now)), vec![]);
+        assert_eq!(paths(walks.nar_asked(A, &path(7).nar, now)), vec![]);
+    }
+
+    #[test]
+    fn each_client_walks_apart() {
+        let mut walks = walks(100, u64::MAX);
+        let now = Instant::now();
+        let (b, c) = (
+            Some(IpAddr::from([10, 0, 0, 2])),
+            Some(IpAddr::from([10, 0, 0, 3])),
+        );
+        // B only looks at 1 -> 2; C substitutes 2 alone: C's download starts nothing of B's.
+        walks.asked(b, path(1), &[hash(2)], now);
+        walks.asked(b, path(2), &[], now);
+        walks.asked(c, path(2), &[], now);
+        assert_eq!(walks.len(), 2);
+        assert_eq!(paths(walks.nar_asked(c, &path(2).nar, now)), vec![]);
+        assert_eq!(paths(walks.nar_asked(b, &path(2).nar, now)), vec![path(1)]);
     }
 
     #[test]
@@ -298,11 +332,11 @@ mod tests {
         // has no room for 3 but for 2.
         let mut walks = walks(100, 600);
         let now = Instant::now();
-        walks.asked(path(1), &[hash(12), hash(2)], now);
+        walks.asked(A, path(1), &[hash(12), hash(2)], now);
         for n in [12, 2, 3, 4] {
-            walks.asked(path(n), &[hash(n + 1)], now);
+            walks.asked(A, path(n), &[hash(n + 1)], now);
         }
-        let due = walks.nar_asked(&path(1).nar, now);
+        let due = walks.nar_asked(A, &path(1).nar, now);
         assert_eq!(due.paths, vec![path(4), path(2)]);
         assert_eq!(due.skipped, vec![PrefetchSkip::Budget, PrefetchSkip::TooLarge]);
     }
@@ -311,12 +345,12 @@ mod tests {
     fn walks_are_bounded_in_paths_and_time() {
         let mut walks = walks(2, u64::MAX);
         let now = Instant::now();
-        walks.asked(path(1), &[hash(2), hash(3)], now);
-        walks.asked(path(2), &[], now);
-        walks.asked(path(3), &[], now);
-        assert_eq!(paths(walks.nar_asked(&path(1).nar, now)), vec![path(2)]);
+        walks.asked(A, path(1), &[hash(2), hash(3)], now);
+        walks.asked(A, path(2), &[], now);
+        walks.asked(A, path(3), &[], now);
+        assert_eq!(paths(walks.nar_asked(A, &path(1).nar, now)), vec![path(2)]);
         let later = now + WALK_IDLE + Duration::from_secs(1);
-        walks.asked(path(5), &[], later);
+        walks.asked(A, path(5), &[], later);
         assert_eq!(walks.len(), 1, "the idle walk is forgotten");
         assert!(walks.by_path.len() == 1 && walks.by_nar.len() == 1);
     }

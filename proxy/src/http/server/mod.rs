@@ -283,6 +283,7 @@ impl Connection {
             tracing::debug!(error = %err, "cannot set TCP_NODELAY");
         }
         self.metrics.connections_open.inc();
+        let tcp_peer = tcp.peer_addr().ok().map(|addr| addr.ip());
         let io = TokioIo::new(Watched::new(tcp, Arc::clone(&self.activity)));
         let mut builder = auto::Builder::new(TokioExecutor::new());
         // The watchdog times heads; hyper's own timer would also close idle keep-alive
@@ -293,7 +294,11 @@ impl Connection {
             .keep_alive(!self.probes_only);
         let (router, activity, probes_only) =
             (self.router.clone(), Arc::clone(&self.activity), self.probes_only);
-        let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+        let peer = tcp_peer.map(super::ClientIp);
+        let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
+            if let Some(peer) = peer {
+                request.extensions_mut().insert(peer);
+            }
             let in_flight = activity.request_started();
             answer(router.clone(), request, probes_only, in_flight)
         });

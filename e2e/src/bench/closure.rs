@@ -1,0 +1,234 @@
+//! Cold closures: a real Nix client (2.8, and the current one when the runner is there)
+//! substitutes the fixture's 20-path closure into an empty store through a fresh server —
+//! nixcache (prefetch on, as by default), nixcache `--prefetch off`, nginx `proxy_cache` — and
+//! straight from the upstream, which answers every request 50 ms late; then once more into
+//! another empty store through the now warm server. What is timed is Nix's command alone
+//! (`nix-store -r`), not the check after it. Also: the upstream bytes each fetched, against
+//! what the client needed, and a `nix path-info -r` through a fresh nixcache, which must make
+//! it download no NAR.
+
+use std::time::Duration;
+
+use anyhow::{ensure, Context, Result};
+
+use super::fresh::{cluster, delayed_label, delayed_upstream};
+use super::nginx::Nginx;
+use super::report::{num, Report};
+use super::{order, procfs, summary, Server, Settings};
+use crate::cluster::Cluster;
+use crate::nix_client::modern_version;
+use crate::{fetch, look_up_paths, FetchOptions, Nix, TestUpstream, UpstreamCache};
+
+/// The ways a client gets the closure, in the table's order.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Via {
+    Nixcache,
+    NixcacheNoPrefetch,
+    Nginx,
+    Direct,
+}
+
+const VIAS: [Via; 4] = [Via::Nixcache, Via::NixcacheNoPrefetch, Via::Nginx, Via::Direct];
+
+impl Via {
+    fn name(self) -> &'static str {
+        match self {
+            Via::Nixcache => "nixcache",
+            Via::NixcacheNoPrefetch => "nixcache --prefetch off",
+            Via::Nginx => "nginx proxy_cache",
+            Via::Direct => "upstream directly",
+        }
+    }
+}
+
+/// A server started for one measurement, dropped after it.
+enum Running {
+    Nixcache(Cluster),
+    Nginx(Nginx),
+    Direct,
+}
+
+/// Seconds cold and warm, and upstream bytes, over the runs of one client and one way.
+#[derive(Default)]
+struct Figures {
+    cold: Vec<f64>,
+    warm: Vec<f64>,
+    upstream_bytes: Vec<f64>,
+}
+
+pub async fn run(report: &mut Report, s: &Settings, cache: &UpstreamCache) -> Result<()> {
+    let upstream = delayed_upstream(cache)?;
+    let needed = closure_file_bytes(cache)?;
+    let mib = needed as f64 / f64::from(1 << 20);
+    let mut table = format!(
+        "{} paths, {mib:.1} MiB of NAR files, {}; median (min–max) of {} runs, fresh servers and empty \
+         client stores each run.\n\n| client | via | cold s | ratio to nginx | warm s | upstream \
+         bytes / needed |\n|---|---|---|---|---|---|\n",
+        cache.paths.len(),
+        delayed_label(),
+        s.runs
+    );
+    let mut clients = vec![(Nix::Host, "Nix 2.8".to_string())];
+    if Nix::Modern.available() {
+        let version = modern_version().unwrap_or("current");
+        clients.push((
+            Nix::Modern,
+            format!("Nix {}", version.trim_start_matches("nix (Nix) ")),
+        ));
+    }
+    for (nix, client) in clients {
+        let mut figures: Vec<Figures> = VIAS.iter().map(|_| Figures::default()).collect();
+        for run in 0..s.runs {
+            for (at, via) in ordered(run) {
+                let busy = procfs::wait_idle().await;
+                let (cold, warm, bytes) = measure(s, cache, &upstream, via, nix)
+                    .await
+                    .with_context(|| format!("{client} via {}", via.name()))?;
+                eprintln!(
+                    "[bench] closure, {client}, run {}/{}, {}: cold {cold:.2} s, warm {warm:.2} s, \
+                     upstream {bytes} B (busy before {busy:.0} %)",
+                    run + 1,
+                    s.runs,
+                    via.name()
+                );
+                figures[at].cold.push(cold);
+                figures[at].warm.push(warm);
+                figures[at].upstream_bytes.push(bytes as f64 / needed as f64);
+            }
+        }
+        table.push_str(&rows(&client, &figures));
+    }
+    table.push_str(&format!(
+        "\n{}\n",
+        looking_downloads_nothing(s, cache, &upstream).await?
+    ));
+    report.section("Cold closures through the proxy (prefetch)", table);
+    Ok(())
+}
+
+/// The four ways, nginx and nixcache alternating first from run to run.
+fn ordered(run: usize) -> Vec<(usize, Via)> {
+    let mut vias: Vec<(usize, Via)> = VIAS.iter().copied().enumerate().collect();
+    if order(run)[0] == Server::Nginx {
+        vias.reverse();
+    }
+    vias
+}
+
+/// Cold and warm seconds through `via`, and the bytes the upstream sent meanwhile.
+async fn measure(
+    s: &Settings,
+    cache: &UpstreamCache,
+    upstream: &TestUpstream,
+    via: Via,
+    nix: Nix,
+) -> Result<(f64, f64, u64)> {
+    let running = match via {
+        Via::Nixcache | Via::NixcacheNoPrefetch => {
+            let mut c = cluster(s, 0, cache, upstream).await?;
+            let extra: &[&str] = match via {
+                Via::NixcacheNoPrefetch => &["--prefetch", "off"],
+                _ => &[],
+            };
+            c.add_replica_with(&upstream.url, &cache.public_key, extra)
+                .await?;
+            Running::Nixcache(c)
+        }
+        Via::Nginx => Running::Nginx(Nginx::start(&cache.dir, upstream.addr).await?),
+        Via::Direct => Running::Direct,
+    };
+    let (url, key) = match &running {
+        Running::Nixcache(c) => (c.replicas[0].url.clone(), c.replicas[0].public_key.clone()),
+        Running::Nginx(n) => (
+            format!("http://{}", n.proxy_target().addr),
+            cache.public_key.clone(),
+        ),
+        Running::Direct => (upstream.url.clone(), cache.public_key.clone()),
+    };
+    upstream.reset_stats();
+    let cold = timed_fetch(&url, &key, cache, nix).await?;
+    // What prefetches still run would count for the warm run: let them end first.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let bytes = nar_bytes_sent(upstream, cache)?;
+    let warm = timed_fetch(&url, &key, cache, nix).await?;
+    Ok((cold, warm, bytes))
+}
+
+async fn timed_fetch(url: &str, key: &str, cache: &UpstreamCache, nix: Nix) -> Result<f64> {
+    let outcome = fetch(url, key, &[&cache.root], &FetchOptions::with(nix)).await?;
+    outcome.expect_whole_closure(cache)?;
+    match outcome {
+        crate::ClientOutcome::Ok { took, .. } => Ok(took.as_secs_f64()),
+        other => anyhow::bail!("{other:?}"),
+    }
+}
+
+/// NAR file bytes the upstream sent: each GET of a closure NAR counted at its FileSize.
+fn nar_bytes_sent(upstream: &TestUpstream, cache: &UpstreamCache) -> Result<u64> {
+    let stats = upstream.stats();
+    let mut total = 0;
+    for path in &cache.paths {
+        let gets = stats.get(&cache.nar_http_path(path)?);
+        total += gets * cache.narinfo_for(path)?.file_size()?;
+    }
+    Ok(total)
+}
+
+/// The closure's NAR files, in bytes: what a client needs from the upstream.
+fn closure_file_bytes(cache: &UpstreamCache) -> Result<u64> {
+    let mut total = 0;
+    for path in &cache.paths {
+        total += cache.narinfo_for(path)?.file_size()?;
+    }
+    Ok(total)
+}
+
+fn rows(client: &str, figures: &[Figures]) -> String {
+    let median = |v: &[f64]| summary(v).map_or(f64::NAN, |(m, _, _)| m);
+    let spread = |v: &[f64]| match summary(v) {
+        Some((m, lo, hi)) => format!("{} ({}–{})", num(m), num(lo), num(hi)),
+        None => "—".into(),
+    };
+    let nginx_cold = median(&figures[2].cold);
+    let mut out = String::new();
+    for (via, f) in VIAS.iter().zip(figures) {
+        out.push_str(&format!(
+            "| {client} | {} | {} | {:.2}× | {} | {:.2} |\n",
+            via.name(),
+            spread(&f.cold),
+            median(&f.cold) / nginx_cold,
+            spread(&f.warm),
+            median(&f.upstream_bytes),
+        ));
+    }
+    out
+}
+
+/// `nix path-info -r` (narinfos only) through a fresh nixcache: NAR bytes the upstream sent.
+async fn looking_downloads_nothing(
+    s: &Settings,
+    cache: &UpstreamCache,
+    upstream: &TestUpstream,
+) -> Result<String> {
+    let mut c = cluster(s, 0, cache, upstream).await?;
+    let proxy = c.add_replica_with(&upstream.url, &cache.public_key, &[]).await?;
+    upstream.reset_stats();
+    let looked = look_up_paths(
+        &proxy.url,
+        &[&cache.root],
+        true,
+        Nix::Host,
+        Duration::from_secs(120),
+    )
+    .await?;
+    ensure!(looked.ok, "nix path-info -r: {}", looked.output);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let nars = upstream
+        .stats()
+        .paths_except(&[])
+        .into_iter()
+        .filter(|p| p.starts_with("/nar/"))
+        .count();
+    ensure!(nars == 0, "nix path-info -r made nixcache download {nars} NARs");
+    Ok("`nix path-info -r` (Nix 2.8) of the closure through a fresh nixcache: 0 NAR downloads.".into())
+}
