@@ -1,11 +1,15 @@
 //! Prefetch with real Nix clients: a cold closure is served from NARs the proxy downloaded
 //! ahead of the client, each fetched from the upstream once; a client that only looks
-//! (`nix path-info`) makes the proxy download no NAR; the budget holds; `--prefetch off` is off.
+//! (`nix path-info`) makes the proxy download no NAR; the budget holds; `--prefetch off` is off;
+//! `nixcache warm` fills the cache with whole closures.
 
+use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{ensure, Result};
 use nixcache_e2e::fixtures::N_PATHS;
+use nixcache_e2e::proxy::nixcache_bin;
+use nixcache_e2e::util::run_bounded;
 use nixcache_e2e::{
     fetch, look_up_paths, nix_available, Faults, FetchOptions, Nix, Proxy, ProxyOptions, TestUpstream,
     UpstreamCache,
@@ -213,5 +217,61 @@ async fn prefetch_off_fetches_only_what_is_asked() -> Result<()> {
     each_nar_fetched_once(&upstream, &cache)?;
     let all = proxy.metric("nixcache_prefetches_total", "").await?;
     ensure!(all == 0, "{all} prefetches with --prefetch off");
+    Ok(())
+}
+
+/// `nixcache warm ROOT` fetches the closure through a running proxy (the CronJob after a nixpkgs
+/// bump): afterwards a client gets all of it with the upstream gone, and a second warm finds
+/// every NAR stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nixcache_warm_fills_the_cache_with_whole_closures() -> Result<()> {
+    if !nix_available() {
+        return Ok(());
+    }
+    let cache = UpstreamCache::get("xz", SALT)?;
+    let mut upstream = TestUpstream::start(&cache.dir)?;
+    let proxy = proxy_with(&upstream, &cache, &["--prefetch", "off"]).await?;
+    let warm = |expect_stored: usize| {
+        let (url, root) = (proxy.url.clone(), cache.root.clone());
+        async move {
+            let out = run_bounded(
+                Command::new(nixcache_bin()?).args(["warm", "--url", &url, &root]),
+                TIMEOUT,
+            )?;
+            let report = String::from_utf8_lossy(&out.stdout).into_owned();
+            ensure!(
+                out.status.success(),
+                "nixcache warm failed: {report}{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let expected = format!("{N_PATHS} paths; {N_PATHS} NARs fetched ({expect_stored} stored before)");
+            ensure!(report.contains(&expected), "expected {expected:?}: {report}");
+            Ok(())
+        }
+    };
+    warm(0).await?;
+    each_nar_fetched_once(&upstream, &cache)?;
+    upstream.stop();
+    warm(N_PATHS).await?;
+    fetch(
+        &proxy.url,
+        &proxy.public_key,
+        &[&cache.root],
+        &FetchOptions::default(),
+    )
+    .await?
+    .expect_whole_closure(&cache)?;
+    // A path no upstream has: reported, and the exit status says so.
+    let out = run_bounded(
+        Command::new(nixcache_bin()?).args([
+            "warm",
+            "--url",
+            &proxy.url,
+            "/nix/store/00000000000000000000000000000000-absent",
+        ]),
+        TIMEOUT,
+    )?;
+    let said = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    ensure!(!out.status.success() && said.contains("missing"), "{said}");
     Ok(())
 }

@@ -22,3 +22,4 @@ pub mod tasks;
 pub mod telemetry;
 pub mod units;
 pub mod upstream;
+pub mod warm;

@@ -49,6 +49,18 @@ async fn run(command: Command) -> anyhow::Result<()> {
             println!("{report}");
             Ok(())
         }
+        Command::Warm(args) => {
+            let _telemetry = telemetry::init(LogFormat::Text);
+            let report = nixcache::warm::run(&args.options()).await?;
+            println!("{report}");
+            anyhow::ensure!(
+                report.complete(),
+                "{} paths missing, {} requests failed",
+                report.missing.len(),
+                report.failed.len()
+            );
+            Ok(())
+        }
         Command::Keygen(args) => {
             let _telemetry = telemetry::init(LogFormat::Text);
             let key = nixcache_protocol::SigningKey::generate(&args.name)?;

@@ -8,11 +8,13 @@ mod backend;
 mod connections;
 mod fills;
 mod prefetch;
+mod warm;
 use crate::{gc::schedule::Schedule, units::parse_size};
 pub use backend::{BackendArgs, DatabaseUrl, StorageArgs, StorageKind};
 pub use connections::ConnectionArgs;
 pub use fills::FillArgs;
 pub use prefetch::{PrefetchArg, PrefetchArgs};
+pub use warm::WarmArgs;
 
 /// The public key of cache.nixos.org, trusted by default.
 pub const NIXOS_PUBLIC_KEY: &str = "cache.nixos.org-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY=";
@@ -40,6 +42,9 @@ pub enum Command {
     Gc(Box<GcArgs>),
     /// Write a new signing key pair in Nix's format (like `nix-store --generate-binary-cache-key`).
     Keygen(KeygenArgs),
+    /// Fetch whole closures through a running cache, so they are cached before clients ask
+    /// (e.g. a CronJob after a nixpkgs bump); exits non-zero when a path is missing or failed.
+    Warm(WarmArgs),
 }
 
 /// `--content-encoding`.

@@ -1,0 +1,159 @@
+//! `nixcache warm`: fetches whole closures through a running nixcache, so they are cached before
+//! clients ask (a CronJob after a nixpkgs bump). It is a client of the cache's own protocol:
+//! every narinfo of the closures, then every NAR (bodies counted and dropped; the cache verifies
+//! and stores them), a few at once. So it works against any replica and any backend, and
+//! replicas share the downloads as they share a client's.
+
+use std::{collections::HashSet, fmt, time::Duration};
+
+use futures::StreamExt;
+use nixcache_protocol::{NarInfo, StorePath, StorePathHash};
+use tokio::task::JoinSet;
+
+/// What to warm, and how.
+#[derive(Clone, Debug)]
+pub struct WarmOptions {
+    /// The cache's base URL, e.g. `http://nixcache:8501`.
+    pub url: String,
+    /// Store paths (`/nix/store/<hash>-<name>`) whose closures are fetched.
+    pub paths: Vec<StorePath>,
+    /// Requests at once.
+    pub concurrency: usize,
+    /// Narinfos only: the NARs are left for clients (or the cache's prefetch).
+    pub narinfos_only: bool,
+    /// Bound on each request, its body included.
+    pub timeout: Duration,
+}
+
+/// What a warm run did.
+#[derive(Debug, Default)]
+pub struct WarmReport {
+    /// Paths of the closures found.
+    pub paths: usize,
+    /// NARs fetched, and of those already stored in the cache.
+    pub nars: usize,
+    pub nars_stored_before: usize,
+    /// NAR file bytes received.
+    pub nar_bytes: u64,
+    /// Paths no upstream of the cache has (`404`).
+    pub missing: Vec<String>,
+    /// Requests that failed, and why.
+    pub failed: Vec<String>,
+}
+
+impl WarmReport {
+    /// Whether everything asked for is in the cache now.
+    pub fn complete(&self) -> bool {
+        self.missing.is_empty() && self.failed.is_empty()
+    }
+}
+
+impl fmt::Display for WarmReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} paths; {} NARs fetched ({} stored before), {}",
+            self.paths,
+            self.nars,
+            self.nars_stored_before,
+            crate::units::format_size(self.nar_bytes)
+        )?;
+        for path in &self.missing {
+            write!(f, "\nmissing: {path} (no upstream of the cache has it)")?;
+        }
+        for failure in &self.failed {
+            write!(f, "\nfailed: {failure}")?;
+        }
+        Ok(())
+    }
+}
+
+/// One request's outcome.
+enum Fetched {
+    Narinfo(Box<NarInfo>),
+    Nar { bytes: u64, stored_before: bool },
+    Missing(String),
+    Failed(String),
+}
+
+/// Walks the closures of `options.paths` through the cache; an `Err` only when the cache
+/// cannot be asked at all.
+pub async fn run(options: &WarmOptions) -> anyhow::Result<WarmReport> {
+    let client = reqwest::Client::builder().timeout(options.timeout).build()?;
+    let base = options.url.trim_end_matches('/').to_owned();
+    let mut report = WarmReport::default();
+    let mut seen: HashSet<StorePathHash> = HashSet::new();
+    let mut queue: Vec<String> = Vec::new();
+    for path in &options.paths {
+        if seen.insert(*path.hash()) {
+            queue.push(format!("{base}/{}.narinfo", path.hash()));
+        }
+    }
+    let mut running = JoinSet::new();
+    while !queue.is_empty() || !running.is_empty() {
+        while running.len() < options.concurrency.max(1) {
+            let Some(url) = queue.pop() else { break };
+            running.spawn(fetch(client.clone(), url));
+        }
+        let Some(done) = running.join_next().await else {
+            break;
+        };
+        match done.unwrap_or_else(|e| Fetched::Failed(format!("a request task failed: {e}"))) {
+            Fetched::Narinfo(info) => {
+                report.paths += 1;
+                for reference in &info.references {
+                    if seen.insert(*reference.hash()) {
+                        queue.push(format!("{base}/{}.narinfo", reference.hash()));
+                    }
+                }
+                if !options.narinfos_only {
+                    queue.push(format!("{base}/{}", info.url));
+                }
+            }
+            Fetched::Nar { bytes, stored_before } => {
+                report.nars += 1;
+                report.nars_stored_before += usize::from(stored_before);
+                report.nar_bytes += bytes;
+            }
+            Fetched::Missing(url) => report.missing.push(url),
+            Fetched::Failed(why) => report.failed.push(why),
+        }
+    }
+    Ok(report)
+}
+
+/// GETs `url`: a narinfo (parsed) or a NAR (counted).
+async fn fetch(client: reqwest::Client, url: String) -> Fetched {
+    let response = match client.get(&url).send().await {
+        Ok(response) => response,
+        Err(err) => return Fetched::Failed(format!("{url}: {err}")),
+    };
+    match response.status() {
+        reqwest::StatusCode::OK => {}
+        reqwest::StatusCode::NOT_FOUND => return Fetched::Missing(url),
+        status => return Fetched::Failed(format!("{url}: {status}")),
+    }
+    if url.ends_with(".narinfo") {
+        let text = match response.text().await {
+            Ok(text) => text,
+            Err(err) => return Fetched::Failed(format!("{url}: {err}")),
+        };
+        return match NarInfo::parse(&text) {
+            Ok(info) => Fetched::Narinfo(Box::new(info)),
+            Err(err) => Fetched::Failed(format!("{url}: {err}")),
+        };
+    }
+    let stored_before = response
+        .headers()
+        .get("x-cache-status")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"hit"));
+    let mut body = response.bytes_stream();
+    let mut bytes = 0;
+    while let Some(chunk) = body.next().await {
+        match chunk {
+            Ok(chunk) => bytes += chunk.len() as u64,
+            Err(err) => return Fetched::Failed(format!("{url}: {err}")),
+        }
+    }
+    Fetched::Nar { bytes, stored_before }
+}
