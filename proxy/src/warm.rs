@@ -1,7 +1,7 @@
 //! `nixcache warm`: fetches whole closures through a running nixcache, so they are cached before
 //! clients ask (a CronJob after a nixpkgs bump). It is a client of the cache's own protocol:
-//! every narinfo of the closures, then every NAR (bodies counted and dropped; the cache verifies
-//! and stores them), a few at once. So it works against any replica and any backend, and
+//! the narinfos of the closures and their NARs (bodies counted and dropped; the cache verifies
+//! and stores them), a few requests at once, each tried again when the cache is busy. So it works against any replica and any backend, and
 //! replicas share the downloads as they share a client's.
 
 use std::{collections::HashSet, fmt, time::Duration};
@@ -122,25 +122,66 @@ pub async fn run(options: &WarmOptions) -> anyhow::Result<WarmReport> {
     Ok(report)
 }
 
-/// GETs `url`: a narinfo (parsed) or a NAR (counted).
+/// Tries per request: a busy cache (`503` with `Retry-After`), a `502`/`504` or a dropped
+/// connection is tried again, so a load spike does not fail a scheduled warm-up.
+const ATTEMPTS: u32 = 4;
+/// Pause before the next try, times the tries so far, unless `Retry-After` says otherwise.
+const BACKOFF: Duration = Duration::from_secs(1);
+/// Longest pause a `Retry-After` may ask for.
+const MAX_PAUSE: Duration = Duration::from_secs(30);
+
+/// One try's outcome: done (well or not), or worth another try after a pause.
+enum Try {
+    Done(Fetched),
+    Again { why: String, pause: Option<Duration> },
+}
+
+/// GETs `url`: a narinfo (parsed) or a NAR (counted), trying again when it may help.
 async fn fetch(client: reqwest::Client, url: String) -> Fetched {
-    let response = match client.get(&url).send().await {
+    let mut tries = 1;
+    loop {
+        match fetch_once(&client, &url).await {
+            Try::Done(fetched) => return fetched,
+            Try::Again { why, .. } if tries >= ATTEMPTS => return Fetched::Failed(why),
+            Try::Again { pause, .. } => {
+                tokio::time::sleep(pause.unwrap_or(BACKOFF * tries).min(MAX_PAUSE)).await;
+                tries += 1;
+            }
+        }
+    }
+}
+
+async fn fetch_once(client: &reqwest::Client, url: &str) -> Try {
+    let again = |why: String| Try::Again { why, pause: None };
+    let response = match client.get(url).send().await {
         Ok(response) => response,
-        Err(err) => return Fetched::Failed(format!("{url}: {err}")),
+        Err(err) => return again(format!("{url}: {err}")),
     };
     match response.status() {
         reqwest::StatusCode::OK => {}
-        reqwest::StatusCode::NOT_FOUND => return Fetched::Missing(url),
-        status => return Fetched::Failed(format!("{url}: {status}")),
+        reqwest::StatusCode::NOT_FOUND => return Try::Done(Fetched::Missing(url.to_owned())),
+        status @ (reqwest::StatusCode::BAD_GATEWAY
+        | reqwest::StatusCode::SERVICE_UNAVAILABLE
+        | reqwest::StatusCode::GATEWAY_TIMEOUT) => {
+            let pause = response
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok()?.trim().parse().ok())
+                .map(Duration::from_secs);
+            return Try::Again {
+                why: format!("{url}: {status}"),
+                pause,
+            };
+        }
+        status => return Try::Done(Fetched::Failed(format!("{url}: {status}"))),
     }
     if url.ends_with(".narinfo") {
-        let text = match response.text().await {
-            Ok(text) => text,
-            Err(err) => return Fetched::Failed(format!("{url}: {err}")),
-        };
-        return match NarInfo::parse(&text) {
-            Ok(info) => Fetched::Narinfo(Box::new(info)),
-            Err(err) => Fetched::Failed(format!("{url}: {err}")),
+        return match response.text().await {
+            Ok(text) => Try::Done(match NarInfo::parse(&text) {
+                Ok(info) => Fetched::Narinfo(Box::new(info)),
+                Err(err) => Fetched::Failed(format!("{url}: {err}")),
+            }),
+            Err(err) => again(format!("{url}: {err}")),
         };
     }
     let stored_before = response
@@ -152,8 +193,8 @@ async fn fetch(client: reqwest::Client, url: String) -> Fetched {
     while let Some(chunk) = body.next().await {
         match chunk {
             Ok(chunk) => bytes += chunk.len() as u64,
-            Err(err) => return Fetched::Failed(format!("{url}: {err}")),
+            Err(err) => return again(format!("{url}: {err}")),
         }
     }
-    Fetched::Nar { bytes, stored_before }
+    Try::Done(Fetched::Nar { bytes, stored_before })
 }

@@ -312,9 +312,14 @@ impl Fill {
         closed
     }
 
-    /// Resolves once the fill was given up (see `give_up_if_alone`).
+    /// Resolves once the fill was given up while still downloading (see `give_up_if_alone`).
+    /// Looked at from the fill's own task, never once it is past that: a fill being verified or
+    /// stored is never cut (it could leave an object without its record).
     pub async fn given_up(&self) {
-        self.given_up.cancelled().await
+        self.given_up.cancelled().await;
+        if !self.downloading() {
+            std::future::pending::<()>().await;
+        }
     }
 
     /// Bytes still to come; `None` while the size is unknown.

@@ -190,8 +190,10 @@ impl Cache {
             Start::Prefetch => {
                 // Taken here, by the flight's leader only: a prefetch that joins a client's
                 // locate must hold no room the client may need.
-                let room = self.admission.try_admit_spare(max_file_size(&record.info));
-                let Some(permit) = room.filter(|_| !self.prefetch_stopped()) else {
+                if self.prefetch_stopped() {
+                    return Ok(Source::Elsewhere);
+                }
+                let Some(permit) = self.admission.try_admit_spare(max_file_size(&record.info)) else {
                     return Ok(Source::NoRoom);
                 };
                 match self.replica.claim(&*self.db, &lease_key).await? {

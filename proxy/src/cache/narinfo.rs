@@ -7,6 +7,16 @@ use bytes::Bytes;
 use nixcache_protocol::{NarFile, NarInfo, StorePathHash};
 
 use super::{Cache, CacheError, CacheStatus, Interest, NARINFO_POLL};
+
+/// Where a narinfo a client asked for came from, with its record when one was read.
+pub(super) enum Looked {
+    /// From memory: the text only.
+    Hot,
+    /// From the database.
+    Stored(Arc<NarInfoRecord>),
+    /// Looked up in the upstreams now (by this request, or a lookup it joined).
+    Fetched(Arc<NarInfoRecord>),
+}
 use crate::{
     db::{LeaseClaim, LeaseKey, NarInfoRecord, ProxySignature},
     metrics::{LookupResult, ObjectKind},
@@ -23,11 +33,11 @@ impl Cache {
         interest: Interest,
     ) -> Result<(Bytes, CacheStatus), CacheError> {
         let looked_up = self.narinfo_text(hash).await;
-        let (text, found, fetched) =
-            self.record_lookup(ObjectKind::Narinfo, looked_up.map(|(t, f, r)| ((t, f, r), f)))?;
+        let (text, found, looked) =
+            self.record_lookup(ObjectKind::Narinfo, looked_up.map(|(t, f, l)| ((t, f, l), f)))?;
         self.access.narinfo(hash);
         if let Interest::Fetch { client } = interest {
-            self.narinfo_fetched(client, hash, fetched);
+            self.narinfo_fetched(client, hash, looked);
         }
         let status = match found {
             LookupResult::Hit => CacheStatus::Hit,
@@ -36,22 +46,21 @@ impl Cache {
         Ok((text, status))
     }
 
-    /// The text, whether it was a hit or a miss, and the record a miss looked up.
-    async fn narinfo_text(
-        &self,
-        hash: &StorePathHash,
-    ) -> Result<(Bytes, LookupResult, Option<Arc<NarInfoRecord>>), CacheError> {
+    /// The text, whether it was a hit or a miss, and where it came from.
+    async fn narinfo_text(&self, hash: &StorePathHash) -> Result<(Bytes, LookupResult, Looked), CacheError> {
         if let Some(text) = self.hot.narinfo(hash) {
-            return Ok((text, LookupResult::Hit, None));
+            return Ok((text, LookupResult::Hit, Looked::Hot));
         }
         if let Some(record) = self.db.get_narinfo(hash).await? {
-            return Ok((self.render(record), LookupResult::Hit, None));
+            let record = Arc::new(record);
+            let text = self.render((*record).clone());
+            return Ok((text, LookupResult::Hit, Looked::Stored(record)));
         }
         if self.negative.contains(hash) {
             return Err(CacheError::NotFound);
         }
         let (record, _) = self.shared_narinfo_lookup(*hash).await?;
-        Ok((self.render((*record).clone()), LookupResult::Miss, Some(record)))
+        Ok((self.render((*record).clone()), LookupResult::Miss, Looked::Fetched(record)))
     }
 
     /// The one lookup of `hash` under way in this process (started now, or joined), and

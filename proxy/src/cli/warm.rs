@@ -18,8 +18,7 @@ pub struct WarmArgs {
           value_parser = clap::value_parser!(u32).range(1..=256))]
     pub concurrency: u32,
 
-    /// Fetch the narinfos only: the NARs are left for the clients that ask (and the cache's
-    /// prefetch).
+    /// Fetch the narinfos only: the NARs are left for the clients that ask.
     #[arg(long)]
     pub narinfos_only: bool,
 

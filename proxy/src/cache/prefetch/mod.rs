@@ -32,7 +32,7 @@ use nixcache_protocol::{NarFile, StorePathHash};
 use tokio::sync::Semaphore;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use super::{download::max_file_size, Cache};
+use super::{download::max_file_size, narinfo::Looked, Cache};
 use crate::{
     db::NarInfoRecord,
     metrics::{ObjectKind, PrefetchOutcome},
@@ -138,8 +138,8 @@ impl Prefetcher {
         });
     }
 
-    /// Stops every prefetch (a NAR prefetch's fill then has no client and is abandoned like
-    /// any other) and waits until their tasks are gone.
+    /// Stops every prefetch (a NAR prefetch's download no client follows ends at once) and
+    /// waits until their tasks are gone.
     pub async fn stop(&self) {
         self.stop.cancel();
         self.tasks.close();
@@ -175,13 +175,11 @@ impl PrefetchedNarinfo {
 }
 
 impl Cache {
-    /// `client` `GET` a narinfo; `fetched`: its record, when this request looked it up.
-    pub(super) fn narinfo_fetched(
-        &self,
-        client: Option<IpAddr>,
-        hash: &StorePathHash,
-        fetched: Option<Arc<NarInfoRecord>>,
-    ) {
+    /// `client` `GET` a narinfo, `looked` up from memory, the database or the upstreams. What
+    /// was looked up now (by the client or a prefetch) joins the client's walk and has its
+    /// references looked up ahead; one read from the database joins the walk only (its
+    /// references were looked at when it was fetched); one from memory, nothing.
+    pub(super) fn narinfo_fetched(&self, client: Option<IpAddr>, hash: &StorePathHash, looked: Looked) {
         let mode = self.prefetch.options.mode;
         if mode == PrefetchMode::Off || self.prefetch.stopped() {
             return;
@@ -193,9 +191,10 @@ impl Cache {
             let prefetched = book.ledger.narinfo_used(hash);
             let used = prefetched.is_some();
             // A plain hit needs nothing: its references were looked at when it was fetched.
-            let asked = match fetched {
-                Some(record) => Some(PrefetchedNarinfo::of(&record)),
-                None => prefetched,
+            let (asked, ahead) = match looked {
+                Looked::Fetched(record) => (Some(PrefetchedNarinfo::of(&record)), true),
+                Looked::Stored(record) => (Some(PrefetchedNarinfo::of(&record)), used),
+                Looked::Hot => (prefetched, used),
             };
             let due = match &asked {
                 Some(a) if mode == PrefetchMode::Nar => {
@@ -203,7 +202,7 @@ impl Cache {
                 }
                 _ => Due::default(),
             };
-            (asked, used, due)
+            (asked.filter(|_| ahead), used, due)
         };
         if used {
             let metrics = &self.metrics.prefetch;
