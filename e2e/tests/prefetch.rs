@@ -275,8 +275,13 @@ async fn nixcache_warm_fills_the_cache_with_whole_closures() -> Result<()> {
     }
     upstream.stop();
     warm(N_PATHS).await?;
-    fetch(&proxy.url, &proxy.public_key, &[&cache.root], &FetchOptions::default())
-        .await?
-        .expect_whole_closure(&cache)?;
+    fetch(
+        &proxy.url,
+        &proxy.public_key,
+        &[&cache.root],
+        &FetchOptions::default(),
+    )
+    .await?
+    .expect_whole_closure(&cache)?;
     Ok(())
 }

@@ -60,7 +60,11 @@ impl Cache {
             return Err(CacheError::NotFound);
         }
         let (record, _) = self.shared_narinfo_lookup(*hash).await?;
-        Ok((self.render((*record).clone()), LookupResult::Miss, Looked::Fetched(record)))
+        Ok((
+            self.render((*record).clone()),
+            LookupResult::Miss,
+            Looked::Fetched(record),
+        ))
     }
 
     /// The one lookup of `hash` under way in this process (started now, or joined), and
