@@ -5,8 +5,8 @@
 //! gets a complete body of an object that failed verification. A NAR file is never empty, so a
 //! size of 0 is never promised to a client.
 //!
-//! Clients (local requests, and other replicas copying it) are counted: when they all left, the
-//! fill is abandoned (see `abandoned`).
+//! Clients (local requests, and other replicas copying it) stream it through `follow` and are
+//! counted: when they all left, the fill is abandoned (see `abandoned`).
 //!
 //! A fill's progress changes only through its methods: `source_answered` (the size) and
 //! `written` (the bytes) while it downloads, `downloaded` and `verified` (its phase), and `end`
@@ -22,16 +22,14 @@ use std::{
     time::Duration,
 };
 
-use bytes::Bytes;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+mod follow;
+
 use super::CacheError;
-use crate::{
-    lease::HeldLease,
-    storage::{bufpool, BlobKey, ByteRange, ByteStream},
-};
+use crate::{lease::HeldLease, storage::BlobKey};
 
 /// How long a fill may have no client before it counts as abandoned: the first client attaches
 /// a moment after the fill starts, and Nix retries a cut download within about a second.
@@ -352,25 +350,6 @@ impl Fill {
                 .map_err(|_| CacheError::FillFailed("download abandoned"))?;
         }
     }
-
-    /// Streams `range` of the file as it arrives, to `client`.
-    pub fn follow(self: &Arc<Self>, range: ByteRange, client: Client) -> ByteStream {
-        let state = Follower {
-            _client: client,
-            fill: Arc::clone(self),
-            rx: self.progress.subscribe(),
-            pos: range.start,
-            end: range.end,
-        };
-        Box::pin(futures::stream::unfold(Some(state), |state| async move {
-            let mut state = state?;
-            match state.next_chunk().await {
-                Ok(Some(bytes)) => Some((Ok(bytes), Some(state))),
-                Ok(None) => None,
-                Err(e) => Some((Err(e), None)),
-            }
-        }))
-    }
 }
 
 /// A client of a fill, counted while this lives.
@@ -385,55 +364,5 @@ impl Drop for Client {
                 true
             }
         });
-    }
-}
-
-struct Follower {
-    _client: Client,
-    fill: Arc<Fill>,
-    rx: watch::Receiver<Progress>,
-    pos: u64,
-    end: u64,
-}
-
-impl Follower {
-    async fn next_chunk(&mut self) -> io::Result<Option<Bytes>> {
-        if self.pos > self.end {
-            return Ok(None);
-        }
-        loop {
-            let (written, phase) = {
-                let p = self.rx.borrow_and_update();
-                (p.written, p.phase.clone())
-            };
-            // Bytes [pos, readable) may go out now. Until the object is verified, the last byte
-            // of this response is held back, so no client has a complete body of a bad object.
-            let readable = match &phase {
-                Phase::Failed(reason) => {
-                    return Err(io::Error::other(format!("upstream download failed: {reason}")))
-                }
-                Phase::Verified | Phase::Committed => written.min(self.end + 1),
-                _ => written.min(self.end),
-            };
-            if readable > self.pos {
-                let len = (readable - self.pos).min(bufpool::CHUNK as u64) as usize;
-                let (file, pos) = (Arc::clone(&self.fill.file), self.pos);
-                let bytes = tokio::task::spawn_blocking(move || bufpool::read_at(&file, pos, len))
-                    .await
-                    .map_err(io::Error::other)??;
-                self.pos += bytes.len() as u64;
-                return Ok(Some(bytes));
-            }
-            if matches!(phase, Phase::Verified | Phase::Committed) && written <= self.end {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "object shorter than announced",
-                ));
-            }
-            self.rx
-                .changed()
-                .await
-                .map_err(|_| io::Error::other("download abandoned"))?;
-        }
     }
 }
