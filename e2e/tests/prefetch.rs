@@ -7,26 +7,23 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{ensure, Result};
+use nixcache_e2e::bench::fresh::delayed_upstream;
 use nixcache_e2e::fixtures::N_PATHS;
 use nixcache_e2e::proxy::nixcache_bin;
 use nixcache_e2e::util::run_bounded;
 use nixcache_e2e::{
-    fetch, look_up_paths, nix_available, Faults, FetchOptions, Nix, Proxy, ProxyOptions, TestUpstream,
-    UpstreamCache,
+    fetch, look_up_paths, nix_available, FetchOptions, Nix, Proxy, ProxyOptions, TestUpstream, UpstreamCache,
 };
 
 const SALT: &str = "e2e";
-/// What every upstream answer waits, as a distant upstream does: what prefetching saves.
-const UPSTREAM_DELAY: Duration = Duration::from_millis(50);
 const TIMEOUT: Duration = Duration::from_secs(300);
 
-async fn slow_upstream(cache: &UpstreamCache) -> Result<TestUpstream> {
-    let upstream = TestUpstream::start(&cache.dir)?;
-    upstream.set_faults(Faults {
-        delay: UPSTREAM_DELAY,
-        ..Faults::default()
-    });
-    Ok(upstream)
+/// `nixcache warm --url URL PATH`, bounded.
+fn run_warm(url: &str, path: &str) -> Result<std::process::Output> {
+    run_bounded(
+        Command::new(nixcache_bin()?).args(["warm", "--url", url, path]),
+        TIMEOUT,
+    )
 }
 
 async fn proxy_with(upstream: &TestUpstream, cache: &UpstreamCache, args: &[&str]) -> Result<Proxy> {
@@ -59,7 +56,7 @@ fn each_nar_fetched_once(upstream: &TestUpstream, cache: &UpstreamCache) -> Resu
 /// downloads the proxy started ahead of it, and nothing is fetched twice.
 async fn cold_closure_comes_from_prefetched_nars(nix: Nix) -> Result<()> {
     let cache = UpstreamCache::get("xz", SALT)?;
-    let upstream = slow_upstream(&cache).await?;
+    let upstream = delayed_upstream(&cache)?;
     let proxy = proxy_with(&upstream, &cache, &[]).await?;
     fetch(
         &proxy.url,
@@ -91,7 +88,7 @@ async fn cold_closure_comes_from_prefetched_nars(nix: Nix) -> Result<()> {
 /// though it looks up narinfos ahead.
 async fn a_client_that_only_looks_downloads_no_nar(nix: Nix) -> Result<()> {
     let cache = UpstreamCache::get("xz", SALT)?;
-    let upstream = slow_upstream(&cache).await?;
+    let upstream = delayed_upstream(&cache)?;
     let proxy = proxy_with(&upstream, &cache, &[]).await?;
     let looked = look_up_paths(&proxy.url, &[&cache.root], true, nix, TIMEOUT).await?;
     ensure!(looked.ok, "nix path-info -r failed: {}", looked.output);
@@ -142,7 +139,7 @@ async fn prefetch_stays_within_its_budget() -> Result<()> {
     let small = &small[..small.len() - 1];
     let nar_max = small.iter().max().copied().unwrap_or_default();
     let budget: u64 = small[..small.len() / 2].iter().sum();
-    let upstream = slow_upstream(&cache).await?;
+    let upstream = delayed_upstream(&cache)?;
     let (nar_max_arg, budget_arg) = (nar_max.to_string(), budget.to_string());
     let args = [
         "--prefetch-nar-max",
@@ -202,7 +199,7 @@ async fn prefetch_off_fetches_only_what_is_asked() -> Result<()> {
         return Ok(());
     }
     let cache = UpstreamCache::get("xz", SALT)?;
-    let upstream = slow_upstream(&cache).await?;
+    let upstream = delayed_upstream(&cache)?;
     let proxy = proxy_with(&upstream, &cache, &["--prefetch", "off"]).await?;
     let looked = look_up_paths(&proxy.url, &[&cache.root], false, Nix::Host, TIMEOUT).await?;
     ensure!(looked.ok, "nix path-info failed: {}", looked.output);
@@ -234,10 +231,7 @@ async fn nixcache_warm_fills_the_cache_with_whole_closures() -> Result<()> {
     let warm = |expect_stored: usize| {
         let (url, root) = (proxy.url.clone(), cache.root.clone());
         async move {
-            let out = run_bounded(
-                Command::new(nixcache_bin()?).args(["warm", "--url", &url, &root]),
-                TIMEOUT,
-            )?;
+            let out = run_warm(&url, &root)?;
             let report = String::from_utf8_lossy(&out.stdout).into_owned();
             ensure!(
                 out.status.success(),
@@ -250,15 +244,7 @@ async fn nixcache_warm_fills_the_cache_with_whole_closures() -> Result<()> {
         }
     };
     // A path no upstream has: reported as missing, and the exit status says so.
-    let out = run_bounded(
-        Command::new(nixcache_bin()?).args([
-            "warm",
-            "--url",
-            &proxy.url,
-            "/nix/store/00000000000000000000000000000000-absent",
-        ]),
-        TIMEOUT,
-    )?;
+    let out = run_warm(&proxy.url, "/nix/store/00000000000000000000000000000000-absent")?;
     let said = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     ensure!(
         !out.status.success() && said.contains("missing: ") && !said.contains("failed: "),

@@ -64,8 +64,7 @@ impl PrefetchArgs {
             paths: self.prefetch_paths as usize,
             nar_max: self.prefetch_nar_max,
             walk_bytes: self.prefetch_bytes,
-            lookups: self.prefetch_concurrency as usize,
-            fills: self.prefetch_concurrency as usize,
+            concurrency: self.prefetch_concurrency as usize,
         }
     }
 }

@@ -3,6 +3,10 @@
 
 use std::{
     collections::HashMap,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
     time::{Duration, Instant},
 };
 
@@ -45,9 +49,19 @@ pub struct Ledger {
     narinfos: HashMap<StorePathHash, (Instant, Option<PrefetchedNarinfo>)>,
     nars: HashMap<NarFile, NarEntry>,
     swept: Option<Instant>,
+    /// How many narinfos are noted, readable without the ledger's lock.
+    narinfos_noted: Arc<AtomicUsize>,
 }
 
 impl Ledger {
+    /// How many narinfos are noted, kept up to date by the ledger.
+    pub fn narinfos_noted(&self) -> Arc<AtomicUsize> {
+        Arc::clone(&self.narinfos_noted)
+    }
+
+    fn narinfos_changed(&self) {
+        self.narinfos_noted.store(self.narinfos.len(), Ordering::Relaxed);
+    }
     /// A prefetch of `hash`'s narinfo starts; `false` when one is noted already (or the
     /// ledger is full): then this one is not started.
     pub fn narinfo_started(&mut self, hash: StorePathHash, now: Instant) -> bool {
@@ -55,6 +69,7 @@ impl Ledger {
             return false;
         }
         self.narinfos.insert(hash, (now, None));
+        self.narinfos_changed();
         true
     }
 
@@ -69,12 +84,15 @@ impl Ledger {
     /// it counts for nothing.
     pub fn narinfo_dropped(&mut self, hash: &StorePathHash) {
         self.narinfos.remove(hash);
+        self.narinfos_changed();
     }
 
     /// A client asked for `hash`: its walk details when a prefetch looked it up. One still under
     /// way is forgotten too (the client joins it): it counts for nothing.
     pub fn narinfo_used(&mut self, hash: &StorePathHash) -> Option<PrefetchedNarinfo> {
-        self.narinfos.remove(hash).and_then(|(_, found)| found)
+        let noted = self.narinfos.remove(hash);
+        self.narinfos_changed();
+        noted.and_then(|(_, found)| found)
     }
 
     /// A prefetch of `nar` (at most `size` bytes) starts; `false` when one is noted already.
@@ -127,6 +145,7 @@ impl Ledger {
             wasted.narinfos += u64::from(expired);
             !expired
         });
+        self.narinfos_changed();
         self.nars.retain(|_, entry| {
             let expired = old(&entry.at);
             if expired && entry.downloading {
@@ -172,6 +191,7 @@ mod tests {
         ledger.narinfo_found(hash, found(1));
         assert!(ledger.narinfo_used(&hash).is_some());
         assert!(ledger.narinfo_used(&hash).is_none());
+        assert_eq!(ledger.narinfos_noted().load(Ordering::Relaxed), 0);
         // A client that comes while the lookup is under way joins it: no prefetch of its own.
         ledger.narinfo_started(hash, now);
         assert!(ledger.narinfo_used(&hash).is_none());

@@ -24,7 +24,10 @@ mod walks;
 use std::{
     future::Future,
     net::IpAddr,
-    sync::{Arc, Mutex, MutexGuard},
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc, Mutex, MutexGuard,
+    },
     time::Instant,
 };
 
@@ -62,24 +65,9 @@ pub struct PrefetchOptions {
     pub nar_max: u64,
     /// NAR bytes one walk may prefetch.
     pub walk_bytes: u64,
-    /// Narinfo lookups at once, all triggers together.
-    pub lookups: usize,
-    /// NAR prefetches at once, all walks together.
-    pub fills: usize,
-}
-
-impl PrefetchOptions {
-    pub fn off() -> Self {
-        Self {
-            mode: PrefetchMode::Off,
-            depth: 0,
-            paths: 0,
-            nar_max: 0,
-            walk_bytes: 0,
-            lookups: 1,
-            fills: 1,
-        }
-    }
+    /// Narinfo lookups at once, all triggers together; and NAR prefetches at once, all walks
+    /// together.
+    pub concurrency: usize,
 }
 
 /// The prefetches of one process: their bookkeeping, their bounds and their tasks.
@@ -94,6 +82,8 @@ pub struct Prefetcher {
     fills: Arc<Semaphore>,
     /// NAR prefetches waiting or running: past it, one is skipped, not queued.
     nars_queued: Arc<Semaphore>,
+    /// Narinfos the ledger notes (kept by it): while none, a hit from memory takes no lock.
+    narinfos_noted: Arc<AtomicUsize>,
     tasks: TaskTracker,
     stop: CancellationToken,
 }
@@ -110,17 +100,19 @@ impl Prefetcher {
             max_bytes: options.walk_bytes,
             nar_max: options.nar_max,
         };
-        let lookups = options.lookups.max(1);
+        let at_once = options.concurrency.max(1);
+        let ledger = Ledger::default();
         Self {
             options,
+            narinfos_noted: ledger.narinfos_noted(),
             book: Mutex::new(Book {
                 walks: Walks::new(limits),
-                ledger: Ledger::default(),
+                ledger,
             }),
-            lookups: Arc::new(Semaphore::new(lookups)),
-            queued: Arc::new(Semaphore::new(lookups.saturating_mul(16))),
-            fills: Arc::new(Semaphore::new(options.fills.max(1))),
-            nars_queued: Arc::new(Semaphore::new(options.fills.max(1).saturating_mul(64))),
+            lookups: Arc::new(Semaphore::new(at_once)),
+            queued: Arc::new(Semaphore::new(at_once.saturating_mul(16))),
+            fills: Arc::new(Semaphore::new(at_once)),
+            nars_queued: Arc::new(Semaphore::new(at_once.saturating_mul(64))),
             tasks: TaskTracker::new(),
             stop: CancellationToken::new(),
         }
@@ -184,6 +176,10 @@ impl Cache {
         if mode == PrefetchMode::Off || self.prefetch.stopped() {
             return;
         }
+        // The hottest path: a hit from memory that no prefetch noted needs nothing, not even a lock.
+        if matches!(looked, Looked::Hot) && self.prefetch.narinfos_noted.load(Ordering::Relaxed) == 0 {
+            return;
+        }
         let now = Instant::now();
         let (asked, used, due) = {
             let mut book = self.prefetch.book();
@@ -222,6 +218,7 @@ impl Cache {
         }
         let (used, due) = {
             let mut book = self.prefetch.book();
+            self.count_wasted(&mut book.ledger, Instant::now());
             let used = book.ledger.nar_used(file);
             let due = match mode {
                 PrefetchMode::Nar => book.walks.nar_asked(client, file, Instant::now()),

@@ -78,9 +78,6 @@ impl Cache {
             Ok(Some(record)) if record.nar_file == path.nar => Arc::new(record),
             _ => return,
         };
-        if !matches!(self.db.get_nar(&path.nar).await, Ok(None)) {
-            return;
-        }
         if !self
             .prefetch
             .book()
