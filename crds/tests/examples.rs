@@ -166,3 +166,59 @@ fn the_cel_rules_accept_what_they_should() {
     let found = errors(&doc);
     assert!(found.iter().any(|e| e.contains("metadata.name")), "{found:?}");
 }
+
+#[test]
+fn warm_needs_a_schedule_and_store_paths() {
+    const HELLO: &str = "/nix/store/7qxb8wbwqha95lbfrcj97j6fb8wbywa4-hello-2.12.1";
+    let mut doc = load(&examples_dir().join("postgres-s3-three-replicas.yaml"));
+    doc["spec"]["warm"] = serde_json::json!({
+        "schedule": "30 4 * * *", "timeZone": "Europe/Berlin",
+        "paths": [HELLO, "/nix/store/0c0wf1qw0hh0gmgxbbd1k7ligmakdfrn-.foo"],
+        "narinfosOnly": true, "concurrency": 16,
+    });
+    assert!(errors(&doc).is_empty(), "{:?}", errors(&doc));
+    let bad_paths = [
+        "/nix/store/7qxb8wbwqha95lbfrcj97j6fb8wbywa4",       // no name
+        "/nix/store/7qxb8wbwqha95lbfrcj97j6fb8wbywa-hello",  // 31 characters
+        "/nix/store/eqxb8wbwqha95lbfrcj97j6fb8wbywa4-hello", // `e` is not nixbase32
+        "nix/store/7qxb8wbwqha95lbfrcj97j6fb8wbywa4-hello",  // relative
+        "/nix/store/7qxb8wbwqha95lbfrcj97j6fb8wbywa4-a b",   // a space
+        "/nix/store/7qxb8wbwqha95lbfrcj97j6fb8wbywa4-x/bin", // inside a path
+        "/gnu/store/7qxb8wbwqha95lbfrcj97j6fb8wbywa4-hello", // another store
+    ];
+    for bad in bad_paths {
+        doc["spec"]["warm"]["paths"] = serde_json::json!([HELLO, bad]);
+        let found = errors(&doc);
+        assert!(
+            found
+                .iter()
+                .any(|e| e.starts_with("spec.warm.paths.1:") && e.contains("does not match")),
+            "{bad}: {found:?}"
+        );
+    }
+    let long_name = format!("/nix/store/7qxb8wbwqha95lbfrcj97j6fb8wbywa4-{}", "a".repeat(212));
+    doc["spec"]["warm"]["paths"] = serde_json::json!([long_name]);
+    assert!(errors(&doc).iter().any(|e| e.starts_with("spec.warm.paths.0:")));
+    for (change, field) in [
+        (serde_json::json!({"paths": []}), "spec.warm.paths:"),
+        (serde_json::json!({"concurrency": 0}), "spec.warm.concurrency:"),
+        (serde_json::json!({"concurrency": 257}), "spec.warm.concurrency:"),
+        (serde_json::json!({"schedule": "daily"}), "spec.warm.schedule:"),
+    ] {
+        let mut doc = doc.clone();
+        doc["spec"]["warm"] = serde_json::json!({"schedule": "30 4 * * *", "paths": [HELLO]});
+        for (key, value) in change.as_object().unwrap() {
+            doc["spec"]["warm"][key] = value.clone();
+        }
+        let found = errors(&doc);
+        assert!(found.iter().any(|e| e.starts_with(field)), "{change}: {found:?}");
+    }
+    doc["spec"]["warm"] = serde_json::json!({"paths": [HELLO]});
+    let found = errors(&doc);
+    assert!(
+        found
+            .iter()
+            .any(|e| e.contains("\"schedule\" is a required property")),
+        "{found:?}"
+    );
+}

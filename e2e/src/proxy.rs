@@ -5,6 +5,7 @@ use std::fs::File;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -56,6 +57,14 @@ pub struct Proxy {
 }
 
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// Whether a proxy prints its log's tail when dropped (see `Drop`); the bench, which is no
+/// test, turns it off.
+static LOG_TAIL_ON_DROP: AtomicBool = AtomicBool::new(true);
+
+/// Stops proxies from printing their log's tail when dropped, for a program that is no test.
+pub fn no_log_tail_on_drop() {
+    LOG_TAIL_ON_DROP.store(false, Ordering::Relaxed);
+}
 
 impl Proxy {
     /// Starts the proxy and waits (bounded) until `GET /nix-cache-info`
@@ -200,11 +209,13 @@ impl Drop for Proxy {
     fn drop(&mut self) {
         // libtest shows a test's output only when it fails (a panic or an
         // `Err` return alike), so this is "the log tail of a failed test".
-        eprintln!(
-            "--- nixcache log {} (last 40 lines) ---\n{}\n--- end of nixcache log ---",
-            self.log_file.display(),
-            self.log_tail(40)
-        );
+        if LOG_TAIL_ON_DROP.load(Ordering::Relaxed) || std::thread::panicking() {
+            eprintln!(
+                "--- nixcache log {} (last 40 lines) ---\n{}\n--- end of nixcache log ---",
+                self.log_file.display(),
+                self.log_tail(40)
+            );
+        }
         self.stop();
     }
 }

@@ -1,13 +1,14 @@
 //! Prefetch with real Nix clients: a cold closure is served from NARs the proxy downloaded
 //! ahead of the client, each fetched from the upstream once; a client that only looks
 //! (`nix path-info`) makes the proxy download no NAR; the budget holds; `--prefetch off` is off;
-//! `nixcache warm` fills the cache with whole closures.
+//! `nixcache warm` fills the cache with whole closures; replicas share their prefetches.
 
 use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{ensure, Result};
 use nixcache_e2e::bench::fresh::delayed_upstream;
+use nixcache_e2e::cluster::{Backend, Cluster};
 use nixcache_e2e::fixtures::N_PATHS;
 use nixcache_e2e::proxy::nixcache_bin;
 use nixcache_e2e::util::run_bounded;
@@ -55,7 +56,17 @@ fn each_nar_fetched_once(upstream: &TestUpstream, cache: &UpstreamCache) -> Resu
 /// A client substitutes the closure through a cold proxy: the NARs after its first come from
 /// downloads the proxy started ahead of it, and nothing is fetched twice.
 async fn cold_closure_comes_from_prefetched_nars(nix: Nix) -> Result<()> {
-    let cache = UpstreamCache::get("xz", SALT)?;
+    cold_from_prefetched_nars(nix, UpstreamCache::get("xz", SALT)?).await
+}
+
+/// The wide closure (121 paths a client walks level by level), likewise.
+async fn cold_wide_closure_comes_from_prefetched_nars(nix: Nix) -> Result<()> {
+    cold_from_prefetched_nars(nix, UpstreamCache::dag("xz", SALT)?).await
+}
+
+/// `cache`'s closure through a cold proxy: every NAR fetched once, most of them prefetched
+/// ahead of the client (the first one it asks for starts the others), none wasted.
+async fn cold_from_prefetched_nars(nix: Nix, cache: UpstreamCache) -> Result<()> {
     let upstream = delayed_upstream(&cache)?;
     let proxy = proxy_with(&upstream, &cache, &[]).await?;
     fetch(
@@ -67,14 +78,14 @@ async fn cold_closure_comes_from_prefetched_nars(nix: Nix) -> Result<()> {
     .await?
     .expect_whole_closure(&cache)?;
     each_nar_fetched_once(&upstream, &cache)?;
+    let n = cache.paths.len() as u64;
     let (started, used) = (
         prefetches(&proxy, "nar", "started").await?,
         prefetches(&proxy, "nar", "used").await?,
     );
-    // The first NAR the client asks for starts the others: most are prefetched ahead of it.
     ensure!(
-        used >= N_PATHS as u64 / 2 && started >= used && started < N_PATHS as u64,
-        "NAR prefetches: {started} started, {used} used, of {N_PATHS} paths"
+        used >= n / 2 && started >= used && started < n,
+        "NAR prefetches: {started} started, {used} used, of {n} paths"
     );
     ensure!(
         prefetches(&proxy, "nar", "wasted").await? == 0,
@@ -119,6 +130,7 @@ async fn a_client_that_only_looks_downloads_no_nar(nix: Nix) -> Result<()> {
 
 nixcache_e2e::each_nix! {
     a_cold_closure_comes_from_prefetched_nars: cold_closure_comes_from_prefetched_nars();
+    a_cold_wide_closure_comes_from_prefetched_nars: cold_wide_closure_comes_from_prefetched_nars();
     nix_path_info_downloads_no_nar: a_client_that_only_looks_downloads_no_nar();
 }
 
@@ -270,4 +282,55 @@ async fn nixcache_warm_fills_the_cache_with_whole_closures() -> Result<()> {
     .await?
     .expect_whole_closure(&cache)?;
     Ok(())
+}
+
+/// Three replicas on one database and bucket, a client on each substituting the same cold wide
+/// closure at once: every replica prefetches, yet every NAR comes from the upstream once (a
+/// prefetch takes the lease a client's fill would, and leaves a NAR another replica is
+/// downloading to it), and every client gets the whole closure.
+async fn replicas_share_their_prefetches(backend: Backend) -> Result<()> {
+    if !nix_available() {
+        return Ok(());
+    }
+    let cache = UpstreamCache::dag("xz", SALT)?;
+    let upstream = delayed_upstream(&cache)?;
+    let Some(cluster) = Cluster::start(backend, 3, &upstream.url, &cache.public_key).await? else {
+        return Ok(());
+    };
+    let clients = cluster.replicas.iter().map(|replica| {
+        let root = cache.root.clone();
+        async move {
+            fetch(
+                &replica.url,
+                &replica.public_key,
+                &[&root],
+                &FetchOptions::default(),
+            )
+            .await
+        }
+    });
+    for outcome in futures::future::join_all(clients).await {
+        outcome?.expect_whole_closure(&cache)?;
+    }
+    each_nar_fetched_once(&upstream, &cache)?;
+    let mut started = Vec::new();
+    for replica in &cluster.replicas {
+        started.push(prefetches(replica, "nar", "started").await?);
+    }
+    let n = cache.paths.len() as u64;
+    ensure!(
+        started.iter().sum::<u64>() > 0 && started.iter().sum::<u64>() < n,
+        "NAR prefetches started per replica: {started:?}, of {n} paths"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_share_their_prefetches_on_postgres_and_s3() -> Result<()> {
+    replicas_share_their_prefetches(Backend::PostgresS3).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_share_their_prefetches_in_one_shared_dir() -> Result<()> {
+    replicas_share_their_prefetches(Backend::SharedDir).await
 }

@@ -27,7 +27,7 @@ pub const CONDITION_FEATURES_AVAILABLE: &str = "FeaturesAvailable";
 /// An API the operator uses only for an optional feature.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum OptionalApi {
-    /// `batch/v1` CronJob: the GC CronJob (S3 storage).
+    /// `batch/v1` CronJob: the GC CronJob (S3 storage) and the warm-up CronJob.
     CronJob,
     /// `autoscaling/v2` HorizontalPodAutoscaler: `spec.autoscaling`.
     HorizontalPodAutoscaler,
@@ -165,22 +165,7 @@ impl FeatureReport {
         let mut report = Self::default();
         for api in capabilities.unserved() {
             match api {
-                OptionalApi::CronJob => {
-                    let Some(gc) = spec.gc.as_ref().filter(|_| spec.storage.s3.is_some()) else {
-                        continue;
-                    };
-                    let zone = match gc.time_zone.as_deref() {
-                        Some(zone) if !matches!(zone, "UTC" | "Etc/UTC") => {
-                            format!(" (its schedule is read in UTC, not in {zone})")
-                        }
-                        _ => String::new(),
-                    };
-                    report.fallbacks.push(format!(
-                        "{}: spec.gc runs inside the replicas (`nixcache serve --gc-schedule`, one run at a time \
-                         across replicas){zone} instead of a CronJob",
-                        api.not_served()
-                    ));
-                }
+                OptionalApi::CronJob => report.without_cronjobs(nc),
                 OptionalApi::HorizontalPodAutoscaler if spec.autoscaling.is_some() => {
                     report.not_applied.push(format!(
                         "{}: spec.autoscaling is not applied, the Deployment keeps spec.replicas ({})",
@@ -198,6 +183,32 @@ impl FeatureReport {
             }
         }
         report
+    }
+
+    /// Without `batch/v1` CronJob: warm-up is not applied, GC moves into the replicas.
+    fn without_cronjobs(&mut self, nc: &NixCache) {
+        let spec = &nc.spec;
+        let api = OptionalApi::CronJob;
+        if spec.warm.is_some() {
+            self.not_applied.push(format!(
+                "{}: spec.warm is not applied (nothing is fetched ahead; `nixcache warm` can be run by hand)",
+                api.not_served()
+            ));
+        }
+        let Some(gc) = spec.gc.as_ref().filter(|_| spec.storage.s3.is_some()) else {
+            return;
+        };
+        let zone = match gc.time_zone.as_deref() {
+            Some(zone) if !matches!(zone, "UTC" | "Etc/UTC") => {
+                format!(" (its schedule is read in UTC, not in {zone})")
+            }
+            _ => String::new(),
+        };
+        self.fallbacks.push(format!(
+            "{}: spec.gc runs inside the replicas (`nixcache serve --gc-schedule`, one run at a time \
+             across replicas){zone} instead of a CronJob",
+            api.not_served()
+        ));
     }
 
     /// `(status, reason, message)` of the condition, or `None` when nothing is missing: `False`
@@ -226,7 +237,7 @@ mod tests {
     use nixcache_crds::{Autoscaling, PodDisruptionBudgetSpec};
 
     use super::*;
-    use crate::fixtures;
+    use crate::fixtures::{self, NixCacheExt};
 
     #[test]
     fn a_served_cluster_reports_nothing() {
@@ -282,5 +293,30 @@ mod tests {
         // On a volume GC always runs in the replica: nothing to report.
         let volume = fixtures::single("v");
         assert_eq!(FeatureReport::new(&volume, &no_cronjobs).condition(), None);
+    }
+
+    #[test]
+    fn warm_up_without_cronjobs_is_not_applied() {
+        let no_cronjobs = Capabilities::without([OptionalApi::CronJob]);
+        let warm = fixtures::single("v").with_warm("30 4 * * *", &[fixtures::HELLO]);
+        let (status, reason, message) = FeatureReport::new(&warm, &no_cronjobs).condition().unwrap();
+        assert_eq!((status, reason), ("False", "APINotServed"));
+        assert_eq!(
+            message,
+            "batch/v1 CronJob is not served by this cluster (Kubernetes 1.21+): spec.warm is not applied \
+             (nothing is fetched ahead; `nixcache warm` can be run by hand)"
+        );
+        // With GC on S3 too: both are said, the missing feature first.
+        let both = fixtures::scaled("demo").with_warm("30 4 * * *", &[fixtures::HELLO]);
+        let (status, _, message) = FeatureReport::new(&both, &no_cronjobs).condition().unwrap();
+        assert_eq!(status, "False");
+        assert!(
+            message.contains("spec.warm is not applied") && message.contains("--gc-schedule"),
+            "{message}"
+        );
+        assert_eq!(
+            FeatureReport::new(&both, &Capabilities::default()).condition(),
+            None
+        );
     }
 }

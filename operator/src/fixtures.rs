@@ -3,8 +3,11 @@
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use nixcache_crds::{
     Database, GarbageCollection, NixCache, NixCacheSpec, S3CredentialsRef, S3Storage, SecretKeyRef, Signing,
-    SqliteDatabase, Storage, VolumeStorage,
+    SqliteDatabase, Storage, VolumeStorage, Warm,
 };
+
+/// A well-formed store path, for warm-up specs.
+pub const HELLO: &str = "/nix/store/7qxb8wbwqha95lbfrcj97j6fb8wbywa4-hello-2.12.1";
 
 /// A NixCache `name` in namespace `default`, generation 1, with a uid (so children get an
 /// owner reference).
@@ -29,6 +32,7 @@ pub fn spec(storage: Storage, database: Database) -> NixCacheSpec {
         database,
         signing: None,
         gc: None,
+        warm: None,
         uploads: None,
         service: None,
         resources: None,
@@ -98,6 +102,8 @@ pub trait NixCacheExt: Sized {
     fn with_signing_secret(self, name: &str) -> Self;
     /// Sets `metadata.generation`.
     fn with_generation(self, generation: i64) -> Self;
+    /// Sets `spec.warm`: `paths` on `schedule`, the other settings at their defaults.
+    fn with_warm(self, schedule: &str, paths: &[&str]) -> Self;
 }
 
 impl NixCacheExt for NixCache {
@@ -120,6 +126,15 @@ impl NixCacheExt for NixCache {
 
     fn with_generation(mut self, generation: i64) -> Self {
         self.metadata.generation = Some(generation);
+        self
+    }
+
+    fn with_warm(mut self, schedule: &str, paths: &[&str]) -> Self {
+        self.spec.warm = Some(Warm {
+            schedule: schedule.into(),
+            paths: paths.iter().map(|p| (*p).to_owned()).collect(),
+            ..Warm::default()
+        });
         self
     }
 }

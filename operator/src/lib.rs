@@ -1,6 +1,7 @@
 //! The nixcache operator: reconciles `NixCache` resources into running, horizontally scaled
-//! nixcache proxies (signing Secret, migration Job, Deployment, Service, GC CronJob, optional
-//! HorizontalPodAutoscaler and PodDisruptionBudget), with leader election, metrics and events.
+//! nixcache proxies (signing Secret, migration Job, Deployment, Service, GC and warm-up
+//! CronJobs, optional HorizontalPodAutoscaler and PodDisruptionBudget), with leader election,
+//! metrics and events.
 //!
 //! `main.rs` only parses flags and calls [`run`]; tests drive [`reconcile::reconcile`] against
 //! a scripted API server.

@@ -8,6 +8,8 @@
 //!   reading it, the previous values stand, and so does a `Ready=True`.
 //! - `Ready` is true when a ready replica runs the Deployment's current template
 //!   ([`ready::condition`]).
+//! - A warning (an invalid `spec.warm`) sets `Degraded` only: the generation is still applied,
+//!   and `Progressing` and `Ready` follow the replicas.
 //! - Condition messages are at most [`CONDITION_MESSAGE_MAX_BYTES`] long.
 
 mod ready;
@@ -81,6 +83,9 @@ impl From<Option<Deployment>> for DeploymentSeen {
 pub struct Observation {
     /// A problem the user must fix (invalid spec, missing Secret, failed migration, …).
     pub blocker: Option<Blocker>,
+    /// A problem the user should fix that holds nothing else back (an invalid `spec.warm`): it
+    /// sets `Degraded` only, and the generation can still be complete.
+    pub warning: Option<Blocker>,
     /// An API request that failed (the reconciliation is retried): reason and one-line summary.
     pub failure: Option<Blocker>,
     /// The migration, when it got that far.
@@ -264,10 +269,32 @@ fn rollout_progress(d: &Deployment) -> Option<String> {
     None
 }
 
+/// `Degraded`: the problem, else a stuck rollout, else the warning; a warning behind one of the
+/// others is added to its message, so fixing that one does not uncover it by surprise.
 fn degraded_condition(seen: &Observation) -> Parts {
-    if let Some(problem) = seen.problem() {
-        return Parts::problem(CONDITION_DEGRADED, "True", problem);
+    let primary = seen
+        .problem()
+        .map(|problem| Parts::problem(CONDITION_DEGRADED, "True", problem))
+        .or_else(|| stuck_rollout(seen));
+    match (primary, &seen.warning) {
+        (Some(mut parts), Some(warning)) => {
+            let first = parts.message.trim_end_matches('.');
+            parts.message = format!("{first}. Also: {}", warning.message);
+            parts
+        }
+        (Some(parts), None) => parts,
+        (None, Some(warning)) => Parts::problem(CONDITION_DEGRADED, "True", warning),
+        (None, None) => Parts::new(
+            CONDITION_DEGRADED,
+            "False",
+            "AsExpected",
+            "no problems found".into(),
+        ),
     }
+}
+
+/// `Degraded=True, RolloutStuck` when the Deployment controller gave up on the rollout.
+fn stuck_rollout(seen: &Observation) -> Option<Parts> {
     let deployment = seen.deployment.get();
     let stuck = deployment
         .and_then(|d| d.status.as_ref())
@@ -275,19 +302,11 @@ fn degraded_condition(seen: &Observation) -> Parts {
         .and_then(|cs| {
             cs.iter()
                 .find(|c| c.type_ == "Progressing" && c.status == "False")
-        });
-    if let Some(c) = stuck {
-        let message = format!(
-            "the rollout stopped progressing: {} (see `kubectl describe deployment {}`)",
-            c.message.as_deref().unwrap_or("no message"),
-            deployment.map(|d| d.name_any()).unwrap_or_default()
-        );
-        return Parts::new(CONDITION_DEGRADED, "True", "RolloutStuck", message);
-    }
-    Parts::new(
-        CONDITION_DEGRADED,
-        "False",
-        "AsExpected",
-        "no problems found".into(),
-    )
+        })?;
+    let message = format!(
+        "the rollout stopped progressing: {} (see `kubectl describe deployment {}`)",
+        stuck.message.as_deref().unwrap_or("no message"),
+        deployment.map(|d| d.name_any()).unwrap_or_default()
+    );
+    Some(Parts::new(CONDITION_DEGRADED, "True", "RolloutStuck", message))
 }

@@ -248,11 +248,12 @@ async fn reconciler_requests() -> Vec<Recorded> {
     w.edit("demo", |nc| {
         nc["spec"]["autoscaling"] = json!({"minReplicas": 3, "maxReplicas": 6});
         nc["spec"]["podDisruptionBudget"] = json!({"maxUnavailable": 1});
+        nc["spec"]["warm"] = json!({"schedule": "30 4 * * *", "paths": [fixtures::HELLO]});
     });
     w.reconcile("demo").await;
     w.edit("demo", |nc| {
         let spec = nc["spec"].as_object_mut().unwrap();
-        for k in ["autoscaling", "podDisruptionBudget", "gc"] {
+        for k in ["autoscaling", "podDisruptionBudget", "gc", "warm"] {
             spec.remove(k);
         }
     });
@@ -524,6 +525,8 @@ async fn the_chart_grants_exactly_the_requests_the_operator_makes() {
         format!("POST {NS}/secrets"),
         format!("PATCH {NS}/persistentvolumeclaims/volume-data"),
         format!("DELETE {BATCH}/cronjobs/demo-gc"),
+        format!("PATCH {BATCH}/cronjobs/demo-warm"),
+        format!("DELETE {BATCH}/cronjobs/demo-warm"),
         "PATCH /apis/autoscaling/v2/namespaces/default/horizontalpodautoscalers/demo".to_owned(),
         "DELETE /apis/policy/v1/namespaces/default/poddisruptionbudgets/demo".to_owned(),
         format!("GET {APPS}/deployments/demo"),

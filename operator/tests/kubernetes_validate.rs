@@ -12,7 +12,8 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use nixcache_crds::NixCache;
+use nixcache_crds::{NixCache, Warm};
+use nixcache_operator::fixtures::HELLO;
 use nixcache_operator::render::{self, Plan};
 use nixcache_operator::Config;
 use nixcache_protocol::SigningKey;
@@ -95,6 +96,14 @@ fn examples() -> Vec<(String, NixCache)> {
         .map(|path| {
             let mut nc: NixCache = serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
             nc.metadata.uid = Some("0b7e2b4c-5f2a-4c1e-9a59-3d1c2f6f0a11".into());
+            // Every optional child: the examples leave warm-up out.
+            nc.spec.warm.get_or_insert_with(|| Warm {
+                schedule: "30 4 * * *".into(),
+                time_zone: Some("Europe/Berlin".into()),
+                paths: vec![HELLO.into()],
+                narinfos_only: true,
+                concurrency: Some(4),
+            });
             (path.file_name().unwrap().to_string_lossy().into_owned(), nc)
         })
         .collect()
@@ -118,6 +127,9 @@ fn rendered(nc: &NixCache) -> Vec<Value> {
         render::persistent_volume_claim(nc).map(|o| serde_json::to_value(o).unwrap()),
         render::migrate_job(nc, &plan).map(|o| serde_json::to_value(o).unwrap()),
         render::gc_cronjob(nc, &plan).map(|o| serde_json::to_value(o).unwrap()),
+        render::warm_cronjob(nc, &plan)
+            .unwrap()
+            .map(|o| serde_json::to_value(o).unwrap()),
         render::horizontal_pod_autoscaler(nc).map(|o| serde_json::to_value(o).unwrap()),
         render::pod_disruption_budget(nc).map(|o| serde_json::to_value(o).unwrap()),
     ];
@@ -132,6 +144,12 @@ fn every_rendered_manifest_is_valid_for_kubernetes_1_33() {
     for (file, nc) in examples() {
         let docs = rendered(&nc);
         kinds.extend(docs.iter().map(|d| d["kind"].as_str().unwrap().to_owned()));
+        assert!(
+            docs.iter().any(|d| d["metadata"]["name"]
+                .as_str()
+                .is_some_and(|n| n.ends_with("-warm"))),
+            "{file}: the warm-up CronJob is checked"
+        );
         if let Err(output) = validate(&tool, &docs) {
             panic!("{file}: rendered manifests rejected by kubernetes-validate --strict:\n{output}");
         }

@@ -1,7 +1,7 @@
 //! The command lines the operator renders are ones the real `nixcache` accepts: for every
-//! example, the Deployment's `serve`, the migration Job's `migrate` and the CronJob's `gc` are
-//! parsed by the proxy's own CLI (flags and `NIXCACHE_*` env), so a renamed or removed flag on
-//! either side fails here rather than in a cluster.
+//! example, the Deployment's `serve`, the migration Job's `migrate`, the CronJob's `gc` and the
+//! warm-up CronJob's `warm` are parsed by the proxy's own CLI (flags and `NIXCACHE_*` env), so a
+//! renamed or removed flag on either side fails here rather than in a cluster.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
@@ -10,6 +10,7 @@ use clap::Parser;
 use k8s_openapi::api::core::v1::Container;
 use nixcache::cli::{Cli, Command};
 use nixcache_crds::NixCache;
+use nixcache_operator::fixtures::HELLO;
 use nixcache_operator::render::{self, Plan};
 use nixcache_operator::Config;
 
@@ -107,5 +108,28 @@ fn rendered_command_lines_parse_with_the_proxy_cli() {
                 "{file}: gc must see the storage serve uses"
             );
         }
+        warm_parses(&file, nc, &plan);
     }
+}
+
+/// The example with every `spec.warm` setting: `warm` against the Service, with them all.
+fn warm_parses(file: &str, mut nc: NixCache, plan: &Plan) {
+    let other = "/nix/store/0c0wf1qw0hh0gmgxbbd1k7ligmakdfrn-glibc-2.40-66";
+    nc.spec.warm = Some(nixcache_crds::Warm {
+        schedule: "30 4 * * *".into(),
+        time_zone: None,
+        paths: vec![HELLO.into(), other.into()],
+        narinfos_only: true,
+        concurrency: Some(3),
+    });
+    let cron = render::warm_cronjob(&nc, plan).unwrap().unwrap();
+    let job = cron.spec.as_ref().unwrap().job_template.spec.as_ref().unwrap();
+    let Command::Warm(warm) = parse(first_container(job.template.spec.as_ref())) else {
+        panic!("{file}: the warm-up CronJob does not run `nixcache warm`");
+    };
+    assert_eq!(warm.url, render::service_url(&nc), "{file}");
+    let paths: Vec<String> = warm.paths.iter().map(|p| p.to_absolute()).collect();
+    assert_eq!(paths, [HELLO, other], "{file}");
+    assert!(warm.narinfos_only, "{file}");
+    assert_eq!(warm.concurrency, 3, "{file}");
 }

@@ -1,4 +1,4 @@
-//! Upstreams, signing, GC, uploads, Service, autoscaling and disruption budget settings.
+//! Upstreams, signing, GC, warm-up, uploads, Service, autoscaling and disruption budget settings.
 
 use std::collections::BTreeMap;
 
@@ -82,6 +82,35 @@ pub struct GarbageCollection {
     /// Time zone of `schedule`, e.g. `Europe/Berlin` (default: the controller manager's, usually UTC).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub time_zone: Option<String>,
+}
+
+/// A store path as `nixcache warm` takes it: `/nix/store/<32 nixbase32 characters>-<name>`.
+pub const STORE_PATH_PATTERN: &str = r"^/nix/store/[0-9a-df-np-sv-z]{32}-[A-Za-z0-9+._?=-]{1,211}$";
+
+/// Closures fetched into the cache on a schedule, before clients ask for them.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Warm {
+    /// When to run, in cron syntax, e.g. `30 4 * * *` (daily at 04:30). A CronJob runs
+    /// `nixcache warm` against this cache's Service; a run still going at the next time is not
+    /// started twice.
+    #[schemars(length(min = 9))]
+    pub schedule: String,
+    /// Time zone of `schedule`, e.g. `Europe/Berlin` (default: the controller manager's, usually UTC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_zone: Option<String>,
+    /// Store paths (`/nix/store/<hash>-<name>`) whose whole closures are fetched, e.g. the system
+    /// toplevels of a nixpkgs bump. A path missing upstream fails the run (the others are still
+    /// fetched).
+    #[schemars(length(min = 1, max = 1000), inner(regex(pattern = STORE_PATH_PATTERN)))]
+    pub paths: Vec<String>,
+    /// Fetch the narinfos only, and leave the NARs for the clients that ask (default false).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub narinfos_only: bool,
+    /// Requests at once (default 8).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 256))]
+    pub concurrency: Option<i32>,
 }
 
 /// Uploads from authenticated clients.

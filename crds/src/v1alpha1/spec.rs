@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     Autoscaling, Database, GarbageCollection, NixCacheStatus, PodDisruptionBudgetSpec, ServiceSpec, Signing,
-    Storage, Uploads, Upstream,
+    Storage, Uploads, Upstream, Warm,
 };
 
 /// A caching, verifying proxy for Nix binary caches, run as `nixcache serve` replicas behind a
@@ -127,6 +127,11 @@ pub struct NixCacheSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gc: Option<GarbageCollection>,
 
+    /// Fetch the closures of `paths` into the cache on `schedule` (a CronJob running
+    /// `nixcache warm` against the cache's own Service). Unset: nothing is fetched ahead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warm: Option<Warm>,
+
     /// Accept `PUT` (and optionally `DELETE`) of narinfos and NARs from authenticated clients
     /// (`nix copy --to`). Unset: the cache is read-only (`405`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -145,7 +150,7 @@ pub struct NixCacheSpec {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub node_selector: BTreeMap<String, String>,
 
-    /// Tolerations of the replicas' pods (and of the migration and GC jobs).
+    /// Tolerations of the replicas' pods (and of the migration, GC and warm-up jobs).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tolerations: Vec<Toleration>,
 

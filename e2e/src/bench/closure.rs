@@ -1,11 +1,12 @@
 //! Cold closures: a real Nix client (2.8, and the current one when the runner is there)
-//! substitutes the fixture's 20-path closure into an empty store through a fresh server —
+//! substitutes a closure into an empty store (the fixture's 20-path chain, then the 121-path
+//! wide closure a client walks level by level) through a fresh server —
 //! nixcache (prefetch on, as by default), nixcache `--prefetch off`, nginx `proxy_cache` — and
 //! straight from the upstream, which answers every request 50 ms late; then once more into
 //! another empty store through the now warm server. What is timed is Nix's command alone
 //! (`nix-store -r`), not the check after it. Also: the upstream bytes each fetched, against
-//! what the client needed, and a `nix path-info -r` through a fresh nixcache, which must make
-//! it download no NAR.
+//! what the client needed, and a `nix path-info -r` of the wide closure through a fresh
+//! nixcache, which must make it download no NAR.
 
 use std::time::Duration;
 
@@ -56,14 +57,31 @@ struct Figures {
     upstream_bytes: Vec<f64>,
 }
 
-pub async fn run(report: &mut Report, s: &Settings, cache: &UpstreamCache) -> Result<()> {
+pub async fn run(report: &mut Report, s: &Settings, chain: &UpstreamCache) -> Result<()> {
+    let compression = chain.compression.clone();
+    let dag = tokio::task::spawn_blocking(move || UpstreamCache::dag(&compression, "bench"))
+        .await?
+        .context("the wide closure's fixture")?;
+    let mut text = String::new();
+    for (cache, shape) in [(chain, "chain"), (&dag, "wide closure")] {
+        text.push_str(&table(s, cache, shape).await?);
+        text.push('\n');
+    }
+    text.push_str(&looking_downloads_nothing(s, &dag).await?);
+    text.push('\n');
+    report.section("Cold closures through the proxy (prefetch)", text);
+    Ok(())
+}
+
+/// One fixture's table: every client, every way, `s.runs` times.
+async fn table(s: &Settings, cache: &UpstreamCache, shape: &str) -> Result<String> {
     let upstream = delayed_upstream(cache)?;
     let needed = closure_file_bytes(cache)?;
     let mib = needed as f64 / f64::from(1 << 20);
     let mut table = format!(
-        "{} paths, {mib:.1} MiB of NAR files, {}; median (min–max) of {} runs, fresh servers and empty \
-         client stores each run.\n\n| client | via | cold s | ratio to nginx | warm s | upstream \
-         bytes / needed |\n|---|---|---|---|---|---|\n",
+        "The {shape}: {} paths, {mib:.1} MiB of NAR files, {}; median (min–max) of {} runs, fresh \
+         servers and empty client stores each run.\n\n| client | via | cold s | ratio to nginx | \
+         warm s | upstream bytes / needed |\n|---|---|---|---|---|---|\n",
         cache.paths.len(),
         delayed_label(),
         s.runs
@@ -83,10 +101,10 @@ pub async fn run(report: &mut Report, s: &Settings, cache: &UpstreamCache) -> Re
                 let busy = procfs::wait_idle().await;
                 let (cold, warm, bytes) = measure(s, cache, &upstream, via, nix)
                     .await
-                    .with_context(|| format!("{client} via {}", via.name()))?;
+                    .with_context(|| format!("{shape}, {client} via {}", via.name()))?;
                 eprintln!(
-                    "[bench] closure, {client}, run {}/{}, {}: cold {cold:.2} s, warm {warm:.2} s, \
-                     upstream {bytes} B (busy before {busy:.0} %)",
+                    "[bench] closure ({shape}), {client}, run {}/{}, {}: cold {cold:.2} s, warm \
+                     {warm:.2} s, upstream {bytes} B (busy before {busy:.0} %)",
                     run + 1,
                     s.runs,
                     via.name()
@@ -98,12 +116,7 @@ pub async fn run(report: &mut Report, s: &Settings, cache: &UpstreamCache) -> Re
         }
         table.push_str(&rows(&client, &figures));
     }
-    table.push_str(&format!(
-        "\n{}\n",
-        looking_downloads_nothing(s, cache, &upstream).await?
-    ));
-    report.section("Cold closures through the proxy (prefetch)", table);
-    Ok(())
+    Ok(table)
 }
 
 /// The four ways, nginx and nixcache alternating first from run to run.
@@ -205,11 +218,8 @@ fn rows(client: &str, figures: &[Figures]) -> String {
 }
 
 /// `nix path-info -r` (narinfos only) through a fresh nixcache: NAR bytes the upstream sent.
-async fn looking_downloads_nothing(
-    s: &Settings,
-    cache: &UpstreamCache,
-    upstream: &TestUpstream,
-) -> Result<String> {
+async fn looking_downloads_nothing(s: &Settings, cache: &UpstreamCache) -> Result<String> {
+    let upstream = &delayed_upstream(cache)?;
     let mut c = cluster(s, 0, cache, upstream).await?;
     let proxy = c.add_replica_with(&upstream.url, &cache.public_key, &[]).await?;
     upstream.reset_stats();
@@ -230,5 +240,9 @@ async fn looking_downloads_nothing(
         .filter(|p| p.starts_with("/nar/"))
         .count();
     ensure!(nars == 0, "nix path-info -r made nixcache download {nars} NARs");
-    Ok("`nix path-info -r` (Nix 2.8) of the closure through a fresh nixcache: 0 NAR downloads.".into())
+    Ok(format!(
+        "`nix path-info -r` (Nix 2.8) of the wide closure ({} paths) through a fresh nixcache: 0 \
+         NAR downloads.",
+        cache.paths.len()
+    ))
 }

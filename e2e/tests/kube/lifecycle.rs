@@ -1,6 +1,6 @@
 //! A NixCache's life on a real API server: created, serving a real Nix client through its
-//! Service, scaled, edited (a toleration, the image, autoscaling on and off), a child deleted by
-//! hand, deleted and created again with the same signing key.
+//! Service, scaled, edited (a toleration, the image, autoscaling on and off, warm-up), a child
+//! deleted by hand, deleted and created again with the same signing key.
 
 use std::time::Duration;
 
@@ -40,6 +40,8 @@ async fn a_nixcache_lives_and_serves_on_a_real_api_server() -> Result<()> {
     a_toleration_rolls_the_pods_without_wedging_the_job(&mut world).await?;
     an_image_change_migrates_before_the_replicas_move(&mut world).await?;
     autoscaling_on_and_off_never_dips_the_replicas(&mut world).await?;
+    crate::warm::warm_up_follows_the_spec(&world, NAME, &edited_spec()).await?;
+    phase("warm-up: refused, reported, applied and removed");
     a_child_deleted_by_hand_is_put_back(&world).await?;
     deleting_the_nixcache_keeps_its_key(&mut world, &public_key)
         .await
@@ -122,9 +124,7 @@ async fn an_image_change_migrates_before_the_replicas_move(world: &mut World) ->
 /// Defect 3: the operator was the only server-side-apply owner of the Deployment's
 /// `spec.replicas`; leaving it out when autoscaling was turned on reset it to 1.
 async fn autoscaling_on_and_off_never_dips_the_replicas(world: &mut World) -> Result<()> {
-    let base = format!(
-        "  image: {IMAGE_V2}\n  tolerations:\n  - {{key: dedicated, operator: Exists, effect: NoSchedule}}\n"
-    );
+    let base = edited_spec();
     let with_autoscaling = format!("{base}  autoscaling: {{minReplicas: 2, maxReplicas: 4}}\n");
     for extra in [with_autoscaling.as_str(), base.as_str()] {
         world.ns.apply(&world.nixcache_yaml(NAME, 3, extra))?;
@@ -163,6 +163,13 @@ async fn autoscaling_on_and_off_never_dips_the_replicas(world: &mut World) -> Re
         );
     }
     Ok(())
+}
+
+/// The spec's extra lines after the toleration and image edits.
+fn edited_spec() -> String {
+    format!(
+        "  image: {IMAGE_V2}\n  tolerations:\n  - {{key: dedicated, operator: Exists, effect: NoSchedule}}\n"
+    )
 }
 
 async fn a_child_deleted_by_hand_is_put_back(world: &World) -> Result<()> {

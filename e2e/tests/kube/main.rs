@@ -12,6 +12,7 @@ mod leader;
 mod lifecycle;
 mod rbac;
 mod secrets;
+mod warm;
 mod world;
 
 /// One scenario at a time.

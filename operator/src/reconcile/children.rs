@@ -150,7 +150,7 @@ pub async fn apply_claim(
 /// first line and the further errors of a list, without the object dumps between them. A
 /// server-side apply gets `X is invalid: [spec: Forbidden: …\n  core.PersistentVolumeClaimSpec{…}\n
 /// , spec.resources…: Forbidden: …]`, kubectl shows `X is invalid: \n* spec: …\n  …\n* …`.
-fn one_line(message: &str) -> String {
+pub(super) fn one_line(message: &str) -> String {
     const MAX: usize = 300;
     let mut lines = message.lines();
     let mut parts = vec![lines.next().unwrap_or_default().trim().to_owned()];

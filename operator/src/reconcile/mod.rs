@@ -3,7 +3,8 @@
 //! Order: check the spec → read the referenced Secrets and the signing key (generating it once)
 //! → Service (and the data claim: a change the API server refuses is reported, the rest goes on)
 //! → migration Job for the image and database; only once it succeeded → Deployment, GC CronJob,
-//! autoscaler, disruption budget, superseded migration Jobs deleted → status and events.
+//! autoscaler, disruption budget, warm-up CronJob (a problem with it is only a warning),
+//! superseded migration Jobs deleted → status and events.
 
 pub mod children;
 pub mod events;
@@ -12,6 +13,7 @@ pub mod replicas;
 pub mod secrets;
 mod signing_owner;
 pub mod validate;
+mod warm;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -102,7 +104,10 @@ async fn record_failure(nc: &NixCache, ctx: &Context, error: &Error) {
 pub fn error_policy(nc: Arc<NixCache>, error: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics.reconcile_failed(error);
     let delay = ctx.next_backoff(&object_key(&nc), error.base_backoff());
-    tracing::warn!(nixcache = %object_key(&nc), %error, kind = error.metric_label(), retry_in = ?delay, "reconcile failed");
+    tracing::warn!(
+        nixcache = %object_key(&nc), %error, kind = error.metric_label(), retry_in = ?delay,
+        "reconcile failed"
+    );
     Action::requeue(delay)
 }
 
@@ -145,13 +150,16 @@ async fn observe(nc: &NixCache, ctx: &Context) -> Result<Observation> {
             seen.deployment = current_deployment(nc, ctx).await?.into();
             seen.blocker = migration.as_ref().err().cloned().or(seen.blocker);
             seen.migration = migration.ok();
+            // Checked without the API server, so Degraded does not flap while a migration runs.
+            seen.warning = warm::check(nc, &plan);
             return Ok(seen);
         }
         Ok(done) => seen.migration = Some(done),
     }
     seen.deployment = Some(replicas::apply_deployment(ctx, nc, &plan).await?).into();
     seen.image = Some(plan.image.clone());
-    optional_children(nc, ctx, &plan).await?;
+    // A warm-up problem is reported (Degraded) but is not a blocker: the generation is applied.
+    seen.warning = optional_children(nc, ctx, &plan).await?;
     migration::delete_superseded(nc, ctx, seen.migration.as_ref(), spec_changed(nc)).await?;
     // A refused claim change is part of this generation that did not make it.
     seen.complete = seen.blocker.is_none();
@@ -166,10 +174,12 @@ async fn current_deployment(nc: &NixCache, ctx: &Context) -> Result<Option<Deplo
         .map_err(|e| Error::kube(format!("read Deployment {ns}/{}", nc.name_any()), e))
 }
 
-/// The GC CronJob, autoscaler and disruption budget: applied when the spec wants them; after a
-/// spec change, deleted when it no longer does. A child whose API the cluster does not serve is
-/// skipped (the `FeaturesAvailable` condition says so; GC then runs in the replicas).
-async fn optional_children(nc: &NixCache, ctx: &Context, plan: &Plan) -> Result<()> {
+/// The GC CronJob, autoscaler, disruption budget and warm-up CronJob: applied when the spec
+/// wants them; after a spec change, deleted when it no longer does. A child whose API the cluster
+/// does not serve is skipped (the `FeaturesAvailable` condition says so; GC then runs in the
+/// replicas). The warm-up CronJob comes last and a problem with it is returned as a warning, so
+/// an invalid `spec.warm` holds back nothing else.
+async fn optional_children(nc: &NixCache, ctx: &Context, plan: &Plan) -> Result<Option<Blocker>> {
     let changed = spec_changed(nc);
     let serves = |api| plan.capabilities.serves(api);
     if serves(OptionalApi::CronJob) {
@@ -193,7 +203,11 @@ async fn optional_children(nc: &NixCache, ctx: &Context, plan: &Plan) -> Result<
             None => {}
         }
     }
-    Ok(())
+    if serves(OptionalApi::CronJob) {
+        warm::reconcile(ctx, nc, plan, changed).await
+    } else {
+        Ok(warm::check(nc, plan))
+    }
 }
 
 /// True until the status says every child of the current generation was applied (a blocked

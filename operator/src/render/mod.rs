@@ -10,6 +10,7 @@ mod migrate_job;
 mod pod;
 mod secrets;
 mod service;
+mod warm_cronjob;
 
 use std::collections::BTreeMap;
 
@@ -28,6 +29,7 @@ pub use secrets::{
     PUBLIC_KEY_ENTRY, SECRET_KEY_ENTRY,
 };
 pub use service::service;
+pub use warm_cronjob::{warm_cronjob, InvalidWarm, WARM_BACKOFF_LIMIT, WARM_DEADLINE_SECONDS};
 
 use crate::capabilities::{Capabilities, OptionalApi};
 use crate::config::Config;
@@ -133,6 +135,11 @@ pub fn gc_cronjob_name(nc: &NixCache) -> String {
     format!("{}-gc", nc.name_any())
 }
 
+/// Name of the warm-up CronJob.
+pub fn warm_cronjob_name(nc: &NixCache) -> String {
+    format!("{}-warm", nc.name_any())
+}
+
 /// Labels selecting the replicas' pods.
 pub fn selector_labels(nc: &NixCache) -> BTreeMap<String, String> {
     BTreeMap::from([
@@ -151,7 +158,7 @@ pub fn selector_string(nc: &NixCache) -> String {
         .join(",")
 }
 
-/// Labels of a child of `component` (`proxy`, `migrate`, `gc`, `signing-key`, `data`).
+/// Labels of a child of `component` (`proxy`, `migrate`, `gc`, `warm`, `signing-key`, `data`).
 pub fn labels(nc: &NixCache, component: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
         ("app.kubernetes.io/name".to_owned(), "nixcache".to_owned()),

@@ -1,4 +1,5 @@
-//! Container and pod pieces shared by the Deployment, the migration Job and the GC CronJob.
+//! Container and pod pieces shared by the Deployment, the migration Job and the GC and warm-up
+//! CronJobs.
 
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, KeyToPath, ObjectFieldSelector,
@@ -54,10 +55,7 @@ pub(super) fn storage_args(nc: &NixCache) -> Vec<String> {
 /// Environment of every container: logs as JSON, and the secrets each command needs, always by
 /// reference to their Secret (never inlined): the database URL and the S3 credentials.
 pub(super) fn env(nc: &NixCache, with_storage: bool) -> Vec<EnvVar> {
-    let mut env = vec![
-        plain("NIXCACHE_LOG_FORMAT", "json"),
-        plain("MALLOC_ARENA_MAX", "2"),
-    ];
+    let mut env = base_env();
     if let Some(url) = &nc.spec.database.url_secret_ref {
         env.push(from_secret("NIXCACHE_DATABASE_URL", url, "url"));
     }
@@ -84,6 +82,14 @@ pub(super) fn env(nc: &NixCache, with_storage: bool) -> Vec<EnvVar> {
         ));
     }
     env
+}
+
+/// Environment without any secret: logs as JSON, and few malloc arenas.
+pub(super) fn base_env() -> Vec<EnvVar> {
+    vec![
+        plain("NIXCACHE_LOG_FORMAT", "json"),
+        plain("MALLOC_ARENA_MAX", "2"),
+    ]
 }
 
 /// `POD_IP` from the downward API, for `--advertise-url http://$(POD_IP):8501`.

@@ -192,3 +192,36 @@ fn condition_messages_are_bounded() {
         assert!(c.message.ends_with('…'));
     }
 }
+
+#[test]
+fn a_warning_sets_degraded_only_and_the_generation_is_applied() {
+    let nc = serving().with_generation(2);
+    let warning = Blocker::new(
+        "InvalidSpec",
+        "spec.warm.schedule: the API server refused …".into(),
+    );
+    // Rolling out generation 2, with an invalid spec.warm.
+    let mut seen = seen_with(deployment(2, 2, 4, 1, 3));
+    seen.warning = Some(warning.clone());
+    let s = status(&nc, &seen, &now());
+    let (degraded, reason, message) = condition(&s, CONDITION_DEGRADED);
+    assert_eq!((degraded.as_str(), reason.as_str()), ("True", "InvalidSpec"));
+    assert!(message.starts_with("spec.warm.schedule"), "{message}");
+    let (progressing, reason, _) = condition(&s, CONDITION_PROGRESSING);
+    assert_eq!((progressing.as_str(), reason.as_str()), ("True", "RollingOut"));
+    assert_eq!(s.observed_generation, Some(2));
+    assert!(children_applied(Some(&s), Some(2)), "not looked for again");
+    // Behind a blocker, it is still shown.
+    seen.blocker = Some(Blocker::new(
+        "VolumeClaimNotUpdated",
+        "the API server refused ….".into(),
+    ));
+    seen.complete = false;
+    let s = status(&nc, &seen, &now());
+    let (_, reason, message) = condition(&s, CONDITION_DEGRADED);
+    assert_eq!(reason, "VolumeClaimNotUpdated");
+    assert_eq!(
+        message,
+        "the API server refused …. Also: spec.warm.schedule: the API server refused …"
+    );
+}

@@ -44,14 +44,17 @@ impl Cache {
         let span = match &feed {
             Feed::Upstream(_) => {
                 tracing::info!(nar = %key, store_path = %record.info.store_path, upstream = %record.info.url, "fetching NAR");
-                tracing::info_span!("upstream_nar", nar = %key, url = %record.info.url)
+                tracing::info_span!(parent: None, "upstream_nar", nar = %key, url = %record.info.url)
             }
             Feed::Holder(holder) => {
                 tracing::info!(nar = %key, holder = %holder.holder, address = %holder.address,
                     "copying the NAR from the replica fetching it");
-                tracing::info_span!("replica_nar", nar = %key, holder = %holder.holder)
+                tracing::info_span!(parent: None, "replica_nar", nar = %key, holder = %holder.holder)
             }
         };
+        // A trace of its own: a download outlives the request (or prefetch) that started it,
+        // which must not stay open, and be exported, only when the download ends.
+        span.follows_from(tracing::Span::current());
         let run = run(self.clone(), Arc::clone(&fill), record, feed);
         self.fill_tasks.spawn(
             async move {

@@ -7,6 +7,7 @@ use futures::{
     future::{BoxFuture, Shared},
     FutureExt,
 };
+use tracing::Instrument;
 
 use super::CacheError;
 
@@ -80,13 +81,15 @@ impl<K: Eq + Hash + Clone + Send + 'static, T: Send + Sync + 'static> SingleFlig
     {
         let inflight = Arc::clone(&self.inflight);
         // Inserted under the map's lock, which the task needs to remove it: no early removal.
-        let task = tokio::spawn(async move {
+        // In the leader's span (a client's request, a prefetch tree): its trace shows the fetch.
+        let run = async move {
             let result = work.await;
             if let Ok(mut map) = inflight.lock() {
                 map.remove(&key);
             }
             result
-        });
+        };
+        let task = tokio::spawn(run.in_current_span());
         async move {
             match task.await {
                 Ok(result) => result.map(Arc::new).map_err(Arc::new),

@@ -234,6 +234,12 @@ pub struct UploadArgs {
     #[arg(long, env = "NIXCACHE_ALLOW_DELETE")]
     pub allow_delete: bool,
 
+    /// Accept `POST /_nixcache/warm` (fetch whole closures into the cache, as `nixcache warm`
+    /// does) and `GET /_nixcache/warm` (the running or last one's state); needs
+    /// --upload-credentials-file.
+    #[arg(long, env = "NIXCACHE_ALLOW_WARM")]
+    pub allow_warm: bool,
+
     /// Who may write: htpasswd lines `USER:$2y$…` (bcrypt, `htpasswd -nB USER`) for HTTP Basic,
     /// and/or lines holding only a token, accepted as a Bearer token or as any user's password.
     #[arg(long, env = "NIXCACHE_UPLOAD_CREDENTIALS_FILE")]
@@ -355,5 +361,20 @@ mod tests {
             ("b", true, "p")
         );
         assert!(s3.endpoint.is_none() && s3.region.is_none() && s3.credentials.is_none());
+    }
+
+    #[test]
+    fn warm_defaults_are_those_of_http_warm_ups() {
+        let cli = Cli::try_parse_from([
+            "nixcache",
+            "warm",
+            "/nix/store/7h7qgvs4kgzsn8a6rb274saxyqh4jxlz-a",
+        ]);
+        let Command::Warm(args) = cli.unwrap().command else {
+            unreachable!()
+        };
+        let options = args.options();
+        assert_eq!(options.concurrency, crate::warm::DEFAULT_CONCURRENCY);
+        assert_eq!(options.timeout, crate::warm::DEFAULT_TIMEOUT);
     }
 }

@@ -39,6 +39,7 @@ impl WarmArgs {
             concurrency: self.concurrency as usize,
             narinfos_only: self.narinfos_only,
             timeout: self.timeout,
+            direct: false,
         }
     }
 }

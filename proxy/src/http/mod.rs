@@ -16,6 +16,7 @@ mod side;
 mod status;
 mod trace;
 mod upload;
+mod warm;
 mod write;
 
 use std::sync::{
@@ -35,6 +36,7 @@ use crate::cache::{replica::FILLS_ROUTE, Cache};
 pub use auth::{CredentialsFileError, UploadAuth, BCRYPT_AT_ONCE};
 pub use encoding::Encoders;
 pub use error::ApiError;
+pub use warm::WARM_ROUTE;
 
 /// The address a request came from (its connection's peer), set by the server: prefetching
 /// follows each client's walk apart.
@@ -79,10 +81,12 @@ impl AppState {
 pub struct Writes {
     pub put: bool,
     pub delete: bool,
-    /// Required (checked at start) when either verb is on.
+    /// Required (checked at start) when a verb or warm-ups are on.
     pub auth: Option<Arc<UploadAuth>>,
     /// Largest NAR file a PUT may send.
     pub max_upload_size: u64,
+    /// `POST /_nixcache/warm` (`--allow-warm`; needs `auth` too).
+    pub warm: Option<crate::warm::jobs::WarmJobs>,
 }
 
 /// The whole HTTP API; tests call this directly.
@@ -101,6 +105,7 @@ pub fn router(state: AppState) -> Router {
             get(nar::get_nar).put(upload::put_nar).delete(upload::delete_nar),
         )
         .route(&format!("{FILLS_ROUTE}/{{file}}"), get(nar::get_fill))
+        .route(warm::WARM_ROUTE, get(warm::warm_state).post(warm::start_warm))
         .route("/log/{drv}", get(side::get_log).put(side::put_log))
         .route(
             "/realisations/{id}",

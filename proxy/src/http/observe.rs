@@ -33,6 +33,7 @@ fn route_label(matched: Option<&MatchedPath>, path: &str) -> Route {
         Some("/realisations/{id}") => Route::Realisation,
         Some("/build-trace-v2/{drv}/{output}") => Route::BuildTraceV2,
         Some(p) if p.starts_with(crate::cache::replica::FILLS_ROUTE) => Route::Fills,
+        Some(super::WARM_ROUTE) => Route::Warm,
         _ => Route::Other,
     }
 }

@@ -4,7 +4,7 @@
 
 use axum::{
     extract::State,
-    http::header,
+    http::{header, StatusCode},
     response::{IntoResponse, Response},
 };
 use serde::Serialize;
@@ -82,11 +82,16 @@ pub async fn status(State(state): State<AppState>) -> Response {
             hit_ratio: (hits + misses > 0).then(|| hits as f64 / (hits + misses) as f64),
         },
     };
-    match serde_json::to_string_pretty(&status) {
-        Ok(json) => ([(header::CONTENT_TYPE, "application/json")], json + "\n").into_response(),
+    json(StatusCode::OK, &status)
+}
+
+/// A JSON body, indented for a person reading it with curl.
+pub(super) fn json<T: Serialize>(status: StatusCode, value: &T) -> Response {
+    match serde_json::to_string_pretty(value) {
+        Ok(json) => (status, [(header::CONTENT_TYPE, "application/json")], json + "\n").into_response(),
         Err(e) => super::error::plain(
-            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-            &format!("cannot render the status: {e}"),
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("cannot render JSON: {e}"),
         ),
     }
 }

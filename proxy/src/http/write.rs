@@ -9,7 +9,7 @@ use axum::{
 
 use nixcache_formats::content_encoding::ContentEncoding;
 
-use super::{error, ApiError, AppState};
+use super::{error, ApiError, AppState, UploadAuth};
 use crate::{
     cache::{CacheError, Stored, UploadError},
     metrics::{ObjectKind, UploadResult},
@@ -45,28 +45,54 @@ pub(super) async fn admit(
             return Err(response);
         }
     };
-    match auth.allows(headers).await {
-        Ok(true) => return Ok(()),
-        Ok(false) => {}
-        Err(busy) => {
-            tracing::debug!(error = %busy, "upload refused: credentials could not be checked in time");
-            state.cache.metrics().upload(kind, UploadResult::Busy);
-            return Err(error::too_busy(
-                "too many credential checks at once: try again shortly",
-                1,
-            ));
+    authenticate(auth, headers).await.map_err(|refusal| {
+        let result = match refusal {
+            Refusal::Busy => UploadResult::Busy,
+            Refusal::Unauthorized => UploadResult::Unauthorized,
+        };
+        state.cache.metrics().upload(kind, result);
+        refusal.into_response()
+    })
+}
+
+/// Why a request that needs a credential was refused.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Refusal {
+    /// Too many credentials being checked to tell in time (503).
+    Busy,
+    /// No credential, or a wrong one (401).
+    Unauthorized,
+}
+
+impl Refusal {
+    pub(super) fn into_response(self) -> Response {
+        match self {
+            Refusal::Busy => error::too_busy("too many credential checks at once: try again shortly", 1),
+            Refusal::Unauthorized => {
+                let mut response = error::plain(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized: a valid credential is required",
+                );
+                response.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Basic realm=\"nixcache\", charset=\"UTF-8\""),
+                );
+                response
+            }
         }
     }
-    state.cache.metrics().upload(kind, UploadResult::Unauthorized);
-    let mut response = error::plain(
-        StatusCode::UNAUTHORIZED,
-        "unauthorized: a valid credential is required",
-    );
-    response.headers_mut().insert(
-        header::WWW_AUTHENTICATE,
-        HeaderValue::from_static("Basic realm=\"nixcache\", charset=\"UTF-8\""),
-    );
-    Err(response)
+}
+
+/// Whether `headers` carry a credential `auth` accepts.
+pub(super) async fn authenticate(auth: &UploadAuth, headers: &HeaderMap) -> Result<(), Refusal> {
+    match auth.allows(headers).await {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(Refusal::Unauthorized),
+        Err(busy) => {
+            tracing::debug!(error = %busy, "refused: credentials could not be checked in time");
+            Err(Refusal::Busy)
+        }
+    }
 }
 
 /// The body's `Content-Encoding` (none, or one the cache decodes); `400` for any other.

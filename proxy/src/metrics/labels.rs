@@ -145,6 +145,7 @@ label_value! {
         Realisation => "/realisations/{id}",
         BuildTraceV2 => "/build-trace-v2/{drv}/{output}",
         Fills => "/_nixcache/fills/{file}",
+        Warm => "/_nixcache/warm",
         Other => "other",
     }
 }

@@ -21,6 +21,7 @@ use futures::StreamExt;
 use nixcache_protocol::{NarInfo, PublicKey, StorePathHash};
 use reqwest::StatusCode;
 use tokio_util::task::AbortOnDropHandle;
+use tracing::Instrument;
 use url::Url;
 
 use crate::metrics::ObjectKind;
@@ -187,7 +188,8 @@ impl Upstreams {
                 let hash = *hash;
                 let url = upstream.url().to_owned();
                 // Owned by this lookup: those still running go with it (a hit, or a cancel).
-                let task = tokio::spawn(async move { this.narinfo_from(&upstream, &hash).await });
+                let ask = async move { this.narinfo_from(&upstream, &hash).await };
+                let task = tokio::spawn(ask.in_current_span());
                 (url, AbortOnDropHandle::new(task))
             })
             .collect();

@@ -93,9 +93,11 @@ impl Proxy {
             extra.extend(["--advertise-url", &advertise]);
         }
         let cli = Cli::try_parse_from(serve_args(data_dir, upstreams, keys, &extra)).unwrap();
-        let Command::Serve(args) = cli.command else {
+        let Command::Serve(mut args) = cli.command else {
             panic!("not a serve command");
         };
+        // As `app::serve` does: what the process is reached at (its warm-ups ask itself).
+        args.listen = addr;
         let state = nixcache::app::build_state(&args).await.unwrap();
         // `app::serve` does this on a schedule; done once here so priorities are known.
         state.cache.upstreams().probe().await;

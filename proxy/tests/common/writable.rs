@@ -11,7 +11,9 @@ pub const TOKEN: &str = "tok-3d1f0c9a7b5e2c41";
 
 pub struct Writable {
     _dir: tempfile::TempDir,
-    _upstream: Upstream,
+    pub upstream: Upstream,
+    /// The key the upstream's narinfos must be signed with.
+    pub upstream_key: nixcache_protocol::SigningKey,
     pub proxy: Proxy,
     pub client: reqwest::Client,
 }
@@ -36,7 +38,8 @@ pub async fn start(extra: &[&str]) -> Writable {
     .await;
     Writable {
         _dir: dir,
-        _upstream: upstream,
+        upstream,
+        upstream_key: key,
         proxy,
         client: client(),
     }
@@ -54,6 +57,23 @@ impl Writable {
             request = request.header("authorization", auth);
         }
         send(request).await
+    }
+
+    pub async fn post(&self, path: &str, body: impl Into<reqwest::Body>, auth: Option<&str>) -> Got {
+        let mut request = self.client.post(self.proxy.url(path)).body(body);
+        if let Some(auth) = auth {
+            request = request.header("authorization", auth);
+        }
+        send(request).await
+    }
+
+    pub async fn get_with(&self, path: &str, auth: &str) -> Got {
+        send(
+            self.client
+                .get(self.proxy.url(path))
+                .header("authorization", auth),
+        )
+        .await
     }
 
     pub async fn delete(&self, path: &str, auth: Option<&str>) -> Got {

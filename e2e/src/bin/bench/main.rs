@@ -65,6 +65,7 @@ fn main() -> ExitCode {
 
 fn main_inner(settings: Settings) -> Result<()> {
     let started = Instant::now();
+    nixcache_e2e::proxy::no_log_tail_on_drop();
     if settings.needs_tools() {
         setup::check_tools()?;
     }

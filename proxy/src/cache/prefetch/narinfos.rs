@@ -3,18 +3,42 @@
 use std::{
     sync::{
         atomic::{AtomicUsize, Ordering},
-        Arc,
+        Arc, OnceLock,
     },
     time::Instant,
 };
 
 use nixcache_protocol::StorePathHash;
+use tracing::{Instrument, Span};
 
 use super::{ledger::PrefetchedNarinfo, Cache};
 use crate::{
     db::NarInfoRecord,
     metrics::{ObjectKind, PrefetchOutcome, PrefetchSkip},
 };
+
+/// The lookups one narinfo a client asked for set off: their budget, and the span they all run
+/// in (a trace of its own, as it outlives the request; linked to it), made with the first
+/// lookup, so a narinfo whose references are all known leaves no empty trace.
+#[derive(Clone)]
+struct Tree {
+    budget: Arc<AtomicUsize>,
+    root: StorePathHash,
+    depth: u32,
+    request: Span,
+    span: Arc<OnceLock<Span>>,
+}
+
+impl Tree {
+    fn span(&self) -> &Span {
+        self.span.get_or_init(|| {
+            let span =
+                tracing::info_span!(parent: None, "prefetch_tree", root = %self.root, depth = self.depth);
+            span.follows_from(&self.request);
+            span
+        })
+    }
+}
 
 impl Cache {
     /// Looks up the narinfos `references` of `from` name, and theirs, `depth` levels deep, at
@@ -24,21 +48,28 @@ impl Cache {
         if options.depth == 0 {
             return;
         }
-        let budget = Arc::new(AtomicUsize::new(options.paths));
+        let tree = Tree {
+            budget: Arc::new(AtomicUsize::new(options.paths)),
+            root: from,
+            depth: options.depth,
+            request: Span::current(),
+            span: Arc::default(),
+        };
         for reference in references.into_iter().filter(|r| *r != from) {
-            self.prefetch_narinfo(reference, options.depth, &budget);
+            self.prefetch_narinfo(reference, options.depth, &tree);
         }
     }
 
     /// Starts the lookup of `hash` unless it is known, remembered as absent, already being
     /// prefetched, or past the budget or the queue.
-    fn prefetch_narinfo(&self, hash: StorePathHash, depth: u32, budget: &Arc<AtomicUsize>) {
+    fn prefetch_narinfo(&self, hash: StorePathHash, depth: u32, tree: &Tree) {
         if self.hot.narinfo(&hash).is_some() || self.negative.contains(&hash) {
             return;
         }
         let metrics = &self.metrics.prefetch;
         let take = |left: usize| left.checked_sub(1);
-        if budget
+        if tree
+            .budget
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, take)
             .is_err()
         {
@@ -52,8 +83,9 @@ impl Cache {
         if !self.prefetch.book().ledger.narinfo_started(hash, Instant::now()) {
             return;
         }
-        let (this, budget) = (self.clone(), Arc::clone(budget));
-        self.prefetch.spawn(async move {
+        let (this, tree) = (self.clone(), tree.clone());
+        let span = tracing::info_span!(parent: tree.span(), "prefetch_narinfo", %hash);
+        let lookup = async move {
             let _queued = queued;
             let Ok(_running) = this.prefetch.lookups.acquire().await else {
                 return;
@@ -71,10 +103,11 @@ impl Cache {
             metrics.count(ObjectKind::Narinfo, PrefetchOutcome::Started, 1);
             if depth > 1 {
                 for reference in references.into_iter().filter(|r| *r != hash) {
-                    this.prefetch_narinfo(reference, depth - 1, &budget);
+                    this.prefetch_narinfo(reference, depth - 1, &tree);
                 }
             }
-        });
+        };
+        self.prefetch.spawn(lookup.instrument(span));
     }
 
     /// The narinfo of `hash`, when this prefetch looked it up: `None` when it was known

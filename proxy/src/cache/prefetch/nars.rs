@@ -2,6 +2,8 @@
 
 use std::{sync::Arc, time::Instant};
 
+use tracing::{Instrument, Span};
+
 use super::{walks::Due, walks::WalkPath, Cache};
 use crate::{
     cache::{
@@ -52,8 +54,11 @@ impl Cache {
         if queued.is_empty() {
             return;
         }
+        // A trace of its own (the downloads outlive the request that set them off), linked to it.
+        let tree = tracing::info_span!(parent: None, "prefetch_nars", nars = queued.len());
+        tree.follows_from(Span::current());
         let this = self.clone();
-        self.prefetch.spawn(async move {
+        let walk = async move {
             for (path, place) in queued {
                 if this.hot.nar(&path.nar).is_some() || this.fills.get(&BlobKey::for_nar(&path.nar)).is_some()
                 {
@@ -63,12 +68,17 @@ impl Cache {
                     return;
                 };
                 let one = this.clone();
-                this.prefetch.spawn(async move {
-                    let _held = (place, slot);
-                    one.prefetch_nar(path).await;
-                });
+                let span = tracing::info_span!("prefetch_nar", nar = %path.nar.file_name());
+                this.prefetch.spawn(
+                    async move {
+                        let _held = (place, slot);
+                        one.prefetch_nar(path).await;
+                    }
+                    .instrument(span),
+                );
             }
-        });
+        };
+        self.prefetch.spawn(walk.instrument(tree));
     }
 
     /// Starts `path`'s NAR fill unless it is stored, under way, or there is no spare room, and

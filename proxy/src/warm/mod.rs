@@ -1,8 +1,11 @@
 //! `nixcache warm`: fetches whole closures through a running nixcache, so they are cached before
 //! clients ask (a CronJob after a nixpkgs bump). It is a client of the cache's own protocol:
 //! the narinfos of the closures and their NARs (bodies counted and dropped; the cache verifies
-//! and stores them), a few requests at once, each tried again when the cache is busy. So it works against any replica and any backend, and
-//! replicas share the downloads as they share a client's.
+//! and stores them), a few requests at once, each tried again when the cache is busy. So it
+//! works against any replica and any backend, and replicas share the downloads as they share a
+//! client's. [`jobs`] runs the same walk for `POST /_nixcache/warm`.
+
+pub mod jobs;
 
 use std::{collections::HashSet, fmt, time::Duration};
 
@@ -23,7 +26,14 @@ pub struct WarmOptions {
     pub narinfos_only: bool,
     /// Bound on each request, its body included.
     pub timeout: Duration,
+    /// Never through an outbound proxy (`HTTP_PROXY`): set when the cache is this process.
+    pub direct: bool,
 }
+
+/// Requests at once, unless told otherwise.
+pub const DEFAULT_CONCURRENCY: usize = 8;
+/// The bound on each request, unless told otherwise.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
 /// What a warm run did.
 #[derive(Debug, Default)]
@@ -79,7 +89,11 @@ enum Fetched {
 /// Walks the closures of `options.paths` through the cache; an `Err` only when the cache
 /// cannot be asked at all.
 pub async fn run(options: &WarmOptions) -> anyhow::Result<WarmReport> {
-    let client = reqwest::Client::builder().timeout(options.timeout).build()?;
+    let mut client = reqwest::Client::builder().timeout(options.timeout);
+    if options.direct {
+        client = client.no_proxy();
+    }
+    let client = client.build()?;
     let base = options.url.trim_end_matches('/').to_owned();
     let mut report = WarmReport::default();
     let mut seen: HashSet<StorePathHash> = HashSet::new();

@@ -1,4 +1,8 @@
-//! Wiring: build the cache from `ServeArgs`, serve until SIGTERM/SIGINT.
+//! Wiring: build the cache from `ServeArgs`; [`serve`] runs it until SIGTERM/SIGINT.
+
+mod serve;
+
+pub use serve::serve;
 
 use std::{
     path::PathBuf,
@@ -8,7 +12,6 @@ use std::{
 
 use anyhow::Context;
 use nixcache_protocol::{CacheInfo, PublicKey, STORE_DIR};
-use tokio::net::TcpListener;
 
 use crate::{
     cache::{
@@ -23,12 +26,11 @@ use crate::{
     scratch,
     storage::{BlobStore, LocalStore, S3Store},
     upstream::{Netrc, UpstreamOptions, Upstreams},
+    warm::{
+        self,
+        jobs::{WarmJobOptions, WarmJobs},
+    },
 };
-
-/// How long a stopping process tries to write the access times it holds.
-const FLUSH_LIMIT: Duration = Duration::from_secs(5);
-/// How long start-up waits for the first probe of the upstreams' nix-cache-info.
-const INITIAL_PROBE_WAIT: Duration = Duration::from_secs(2);
 
 /// Builds the application state: checks the upstream settings, then opens (and migrates) the
 /// database and storage and loads or creates the key. Everything fails here, at start, not on
@@ -105,23 +107,46 @@ async fn open_database(backend: &BackendArgs) -> anyhow::Result<Arc<dyn db::Meta
         .with_context(|| format!("opening the database {}", crate::redact::url(&url)))
 }
 
-/// The write verbs: off by default; on, they need a credentials file, read now.
+/// The write verbs and HTTP warm-ups: off by default; on, they need a credentials file, read
+/// now.
 fn build_writes(args: &ServeArgs, metrics: &Metrics) -> anyhow::Result<http::Writes> {
     let uploads = &args.uploads;
-    if !uploads.allow_put && !uploads.allow_delete {
+    if !uploads.allow_put && !uploads.allow_delete && !uploads.allow_warm {
         return Ok(http::Writes::default());
     }
     let path = uploads.upload_credentials_file.as_ref().ok_or_else(|| {
-        anyhow::anyhow!("--allow-put and --allow-delete need --upload-credentials-file (who may write)")
+        anyhow::anyhow!(
+            "--allow-put, --allow-delete and --allow-warm need --upload-credentials-file (who may \
+             write)"
+        )
     })?;
     let auth = http::UploadAuth::load(path, metrics.auth_hashes_in_flight.clone())?;
-    tracing::info!(put = uploads.allow_put, delete = uploads.allow_delete, credentials = ?auth, "uploads on");
+    tracing::info!(put = uploads.allow_put, delete = uploads.allow_delete, warm = uploads.allow_warm,
+        credentials = ?auth, "writes on");
+    let warm = uploads.allow_warm.then(|| {
+        WarmJobs::new(WarmJobOptions {
+            url: own_url(args.listen),
+            concurrency: warm::DEFAULT_CONCURRENCY,
+            timeout: warm::DEFAULT_TIMEOUT,
+        })
+    });
     Ok(http::Writes {
         put: uploads.allow_put,
         delete: uploads.allow_delete,
         auth: Some(Arc::new(auth)),
         max_upload_size: uploads.max_upload_size,
+        warm,
     })
+}
+
+/// How this process reaches its own listener: a wildcard address is reached on loopback.
+fn own_url(listen: std::net::SocketAddr) -> String {
+    let ip = match listen.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => std::net::Ipv4Addr::LOCALHOST.into(),
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
+        ip => ip,
+    };
+    format!("http://{}", std::net::SocketAddr::new(ip, listen.port()))
 }
 
 /// `--max-fills`, `--max-fill-bytes` (by default a quarter of `--max-size`: temp files take
@@ -286,126 +311,4 @@ fn read_netrc(explicit: &[PathBuf]) -> anyhow::Result<Netrc> {
         text.push('\n');
     }
     Ok(Netrc::parse(&text))
-}
-
-/// Runs `nixcache serve` until a shutdown signal, then drains (see [`drain`]).
-pub async fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
-    let listener = TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
-    // With port 0, other replicas must learn the port actually bound.
-    args.listen = listener.local_addr()?;
-    let state = build_state(&args).await?;
-    let cache = state.cache.clone();
-    // Learn the upstreams' priorities and health before the first lookup, but never wait long
-    // for a dead one; then probe them on a schedule.
-    let _ = tokio::time::timeout(INITIAL_PROBE_WAIT, cache.upstreams().probe()).await;
-    let (prober, every) = (cache.clone(), args.upstream_probe_interval);
-    cache
-        .background()
-        .spawn("upstream_probes", move |stop| async move {
-            while stop.pause(every).await {
-                prober.upstreams().probe().await;
-            }
-        });
-    tracing::info!(listen = %args.listen, data_dir = %args.backend.data_dir.display(), "nixcache serving");
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let limits = http::server::ServerLimits::from(&args.connections);
-    let server = http::server::serve(
-        listener,
-        http::router(state.clone()),
-        limits,
-        Arc::clone(cache.metrics()),
-        async {
-            let _ = stop_rx.await;
-        },
-    );
-    let mut server = tokio::spawn(server);
-    tokio::select! {
-        result = &mut server => {
-            result?;
-            anyhow::bail!("the server stopped without a shutdown signal");
-        }
-        () = shutdown_signal() => {}
-    }
-    // Not ready from now on; new connections are still taken for --shutdown-delay, while the
-    // load balancer (a Kubernetes Service's endpoints) learns to send them elsewhere.
-    state.draining.store(true, std::sync::atomic::Ordering::Relaxed);
-    if !args.shutdown_delay.is_zero() {
-        tracing::info!(delay = ?args.shutdown_delay, "shutdown signal: not ready; still serving for the delay");
-        tokio::time::sleep(args.shutdown_delay).await;
-    }
-    let _ = stop_tx.send(());
-    drain(&cache, server, args.shutdown_grace).await;
-    Ok(())
-}
-
-/// After the signal, in order: no new connections; open responses and the work requests
-/// started (downloads) run on for up to `grace`, then are cut (downloads end as failed,
-/// releasing their leases); the background loops stop and are waited for;
-/// what is only in memory is written; what is left of unfinished downloads (temp files) is
-/// removed. Stored objects are never partial: storage writes are atomic.
-async fn drain(cache: &Cache, mut server: tokio::task::JoinHandle<()>, grace: Duration) {
-    tracing::info!(grace = ?grace, fills = cache.fills_in_progress(), "shutting down: no new connections; \
-        finishing open responses and downloads");
-    // Work for clients to come is over: prefetches end first (their downloads, with no client
-    // left, are abandoned as any other).
-    if tokio::time::timeout(FLUSH_LIMIT, cache.stop_prefetching())
-        .await
-        .is_err()
-    {
-        tracing::warn!("prefetches did not stop in time; leaving them");
-    }
-    let finished = tokio::time::timeout(grace, async {
-        let _ = (&mut server).await;
-        cache.fills_finished().await;
-    })
-    .await;
-    if finished.is_err() {
-        tracing::warn!(
-            fills = cache.fills_in_progress(),
-            "grace period over: cutting the remaining responses and downloads"
-        );
-        server.abort();
-        // Each fill ends as a failed one: its lease released for the other replicas at once,
-        // its temp file removed.
-        if tokio::time::timeout(FLUSH_LIMIT, cache.cancel_fills())
-            .await
-            .is_err()
-        {
-            tracing::warn!("downloads did not end in time; leaving them (their leases expire)");
-        }
-    }
-    // Each loop stops at its next await; one stuck in a database call must not hold the exit.
-    if tokio::time::timeout(FLUSH_LIMIT, cache.background().shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!("background tasks did not stop in time; leaving them");
-    }
-    // Bounded: a database that no longer answers must not hold the exit.
-    if tokio::time::timeout(FLUSH_LIMIT, cache.flush()).await.is_err() {
-        tracing::warn!("recording the last access times took too long; they are lost");
-    }
-    scratch::remove(cache.tmp_dir());
-    tracing::info!("stopped");
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
-    }
 }
