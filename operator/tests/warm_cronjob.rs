@@ -8,10 +8,13 @@
 
 mod common;
 
+use std::sync::Arc;
+
 use common::world::{lines, notes, position, World, BATCH};
 use common::Recorded;
 use nixcache_operator::capabilities::{Capabilities, OptionalApi};
 use nixcache_operator::fixtures::{self, NixCacheExt, HELLO};
+use nixcache_operator::reconcile::reconcile;
 use serde_json::{json, Value};
 
 const OTHER: &str = "/nix/store/0c0wf1qw0hh0gmgxbbd1k7ligmakdfrn-glibc-2.40-66";
@@ -237,6 +240,29 @@ async fn a_schedule_the_api_server_refuses_is_reported_and_the_rest_goes_on() {
     let log = world.reconcile().await;
     assert!(applied_warm(&log));
     assert_eq!(stored(&world)["spec"]["schedule"], "0 6 * * *");
+    assert_eq!(world.condition("Degraded").0, "False");
+}
+
+#[tokio::test]
+async fn a_refusal_that_is_not_the_specs_fault_is_retried_not_reported() {
+    let nc = fixtures::scaled("demo").with_warm("30 4 * * *", &[HELLO]);
+    let world = World::new(&nc);
+    world.create_ready(3).await;
+    for (code, reason) in [(403, "Forbidden"), (500, "InternalError")] {
+        let refusal = format!("cronjobs.batch \"demo-warm\": {reason}");
+        world.api.refuse(&cronjob_path(), code, reason, &refusal);
+        world.edit(|nc| nc["spec"]["warm"]["concurrency"] = (code / 100).into());
+        let result = reconcile(Arc::new(world.current()), world.ctx.clone()).await;
+        assert!(result.is_err(), "{code}: the reconcile fails, to be tried again");
+        let nc = world.current();
+        let status = nc.status.as_ref().unwrap();
+        assert_ne!(status.observed_generation, nc.metadata.generation, "{code}");
+        let (_, reason, message) = world.condition("Degraded");
+        assert_ne!(reason, "InvalidSpec", "{code}: {message}");
+    }
+    world.api.allow(&cronjob_path());
+    world.reconcile().await;
+    assert_eq!(args(&stored(&world))[4], "5", "applied once allowed");
     assert_eq!(world.condition("Degraded").0, "False");
 }
 
