@@ -27,6 +27,9 @@ pub struct ProxyOptions {
     pub data_dir: Option<PathBuf>,
     /// More environment variables (e.g. AWS credentials).
     pub env: Vec<(String, String)>,
+    /// The `Authorization` header the harness itself sends (its readiness check, `/pubkey`):
+    /// for a private cache (`--read-credentials-file`).
+    pub authorization: Option<String>,
 }
 
 impl ProxyOptions {
@@ -37,6 +40,13 @@ impl ProxyOptions {
             upstream_keys: vec![upstream_key.to_string()],
             ..ProxyOptions::default()
         }
+    }
+}
+
+fn with_authorization(request: reqwest::RequestBuilder, value: Option<&str>) -> reqwest::RequestBuilder {
+    match value {
+        Some(value) => request.header(reqwest::header::AUTHORIZATION, value),
+        None => request,
     }
 }
 
@@ -93,9 +103,9 @@ impl Proxy {
                 child: Some(child),
                 tmp: tmp.take(),
             };
-            match proxy.wait_ready().await {
+            match proxy.wait_ready(opts.authorization.as_deref()).await {
                 Ok(()) => {
-                    proxy.public_key = proxy.fetch_public_key().await?;
+                    proxy.public_key = proxy.fetch_public_key(opts.authorization.as_deref()).await?;
                     return Ok(proxy);
                 }
                 Err(e) if attempt < 3 && proxy.log_tail(20).contains("in use") => {
@@ -164,7 +174,7 @@ impl Proxy {
         }
     }
 
-    async fn wait_ready(&mut self) -> Result<()> {
+    async fn wait_ready(&mut self, authorization: Option<&str>) -> Result<()> {
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(2))
             .build()?;
@@ -176,7 +186,7 @@ impl Proxy {
                     bail!("nixcache exited before it was ready ({status})");
                 }
             }
-            let last = match client.get(&url).send().await {
+            let last = match with_authorization(client.get(&url), authorization).send().await {
                 Ok(r) if r.status() == reqwest::StatusCode::OK => return Ok(()),
                 Ok(r) => format!("status {}", r.status()),
                 Err(e) => format!("{e}"),
@@ -188,8 +198,9 @@ impl Proxy {
         }
     }
 
-    async fn fetch_public_key(&self) -> Result<String> {
-        let response = reqwest::get(self.url_for("/pubkey")).await?;
+    async fn fetch_public_key(&self, authorization: Option<&str>) -> Result<String> {
+        let request = reqwest::Client::new().get(self.url_for("/pubkey"));
+        let response = with_authorization(request, authorization).send().await?;
         ensure!(
             response.status().is_success(),
             "GET /pubkey: {}",

@@ -34,6 +34,7 @@ pub fn spec(storage: Storage, database: Database) -> NixCacheSpec {
         gc: None,
         warm: None,
         uploads: None,
+        private: None,
         service: None,
         resources: None,
         node_selector: Default::default(),

@@ -103,6 +103,11 @@ fn examples() -> Vec<(String, NixCache)> {
                 paths: vec![HELLO.into()],
                 narinfos_only: true,
                 concurrency: Some(4),
+                // A private cache's asks for one; the others' can show one too.
+                credential_secret_ref: Some(nixcache_crds::SecretKeyRef {
+                    name: "warm-credential".into(),
+                    key: None,
+                }),
             });
             (path.file_name().unwrap().to_string_lossy().into_owned(), nc)
         })

@@ -83,6 +83,11 @@ fn rendered_command_lines_parse_with_the_proxy_cli() {
             serve.advertise_url.is_some(),
             "{file}: replicas need --advertise-url"
         );
+        assert_eq!(
+            serve.access.read_credentials_file.is_some(),
+            nc.spec.private.is_some(),
+            "{file}: a private cache reads its read credentials"
+        );
         serve
             .backend
             .storage
@@ -121,6 +126,11 @@ fn warm_parses(file: &str, mut nc: NixCache, plan: &Plan) {
         paths: vec![HELLO.into(), other.into()],
         narinfos_only: true,
         concurrency: Some(3),
+        // A private cache's warm-up shows a credential; another's may.
+        credential_secret_ref: Some(nixcache_crds::SecretKeyRef {
+            name: "warm-credential".into(),
+            key: None,
+        }),
     });
     let cron = render::warm_cronjob(&nc, plan).unwrap().unwrap();
     let job = cron.spec.as_ref().unwrap().job_template.spec.as_ref().unwrap();
@@ -132,4 +142,5 @@ fn warm_parses(file: &str, mut nc: NixCache, plan: &Plan) {
     assert_eq!(paths, [HELLO, other], "{file}");
     assert!(warm.narinfos_only, "{file}");
     assert_eq!(warm.concurrency, 3, "{file}");
+    assert!(warm.auth_file.is_some(), "{file}");
 }

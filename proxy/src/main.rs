@@ -51,7 +51,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Warm(args) => {
             let _telemetry = telemetry::init(LogFormat::Text);
-            let report = nixcache::warm::run(&args.options()).await?;
+            let report = nixcache::warm::run(&args.options()?).await?;
             println!("{report}");
             anyhow::ensure!(
                 report.complete(),

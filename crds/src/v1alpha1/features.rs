@@ -111,6 +111,21 @@ pub struct Warm {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 256))]
     pub concurrency: Option<i32>,
+    /// For a private cache (`spec.private`): a Secret whose key (default `credential`) holds
+    /// what the warm-up shows the cache, `user:password` (HTTP Basic) or a token, one that
+    /// `spec.private` or `spec.uploads` accepts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential_secret_ref: Option<SecretKeyRef>,
+}
+
+/// A private cache: every request but the probes' and `/metrics` needs a credential, sent by Nix
+/// from its `netrc-file` (`machine HOST login USER password PASSWORD`).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Private {
+    /// A Secret whose key (default `credentials`) holds who may read: `user:bcrypt-hash` lines
+    /// (htpasswd) or one bearer token per line. Upload credentials read too.
+    pub credentials_secret_ref: SecretKeyRef,
 }
 
 /// Uploads from authenticated clients.

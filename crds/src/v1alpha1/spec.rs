@@ -8,8 +8,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Autoscaling, Database, GarbageCollection, NixCacheStatus, PodDisruptionBudgetSpec, ServiceSpec, Signing,
-    Storage, Uploads, Upstream, Warm,
+    Autoscaling, Database, GarbageCollection, NixCacheStatus, PodDisruptionBudgetSpec, Private, ServiceSpec,
+    Signing, Storage, Uploads, Upstream, Warm,
 };
 
 /// A caching, verifying proxy for Nix binary caches, run as `nixcache serve` replicas behind a
@@ -131,6 +131,11 @@ pub struct NixCacheSpec {
     /// `nixcache warm` against the cache's own Service). Unset: nothing is fetched ahead.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warm: Option<Warm>,
+
+    /// Make the cache private: reads need a credential too (`401` without one). Unset: anyone
+    /// who reaches the Service reads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private: Option<Private>,
 
     /// Accept `PUT` (and optionally `DELETE`) of narinfos and NARs from authenticated clients
     /// (`nix copy --to`). Unset: the cache is read-only (`405`).

@@ -39,6 +39,8 @@ pub struct FetchOptions {
     pub nix: Nix,
     /// Bound on the fetch (verification gets the same again).
     pub timeout: Duration,
+    /// A netrc file the client reads (`netrc-file`), for a private cache.
+    pub netrc: Option<PathBuf>,
 }
 
 impl Default for FetchOptions {
@@ -47,6 +49,7 @@ impl Default for FetchOptions {
             method: Method::Substitute,
             nix: Nix::Host,
             timeout: Duration::from_secs(300),
+            netrc: None,
         }
     }
 }
@@ -180,6 +183,18 @@ pub async fn fetch(
         "narinfo-cache-positive-ttl",
         "0",
     ]);
+    let netrc = match &opts.netrc {
+        // Copied where either client sees it (the modern one sees only its root and /tmp).
+        Some(file) => {
+            let copy = client.tmp.path().join("netrc");
+            std::fs::copy(file, &copy).with_context(|| format!("copy {}", file.display()))?;
+            copy.display().to_string()
+        }
+        None => String::new(),
+    };
+    if !netrc.is_empty() {
+        args.extend(["--option", "netrc-file", &netrc]);
+    }
     let started = std::time::Instant::now();
     let out = client.run(&args, opts.timeout).await?;
     let took = started.elapsed();

@@ -10,6 +10,7 @@
 mod claim;
 mod leader;
 mod lifecycle;
+mod private;
 mod rbac;
 mod secrets;
 mod warm;

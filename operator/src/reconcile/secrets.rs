@@ -82,6 +82,13 @@ fn references(nc: &NixCache) -> Vec<Reference> {
             "credentials",
         ));
     }
+    if let Some(p) = &spec.private {
+        refs.push(reference(
+            "spec.private.credentialsSecretRef",
+            &p.credentials_secret_ref,
+            "credentials",
+        ));
+    }
     refs
 }
 

@@ -12,7 +12,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 use nixcache_crds::NixCache;
 
-use super::pod::{self, CONTAINER_PORT, DATA_DIR, SIGNING_DIR, UPLOADS_DIR};
+use super::pod::{self, CONTAINER_PORT, DATA_DIR, READERS_DIR, SIGNING_DIR, UPLOADS_DIR};
 use super::{owned_meta, selector_labels, Plan, SECRETS_HASH_ANNOTATION};
 
 /// How long `serve` drains on SIGTERM (`--shutdown-grace`), after it kept accepting for
@@ -139,6 +139,12 @@ pub fn serve_args(nc: &NixCache, plan: &Plan) -> Vec<String> {
         args.extend([
             "--upload-credentials-file".into(),
             format!("{UPLOADS_DIR}/credentials"),
+        ]);
+    }
+    if spec.private.is_some() {
+        args.extend([
+            "--read-credentials-file".into(),
+            format!("{READERS_DIR}/credentials"),
         ]);
     }
     // On a volume only this pod reaches the NARs, so it collects garbage itself; so do the

@@ -25,6 +25,8 @@ pub(super) fn netrc_dir(i: usize) -> String {
     format!("{NETRC_DIR}/{i}")
 }
 pub(super) const UPLOADS_DIR: &str = "/etc/nixcache/uploads";
+/// Where a private cache's read credentials are mounted.
+pub(super) const READERS_DIR: &str = "/etc/nixcache/readers";
 
 /// `--storage …` and the S3 flags, the same for `serve` and `gc`.
 pub(super) fn storage_args(nc: &NixCache) -> Vec<String> {
@@ -150,14 +152,15 @@ pub(super) fn data_mounts() -> Vec<VolumeMount> {
     vec![mount("data", DATA_DIR, false), mount("tmp", "/tmp", false)]
 }
 
-/// Volumes of `serve`: data and tmp, the signing key, and the optional netrc and upload
+/// Volumes of `serve`: data and tmp, the signing key, and the optional netrc, upload and read
 /// credentials, each a single Secret key mounted read-only.
 pub(super) fn serve_volumes(nc: &NixCache, plan: &Plan) -> (Vec<Volume>, Vec<VolumeMount>) {
     let mut volumes = data_volumes(nc);
     let mut mounts = data_mounts();
     let mut secret = |name: &str, r: &SecretKeyRef, default_key: &str, file: &str, dir: &str| {
-        volumes.push(secret_volume(name, r, default_key, file));
-        mounts.push(mount(name, dir, true));
+        let (volume, mount) = secret_file(name, r, default_key, file, dir);
+        volumes.push(volume);
+        mounts.push(mount);
     };
     secret(
         "signing-key",
@@ -175,7 +178,22 @@ pub(super) fn serve_volumes(nc: &NixCache, plan: &Plan) -> (Vec<Volume>, Vec<Vol
         let r = &uploads.credentials_secret_ref;
         secret("upload-credentials", r, "credentials", "credentials", UPLOADS_DIR);
     }
+    if let Some(private) = &nc.spec.private {
+        let r = &private.credentials_secret_ref;
+        secret("read-credentials", r, "credentials", "credentials", READERS_DIR);
+    }
     (volumes, mounts)
+}
+
+/// One key of a Secret as the file `dir/file`, read-only.
+pub(super) fn secret_file(
+    name: &str,
+    r: &SecretKeyRef,
+    default_key: &str,
+    file: &str,
+    dir: &str,
+) -> (Volume, VolumeMount) {
+    (secret_volume(name, r, default_key, file), mount(name, dir, true))
 }
 
 fn secret_volume(name: &str, r: &SecretKeyRef, default_key: &str, file: &str) -> Volume {

@@ -1,9 +1,10 @@
 //! The CronJob running `nixcache warm` against the cache's own Service (`spec.warm`).
 //!
-//! `warm` only sends GETs to the Service (reads need no credentials), so its pod gets no
-//! database URL, no S3 credentials, no Secret volume, no service account token, and not the
-//! cache's service account: IRSA or Workload Identity webhooks would give it the cache's
-//! storage identity (S3 writes) through that account, token mount or not.
+//! `warm` only sends GETs to the Service, so its pod gets no database URL, no S3 credentials, no
+//! service account token, and not the cache's service account: IRSA or Workload Identity
+//! webhooks would give it the cache's storage identity (S3 writes) through that account, token
+//! mount or not. Its one Secret volume is the credential a private cache asks of it
+//! (`spec.warm.credentialSecretRef`).
 
 use k8s_openapi::api::batch::v1::{CronJob, CronJobSpec, JobSpec, JobTemplateSpec};
 use k8s_openapi::api::core::v1::{PodTemplateSpec, ResourceRequirements};
@@ -57,7 +58,16 @@ pub enum InvalidWarm {
     /// `concurrency` is outside 1..=256.
     #[error("spec.warm.concurrency {0} is outside 1..=256")]
     Concurrency(i32),
+    /// The cache is private and the warm-up has no credential: every run would get 401.
+    #[error(
+        "spec.private is set and spec.warm.credentialSecretRef is not: a warm-up needs a \
+         credential of the private cache (user:password or a token)"
+    )]
+    NoCredential,
 }
+
+/// Where the warm-up's credential is mounted.
+const CREDENTIAL_DIR: &str = "/etc/nixcache/warm";
 
 /// The warm-up CronJob, `Ok(None)` when `warm` is unset, or what is wrong with `warm`.
 pub fn warm_cronjob(nc: &NixCache, plan: &Plan) -> Result<Option<CronJob>, InvalidWarm> {
@@ -67,8 +77,13 @@ pub fn warm_cronjob(nc: &NixCache, plan: &Plan) -> Result<Option<CronJob>, Inval
     let mut container = pod::container(nc, plan, "warm", warm_args(nc, warm)?);
     container.env = Some(pod::base_env());
     container.resources = Some(resources());
+    let credential = warm
+        .credential_secret_ref
+        .as_ref()
+        .map(|r| pod::secret_file("warm-credential", r, "credential", "credential", CREDENTIAL_DIR));
+    container.volume_mounts = credential.as_ref().map(|(_, mount)| vec![mount.clone()]);
     let mut spec = pod::pod_spec(nc, vec![container], Vec::new());
-    spec.volumes = None;
+    spec.volumes = credential.map(|(volume, _)| vec![volume]);
     // The namespace's default account (see the module's comment); the pull secrets stay.
     spec.service_account_name = None;
     spec.automount_service_account_token = Some(false);
@@ -124,6 +139,11 @@ fn warm_args(nc: &NixCache, warm: &Warm) -> Result<Vec<String>, InvalidWarm> {
         return Err(InvalidWarm::NoPaths);
     }
     let mut args = vec!["warm".to_owned(), "--url".to_owned(), service_url(nc)];
+    match (&nc.spec.private, &warm.credential_secret_ref) {
+        (Some(_), None) => return Err(InvalidWarm::NoCredential),
+        (_, Some(_)) => args.extend(["--auth-file".to_owned(), format!("{CREDENTIAL_DIR}/credential")]),
+        (None, None) => {}
+    }
     if let Some(n) = warm.concurrency {
         if !CONCURRENCY.contains(&n) {
             return Err(InvalidWarm::Concurrency(n));

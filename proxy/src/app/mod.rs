@@ -38,7 +38,6 @@ use crate::{
 pub async fn build_state(args: &ServeArgs) -> anyhow::Result<http::AppState> {
     let metrics = Arc::new(Metrics::new());
     let upstreams = Arc::new(build_upstreams(args, &metrics)?);
-    let writes = build_writes(args, &metrics)?;
     let encoders = http::Encoders::new(
         args.content_encoding == ContentEncodingMode::Auto,
         metrics.encoders_busy.clone(),
@@ -49,6 +48,7 @@ pub async fn build_state(args: &ServeArgs) -> anyhow::Result<http::AppState> {
         .with_context(|| format!("creating the data dir {}", data_dir.display()))?;
     let signer = keys::load_or_generate(args.secret_key_file.as_deref(), data_dir, &key_name(args))?;
     let replica = build_replica(args, &signer).await?;
+    let (writes, read_auth) = build_access(args, &metrics, &replica.options.peer_token)?;
     let scratch = scratch::create(data_dir, &replica.options.id)?;
 
     let metadata = open_database(&args.backend).await?;
@@ -95,6 +95,7 @@ pub async fn build_state(args: &ServeArgs) -> anyhow::Result<http::AppState> {
         cache,
         cache_info: info.to_string().into(),
         writes,
+        read_auth,
         draining: Arc::new(AtomicBool::new(false)),
         encoders,
     })
@@ -107,36 +108,52 @@ async fn open_database(backend: &BackendArgs) -> anyhow::Result<Arc<dyn db::Meta
         .with_context(|| format!("opening the database {}", crate::redact::url(&url)))
 }
 
-/// The write verbs and HTTP warm-ups: off by default; on, they need a credentials file, read
-/// now.
-fn build_writes(args: &ServeArgs, metrics: &Metrics) -> anyhow::Result<http::Writes> {
-    let uploads = &args.uploads;
-    if !uploads.allow_put && !uploads.allow_delete && !uploads.allow_warm {
-        return Ok(http::Writes::default());
+/// Who may read and write: the write verbs and HTTP warm-ups are off by default and, on, need an
+/// upload credentials file; a read credentials file makes the cache private. Files are read now.
+fn build_access(
+    args: &ServeArgs,
+    metrics: &Metrics,
+    peer_token: &PeerToken,
+) -> anyhow::Result<(http::Writes, Option<Arc<http::Credentials>>)> {
+    let access = &args.access;
+    let writes_on = access.allow_put || access.allow_delete || access.allow_warm;
+    anyhow::ensure!(
+        !writes_on || access.upload_credentials_file.is_some(),
+        "--allow-put, --allow-delete and --allow-warm need --upload-credentials-file (who may write)"
+    );
+    let upload_file = access.upload_credentials_file.as_deref().filter(|_| writes_on);
+    let credentials = http::Credentials::load(
+        access.read_credentials_file.as_deref(),
+        upload_file,
+        metrics.auth_hashes_in_flight.clone(),
+    )?
+    .map(Arc::new);
+    let read_auth = credentials.clone().filter(|c| c.private());
+    if let Some(credentials) = &read_auth {
+        tracing::info!(?credentials, "private cache: reads need a credential");
     }
-    let path = uploads.upload_credentials_file.as_ref().ok_or_else(|| {
-        anyhow::anyhow!(
-            "--allow-put, --allow-delete and --allow-warm need --upload-credentials-file (who may \
-             write)"
-        )
-    })?;
-    let auth = http::UploadAuth::load(path, metrics.auth_hashes_in_flight.clone())?;
-    tracing::info!(put = uploads.allow_put, delete = uploads.allow_delete, warm = uploads.allow_warm,
-        credentials = ?auth, "writes on");
-    let warm = uploads.allow_warm.then(|| {
+    if !writes_on {
+        return Ok((http::Writes::default(), read_auth));
+    }
+    tracing::info!(put = access.allow_put, delete = access.allow_delete, warm = access.allow_warm,
+        credentials = ?credentials, "writes on");
+    let warm = access.allow_warm.then(|| {
         WarmJobs::new(WarmJobOptions {
             url: own_url(args.listen),
             concurrency: warm::DEFAULT_CONCURRENCY,
             timeout: warm::DEFAULT_TIMEOUT,
+            // Through a private cache's gate as replicas pass each other's.
+            authorization: Some(warm::Authorization::new(peer_token.header_value())),
         })
     });
-    Ok(http::Writes {
-        put: uploads.allow_put,
-        delete: uploads.allow_delete,
-        auth: Some(Arc::new(auth)),
-        max_upload_size: uploads.max_upload_size,
+    let writes = http::Writes {
+        put: access.allow_put,
+        delete: access.allow_delete,
+        auth: credentials,
+        max_upload_size: access.max_upload_size,
         warm,
-    })
+    };
+    Ok((writes, read_auth))
 }
 
 /// How this process reaches its own listener: a wildcard address is reached on loopback.
@@ -180,6 +197,7 @@ fn gc_schedule(args: &ServeArgs) -> anyhow::Result<Option<(gc::schedule::Schedul
         max_size,
         keep_recent: gc.gc_keep_recent,
         dry_run: false,
+        keep_evicted: gc.gc_keep_evicted,
     };
     Ok(Some((schedule, options)))
 }
@@ -201,6 +219,7 @@ pub async fn collect_garbage(args: &GcArgs) -> anyhow::Result<GcReport> {
         max_size: args.max_size,
         keep_recent: args.gc_keep_recent,
         dry_run: args.dry_run,
+        keep_evicted: args.gc_keep_evicted,
     };
     let holder = format!("gc-{}", ReplicaOptions::new_id());
     Ok(gc::run_once(metadata, &*storage, &options, &holder, &mut |_| {}).await?)

@@ -8,6 +8,9 @@ use crate::{db::DbError, metrics::LookupResult, storage::StorageError, upstream:
 pub enum CacheError {
     #[error("not found")]
     NotFound,
+    /// An uploaded NAR no longer stored (evicted, or dropped as damaged): it exists nowhere else.
+    #[error("gone: an uploaded NAR no longer stored")]
+    Gone,
     #[error("upstream failed: {0}")]
     Upstream(UpstreamError),
     #[error("upstream data failed verification: {reason}{}", cause(.source))]
@@ -98,7 +101,7 @@ impl CacheError {
     /// The `result` label of a failed lookup.
     pub(super) fn outcome(&self) -> LookupResult {
         match self {
-            Self::NotFound => LookupResult::NotFound,
+            Self::NotFound | Self::Gone => LookupResult::NotFound,
             Self::Busy { .. } => LookupResult::Busy,
             Self::Shared(inner) => inner.outcome(),
             _ => LookupResult::Error,

@@ -81,6 +81,13 @@ impl Cache {
         let Some(record) = self.db.narinfo_for_nar(file).await? else {
             return Err(CacheError::NotFound);
         };
+        if record.uploaded() {
+            // Not stored, and no upstream has it: evicted (its narinfo is kept a while, so
+            // clients that cached the narinfo hear why) or dropped as damaged.
+            tracing::info!(nar = %file.file_name(), store_path = %record.info.store_path,
+                "an uploaded NAR no longer stored was asked for: 410; upload the path again");
+            return Err(CacheError::Gone);
+        }
         let fixed_by_name = name_fixes_bytes(file, record.info.nar_hash);
         if let (true, Some(size)) = (head, record.info.file_size) {
             let response = NarResponse {

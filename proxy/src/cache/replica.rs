@@ -65,7 +65,8 @@ impl PeerToken {
         }
     }
 
-    fn header_value(&self) -> &str {
+    /// The `Authorization` header value (a secret: never logged).
+    pub fn header_value(&self) -> &str {
         &self.header
     }
 

@@ -4,12 +4,14 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+mod access;
 mod backend;
 mod connections;
 mod fills;
 mod prefetch;
 mod warm;
 use crate::{gc::schedule::Schedule, units::parse_size};
+pub use access::AccessArgs;
 pub use backend::{BackendArgs, DatabaseUrl, StorageArgs, StorageKind};
 pub use connections::ConnectionArgs;
 pub use fills::FillArgs;
@@ -156,7 +158,7 @@ pub struct ServeArgs {
     pub gc: ServeGcArgs,
 
     #[command(flatten)]
-    pub uploads: UploadArgs,
+    pub access: AccessArgs,
 
     #[command(flatten)]
     pub fills: FillArgs,
@@ -212,6 +214,12 @@ pub struct ServeGcArgs {
     #[arg(long, env = "NIXCACHE_GC_KEEP_RECENT", default_value = "10m", value_parser = humantime::parse_duration)]
     pub gc_keep_recent: Duration,
 
+    /// Evicted narinfos are kept this long before they are deleted (default: Nix's
+    /// narinfo-cache-positive-ttl): a client that cached one meanwhile still finds its NAR,
+    /// fetched again, or hears 410 Gone for an uploaded one.
+    #[arg(long, env = "NIXCACHE_GC_KEEP_EVICTED", default_value = "30days", value_parser = humantime::parse_duration)]
+    pub gc_keep_evicted: Duration,
+
     /// Re-hash stored NARs in the background at most this fast (bytes per second; 0 turns it
     /// off): files damaged on disk or in the bucket are dropped and fetched again.
     #[arg(long, env = "NIXCACHE_SCRUB_RATE", default_value = "8M", value_parser = parse_size)]
@@ -220,34 +228,6 @@ pub struct ServeGcArgs {
     /// Pause between two scrub passes (the first starts within 10 minutes).
     #[arg(long, env = "NIXCACHE_SCRUB_INTERVAL", default_value = "24h", value_parser = humantime::parse_duration)]
     pub scrub_interval: Duration,
-}
-
-/// Writes from Nix clients (`nix copy --to http://…`): off unless enabled, and then only with a
-/// credential from --upload-credentials-file.
-#[derive(Debug, Clone, Args)]
-pub struct UploadArgs {
-    /// Accept `PUT /<hash>.narinfo` and `PUT /nar/<file>` (needs --upload-credentials-file).
-    #[arg(long, env = "NIXCACHE_ALLOW_PUT")]
-    pub allow_put: bool,
-
-    /// Accept `DELETE /<hash>.narinfo` and `DELETE /nar/<file>` (needs --upload-credentials-file).
-    #[arg(long, env = "NIXCACHE_ALLOW_DELETE")]
-    pub allow_delete: bool,
-
-    /// Accept `POST /_nixcache/warm` (fetch whole closures into the cache, as `nixcache warm`
-    /// does) and `GET /_nixcache/warm` (the running or last one's state); needs
-    /// --upload-credentials-file.
-    #[arg(long, env = "NIXCACHE_ALLOW_WARM")]
-    pub allow_warm: bool,
-
-    /// Who may write: htpasswd lines `USER:$2y$…` (bcrypt, `htpasswd -nB USER`) for HTTP Basic,
-    /// and/or lines holding only a token, accepted as a Bearer token or as any user's password.
-    #[arg(long, env = "NIXCACHE_UPLOAD_CREDENTIALS_FILE")]
-    pub upload_credentials_file: Option<PathBuf>,
-
-    /// Largest NAR file accepted by PUT (50G, 500M, bytes; units are powers of 1024).
-    #[arg(long, env = "NIXCACHE_MAX_UPLOAD_SIZE", default_value = "64G", value_parser = parse_size)]
-    pub max_upload_size: u64,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -267,6 +247,12 @@ pub struct GcArgs {
     /// and may still hold in memory for --memory-cache-ttl).
     #[arg(long, env = "NIXCACHE_GC_KEEP_RECENT", default_value = "10m", value_parser = humantime::parse_duration)]
     pub gc_keep_recent: Duration,
+
+    /// Evicted narinfos are kept this long before they are deleted (default: Nix's
+    /// narinfo-cache-positive-ttl): a client that cached one meanwhile still finds its NAR,
+    /// fetched again, or hears 410 Gone for an uploaded one.
+    #[arg(long, env = "NIXCACHE_GC_KEEP_EVICTED", default_value = "30days", value_parser = humantime::parse_duration)]
+    pub gc_keep_evicted: Duration,
 
     /// Report what would be evicted; change nothing.
     #[arg(long)]
@@ -373,8 +359,36 @@ mod tests {
         let Command::Warm(args) = cli.unwrap().command else {
             unreachable!()
         };
-        let options = args.options();
+        let options = args.options().unwrap();
         assert_eq!(options.concurrency, crate::warm::DEFAULT_CONCURRENCY);
         assert_eq!(options.timeout, crate::warm::DEFAULT_TIMEOUT);
+        assert!(options.authorization.is_none());
+    }
+
+    #[test]
+    fn warm_auth_files_hold_a_password_or_a_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let warm_with = |text: &str| {
+            let file = dir.path().join("credential");
+            std::fs::write(&file, text).unwrap();
+            let argv = [
+                "nixcache",
+                "warm",
+                "--auth-file",
+                file.to_str().unwrap(),
+                "/nix/store/7h7qgvs4kgzsn8a6rb274saxyqh4jxlz-a",
+            ];
+            let Command::Warm(args) = Cli::try_parse_from(argv).unwrap().command else {
+                unreachable!()
+            };
+            args.options()
+        };
+        let basic = warm_with("# warm-up\nlaptop:s3cret\n").unwrap();
+        // Shown nowhere, not even in Debug.
+        assert_eq!(format!("{:?}", basic.authorization), "Some(Authorization(***))");
+        let token = warm_with("\n  tok-0123456789abcdef  \n").unwrap();
+        assert!(token.authorization.is_some());
+        let err = warm_with("# nothing\n").unwrap_err();
+        assert!(format!("{err:#}").contains("holds no credential"), "{err:#}");
     }
 }

@@ -1,11 +1,13 @@
 //! `nixcache warm`: what to fetch into a running cache, and from where.
 
-use std::time::Duration;
+use std::{path::PathBuf, time::Duration};
+
+use anyhow::Context;
 
 use clap::Args;
 use nixcache_protocol::StorePath;
 
-use crate::warm::WarmOptions;
+use crate::warm::{Authorization, WarmOptions};
 
 #[derive(Debug, Clone, Args)]
 pub struct WarmArgs {
@@ -26,21 +28,39 @@ pub struct WarmArgs {
     #[arg(long, env = "NIXCACHE_WARM_TIMEOUT", default_value = "30m", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
 
+    /// For a private cache: a file whose first line is `USER:PASSWORD` (sent as HTTP Basic) or
+    /// a token (sent as a Bearer token), a read or upload credential of the cache.
+    #[arg(long, env = "NIXCACHE_WARM_AUTH_FILE")]
+    pub auth_file: Option<PathBuf>,
+
     /// Store paths (`/nix/store/<hash>-<name>`) whose closures are fetched.
     #[arg(required = true, value_parser = parse_store_path)]
     pub paths: Vec<StorePath>,
 }
 
 impl WarmArgs {
-    pub fn options(&self) -> WarmOptions {
-        WarmOptions {
+    pub fn options(&self) -> anyhow::Result<WarmOptions> {
+        let authorization = match &self.auth_file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading --auth-file {}", path.display()))?;
+                let authorization = Authorization::from_file_text(&text);
+                Some(
+                    authorization
+                        .with_context(|| format!("--auth-file {} holds no credential", path.display()))?,
+                )
+            }
+            None => None,
+        };
+        Ok(WarmOptions {
             url: self.url.clone(),
             paths: self.paths.clone(),
             concurrency: self.concurrency as usize,
             narinfos_only: self.narinfos_only,
             timeout: self.timeout,
             direct: false,
-        }
+            authorization,
+        })
     }
 }
 

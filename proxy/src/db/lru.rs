@@ -144,7 +144,7 @@ impl<DB: SqlDb> SqlStore<DB> {
                     hash: hash.parse().map_err(|e| corrupt(&hash, "hash", e))?,
                     nar_file: NarFile::parse(&file).map_err(|e| corrupt(&hash, "nar_file", e))?,
                     last_access: Timestamp::from_unix_ms(DB::int(row, "last_access")?.unwrap_or(0)),
-                    uploaded: !url.contains("://"),
+                    uploaded: super::model::is_uploaded_url(&url),
                 })
             })
             .collect()

@@ -22,6 +22,19 @@ pub struct NarInfoRecord {
     pub proxy_sig: Option<ProxySignature>,
 }
 
+impl NarInfoRecord {
+    /// Uploaded by a client: its URL is this cache's own (`nar/<file>`), so once its NAR is
+    /// evicted it cannot be fetched again.
+    pub fn uploaded(&self) -> bool {
+        is_uploaded_url(&self.info.url)
+    }
+}
+
+/// Whether a narinfo's URL is relative, as an uploaded one's is (an upstream's is absolute).
+pub fn is_uploaded_url(url: &str) -> bool {
+    !url.contains("://")
+}
+
 /// A NAR file present in storage.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NarRecord {

@@ -151,18 +151,14 @@ impl Run<'_> {
         Ok(plan)
     }
 
-    /// Marks the planned narinfos evicted (an upload's is deleted: its NAR cannot be fetched
-    /// again), then removes the NARs they freed. What succeeded is reported even when some
+    /// Marks the planned narinfos evicted, then removes the NARs they freed. What succeeded is reported even when some
     /// request failed (the serving process's memory must hear of it), then the error returned.
     async fn evict_planned(&mut self, plan: Vec<Planned>) -> Result<(), DbError> {
         let results: Vec<Result<(), DbError>> = if self.options.dry_run {
             plan.iter().map(|_| Ok(())).collect()
         } else {
             let db: &dyn MetadataStore = &**self.db;
-            let evictions: Vec<_> = plan
-                .iter()
-                .map(|p| evict_narinfo(db, p.entry.hash, p.entry.uploaded))
-                .collect();
+            let evictions: Vec<_> = plan.iter().map(|p| evict_narinfo(db, p.entry.hash)).collect();
             stream::iter(evictions).buffered(CONCURRENCY).collect().await
         };
         let mut first_error = None;
@@ -285,13 +281,10 @@ async fn nar_and_naming(db: &dyn MetadataStore, file: NarFile) -> Result<(Option
     Ok((Some(nar), db.count_narinfos_for_nar(&file).await?))
 }
 
-/// Marks a narinfo evicted; an uploaded one is deleted (its NAR cannot be fetched again).
-async fn evict_narinfo(db: &dyn MetadataStore, hash: StorePathHash, uploaded: bool) -> Result<(), DbError> {
-    if uploaded {
-        db.delete_narinfo(&hash).await
-    } else {
-        db.evict_narinfo(&hash, Timestamp::now()).await.map(drop)
-    }
+/// Marks a narinfo evicted. An uploaded one too: its NAR cannot be fetched again, and a client
+/// that cached the narinfo hears so (`410 Gone`) rather than a bare `404`.
+async fn evict_narinfo(db: &dyn MetadataStore, hash: StorePathHash) -> Result<(), DbError> {
+    db.evict_narinfo(&hash, Timestamp::now()).await.map(drop)
 }
 
 /// The NAR's row, if no live narinfo names it (in the same statement), then its object, under

@@ -5,8 +5,8 @@
 //! live narinfo names, then listings and logs (`side`), then narinfos: a narinfo goes with its NAR, but a NAR that several
 //! narinfos name goes only with the last of them. An evicted narinfo is marked, not deleted: a
 //! lookup of the path is a miss again, yet a client that cached the narinfo itself can still
-//! fetch the NAR, which is downloaded again (uploaded narinfos, whose NAR cannot be fetched
-//! again, are deleted). A NAR row is deleted only if, in the same statement, no live narinfo
+//! fetch the NAR, which is downloaded again (or, for an uploaded one, answers `410 Gone`), until
+//! [`GcOptions::keep_evicted`] has passed. A NAR row is deleted only if, in the same statement, no live narinfo
 //! names it, and its object only after that, both under the NAR's lease (which fills hold while
 //! they write the object), so a fill cannot store the NAR anew in between; a crash in between
 //! leaves an unrecorded object (invisible, overwritten when the NAR is fetched again). A NAR being streamed while it is
@@ -38,9 +38,10 @@ const LEASE_TTL: Duration = Duration::from_secs(60);
 const DEAD_LEASE_AGE: Duration = Duration::from_secs(3600);
 /// Uploaded NARs whose narinfo has not come this long (at least) are deleted.
 const STALE_UPLOAD_AGE: Duration = Duration::from_secs(3600);
-/// Evicted narinfos are kept this long (Nix clients cache narinfos for 30 days and may ask for
-/// their NAR meanwhile, which is then fetched again from the URL kept), then deleted.
-const EVICTED_KEPT: Duration = Duration::from_secs(30 * 24 * 3600);
+/// How long evicted narinfos are kept unless told otherwise: Nix's own
+/// `narinfo-cache-positive-ttl`, the time a client may go on asking for a NAR whose narinfo it
+/// cached.
+pub const DEFAULT_KEEP_EVICTED: Duration = Duration::from_secs(30 * 24 * 3600);
 
 #[derive(Clone, Debug)]
 pub struct GcOptions {
@@ -51,6 +52,9 @@ pub struct GcOptions {
     pub keep_recent: Duration,
     /// Report what would go, remove nothing.
     pub dry_run: bool,
+    /// Evicted narinfos are kept this long, then deleted: meanwhile a client that cached one
+    /// finds its NAR (fetched again from the upstream URL kept; an uploaded one answers 410).
+    pub keep_evicted: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -79,7 +83,7 @@ pub struct GcReport {
     pub leases_swept: u64,
     /// Uploaded NARs deleted because their narinfo never came.
     pub uploads_swept: u64,
-    /// Narinfos evicted over [`EVICTED_KEPT`] ago, deleted for good.
+    /// Narinfos evicted over [`GcOptions::keep_evicted`] ago, deleted for good.
     pub narinfos_purged: u64,
     pub elapsed: Duration,
 }
@@ -200,7 +204,7 @@ pub async fn run_once(
     if !options.dry_run {
         run.sweep_stale_uploads().await?;
         let now = Timestamp::now();
-        run.report.narinfos_purged = db.purge_evicted_narinfos(now - EVICTED_KEPT).await?;
+        run.report.narinfos_purged = db.purge_evicted_narinfos(now - options.keep_evicted).await?;
         run.report.leases_swept = db.delete_expired_leases(now - DEAD_LEASE_AGE).await?;
     }
     let mut report = run.report;

@@ -94,6 +94,7 @@ async fn run(db: &Arc<dyn MetadataStore>, storage: &dyn BlobStore, max_size: u64
         max_size,
         keep_recent: std::time::Duration::ZERO,
         dry_run,
+        keep_evicted: super::DEFAULT_KEEP_EVICTED,
     };
     let mut heard = 0;
     let report = run_once(Arc::clone(db), storage, &options, "test", &mut |_| heard += 1)
@@ -227,6 +228,7 @@ async fn a_cancelled_run_releases_its_nar_lease() {
         max_size: 0,
         keep_recent: std::time::Duration::ZERO,
         dry_run: false,
+        keep_evicted: super::DEFAULT_KEEP_EVICTED,
     };
     let lease = LeaseKey::nar(&rec.nar_file);
     let mut ignore = |_: super::Evicted<'_>| {};
@@ -311,4 +313,28 @@ async fn listings_and_logs_go_first_and_count_towards_the_limit() {
     assert_eq!(report.side_files_deleted, 1, "{report}");
     assert!(report.narinfos_evicted >= 1, "{report}");
     assert_eq!(db.usage().await.unwrap().side_files, 0);
+}
+
+#[tokio::test]
+async fn evicted_narinfos_stay_for_keep_evicted_then_go() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, storage) = sqlite_and_local(dir.path()).await;
+    fill(&*db, &storage).await;
+    let report = run(&db, &storage, 0, false).await;
+    assert_eq!(report.narinfos_evicted, ENTRIES as u64, "{report}");
+    assert_eq!(report.narinfos_purged, 0, "{report}");
+    // A client that cached the narinfo still finds where its NAR comes from.
+    assert!(db.narinfo_for_nar(&nar_file(0)).await.unwrap().is_some());
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let options = GcOptions {
+        max_size: 0,
+        keep_recent: std::time::Duration::ZERO,
+        dry_run: false,
+        keep_evicted: std::time::Duration::ZERO,
+    };
+    let report = run_once(Arc::clone(&db), &storage, &options, "test", &mut |_| {})
+        .await
+        .unwrap();
+    assert_eq!(report.narinfos_purged, ENTRIES as u64, "{report}");
+    assert!(db.narinfo_for_nar(&nar_file(0)).await.unwrap().is_none());
 }

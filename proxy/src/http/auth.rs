@@ -1,20 +1,29 @@
-//! Who may write (`--upload-credentials-file`). Two kinds of lines, `#` starts a comment:
+//! Who may read (`--read-credentials-file`, a private cache) and who may write
+//! (`--upload-credentials-file`). Both files hold two kinds of lines, `#` starts a comment:
 //! - `USER:$2y$…`: an htpasswd entry with a bcrypt hash (`htpasswd -nbB USER PASSWORD`), for HTTP
 //!   Basic, which is what Nix sends from its `netrc-file`;
 //! - a line with no `:`: a token, accepted as `Authorization: Bearer TOKEN` or as the password of
 //!   any user name in Basic.
 //!
-//! bcrypt is slow on purpose (tens of ms), so a header that passed is remembered (by its SHA-256,
-//! never in clear) for a few minutes, and checks run on threads of their own ([`Hashers`]).
+//! A write credential reads too: a builder that uploads (`nix copy --to`) also asks what the
+//! cache has. bcrypt is slow on purpose (tens of ms), so a header that passed is remembered (by
+//! its SHA-256, never in clear) for a few minutes with what it grants, and checks run on threads
+//! of their own ([`Hashers`]), shared by both files: one bound on the CPU passwords take.
 
 use std::{path::Path, sync::Arc, time::Duration};
 
-use axum::http::{header, HeaderMap};
+use axum::{
+    http::{header, HeaderMap, HeaderValue, StatusCode},
+    response::Response,
+};
 use base64::Engine as _;
 use nixcache_formats::credentials::{token_digest, CredentialsError, CredentialsFile};
 use prometheus_client::metrics::gauge::Gauge;
 
-use super::hashers::{Hashers, HashersBusy};
+use super::{
+    error,
+    hashers::{Hashers, HashersBusy},
+};
 
 /// How long a verified `Authorization` header is accepted without checking it again.
 const VERIFIED_TTL: Duration = Duration::from_secs(300);
@@ -26,58 +35,137 @@ const BCRYPT_QUEUE: usize = 16;
 /// legitimate client is told to retry, as for any overload, rather than that its password is
 /// wrong; an attacker's flood waits in no unbounded queue.
 const BCRYPT_WAIT: Duration = Duration::from_secs(5);
+
 #[derive(Debug, thiserror::Error)]
 pub enum CredentialsFileError {
-    #[error("cannot read the upload credentials file {path}: {error}")]
-    Read { path: String, error: std::io::Error },
-    #[error("upload credentials file {path} is not valid")]
+    #[error("cannot read the {what} credentials file {path}: {error}")]
+    Read {
+        what: Grant,
+        path: String,
+        error: std::io::Error,
+    },
+    #[error("{what} credentials file {path} is not valid")]
     Invalid {
+        what: Grant,
         path: String,
         #[source]
         error: CredentialsError,
     },
-    #[error("cannot start the threads that check upload passwords")]
+    #[error("cannot start the threads that check passwords")]
     Threads(#[source] std::io::Error),
 }
 
-/// The accepted credentials. `Debug` shows only how many there are.
-pub struct UploadAuth {
-    credentials: Arc<CredentialsFile>,
-    verified: moka::sync::Cache<[u8; 32], ()>,
+/// What a credential allows; a write credential reads too.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Grant {
+    Read,
+    Write,
+}
+
+impl std::fmt::Display for Grant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Grant::Read => "read",
+            Grant::Write => "upload",
+        })
+    }
+}
+
+/// The two files' credentials. `Debug` shows only how many there are.
+pub struct Credentials {
+    files: Arc<Files>,
+    verified: moka::sync::Cache<[u8; 32], Grant>,
     hashers: Hashers,
 }
 
-impl std::fmt::Debug for UploadAuth {
+#[derive(Default)]
+struct Files {
+    read: Option<CredentialsFile>,
+    write: Option<CredentialsFile>,
+}
+
+impl std::fmt::Debug for Credentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let count = |file: &Option<CredentialsFile>| file.as_ref().map(|f| (f.users.len(), f.tokens.len()));
         write!(
             f,
-            "UploadAuth({} users, {} tokens)",
-            self.credentials.users.len(),
-            self.credentials.tokens.len()
+            "Credentials(read: {:?}, upload: {:?})",
+            count(&self.files.read),
+            count(&self.files.write)
         )
     }
 }
 
-impl UploadAuth {
-    /// Reads the file; `hashing` counts the bcrypt checks running.
-    pub fn load(path: &Path, hashing: Gauge) -> Result<Self, CredentialsFileError> {
-        let shown = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|error| CredentialsFileError::Read {
-            path: shown.clone(),
-            error,
-        })?;
-        Self::parse(&text, &shown, hashing)
+/// Whether a `PUT`, `DELETE` or warm-up was let through.
+#[derive(Clone, Copy, Debug)]
+pub enum Refusal {
+    /// Too many credentials being checked to tell in time (503).
+    Busy,
+    /// No credential, or a wrong one (401).
+    Unauthorized,
+    /// A read credential where a write one is needed (403).
+    ReadOnly,
+}
+
+impl Refusal {
+    pub fn into_response(self) -> Response {
+        match self {
+            Refusal::Busy => error::too_busy("too many credential checks at once: try again shortly", 1),
+            Refusal::ReadOnly => error::plain(
+                StatusCode::FORBIDDEN,
+                "forbidden: this credential may read, not write (--upload-credentials-file)",
+            ),
+            Refusal::Unauthorized => {
+                let mut response = error::plain(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized: a valid credential is required",
+                );
+                response.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Basic realm=\"nixcache\", charset=\"UTF-8\""),
+                );
+                response
+            }
+        }
+    }
+}
+
+impl Credentials {
+    /// Reads the files given; `None` when neither is. `hashing` counts the bcrypt checks running.
+    pub fn load(
+        read: Option<&Path>,
+        write: Option<&Path>,
+        hashing: Gauge,
+    ) -> Result<Option<Self>, CredentialsFileError> {
+        let load = |path: Option<&Path>, what| {
+            path.map(|path| {
+                let shown = path.display().to_string();
+                match std::fs::read_to_string(path) {
+                    Ok(text) => parse_file(&text, &shown, what),
+                    Err(error) => Err(CredentialsFileError::Read {
+                        what,
+                        path: shown,
+                        error,
+                    }),
+                }
+            })
+            .transpose()
+        };
+        let files = Files {
+            read: load(read, Grant::Read)?,
+            write: load(write, Grant::Write)?,
+        };
+        if files.read.is_none() && files.write.is_none() {
+            return Ok(None);
+        }
+        Self::new(files, hashing).map(Some)
     }
 
-    pub fn parse(text: &str, path: &str, hashing: Gauge) -> Result<Self, CredentialsFileError> {
-        let credentials = CredentialsFile::parse(text).map_err(|error| CredentialsFileError::Invalid {
-            path: path.into(),
-            error,
-        })?;
+    fn new(files: Files, hashing: Gauge) -> Result<Self, CredentialsFileError> {
         let hashers =
             Hashers::start(BCRYPT_AT_ONCE, BCRYPT_QUEUE, hashing).map_err(CredentialsFileError::Threads)?;
         Ok(Self {
-            credentials: Arc::new(credentials),
+            files: Arc::new(files),
             verified: moka::sync::Cache::builder()
                 .max_capacity(1024)
                 .time_to_live(VERIFIED_TTL)
@@ -86,68 +174,116 @@ impl UploadAuth {
         })
     }
 
-    /// Whether the request's `Authorization` header holds an accepted credential; `Err` when
-    /// the password check threads are too busy to tell within [`BCRYPT_WAIT`].
-    pub async fn allows(&self, headers: &HeaderMap) -> Result<bool, HashersBusy> {
+    /// Whether reads need a credential (a private cache).
+    pub fn private(&self) -> bool {
+        self.files.read.is_some()
+    }
+
+    /// Whether writes can be granted at all.
+    pub fn writable(&self) -> bool {
+        self.files.write.is_some()
+    }
+
+    /// Lets the request through when its `Authorization` header grants at least `need`.
+    pub async fn require(&self, headers: &HeaderMap, need: Grant) -> Result<(), Refusal> {
+        match self.grant(headers).await {
+            Ok(Some(grant)) if grant >= need => Ok(()),
+            Ok(Some(_)) => Err(Refusal::ReadOnly),
+            Ok(None) => Err(Refusal::Unauthorized),
+            Err(busy) => {
+                tracing::debug!(error = %busy, "refused: credentials could not be checked in time");
+                Err(Refusal::Busy)
+            }
+        }
+    }
+
+    /// What the request's `Authorization` header grants, if anything; `Err` when the password
+    /// check threads are too busy to tell within [`BCRYPT_WAIT`].
+    async fn grant(&self, headers: &HeaderMap) -> Result<Option<Grant>, HashersBusy> {
         let Some(value) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
-            return Ok(false);
+            return Ok(None);
         };
         let seen = token_digest(value);
-        if self.verified.contains_key(&seen) {
-            return Ok(true);
+        if let Some(grant) = self.verified.get(&seen) {
+            return Ok(Some(grant));
         }
         let is_basic = value
             .split_once(' ')
             .is_some_and(|(scheme, _)| scheme.eq_ignore_ascii_case("basic"));
         // Only Basic needs bcrypt; a Bearer token is a digest comparison, done here.
-        let ok = if is_basic {
-            let (credentials, value) = (Arc::clone(&self.credentials), value.to_owned());
-            self.hashers
-                .run(move || check(&credentials, &value), BCRYPT_WAIT)
-                .await?
+        let grant = if is_basic {
+            let (files, value) = (Arc::clone(&self.files), value.to_owned());
+            self.hashers.run(move || files.check(&value), BCRYPT_WAIT).await?
         } else {
-            check(&self.credentials, value)
+            self.files.check(value)
         };
-        if ok {
-            self.verified.insert(seen, ());
+        if let Some(grant) = grant {
+            self.verified.insert(seen, grant);
         }
-        Ok(ok)
-    }
-
-    #[cfg(test)]
-    fn check_now(&self, authorization: &str) -> bool {
-        check(&self.credentials, authorization)
+        Ok(grant)
     }
 }
 
-/// Whether a request's `Authorization` header holds one of the file's credentials.
-fn check(file: &CredentialsFile, authorization: &str) -> bool {
-    let (scheme, rest) = authorization.split_once(' ').unwrap_or((authorization, ""));
-    if scheme.eq_ignore_ascii_case("bearer") {
-        return is_token(file, rest.trim());
-    }
-    if !scheme.eq_ignore_ascii_case("basic") {
-        return false;
-    }
-    let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(rest.trim()) else {
-        return false;
-    };
-    let Ok(decoded) = String::from_utf8(decoded) else {
-        return false;
-    };
-    let Some((user, password)) = decoded.split_once(':') else {
-        return false;
-    };
-    match file.users.get(user) {
-        Some(hash) => bcrypt::verify(password, hash).unwrap_or(false),
-        None => {
-            // As slow as a known user's check, so the time does not tell which names exist.
-            if let Some(any) = file.users.values().next() {
-                let _ = bcrypt::verify(password, any);
-            }
-            is_token(file, password)
+fn parse_file(text: &str, path: &str, what: Grant) -> Result<CredentialsFile, CredentialsFileError> {
+    CredentialsFile::parse(text).map_err(|error| CredentialsFileError::Invalid {
+        what,
+        path: path.into(),
+        error,
+    })
+}
+
+impl Files {
+    /// What an `Authorization` header value grants: the write file is asked first. At most one
+    /// bcrypt check runs for a user one file knows (two when both know the name), and one for
+    /// a name neither knows, so the time does not tell which names exist.
+    fn check(&self, authorization: &str) -> Option<Grant> {
+        let (scheme, rest) = authorization.split_once(' ').unwrap_or((authorization, ""));
+        let files = [(Grant::Write, &self.write), (Grant::Read, &self.read)];
+        let files = files
+            .iter()
+            .filter_map(|(grant, file)| Some((*grant, file.as_ref()?)));
+        if scheme.eq_ignore_ascii_case("bearer") {
+            let token = rest.trim();
+            return files
+                .into_iter()
+                .find(|(_, file)| is_token(file, token))
+                .map(|(g, _)| g);
         }
+        if !scheme.eq_ignore_ascii_case("basic") {
+            return None;
+        }
+        let (user, password) = basic_pair(rest)?;
+        let mut known = false;
+        for (grant, file) in files.clone() {
+            if let Some(hash) = file.users.get(&user) {
+                known = true;
+                if bcrypt::verify(&password, hash).unwrap_or(false) {
+                    return Some(grant);
+                }
+            }
+        }
+        if !known {
+            // As slow as a known user's check.
+            let any = files.clone().find_map(|(_, file)| file.users.values().next());
+            if let Some(any) = any {
+                let _ = bcrypt::verify(&password, any);
+            }
+        }
+        files
+            .into_iter()
+            .find(|(_, file)| is_token(file, &password))
+            .map(|(g, _)| g)
     }
+}
+
+/// `user:password` of a Basic credential.
+fn basic_pair(encoded: &str) -> Option<(String, String)> {
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let decoded = String::from_utf8(decoded).ok()?;
+    let (user, password) = decoded.split_once(':')?;
+    Some((user.to_owned(), password.to_owned()))
 }
 
 fn is_token(file: &CredentialsFile, token: &str) -> bool {
@@ -156,53 +292,4 @@ fn is_token(file: &CredentialsFile, token: &str) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used)]
-    use super::*;
-
-    fn basic(user: &str, password: &str) -> String {
-        let raw = format!("{user}:{password}");
-        format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(raw))
-    }
-
-    #[test]
-    fn htpasswd_users_and_tokens() {
-        let hash = bcrypt::hash("s3cret", 4).unwrap();
-        let auth = UploadAuth::parse(
-            &format!("# uploaders\nci:{hash}\n\nsome-long-token-x\n"),
-            "f",
-            Gauge::default(),
-        )
-        .unwrap();
-        assert!(UploadAuth::parse("ci\n", "f", Gauge::default())
-            .map_err(|e| format!("{:#}", anyhow::Error::from(e)))
-            .unwrap_err()
-            .contains("at least 16"));
-        assert!(auth.check_now(&basic("ci", "s3cret")));
-        assert!(!auth.check_now(&basic("ci", "wrong")));
-        assert!(!auth.check_now(&basic("other", "s3cret")));
-        assert!(auth.check_now("Bearer some-long-token-x"));
-        assert!(auth.check_now(&basic("anyone", "some-long-token-x")));
-        assert!(!auth.check_now("Bearer some-long-token-"));
-        assert!(!auth.check_now("Bearer "));
-        assert!(!auth.check_now("Digest whatever"));
-        assert!(!auth.check_now("Basic !!!"));
-        assert_eq!(format!("{auth:?}"), "UploadAuth(1 users, 1 tokens)");
-    }
-
-    #[test]
-    fn plain_passwords_and_empty_files_are_refused() {
-        let err = UploadAuth::parse("ci:plaintext\n", "creds", Gauge::default())
-            .map_err(|e| format!("{:#}", anyhow::Error::from(e)))
-            .unwrap_err();
-        assert!(err.contains("line 1") && err.contains("htpasswd -nbB"), "{err}");
-        assert!(
-            !err.contains("plaintext"),
-            "the password must not be shown: {err}"
-        );
-        let err = UploadAuth::parse("# nothing\n", "creds", Gauge::default())
-            .map_err(|e| format!("{:#}", anyhow::Error::from(e)))
-            .unwrap_err();
-        assert!(err.contains("holds no credentials"), "{err}");
-    }
-}
+mod tests;

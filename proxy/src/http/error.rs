@@ -41,6 +41,10 @@ impl From<UploadError> for ApiError {
 fn classify(err: &CacheError) -> (StatusCode, &'static str) {
     match err {
         CacheError::NotFound => (StatusCode::NOT_FOUND, "not found"),
+        CacheError::Gone => (
+            StatusCode::GONE,
+            "gone: this NAR was uploaded to the cache and has been evicted; upload the path again",
+        ),
         // Skipped, not asked: 503 with `Retry-After` (the next probe), which Nix retries and
         // never remembers as a miss (a 404 would be kept by clients for an hour).
         CacheError::Upstream(UpstreamError::Down { .. }) => (

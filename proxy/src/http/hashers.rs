@@ -26,10 +26,31 @@ pub enum HashersBusy {
     Stopped,
 }
 
-struct Job {
-    check: Box<dyn FnOnce() -> bool + Send>,
-    reply: oneshot::Sender<bool>,
+/// A check and where its answer goes; generic behind the queue, so any answer type fits.
+trait Task: Send {
+    /// The caller is gone (timed out, or its request dropped).
+    fn abandoned(&self) -> bool;
+    fn run(self: Box<Self>);
 }
+
+struct Check<T, F> {
+    check: F,
+    reply: oneshot::Sender<T>,
+}
+
+impl<T: Default + Send, F: FnOnce() -> T + Send> Task for Check<T, F> {
+    fn abandoned(&self) -> bool {
+        self.reply.is_closed()
+    }
+
+    fn run(self: Box<Self>) {
+        // A panic in a check must not shrink the pool for good; it grants nothing.
+        let answer = std::panic::catch_unwind(AssertUnwindSafe(self.check)).unwrap_or_default();
+        let _ = self.reply.send(answer);
+    }
+}
+
+type Job = Box<dyn Task>;
 
 /// The threads and the bounded queue in front of them. The threads end when this is dropped.
 pub struct Hashers {
@@ -53,16 +74,13 @@ impl Hashers {
 
     /// Runs `check` on one of the threads; waits at most `wait` for it, queue included. A check
     /// whose caller is gone (timed out, or the request dropped) by its turn is skipped.
-    pub async fn run(
+    pub async fn run<T: Default + Send + 'static>(
         &self,
-        check: impl FnOnce() -> bool + Send + 'static,
+        check: impl FnOnce() -> T + Send + 'static,
         wait: Duration,
-    ) -> Result<bool, HashersBusy> {
+    ) -> Result<T, HashersBusy> {
         let (reply, answer) = oneshot::channel();
-        let job = Job {
-            check: Box::new(check),
-            reply,
-        };
+        let job: Job = Box::new(Check { check, reply });
         match self.jobs.try_send(job) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => return Err(HashersBusy::QueueFull(self.queue)),
@@ -83,14 +101,12 @@ fn work(jobs: &Mutex<Receiver<Job>>, running: &Gauge) {
         let Ok(job) = job else {
             return;
         };
-        if job.reply.is_closed() {
+        if job.abandoned() {
             continue;
         }
         running.inc();
-        // A panic in a check must not shrink the pool for good.
-        let ok = std::panic::catch_unwind(AssertUnwindSafe(job.check)).unwrap_or(false);
+        job.run();
         running.dec();
-        let _ = job.reply.send(ok);
     }
 }
 

@@ -11,6 +11,7 @@ mod landing;
 mod nar;
 mod narinfo;
 mod observe;
+mod private;
 pub mod server;
 mod side;
 mod status;
@@ -33,7 +34,7 @@ use axum::{
 };
 
 use crate::cache::{replica::FILLS_ROUTE, Cache};
-pub use auth::{CredentialsFileError, UploadAuth, BCRYPT_AT_ONCE};
+pub use auth::{Credentials, CredentialsFileError, Grant, BCRYPT_AT_ONCE};
 pub use encoding::Encoders;
 pub use error::ApiError;
 pub use warm::WARM_ROUTE;
@@ -64,6 +65,8 @@ pub struct AppState {
     /// The rendered /nix-cache-info body.
     pub cache_info: Arc<str>,
     pub writes: Writes,
+    /// Set for a private cache (`--read-credentials-file`): reads need a credential too.
+    pub read_auth: Option<Arc<Credentials>>,
     /// Set once shutdown began: /readyz answers 503 so no new clients are sent here.
     pub draining: Arc<AtomicBool>,
     /// `Content-Encoding` of what compresses well.
@@ -82,7 +85,7 @@ pub struct Writes {
     pub put: bool,
     pub delete: bool,
     /// Required (checked at start) when a verb or warm-ups are on.
-    pub auth: Option<Arc<UploadAuth>>,
+    pub auth: Option<Arc<Credentials>>,
     /// Largest NAR file a PUT may send.
     pub max_upload_size: u64,
     /// `POST /_nixcache/warm` (`--allow-warm`; needs `auth` too).
@@ -122,6 +125,7 @@ pub fn router(state: AppState) -> Router {
                 .delete(upload::delete_narinfo),
         )
         .fallback(fallback)
+        .layer(middleware::from_fn_with_state(state.clone(), private::gate))
         .layer(encoding::layer())
         .layer(middleware::map_response_with_state(
             Arc::clone(&metrics),

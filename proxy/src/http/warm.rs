@@ -12,7 +12,12 @@ use axum::{
 };
 use nixcache_protocol::{StorePath, StorePathError};
 
-use super::{error, status::json, write, AppState};
+use super::{
+    auth::{Grant, Refusal},
+    error,
+    status::json,
+    AppState,
+};
 use crate::warm::jobs::{WarmJobs, WarmRefused, MAX_PATHS};
 
 /// Route of both verbs.
@@ -96,9 +101,9 @@ async fn admit<'a>(state: &'a AppState, headers: &HeaderMap) -> Result<&'a WarmJ
             "not found: warm-ups over HTTP are off (--allow-warm)",
         ));
     };
-    write::authenticate(auth, headers)
+    auth.require(headers, Grant::Write)
         .await
-        .map_err(write::Refusal::into_response)?;
+        .map_err(Refusal::into_response)?;
     Ok(jobs)
 }
 

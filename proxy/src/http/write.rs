@@ -1,6 +1,6 @@
 //! Who may write: the checks every `PUT` and `DELETE` passes first (405 while the verb is off,
-//! 401 without an accepted credential, 503 when too many are being checked to tell), and the
-//! answer to an accepted one.
+//! 401 without an accepted credential, 403 with a read-only one, 503 when too many are being
+//! checked to tell), and the answer to an accepted one.
 
 use axum::{
     http::{header, HeaderMap, HeaderValue, StatusCode},
@@ -9,7 +9,10 @@ use axum::{
 
 use nixcache_formats::content_encoding::ContentEncoding;
 
-use super::{error, ApiError, AppState, UploadAuth};
+use super::{
+    auth::{Grant, Refusal},
+    error, ApiError, AppState,
+};
 use crate::{
     cache::{CacheError, Stored, UploadError},
     metrics::{ObjectKind, UploadResult},
@@ -33,7 +36,7 @@ pub(super) async fn admit(
         Verb::Delete => state.writes.delete,
     };
     let auth = match (&state.writes.auth, enabled) {
-        (Some(auth), true) => auth,
+        (Some(auth), true) if auth.writable() => auth,
         _ => {
             let mut response = error::plain(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -45,54 +48,14 @@ pub(super) async fn admit(
             return Err(response);
         }
     };
-    authenticate(auth, headers).await.map_err(|refusal| {
+    auth.require(headers, Grant::Write).await.map_err(|refusal| {
         let result = match refusal {
             Refusal::Busy => UploadResult::Busy,
-            Refusal::Unauthorized => UploadResult::Unauthorized,
+            Refusal::Unauthorized | Refusal::ReadOnly => UploadResult::Unauthorized,
         };
         state.cache.metrics().upload(kind, result);
         refusal.into_response()
     })
-}
-
-/// Why a request that needs a credential was refused.
-#[derive(Clone, Copy, Debug)]
-pub(super) enum Refusal {
-    /// Too many credentials being checked to tell in time (503).
-    Busy,
-    /// No credential, or a wrong one (401).
-    Unauthorized,
-}
-
-impl Refusal {
-    pub(super) fn into_response(self) -> Response {
-        match self {
-            Refusal::Busy => error::too_busy("too many credential checks at once: try again shortly", 1),
-            Refusal::Unauthorized => {
-                let mut response = error::plain(
-                    StatusCode::UNAUTHORIZED,
-                    "unauthorized: a valid credential is required",
-                );
-                response.headers_mut().insert(
-                    header::WWW_AUTHENTICATE,
-                    HeaderValue::from_static("Basic realm=\"nixcache\", charset=\"UTF-8\""),
-                );
-                response
-            }
-        }
-    }
-}
-
-/// Whether `headers` carry a credential `auth` accepts.
-pub(super) async fn authenticate(auth: &UploadAuth, headers: &HeaderMap) -> Result<(), Refusal> {
-    match auth.allows(headers).await {
-        Ok(true) => Ok(()),
-        Ok(false) => Err(Refusal::Unauthorized),
-        Err(busy) => {
-            tracing::debug!(error = %busy, "refused: credentials could not be checked in time");
-            Err(Refusal::Busy)
-        }
-    }
 }
 
 /// The body's `Content-Encoding` (none, or one the cache decodes); `400` for any other.

@@ -30,6 +30,8 @@ pub struct WarmJobOptions {
     pub url: String,
     pub concurrency: usize,
     pub timeout: Duration,
+    /// What the run shows its own listener (the replicas' token: a private cache lets it by).
+    pub authorization: Option<super::Authorization>,
 }
 
 /// The process's warm-up: none yet, one running, or the last one's outcome.
@@ -138,6 +140,7 @@ impl WarmJobs {
             narinfos_only,
             timeout: self.options.timeout,
             direct: true,
+            authorization: self.options.authorization.clone(),
         };
         self.spawn_run(options, started);
         drop(state);
@@ -232,6 +235,7 @@ mod tests {
             url: "http://127.0.0.1:9".into(),
             concurrency: 2,
             timeout: Duration::from_secs(5),
+            authorization: None,
         })
     }
 

@@ -9,6 +9,7 @@ pub mod jobs;
 
 use std::{collections::HashSet, fmt, time::Duration};
 
+use base64::Engine as _;
 use futures::StreamExt;
 use nixcache_protocol::{NarInfo, StorePath, StorePathHash};
 use tokio::task::JoinSet;
@@ -28,6 +29,47 @@ pub struct WarmOptions {
     pub timeout: Duration,
     /// Never through an outbound proxy (`HTTP_PROXY`): set when the cache is this process.
     pub direct: bool,
+    /// Sent with every request, for a private cache.
+    pub authorization: Option<Authorization>,
+}
+
+/// An `Authorization` header value: a secret, so `Debug` never shows it and the header is marked
+/// sensitive (kept out of logs, and not sent on when a redirect leads to another host).
+#[derive(Clone)]
+pub struct Authorization(String);
+
+impl fmt::Debug for Authorization {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Authorization(***)")
+    }
+}
+
+impl Authorization {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// From what a credentials file for `nixcache warm` holds: its first line that is neither
+    /// empty nor a comment, `USER:PASSWORD` (sent as HTTP Basic) or a token (sent as Bearer).
+    pub fn from_file_text(text: &str) -> Option<Self> {
+        let line = text
+            .lines()
+            .map(str::trim)
+            .find(|l| !l.is_empty() && !l.starts_with('#'))?;
+        Some(Self(match line.split_once(':') {
+            Some(_) => format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(line)),
+            None => format!("Bearer {line}"),
+        }))
+    }
+
+    fn header(&self) -> anyhow::Result<reqwest::header::HeaderMap> {
+        let mut value = reqwest::header::HeaderValue::from_str(&self.0)
+            .map_err(|_| anyhow::anyhow!("the credential holds characters a header cannot"))?;
+        value.set_sensitive(true);
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+        Ok(headers)
+    }
 }
 
 /// Requests at once, unless told otherwise.
@@ -92,6 +134,9 @@ pub async fn run(options: &WarmOptions) -> anyhow::Result<WarmReport> {
     let mut client = reqwest::Client::builder().timeout(options.timeout);
     if options.direct {
         client = client.no_proxy();
+    }
+    if let Some(authorization) = &options.authorization {
+        client = client.default_headers(authorization.header()?);
     }
     let client = client.build()?;
     let base = options.url.trim_end_matches('/').to_owned();
@@ -211,4 +256,23 @@ async fn fetch_once(client: &reqwest::Client, url: &str) -> Try {
         }
     }
     Try::Done(Fetched::Nar { bytes, stored_before })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn a_credential_file_line_is_basic_or_bearer() {
+        let basic = Authorization::from_file_text("# for the warm-up\n\n laptop:s3cret:x \n").unwrap();
+        // base64("laptop:s3cret:x"): the password may hold a colon.
+        assert_eq!(basic.0, "Basic bGFwdG9wOnMzY3JldDp4");
+        let bearer = Authorization::from_file_text("tok-0123456789abcdef\nignored\n").unwrap();
+        assert_eq!(bearer.0, "Bearer tok-0123456789abcdef");
+        assert!(Authorization::from_file_text("# only a comment\n\n").is_none());
+        let header = bearer.header().unwrap();
+        assert!(header[reqwest::header::AUTHORIZATION].is_sensitive());
+        assert!(Authorization::new("bad\nvalue").header().is_err());
+    }
 }

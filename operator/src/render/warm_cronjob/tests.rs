@@ -213,3 +213,47 @@ fn a_bad_warm_spec_is_an_error_naming_the_entry() {
     nc.spec.warm.as_mut().unwrap().concurrency = Some(0);
     assert_eq!(warm_cronjob(&nc, &plan(&nc)), Err(InvalidWarm::Concurrency(0)));
 }
+
+#[test]
+fn a_private_caches_warm_up_shows_its_credential() {
+    let mut nc = fixtures::scaled("demo").with_warm("30 4 * * *", &[HELLO]);
+    nc.spec.private = Some(nixcache_crds::Private {
+        credentials_secret_ref: nixcache_crds::SecretKeyRef {
+            name: "readers".into(),
+            key: None,
+        },
+    });
+    assert_eq!(warm_cronjob(&nc, &plan(&nc)), Err(InvalidWarm::NoCredential));
+    nc.spec.warm.as_mut().unwrap().credential_secret_ref = Some(nixcache_crds::SecretKeyRef {
+        name: "warm-token".into(),
+        key: Some("token".into()),
+    });
+    let cron = render(&nc);
+    let url = "http://demo.default.svc:8501";
+    assert_eq!(
+        args(&cron),
+        [
+            "warm",
+            "--url",
+            url,
+            "--auth-file",
+            "/etc/nixcache/warm/credential",
+            HELLO
+        ]
+    );
+    // That one key of that one Secret, read-only, and nothing else.
+    let pod = pod_spec(&cron);
+    let volumes = pod.volumes.as_ref().unwrap();
+    assert_eq!(volumes.len(), 1);
+    let secret = volumes[0].secret.as_ref().unwrap();
+    assert_eq!(secret.secret_name.as_deref(), Some("warm-token"));
+    let item = &secret.items.as_ref().unwrap()[0];
+    assert_eq!((item.key.as_str(), item.path.as_str()), ("token", "credential"));
+    let mounts = pod.containers[0].volume_mounts.as_ref().unwrap();
+    assert_eq!(mounts.len(), 1);
+    assert_eq!(
+        (mounts[0].mount_path.as_str(), mounts[0].read_only),
+        ("/etc/nixcache/warm", Some(true))
+    );
+    assert_eq!(pod.automount_service_account_token, Some(false));
+}

@@ -1,0 +1,69 @@
+//! A private cache (`--read-credentials-file`): every request needs a read or upload credential
+//! (what Nix sends from its `netrc-file`), checked before anything else is looked at. Open still:
+//! what probes and scrapers ask for (`/healthz`, `/readyz`, `/metrics`), and the internal
+//! endpoint, which checks a token of its own. That token (the replicas', derived from the signing
+//! key) passes the gate too: an HTTP warm-up walks the closure through this process's own
+//! listener with it.
+
+use axum::{
+    extract::{Request, State},
+    http::header,
+    middleware::Next,
+    response::Response,
+};
+
+use super::{auth::Grant, AppState};
+use crate::cache::replica::FILLS_ROUTE;
+
+/// Paths a private cache answers without a credential.
+const OPEN: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
+
+pub(super) async fn gate(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    if let Some(credentials) = &state.read_auth {
+        let authorization = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        if !is_open(request.uri().path()) && !state.cache.is_replica(authorization) {
+            if let Err(refusal) = credentials.require(request.headers(), Grant::Read).await {
+                return refusal.into_response();
+            }
+        }
+    }
+    next.run(request).await
+}
+
+fn is_open(path: &str) -> bool {
+    OPEN.contains(&path)
+        || path
+            .strip_prefix(FILLS_ROUTE)
+            .is_some_and(|rest| rest.starts_with('/'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_probes_metrics_and_the_internal_endpoint_are_open() {
+        for open in ["/healthz", "/readyz", "/metrics", "/_nixcache/fills/abc.nar.xz"] {
+            assert!(is_open(open), "{open}");
+        }
+        let closed = [
+            "/",
+            "/nix-cache-info",
+            "/pubkey",
+            "/status",
+            "/abc.narinfo",
+            "/nar/abc.nar.xz",
+            "/_nixcache/warm",
+            "/_nixcache/fillsx",
+            "/metrics/",
+            "/healthz/x",
+            "/log/x.drv",
+        ];
+        for path in closed {
+            assert!(!is_open(path), "{path}");
+        }
+    }
+}
