@@ -1,6 +1,9 @@
 //! A private cache (`--read-credentials-file`) with a real Nix client of either generation: one
 //! without a netrc, or with a wrong password, gets nothing (401, and the proxy asks its upstream
-//! for nothing); one whose netrc holds a reader's password substitutes the whole closure.
+//! for nothing); one whose netrc holds a reader's password substitutes the whole closure. And
+//! `/metrics` moved to a listener of its own (`--metrics-listen`).
+
+use std::time::Duration;
 
 use anyhow::{ensure, Result};
 use base64::Engine as _;
@@ -76,4 +79,38 @@ async fn refusals(proxy: &Proxy) -> Result<u64> {
     proxy
         .metric("nixcache_http_requests_total", "status=\"401\"")
         .await
+}
+
+/// `--metrics-listen`: the metrics leave the cache's port for their own, which serves nothing
+/// else; SIGTERM stops both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_move_to_a_listener_of_their_own() -> Result<()> {
+    let cache = UpstreamCache::get("xz", "e2e")?;
+    let upstream = TestUpstream::start(&cache.dir)?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let mut opts = ProxyOptions::new(&upstream.url, &cache.public_key);
+    opts.extra_args = vec!["--metrics-listen".into(), format!("127.0.0.1:{port}")];
+    let mut proxy = Proxy::start(opts).await?;
+    let (status, body) = nixcache_e2e::http::get(&proxy.url_for("/metrics")).await?;
+    ensure!(status == reqwest::StatusCode::NOT_FOUND, "/metrics on the cache's port: {status}");
+    ensure!(String::from_utf8_lossy(&body).contains("--metrics-listen"));
+    let metrics = format!("http://127.0.0.1:{port}");
+    let (status, body) = nixcache_e2e::http::get(&format!("{metrics}/metrics")).await?;
+    let body = String::from_utf8_lossy(&body);
+    ensure!(status == reqwest::StatusCode::OK, "/metrics on its own port: {status}");
+    ensure!(
+        body.contains("nixcache_http_requests_total") && body.contains("status=\"404\""),
+        "the cache's requests are counted there:\n{body}"
+    );
+    for path in ["/nix-cache-info", "/healthz", "/"] {
+        let (status, _) = nixcache_e2e::http::get(&format!("{metrics}{path}")).await?;
+        ensure!(status == reqwest::StatusCode::NOT_FOUND, "{path} on the metrics port: {status}");
+    }
+    let exit = proxy.terminate(Duration::from_secs(15)).await?;
+    ensure!(exit.success(), "nixcache exited with {exit}");
+    ensure!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "the metrics port still listens"
+    );
+    Ok(())
 }

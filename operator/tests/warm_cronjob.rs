@@ -286,3 +286,30 @@ async fn without_the_cronjob_api_warm_up_is_reported_as_not_applied() {
     assert_eq!((status.as_str(), reason.as_str()), ("False", "APINotServed"));
     assert!(message.contains("spec.warm is not applied"), "{message}");
 }
+
+#[tokio::test]
+async fn a_missing_warm_credential_is_reported_and_the_cronjob_applied() {
+    let mut nc = fixtures::scaled("demo").with_warm("30 4 * * *", &[HELLO]);
+    nc.spec.warm.as_mut().unwrap().credential_secret_ref = Some(nixcache_crds::SecretKeyRef {
+        name: "warm-credential".into(),
+        key: None,
+    });
+    let world = World::new(&nc);
+    world.create_ready(3).await;
+    assert!(args(&stored(&world)).to_string().contains("--auth-file"));
+    let (status, reason, message) = world.condition("Degraded");
+    assert_eq!((status.as_str(), reason.as_str()), ("True", "InvalidSpec"), "{message}");
+    assert!(
+        message.starts_with("spec.warm.credentialSecretRef: Secret default/warm-credential does not exist"),
+        "{message}"
+    );
+    // The wrong key, then the right one.
+    let path = format!("{}/secrets/warm-credential", common::world::NS);
+    world.api.insert(&path, common::world::secret("warm-credential", &[("token", "x")]));
+    world.reconcile().await;
+    let (_, _, message) = world.condition("Degraded");
+    assert!(message.contains("has no key credential"), "{message}");
+    world.api.insert(&path, common::world::secret("warm-credential", &[("credential", "ci:pw")]));
+    world.reconcile().await;
+    assert_eq!(world.condition("Degraded").0, "False");
+}

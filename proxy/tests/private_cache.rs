@@ -101,6 +101,17 @@ async fn reads_need_a_credential_checked_before_any_lookup() {
         assert_eq!(head.status, StatusCode::UNAUTHORIZED, "HEAD {path}");
     }
     assert_eq!(w.upstream.object_gets(), 0, "nothing was asked of the upstream");
+    // The internal endpoint asks for the replicas' own token, which no client credential is.
+    let fill = format!("/_nixcache/fills/{}", entry.file_name());
+    for auth in [None, Some(basic(READER, READER_PASSWORD))] {
+        let mut request = w.client.get(w.proxy.url(&fill));
+        if let Some(auth) = &auth {
+            request = request.header("authorization", auth);
+        }
+        let got = common::send(request).await;
+        assert_eq!(got.status, StatusCode::UNAUTHORIZED, "{auth:?}: {}", got.text());
+        assert!(got.text().contains("replicas"), "{}", got.text());
+    }
     // Probes and scrapers need none.
     for path in ["/healthz", "/readyz", "/metrics"] {
         assert_eq!(w.get(path).await.status, StatusCode::OK, "{path}");

@@ -33,6 +33,17 @@ async fn a_private_nixcache_serves_only_clients_with_a_netrc() -> Result<()> {
         .context("no status.publicKey")?
         .to_owned();
     let service = world.service(NAME).await?;
+    // Through the Service: refused without a credential, served with one.
+    let url = format!("{}/nix-cache-info", service.url);
+    let client = reqwest::Client::new();
+    let refused = client.get(&url).send().await?;
+    ensure!(
+        refused.status() == reqwest::StatusCode::UNAUTHORIZED
+            && refused.headers().contains_key(reqwest::header::WWW_AUTHENTICATE),
+        "without a credential: {refused:?}"
+    );
+    let served = client.get(&url).basic_auth(user, Some(password)).send().await?;
+    ensure!(served.status() == reqwest::StatusCode::OK, "with a reader's: {served:?}");
 
     let refused = fetch(
         &service.url,
@@ -48,7 +59,8 @@ async fn a_private_nixcache_serves_only_clients_with_a_netrc() -> Result<()> {
         Ok(outcome) => format!("{outcome:?}"),
         Err(err) => format!("{err:#}"),
     };
-    // Nix 2.8 (the default client) says only that it "does not appear to be a binary cache".
+    // Nix 2.8 (the default client) says only that it "does not appear to be a binary cache"
+    // (the 401 itself is checked above).
     ensure!(
         said.contains("401") || said.contains("does not appear to be a binary cache"),
         "without a netrc: expected a refusal, got: {said}"

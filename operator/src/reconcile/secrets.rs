@@ -96,6 +96,10 @@ fn references(nc: &NixCache) -> Vec<Reference> {
 pub fn referenced_secret_names(nc: &NixCache) -> Vec<String> {
     let mut names: Vec<String> = references(nc).into_iter().map(|r| r.name).collect();
     names.push(render::signing_secret_ref(nc).name);
+    // Only checked to be there (a warning), never read into the pods' hash.
+    if let Some(r) = nc.spec.warm.as_ref().and_then(|w| w.credential_secret_ref.as_ref()) {
+        names.push(r.name.clone());
+    }
     names
 }
 
@@ -315,5 +319,32 @@ async fn generate(nc: &NixCache, ctx: &Context, api: &Api<Secret>) -> Result<Sec
             .await
             .map_err(|e| Error::kube(format!("read Secret {name}"), e)),
         Err(e) => Err(Error::kube(format!("create Secret {name}"), e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::fixtures::{self, NixCacheExt, HELLO};
+    use nixcache_crds::{Private, SecretKeyRef};
+
+    #[test]
+    fn the_readers_and_the_warm_credential_secrets_are_watched() {
+        let mut nc = fixtures::scaled("demo").with_warm("30 4 * * *", &[HELLO]);
+        let secret = |name: &str| SecretKeyRef {
+            name: name.into(),
+            key: None,
+        };
+        nc.spec.private = Some(Private {
+            credentials_secret_ref: secret("readers"),
+        });
+        nc.spec.warm.as_mut().unwrap().credential_secret_ref = Some(secret("warm-token"));
+        let names = referenced_secret_names(&nc);
+        assert!(names.contains(&"readers".to_owned()) && names.contains(&"warm-token".to_owned()), "{names:?}");
+        // The readers' file rolls the pods when it changes; the warm-up's credential is not theirs.
+        let read: Vec<_> = references(&nc).into_iter().map(|r| (r.field, r.key)).collect();
+        assert!(read.contains(&("spec.private.credentialsSecretRef".into(), "credentials".into())));
+        assert!(!read.iter().any(|(field, _)| field.starts_with("spec.warm")), "{read:?}");
     }
 }

@@ -6,6 +6,8 @@
 //! than retried: the same spec would be refused again.
 
 use k8s_openapi::api::batch::v1::CronJob;
+use k8s_openapi::api::core::v1::Secret;
+use kube::{Api, ResourceExt};
 use nixcache_crds::NixCache;
 
 use super::children::{apply, delete_if_present, one_line};
@@ -48,9 +50,38 @@ pub(super) async fn reconcile(
         Err(invalid) => return Ok(Some(invalid_warm(&invalid))),
     };
     match apply(ctx, nc, &cronjob).await {
-        Ok(_) => Ok(None),
+        Ok(_) => missing_credential(ctx, nc).await,
         Err(error) => refused(error, &render::warm_cronjob_name(nc)).map(Some),
     }
+}
+
+/// The warning for a `spec.warm.credentialSecretRef` whose Secret (or key) is not there: each run
+/// would wait for its volume until its deadline, and skip the next schedules meanwhile.
+async fn missing_credential(ctx: &Context, nc: &NixCache) -> Result<Option<Blocker>> {
+    let Some(r) = nc.spec.warm.as_ref().and_then(|w| w.credential_secret_ref.as_ref()) else {
+        return Ok(None);
+    };
+    let ns = nc
+        .namespace()
+        .ok_or_else(|| Error::MissingNamespace(nc.name_any()))?;
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+    let secret = api
+        .get_opt(&r.name)
+        .await
+        .map_err(|e| Error::kube(format!("read Secret {}", r.name), e))?;
+    let key = r.key_or("credential");
+    let missing = match secret {
+        None => format!("Secret {ns}/{} does not exist", r.name),
+        Some(s) if !s.data.as_ref().is_some_and(|d| d.contains_key(key)) => {
+            format!("Secret {ns}/{} has no key {key}", r.name)
+        }
+        Some(_) => return Ok(None),
+    };
+    let message = format!(
+        "spec.warm.credentialSecretRef: {missing}; each warm-up run waits for it until its \
+         deadline. The CronJob is applied; the rest of the NixCache too"
+    );
+    Ok(Some(Blocker::new(REASON, message)))
 }
 
 /// The warning for an invalid `spec.warm`, without applying anything: where the cluster serves no

@@ -96,6 +96,7 @@ pub async fn build_state(args: &ServeArgs) -> anyhow::Result<http::AppState> {
         cache_info: info.to_string().into(),
         writes,
         read_auth,
+        metrics_elsewhere: args.access.metrics_listen.is_some(),
         draining: Arc::new(AtomicBool::new(false)),
         encoders,
     })

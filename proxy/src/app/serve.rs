@@ -4,6 +4,7 @@ use std::{sync::Arc, time::Duration};
 
 use anyhow::Context;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
 use super::build_state;
 use crate::{cache::Cache, cli::ServeArgs, http, scratch, warm::jobs::WarmJobs};
@@ -20,6 +21,14 @@ pub async fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     // With port 0, other replicas must learn the port actually bound.
     args.listen = listener.local_addr()?;
+    let metrics_listener = match args.access.metrics_listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} (--metrics-listen)"))?,
+        ),
+        None => None,
+    };
     let state = build_state(&args).await?;
     let cache = state.cache.clone();
     // Learn the upstreams' priorities and health before the first lookup, but never wait long
@@ -34,18 +43,22 @@ pub async fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
             }
         });
     tracing::info!(listen = %args.listen, data_dir = %args.backend.data_dir.display(), "nixcache serving");
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let stop = CancellationToken::new();
     let limits = http::server::ServerLimits::from(&args.connections);
     let server = http::server::serve(
         listener,
         http::router(state.clone()),
         limits,
         Arc::clone(cache.metrics()),
-        async {
-            let _ = stop_rx.await;
-        },
+        stop.clone().cancelled_owned(),
     );
     let mut server = tokio::spawn(server);
+    let metrics_server = metrics_listener.map(|listener| {
+        tracing::info!(metrics_listen = ?listener.local_addr().ok(), "serving /metrics there");
+        let router = http::metrics_router(state.clone());
+        let metrics = Arc::clone(cache.metrics());
+        tokio::spawn(http::server::serve(listener, router, limits, metrics, stop.clone().cancelled_owned()))
+    });
     tokio::select! {
         result = &mut server => {
             result?;
@@ -60,8 +73,14 @@ pub async fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!(delay = ?args.shutdown_delay, "shutdown signal: not ready; still serving for the delay");
         tokio::time::sleep(args.shutdown_delay).await;
     }
-    let _ = stop_tx.send(());
+    stop.cancel();
     drain(&cache, state.writes.warm.as_ref(), server, args.shutdown_grace).await;
+    // Stopped with the main listener; scrapes under way had the grace to finish.
+    if let Some(mut metrics_server) = metrics_server {
+        if tokio::time::timeout(FLUSH_LIMIT, &mut metrics_server).await.is_err() {
+            metrics_server.abort();
+        }
+    }
     Ok(())
 }
 

@@ -21,6 +21,9 @@ use crate::{
 
 /// Pause before looking again at a NAR whose fill was cancelled as this request came.
 const CANCELLED_FILL_POLL: std::time::Duration = std::time::Duration::from_millis(10);
+/// When (ms since the epoch) the 410 of an uploaded NAR no longer stored was last logged: at
+/// most once a minute, as anyone may ask again and again.
+static GONE_LOGGED_MS: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
 /// Pause between looks (reads) at a NAR lease held by other work than a fill (GC).
 const OTHER_WORK_POLL: std::time::Duration = std::time::Duration::from_millis(50);
 
@@ -82,10 +85,18 @@ impl Cache {
             return Err(CacheError::NotFound);
         };
         if record.uploaded() {
+            // A path uploaded again may have been stored since the first look.
+            if let Some(stored) = self.stored(file).await? {
+                if let Some(response) = self.serve_stored(file, &key, stored, range, head).await? {
+                    return Ok((response, LookupResult::Hit));
+                }
+            }
             // Not stored, and no upstream has it: evicted (its narinfo is kept a while, so
             // clients that cached the narinfo hear why) or dropped as damaged.
-            tracing::info!(nar = %file.file_name(), store_path = %record.info.store_path,
-                "an uploaded NAR no longer stored was asked for: 410; upload the path again");
+            if gone_log_due() {
+                tracing::info!(nar = %file.file_name(), store_path = %record.info.store_path,
+                    "an uploaded NAR no longer stored was asked for: 410; upload the path again");
+            }
             return Err(CacheError::Gone);
         }
         let fixed_by_name = name_fixes_bytes(file, record.info.nar_hash);
@@ -266,7 +277,8 @@ impl Cache {
         if let Some(stored) = self.stored(file).await? {
             return Ok(Some(stored));
         }
-        let record = self.db.narinfo_for_nar(file).await?;
+        // An uploaded one's NAR is gone with its object: nothing to revalidate.
+        let record = self.db.narinfo_for_nar(file).await?.filter(|r| !r.uploaded());
         Ok(record.map(|r| StoredNar {
             size: r.info.file_size.unwrap_or(r.info.nar_size),
             fixed_by_name: name_fixes_bytes(file, r.info.nar_hash),
@@ -352,4 +364,12 @@ fn resolve(range: Option<RangeSpec>, size: u64) -> Result<Option<ByteRange>, Cac
             .map(Some)
             .ok_or(CacheError::RangeNotSatisfiable { size }),
     }
+}
+
+/// Whether the next 410 of an uploaded NAR is logged (see [`GONE_LOGGED_MS`]).
+fn gone_log_due() -> bool {
+    use std::sync::atomic::Ordering::Relaxed;
+    let now = crate::db::Timestamp::now().unix_ms();
+    let last = GONE_LOGGED_MS.load(Relaxed);
+    now - last >= 60_000 && GONE_LOGGED_MS.compare_exchange(last, now, Relaxed, Relaxed).is_ok()
 }

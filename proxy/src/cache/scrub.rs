@@ -210,7 +210,8 @@ impl Cache {
             }
             let hash = record.info.store_path.hash();
             if uploaded {
-                self.db.delete_narinfo(hash).await?;
+                // Evicted, not deleted: a client that cached it hears `410 Gone`.
+                self.db.evict_narinfo(hash, Timestamp::now()).await?;
                 self.hot.forget_narinfo(hash);
             }
             self.db.delete_nar(file).await?;

@@ -1,6 +1,7 @@
-//! `serve`'s access flags: who may read, who may write, and what writes are on.
+//! `serve`'s access flags: who may read, who may write, what writes are on, and where the
+//! metrics are.
 
-use std::path::PathBuf;
+use std::{net::SocketAddr, path::PathBuf};
 
 use clap::Args;
 
@@ -35,6 +36,11 @@ pub struct AccessArgs {
     /// their netrc) or from the upload credentials file.
     #[arg(long, env = "NIXCACHE_READ_CREDENTIALS_FILE")]
     pub read_credentials_file: Option<PathBuf>,
+
+    /// Serve /metrics on this address instead of --listen (e.g. a port only the scraper reaches):
+    /// the main listener then answers 404 for it.
+    #[arg(long, env = "NIXCACHE_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
 
     /// Largest NAR file accepted by PUT (50G, 500M, bytes; units are powers of 1024).
     #[arg(long, env = "NIXCACHE_MAX_UPLOAD_SIZE", default_value = "64G", value_parser = parse_size)]

@@ -79,10 +79,12 @@ impl Statements {
             get_narinfo: sql(&format!(
                 "SELECT {select} FROM narinfos WHERE hash = ? AND evicted_at IS NULL"
             )),
-            // A live narinfo first; an evicted one still says where the NAR can be fetched again.
+            // One an upstream has first (the NAR can be fetched again: an uploaded one's URL is
+            // relative), then a live one; an evicted one still says where the NAR comes from.
             narinfo_for_nar: sql(&format!(
                 "SELECT {select} FROM narinfos WHERE nar_file = ? \
-                 ORDER BY CASE WHEN evicted_at IS NULL THEN 0 ELSE 1 END LIMIT 1"
+                 ORDER BY CASE WHEN upstream_url LIKE '%://%' THEN 0 ELSE 1 END, \
+                 CASE WHEN evicted_at IS NULL THEN 0 ELSE 1 END LIMIT 1"
             )),
             put_narinfo: sql(&upsert(engine, "narinfos", &NARINFO_COLUMNS)),
             set_proxy_signature: sql("UPDATE narinfos SET proxy_key = ?, proxy_sig = ? WHERE hash = ?"),

@@ -10,13 +10,22 @@
 //! its SHA-256, never in clear) for a few minutes with what it grants, and checks run on threads
 //! of their own ([`Hashers`]), shared by both files: one bound on the CPU passwords take.
 
-use std::{path::Path, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    path::Path,
+    sync::{Arc, Mutex, PoisonError},
+    time::Duration,
+};
 
 use axum::{
     http::{header, HeaderMap, HeaderValue, StatusCode},
     response::Response,
 };
 use base64::Engine as _;
+use futures::{
+    future::{BoxFuture, Shared, WeakShared},
+    FutureExt,
+};
 use nixcache_formats::credentials::{token_digest, CredentialsError, CredentialsFile};
 use prometheus_client::metrics::gauge::Gauge;
 
@@ -25,8 +34,9 @@ use super::{
     hashers::{Hashers, HashersBusy},
 };
 
-/// How long a verified `Authorization` header is accepted without checking it again.
-const VERIFIED_TTL: Duration = Duration::from_secs(300);
+/// How long a verified `Authorization` header is remembered after its last use: a client that
+/// keeps asking is never checked again (the files are read once, at start).
+const VERIFIED_IDLE: Duration = Duration::from_secs(300);
 /// bcrypt checks at once (one thread each): wrong passwords cannot take more of the CPU.
 pub const BCRYPT_AT_ONCE: usize = 2;
 /// Checks that may wait for a thread; past that a request is refused at once (503).
@@ -71,11 +81,18 @@ impl std::fmt::Display for Grant {
     }
 }
 
+/// A bcrypt check under way, shared by the requests that carry the same header (a client's
+/// parallel first requests cost one check, not one each).
+type Check = Shared<CheckFuture>;
+type CheckFuture = BoxFuture<'static, Result<Option<Grant>, HashersBusy>>;
+
 /// The two files' credentials. `Debug` shows only how many there are.
 pub struct Credentials {
     files: Arc<Files>,
     verified: moka::sync::Cache<[u8; 32], Grant>,
-    hashers: Hashers,
+    hashers: Arc<Hashers>,
+    /// By header digest; weak, so a check every waiter gave up on is dropped, not kept.
+    checks: Arc<Mutex<HashMap<[u8; 32], WeakShared<CheckFuture>>>>,
 }
 
 #[derive(Default)]
@@ -168,9 +185,10 @@ impl Credentials {
             files: Arc::new(files),
             verified: moka::sync::Cache::builder()
                 .max_capacity(1024)
-                .time_to_live(VERIFIED_TTL)
+                .time_to_idle(VERIFIED_IDLE)
                 .build(),
-            hashers,
+            hashers: Arc::new(hashers),
+            checks: Arc::default(),
         })
     }
 
@@ -212,8 +230,7 @@ impl Credentials {
             .is_some_and(|(scheme, _)| scheme.eq_ignore_ascii_case("basic"));
         // Only Basic needs bcrypt; a Bearer token is a digest comparison, done here.
         let grant = if is_basic {
-            let (files, value) = (Arc::clone(&self.files), value.to_owned());
-            self.hashers.run(move || files.check(&value), BCRYPT_WAIT).await?
+            self.basic_check(seen, value).await?
         } else {
             self.files.check(value)
         };
@@ -221,6 +238,36 @@ impl Credentials {
             self.verified.insert(seen, grant);
         }
         Ok(grant)
+    }
+}
+
+impl Credentials {
+    /// The bcrypt check of `value` (whose digest is `seen`): the one under way for the same
+    /// header, else a new one.
+    fn basic_check(&self, seen: [u8; 32], value: &str) -> Check {
+        let mut checks = self.checks.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(check) = checks.get(&seen).and_then(WeakShared::upgrade) {
+            return check;
+        }
+        // Checks whose waiters all left never reach their own removal.
+        checks.retain(|_, check| check.upgrade().is_some());
+        let (files, hashers, all) = (
+            Arc::clone(&self.files),
+            Arc::clone(&self.hashers),
+            Arc::clone(&self.checks),
+        );
+        let value = value.to_owned();
+        let check = async move {
+            let answer = hashers.run(move || files.check(&value), BCRYPT_WAIT).await;
+            all.lock().unwrap_or_else(PoisonError::into_inner).remove(&seen);
+            answer
+        }
+        .boxed()
+        .shared();
+        if let Some(weak) = check.downgrade() {
+            checks.insert(seen, weak);
+        }
+        check
     }
 }
 
@@ -233,9 +280,7 @@ fn parse_file(text: &str, path: &str, what: Grant) -> Result<CredentialsFile, Cr
 }
 
 impl Files {
-    /// What an `Authorization` header value grants: the write file is asked first. At most one
-    /// bcrypt check runs for a user one file knows (two when both know the name), and one for
-    /// a name neither knows, so the time does not tell which names exist.
+    /// What an `Authorization` header value grants: the write file is asked first.
     fn check(&self, authorization: &str) -> Option<Grant> {
         let (scheme, rest) = authorization.split_once(' ').unwrap_or((authorization, ""));
         let files = [(Grant::Write, &self.write), (Grant::Read, &self.read)];
@@ -253,26 +298,19 @@ impl Files {
             return None;
         }
         let (user, password) = basic_pair(rest)?;
-        let mut known = false;
+        // One bcrypt check per file that has users, against its own hash for the name (any of
+        // its hashes when it has none): the time is the same for every name, known or not.
         for (grant, file) in files.clone() {
-            if let Some(hash) = file.users.get(&user) {
-                known = true;
-                if bcrypt::verify(&password, hash).unwrap_or(false) {
-                    return Some(grant);
-                }
+            let Some(any) = file.users.values().next() else {
+                continue;
+            };
+            let known = file.users.get(&user);
+            let verified = bcrypt::verify(&password, known.unwrap_or(any)).unwrap_or(false);
+            if known.is_some() && verified {
+                return Some(grant);
             }
         }
-        if !known {
-            // As slow as a known user's check.
-            let any = files.clone().find_map(|(_, file)| file.users.values().next());
-            if let Some(any) = any {
-                let _ = bcrypt::verify(&password, any);
-            }
-        }
-        files
-            .into_iter()
-            .find(|(_, file)| is_token(file, &password))
-            .map(|(g, _)| g)
+        files.into_iter().find(|(_, file)| is_token(file, &password)).map(|(g, _)| g)
     }
 }
 

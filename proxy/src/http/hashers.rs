@@ -16,7 +16,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::oneshot;
 
 /// Why a check did not run: the threads are all busy, which is no answer about the credential.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum HashersBusy {
     #[error("{0} password checks are waiting already")]
     QueueFull(usize),

@@ -27,6 +27,21 @@ pub async fn pubkey(State(state): State<AppState>) -> Response {
 
 /// `GET /metrics`: Prometheus text format.
 pub async fn metrics(State(state): State<AppState>) -> Response {
+    if state.metrics_elsewhere {
+        return super::error::plain(
+            axum::http::StatusCode::NOT_FOUND,
+            "not found: /metrics is served on --metrics-listen",
+        );
+    }
+    render_metrics(&state)
+}
+
+/// `/metrics` on the `--metrics-listen` listener.
+pub async fn metrics_listener(State(state): State<AppState>) -> Response {
+    render_metrics(&state)
+}
+
+fn render_metrics(state: &AppState) -> Response {
     (
         [(
             header::CONTENT_TYPE,

@@ -67,6 +67,8 @@ pub struct AppState {
     pub writes: Writes,
     /// Set for a private cache (`--read-credentials-file`): reads need a credential too.
     pub read_auth: Option<Arc<Credentials>>,
+    /// `/metrics` is served on a listener of its own (`--metrics-listen`), not on this one.
+    pub metrics_elsewhere: bool,
     /// Set once shutdown began: /readyz answers 503 so no new clients are sent here.
     pub draining: Arc<AtomicBool>,
     /// `Content-Encoding` of what compresses well.
@@ -132,6 +134,14 @@ pub fn router(state: AppState) -> Router {
             encoding::after_encoding,
         ))
         .layer(middleware::from_fn_with_state(metrics, observe::observe))
+        .with_state(state)
+}
+
+/// What the `--metrics-listen` listener serves: `/metrics`, and 404 for the rest.
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(info::metrics_listener))
+        .fallback(|| async { error::plain(StatusCode::NOT_FOUND, "not found: only /metrics is served here") })
         .with_state(state)
 }
 

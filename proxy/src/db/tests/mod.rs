@@ -98,6 +98,24 @@ pub(super) async fn narinfos_and_nars(db: &dyn MetadataStore) {
     db.delete_narinfo(a.info.store_path.hash()).await.unwrap();
     assert_eq!(db.get_narinfo(a.info.store_path.hash()).await.unwrap(), None);
     assert!(db.get_narinfo(b.info.store_path.hash()).await.unwrap().is_some());
+    nar_from_an_upstream_first(db).await;
+}
+
+/// A NAR named by an uploaded narinfo (relative URL) and by an evicted upstream one: the
+/// upstream's is found, so the NAR is fetched again rather than refused as gone.
+async fn nar_from_an_upstream_first(db: &dyn MetadataStore) {
+    let upstream = record(3, vec![]);
+    let mut uploaded = record(4, vec![]);
+    uploaded.nar_file = upstream.nar_file.clone();
+    uploaded.info.url = format!("nar/{}", upstream.nar_file.file_name());
+    db.put_narinfo(&uploaded).await.unwrap();
+    db.put_narinfo(&upstream).await.unwrap();
+    let hash = upstream.info.store_path.hash();
+    assert!(db.evict_narinfo(hash, super::Timestamp::now()).await.unwrap());
+    assert_eq!(db.narinfo_for_nar(&upstream.nar_file).await.unwrap(), Some(upstream.clone()));
+    db.delete_narinfo(hash).await.unwrap();
+    assert_eq!(db.narinfo_for_nar(&upstream.nar_file).await.unwrap(), Some(uploaded.clone()));
+    db.delete_narinfo(uploaded.info.store_path.hash()).await.unwrap();
 }
 
 pub(super) async fn leases(db: &dyn MetadataStore) {

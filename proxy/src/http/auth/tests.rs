@@ -88,6 +88,8 @@ async fn require_answers_401_403_or_passes() {
     let read = headers(&basic("reader", "r-pass"));
     assert!(creds.require(&read, Grant::Read).await.is_ok());
     // Remembered, with what it grants.
+    let digest = token_digest(&basic("reader", "r-pass"));
+    assert_eq!(creds.verified.get(&digest), Some(Grant::Read));
     assert!(matches!(
         creds.require(&read, Grant::Write).await,
         Err(Refusal::ReadOnly)
@@ -130,4 +132,19 @@ fn plain_passwords_and_empty_files_are_refused() {
         err.contains("upload credentials file") && err.contains("holds no credentials"),
         "{err}"
     );
+}
+
+#[tokio::test]
+async fn parallel_first_requests_share_one_check() {
+    // More requests at once than the threads and their queue take (2 + 16): with a check each,
+    // some would be refused as busy.
+    let hash = bcrypt::hash("r-pass", 4).unwrap();
+    let creds = Credentials::new(files(Some(&format!("reader:{hash}\n")), None), Gauge::default()).unwrap();
+    let mut headers = HeaderMap::new();
+    headers.insert(header::AUTHORIZATION, basic("reader", "r-pass").parse().unwrap());
+    let all = (0..60).map(|_| creds.require(&headers, Grant::Read));
+    for answer in futures::future::join_all(all).await {
+        assert!(answer.is_ok(), "{answer:?}");
+    }
+    assert!(creds.checks.lock().unwrap().is_empty(), "a finished check leaves the map");
 }
