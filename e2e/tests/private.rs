@@ -92,19 +92,28 @@ async fn metrics_move_to_a_listener_of_their_own() -> Result<()> {
     opts.extra_args = vec!["--metrics-listen".into(), format!("127.0.0.1:{port}")];
     let mut proxy = Proxy::start(opts).await?;
     let (status, body) = nixcache_e2e::http::get(&proxy.url_for("/metrics")).await?;
-    ensure!(status == reqwest::StatusCode::NOT_FOUND, "/metrics on the cache's port: {status}");
+    ensure!(
+        status == reqwest::StatusCode::NOT_FOUND,
+        "/metrics on the cache's port: {status}"
+    );
     ensure!(String::from_utf8_lossy(&body).contains("--metrics-listen"));
     let metrics = format!("http://127.0.0.1:{port}");
     let (status, body) = nixcache_e2e::http::get(&format!("{metrics}/metrics")).await?;
     let body = String::from_utf8_lossy(&body);
-    ensure!(status == reqwest::StatusCode::OK, "/metrics on its own port: {status}");
+    ensure!(
+        status == reqwest::StatusCode::OK,
+        "/metrics on its own port: {status}"
+    );
     ensure!(
         body.contains("nixcache_http_requests_total") && body.contains("status=\"404\""),
         "the cache's requests are counted there:\n{body}"
     );
     for path in ["/nix-cache-info", "/healthz", "/"] {
         let (status, _) = nixcache_e2e::http::get(&format!("{metrics}{path}")).await?;
-        ensure!(status == reqwest::StatusCode::NOT_FOUND, "{path} on the metrics port: {status}");
+        ensure!(
+            status == reqwest::StatusCode::NOT_FOUND,
+            "{path} on the metrics port: {status}"
+        );
     }
     let exit = proxy.terminate(Duration::from_secs(15)).await?;
     ensure!(exit.success(), "nixcache exited with {exit}");

@@ -298,18 +298,27 @@ async fn a_missing_warm_credential_is_reported_and_the_cronjob_applied() {
     world.create_ready(3).await;
     assert!(args(&stored(&world)).to_string().contains("--auth-file"));
     let (status, reason, message) = world.condition("Degraded");
-    assert_eq!((status.as_str(), reason.as_str()), ("True", "InvalidSpec"), "{message}");
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("True", "InvalidSpec"),
+        "{message}"
+    );
     assert!(
         message.starts_with("spec.warm.credentialSecretRef: Secret default/warm-credential does not exist"),
         "{message}"
     );
     // The wrong key, then the right one.
     let path = format!("{}/secrets/warm-credential", common::world::NS);
-    world.api.insert(&path, common::world::secret("warm-credential", &[("token", "x")]));
+    world
+        .api
+        .insert(&path, common::world::secret("warm-credential", &[("token", "x")]));
     world.reconcile().await;
     let (_, _, message) = world.condition("Degraded");
     assert!(message.contains("has no key credential"), "{message}");
-    world.api.insert(&path, common::world::secret("warm-credential", &[("credential", "ci:pw")]));
+    world.api.insert(
+        &path,
+        common::world::secret("warm-credential", &[("credential", "ci:pw")]),
+    );
     world.reconcile().await;
     assert_eq!(world.condition("Degraded").0, "False");
 }

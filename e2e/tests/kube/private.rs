@@ -43,7 +43,10 @@ async fn a_private_nixcache_serves_only_clients_with_a_netrc() -> Result<()> {
         "without a credential: {refused:?}"
     );
     let served = client.get(&url).basic_auth(user, Some(password)).send().await?;
-    ensure!(served.status() == reqwest::StatusCode::OK, "with a reader's: {served:?}");
+    ensure!(
+        served.status() == reqwest::StatusCode::OK,
+        "with a reader's: {served:?}"
+    );
 
     let refused = fetch(
         &service.url,

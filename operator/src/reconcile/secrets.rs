@@ -97,7 +97,12 @@ pub fn referenced_secret_names(nc: &NixCache) -> Vec<String> {
     let mut names: Vec<String> = references(nc).into_iter().map(|r| r.name).collect();
     names.push(render::signing_secret_ref(nc).name);
     // Only checked to be there (a warning), never read into the pods' hash.
-    if let Some(r) = nc.spec.warm.as_ref().and_then(|w| w.credential_secret_ref.as_ref()) {
+    if let Some(r) = nc
+        .spec
+        .warm
+        .as_ref()
+        .and_then(|w| w.credential_secret_ref.as_ref())
+    {
         names.push(r.name.clone());
     }
     names
@@ -341,10 +346,16 @@ mod tests {
         });
         nc.spec.warm.as_mut().unwrap().credential_secret_ref = Some(secret("warm-token"));
         let names = referenced_secret_names(&nc);
-        assert!(names.contains(&"readers".to_owned()) && names.contains(&"warm-token".to_owned()), "{names:?}");
+        assert!(
+            names.contains(&"readers".to_owned()) && names.contains(&"warm-token".to_owned()),
+            "{names:?}"
+        );
         // The readers' file rolls the pods when it changes; the warm-up's credential is not theirs.
         let read: Vec<_> = references(&nc).into_iter().map(|r| (r.field, r.key)).collect();
         assert!(read.contains(&("spec.private.credentialsSecretRef".into(), "credentials".into())));
-        assert!(!read.iter().any(|(field, _)| field.starts_with("spec.warm")), "{read:?}");
+        assert!(
+            !read.iter().any(|(field, _)| field.starts_with("spec.warm")),
+            "{read:?}"
+        );
     }
 }

@@ -58,7 +58,12 @@ pub(super) async fn reconcile(
 /// The warning for a `spec.warm.credentialSecretRef` whose Secret (or key) is not there: each run
 /// would wait for its volume until its deadline, and skip the next schedules meanwhile.
 async fn missing_credential(ctx: &Context, nc: &NixCache) -> Result<Option<Blocker>> {
-    let Some(r) = nc.spec.warm.as_ref().and_then(|w| w.credential_secret_ref.as_ref()) else {
+    let Some(r) = nc
+        .spec
+        .warm
+        .as_ref()
+        .and_then(|w| w.credential_secret_ref.as_ref())
+    else {
         return Ok(None);
     };
     let ns = nc

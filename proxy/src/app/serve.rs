@@ -57,7 +57,13 @@ pub async fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!(metrics_listen = ?listener.local_addr().ok(), "serving /metrics there");
         let router = http::metrics_router(state.clone());
         let metrics = Arc::clone(cache.metrics());
-        tokio::spawn(http::server::serve(listener, router, limits, metrics, stop.clone().cancelled_owned()))
+        tokio::spawn(http::server::serve(
+            listener,
+            router,
+            limits,
+            metrics,
+            stop.clone().cancelled_owned(),
+        ))
     });
     tokio::select! {
         result = &mut server => {
@@ -77,7 +83,10 @@ pub async fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
     drain(&cache, state.writes.warm.as_ref(), server, args.shutdown_grace).await;
     // Stopped with the main listener; scrapes under way had the grace to finish.
     if let Some(mut metrics_server) = metrics_server {
-        if tokio::time::timeout(FLUSH_LIMIT, &mut metrics_server).await.is_err() {
+        if tokio::time::timeout(FLUSH_LIMIT, &mut metrics_server)
+            .await
+            .is_err()
+        {
             metrics_server.abort();
         }
     }

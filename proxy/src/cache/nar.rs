@@ -371,5 +371,8 @@ fn gone_log_due() -> bool {
     use std::sync::atomic::Ordering::Relaxed;
     let now = crate::db::Timestamp::now().unix_ms();
     let last = GONE_LOGGED_MS.load(Relaxed);
-    now - last >= 60_000 && GONE_LOGGED_MS.compare_exchange(last, now, Relaxed, Relaxed).is_ok()
+    now - last >= 60_000
+        && GONE_LOGGED_MS
+            .compare_exchange(last, now, Relaxed, Relaxed)
+            .is_ok()
 }

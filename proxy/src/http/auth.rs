@@ -310,7 +310,10 @@ impl Files {
                 return Some(grant);
             }
         }
-        files.into_iter().find(|(_, file)| is_token(file, &password)).map(|(g, _)| g)
+        files
+            .into_iter()
+            .find(|(_, file)| is_token(file, &password))
+            .map(|(g, _)| g)
     }
 }
 

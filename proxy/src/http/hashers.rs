@@ -30,7 +30,9 @@ pub enum HashersBusy {
 trait Task: Send {
     /// The caller is gone (timed out, or its request dropped).
     fn abandoned(&self) -> bool;
-    fn run(self: Box<Self>);
+    /// Runs the check, counted in `running` until its answer is ready (before it is sent: a
+    /// caller that has its answer sees the count without it).
+    fn run(self: Box<Self>, running: &Gauge);
 }
 
 struct Check<T, F> {
@@ -43,9 +45,11 @@ impl<T: Default + Send, F: FnOnce() -> T + Send> Task for Check<T, F> {
         self.reply.is_closed()
     }
 
-    fn run(self: Box<Self>) {
+    fn run(self: Box<Self>, running: &Gauge) {
+        running.inc();
         // A panic in a check must not shrink the pool for good; it grants nothing.
         let answer = std::panic::catch_unwind(AssertUnwindSafe(self.check)).unwrap_or_default();
+        running.dec();
         let _ = self.reply.send(answer);
     }
 }
@@ -104,9 +108,7 @@ fn work(jobs: &Mutex<Receiver<Job>>, running: &Gauge) {
         if job.abandoned() {
             continue;
         }
-        running.inc();
-        job.run();
-        running.dec();
+        job.run(running);
     }
 }
 

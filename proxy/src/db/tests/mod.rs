@@ -112,9 +112,15 @@ async fn nar_from_an_upstream_first(db: &dyn MetadataStore) {
     db.put_narinfo(&upstream).await.unwrap();
     let hash = upstream.info.store_path.hash();
     assert!(db.evict_narinfo(hash, super::Timestamp::now()).await.unwrap());
-    assert_eq!(db.narinfo_for_nar(&upstream.nar_file).await.unwrap(), Some(upstream.clone()));
+    assert_eq!(
+        db.narinfo_for_nar(&upstream.nar_file).await.unwrap(),
+        Some(upstream.clone())
+    );
     db.delete_narinfo(hash).await.unwrap();
-    assert_eq!(db.narinfo_for_nar(&upstream.nar_file).await.unwrap(), Some(uploaded.clone()));
+    assert_eq!(
+        db.narinfo_for_nar(&upstream.nar_file).await.unwrap(),
+        Some(uploaded.clone())
+    );
     db.delete_narinfo(uploaded.info.store_path.hash()).await.unwrap();
 }
 

@@ -146,5 +146,8 @@ async fn parallel_first_requests_share_one_check() {
     for answer in futures::future::join_all(all).await {
         assert!(answer.is_ok(), "{answer:?}");
     }
-    assert!(creds.checks.lock().unwrap().is_empty(), "a finished check leaves the map");
+    assert!(
+        creds.checks.lock().unwrap().is_empty(),
+        "a finished check leaves the map"
+    );
 }
