@@ -115,11 +115,9 @@ async fn metrics_move_to_a_listener_of_their_own() -> Result<()> {
             "{path} on the metrics port: {status}"
         );
     }
-    let exit = proxy.terminate(Duration::from_secs(15)).await?;
+    // Nothing in flight: both listeners stop at once. A metrics server that ignored the stop
+    // would hold the exit for its 5 s bound.
+    let exit = proxy.terminate(Duration::from_secs(3)).await?;
     ensure!(exit.success(), "nixcache exited with {exit}");
-    ensure!(
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
-        "the metrics port still listens"
-    );
     Ok(())
 }

@@ -307,6 +307,15 @@ async fn a_missing_warm_credential_is_reported_and_the_cronjob_applied() {
         message.starts_with("spec.warm.credentialSecretRef: Secret default/warm-credential does not exist"),
         "{message}"
     );
+    // Still reported while a migration holds the children back: Degraded does not flap.
+    world.edit(|nc| nc["spec"]["image"] = "registry.test/nixcache:2.0".into());
+    world.reconcile().await;
+    assert_eq!(world.condition("Progressing").1, "Migrating");
+    assert_eq!(world.condition("Degraded").0, "True");
+    let job = world.unfinished_job();
+    world.succeed_job(&job);
+    world.reconcile().await;
+    assert_eq!(world.condition("Degraded").0, "True");
     // The wrong key, then the right one.
     let path = format!("{}/secrets/warm-credential", common::world::NS);
     world

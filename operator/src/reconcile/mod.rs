@@ -150,8 +150,9 @@ async fn observe(nc: &NixCache, ctx: &Context) -> Result<Observation> {
             seen.deployment = current_deployment(nc, ctx).await?.into();
             seen.blocker = migration.as_ref().err().cloned().or(seen.blocker);
             seen.migration = migration.ok();
-            // Checked without the API server, so Degraded does not flap while a migration runs.
-            seen.warning = warm::check(nc, &plan);
+            // Checked without applying the CronJob, so Degraded does not flap while a migration
+            // runs.
+            seen.warning = warm::check(ctx, nc, &plan).await;
             return Ok(seen);
         }
         Ok(done) => seen.migration = Some(done),
@@ -206,7 +207,7 @@ async fn optional_children(nc: &NixCache, ctx: &Context, plan: &Plan) -> Result<
     if serves(OptionalApi::CronJob) {
         warm::reconcile(ctx, nc, plan, changed).await
     } else {
-        Ok(warm::check(nc, plan))
+        Ok(warm::check(ctx, nc, plan).await)
     }
 }
 

@@ -50,52 +50,38 @@ pub(super) async fn reconcile(
         Err(invalid) => return Ok(Some(invalid_warm(&invalid))),
     };
     match apply(ctx, nc, &cronjob).await {
-        Ok(_) => missing_credential(ctx, nc).await,
+        Ok(_) => Ok(missing_credential(ctx, nc).await),
         Err(error) => refused(error, &render::warm_cronjob_name(nc)).map(Some),
     }
 }
 
 /// The warning for a `spec.warm.credentialSecretRef` whose Secret (or key) is not there: each run
-/// would wait for its volume until its deadline, and skip the next schedules meanwhile.
-async fn missing_credential(ctx: &Context, nc: &NixCache) -> Result<Option<Blocker>> {
-    let Some(r) = nc
-        .spec
-        .warm
-        .as_ref()
-        .and_then(|w| w.credential_secret_ref.as_ref())
-    else {
-        return Ok(None);
-    };
-    let ns = nc
-        .namespace()
-        .ok_or_else(|| Error::MissingNamespace(nc.name_any()))?;
+/// would wait for its volume until its deadline, and skip the next schedules meanwhile. A Secret
+/// that cannot be read now is no warning (logged; the next reconcile looks again).
+async fn missing_credential(ctx: &Context, nc: &NixCache) -> Option<Blocker> {
+    let r = nc.spec.warm.as_ref()?.credential_secret_ref.as_ref()?;
+    let ns = nc.namespace()?;
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
-    let secret = api
-        .get_opt(&r.name)
-        .await
-        .map_err(|e| Error::kube(format!("read Secret {}", r.name), e))?;
-    let key = r.key_or("credential");
+    let secret = match api.get_opt(&r.name).await {
+        Ok(secret) => secret,
+        Err(error) => {
+            tracing::warn!(%error, secret = %r.name, "cannot read the warm-up's credential Secret");
+            return None;
+        }
+    };
+    let key = r.key_or(render::WARM_CREDENTIAL_KEY);
     let missing = match secret {
         None => format!("Secret {ns}/{} does not exist", r.name),
         Some(s) if !s.data.as_ref().is_some_and(|d| d.contains_key(key)) => {
             format!("Secret {ns}/{} has no key {key}", r.name)
         }
-        Some(_) => return Ok(None),
+        Some(_) => return None,
     };
     let message = format!(
         "spec.warm.credentialSecretRef: {missing}; each warm-up run waits for it until its \
          deadline. The CronJob is applied; the rest of the NixCache too"
     );
-    Ok(Some(Blocker::new(REASON, message)))
-}
-
-/// The warning for an invalid `spec.warm`, without applying anything: where the cluster serves no
-/// CronJob (the spec is wrong all the same, better fixed before it does), and while a migration
-/// holds the children back.
-pub(super) fn check(nc: &NixCache, plan: &Plan) -> Option<Blocker> {
-    render::warm_cronjob(nc, plan)
-        .err()
-        .map(|invalid| invalid_warm(&invalid))
+    Some(Blocker::new(REASON, message))
 }
 
 fn invalid_warm(invalid: &InvalidWarm) -> Blocker {

@@ -68,6 +68,8 @@ pub enum InvalidWarm {
 
 /// Where the warm-up's credential is mounted.
 const CREDENTIAL_DIR: &str = "/etc/nixcache/warm";
+/// The key of `spec.warm.credentialSecretRef`'s Secret unless it names another.
+pub const WARM_CREDENTIAL_KEY: &str = "credential";
 
 /// The warm-up CronJob, `Ok(None)` when `warm` is unset, or what is wrong with `warm`.
 pub fn warm_cronjob(nc: &NixCache, plan: &Plan) -> Result<Option<CronJob>, InvalidWarm> {
@@ -80,7 +82,7 @@ pub fn warm_cronjob(nc: &NixCache, plan: &Plan) -> Result<Option<CronJob>, Inval
     let credential = warm
         .credential_secret_ref
         .as_ref()
-        .map(|r| pod::secret_file("warm-credential", r, "credential", "credential", CREDENTIAL_DIR));
+        .map(|r| pod::secret_file("warm-credential", r, WARM_CREDENTIAL_KEY, "credential", CREDENTIAL_DIR));
     container.volume_mounts = credential.as_ref().map(|(_, mount)| vec![mount.clone()]);
     let mut spec = pod::pod_spec(nc, vec![container], Vec::new());
     spec.volumes = credential.map(|(volume, _)| vec![volume]);

@@ -21,14 +21,7 @@ pub async fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     // With port 0, other replicas must learn the port actually bound.
     args.listen = listener.local_addr()?;
-    let metrics_listener = match args.access.metrics_listen {
-        Some(addr) => Some(
-            TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("cannot listen on {addr} (--metrics-listen)"))?,
-        ),
-        None => None,
-    };
+    let metrics_listener = bind_metrics(args.access.metrics_listen).await?;
     let state = build_state(&args).await?;
     let cache = state.cache.clone();
     // Learn the upstreams' priorities and health before the first lookup, but never wait long
@@ -53,18 +46,7 @@ pub async fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
         stop.clone().cancelled_owned(),
     );
     let mut server = tokio::spawn(server);
-    let metrics_server = metrics_listener.map(|listener| {
-        tracing::info!(metrics_listen = ?listener.local_addr().ok(), "serving /metrics there");
-        let router = http::metrics_router(state.clone());
-        let metrics = Arc::clone(cache.metrics());
-        tokio::spawn(http::server::serve(
-            listener,
-            router,
-            limits,
-            metrics,
-            stop.clone().cancelled_owned(),
-        ))
-    });
+    let metrics_server = metrics_listener.map(|listener| serve_metrics(listener, &state, limits, &stop));
     tokio::select! {
         result = &mut server => {
             result?;
@@ -81,16 +63,42 @@ pub async fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
     }
     stop.cancel();
     drain(&cache, state.writes.warm.as_ref(), server, args.shutdown_grace).await;
-    // Stopped with the main listener; scrapes under way had the grace to finish.
-    if let Some(mut metrics_server) = metrics_server {
-        if tokio::time::timeout(FLUSH_LIMIT, &mut metrics_server)
-            .await
-            .is_err()
-        {
-            metrics_server.abort();
+    stop_metrics(metrics_server).await;
+    Ok(())
+}
+
+/// The `--metrics-listen` listener, bound before anything else starts (a bad address fails now).
+async fn bind_metrics(addr: Option<std::net::SocketAddr>) -> anyhow::Result<Option<TcpListener>> {
+    let Some(addr) = addr else {
+        return Ok(None);
+    };
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} (--metrics-listen)"))?;
+    Ok(Some(listener))
+}
+
+/// Serves `/metrics` on its own listener until `stop`.
+fn serve_metrics(
+    listener: TcpListener,
+    state: &http::AppState,
+    limits: http::server::ServerLimits,
+    stop: &CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    tracing::info!(metrics_listen = ?listener.local_addr().ok(), "serving /metrics there");
+    let router = http::metrics_router(state.clone());
+    let metrics = Arc::clone(state.cache.metrics());
+    tokio::spawn(http::server::serve(listener, router, limits, metrics, stop.clone().cancelled_owned()))
+}
+
+/// Waits for the metrics listener, stopped with the main one (scrapes under way had the grace
+/// to finish), a little at most.
+async fn stop_metrics(server: Option<tokio::task::JoinHandle<()>>) {
+    if let Some(mut server) = server {
+        if tokio::time::timeout(FLUSH_LIMIT, &mut server).await.is_err() {
+            server.abort();
         }
     }
-    Ok(())
 }
 
 /// After the signal, in order: no new connections; open responses and the work requests

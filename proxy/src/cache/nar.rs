@@ -21,9 +21,11 @@ use crate::{
 
 /// Pause before looking again at a NAR whose fill was cancelled as this request came.
 const CANCELLED_FILL_POLL: std::time::Duration = std::time::Duration::from_millis(10);
-/// When (ms since the epoch) the 410 of an uploaded NAR no longer stored was last logged: at
-/// most once a minute, as anyone may ask again and again.
-static GONE_LOGGED_MS: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+/// When the 410 of an uploaded NAR no longer stored was last logged (ms after [`GONE_CLOCK`]'s
+/// start, plus one; 0: never): at most once a minute, as anyone may ask again and again.
+static GONE_LOGGED_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+/// A monotonic clock for that: a wall clock stepped back would silence the line.
+static GONE_CLOCK: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
 /// Pause between looks (reads) at a NAR lease held by other work than a fill (GC).
 const OTHER_WORK_POLL: std::time::Duration = std::time::Duration::from_millis(50);
 
@@ -85,19 +87,7 @@ impl Cache {
             return Err(CacheError::NotFound);
         };
         if record.uploaded() {
-            // A path uploaded again may have been stored since the first look.
-            if let Some(stored) = self.stored(file).await? {
-                if let Some(response) = self.serve_stored(file, &key, stored, range, head).await? {
-                    return Ok((response, LookupResult::Hit));
-                }
-            }
-            // Not stored, and no upstream has it: evicted (its narinfo is kept a while, so
-            // clients that cached the narinfo hear why) or dropped as damaged.
-            if gone_log_due() {
-                tracing::info!(nar = %file.file_name(), store_path = %record.info.store_path,
-                    "an uploaded NAR no longer stored was asked for: 410; upload the path again");
-            }
-            return Err(CacheError::Gone);
+            return self.uploaded_not_stored(file, &record, range, head).await;
         }
         let fixed_by_name = name_fixes_bytes(file, record.info.nar_hash);
         if let (true, Some(size)) = (head, record.info.file_size) {
@@ -137,6 +127,29 @@ impl Cache {
                 }
             }
         }
+    }
+
+    /// An uploaded NAR that was not stored at the first look: stored since (uploaded again), or
+    /// gone, as no upstream has it: evicted (its narinfo is kept a while, so clients that cached
+    /// the narinfo hear why) or dropped as damaged.
+    async fn uploaded_not_stored(
+        &self,
+        file: &NarFile,
+        record: &NarInfoRecord,
+        range: Option<RangeSpec>,
+        head: bool,
+    ) -> Result<(NarResponse, LookupResult), CacheError> {
+        if let Some(stored) = self.stored(file).await? {
+            let key = BlobKey::for_nar(file);
+            if let Some(response) = self.serve_stored(file, &key, stored, range, head).await? {
+                return Ok((response, LookupResult::Hit));
+            }
+        }
+        if gone_log_due() {
+            tracing::info!(nar = %file.file_name(), store_path = %record.info.store_path,
+                "an uploaded NAR no longer stored was asked for: 410; upload the path again");
+        }
+        Err(CacheError::Gone)
     }
 
     /// What the internal endpoint serves to other replicas: this replica's fill in progress only
@@ -369,10 +382,9 @@ fn resolve(range: Option<RangeSpec>, size: u64) -> Result<Option<ByteRange>, Cac
 /// Whether the next 410 of an uploaded NAR is logged (see [`GONE_LOGGED_MS`]).
 fn gone_log_due() -> bool {
     use std::sync::atomic::Ordering::Relaxed;
-    let now = crate::db::Timestamp::now().unix_ms();
+    let elapsed = GONE_CLOCK.get_or_init(std::time::Instant::now).elapsed();
+    let now = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX - 1) + 1;
     let last = GONE_LOGGED_MS.load(Relaxed);
-    now - last >= 60_000
-        && GONE_LOGGED_MS
-            .compare_exchange(last, now, Relaxed, Relaxed)
-            .is_ok()
+    (last == 0 || now.saturating_sub(last) >= 60_000)
+        && GONE_LOGGED_MS.compare_exchange(last, now, Relaxed, Relaxed).is_ok()
 }

@@ -7,8 +7,9 @@
 //!
 //! A write credential reads too: a builder that uploads (`nix copy --to`) also asks what the
 //! cache has. bcrypt is slow on purpose (tens of ms), so a header that passed is remembered (by
-//! its SHA-256, never in clear) for a few minutes with what it grants, and checks run on threads
-//! of their own ([`Hashers`]), shared by both files: one bound on the CPU passwords take.
+//! its SHA-256, never in clear) with what it grants until unused for a few minutes, requests
+//! with the same header share one check, and checks run on threads of their own ([`Hashers`]),
+//! shared by both files: one bound on the CPU passwords take.
 
 use std::{
     collections::HashMap,
@@ -301,7 +302,8 @@ impl Files {
         // One bcrypt check per file that has users, against its own hash for the name (any of
         // its hashes when it has none): the time is the same for every name, known or not.
         for (grant, file) in files.clone() {
-            let Some(any) = file.users.values().next() else {
+            // The costliest hash: a name no one has then takes as long as the slowest known one.
+            let Some(any) = file.users.values().max_by_key(|hash| bcrypt_cost(hash)) else {
                 continue;
             };
             let known = file.users.get(&user);
@@ -315,6 +317,11 @@ impl Files {
             .find(|(_, file)| is_token(file, &password))
             .map(|(g, _)| g)
     }
+}
+
+/// The cost of a bcrypt hash (`$2y$NN$…`), 0 when it does not say.
+fn bcrypt_cost(hash: &str) -> u32 {
+    hash.get(4..6).and_then(|cost| cost.parse().ok()).unwrap_or(0)
 }
 
 /// `user:password` of a Basic credential.
