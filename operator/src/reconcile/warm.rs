@@ -84,6 +84,16 @@ async fn missing_credential(ctx: &Context, nc: &NixCache) -> Option<Blocker> {
     Some(Blocker::new(REASON, message))
 }
 
+/// The warning for an invalid `spec.warm` or a missing credential, without applying anything:
+/// where the cluster serves no CronJob (the spec is wrong all the same, better fixed before it
+/// does), and while a migration holds the children back.
+pub(super) async fn check(ctx: &Context, nc: &NixCache, plan: &Plan) -> Option<Blocker> {
+    match render::warm_cronjob(nc, plan) {
+        Err(invalid) => Some(invalid_warm(&invalid)),
+        Ok(_) => missing_credential(ctx, nc).await,
+    }
+}
+
 fn invalid_warm(invalid: &InvalidWarm) -> Blocker {
     Blocker::new(REASON, format!("{invalid}. {MEANWHILE}"))
 }

@@ -29,7 +29,9 @@ pub use secrets::{
     PUBLIC_KEY_ENTRY, SECRET_KEY_ENTRY,
 };
 pub use service::service;
-pub use warm_cronjob::{warm_cronjob, InvalidWarm, WARM_BACKOFF_LIMIT, WARM_CREDENTIAL_KEY, WARM_DEADLINE_SECONDS};
+pub use warm_cronjob::{
+    warm_cronjob, InvalidWarm, WARM_BACKOFF_LIMIT, WARM_CREDENTIAL_KEY, WARM_DEADLINE_SECONDS,
+};
 
 use crate::capabilities::{Capabilities, OptionalApi};
 use crate::config::Config;

@@ -79,10 +79,15 @@ pub fn warm_cronjob(nc: &NixCache, plan: &Plan) -> Result<Option<CronJob>, Inval
     let mut container = pod::container(nc, plan, "warm", warm_args(nc, warm)?);
     container.env = Some(pod::base_env());
     container.resources = Some(resources());
-    let credential = warm
-        .credential_secret_ref
-        .as_ref()
-        .map(|r| pod::secret_file("warm-credential", r, WARM_CREDENTIAL_KEY, "credential", CREDENTIAL_DIR));
+    let credential = warm.credential_secret_ref.as_ref().map(|r| {
+        pod::secret_file(
+            "warm-credential",
+            r,
+            WARM_CREDENTIAL_KEY,
+            "credential",
+            CREDENTIAL_DIR,
+        )
+    });
     container.volume_mounts = credential.as_ref().map(|(_, mount)| vec![mount.clone()]);
     let mut spec = pod::pod_spec(nc, vec![container], Vec::new());
     spec.volumes = credential.map(|(volume, _)| vec![volume]);

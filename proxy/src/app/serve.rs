@@ -88,7 +88,13 @@ fn serve_metrics(
     tracing::info!(metrics_listen = ?listener.local_addr().ok(), "serving /metrics there");
     let router = http::metrics_router(state.clone());
     let metrics = Arc::clone(state.cache.metrics());
-    tokio::spawn(http::server::serve(listener, router, limits, metrics, stop.clone().cancelled_owned()))
+    tokio::spawn(http::server::serve(
+        listener,
+        router,
+        limits,
+        metrics,
+        stop.clone().cancelled_owned(),
+    ))
 }
 
 /// Waits for the metrics listener, stopped with the main one (scrapes under way had the grace

@@ -386,5 +386,7 @@ fn gone_log_due() -> bool {
     let now = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX - 1) + 1;
     let last = GONE_LOGGED_MS.load(Relaxed);
     (last == 0 || now.saturating_sub(last) >= 60_000)
-        && GONE_LOGGED_MS.compare_exchange(last, now, Relaxed, Relaxed).is_ok()
+        && GONE_LOGGED_MS
+            .compare_exchange(last, now, Relaxed, Relaxed)
+            .is_ok()
 }
