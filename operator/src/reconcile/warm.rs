@@ -78,8 +78,8 @@ async fn missing_credential(ctx: &Context, nc: &NixCache) -> Option<Blocker> {
         Some(_) => return None,
     };
     let message = format!(
-        "spec.warm.credentialSecretRef: {missing}; each warm-up run waits for it until its \
-         deadline. The CronJob is applied; the rest of the NixCache too"
+        "spec.warm.credentialSecretRef: {missing}; each warm-up run would wait for it until its \
+         deadline. The rest of the NixCache is applied"
     );
     Some(Blocker::new(REASON, message))
 }

@@ -12,25 +12,37 @@ use axum::{
     response::Response,
 };
 
-use super::{auth::Grant, AppState};
+use super::{
+    auth::{Grant, Refusal},
+    AppState,
+};
 use crate::cache::replica::FILLS_ROUTE;
 
 /// Paths a private cache answers without a credential.
 const OPEN: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
 
 pub(super) async fn gate(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    if let Some(credentials) = &state.read_auth {
-        let authorization = request
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok());
-        if !is_open(request.uri().path()) && !state.cache.is_replica(authorization) {
-            if let Err(refusal) = credentials.require(request.headers(), Grant::Read).await {
-                return refusal.into_response();
-            }
-        }
+    let Some(credentials) = &state.read_auth else {
+        return next.run(request).await;
+    };
+    if is_open(request.uri().path()) {
+        return next.run(request).await;
+    }
+    match credentials.require(request.headers(), Grant::Read).await {
+        Ok(()) => {}
+        // Looked at only when no client credential passed: a client's request hashes its
+        // header once.
+        Err(Refusal::Unauthorized) if is_replica(&state, &request) => {}
+        Err(refusal) => return refusal.into_response(),
     }
     next.run(request).await
+}
+
+fn is_replica(state: &AppState, request: &Request) -> bool {
+    let authorization = request.headers().get(header::AUTHORIZATION);
+    state
+        .cache
+        .is_replica(authorization.and_then(|v| v.to_str().ok()))
 }
 
 fn is_open(path: &str) -> bool {
