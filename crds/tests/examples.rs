@@ -222,3 +222,54 @@ fn warm_needs_a_schedule_and_store_paths() {
         "{found:?}"
     );
 }
+
+#[test]
+fn fsck_needs_a_schedule_and_repairs_on_a_volume() {
+    // On S3: a report-only, verifying check in a time zone is fine; repair defaults to true.
+    let mut doc = load(&examples_dir().join("postgres-s3-three-replicas.yaml"));
+    doc["spec"]["fsck"] = serde_json::json!({
+        "schedule": "0 5 * * 0", "timeZone": "Europe/Berlin", "verify": true, "repair": false,
+    });
+    assert!(errors(&doc).is_empty(), "{:?}", errors(&doc));
+    doc["spec"]["fsck"] = serde_json::json!({"schedule": "0 5 * * 0"});
+    assert!(errors(&doc).is_empty(), "{:?}", errors(&doc));
+    let fsck: nixcache_crds::Fsck = serde_json::from_value(doc["spec"]["fsck"].clone()).unwrap();
+    assert!(fsck.repair && !fsck.verify, "{fsck:?}");
+    for (fsck, field, message) in [
+        (
+            serde_json::json!({"schedule": "daily"}),
+            "spec.fsck.schedule:",
+            "shorter than",
+        ),
+        (
+            serde_json::json!({"verify": true}),
+            "spec.fsck:",
+            "\"schedule\" is a required property",
+        ),
+        (
+            serde_json::json!({"schedule": "0 5 * * 0", "repair": "no"}),
+            "spec.fsck.repair:",
+            "boolean",
+        ),
+    ] {
+        doc["spec"]["fsck"] = fsck.clone();
+        let found = errors(&doc);
+        assert!(
+            found.iter().any(|e| e.starts_with(field) && e.contains(message)),
+            "{fsck}: {found:?}"
+        );
+    }
+    // On a volume the replica runs fsck and always repairs: report-only is refused there.
+    let mut doc = load(&examples_dir().join("single-sqlite-pvc.yaml"));
+    assert!(errors(&doc).is_empty(), "{:?}", errors(&doc));
+    doc["spec"]["fsck"]["repair"] = true.into();
+    assert!(errors(&doc).is_empty(), "{:?}", errors(&doc));
+    doc["spec"]["fsck"]["repair"] = false.into();
+    let found = errors(&doc);
+    assert!(
+        found
+            .iter()
+            .any(|e| e.starts_with("spec.fsck.repair:") && e.contains("needs storage.s3")),
+        "{found:?}"
+    );
+}

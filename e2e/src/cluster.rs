@@ -27,6 +27,9 @@ struct Shared {
     dir: TempDir,
     _db: Option<TestDb>,
     _s3: Option<S3sFs>,
+    /// Where the stored objects are files: the NAR directory, or the S3 server's directory of
+    /// the bucket's `cluster/nar/` prefix.
+    objects: std::path::PathBuf,
     /// Flags and environment every replica gets.
     args: Vec<String>,
     env: Vec<(String, String)>,
@@ -100,6 +103,12 @@ impl Cluster {
         (args, self.shared.env.clone())
     }
 
+    /// The directory where the stored objects are files, to damage them behind the cache's back:
+    /// sharded (`<first two characters>/<name>`) on a shared dir, flat in the S3 server's.
+    pub fn object_dir(&self) -> &std::path::Path {
+        &self.shared.objects
+    }
+
     /// Indices of the replicas whose log contains `text` (e.g. `"fetching NAR"`: the ones that
     /// downloaded from the upstream).
     pub fn logging(&self, text: &str) -> Vec<usize> {
@@ -120,6 +129,7 @@ impl Shared {
         let engine = match backend {
             Backend::SharedDir => {
                 return Ok(Some(Shared {
+                    objects: dir.path().join("data/nar"),
                     dir,
                     _db: None,
                     _s3: None,
@@ -156,6 +166,7 @@ impl Shared {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         Ok(Some(Shared {
+            objects: s3.data_dir().join(&bucket).join("cluster/nar"),
             dir,
             _db: Some(db),
             _s3: Some(s3),

@@ -4,8 +4,9 @@
 //! The operator speaks one version of each API (never a `v1beta1`): `batch/v1` CronJob and
 //! `policy/v1` PodDisruptionBudget (Kubernetes 1.21+), `autoscaling/v2` HorizontalPodAutoscaler
 //! (1.23+). On an older cluster only the feature behind a missing API is off: the controller
-//! neither watches nor applies it, GC falls back to the replicas (`serve --gc-schedule`), and the
-//! NixCache gets the condition [`CONDITION_FEATURES_AVAILABLE`] saying what is not applied.
+//! neither watches nor applies it, GC and a repairing fsck fall back to the replicas
+//! (`serve --gc-schedule`, `--fsck-schedule`), and the NixCache gets the condition
+//! [`CONDITION_FEATURES_AVAILABLE`] saying what is not applied.
 //!
 //! Discovery reads `GET /apis/<group>/<version>` (the API server allows it to every
 //! authenticated user through the `system:discovery` ClusterRole; no grant in the chart).
@@ -27,7 +28,7 @@ pub const CONDITION_FEATURES_AVAILABLE: &str = "FeaturesAvailable";
 /// An API the operator uses only for an optional feature.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum OptionalApi {
-    /// `batch/v1` CronJob: the GC CronJob (S3 storage) and the warm-up CronJob.
+    /// `batch/v1` CronJob: the GC and fsck CronJobs (S3 storage) and the warm-up CronJob.
     CronJob,
     /// `autoscaling/v2` HorizontalPodAutoscaler: `spec.autoscaling`.
     HorizontalPodAutoscaler,
@@ -154,8 +155,9 @@ pub async fn changed(client: &Client, current: &Capabilities, interval: Duration
 pub struct FeatureReport {
     /// Features of the spec that are not applied at all.
     pub not_applied: Vec<String>,
-    /// Features that run another way (GC inside the replicas).
-    pub fallbacks: Vec<String>,
+    /// Features that run another way (GC, fsck inside the replicas), each with the condition
+    /// reason it stands for.
+    pub fallbacks: Vec<(&'static str, String)>,
 }
 
 impl FeatureReport {
@@ -185,7 +187,8 @@ impl FeatureReport {
         report
     }
 
-    /// Without `batch/v1` CronJob: warm-up is not applied, GC moves into the replicas.
+    /// Without `batch/v1` CronJob: warm-up and a report-only fsck are not applied, GC and a
+    /// repairing fsck move into the replicas.
     fn without_cronjobs(&mut self, nc: &NixCache) {
         let spec = &nc.spec;
         let api = OptionalApi::CronJob;
@@ -195,40 +198,67 @@ impl FeatureReport {
                 api.not_served()
             ));
         }
-        let Some(gc) = spec.gc.as_ref().filter(|_| spec.storage.s3.is_some()) else {
+        if spec.storage.s3.is_none() {
             return;
-        };
-        let zone = match gc.time_zone.as_deref() {
-            Some(zone) if !matches!(zone, "UTC" | "Etc/UTC") => {
-                format!(" (its schedule is read in UTC, not in {zone})")
-            }
-            _ => String::new(),
-        };
-        self.fallbacks.push(format!(
-            "{}: spec.gc runs inside the replicas (`nixcache serve --gc-schedule`, one run at a time \
-             across replicas){zone} instead of a CronJob",
-            api.not_served()
-        ));
+        }
+        if let Some(gc) = &spec.gc {
+            self.fallbacks.push((
+                "GarbageCollectionInProcess",
+                format!(
+                    "{}: spec.gc runs inside the replicas (`nixcache serve --gc-schedule`, one run at a \
+                     time across replicas){} instead of a CronJob",
+                    api.not_served(),
+                    read_in_utc(gc.time_zone.as_deref())
+                ),
+            ));
+        }
+        match &spec.fsck {
+            Some(fsck) if fsck.repair => self.fallbacks.push((
+                "FsckInProcess",
+                format!(
+                    "{}: spec.fsck runs inside the replicas (`nixcache serve --fsck-schedule`, \
+                     repairing, one run at a time across replicas){} instead of a CronJob",
+                    api.not_served(),
+                    read_in_utc(fsck.time_zone.as_deref())
+                ),
+            )),
+            Some(_) => self.not_applied.push(format!(
+                "{}: spec.fsck is not applied (the replicas' own fsck always repairs, and \
+                 spec.fsck.repair is false; `nixcache fsck` can be run by hand)",
+                api.not_served()
+            )),
+            None => {}
+        }
     }
 
     /// `(status, reason, message)` of the condition, or `None` when nothing is missing: `False`
-    /// (`APINotServed`) when a feature is not applied, `True` (`GarbageCollectionInProcess`) when
-    /// GC only runs another way.
+    /// (`APINotServed`) when a feature is not applied, `True` when features only run another
+    /// way, with the reason of the first (`GarbageCollectionInProcess`, else `FsckInProcess`).
     pub fn condition(&self) -> Option<(&'static str, &'static str, String)> {
         let message = self
             .not_applied
             .iter()
-            .chain(&self.fallbacks)
+            .chain(self.fallbacks.iter().map(|(_, message)| message))
             .cloned()
             .collect::<Vec<_>>()
             .join("; ");
         if !self.not_applied.is_empty() {
             Some(("False", "APINotServed", message))
-        } else if !self.fallbacks.is_empty() {
-            Some(("True", "GarbageCollectionInProcess", message))
         } else {
-            None
+            let (reason, _) = self.fallbacks.first()?;
+            Some(("True", reason, message))
         }
+    }
+}
+
+/// What a replica makes of a CronJob's time zone: ` (its schedule is read in UTC, not in ZONE)`,
+/// or nothing for UTC.
+fn read_in_utc(time_zone: Option<&str>) -> String {
+    match time_zone {
+        Some(zone) if !matches!(zone, "UTC" | "Etc/UTC") => {
+            format!(" (its schedule is read in UTC, not in {zone})")
+        }
+        _ => String::new(),
     }
 }
 
@@ -318,5 +348,41 @@ mod tests {
             FeatureReport::new(&both, &Capabilities::default()).condition(),
             None
         );
+    }
+
+    #[test]
+    fn fsck_without_cronjobs_moves_into_the_replicas_unless_it_only_reports() {
+        let no_cronjobs = Capabilities::without([OptionalApi::CronJob]);
+        let mut nc = fixtures::scaled("demo").with_fsck("0 5 * * 0");
+        nc.spec.gc = None;
+        let (status, reason, message) = FeatureReport::new(&nc, &no_cronjobs).condition().unwrap();
+        assert_eq!((status, reason), ("True", "FsckInProcess"));
+        assert_eq!(
+            message,
+            "batch/v1 CronJob is not served by this cluster (Kubernetes 1.21+): spec.fsck runs inside \
+             the replicas (`nixcache serve --fsck-schedule`, repairing, one run at a time across \
+             replicas) instead of a CronJob"
+        );
+        // With GC too: both are said, under GC's reason.
+        nc.spec.gc = fixtures::scaled("demo").spec.gc;
+        nc.spec.fsck.as_mut().unwrap().time_zone = Some("Europe/Berlin".into());
+        let (status, reason, message) = FeatureReport::new(&nc, &no_cronjobs).condition().unwrap();
+        assert_eq!((status, reason), ("True", "GarbageCollectionInProcess"));
+        assert!(
+            message.contains("--gc-schedule")
+                && message.contains("across replicas) (its schedule is read in UTC, not in Europe/Berlin)"),
+            "{message}"
+        );
+        // A report-only check cannot run in the replicas: not applied.
+        nc.spec.fsck.as_mut().unwrap().repair = false;
+        let (status, reason, message) = FeatureReport::new(&nc, &no_cronjobs).condition().unwrap();
+        assert_eq!((status, reason), ("False", "APINotServed"));
+        assert!(
+            message.contains("spec.fsck is not applied") && message.contains("--gc-schedule"),
+            "{message}"
+        );
+        // On a volume fsck always runs in the replica: nothing to report.
+        let volume = fixtures::single("v").with_fsck("0 5 * * 0");
+        assert_eq!(FeatureReport::new(&volume, &no_cronjobs).condition(), None);
     }
 }

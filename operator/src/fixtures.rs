@@ -2,8 +2,8 @@
 
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use nixcache_crds::{
-    Database, GarbageCollection, NixCache, NixCacheSpec, S3CredentialsRef, S3Storage, SecretKeyRef, Signing,
-    SqliteDatabase, Storage, VolumeStorage, Warm,
+    Database, Fsck, GarbageCollection, NixCache, NixCacheSpec, S3CredentialsRef, S3Storage, SecretKeyRef,
+    Signing, SqliteDatabase, Storage, VolumeStorage, Warm,
 };
 
 /// A well-formed store path, for warm-up specs.
@@ -32,6 +32,7 @@ pub fn spec(storage: Storage, database: Database) -> NixCacheSpec {
         database,
         signing: None,
         gc: None,
+        fsck: None,
         warm: None,
         uploads: None,
         private: None,
@@ -105,6 +106,8 @@ pub trait NixCacheExt: Sized {
     fn with_generation(self, generation: i64) -> Self;
     /// Sets `spec.warm`: `paths` on `schedule`, the other settings at their defaults.
     fn with_warm(self, schedule: &str, paths: &[&str]) -> Self;
+    /// Sets `spec.fsck`: on `schedule`, repairing, without verifying the contents.
+    fn with_fsck(self, schedule: &str) -> Self;
 }
 
 impl NixCacheExt for NixCache {
@@ -135,6 +138,14 @@ impl NixCacheExt for NixCache {
             schedule: schedule.into(),
             paths: paths.iter().map(|p| (*p).to_owned()).collect(),
             ..Warm::default()
+        });
+        self
+    }
+
+    fn with_fsck(mut self, schedule: &str) -> Self {
+        self.spec.fsck = Some(Fsck {
+            schedule: schedule.into(),
+            ..Fsck::default()
         });
         self
     }

@@ -249,11 +249,12 @@ async fn reconciler_requests() -> Vec<Recorded> {
         nc["spec"]["autoscaling"] = json!({"minReplicas": 3, "maxReplicas": 6});
         nc["spec"]["podDisruptionBudget"] = json!({"maxUnavailable": 1});
         nc["spec"]["warm"] = json!({"schedule": "30 4 * * *", "paths": [fixtures::HELLO]});
+        nc["spec"]["fsck"] = json!({"schedule": "0 5 * * 0"});
     });
     w.reconcile("demo").await;
     w.edit("demo", |nc| {
         let spec = nc["spec"].as_object_mut().unwrap();
-        for k in ["autoscaling", "podDisruptionBudget", "gc", "warm"] {
+        for k in ["autoscaling", "podDisruptionBudget", "gc", "warm", "fsck"] {
             spec.remove(k);
         }
     });
@@ -527,6 +528,8 @@ async fn the_chart_grants_exactly_the_requests_the_operator_makes() {
         format!("DELETE {BATCH}/cronjobs/demo-gc"),
         format!("PATCH {BATCH}/cronjobs/demo-warm"),
         format!("DELETE {BATCH}/cronjobs/demo-warm"),
+        format!("PATCH {BATCH}/cronjobs/demo-fsck"),
+        format!("DELETE {BATCH}/cronjobs/demo-fsck"),
         "PATCH /apis/autoscaling/v2/namespaces/default/horizontalpodautoscalers/demo".to_owned(),
         "DELETE /apis/policy/v1/namespaces/default/poddisruptionbudgets/demo".to_owned(),
         format!("GET {APPS}/deployments/demo"),

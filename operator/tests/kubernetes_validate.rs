@@ -12,7 +12,7 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use nixcache_crds::{NixCache, Warm};
+use nixcache_crds::{Fsck, NixCache, Warm};
 use nixcache_operator::fixtures::HELLO;
 use nixcache_operator::render::{self, Plan};
 use nixcache_operator::Config;
@@ -96,7 +96,7 @@ fn examples() -> Vec<(String, NixCache)> {
         .map(|path| {
             let mut nc: NixCache = serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
             nc.metadata.uid = Some("0b7e2b4c-5f2a-4c1e-9a59-3d1c2f6f0a11".into());
-            // Every optional child: the examples leave warm-up out.
+            // Every optional child: not every example has warm-up or fsck.
             nc.spec.warm.get_or_insert_with(|| Warm {
                 schedule: "30 4 * * *".into(),
                 time_zone: Some("Europe/Berlin".into()),
@@ -108,6 +108,12 @@ fn examples() -> Vec<(String, NixCache)> {
                     name: "warm-credential".into(),
                     key: None,
                 }),
+            });
+            nc.spec.fsck.get_or_insert_with(|| Fsck {
+                schedule: "0 5 * * 0".into(),
+                time_zone: Some("Europe/Berlin".into()),
+                verify: true,
+                repair: true,
             });
             (path.file_name().unwrap().to_string_lossy().into_owned(), nc)
         })
@@ -132,6 +138,7 @@ fn rendered(nc: &NixCache) -> Vec<Value> {
         render::persistent_volume_claim(nc).map(|o| serde_json::to_value(o).unwrap()),
         render::migrate_job(nc, &plan).map(|o| serde_json::to_value(o).unwrap()),
         render::gc_cronjob(nc, &plan).map(|o| serde_json::to_value(o).unwrap()),
+        render::fsck_cronjob(nc, &plan).map(|o| serde_json::to_value(o).unwrap()),
         render::warm_cronjob(nc, &plan)
             .unwrap()
             .map(|o| serde_json::to_value(o).unwrap()),
@@ -154,6 +161,13 @@ fn every_rendered_manifest_is_valid_for_kubernetes_1_33() {
                 .as_str()
                 .is_some_and(|n| n.ends_with("-warm"))),
             "{file}: the warm-up CronJob is checked"
+        );
+        assert_eq!(
+            docs.iter().any(|d| d["metadata"]["name"]
+                .as_str()
+                .is_some_and(|n| n.ends_with("-fsck"))),
+            nc.spec.storage.s3.is_some(),
+            "{file}: the fsck CronJob is checked (S3 only)"
         );
         if let Err(output) = validate(&tool, &docs) {
             panic!("{file}: rendered manifests rejected by kubernetes-validate --strict:\n{output}");

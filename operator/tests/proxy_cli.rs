@@ -1,7 +1,8 @@
 //! The command lines the operator renders are ones the real `nixcache` accepts: for every
-//! example, the Deployment's `serve`, the migration Job's `migrate`, the CronJob's `gc` and the
-//! warm-up CronJob's `warm` are parsed by the proxy's own CLI (flags and `NIXCACHE_*` env), so a
-//! renamed or removed flag on either side fails here rather than in a cluster.
+//! example, the Deployment's `serve` (also with GC and fsck inside the replicas), the migration
+//! Job's `migrate`, the CronJobs' `gc` and `fsck` and the warm-up CronJob's `warm` are parsed by
+//! the proxy's own CLI (flags and `NIXCACHE_*` env), so a renamed or removed flag on either side
+//! fails here rather than in a cluster.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
@@ -10,6 +11,7 @@ use clap::Parser;
 use k8s_openapi::api::core::v1::Container;
 use nixcache::cli::{Cli, Command};
 use nixcache_crds::NixCache;
+use nixcache_operator::capabilities::{Capabilities, OptionalApi};
 use nixcache_operator::fixtures::HELLO;
 use nixcache_operator::render::{self, Plan};
 use nixcache_operator::Config;
@@ -113,8 +115,47 @@ fn rendered_command_lines_parse_with_the_proxy_cli() {
                 "{file}: gc must see the storage serve uses"
             );
         }
+        fsck_parses(&file, nc.clone(), &plan);
         warm_parses(&file, nc, &plan);
     }
+}
+
+/// Every example with a verifying, repairing `spec.fsck`: the CronJob's `fsck` (S3), and the
+/// replicas' `serve --fsck-schedule --fsck-verify` (on a volume, or on S3 without CronJobs).
+fn fsck_parses(file: &str, mut nc: NixCache, plan: &Plan) {
+    nc.spec.fsck = Some(nixcache_crds::Fsck {
+        schedule: "0 5 * * 0".into(),
+        time_zone: None,
+        verify: true,
+        repair: true,
+    });
+    if let Some(cron) = render::fsck_cronjob(&nc, plan) {
+        let job = cron.spec.as_ref().unwrap().job_template.spec.as_ref().unwrap();
+        let Command::Fsck(fsck) = parse(first_container(job.template.spec.as_ref())) else {
+            panic!("{file}: the fsck CronJob does not run `nixcache fsck`");
+        };
+        assert!(fsck.repair && fsck.verify, "{file}");
+        assert!(
+            fsck.backend.storage.s3_config().unwrap().is_some(),
+            "{file}: fsck checks the bucket serve uses"
+        );
+    }
+    let in_replicas = plan
+        .clone()
+        .with_capabilities(Capabilities::without([OptionalApi::CronJob]));
+    assert!(in_replicas.fsck_in_replicas(&nc), "{file}");
+    let deployment = render::deployment(&nc, &in_replicas);
+    let container = first_container(deployment.spec.as_ref().unwrap().template.spec.as_ref());
+    let args = container.args.clone().unwrap();
+    assert!(
+        args.windows(3)
+            .any(|w| w == ["--fsck-schedule", "0 5 * * 0", "--fsck-verify"]),
+        "{file}: {args:?}"
+    );
+    assert!(
+        matches!(parse(container), Command::Serve(_)),
+        "{file}: serve takes --fsck-schedule and --fsck-verify"
+    );
 }
 
 /// The example with every `spec.warm` setting: `warm` against the Service, with them all.

@@ -225,7 +225,8 @@ async fn create_runs_the_migration_before_the_deployment() {
         "the URL is never inlined"
     );
 
-    // The Job succeeds: now the Deployment, the GC CronJob, and the cleanup of unwanted children.
+    // The Job succeeds: now the Deployment, the GC CronJob, and the cleanup of unwanted children
+    // (the fsck CronJob, autoscaler, disruption budget, warm-up CronJob).
     world.succeed_job(&job);
     let log = world.reconcile("demo").await;
     assert_eq!(
@@ -241,6 +242,7 @@ async fn create_runs_the_migration_before_the_deployment() {
             EVENTS.to_owned(),
             format!("PATCH {BATCH}/cronjobs/demo-gc"),
             EVENTS.to_owned(),
+            format!("DELETE {BATCH}/cronjobs/demo-fsck"),
             "DELETE /apis/autoscaling/v2/namespaces/default/horizontalpodautoscalers/demo".to_owned(),
             "DELETE /apis/policy/v1/namespaces/default/poddisruptionbudgets/demo".to_owned(),
             // Last of the optional children: a problem with it holds back none of the others.

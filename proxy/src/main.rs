@@ -12,7 +12,7 @@ const BLOCKING_EXIT_WAIT: Duration = Duration::from_secs(1);
 
 fn main() -> ExitCode {
     match run_to_end() {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code),
         Err(err) => {
             eprintln!("error: {}", failure::one_line(&err));
             ExitCode::FAILURE
@@ -20,7 +20,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn run_to_end() -> anyhow::Result<()> {
+/// The process's exit status when it ran to its end (`fsck` says with it what it found).
+fn run_to_end() -> anyhow::Result<u8> {
     // A config file's settings become flags first, so clap checks them like flags.
     let cli = Cli::parse_from(config::expand_args(std::env::args_os().collect())?);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
@@ -29,8 +30,9 @@ fn run_to_end() -> anyhow::Result<()> {
     result
 }
 
-async fn run(command: Command) -> anyhow::Result<()> {
-    match command {
+/// Runs the command; the exit status it ends with (`fsck` says with it what it found).
+async fn run(command: Command) -> anyhow::Result<u8> {
+    let done = match command {
         Command::Serve(args) => {
             let telemetry = telemetry::init(args.log_format);
             let result = nixcache::app::serve(*args).await;
@@ -49,18 +51,13 @@ async fn run(command: Command) -> anyhow::Result<()> {
             println!("{report}");
             Ok(())
         }
-        Command::Warm(args) => {
-            let _telemetry = telemetry::init(LogFormat::Text);
-            let report = nixcache::warm::run(&args.options()?).await?;
+        Command::Fsck(args) => {
+            let _telemetry = telemetry::init(args.log_format);
+            let report = nixcache::app::fsck(&args).await?;
             println!("{report}");
-            anyhow::ensure!(
-                report.complete(),
-                "{} paths missing, {} requests failed",
-                report.missing.len(),
-                report.failed.len()
-            );
-            Ok(())
+            return Ok(report.outcome().exit_code());
         }
+        Command::Warm(args) => warm(&args).await,
         Command::Keygen(args) => {
             let _telemetry = telemetry::init(LogFormat::Text);
             let key = nixcache_protocol::SigningKey::generate(&args.name)?;
@@ -68,5 +65,19 @@ async fn run(command: Command) -> anyhow::Result<()> {
             println!("{}", key.public_key());
             Ok(())
         }
-    }
+    };
+    done.map(|()| 0)
+}
+
+async fn warm(args: &nixcache::cli::WarmArgs) -> anyhow::Result<()> {
+    let _telemetry = telemetry::init(LogFormat::Text);
+    let report = nixcache::warm::run(&args.options()?).await?;
+    println!("{report}");
+    anyhow::ensure!(
+        report.complete(),
+        "{} paths missing, {} requests failed",
+        report.missing.len(),
+        report.failed.len()
+    );
+    Ok(())
 }

@@ -1,4 +1,4 @@
-//! Upstreams, signing, GC, warm-up, uploads, Service, autoscaling and disruption budget settings.
+//! Upstreams, signing, GC, fsck, warm-up, uploads, Service, autoscaling and disruption budget settings.
 
 use std::collections::BTreeMap;
 
@@ -82,6 +82,49 @@ pub struct GarbageCollection {
     /// Time zone of `schedule`, e.g. `Europe/Berlin` (default: the controller manager's, usually UTC).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub time_zone: Option<String>,
+}
+
+/// A check of the stored NARs against the database (`nixcache fsck`) on a schedule, repairing
+/// what is broken (the field's documentation, `NixCacheSpec::fsck`, says what it checks).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Fsck {
+    /// When to run, as a five-field cron expression (minute hour day-of-month month
+    /// day-of-week), e.g. `0 5 * * 0` (Sundays at 05:00). With `storage.s3` a CronJob runs
+    /// `nixcache fsck` (a run still going at the next time is not started twice); with
+    /// `storage.persistentVolumeClaim` the replica itself runs it on this schedule, in UTC (a
+    /// second pod could not mount the volume on another node).
+    #[schemars(length(min = 9))]
+    pub schedule: String,
+    /// Time zone of `schedule` for the CronJob, e.g. `Europe/Berlin` (default: the controller
+    /// manager's, usually UTC). The replica on a volume reads `schedule` in UTC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_zone: Option<String>,
+    /// Also read every stored NAR back and compare its hash with the recorded one (default
+    /// false). This reads the whole cache: slow, and on S3 billed as downloads. Without it fsck
+    /// compares what exists and its size only.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub verify: bool,
+    /// Delete what is broken, so that the next request fetches it again (default true). Set to
+    /// false, a run only reports, and its Job fails when something is wrong. `false` needs
+    /// `storage.s3`: the replica on a volume always repairs.
+    #[serde(default = "default_repair")]
+    pub repair: bool,
+}
+
+impl Default for Fsck {
+    fn default() -> Self {
+        Self {
+            schedule: String::new(),
+            time_zone: None,
+            verify: false,
+            repair: default_repair(),
+        }
+    }
+}
+
+fn default_repair() -> bool {
+    true
 }
 
 /// A store path as `nixcache warm` takes it: `/nix/store/<32 nixbase32 characters>-<name>`.

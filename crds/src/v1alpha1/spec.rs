@@ -8,8 +8,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Autoscaling, Database, GarbageCollection, NixCacheStatus, PodDisruptionBudgetSpec, Private, ServiceSpec,
-    Signing, Storage, Uploads, Upstream, Warm,
+    Autoscaling, Database, Fsck, GarbageCollection, NixCacheStatus, PodDisruptionBudgetSpec, Private,
+    ServiceSpec, Signing, Storage, Uploads, Upstream, Warm,
 };
 
 /// A caching, verifying proxy for Nix binary caches, run as `nixcache serve` replicas behind a
@@ -73,6 +73,10 @@ use super::{
         .message("storage.persistentVolumeClaim serves one replica only: autoscaling needs storage.s3")
         .field_path(".autoscaling")
         .reason(Reason::FieldValueForbidden),
+    validation = Rule::new("!has(self.fsck) || self.fsck.repair || !has(self.storage.persistentVolumeClaim)")
+        .message("fsck.repair: false needs storage.s3 (a CronJob that only reports): on storage.persistentVolumeClaim the replica runs fsck itself and always repairs")
+        .field_path(".fsck.repair")
+        .reason(Reason::FieldValueForbidden),
 )]
 pub struct NixCacheSpec {
     /// Number of `nixcache serve` replicas (default 1). Ignored while `autoscaling` is set. More
@@ -127,6 +131,15 @@ pub struct NixCacheSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gc: Option<GarbageCollection>,
 
+    /// Check the stored NARs against the database on `schedule` (`nixcache fsck`): rows whose
+    /// object is missing or has the wrong size, objects no row records, and uploads still pending
+    /// past their deadline; with `verify` also every object's content, re-hashed. Repairing
+    /// deletes what is broken, so the next request fetches that path from upstream again; an
+    /// uploaded path whose NAR is lost cannot be fetched again: it is reported in the log and the
+    /// run fails. Unset: no check runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fsck: Option<Fsck>,
+
     /// Fetch the closures of `paths` into the cache on `schedule` (a CronJob running
     /// `nixcache warm` against the cache's own Service). Unset: nothing is fetched ahead.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -155,7 +168,7 @@ pub struct NixCacheSpec {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub node_selector: BTreeMap<String, String>,
 
-    /// Tolerations of the replicas' pods (and of the migration, GC and warm-up jobs).
+    /// Tolerations of the replicas' pods (and of the migration, GC, fsck and warm-up jobs).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tolerations: Vec<Toleration>,
 

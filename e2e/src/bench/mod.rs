@@ -11,6 +11,7 @@
 pub mod closure;
 pub mod first_byte;
 pub mod fresh;
+pub mod fsck;
 pub mod hits;
 pub mod loadgen;
 pub mod misses;
@@ -125,7 +126,7 @@ pub struct Settings {
 }
 
 /// The parts of a run, for `--only`.
-pub const PARTS: [&str; 10] = [
+pub const PARTS: [&str; 11] = [
     "narinfo",
     "nar",
     "memory",
@@ -135,6 +136,7 @@ pub const PARTS: [&str; 10] = [
     "closure",
     "access",
     "gc",
+    "fsck",
     "soak",
 ];
 
@@ -142,7 +144,7 @@ pub const PARTS: [&str; 10] = [
 pub const ON_REQUEST: [&str; 1] = ["soak"];
 
 /// Parts that need neither nginx nor wrk.
-const WITHOUT_TOOLS: [&str; 3] = ["first-byte", "gc", "soak"];
+const WITHOUT_TOOLS: [&str; 4] = ["first-byte", "gc", "fsck", "soak"];
 
 impl Settings {
     /// True when `part` is to be run: named by `--only`, or, without it, not [`ON_REQUEST`].

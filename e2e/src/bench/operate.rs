@@ -140,7 +140,7 @@ pub async fn gc(report: &mut Report, s: &Settings, cache: &UpstreamCache) -> Res
     Ok(())
 }
 
-async fn open(args: &[String]) -> Result<(Arc<dyn MetadataStore>, Arc<dyn BlobStore>)> {
+pub(super) async fn open(args: &[String]) -> Result<(Arc<dyn MetadataStore>, Arc<dyn BlobStore>)> {
     let argv = ["nixcache", "gc", "--max-size", "0"]
         .into_iter()
         .map(String::from)
@@ -184,7 +184,7 @@ fn entry(i: usize) -> Result<(NarInfoRecord, Vec<u8>)> {
 }
 
 /// Writes [`GC_ENTRIES`] narinfos, their NAR rows and objects, 16 at a time.
-async fn fill(db: &Arc<dyn MetadataStore>, storage: &Arc<dyn BlobStore>) -> Result<()> {
+pub(super) async fn fill(db: &Arc<dyn MetadataStore>, storage: &Arc<dyn BlobStore>) -> Result<()> {
     let results: Vec<Result<()>> = futures::stream::iter(0..GC_ENTRIES)
         .map(|i| async move {
             let (record, bytes) = entry(i)?;

@@ -2,8 +2,8 @@
 //!
 //! Order: check the spec → read the referenced Secrets and the signing key (generating it once)
 //! → Service (and the data claim: a change the API server refuses is reported, the rest goes on)
-//! → migration Job for the image and database; only once it succeeded → Deployment, GC CronJob,
-//! autoscaler, disruption budget, warm-up CronJob (a problem with it is only a warning),
+//! → migration Job for the image and database; only once it succeeded → Deployment, GC and fsck
+//! CronJobs, autoscaler, disruption budget, warm-up CronJob (a problem with it is only a warning),
 //! superseded migration Jobs deleted → status and events.
 
 pub mod children;
@@ -175,19 +175,25 @@ async fn current_deployment(nc: &NixCache, ctx: &Context) -> Result<Option<Deplo
         .map_err(|e| Error::kube(format!("read Deployment {ns}/{}", nc.name_any()), e))
 }
 
-/// The GC CronJob, autoscaler, disruption budget and warm-up CronJob: applied when the spec
-/// wants them; after a spec change, deleted when it no longer does. A child whose API the cluster
-/// does not serve is skipped (the `FeaturesAvailable` condition says so; GC then runs in the
-/// replicas). The warm-up CronJob comes last and a problem with it is returned as a warning, so
-/// an invalid `spec.warm` holds back nothing else.
+/// The GC and fsck CronJobs, autoscaler, disruption budget and warm-up CronJob: applied when
+/// the spec wants them; after a spec change, deleted when it no longer does. A child whose API
+/// the cluster does not serve is skipped (the `FeaturesAvailable` condition says so; GC and a
+/// repairing fsck then run in the replicas). The warm-up CronJob comes last and a problem with it
+/// is returned as a warning, so an invalid `spec.warm` holds back nothing else.
 async fn optional_children(nc: &NixCache, ctx: &Context, plan: &Plan) -> Result<Option<Blocker>> {
     let changed = spec_changed(nc);
     let serves = |api| plan.capabilities.serves(api);
     if serves(OptionalApi::CronJob) {
-        match render::gc_cronjob(nc, plan) {
-            Some(cronjob) => drop(apply(ctx, nc, &cronjob).await?),
-            None if changed => delete_if_present::<CronJob>(ctx, nc, &render::gc_cronjob_name(nc)).await?,
-            None => {}
+        let storage_cronjobs = [
+            (render::gc_cronjob(nc, plan), render::gc_cronjob_name(nc)),
+            (render::fsck_cronjob(nc, plan), render::fsck_cronjob_name(nc)),
+        ];
+        for (cronjob, name) in storage_cronjobs {
+            match cronjob {
+                Some(cronjob) => drop(apply(ctx, nc, &cronjob).await?),
+                None if changed => delete_if_present::<CronJob>(ctx, nc, &name).await?,
+                None => {}
+            }
         }
     }
     if serves(OptionalApi::HorizontalPodAutoscaler) {

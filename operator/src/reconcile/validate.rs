@@ -30,6 +30,9 @@ pub fn spec(spec: &NixCacheSpec) -> Result<(), Blocker> {
     if storage.persistent_volume_claim.is_some() && !single {
         return invalid("spec.storage.persistentVolumeClaim (and spec.database.sqlite) serve one replica only: set spec.replicas to 0 or 1 and remove spec.autoscaling, or use storage.s3 with database.urlSecretRef");
     }
+    if storage.persistent_volume_claim.is_some() && spec.fsck.as_ref().is_some_and(|f| !f.repair) {
+        return invalid("spec.fsck.repair: false needs spec.storage.s3 (a CronJob that only reports): on spec.storage.persistentVolumeClaim the replica runs fsck itself and always repairs; remove repair or set it to true");
+    }
     if spec.replicas < 0 {
         return invalid("spec.replicas must not be negative");
     }

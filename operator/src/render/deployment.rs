@@ -147,14 +147,27 @@ pub fn serve_args(nc: &NixCache, plan: &Plan) -> Vec<String> {
             format!("{READERS_DIR}/credentials"),
         ]);
     }
-    // On a volume only this pod reaches the NARs, so it collects garbage itself; so do the
-    // replicas on S3 when the cluster has no CronJob API (one run at a time across replicas).
-    if let Some(gc) = spec.gc.as_ref().filter(|_| plan.gc_in_replicas(nc)) {
+    args.extend(in_process_args(nc, plan));
+    args.extend(spec.extra_args.iter().cloned());
+    args
+}
+
+/// The flags of the GC and fsck that `serve` runs itself: on a volume only this pod reaches the
+/// NARs; so do the replicas on S3 when the cluster has no CronJob API (each one run at a time
+/// across replicas, through its lease). In-process fsck always repairs.
+fn in_process_args(nc: &NixCache, plan: &Plan) -> Vec<String> {
+    let mut args: Vec<String> = Vec::new();
+    if let Some(gc) = nc.spec.gc.as_ref().filter(|_| plan.gc_in_replicas(nc)) {
         args.extend(["--max-size".into(), gc.max_size.clone()]);
         let schedule = gc.schedule.as_deref().unwrap_or(DEFAULT_GC_SCHEDULE);
         args.extend(["--gc-schedule".into(), schedule.to_owned()]);
     }
-    args.extend(spec.extra_args.iter().cloned());
+    if let Some(fsck) = nc.spec.fsck.as_ref().filter(|_| plan.fsck_in_replicas(nc)) {
+        args.extend(["--fsck-schedule".into(), fsck.schedule.clone()]);
+        if fsck.verify {
+            args.push("--fsck-verify".into());
+        }
+    }
     args
 }
 

@@ -5,11 +5,13 @@
 
 mod autoscaling;
 mod deployment;
+mod fsck_cronjob;
 mod gc_cronjob;
 mod migrate_job;
 mod pod;
 mod secrets;
 mod service;
+mod storage_cronjob;
 mod warm_cronjob;
 
 use std::collections::BTreeMap;
@@ -21,6 +23,7 @@ use sha2::{Digest, Sha256};
 
 pub use autoscaling::{horizontal_pod_autoscaler, pod_disruption_budget};
 pub use deployment::deployment;
+pub use fsck_cronjob::fsck_cronjob;
 pub use gc_cronjob::gc_cronjob;
 pub use migrate_job::migrate_job;
 pub use pod::{CONTAINER_PORT, DATA_DIR};
@@ -100,6 +103,15 @@ impl Plan {
                 || !self.capabilities.serves(OptionalApi::CronJob))
     }
 
+    /// `spec.fsck` runs inside the replicas (`serve --fsck-schedule`, which always repairs) rather
+    /// than as a CronJob: on a volume, or when the cluster serves no `batch/v1` CronJob. Never a
+    /// check with `repair: false` (refused on a volume; without CronJobs it is not applied).
+    pub fn fsck_in_replicas(&self, nc: &NixCache) -> bool {
+        nc.spec.fsck.as_ref().is_some_and(|f| f.repair)
+            && (nc.spec.storage.persistent_volume_claim.is_some()
+                || !self.capabilities.serves(OptionalApi::CronJob))
+    }
+
     /// Name of the migration Job for this image and database, or `None` for SQLite.
     pub fn migrate_job_name(&self, nc: &NixCache) -> Option<String> {
         let database = self.database_hash.as_deref()?;
@@ -137,6 +149,11 @@ pub fn gc_cronjob_name(nc: &NixCache) -> String {
     format!("{}-gc", nc.name_any())
 }
 
+/// Name of the fsck CronJob.
+pub fn fsck_cronjob_name(nc: &NixCache) -> String {
+    format!("{}-fsck", nc.name_any())
+}
+
 /// Name of the warm-up CronJob.
 pub fn warm_cronjob_name(nc: &NixCache) -> String {
     format!("{}-warm", nc.name_any())
@@ -160,7 +177,8 @@ pub fn selector_string(nc: &NixCache) -> String {
         .join(",")
 }
 
-/// Labels of a child of `component` (`proxy`, `migrate`, `gc`, `warm`, `signing-key`, `data`).
+/// Labels of a child of `component` (`proxy`, `migrate`, `gc`, `fsck`, `warm`, `signing-key`,
+/// `data`).
 pub fn labels(nc: &NixCache, component: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
         ("app.kubernetes.io/name".to_owned(), "nixcache".to_owned()),

@@ -1,5 +1,5 @@
-//! Container and pod pieces shared by the Deployment, the migration Job and the GC and warm-up
-//! CronJobs.
+//! Container and pod pieces shared by the Deployment, the migration Job and the GC, fsck and
+//! warm-up CronJobs.
 
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, KeyToPath, ObjectFieldSelector,
@@ -28,7 +28,7 @@ pub(super) const UPLOADS_DIR: &str = "/etc/nixcache/uploads";
 /// Where a private cache's read credentials are mounted.
 pub(super) const READERS_DIR: &str = "/etc/nixcache/readers";
 
-/// `--storage …` and the S3 flags, the same for `serve` and `gc`.
+/// `--storage …` and the S3 flags, the same for `serve`, `gc` and `fsck`.
 pub(super) fn storage_args(nc: &NixCache) -> Vec<String> {
     let Some(s3) = &nc.spec.storage.s3 else {
         return vec!["--storage".into(), "local".into()];

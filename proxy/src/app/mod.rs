@@ -18,12 +18,13 @@ use crate::{
         replica::{PeerToken, Replica, ReplicaOptions},
         AccessLog, Cache, CacheParts, FillLimits, HotCache, NegativeCache, ScrubOptions,
     },
-    cli::{BackendArgs, ContentEncodingMode, GcArgs, ServeArgs},
+    cli::{BackendArgs, ContentEncodingMode, FsckArgs, GcArgs, ServeArgs},
     db,
+    fsck::{self, FsckReport},
     gc::{self, GcOptions, GcReport},
     http, keys,
     metrics::Metrics,
-    scratch,
+    schedule, scratch,
     storage::{BlobStore, LocalStore, S3Store},
     upstream::{Netrc, UpstreamOptions, Upstreams},
     warm::{
@@ -80,11 +81,14 @@ pub async fn build_state(args: &ServeArgs) -> anyhow::Result<http::AppState> {
         tracing::info!(max_size = options.max_size, "scheduled GC on");
         let collector = cache.clone();
         cache.background().spawn("gc_schedule", move |stop| {
-            gc::schedule::run(schedule, stop, move || {
+            schedule::run(schedule, stop, "GC", move || {
                 let (cache, options) = (collector.clone(), options.clone());
-                async move { cache.collect_garbage(&options).await }
+                async move { gc::log_scheduled(&cache.collect_garbage(&options).await) }
             })
         });
+    }
+    if let Some(schedule) = args.gc.fsck_schedule.clone() {
+        start_fsck_schedule(&cache, schedule, args.gc.fsck_verify);
     }
     let info = CacheInfo {
         store_dir: STORE_DIR.into(),
@@ -180,8 +184,31 @@ fn fill_limits(args: &ServeArgs) -> FillLimits {
     limits
 }
 
+/// `--fsck-schedule`: repairs, cut short at shutdown (every step of a run is safe to cut).
+fn start_fsck_schedule(cache: &Cache, schedule: schedule::Schedule, verify: bool) {
+    tracing::info!(verify, "scheduled fsck on");
+    let options = fsck::FsckOptions {
+        verify,
+        repair: true,
+        ..fsck::FsckOptions::default()
+    };
+    let checker = cache.clone();
+    cache.background().spawn("fsck_schedule", move |stop| {
+        let cut = stop.clone();
+        schedule::run(schedule, stop, "fsck", move || {
+            let (cache, options, cut) = (checker.clone(), options.clone(), cut.clone());
+            async move {
+                tokio::select! {
+                    result = cache.fsck(&options) => fsck::log_scheduled(&result),
+                    () = cut.stopped() => tracing::info!("scheduled fsck cut short by the shutdown"),
+                }
+            }
+        })
+    });
+}
+
 /// `--max-size` with `--gc-schedule` (hourly by default).
-fn gc_schedule(args: &ServeArgs) -> anyhow::Result<Option<(gc::schedule::Schedule, GcOptions)>> {
+fn gc_schedule(args: &ServeArgs) -> anyhow::Result<Option<(schedule::Schedule, GcOptions)>> {
     let gc = &args.gc;
     let Some(max_size) = gc.max_size else {
         anyhow::ensure!(
@@ -224,6 +251,13 @@ pub async fn collect_garbage(args: &GcArgs) -> anyhow::Result<GcReport> {
     };
     let holder = format!("gc-{}", ReplicaOptions::new_id());
     Ok(gc::run_once(metadata, &*storage, &options, &holder, &mut |_| {}).await?)
+}
+
+/// Runs `nixcache fsck` against the database and storage the flags name.
+pub async fn fsck(args: &FsckArgs) -> anyhow::Result<FsckReport> {
+    let (metadata, storage) = open_backend(&args.backend).await?;
+    let holder = format!("fsck-{}", ReplicaOptions::new_id());
+    Ok(fsck::run_once(metadata, &*storage, &args.options(), &holder).await?)
 }
 
 /// The NAR store `--storage` names. An S3 bucket is checked now, so bad settings fail at start.

@@ -277,6 +277,17 @@ impl Cache {
         result
     }
 
+    /// One `fsck` (`serve --fsck-schedule`), counted in the metrics.
+    pub async fn fsck(
+        &self,
+        options: &crate::fsck::FsckOptions,
+    ) -> Result<crate::fsck::FsckReport, crate::fsck::FsckError> {
+        let holder = self.replica.holder_for("fsck");
+        let result = crate::fsck::run_once(Arc::clone(&self.db), &*self.storage, options, &holder).await;
+        self.metrics.fsck.finished(&result);
+        result
+    }
+
     /// Whether an `Authorization` header value is another replica's (for the internal endpoint).
     pub fn is_replica(&self, authorization: Option<&str>) -> bool {
         self.replica.options.peer_token.accepts(authorization)

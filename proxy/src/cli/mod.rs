@@ -1,4 +1,4 @@
-//! Command line: `nixcache serve | migrate | gc | keygen`. Every flag also reads a `NIXCACHE_*` env var.
+//! Command line: `nixcache serve | migrate | gc | fsck | keygen | warm`. Every flag also reads a `NIXCACHE_*` env var.
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
@@ -8,13 +8,16 @@ mod access;
 mod backend;
 mod connections;
 mod fills;
+mod fsck;
+mod gc;
 mod prefetch;
 mod warm;
-use crate::{gc::schedule::Schedule, units::parse_size};
 pub use access::AccessArgs;
 pub use backend::{BackendArgs, DatabaseUrl, StorageArgs, StorageKind};
 pub use connections::ConnectionArgs;
 pub use fills::FillArgs;
+pub use fsck::FsckArgs;
+pub use gc::{GcArgs, ServeGcArgs};
 pub use prefetch::{PrefetchArg, PrefetchArgs};
 pub use warm::WarmArgs;
 
@@ -42,6 +45,10 @@ pub enum Command {
     /// Evict least-recently-used entries until the cache fits --max-size, report, and exit
     /// (what a Kubernetes CronJob runs; `serve --gc-schedule` does the same in-process).
     Gc(Box<GcArgs>),
+    /// Check that storage and the database agree (objects missing, the wrong size or unrecorded,
+    /// uploads past their deadline; --verify re-hashes contents), --repair what is wrong, report
+    /// and exit: 0 when nothing was wrong, 2 when all was repaired, 3 when problems remain.
+    Fsck(Box<FsckArgs>),
     /// Write a new signing key pair in Nix's format (like `nix-store --generate-binary-cache-key`).
     Keygen(KeygenArgs),
     /// Fetch whole closures through a running cache, so they are cached before clients ask
@@ -191,72 +198,6 @@ pub struct ServeArgs {
     /// closes.
     #[arg(long, env = "NIXCACHE_SHUTDOWN_DELAY", default_value = "0s", value_parser = humantime::parse_duration)]
     pub shutdown_delay: Duration,
-
-    /// Log output format (the level comes from RUST_LOG, default info).
-    #[arg(long, env = "NIXCACHE_LOG_FORMAT", value_enum, default_value = "text")]
-    pub log_format: LogFormat,
-}
-
-/// In-process garbage collection.
-#[derive(Debug, Clone, Args)]
-pub struct ServeGcArgs {
-    /// Size limit of the stored NARs (50G, 500M, bytes; units are powers of 1024): GC evicts
-    /// least-recently-used entries down to it, every hour unless --gc-schedule says otherwise.
-    #[arg(long, env = "NIXCACHE_MAX_SIZE", value_parser = parse_size)]
-    pub max_size: Option<u64>,
-
-    /// When to collect, as a five-field cron expression in UTC (e.g. "0 */6 * * *");
-    /// needs --max-size [default: "0 * * * *" when --max-size is set].
-    #[arg(long, env = "NIXCACHE_GC_SCHEDULE")]
-    pub gc_schedule: Option<Schedule>,
-
-    /// Entries accessed more recently than this are never evicted.
-    #[arg(long, env = "NIXCACHE_GC_KEEP_RECENT", default_value = "10m", value_parser = humantime::parse_duration)]
-    pub gc_keep_recent: Duration,
-
-    /// Evicted narinfos are kept this long before they are deleted (default: Nix's
-    /// narinfo-cache-positive-ttl): a client that cached one meanwhile still finds its NAR,
-    /// fetched again, or hears 410 Gone for an uploaded one.
-    #[arg(long, env = "NIXCACHE_GC_KEEP_EVICTED", default_value = "30days", value_parser = humantime::parse_duration)]
-    pub gc_keep_evicted: Duration,
-
-    /// Re-hash stored NARs in the background at most this fast (bytes per second; 0 turns it
-    /// off): files damaged on disk or in the bucket are dropped and fetched again.
-    #[arg(long, env = "NIXCACHE_SCRUB_RATE", default_value = "8M", value_parser = parse_size)]
-    pub scrub_rate: u64,
-
-    /// Pause between two scrub passes (the first starts within 10 minutes).
-    #[arg(long, env = "NIXCACHE_SCRUB_INTERVAL", default_value = "24h", value_parser = humantime::parse_duration)]
-    pub scrub_interval: Duration,
-}
-
-#[derive(Debug, Clone, Args)]
-pub struct GcArgs {
-    /// TOML or YAML file with the same keys as these flags (flag > env > file > default).
-    #[arg(long, env = "NIXCACHE_CONFIG")]
-    pub config: Option<PathBuf>,
-
-    #[command(flatten)]
-    pub backend: BackendArgs,
-
-    /// Evict until the stored NARs take at most this (50G, 500M, bytes; units are powers of 1024).
-    #[arg(long, env = "NIXCACHE_MAX_SIZE", value_parser = parse_size)]
-    pub max_size: u64,
-
-    /// Entries accessed more recently than this are never evicted (what replicas just served,
-    /// and may still hold in memory for --memory-cache-ttl).
-    #[arg(long, env = "NIXCACHE_GC_KEEP_RECENT", default_value = "10m", value_parser = humantime::parse_duration)]
-    pub gc_keep_recent: Duration,
-
-    /// Evicted narinfos are kept this long before they are deleted (default: Nix's
-    /// narinfo-cache-positive-ttl): a client that cached one meanwhile still finds its NAR,
-    /// fetched again, or hears 410 Gone for an uploaded one.
-    #[arg(long, env = "NIXCACHE_GC_KEEP_EVICTED", default_value = "30days", value_parser = humantime::parse_duration)]
-    pub gc_keep_evicted: Duration,
-
-    /// Report what would be evicted; change nothing.
-    #[arg(long)]
-    pub dry_run: bool,
 
     /// Log output format (the level comes from RUST_LOG, default info).
     #[arg(long, env = "NIXCACHE_LOG_FORMAT", value_enum, default_value = "text")]

@@ -2,6 +2,7 @@
 //! types; one generic implementation (`store.rs`) runs them on SQLite, PostgreSQL and MySQL/MariaDB
 //! with the few dialect differences in `statements.rs`.
 
+mod audit;
 mod engine;
 mod lru;
 pub mod migrate;
@@ -25,7 +26,7 @@ use nixcache_protocol::{NarFile, StorePathHash};
 pub use engine::Engine;
 pub use model::{
     AccessCursor, Lease, LeaseClaim, LeaseKey, NarAccess, NarInfoRecord, NarRecord, NarinfoAccess,
-    ProxySignature, SideFileAccess, SideFileRecord, UploadRecord, Usage,
+    PendingUpload, ProxySignature, SideFileAccess, SideFileRecord, UploadRecord, Usage,
 };
 pub use store::{MySqlMetadata, PostgresMetadata, SqliteMetadata};
 pub use time::Timestamp;
@@ -187,6 +188,21 @@ pub trait MetadataStore: Send + Sync + 'static {
         after: Option<&AccessCursor>,
         limit: u32,
     ) -> Result<Vec<SideFileAccess>, DbError>;
+
+    // Scans in key order for `nixcache fsck`: up to `limit` rows after the key `after`.
+    async fn nars_after(&self, after: Option<&NarFile>, limit: u32) -> Result<Vec<NarRecord>, DbError>;
+    async fn uploads_after(&self, after: Option<&NarFile>, limit: u32)
+        -> Result<Vec<PendingUpload>, DbError>;
+    async fn side_files_after(&self, after: Option<&str>, limit: u32)
+        -> Result<Vec<SideFileRecord>, DbError>;
+    /// Live narinfos a client uploaded whose NAR has no row (lost: nothing can fetch it again).
+    async fn uploaded_narinfos_without_nar(
+        &self,
+        after: Option<&StorePathHash>,
+        limit: u32,
+    ) -> Result<Vec<NarInfoRecord>, DbError>;
+    /// Which of these object names (NAR files, side file paths) a row records.
+    async fn recorded_among(&self, names: &[String]) -> Result<std::collections::HashSet<String>, DbError>;
 }
 
 /// Opens the metadata store named by `url`. SQLite is migrated on the spot; PostgreSQL and MySQL

@@ -162,6 +162,10 @@ impl LeaseKey {
     pub fn scrub() -> Self {
         Self("scrub".into())
     }
+    /// The one `nixcache fsck` at a time across every replica and CronJob.
+    pub fn fsck() -> Self {
+        Self("fsck".into())
+    }
 }
 
 /// A NAR file a client uploaded whose narinfo has not come yet: stored but invisible.
@@ -172,6 +176,13 @@ pub struct UploadRecord {
     /// Computed here by decompressing the upload.
     pub nar_hash: Sha256Hash,
     pub nar_size: u64,
+}
+
+/// A pending upload with the time it was recorded (whole seconds), for `nixcache fsck`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PendingUpload {
+    pub upload: UploadRecord,
+    pub created_at: Timestamp,
 }
 
 /// A stored side file: a NAR listing or a build log.

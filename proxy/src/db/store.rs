@@ -11,8 +11,8 @@ use sqlx::{
 
 use super::{
     row, statements::Statements, AccessCursor, DbError, Engine, Lease, LeaseClaim, LeaseKey, MetadataStore,
-    NarAccess, NarInfoRecord, NarRecord, NarinfoAccess, ProxySignature, SideFileAccess, SideFileRecord,
-    Timestamp, UploadRecord, Usage,
+    NarAccess, NarInfoRecord, NarRecord, NarinfoAccess, PendingUpload, ProxySignature, SideFileAccess,
+    SideFileRecord, Timestamp, UploadRecord, Usage,
 };
 use crate::redact;
 
@@ -315,6 +315,38 @@ impl<DB: SqlDb> MetadataStore for SqlStore<DB> {
         limit: u32,
     ) -> Result<Vec<SideFileAccess>, DbError> {
         self.side_files_by_access(before, after, limit).await
+    }
+
+    async fn nars_after(&self, after: Option<&NarFile>, limit: u32) -> Result<Vec<NarRecord>, DbError> {
+        self.nars_page(after, limit).await
+    }
+
+    async fn uploads_after(
+        &self,
+        after: Option<&NarFile>,
+        limit: u32,
+    ) -> Result<Vec<PendingUpload>, DbError> {
+        self.uploads_page(after, limit).await
+    }
+
+    async fn side_files_after(
+        &self,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<SideFileRecord>, DbError> {
+        self.side_files_page(after, limit).await
+    }
+
+    async fn uploaded_narinfos_without_nar(
+        &self,
+        after: Option<&StorePathHash>,
+        limit: u32,
+    ) -> Result<Vec<NarInfoRecord>, DbError> {
+        self.uploaded_narinfos_without_nar_page(after, limit).await
+    }
+
+    async fn recorded_among(&self, names: &[String]) -> Result<std::collections::HashSet<String>, DbError> {
+        self.recorded_names(names).await
     }
 }
 

@@ -14,7 +14,6 @@
 //! time across all replicas (a lease row).
 
 mod evict;
-pub mod schedule;
 mod side;
 #[cfg(test)]
 mod tests;
@@ -37,7 +36,7 @@ const LEASE_TTL: Duration = Duration::from_secs(60);
 /// Lease rows of replicas that died are deleted this long after they expired.
 const DEAD_LEASE_AGE: Duration = Duration::from_secs(3600);
 /// Uploaded NARs whose narinfo has not come this long (at least) are deleted.
-const STALE_UPLOAD_AGE: Duration = Duration::from_secs(3600);
+pub const STALE_UPLOAD_AGE: Duration = Duration::from_secs(3600);
 /// How long evicted narinfos are kept unless told otherwise: Nix's own
 /// `narinfo-cache-positive-ttl`, the time a client may go on asking for a NAR whose narinfo it
 /// cached.
@@ -146,6 +145,24 @@ impl fmt::Display for GcReport {
             )?;
         }
         Ok(())
+    }
+}
+
+/// Logs how a scheduled collection (`serve --gc-schedule`) went.
+pub fn log_scheduled(result: &Result<GcReport, GcError>) {
+    match result {
+        Ok(report) => tracing::info!(
+            narinfos = report.narinfos_evicted,
+            nars = report.nars_deleted,
+            freed = report.bytes_freed,
+            size = report.size_after(),
+            "scheduled GC: {}",
+            report.to_string().replace('\n', "; ")
+        ),
+        Err(GcError::Busy { holder }) => {
+            tracing::info!(%holder, "scheduled GC skipped: another run is in progress")
+        }
+        Err(err) => tracing::error!(error = %err, "scheduled GC failed"),
     }
 }
 

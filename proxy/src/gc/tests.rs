@@ -190,6 +190,9 @@ impl BlobStore for HangingDeletes {
     async fn ping(&self) -> Result<(), StorageError> {
         self.inner.ping().await
     }
+    fn list(&self) -> crate::storage::Listing {
+        self.inner.list()
+    }
 }
 
 /// A run dropped (cancelled) while it removes a NAR releases the NAR's lease at once: fills of

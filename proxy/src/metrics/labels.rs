@@ -69,6 +69,30 @@ label_value! {
 }
 
 label_value! {
+    /// How an fsck ended: what it found (`clean`, `repaired`, `problems_left`), or that it did
+    /// not run (`busy`: another was running; `error`).
+    FsckResult {
+        Clean => "clean",
+        Repaired => "repaired",
+        ProblemsLeft => "problems_left",
+        Busy => "busy",
+        Error => "error",
+    }
+}
+
+label_value! {
+    /// What an fsck found wrong.
+    FsckProblem {
+        Missing => "missing",
+        WrongSize => "wrong_size",
+        Damaged => "damaged",
+        Orphan => "orphan",
+        StaleUpload => "stale_upload",
+        NarinfoWithoutNar => "narinfo_without_nar",
+    }
+}
+
+label_value! {
     /// The limit a refused fill ran into: `--max-fills` or `--max-fill-bytes`.
     FillLimit { Fills => "fills", Bytes => "bytes" }
 }
@@ -187,6 +211,16 @@ pub struct LookupLabels {
 pub struct UploadLabels {
     pub kind: ObjectKind,
     pub result: UploadResult,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FsckResultLabels {
+    pub result: FsckResult,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FsckProblemLabels {
+    pub problem: FsckProblem,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

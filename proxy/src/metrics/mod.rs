@@ -3,6 +3,7 @@
 
 use std::{fmt::Write as _, time::Duration};
 
+mod fsck;
 mod labels;
 mod prefetch;
 mod register;
@@ -19,12 +20,14 @@ use prometheus_client::{
 };
 
 pub use labels::{
-    ConnectionClosed, Encoding, EncodingLabels, FillLimit, GcKind, GcLabels, GcResult, HttpLabels,
-    KindLabels, LimitLabels, LookupLabels, LookupResult, Method, ObjectKind, PrefetchOutcome,
-    PrefetchOutcomeLabels, PrefetchSkip, ReasonLabels, Route, RouteLabels, SkipLabels, UploadLabels,
-    UploadResult, UpstreamErrorLabels, UpstreamFailure, UpstreamLabels, UpstreamNameLabels,
+    ConnectionClosed, Encoding, EncodingLabels, FillLimit, FsckProblem, FsckProblemLabels, FsckResult,
+    FsckResultLabels, GcKind, GcLabels, GcResult, HttpLabels, KindLabels, LimitLabels, LookupLabels,
+    LookupResult, Method, ObjectKind, PrefetchOutcome, PrefetchOutcomeLabels, PrefetchSkip, ReasonLabels,
+    Route, RouteLabels, SkipLabels, UploadLabels, UploadResult, UpstreamErrorLabels, UpstreamFailure,
+    UpstreamLabels, UpstreamNameLabels,
 };
 
+pub use fsck::FsckMetrics;
 pub use prefetch::PrefetchMetrics;
 
 use crate::db::Usage;
@@ -80,6 +83,7 @@ pub struct Metrics {
     /// Answers that would have been encoded but went as stored, every encoder being busy.
     pub encoders_busy: Counter,
     pub prefetch: PrefetchMetrics,
+    pub fsck: FsckMetrics,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -128,6 +132,7 @@ impl Metrics {
             encoded_responses: Family::default(),
             encoders_busy: Counter::default(),
             prefetch: PrefetchMetrics::default(),
+            fsck: FsckMetrics::default(),
         };
         m.register();
         m

@@ -12,6 +12,7 @@ impl Metrics {
         self.register_fills(&mut registry);
         self.register_upkeep(&mut registry);
         self.prefetch.register(&mut registry);
+        self.fsck.register(&mut registry);
         self.registry = registry;
     }
 

@@ -59,6 +59,10 @@ impl LocalStore {
 
 #[async_trait]
 impl BlobStore for LocalStore {
+    fn list(&self) -> super::Listing {
+        super::walk::list(self.root.clone())
+    }
+
     async fn stat(&self, key: &BlobKey) -> Result<Option<u64>, StorageError> {
         match fs::metadata(self.path_of(key)).await {
             Ok(meta) => Ok(Some(meta.len())),

@@ -5,6 +5,7 @@ pub(crate) mod local;
 pub mod s3;
 #[cfg(test)]
 mod tests;
+mod walk;
 
 use std::{io, path::Path};
 
@@ -57,6 +58,23 @@ impl std::fmt::Display for BlobKey {
 pub use nixcache_formats::range::ByteRange;
 
 pub type ByteStream = BoxStream<'static, io::Result<Bytes>>;
+
+/// An object a listing found: its name (a key's, for what the cache wrote), size and age.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListedObject {
+    /// The key it is stored under; for a file not where the store puts that key, its path
+    /// under the storage root.
+    pub name: String,
+    /// Whether it is where the store keeps the key `name` (a file elsewhere in a local store's
+    /// tree, say `<root>/<file>` without its shard directory, is not: it is no key's object).
+    pub keyed: bool,
+    pub size: u64,
+    /// When it was last written, where the backend says.
+    pub modified: Option<std::time::SystemTime>,
+}
+
+/// Every object in storage, read page by page as it is consumed.
+pub type Listing = BoxStream<'static, Result<ListedObject, StorageError>>;
 
 /// An open object: its total size and a stream of the requested bytes.
 pub struct BlobRead {
@@ -152,4 +170,7 @@ pub trait BlobStore: Send + Sync + 'static {
     async fn delete(&self, key: &BlobKey) -> Result<bool, StorageError>;
     /// Checks the backend is reachable.
     async fn ping(&self) -> Result<(), StorageError>;
+    /// Lists every object, in no particular order; objects written or deleted meanwhile may or
+    /// may not be seen.
+    fn list(&self) -> Listing;
 }

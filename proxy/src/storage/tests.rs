@@ -97,6 +97,7 @@ conformance!(
     overwrite_and_delete,
     large_objects,
     side_files_live_beside_nars,
+    listings_name_every_object,
 );
 
 async fn absent_objects(store: &dyn BlobStore, _: &Path) {
@@ -245,6 +246,53 @@ async fn side_files_live_beside_nars(store: &dyn BlobStore, _: &Path) {
     );
     for row in ["../x.ls", "realisations/x!out.doi", "nar/abc.nar.xz", "log/x"] {
         assert_eq!(BlobKey::for_side_file_row(row), None, "{row}");
+    }
+}
+
+async fn listings_name_every_object(store: &dyn BlobStore, _: &Path) {
+    use futures::TryStreamExt;
+    let started = std::time::SystemTime::now() - std::time::Duration::from_secs(5);
+    let hash = "7qxb8wbwqha95lbfrcj97j6fb8wbywa4";
+    let names = [
+        key(1).to_string(),
+        key(2).to_string(),
+        format!("{hash}.ls"),
+        format!("log/{hash}-hello-2.12.drv"),
+        // A build trace is stored under a key of its own shape, which a row names again.
+        BlobKey::for_build_trace(
+            &nixcache_protocol::BuildTraceKey::parse(&format!(
+                "build-trace-v2/{hash}-hello-2.12.drv/dev.doi"
+            ))
+            .unwrap(),
+        )
+        .to_string(),
+    ];
+    assert!(store.list().try_collect::<Vec<_>>().await.unwrap().is_empty());
+    for (n, name) in names.iter().enumerate() {
+        let key = match nixcache_protocol::NarFile::parse(name) {
+            Ok(file) => BlobKey::for_nar(&file),
+            Err(_) => match BlobKey::for_side_file_row(name) {
+                Some(key) => key,
+                None => panic!("{name} is no key"),
+            },
+        };
+        store.put_stream(&key, chunks(&vec![7; n + 1])).await.unwrap();
+    }
+    store.delete(&key(2)).await.unwrap();
+    let mut listed = store.list().try_collect::<Vec<_>>().await.unwrap();
+    listed.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut want: Vec<(String, u64)> = names
+        .iter()
+        .enumerate()
+        .filter(|(n, _)| *n != 1)
+        .map(|(n, name)| (name.clone(), n as u64 + 1))
+        .collect();
+    want.sort();
+    let got: Vec<(String, u64)> = listed.iter().map(|o| (o.name.clone(), o.size)).collect();
+    assert_eq!(got, want);
+    for object in &listed {
+        let modified = object.modified.expect("a modification time");
+        assert!(modified > started, "{object:?}");
     }
 }
 

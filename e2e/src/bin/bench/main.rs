@@ -18,7 +18,9 @@ use nixcache_e2e::bench::nginx::Nginx;
 use nixcache_e2e::bench::report::Report;
 use nixcache_e2e::bench::setup::{self, Objects};
 use nixcache_e2e::bench::soak;
-use nixcache_e2e::bench::{closure, first_byte, fresh, misses, operate, replicas, wrk, Settings, Target};
+use nixcache_e2e::bench::{
+    closure, first_byte, fresh, fsck, misses, operate, replicas, wrk, Settings, Target,
+};
 use nixcache_e2e::util::target_dir;
 use nixcache_e2e::{TestUpstream, UpstreamCache};
 
@@ -137,6 +139,9 @@ async fn measure(s: &Settings, cache: &UpstreamCache) -> Result<Report> {
     }
     if s.wants("gc") {
         operate::gc(&mut report, s, cache).await?;
+    }
+    if s.wants("fsck") {
+        fsck::run(&mut report, s, cache).await?;
     }
     if s.wants("soak") {
         soak::run(&mut report, s, cache).await?;

@@ -31,15 +31,15 @@ macro_rules! on_engines {
 
 on_engines!(sqlite: crate::db::Engine::Sqlite =>
     stores_narinfos_and_nars, holds_leases, evicts_least_recent_first, deletes_expired_leases,
-    keeps_uploads, keeps_side_files, refuses_corrupt_side_files, migrate_reports_then_up_to_date,
+    keeps_uploads, keeps_side_files, scans_for_fsck, refuses_corrupt_side_files, migrate_reports_then_up_to_date,
     refuses_newer_schema, lease_race, expired_lease_race);
 on_engines!(postgres: crate::db::Engine::Postgres =>
     stores_narinfos_and_nars, holds_leases, evicts_least_recent_first, deletes_expired_leases,
-    keeps_uploads, keeps_side_files, refuses_corrupt_side_files, migrate_reports_then_up_to_date,
+    keeps_uploads, keeps_side_files, scans_for_fsck, refuses_corrupt_side_files, migrate_reports_then_up_to_date,
     refuses_newer_schema, lease_race, expired_lease_race, refuses_unmigrated, concurrent_migrate);
 on_engines!(mysql: crate::db::Engine::MySql =>
     stores_narinfos_and_nars, holds_leases, evicts_least_recent_first, deletes_expired_leases,
-    keeps_uploads, keeps_side_files, refuses_corrupt_side_files, migrate_reports_then_up_to_date,
+    keeps_uploads, keeps_side_files, scans_for_fsck, refuses_corrupt_side_files, migrate_reports_then_up_to_date,
     refuses_newer_schema, lease_race, expired_lease_race, refuses_unmigrated, concurrent_migrate,
     mariadb_scheme);
 
@@ -64,6 +64,7 @@ property!(
     deletes_expired_leases => lru::expired_leases,
     keeps_uploads => lru::uploads,
     keeps_side_files => side_files::side_files,
+    scans_for_fsck => super::audit::audit_scans,
 );
 
 fn known(engine: Engine) -> usize {

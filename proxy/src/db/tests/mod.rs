@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use super::{LeaseClaim, LeaseKey, MetadataStore, NarInfoRecord, NarRecord, ProxySignature, SqliteMetadata};
 
+mod audit;
 mod engines;
 mod lru;
 mod side_files;

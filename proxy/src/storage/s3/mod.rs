@@ -5,6 +5,7 @@
 //! for small objects and a multipart upload otherwise (`upload.rs`). S3 makes an object
 //! visible only once its upload completes, which gives the trait's all-or-nothing rule.
 
+mod list;
 mod upload;
 
 use std::{fmt, io, time::Duration};
@@ -333,6 +334,10 @@ impl BlobStore for S3Store {
             .await
             .map_err(|e| backend(format!("deleting {key}"), e))?;
         Ok(true)
+    }
+
+    fn list(&self) -> crate::storage::Listing {
+        list::list(self)
     }
 
     async fn ping(&self) -> Result<(), StorageError> {

@@ -99,6 +99,46 @@ async fn prefixes_keep_stores_apart() {
     assert_eq!(std::fs::read(file).unwrap(), b"only in a");
 }
 
+/// A listing reads every page (S3 answers at most 1000 objects each) and only its prefix.
+#[tokio::test]
+async fn listings_go_through_every_page_of_their_prefix() {
+    use futures::TryStreamExt;
+    let Some(server) = S3sFs::start().await.unwrap() else {
+        return;
+    };
+    let bucket = server.create_bucket().unwrap();
+    let a = S3Store::connect(&s3_config(&server, &bucket, "team-a"))
+        .await
+        .unwrap();
+    let b = S3Store::connect(&s3_config(&server, &bucket, "team-b"))
+        .await
+        .unwrap();
+    b.put_stream(&key(1), chunks(b"b's")).await.unwrap();
+    // Written behind the server's back, as fast as a file: s3s-fs serves its directory.
+    let dir = server.data_dir().join(&bucket).join("team-a/nar");
+    std::fs::create_dir_all(&dir).unwrap();
+    for n in 0..1005u32 {
+        std::fs::write(dir.join(format!("object-{n:04}")), n.to_string()).unwrap();
+    }
+    let listed: Vec<_> = a.list().try_collect().await.unwrap();
+    assert_eq!(listed.len(), 1005);
+    let mut names: Vec<_> = listed.iter().map(|o| o.name.as_str()).collect();
+    names.sort_unstable();
+    names.dedup();
+    assert_eq!(
+        (names.len(), names[0], names[1004]),
+        (1005, "object-0000", "object-1004")
+    );
+    let listed_b: Vec<_> = b.list().try_collect().await.unwrap();
+    assert_eq!(
+        listed_b
+            .iter()
+            .map(|o| (o.name.as_str(), o.size))
+            .collect::<Vec<_>>(),
+        [(key(1).as_str(), 3)]
+    );
+}
+
 #[tokio::test]
 async fn ping_explains_bad_credentials_and_missing_buckets() {
     let Some(server) = S3sFs::start().await.unwrap() else {

@@ -1,12 +1,12 @@
-//! `serve --gc-schedule "<cron>"`: the same collection as `nixcache gc`, run in-process on a
-//! standard five-field cron schedule (UTC). Replicas that all have a schedule take turns: the GC
-//! lease lets one run at a time, and the others log that they found it busy.
+//! Work a serving process runs on a standard five-field cron schedule (UTC): `serve
+//! --gc-schedule` (the collection `nixcache gc` does) and `serve --fsck-schedule`. Replicas that
+//! all have a schedule take turns: each job's lease lets one run at a time, and the others log
+//! that they found it busy.
 
 use std::{future::Future, str::FromStr, time::Duration};
 
 use chrono::Utc;
 
-use super::{GcError, GcReport};
 use crate::tasks::Stopping;
 
 /// A parsed cron expression such as `0 */6 * * *`.
@@ -31,33 +31,21 @@ impl Schedule {
     }
 }
 
-/// Runs `collect` at every time of `schedule` until the process stops (a run under way is
-/// finished first: it begins by writing the access times this process holds).
-pub async fn run<F, Fut>(schedule: Schedule, stop: Stopping, mut collect: F)
+/// Runs `job` at every time of `schedule` until the process stops. A run under way is awaited
+/// (GC's begins by writing the access times this process holds); a job that must stop sooner
+/// watches `stop` itself. `what` names the job in the log.
+pub async fn run<F, Fut>(schedule: Schedule, stop: Stopping, what: &'static str, mut job: F)
 where
     F: FnMut() -> Fut,
-    Fut: Future<Output = Result<GcReport, GcError>>,
+    Fut: Future<Output = ()>,
 {
     while let Some(wait) = schedule.until_next() {
         if !stop.pause(wait).await {
             return;
         }
-        match collect().await {
-            Ok(report) => tracing::info!(
-                narinfos = report.narinfos_evicted,
-                nars = report.nars_deleted,
-                freed = report.bytes_freed,
-                size = report.size_after(),
-                "scheduled GC: {}",
-                report.to_string().replace('\n', "; ")
-            ),
-            Err(GcError::Busy { holder }) => {
-                tracing::info!(%holder, "scheduled GC skipped: another run is in progress")
-            }
-            Err(err) => tracing::error!(error = %err, "scheduled GC failed"),
-        }
+        job().await;
     }
-    tracing::warn!("the GC schedule has no next time; scheduled GC stops");
+    tracing::warn!("the {what} schedule has no next time; scheduled {what} stops");
 }
 
 #[cfg(test)]
