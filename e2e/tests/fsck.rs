@@ -58,7 +58,7 @@ async fn fsck_finds_and_repairs(backend: Backend, nix: Nix) -> Result<()> {
     );
     let (code, report) = fsck(&["--verify", "--repair", "--dry-run"])?;
     ensure!(
-        code == 3 && report.contains("4 problems would be repaired"),
+        code == 3 && report.contains("dry run: 4 problems; nothing changed"),
         "exit {code}: {report}"
     );
 

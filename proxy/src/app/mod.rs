@@ -78,14 +78,7 @@ pub async fn build_state(args: &ServeArgs) -> anyhow::Result<http::AppState> {
         cache.start_scrub(ScrubOptions { rate, interval });
     }
     if let Some((schedule, options)) = schedule {
-        tracing::info!(max_size = options.max_size, "scheduled GC on");
-        let collector = cache.clone();
-        cache.background().spawn("gc_schedule", move |stop| {
-            schedule::run(schedule, stop, "GC", move || {
-                let (cache, options) = (collector.clone(), options.clone());
-                async move { gc::log_scheduled(&cache.collect_garbage(&options).await) }
-            })
-        });
+        start_gc_schedule(&cache, schedule, options);
     }
     if let Some(schedule) = args.gc.fsck_schedule.clone() {
         start_fsck_schedule(&cache, schedule, args.gc.fsck_verify);
@@ -182,6 +175,18 @@ fn fill_limits(args: &ServeArgs) -> FillLimits {
     };
     tracing::info!(?limits, "fill limits");
     limits
+}
+
+/// `--max-size` with `--gc-schedule`.
+fn start_gc_schedule(cache: &Cache, schedule: schedule::Schedule, options: GcOptions) {
+    tracing::info!(max_size = options.max_size, "scheduled GC on");
+    let collector = cache.clone();
+    cache.background().spawn("gc_schedule", move |stop| {
+        schedule::run(schedule, stop, "GC", move || {
+            let (cache, options) = (collector.clone(), options.clone());
+            async move { gc::log_scheduled(&cache.collect_garbage(&options).await) }
+        })
+    });
 }
 
 /// `--fsck-schedule`: repairs, cut short at shutdown (every step of a run is safe to cut).

@@ -103,7 +103,8 @@ impl<DB: SqlDb> SqlStore<DB> {
             .collect()
     }
 
-    /// Live uploaded narinfos (relative URL) whose NAR has no row: the NAR was lost.
+    /// Live uploaded narinfos (relative URL) whose NAR has no row and no upstream's narinfo
+    /// names (which would fetch it again): the NAR was lost.
     pub(super) async fn uploaded_narinfos_without_nar_page(
         &self,
         after: Option<&StorePathHash>,
@@ -116,7 +117,9 @@ impl<DB: SqlDb> SqlStore<DB> {
         let sql = self.audit_sql(&format!(
             "SELECT {} FROM narinfos n WHERE n.evicted_at IS NULL \
              AND n.upstream_url NOT LIKE '%://%' \
-             AND NOT EXISTS (SELECT 1 FROM nars WHERE nars.nar_file = n.nar_file){filter} \
+             AND NOT EXISTS (SELECT 1 FROM nars WHERE nars.nar_file = n.nar_file) \
+             AND NOT EXISTS (SELECT 1 FROM narinfos u WHERE u.nar_file = n.nar_file \
+                 AND u.upstream_url LIKE '%://%'){filter} \
              ORDER BY n.hash LIMIT ?",
             select.join(", ")
         ));

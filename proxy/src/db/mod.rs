@@ -195,7 +195,8 @@ pub trait MetadataStore: Send + Sync + 'static {
         -> Result<Vec<PendingUpload>, DbError>;
     async fn side_files_after(&self, after: Option<&str>, limit: u32)
         -> Result<Vec<SideFileRecord>, DbError>;
-    /// Live narinfos a client uploaded whose NAR has no row (lost: nothing can fetch it again).
+    /// Live narinfos a client uploaded whose NAR has no row and no upstream's narinfo names (lost:
+    /// nothing can fetch it again).
     async fn uploaded_narinfos_without_nar(
         &self,
         after: Option<&StorePathHash>,

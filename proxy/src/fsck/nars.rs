@@ -23,7 +23,7 @@ const MISSING_HELD: usize = 100_000;
 
 impl Run<'_> {
     pub(super) async fn check_nars(&mut self) -> Result<(), FsckError> {
-        let (mut after, mut missing): (Option<NarFile>, Vec<NarRecord>) = (None, Vec::new());
+        let (mut after, mut missing): (Option<NarFile>, Vec<(NarRecord, Verdict)>) = (None, Vec::new());
         loop {
             let page = self.db.nars_after(after.as_ref(), PAGE).await?;
             let Some(last) = page.last() else {
@@ -42,9 +42,9 @@ impl Run<'_> {
                     .await
             };
             for (row, verdict) in checked {
-                if let Some(row) = self.settle(row, verdict).await? {
+                if let Some(deferred) = self.settle(row, verdict).await? {
                     if missing.len() < MISSING_HELD {
-                        missing.push(row);
+                        missing.push(deferred);
                     }
                 }
             }
@@ -57,17 +57,25 @@ impl Run<'_> {
         if !self.options.verify {
             return Ok((content::stat(self.storage, row).await?, 0));
         }
-        let info = self.db.narinfo_for_nar(&row.nar_file).await?.map(|r| r.info);
+        // Only a narinfo that agrees with the row says what the file must be: another that
+        // names the same file (an upstream's, evicted, wrong) is no judge of it.
+        let info = self
+            .db
+            .narinfo_for_nar(&row.nar_file)
+            .await?
+            .map(|r| r.info)
+            .filter(|info| info.nar_hash == row.nar_hash);
         Ok(content::verify(self.storage, row, info.as_ref()).await?)
     }
 
-    /// Counts what the check found and repairs a broken object; a row whose object is missing
-    /// and that can be fetched again is returned, for [`Self::repair_missing`].
+    /// Counts what the check found and repairs a damaged object; a row whose object is missing
+    /// or the wrong size is returned, to be repaired once every row is counted
+    /// ([`Self::repair_missing`]): storage mounted wrong shows as many of those.
     async fn settle(
         &mut self,
         row: NarRecord,
         checked: Result<(Verdict, u64), FsckError>,
-    ) -> Result<Option<NarRecord>, FsckError> {
+    ) -> Result<Option<(NarRecord, Verdict)>, FsckError> {
         self.report.nars.add(row.file_size);
         let (verdict, read) = match checked {
             Ok(checked) => checked,
@@ -84,7 +92,7 @@ impl Run<'_> {
         if verdict != Verdict::Intact && self.db.get_nar(&row.nar_file).await?.as_ref() != Some(&row) {
             return Ok(None);
         }
-        self.note_missing(verdict == Verdict::Missing);
+        self.note_missing(matches!(verdict, Verdict::Missing | Verdict::WrongSize(_)));
         match &verdict {
             Verdict::Intact => return Ok(None),
             Verdict::Missing => self.report.missing.add(row.file_size),
@@ -92,39 +100,39 @@ impl Run<'_> {
             Verdict::Damaged(_) => self.report.damaged.add(row.file_size),
         }
         tracing::warn!(nar = %row.nar_file.file_name(), recorded_size = row.file_size, problem = ?verdict, "stored NAR is broken");
-        let uploaded_only = self.uploaded_only(&row.nar_file).await?;
-        if verdict == Verdict::Missing {
-            // An uploaded one exists nowhere else: reported, never dropped (the volume or
-            // bucket may only be mounted wrong). Others are repaired once all are counted.
-            if let Some(path) = uploaded_only {
+        if !self.options.repair || self.options.dry_run {
+            // What a repair would lose (it evicts them, so that they can be pushed again).
+            if let Some(path) = self.uploaded_only(&row.nar_file).await? {
                 self.report.lose(path);
-                return Ok(None);
             }
-            return Ok(Some(row));
-        }
-        if !self.repairing() {
-            uploaded_only.into_iter().for_each(|path| self.report.lose(path));
             return Ok(None);
         }
-        self.repair_counted(&row, &verdict).await?;
-        Ok(None)
+        if matches!(verdict, Verdict::Damaged(_)) {
+            if self.repairing() {
+                self.repair_counted(&row, &verdict).await?;
+            }
+            return Ok(None);
+        }
+        Ok(Some((row, verdict)))
     }
 
-    /// Repairs the rows whose object is missing, unless so many are that storage looks wrong.
-    async fn repair_missing(&mut self, missing: Vec<NarRecord>) -> Result<(), FsckError> {
-        let count = self.report.missing.count;
+    /// Repairs the rows whose object is missing or the wrong size, unless so many are that
+    /// storage looks wrong (another volume, bucket or prefix, a restore under way).
+    async fn repair_missing(&mut self, missing: Vec<(NarRecord, Verdict)>) -> Result<(), FsckError> {
+        let count = self.report.missing.count + self.report.wrong_size.count;
         let most = self.report.nars.count / 2;
         if self.options.repair
             && count > u64::from(MISSING_BRAKE)
             && (count > most || missing.len() >= MISSING_HELD)
+            && !self.report.braked
         {
             self.brake(count);
         }
         if !self.repairing() {
             return Ok(());
         }
-        for row in missing {
-            self.repair_counted(&row, &Verdict::Missing).await?;
+        for (row, verdict) in missing {
+            self.repair_counted(&row, &verdict).await?;
         }
         Ok(())
     }

@@ -3,7 +3,8 @@
 //! orphans (a crash between object and row, a GC cut short, a hand edit); objects under any
 //! other name or place are counted and left alone.
 //!
-//! Orphans are deleted only once the whole listing is read, and only while they are few next to
+//! Only NARs' orphans are deleted (under the NAR's lease); unrecorded listings and logs are
+//! counted and left alone. Orphans are deleted only once the whole listing is read, and only while they are few next to
 //! the objects rows do record: many unrecorded objects mean this is not the cache's database
 //! (an empty one, another cache's, a bucket shared with `nix copy`), not damage.
 
@@ -52,10 +53,9 @@ impl Kind {
     }
 }
 
-/// An orphan found: what it is and its size as listed.
+/// An orphan found: what it is.
 struct Orphan {
     kind: Kind,
-    size: u64,
 }
 
 /// The listing pass's own state.
@@ -124,13 +124,17 @@ impl Run<'_> {
                     continue;
                 }
             }
+            if let Kind::Side(_) = kind {
+                // Listings and logs have no lease to delete them under safely; one is
+                // overwritten when it is fetched or uploaded again.
+                tracing::info!(object = %object.name, "a listing or log no row records; left alone");
+                self.report.side_orphans.add(object.size);
+                continue;
+            }
             self.report.orphans.add(object.size);
             tracing::warn!(object = %object.name, size = object.size, "an object no row records");
             if found.orphans.len() < ORPHANS_HELD {
-                found.orphans.push(Orphan {
-                    kind,
-                    size: object.size,
-                });
+                found.orphans.push(Orphan { kind });
             }
         }
         Ok(())
@@ -142,9 +146,10 @@ impl Run<'_> {
         if count == 0 || !self.options.repair {
             return Ok(());
         }
-        let few = count <= ORPHANS_FEW || count.saturating_mul(ORPHAN_SHARE) <= found.recorded;
-        if count > ORPHANS_HELD as u64 || found.recorded == 0 || !few {
-            self.report.braked = true;
+        let few = count < found.recorded
+            && (count <= ORPHANS_FEW || count.saturating_mul(ORPHAN_SHARE) <= found.recorded);
+        if count > ORPHANS_HELD as u64 || !few {
+            self.report.orphans_kept = true;
             tracing::error!(
                 orphans = count,
                 recorded = found.recorded,
@@ -170,21 +175,11 @@ impl Run<'_> {
         Ok(())
     }
 
-    /// Deletes the object if no row records it yet and it is still the size listed (a side
-    /// file stored anew meanwhile has its row soon and stays); `false` when a NAR's lease was
-    /// held (`true` also when the orphan turned out recorded or changed: nothing is left to do).
+    /// Deletes a NAR's object if no row records it yet, under the NAR's lease; `false` when the
+    /// lease was held (`true` also when a row records it by then: nothing is left to do).
     async fn delete_orphan(&self, orphan: &Orphan) -> Result<bool, FsckError> {
-        let key = orphan.kind.key();
-        let file = match &orphan.kind {
-            Kind::Side(_) => {
-                let unchanged = self.db.get_side_file(key.as_str()).await?.is_none()
-                    && self.storage.stat(&key).await? == Some(orphan.size);
-                if unchanged {
-                    ignore_absent(self.storage.delete(&key).await)?;
-                }
-                return Ok(true);
-            }
-            Kind::Nar(file) => file,
+        let Kind::Nar(file) = &orphan.kind else {
+            return Ok(true); // never collected
         };
         let lease = LeaseKey::nar(file);
         if let LeaseClaim::Held(_) = self
@@ -199,7 +194,7 @@ impl Run<'_> {
             let unrecorded =
                 self.db.get_nar(file).await?.is_none() && self.db.get_upload(file).await?.is_none();
             if unrecorded {
-                ignore_absent(self.storage.delete(&key).await)?;
+                ignore_absent(self.storage.delete(&orphan.kind.key()).await)?;
             }
             Ok(true)
         }

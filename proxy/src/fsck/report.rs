@@ -48,6 +48,8 @@ pub struct FsckReport {
     pub narinfos_without_nar: u64,
     /// Objects under names the cache never writes: reported, never deleted.
     pub unknown: Tally,
+    /// Listings and logs no row records: left alone (overwritten when stored again).
+    pub side_orphans: Tally,
     /// Unrecorded objects left alone for being younger than `min_age`.
     pub young: u64,
     /// Problems repaired (or found resolved when looked at again under the NAR's lease).
@@ -59,8 +61,11 @@ pub struct FsckReport {
     /// Uploaded paths (and uploaded listings or logs) that exist nowhere else and are gone.
     pub lost: Vec<String>,
     pub lost_count: u64,
-    /// Repairs stopped: too many NARs missing in a row.
+    /// Repairs stopped: too many NARs missing or the wrong size, or uploaded narinfos without
+    /// their NAR.
     pub braked: bool,
+    /// Orphans kept: too many next to the recorded objects.
+    pub orphans_kept: bool,
     pub elapsed: Duration,
 }
 
@@ -188,7 +193,7 @@ impl FsckReport {
         if problems == 0 {
             write!(f, "\n{prefix}no problems found")?;
         } else if self.repair && self.dry_run {
-            write!(f, "\n{prefix}{problems} problems would be repaired")?;
+            write!(f, "\n{prefix}{problems} problems; nothing changed")?;
         } else if self.repair {
             write!(f, "\n{problems} problems, {} repaired", self.repaired)?;
         } else {
@@ -209,7 +214,10 @@ impl FsckReport {
             )?;
         }
         if self.braked {
-            write!(f, "\nrepairs stopped: stored NARs were missing one after another (is this the cache's storage?)")?;
+            write!(f, "\nrepairs stopped: many stored NARs are missing or the wrong size (is this the cache's storage?)")?;
+        }
+        if self.orphans_kept {
+            write!(f, "\norphans kept: many objects no row records next to those rows do (is this the cache's database, and the storage only the cache's?)")?;
         }
         if self.young > 0 {
             write!(

@@ -6,6 +6,9 @@ use std::sync::Arc;
 use nixcache_protocol::{NarFile, StorePathHash};
 
 use super::{FsckError, Run, NAR_LEASE_TTL, PAGE};
+
+/// Uploaded narinfos without their NAR evicted in one run at most; more stop the repairs.
+const LOST_NARINFOS_BRAKE: u8 = 16;
 use crate::{
     db::{LeaseClaim, LeaseKey, PendingUpload, SideFileRecord, Timestamp},
     gc::STALE_UPLOAD_AGE,
@@ -59,11 +62,11 @@ impl Run<'_> {
         if !self.repairing() {
             return Ok(());
         }
-        // Side files have no lease: look again just before, so one stored anew meanwhile stays.
-        let now = self.db.get_side_file(&row.path).await?;
-        if now.as_ref() == Some(row) && self.storage.stat(&key).await? == found {
+        // Only the row goes, if it is still this one: side files have no lease, so the object
+        // could be one stored anew meanwhile (its new row comes next). It is overwritten when the
+        // file is fetched or uploaded again.
+        if self.db.get_side_file(&row.path).await?.as_ref() == Some(row) {
             self.db.delete_side_file(&row.path).await?;
-            super::objects::ignore_absent(self.storage.delete(&key).await)?;
             if row.uploaded {
                 self.report.lose(row.path.clone());
             }
@@ -84,7 +87,8 @@ impl Run<'_> {
             for pending in page {
                 self.report.uploads += 1;
                 // A younger one may be an upload in progress (its row comes before its object).
-                if pending.created_at >= deadline {
+                // In whole seconds, as the row and `delete_stale_upload` have it.
+                if pending.created_at.unix_secs() >= deadline.unix_secs() {
                     continue;
                 }
                 self.report.stale_uploads.add(pending.upload.file_size);
@@ -136,14 +140,14 @@ impl Run<'_> {
     }
 
     pub(super) async fn check_uploaded_narinfos(&mut self) -> Result<(), FsckError> {
-        let mut after: Option<StorePathHash> = None;
+        let (mut after, mut lost): (Option<StorePathHash>, Vec<StorePathHash>) = (None, Vec::new());
         loop {
             let page = self
                 .db
                 .uploaded_narinfos_without_nar(after.as_ref(), PAGE)
                 .await?;
             let Some(last) = page.last() else {
-                return Ok(());
+                break;
             };
             after = Some(*last.info.store_path.hash());
             for record in page {
@@ -152,18 +156,35 @@ impl Run<'_> {
                 tracing::error!(store_path = %path, nar = %record.nar_file.file_name(),
                     "an uploaded path's NAR is not stored; push it again");
                 self.report.lose(path);
-                if !self.repairing() {
-                    continue;
+                if lost.len() <= usize::from(LOST_NARINFOS_BRAKE) {
+                    lost.push(*record.info.store_path.hash());
                 }
-                // Evicted, not deleted: a client that cached the narinfo hears `410 Gone`. A
-                // NAR recorded meanwhile (an upload finishing) keeps it.
-                if self.db.get_nar(&record.nar_file).await?.is_none() {
-                    self.db
-                        .evict_narinfo(record.info.store_path.hash(), Timestamp::now())
-                        .await?;
-                }
-                self.report.repaired += 1;
             }
         }
+        self.evict_lost(lost).await
+    }
+
+    /// Evicts uploaded narinfos whose NAR is gone, so that pushing the path again brings it
+    /// back (a live narinfo would make the push a no-op); its NAR answers `410 Gone` either way.
+    /// Not when many are: storage mounted wrong while a replica served makes many.
+    async fn evict_lost(&mut self, lost: Vec<StorePathHash>) -> Result<(), FsckError> {
+        if self.options.repair && lost.len() > usize::from(LOST_NARINFOS_BRAKE) && !self.report.braked {
+            self.brake(self.report.narinfos_without_nar);
+        }
+        if !self.repairing() {
+            return Ok(());
+        }
+        for hash in lost {
+            let Some(record) = self.db.get_narinfo(&hash).await? else {
+                self.report.repaired += 1;
+                continue;
+            };
+            // A NAR recorded meanwhile (an upload finishing) keeps it.
+            if self.db.get_nar(&record.nar_file).await?.is_none() {
+                self.db.evict_narinfo(&hash, Timestamp::now()).await?;
+            }
+            self.report.repaired += 1;
+        }
+        Ok(())
     }
 }

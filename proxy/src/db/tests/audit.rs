@@ -117,7 +117,7 @@ pub(super) async fn audit_scans(db: &dyn MetadataStore) {
 }
 
 /// Only live uploaded narinfos whose NAR has no row: not an upstream's, not an evicted one, not
-/// one whose NAR is stored.
+/// one whose NAR is stored, not one whose NAR an upstream's narinfo names.
 async fn uploaded_narinfos_without_nar(db: &dyn MetadataStore, stored: &NarRecord) {
     let uploaded = |n: u8, file: NarFile| {
         let mut r = record(n, vec![]);
@@ -133,7 +133,9 @@ async fn uploaded_narinfos_without_nar(db: &dyn MetadataStore, stored: &NarRecor
     let evicted = uploaded(43, file(43));
     let backed = uploaded(44, stored.nar_file.clone());
     let upstream = record(45, vec![]);
-    for r in lost.iter().chain([&evicted, &backed, &upstream]) {
+    // An upstream's narinfo names this one's NAR: it is fetched again, not lost.
+    let fetchable = uploaded(46, upstream.nar_file.clone());
+    for r in lost.iter().chain([&evicted, &backed, &upstream, &fetchable]) {
         db.put_narinfo(r).await.unwrap();
     }
     db.evict_narinfo(evicted.info.store_path.hash(), Timestamp::now())
