@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
 
-use super::operate::{fill, open, GC_ENTRIES};
+use super::operate::{filled, GC_ENTRIES};
 use super::report::Report;
 use super::{setup, Settings};
 use crate::cluster::{Backend, Cluster};
@@ -27,15 +27,7 @@ pub async fn run(report: &mut Report, _s: &Settings, cache: &UpstreamCache) -> R
     );
     for backend in BACKENDS {
         let cluster = start(backend, cache, &upstream).await?;
-        let (args, env) = cluster.backend();
-        if let Some(dir) = args.iter().skip_while(|a| *a != "--data-dir").nth(1) {
-            std::fs::create_dir_all(dir)?;
-        }
-        for (name, value) in &env {
-            std::env::set_var(name, value);
-        }
-        let (db, storage) = open(&args).await?;
-        fill(&db, &storage).await?;
+        let (args, env) = filled(&cluster).await?;
         let (sizes, out) = run_fsck(&bin, &args, &env, &[])?;
         ensure!(
             out.contains(&format!("checked {GC_ENTRIES} stored NARs")),

@@ -101,17 +101,8 @@ pub async fn access(
 pub async fn gc(report: &mut Report, s: &Settings, cache: &UpstreamCache) -> Result<()> {
     let upstream = TestUpstream::start(&cache.dir)?;
     let cluster = fresh::cluster(s, 0, cache, &upstream).await?;
-    let (args, env) = cluster.backend();
-    if let Some(dir) = args.iter().skip_while(|a| *a != "--data-dir").nth(1) {
-        std::fs::create_dir_all(dir)?;
-    }
-    // The fill below opens the storage in this process: it needs the S3 credentials too.
-    for (name, value) in &env {
-        std::env::set_var(name, value);
-    }
-    let (db, storage) = open(&args).await?;
     let started = Instant::now();
-    fill(&db, &storage).await?;
+    let (args, env) = filled(&cluster).await?;
     eprintln!(
         "[bench] gc: {GC_ENTRIES} entries written in {:.1} s",
         started.elapsed().as_secs_f64()
@@ -140,7 +131,24 @@ pub async fn gc(report: &mut Report, s: &Settings, cache: &UpstreamCache) -> Res
     Ok(())
 }
 
-pub(super) async fn open(args: &[String]) -> Result<(Arc<dyn MetadataStore>, Arc<dyn BlobStore>)> {
+/// The cluster's backend flags and environment, once [`GC_ENTRIES`] entries are written into
+/// its database and storage (from this process, which then has the S3 credentials too).
+pub(super) async fn filled(
+    cluster: &crate::cluster::Cluster,
+) -> Result<(Vec<String>, Vec<(String, String)>)> {
+    let (args, env) = cluster.backend();
+    if let Some(dir) = args.iter().skip_while(|a| *a != "--data-dir").nth(1) {
+        std::fs::create_dir_all(dir)?;
+    }
+    for (name, value) in &env {
+        std::env::set_var(name, value);
+    }
+    let (db, storage) = open(&args).await?;
+    fill(&db, &storage).await?;
+    Ok((args, env))
+}
+
+async fn open(args: &[String]) -> Result<(Arc<dyn MetadataStore>, Arc<dyn BlobStore>)> {
     let argv = ["nixcache", "gc", "--max-size", "0"]
         .into_iter()
         .map(String::from)
@@ -184,7 +192,7 @@ fn entry(i: usize) -> Result<(NarInfoRecord, Vec<u8>)> {
 }
 
 /// Writes [`GC_ENTRIES`] narinfos, their NAR rows and objects, 16 at a time.
-pub(super) async fn fill(db: &Arc<dyn MetadataStore>, storage: &Arc<dyn BlobStore>) -> Result<()> {
+async fn fill(db: &Arc<dyn MetadataStore>, storage: &Arc<dyn BlobStore>) -> Result<()> {
     let results: Vec<Result<()>> = futures::stream::iter(0..GC_ENTRIES)
         .map(|i| async move {
             let (record, bytes) = entry(i)?;

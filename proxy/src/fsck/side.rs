@@ -1,20 +1,20 @@
 //! The smaller passes: listings and logs (`side_files`), pending uploads, and uploaded
 //! narinfos whose NAR is gone.
 
-use std::sync::Arc;
-
 use nixcache_protocol::{NarFile, StorePathHash};
 
-use super::{FsckError, Run, NAR_LEASE_TTL, PAGE};
+use super::{FsckError, Run, PAGE};
+use crate::{
+    db::{PendingUpload, SideFileRecord, Timestamp},
+    gc::{
+        upload::{sweep_upload, Swept},
+        STALE_UPLOAD_AGE,
+    },
+    storage::BlobKey,
+};
 
 /// Uploaded narinfos without their NAR evicted in one run at most; more stop the repairs.
 const LOST_NARINFOS_BRAKE: u8 = 16;
-use crate::{
-    db::{LeaseClaim, LeaseKey, PendingUpload, SideFileRecord, Timestamp},
-    gc::STALE_UPLOAD_AGE,
-    lease::hold_lease,
-    storage::BlobKey,
-};
 
 impl Run<'_> {
     pub(super) async fn check_side_files(&mut self) -> Result<(), FsckError> {
@@ -100,41 +100,20 @@ impl Run<'_> {
         }
     }
 
-    /// As GC does: the row first (so a narinfo arriving now finds it gone and says so), then
-    /// the object under the NAR's lease unless a row records it again by then.
+    /// As GC does ([`sweep_upload`]).
     async fn sweep_upload(&mut self, pending: &PendingUpload, deadline: Timestamp) -> Result<(), FsckError> {
         let file = &pending.upload.nar_file;
-        if !self.db.delete_stale_upload(file, deadline).await? {
-            self.report.repaired += 1; // gone meanwhile
-            return Ok(());
-        }
-        let lease = LeaseKey::nar(file);
-        if let LeaseClaim::Held(_) = self
-            .db
-            .claim_lease(&lease, self.holder, "", NAR_LEASE_TTL)
-            .await?
-        {
+        match sweep_upload(self.db, self.storage, self.holder, file, deadline).await? {
+            // Gone meanwhile, or uploaded again: nothing is left to do.
+            Swept::NotStale | Swept::Deleted { storage_error: None } => self.report.repaired += 1,
             // Unrecorded now: a later run finds the object an orphan.
-            self.report.busy += 1;
-            return Ok(());
-        }
-        let held = hold_lease(Arc::clone(self.db), lease, self.holder.to_owned(), NAR_LEASE_TTL);
-        let result = async {
-            // Uploaded again meanwhile (a new row), or stored: the object is that one's.
-            if self.db.get_nar(file).await?.is_none() && self.db.get_upload(file).await?.is_none() {
-                super::objects::ignore_absent(self.storage.delete(&BlobKey::for_nar(file)).await)?;
-            }
-            Ok::<_, FsckError>(())
-        }
-        .await;
-        held.release().await;
-        match result {
-            Ok(()) => self.report.repaired += 1,
-            Err(FsckError::Storage(err)) => {
+            Swept::Busy => self.report.busy += 1,
+            Swept::Deleted {
+                storage_error: Some(err),
+            } => {
                 tracing::warn!(nar = %file.file_name(), error = %err, "deleting an abandoned upload failed");
                 self.report.unreadable += 1;
             }
-            Err(err) => return Err(err),
         }
         Ok(())
     }

@@ -9,7 +9,7 @@ use std::{
 use futures::{stream, StreamExt, TryStreamExt};
 use nixcache_protocol::{NarFile, StorePathHash};
 
-use super::{Evicted, Run, PAGE, STALE_UPLOAD_AGE};
+use super::{upload::Swept, Evicted, Run, PAGE, STALE_UPLOAD_AGE};
 use crate::{
     db::{
         AccessCursor, DbError, LeaseClaim, LeaseKey, MetadataStore, NarAccess, NarRecord, NarinfoAccess,
@@ -230,9 +230,8 @@ impl Run<'_> {
         }
     }
 
-    /// Uploads abandoned before their narinfo came: never visible, so simply deleted. The
-    /// row goes first, in a statement that checks its age, so a narinfo upload that claimed
-    /// it meanwhile (and made it a stored NAR) keeps the object.
+    /// Uploads abandoned before their narinfo came: never visible, so simply deleted
+    /// ([`super::upload::sweep_upload`]).
     pub(super) async fn sweep_stale_uploads(&mut self) -> Result<(), DbError> {
         let before = Timestamp::now() - self.options.keep_recent.max(STALE_UPLOAD_AGE);
         loop {
@@ -241,32 +240,16 @@ impl Run<'_> {
                 return Ok(());
             }
             for upload in stale {
-                if !self.db.delete_stale_upload(&upload.nar_file, before).await? {
+                let file = &upload.nar_file;
+                let swept =
+                    super::upload::sweep_upload(self.db, self.storage, self.holder, file, before).await?;
+                let Swept::Deleted { storage_error } = swept else {
                     continue;
+                };
+                if let Some(err) = storage_error {
+                    tracing::warn!(nar = %file.file_name(), error = %err, "deleting an abandoned upload failed");
+                    self.report.storage_errors += 1;
                 }
-                // Under the NAR's lease: an upload of the same NAR storing it right now keeps it
-                // (the object stays unrecorded until that upload records it).
-                let lease = LeaseKey::nar(&upload.nar_file);
-                if let LeaseClaim::Held(_) = self
-                    .db
-                    .claim_lease(&lease, self.holder, "", NAR_LEASE_TTL)
-                    .await?
-                {
-                    continue;
-                }
-                // Released below whatever happens, also when the database fails here, and when
-                // the run is dropped (cancelled) meanwhile.
-                let held = hold_lease(Arc::clone(self.db), lease, self.holder.to_owned(), NAR_LEASE_TTL);
-                let stored = self.db.get_nar(&upload.nar_file).await;
-                if let Ok(None) = stored {
-                    let key = BlobKey::for_nar(&upload.nar_file);
-                    if let Err(err) = self.storage.delete(&key).await {
-                        tracing::warn!(nar = %key, error = %err, "deleting an abandoned upload failed");
-                        self.report.storage_errors += 1;
-                    }
-                }
-                held.release().await;
-                stored?;
                 self.report.uploads_swept += 1;
             }
         }

@@ -17,6 +17,7 @@ mod evict;
 mod side;
 #[cfg(test)]
 mod tests;
+pub mod upload;
 
 use std::{fmt, sync::Arc, time::Duration};
 
