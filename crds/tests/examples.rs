@@ -273,3 +273,90 @@ fn fsck_needs_a_schedule_and_repairs_on_a_volume() {
         "{found:?}"
     );
 }
+
+#[test]
+fn pins_are_store_paths_with_their_closures_by_default() {
+    const HELLO: &str = "/nix/store/7qxb8wbwqha95lbfrcj97j6fb8wbywa4-hello-2.12.1";
+    let doc = load(&examples_dir().join("postgres-s3-three-replicas.yaml"));
+    assert!(errors(&doc).is_empty(), "{:?}", errors(&doc));
+    let spec: nixcache_crds::NixCacheSpec = serde_json::from_value(doc["spec"].clone()).unwrap();
+    let closures: Vec<bool> = spec.pins.iter().map(|p| p.closure).collect();
+    assert_eq!(closures, [true, false], "closure defaults to true");
+    for (pins, field, message) in [
+        (
+            serde_json::json!([{"storePath": HELLO}, {"storePath": "/nix/store/eqxb8wbwqha95lbfrcj97j6fb8wbywa4-hello"}]),
+            "spec.pins.1.storePath:",
+            "does not match",
+        ),
+        (
+            serde_json::json!([{"storePath": "/nix/store/7qxb8wbwqha95lbfrcj97j6fb8wbywa4"}]),
+            "spec.pins.0.storePath:",
+            "does not match",
+        ),
+        (
+            serde_json::json!([{"closure": true}]),
+            "spec.pins.0:",
+            "\"storePath\" is a required property",
+        ),
+        (
+            serde_json::json!([HELLO]),
+            "spec.pins.0:",
+            "is not of type \"object\"",
+        ),
+        (
+            serde_json::json!([{"storePath": HELLO, "closure": "yes"}]),
+            "spec.pins.0.closure:",
+            "boolean",
+        ),
+        (
+            serde_json::json!([{"storePath": HELLO, "path": HELLO}]),
+            "spec.pins.0:",
+            "'path' was unexpected",
+        ),
+    ] {
+        let mut doc = doc.clone();
+        doc["spec"]["pins"] = pins.clone();
+        let found = errors(&doc);
+        assert!(
+            found.iter().any(|e| e.starts_with(field) && e.contains(message)),
+            "{pins}: {found:?}"
+        );
+    }
+    // At most 1000: each is an argument of the replicas' command line.
+    let many = |n: usize| -> Value {
+        (0..n)
+            .map(|i| serde_json::json!({"storePath": format!("/nix/store/{i:0>32}-p")}))
+            .collect()
+    };
+    let mut doc = doc.clone();
+    doc["spec"]["pins"] = many(1000);
+    assert!(errors(&doc).is_empty(), "{:?}", errors(&doc));
+    doc["spec"]["pins"] = many(1001);
+    let found = errors(&doc);
+    assert!(
+        found
+            .iter()
+            .any(|e| e.starts_with("spec.pins:") && e.contains("more than 1000")),
+        "{found:?}"
+    );
+}
+
+#[test]
+fn gc_may_keep_uploads() {
+    let doc = load(&examples_dir().join("mysql-minio.yaml"));
+    assert!(errors(&doc).is_empty(), "{:?}", errors(&doc));
+    let gc: nixcache_crds::GarbageCollection = serde_json::from_value(doc["spec"]["gc"].clone()).unwrap();
+    assert!(gc.keep_uploads);
+    let mut doc = doc.clone();
+    doc["spec"]["gc"].as_object_mut().unwrap().remove("keepUploads");
+    let gc: nixcache_crds::GarbageCollection = serde_json::from_value(doc["spec"]["gc"].clone()).unwrap();
+    assert!(!gc.keep_uploads, "off by default");
+    doc["spec"]["gc"]["keepUploads"] = "yes".into();
+    let found = errors(&doc);
+    assert!(
+        found
+            .iter()
+            .any(|e| e.starts_with("spec.gc.keepUploads:") && e.contains("boolean")),
+        "{found:?}"
+    );
+}

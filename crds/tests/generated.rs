@@ -62,6 +62,23 @@ fn status_conditions_are_a_list_keyed_by_type() {
 }
 
 #[test]
+fn pins_are_a_list_keyed_by_store_path() {
+    let schema = serde_json::to_value(NixCache::crd()).unwrap();
+    let pins = &schema["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+        ["properties"]["pins"];
+    assert_eq!(pins["type"], "array");
+    // The API server refuses a path listed twice; server-side apply merges entries by path.
+    assert_eq!(pins["x-kubernetes-list-type"], "map", "{pins:#}");
+    assert_eq!(
+        pins["x-kubernetes-list-map-keys"],
+        serde_json::json!(["storePath"])
+    );
+    assert_eq!(pins["maxItems"], 1000);
+    assert_eq!(pins["items"]["required"], serde_json::json!(["storePath"]));
+    assert_eq!(pins["items"]["properties"]["closure"]["default"], true);
+}
+
+#[test]
 fn every_spec_field_is_documented_for_users() {
     let schema = serde_json::to_value(NixCache::crd()).unwrap();
     let spec = &schema["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];

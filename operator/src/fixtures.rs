@@ -2,11 +2,11 @@
 
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use nixcache_crds::{
-    Database, Fsck, GarbageCollection, NixCache, NixCacheSpec, S3CredentialsRef, S3Storage, SecretKeyRef,
-    Signing, SqliteDatabase, Storage, VolumeStorage, Warm,
+    Database, Fsck, GarbageCollection, NixCache, NixCacheSpec, Pin, S3CredentialsRef, S3Storage,
+    SecretKeyRef, Signing, SqliteDatabase, Storage, VolumeStorage, Warm,
 };
 
-/// A well-formed store path, for warm-up specs.
+/// A well-formed store path, for warm-up and pin specs.
 pub const HELLO: &str = "/nix/store/7qxb8wbwqha95lbfrcj97j6fb8wbywa4-hello-2.12.1";
 
 /// A NixCache `name` in namespace `default`, generation 1, with a uid (so children get an
@@ -32,6 +32,7 @@ pub fn spec(storage: Storage, database: Database) -> NixCacheSpec {
         database,
         signing: None,
         gc: None,
+        pins: Vec::new(),
         fsck: None,
         warm: None,
         uploads: None,
@@ -92,6 +93,7 @@ pub fn scaled(name: &str) -> NixCache {
         max_size: "500G".into(),
         schedule: Some("0 4 * * *".into()),
         time_zone: None,
+        keep_uploads: false,
     });
     base(name, spec)
 }
@@ -108,6 +110,8 @@ pub trait NixCacheExt: Sized {
     fn with_warm(self, schedule: &str, paths: &[&str]) -> Self;
     /// Sets `spec.fsck`: on `schedule`, repairing, without verifying the contents.
     fn with_fsck(self, schedule: &str) -> Self;
+    /// Sets `spec.pins`: each path with its closure (`closure: true`), or alone.
+    fn with_pins(self, pins: &[(&str, bool)]) -> Self;
 }
 
 impl NixCacheExt for NixCache {
@@ -147,6 +151,17 @@ impl NixCacheExt for NixCache {
             schedule: schedule.into(),
             ..Fsck::default()
         });
+        self
+    }
+
+    fn with_pins(mut self, pins: &[(&str, bool)]) -> Self {
+        self.spec.pins = pins
+            .iter()
+            .map(|(path, closure)| Pin {
+                store_path: (*path).to_owned(),
+                closure: *closure,
+            })
+            .collect();
         self
     }
 }

@@ -141,6 +141,7 @@ async fn sqlite_on_a_volume_needs_no_job_and_collects_garbage_in_process() {
         max_size: "40G".into(),
         schedule: None,
         time_zone: None,
+        keep_uploads: false,
     });
     let (api, log, _) = reconcile_once(&nc, &[]).await;
     assert!(

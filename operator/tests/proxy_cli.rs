@@ -1,8 +1,8 @@
 //! The command lines the operator renders are ones the real `nixcache` accepts: for every
-//! example, the Deployment's `serve` (also with GC and fsck inside the replicas), the migration
-//! Job's `migrate`, the CronJobs' `gc` and `fsck` and the warm-up CronJob's `warm` are parsed by
-//! the proxy's own CLI (flags and `NIXCACHE_*` env), so a renamed or removed flag on either side
-//! fails here rather than in a cluster.
+//! example, the Deployment's `serve` (also with GC and fsck inside the replicas, and with pins),
+//! the migration Job's `migrate`, the CronJobs' `gc` and `fsck` and the warm-up CronJob's `warm`
+//! are parsed by the proxy's own CLI (flags and `NIXCACHE_*` env), so a renamed or removed flag
+//! on either side fails here rather than in a cluster.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
@@ -116,7 +116,70 @@ fn rendered_command_lines_parse_with_the_proxy_cli() {
             );
         }
         fsck_parses(&file, nc.clone(), &plan);
+        pins_and_kept_uploads_parse(&file, nc.clone(), &plan);
         warm_parses(&file, nc, &plan);
+    }
+}
+
+/// Every example with `spec.pins` (one closure, one path alone) and `gc.keepUploads`: `serve`
+/// declares exactly those pins, and keeps uploads where it collects itself (on a volume, or on
+/// S3 without CronJobs); the GC CronJob keeps them (S3).
+fn pins_and_kept_uploads_parse(file: &str, mut nc: NixCache, plan: &Plan) {
+    let glibc = "/nix/store/0c0wf1qw0hh0gmgxbbd1k7ligmakdfrn-glibc-2.40-66";
+    nc.spec.pins = vec![
+        nixcache_crds::Pin {
+            store_path: HELLO.into(),
+            closure: true,
+        },
+        nixcache_crds::Pin {
+            store_path: glibc.into(),
+            closure: false,
+        },
+    ];
+    nc.spec
+        .gc
+        .get_or_insert_with(|| nixcache_crds::GarbageCollection {
+            max_size: "40G".into(),
+            ..Default::default()
+        });
+    if let Some(gc) = nc.spec.gc.as_mut() {
+        gc.keep_uploads = true;
+    }
+    if let Some(cron) = render::gc_cronjob(&nc, plan) {
+        let job = cron.spec.as_ref().unwrap().job_template.spec.as_ref().unwrap();
+        let Command::Gc(gc) = parse(first_container(job.template.spec.as_ref())) else {
+            panic!("{file}: the CronJob does not run `nixcache gc`");
+        };
+        assert!(gc.gc_keep_uploads, "{file}: the GC CronJob keeps uploads");
+    }
+    let in_replicas = plan
+        .clone()
+        .with_capabilities(Capabilities::without([OptionalApi::CronJob]));
+    for (plan, gc_in_serve) in [(plan, plan.gc_in_replicas(&nc)), (&in_replicas, true)] {
+        let deployment = render::deployment(&nc, plan);
+        let pod = deployment.spec.as_ref().unwrap().template.spec.as_ref();
+        let Command::Serve(serve) = parse(first_container(pod)) else {
+            panic!("{file}: the Deployment does not run `nixcache serve`");
+        };
+        let declared: Vec<(String, bool)> = serve
+            .gc
+            .declared_pins()
+            .iter()
+            .map(|p| (p.path.to_absolute(), p.closure))
+            .collect();
+        assert_eq!(
+            declared,
+            [(HELLO.to_owned(), true), (glibc.to_owned(), false)],
+            "{file}"
+        );
+        assert!(
+            serve.gc.sync_pins,
+            "{file}: the replicas keep the declared pins in line"
+        );
+        assert_eq!(
+            serve.gc.gc_keep_uploads, gc_in_serve,
+            "{file}: serve keeps uploads when it collects garbage itself"
+        );
     }
 }
 

@@ -16,6 +16,7 @@ pub mod http;
 pub mod keys;
 pub mod lease;
 pub mod metrics;
+pub mod pins;
 pub mod redact;
 pub mod schedule;
 pub mod scratch;

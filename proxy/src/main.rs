@@ -58,6 +58,12 @@ async fn run(command: Command) -> anyhow::Result<u8> {
             return Ok(report.outcome().exit_code());
         }
         Command::Warm(args) => warm(&args).await,
+        Command::Pin(args) => {
+            let _telemetry = telemetry::init(LogFormat::Text);
+            let (out, status) = nixcache::app::pin(&args.action).await?;
+            println!("{out}");
+            return Ok(status);
+        }
         Command::Keygen(args) => {
             let _telemetry = telemetry::init(LogFormat::Text);
             let key = nixcache_protocol::SigningKey::generate(&args.name)?;

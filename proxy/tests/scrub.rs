@@ -1,5 +1,5 @@
 //! A stored NAR damaged on disk (same size, other bytes) is found by the background scrub,
-//! dropped, and fetched again: it is not served for ever.
+//! dropped, and fetched again: it is not served for ever. Intact ones are marked verified.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -48,6 +48,22 @@ async fn a_nar_damaged_on_disk_is_dropped_and_fetched_again() {
         assert!(healed, "{} still served damaged", entry.file_name());
         assert_eq!(upstream.gets(&entry.upstream_nar_path()), 2, "fetched again once");
     }
+    // The fetched-again NARs, intact, are marked verified by a later pass.
+    let db = nixcache::db::connect(&format!("sqlite://{}/db.sqlite", dir.path().display()))
+        .await
+        .unwrap();
+    let verified = wait_until(Duration::from_secs(20), || async {
+        let nars = db
+            .nars_by_check(nixcache::db::Timestamp::now(), None, 10)
+            .await
+            .unwrap();
+        nars.len() == 2
+            && nars
+                .iter()
+                .all(|n| n.verified_at.unix_ms() > 0 && n.checked_at == n.verified_at)
+    })
+    .await;
+    assert!(verified, "the intact NARs were never marked verified");
     let metrics = get(&c, &proxy.url("/metrics")).await;
     assert!(
         metrics.text().contains("nixcache_scrub_dropped_nars_total 2"),

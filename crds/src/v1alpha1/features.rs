@@ -1,4 +1,4 @@
-//! Upstreams, signing, GC, fsck, warm-up, uploads, Service, autoscaling and disruption budget settings.
+//! Upstreams, signing, GC, pins, fsck, warm-up, uploads, Service, autoscaling and disruption budget settings.
 
 use std::collections::BTreeMap;
 
@@ -82,7 +82,36 @@ pub struct GarbageCollection {
     /// Time zone of `schedule`, e.g. `Europe/Berlin` (default: the controller manager's, usually UTC).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub time_zone: Option<String>,
+    /// Never evict a path a client uploaded (`spec.uploads`, `nix copy --to`), nor its uploaded
+    /// build logs (default false: uploaded paths go in least-recently-used order like fetched
+    /// ones). An uploaded path exists nowhere upstream, so once evicted it is lost to clients.
+    /// Kept uploads still count towards `maxSize`: GC evicts fetched paths instead, and cannot
+    /// shrink the cache below what the uploads take.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub keep_uploads: bool,
 }
+
+/// A store path garbage collection never evicts: an entry of `spec.pins`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Pin {
+    /// The store path, `/nix/store/<32-character hash>-<name>`, e.g. a NixOS system's toplevel
+    /// or a CI toolchain. It need not be cached yet: it is kept from whenever it is.
+    #[schemars(regex(pattern = STORE_PATH_PATTERN))]
+    pub store_path: String,
+    /// Also keep everything the path references, directly or not (its closure), as far as the
+    /// cache holds it (default true). The closure is read again at every GC run, so what is
+    /// cached after the pin is kept too. `false` keeps the path itself only.
+    #[serde(default = "default_closure")]
+    pub closure: bool,
+}
+
+fn default_closure() -> bool {
+    true
+}
+
+/// Most entries of `spec.pins`: each is a `serve` argument (see `NixCacheSpec::pins`).
+pub const MAX_DECLARED_PINS: u32 = 1000;
 
 /// A check of the stored NARs against the database (`nixcache fsck`) on a schedule, repairing
 /// what is broken (the field's documentation, `NixCacheSpec::fsck`, says what it checks).

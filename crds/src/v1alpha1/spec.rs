@@ -8,8 +8,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Autoscaling, Database, Fsck, GarbageCollection, NixCacheStatus, PodDisruptionBudgetSpec, Private,
-    ServiceSpec, Signing, Storage, Uploads, Upstream, Warm,
+    Autoscaling, Database, Fsck, GarbageCollection, NixCacheStatus, Pin, PodDisruptionBudgetSpec, Private,
+    ServiceSpec, Signing, Storage, Uploads, Upstream, Warm, MAX_DECLARED_PINS,
 };
 
 /// A caching, verifying proxy for Nix binary caches, run as `nixcache serve` replicas behind a
@@ -130,6 +130,25 @@ pub struct NixCacheSpec {
     /// Least-recently-used eviction down to `maxSize`, on `schedule`. Unset: nothing is evicted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gc: Option<GarbageCollection>,
+
+    /// Store paths garbage collection never evicts, whatever `gc.maxSize` says, each with its
+    /// closure (everything it references, as far as the cache holds it) unless `closure: false`.
+    /// A path need not be cached yet: it is kept once it is. The list is passed to the replicas
+    /// (`serve --pin-closure`/`--pin`), so changing it rolls them out (on
+    /// `storage.persistentVolumeClaim` the one replica restarts), and each replica makes the
+    /// cache's declared pins exactly this list when it starts: a path removed from the list, or
+    /// every path when the list is removed, is unpinned at that rollout. A listed path pinned by
+    /// hand before (`nixcache pin`) becomes a declared pin, and removing it from the list unpins
+    /// it. At most 1000 paths, each listed once: every path is a command-line argument of the
+    /// replicas (pin more by hand or over HTTP, up to 10,000 in all).
+    // Keyed by `storePath`: the API server refuses a path listed twice (no CEL rule, whose cost
+    // grows with the square of the list), and server-side apply merges entries by path.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = MAX_DECLARED_PINS),
+        extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["storePath"])
+    )]
+    pub pins: Vec<Pin>,
 
     /// Check the stored NARs against the database on `schedule` (`nixcache fsck`): rows whose
     /// object is missing or has the wrong size, objects no row records, and uploads still pending

@@ -148,8 +148,21 @@ pub fn serve_args(nc: &NixCache, plan: &Plan) -> Vec<String> {
         ]);
     }
     args.extend(in_process_args(nc, plan));
+    args.extend(pin_args(nc));
     args.extend(spec.extra_args.iter().cloned());
     args
+}
+
+/// `--sync-pins`, then `--pin-closure PATH` or `--pin PATH` per entry of `spec.pins`, in its
+/// order. Every replica gets them wherever GC runs: each makes the database's declared pins this
+/// list when it starts (`--sync-pins`: an empty list too), and the GC CronJob reads them there. A
+/// change of the list thus rolls the replicas.
+fn pin_args(nc: &NixCache) -> Vec<String> {
+    let pins = nc.spec.pins.iter().flat_map(|pin| {
+        let flag = if pin.closure { "--pin-closure" } else { "--pin" };
+        [flag.to_owned(), pin.store_path.clone()]
+    });
+    std::iter::once("--sync-pins".to_owned()).chain(pins).collect()
 }
 
 /// The flags of the GC and fsck that `serve` runs itself: on a volume only this pod reaches the
@@ -161,6 +174,9 @@ fn in_process_args(nc: &NixCache, plan: &Plan) -> Vec<String> {
         args.extend(["--max-size".into(), gc.max_size.clone()]);
         let schedule = gc.schedule.as_deref().unwrap_or(DEFAULT_GC_SCHEDULE);
         args.extend(["--gc-schedule".into(), schedule.to_owned()]);
+        if gc.keep_uploads {
+            args.push("--gc-keep-uploads".into());
+        }
     }
     if let Some(fsck) = nc.spec.fsck.as_ref().filter(|_| plan.fsck_in_replicas(nc)) {
         args.extend(["--fsck-schedule".into(), fsck.schedule.clone()]);
@@ -225,6 +241,50 @@ fn spread(nc: &NixCache) -> TopologySpreadConstraint {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use crate::fixtures::{self, NixCacheExt, HELLO};
+
+    const GLIBC: &str = "/nix/store/0c0wf1qw0hh0gmgxbbd1k7ligmakdfrn-glibc-2.40-66";
+
+    fn plan(nc: &NixCache) -> Plan {
+        Plan::new(nc, &crate::Config::default(), "secrets".into(), None)
+    }
+
+    /// The arguments from the first `--pin…` flag on.
+    fn from_pins(nc: &NixCache) -> Vec<String> {
+        let args = serve_args(nc, &plan(nc));
+        let at = args
+            .iter()
+            .position(|a| a.starts_with("--pin"))
+            .unwrap_or(args.len());
+        args[at..].to_vec()
+    }
+
+    #[test]
+    fn pins_become_pin_closure_or_pin_in_their_order_before_extra_args() {
+        assert!(from_pins(&fixtures::scaled("demo")).is_empty());
+        // Always: a spec without pins (any more) clears the declared pins.
+        let demo = fixtures::scaled("demo");
+        assert!(serve_args(&demo, &plan(&demo)).contains(&"--sync-pins".to_owned()));
+        let mut nc = fixtures::single("one").with_pins(&[(HELLO, true), (GLIBC, false)]);
+        nc.spec.extra_args = vec!["--negative-ttl".into(), "5m".into()];
+        assert_eq!(
+            from_pins(&nc),
+            ["--pin-closure", HELLO, "--pin", GLIBC, "--negative-ttl", "5m"]
+        );
+        // With GC in a CronJob (S3) the replicas still declare the pins: the CronJob reads them.
+        let nc = fixtures::scaled("demo").with_pins(&[(GLIBC, false), (HELLO, true)]);
+        assert_eq!(from_pins(&nc), ["--pin", GLIBC, "--pin-closure", HELLO]);
+    }
+
+    #[test]
+    fn a_change_of_the_pins_changes_the_pod_template() {
+        let template = |nc: &NixCache| deployment(nc, &plan(nc)).spec.unwrap().template;
+        let none = fixtures::scaled("demo");
+        let closure = none.clone().with_pins(&[(HELLO, true)]);
+        let alone = none.clone().with_pins(&[(HELLO, false)]);
+        assert_ne!(template(&none), template(&closure));
+        assert_ne!(template(&closure), template(&alone));
+    }
 
     #[test]
     fn upstream_args_carry_priority_and_nar_hosts() {

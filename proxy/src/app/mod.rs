@@ -1,7 +1,9 @@
 //! Wiring: build the cache from `ServeArgs`; [`serve`] runs it until SIGTERM/SIGINT.
 
+mod pin;
 mod serve;
 
+pub use pin::pin;
 pub use serve::serve;
 
 use std::{
@@ -53,6 +55,7 @@ pub async fn build_state(args: &ServeArgs) -> anyhow::Result<http::AppState> {
     let scratch = scratch::create(data_dir, &replica.options.id)?;
 
     let metadata = open_database(&args.backend).await?;
+    pin::sync_declared_pins(&*metadata, &args.gc).await?;
     let storage = open_storage(&args.backend, scratch.path()).await?;
 
     tracing::info!(public_key = %signer.public_key(), upstreams = ?args.upstreams, "signing with key");
@@ -106,7 +109,7 @@ async fn open_database(backend: &BackendArgs) -> anyhow::Result<Arc<dyn db::Meta
         .with_context(|| format!("opening the database {}", crate::redact::url(&url)))
 }
 
-/// Who may read and write: the write verbs and HTTP warm-ups are off by default and, on, need an
+/// Who may read and write: the write verbs, HTTP warm-ups and pins are off by default and, on, need an
 /// upload credentials file; a read credentials file makes the cache private. Files are read now.
 fn build_access(
     args: &ServeArgs,
@@ -114,10 +117,10 @@ fn build_access(
     peer_token: &PeerToken,
 ) -> anyhow::Result<(http::Writes, Option<Arc<http::Credentials>>)> {
     let access = &args.access;
-    let writes_on = access.allow_put || access.allow_delete || access.allow_warm;
+    let writes_on = access.allow_put || access.allow_delete || access.allow_warm || access.allow_pins;
     anyhow::ensure!(
         !writes_on || access.upload_credentials_file.is_some(),
-        "--allow-put, --allow-delete and --allow-warm need --upload-credentials-file (who may write)"
+        "--allow-put, --allow-delete, --allow-warm and --allow-pins need --upload-credentials-file (who may write)"
     );
     let upload_file = access.upload_credentials_file.as_deref().filter(|_| writes_on);
     let credentials = http::Credentials::load(
@@ -134,7 +137,7 @@ fn build_access(
         return Ok((http::Writes::default(), read_auth));
     }
     tracing::info!(put = access.allow_put, delete = access.allow_delete, warm = access.allow_warm,
-        credentials = ?credentials, "writes on");
+        pins = access.allow_pins, credentials = ?credentials, "writes on");
     let warm = access.allow_warm.then(|| {
         WarmJobs::new(WarmJobOptions {
             url: own_url(args.listen),
@@ -150,6 +153,7 @@ fn build_access(
         auth: credentials,
         max_upload_size: access.max_upload_size,
         warm,
+        pins: access.allow_pins,
     };
     Ok((writes, read_auth))
 }
@@ -231,6 +235,7 @@ fn gc_schedule(args: &ServeArgs) -> anyhow::Result<Option<(schedule::Schedule, G
         keep_recent: gc.gc_keep_recent,
         dry_run: false,
         keep_evicted: gc.gc_keep_evicted,
+        keep_uploads: gc.gc_keep_uploads,
     };
     Ok(Some((schedule, options)))
 }
@@ -253,6 +258,7 @@ pub async fn collect_garbage(args: &GcArgs) -> anyhow::Result<GcReport> {
         keep_recent: args.gc_keep_recent,
         dry_run: args.dry_run,
         keep_evicted: args.gc_keep_evicted,
+        keep_uploads: args.gc_keep_uploads,
     };
     let holder = format!("gc-{}", ReplicaOptions::new_id());
     Ok(gc::run_once(metadata, &*storage, &options, &holder, &mut |_| {}).await?)

@@ -14,6 +14,7 @@ mod mirror;
 mod nar;
 mod narinfo;
 mod negative;
+mod pins;
 mod prefetch;
 pub mod replica;
 mod scrub;

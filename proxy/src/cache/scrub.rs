@@ -5,8 +5,11 @@
 //! fetched again, takes its narinfo with it (a missing one is only reported). Many files missing
 //! in a row stop the pass: storage mounted wrong is not damage.
 //!
-//! One pass walks the narinfos in least-recently-used order, reading at most `rate` bytes per
-//! second; one replica at a time scrubs (a lease), every `interval`.
+//! One pass walks the stored NARs it looked at longest ago first (never first), reading at most
+//! `rate` bytes per second, and records for each when it looked and, when intact, that it
+//! verified it then: a pass cut short (a restart, shutdown) is taken up where it stopped, and a
+//! NAR it cannot check or repair goes to the back rather than stay at the head. One replica at
+//! a time scrubs (a lease), every `interval`.
 
 use std::{
     sync::Arc,
@@ -20,11 +23,11 @@ use sha2::{Digest, Sha256};
 use super::{Cache, CacheError};
 use crate::tasks::Stopping;
 use crate::{
-    db::{AccessCursor, LeaseClaim, LeaseKey, NarInfoRecord, NarinfoAccess, Timestamp},
+    db::{LeaseClaim, LeaseKey, NarInfoRecord, NarVerification, Timestamp},
     storage::{BlobKey, StorageError},
 };
 
-/// Narinfos read per query.
+/// NARs read per query.
 const PAGE: u32 = 200;
 /// How long the scrub lease lasts without renewal (renewed while a pass runs).
 const LEASE_TTL: Duration = Duration::from_secs(60);
@@ -77,7 +80,8 @@ impl Cache {
         }
     }
 
-    /// One pass over every stored NAR a narinfo names; `None` when another replica is scrubbing.
+    /// One pass over every stored NAR a narinfo names that was not verified since the pass
+    /// began; `None` when another replica is scrubbing.
     pub async fn scrub_pass(&self, rate: u64) -> Result<Option<ScrubReport>, CacheError> {
         let (key, holder) = (LeaseKey::scrub(), &self.replica.holder_for("scrub"));
         if let LeaseClaim::Held(_) = self.db.claim_lease(&key, holder, "", LEASE_TTL).await? {
@@ -92,21 +96,18 @@ impl Cache {
     async fn scrub_all(&self, rate: u64) -> Result<ScrubReport, CacheError> {
         let before = Timestamp::now();
         let (mut report, mut pace) = (ScrubReport::default(), Pace::new(rate));
-        let (mut cursor, mut missing_in_a_row): (Option<AccessCursor>, u32) = (None, 0);
+        let (mut cursor, mut missing_in_a_row): (Option<NarVerification>, u32) = (None, 0);
         loop {
-            let page = self
-                .db
-                .least_recent_narinfos(before, cursor.as_ref(), PAGE)
-                .await?;
+            let page = self.db.nars_by_check(before, cursor.as_ref(), PAGE).await?;
             let Some(last) = page.last() else {
                 return Ok(report);
             };
-            cursor = Some(last.cursor());
-            for entry in &page {
-                match self.scrub_one(entry, &mut pace, &mut report).await {
+            cursor = Some(last.clone());
+            for nar in &page {
+                match self.scrub_one(&nar.nar_file, &mut pace, &mut report).await {
                     Ok(Found::Missing) => missing_in_a_row += 1,
                     Ok(_) => missing_in_a_row = 0,
-                    Err(err) => tracing::warn!(nar = %entry.nar_file.file_name(), error = %err,
+                    Err(err) => tracing::warn!(nar = %nar.nar_file.file_name(), error = %err,
                         "checking a stored NAR failed; it is looked at in the next pass"),
                 }
                 // Many files missing in a row: storage is more likely mounted wrong or empty
@@ -123,30 +124,47 @@ impl Cache {
         }
     }
 
+    /// Looks at one stored NAR and records that it did (and whether the NAR was intact).
     async fn scrub_one(
         &self,
-        entry: &NarinfoAccess,
+        file: &nixcache_protocol::NarFile,
         pace: &mut Pace,
         report: &mut ScrubReport,
     ) -> Result<Found, CacheError> {
-        let (Some(record), Some(stored)) = (
-            self.db.get_narinfo(&entry.hash).await?,
-            self.db.get_nar(&entry.nar_file).await?,
-        ) else {
-            return Ok(Found::Intact);
+        let found = self.check_stored(file, pace, report).await?;
+        // A dropped NAR has no row left to mark.
+        self.db
+            .mark_nar_checked(file, Timestamp::now(), found == Found::Intact)
+            .await?;
+        Ok(found)
+    }
+
+    /// Checks one stored NAR against the narinfo naming it (one an upstream has first).
+    async fn check_stored(
+        &self,
+        file: &nixcache_protocol::NarFile,
+        pace: &mut Pace,
+        report: &mut ScrubReport,
+    ) -> Result<Found, CacheError> {
+        let (Some(record), Some(stored)) =
+            (self.db.narinfo_for_nar(file).await?, self.db.get_nar(file).await?)
+        else {
+            // Gone meanwhile, or named by no narinfo (GC's to remove): nothing to check against.
+            return Ok(Found::Unchecked);
         };
         let Some(expected) = expected_file_hash(&record) else {
             // Without FileHash a compressed file is checked only by decompressing: not here.
-            return Ok(Found::Intact);
+            return Ok(Found::Unchecked);
         };
-        let key = BlobKey::for_nar(&entry.nar_file);
+        let key = BlobKey::for_nar(file);
         let found = self.check(&key, (expected, stored.file_size), Some(pace)).await?;
         report.checked += 1;
         if found == Found::Intact {
             return Ok(found);
         }
         let store_path = &record.info.store_path;
-        if found == Found::Missing && entry.uploaded {
+        let uploaded = record.uploaded();
+        if found == Found::Missing && uploaded {
             // It exists nowhere else: dropping its narinfo would lose the path for good.
             tracing::error!(nar = %key, %store_path, "an uploaded NAR is missing from storage; push it again");
             return Ok(found);
@@ -154,7 +172,7 @@ impl Cache {
         tracing::error!(nar = %key, %store_path, ?found, "stored NAR is damaged or missing; dropping it \
             (fetched again on the next request)");
         if self
-            .drop_damaged(&record, (expected, stored.file_size), entry.uploaded)
+            .drop_damaged(&record, (expected, stored.file_size), uploaded)
             .await?
         {
             report.dropped += 1;
@@ -229,6 +247,8 @@ impl Cache {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Found {
     Intact,
+    /// Nothing to check it against (no narinfo names it, or none gives its file's hash).
+    Unchecked,
     Damaged,
     Missing,
 }

@@ -26,6 +26,11 @@ pub struct AccessArgs {
     #[arg(long, env = "NIXCACHE_ALLOW_WARM")]
     pub allow_warm: bool,
 
+    /// Accept `POST`/`DELETE /_nixcache/pins/<hash>` (pin a path, `?closure` with everything it
+    /// references, or unpin it) and `GET /_nixcache/pins`; needs --upload-credentials-file.
+    #[arg(long, env = "NIXCACHE_ALLOW_PINS")]
+    pub allow_pins: bool,
+
     /// Who may write: htpasswd lines `USER:$2y$…` (bcrypt, `htpasswd -nB USER`) for HTTP Basic,
     /// and/or lines holding only a token, accepted as a Bearer token or as any user's password.
     #[arg(long, env = "NIXCACHE_UPLOAD_CREDENTIALS_FILE")]

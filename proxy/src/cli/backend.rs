@@ -25,10 +25,15 @@ pub struct BackendArgs {
 impl BackendArgs {
     /// The database URL, defaulting to SQLite inside the data dir.
     pub fn database_url(&self) -> String {
-        match &self.database_url {
-            Some(url) => url.0.clone(),
-            None => format!("sqlite://{}/db.sqlite", self.data_dir.display()),
-        }
+        database_url(&self.data_dir, self.database_url.as_ref())
+    }
+}
+
+/// `url`, or SQLite inside `data_dir`.
+pub(super) fn database_url(data_dir: &std::path::Path, url: Option<&DatabaseUrl>) -> String {
+    match url {
+        Some(url) => url.0.clone(),
+        None => format!("sqlite://{}/db.sqlite", data_dir.display()),
     }
 }
 

@@ -6,7 +6,39 @@ use std::{path::PathBuf, time::Duration};
 use clap::Args;
 
 use super::{BackendArgs, LogFormat};
-use crate::{schedule::Schedule, units::parse_size};
+use nixcache_protocol::StorePath;
+
+use crate::{pins::PinRequest, schedule::Schedule, units::parse_size};
+
+/// `/nix/store/<hash>-<name>`.
+pub fn parse_store_path(s: &str) -> Result<StorePath, String> {
+    StorePath::from_absolute(s.trim()).map_err(|e| e.to_string())
+}
+
+impl ServeGcArgs {
+    /// The declared pins: --pin's paths alone, --pin-closure's with their closures (a path named
+    /// by both is a closure pin).
+    pub fn declared_pins(&self) -> Vec<PinRequest> {
+        let closures = self.pin_closures.iter().map(|path| PinRequest {
+            path: path.clone(),
+            closure: true,
+        });
+        let alone = self
+            .pins
+            .iter()
+            .filter(|p| !self.pin_closures.contains(p))
+            .map(|path| PinRequest {
+                path: path.clone(),
+                closure: false,
+            });
+        // One pin per hash (the first name given for it wins).
+        let mut seen = std::collections::HashSet::new();
+        closures
+            .chain(alone)
+            .filter(|p| seen.insert(*p.path.hash()))
+            .collect()
+    }
+}
 
 /// What `serve` keeps up in-process: garbage collection, the scrub and fsck.
 #[derive(Debug, Clone, Args)]
@@ -30,6 +62,25 @@ pub struct ServeGcArgs {
     /// fetched again, or hears 410 Gone for an uploaded one.
     #[arg(long, env = "NIXCACHE_GC_KEEP_EVICTED", default_value = "30days", value_parser = humantime::parse_duration)]
     pub gc_keep_evicted: Duration,
+
+    /// Never evict a path a client uploaded (nor its uploaded logs): it exists nowhere else.
+    #[arg(long, env = "NIXCACHE_GC_KEEP_UPLOADS")]
+    pub gc_keep_uploads: bool,
+
+    /// Store paths GC never evicts (repeat the flag), kept pinned as declared pins: each
+    /// replica makes the declared pins exactly these and --pin-closure's when it starts.
+    #[arg(long = "pin", env = "NIXCACHE_PINS", value_delimiter = ',', value_name = "STORE-PATH", value_parser = parse_store_path)]
+    pub pins: Vec<StorePath>,
+
+    /// Like --pin, with everything the path references (its closure, as far as it is cached).
+    #[arg(long = "pin-closure", env = "NIXCACHE_PIN_CLOSURES", value_delimiter = ',', value_name = "STORE-PATH", value_parser = parse_store_path)]
+    pub pin_closures: Vec<StorePath>,
+
+    /// Make the declared pins exactly --pin's and --pin-closure's even when neither is given
+    /// (which then removes every declared pin). Without it and without them, a `serve` leaves
+    /// the declared pins as they are (one started by hand on a shared database drops none).
+    #[arg(long, env = "NIXCACHE_SYNC_PINS")]
+    pub sync_pins: bool,
 
     /// Re-hash stored NARs in the background at most this fast (bytes per second; 0 turns it
     /// off): files damaged on disk or in the bucket are dropped and fetched again.
@@ -73,6 +124,10 @@ pub struct GcArgs {
     /// fetched again, or hears 410 Gone for an uploaded one.
     #[arg(long, env = "NIXCACHE_GC_KEEP_EVICTED", default_value = "30days", value_parser = humantime::parse_duration)]
     pub gc_keep_evicted: Duration,
+
+    /// Never evict a path a client uploaded (nor its uploaded logs): it exists nowhere else.
+    #[arg(long, env = "NIXCACHE_GC_KEEP_UPLOADS")]
+    pub gc_keep_uploads: bool,
 
     /// Report what would be evicted; change nothing.
     #[arg(long)]

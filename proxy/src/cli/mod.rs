@@ -10,6 +10,7 @@ mod connections;
 mod fills;
 mod fsck;
 mod gc;
+mod pin;
 mod prefetch;
 mod warm;
 pub use access::AccessArgs;
@@ -18,6 +19,7 @@ pub use connections::ConnectionArgs;
 pub use fills::FillArgs;
 pub use fsck::FsckArgs;
 pub use gc::{GcArgs, ServeGcArgs};
+pub use pin::{PinAction, PinArgs};
 pub use prefetch::{PrefetchArg, PrefetchArgs};
 pub use warm::WarmArgs;
 
@@ -49,6 +51,8 @@ pub enum Command {
     /// uploads past their deadline; --verify re-hashes contents), --repair what is wrong, report
     /// and exit: 0 when nothing was wrong, 2 when all was repaired, 3 when problems remain.
     Fsck(Box<FsckArgs>),
+    /// Pin store paths so GC never evicts them (add, rm, ls).
+    Pin(PinArgs),
     /// Write a new signing key pair in Nix's format (like `nix-store --generate-binary-cache-key`).
     Keygen(KeygenArgs),
     /// Fetch whole closures through a running cache, so they are cached before clients ask

@@ -8,6 +8,7 @@ mod lru;
 pub mod migrate;
 mod model;
 mod open;
+mod pins;
 mod row;
 mod sql;
 mod statements;
@@ -17,6 +18,7 @@ pub mod testdb;
 #[cfg(test)]
 mod tests;
 mod time;
+mod verified;
 
 use std::time::Duration;
 
@@ -26,10 +28,12 @@ use nixcache_protocol::{NarFile, StorePathHash};
 pub use engine::Engine;
 pub use model::{
     AccessCursor, Lease, LeaseClaim, LeaseKey, NarAccess, NarInfoRecord, NarRecord, NarinfoAccess,
-    PendingUpload, ProxySignature, SideFileAccess, SideFileRecord, UploadRecord, Usage,
+    PendingUpload, PinRecord, ProxySignature, SideFileAccess, SideFileRecord, UploadRecord, Usage,
 };
+pub use pins::{PathLinks, PinStore};
 pub use store::{MySqlMetadata, PostgresMetadata, SqliteMetadata};
 pub use time::Timestamp;
+pub use verified::{NarVerification, VerifiedStore};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
@@ -73,7 +77,7 @@ pub enum DbError {
 
 /// The metadata store every engine implements; `tests.rs` holds the conformance suite.
 #[async_trait]
-pub trait MetadataStore: Send + Sync + 'static {
+pub trait MetadataStore: PinStore + VerifiedStore + Send + Sync + 'static {
     async fn get_narinfo(&self, hash: &StorePathHash) -> Result<Option<NarInfoRecord>, DbError>;
     /// Inserts or replaces the narinfo for its store path hash.
     async fn put_narinfo(&self, record: &NarInfoRecord) -> Result<(), DbError>;

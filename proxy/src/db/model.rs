@@ -207,3 +207,15 @@ pub struct SideFileAccess {
     pub uploaded: bool,
     pub last_access: Timestamp,
 }
+
+/// A store path GC never evicts; with `closure`, nor anything it references (as far as the cache
+/// holds narinfos for them).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PinRecord {
+    pub path: nixcache_protocol::StorePath,
+    pub closure: bool,
+    /// From `serve --pin` (a NixCache's `spec.pins`): kept in line with that list, not removed by hand.
+    pub declared: bool,
+    /// Whole seconds.
+    pub created_at: Timestamp,
+}

@@ -7,8 +7,8 @@ use nixcache_protocol::{Compression, NarFile, NarInfo, Sha256Hash, Signature, St
 
 use super::{
     sql::{Arg, SqlDb},
-    DbError, Lease, LeaseKey, NarInfoRecord, NarRecord, ProxySignature, SideFileAccess, SideFileRecord,
-    Timestamp, UploadRecord,
+    DbError, Lease, LeaseKey, NarInfoRecord, NarRecord, PinRecord, ProxySignature, SideFileAccess,
+    SideFileRecord, Timestamp, UploadRecord,
 };
 
 pub(super) fn corrupt(key: &str, field: &'static str, reason: impl ToString) -> DbError {
@@ -273,4 +273,49 @@ pub(super) fn side_file_args(rec: &SideFileRecord, now: Timestamp) -> Result<Vec
         now.unix_secs().into(),
         now.unix_ms().into(),
     ])
+}
+
+/// A row of `pins` (`hash, store_path, closure, declared, created_at`).
+pub(super) fn pin<DB: SqlDb>(row: &DB::Row) -> Result<PinRecord, DbError> {
+    let key = DB::text(row, "hash")?.unwrap_or_default();
+    let c = Cols::<DB> { row, key };
+    let path = c.path("store_path", &c.text("store_path")?)?;
+    if path.hash().to_string() != c.key {
+        return Err(corrupt(&c.key, "store_path", "its hash is not the row's"));
+    }
+    Ok(PinRecord {
+        path,
+        closure: c.flag("closure")?,
+        declared: c.flag("declared")?,
+        created_at: Timestamp::from_unix_ms(c.int("created_at")?.saturating_mul(1000)),
+    })
+}
+
+/// The values of `pins`' columns for `rec`, in the order of `pin`.
+pub(super) fn pin_args(rec: &PinRecord) -> Vec<Arg> {
+    vec![
+        rec.path.hash().to_string().into(),
+        rec.path.to_string().into(),
+        i64::from(rec.closure).into(),
+        i64::from(rec.declared).into(),
+        rec.created_at.unix_secs().into(),
+    ]
+}
+
+/// A row of `narinfos` for a closure walk (`hash, refs, file_size, nar_size, evicted_at`).
+pub(super) fn path_links<DB: SqlDb>(row: &DB::Row) -> Result<super::pins::PathLinks, DbError> {
+    let key = DB::text(row, "hash")?.unwrap_or_default();
+    let c = Cols::<DB> { row, key };
+    let hash = nixcache_protocol::StorePathHash::parse(&c.key).map_err(|e| corrupt(&c.key, "hash", e))?;
+    let references = c
+        .text("refs")?
+        .split_ascii_whitespace()
+        .map(|r| c.path("refs", r).map(|p| *p.hash()))
+        .collect::<Result<_, _>>()?;
+    Ok(super::pins::PathLinks {
+        hash,
+        references,
+        bytes: c.size("file_size")?.map_or_else(|| c.req_size("nar_size"), Ok)?,
+        live: DB::int(row, "evicted_at")?.is_none(),
+    })
 }

@@ -119,7 +119,7 @@ impl Statements {
 }
 
 /// Inserts a row, or replaces every column but the key (the first column) of the existing one.
-fn upsert(engine: Engine, table: &str, columns: &[&str]) -> String {
+pub(super) fn upsert(engine: Engine, table: &str, columns: &[&str]) -> String {
     let values = vec!["?"; columns.len()].join(", ");
     let (key, rest) = columns.split_first().map_or(("", &[][..]), |(k, r)| (*k, r));
     let insert = format!("INSERT INTO {table} ({}) VALUES ({values})", columns.join(", "));

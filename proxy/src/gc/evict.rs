@@ -35,6 +35,21 @@ struct Planned {
     last_naming: bool,
 }
 
+/// The narinfos of one page chosen for eviction.
+#[derive(Default)]
+struct Plan {
+    chosen: Vec<Planned>,
+    /// The last entry looked at, chosen or kept: the next page starts after it.
+    last_seen: Option<AccessCursor>,
+}
+
+/// Why a narinfo GC would evict stays.
+#[derive(Clone, Copy)]
+enum Kept {
+    Pinned,
+    Uploaded,
+}
+
 /// What became of one NAR whose removal was asked.
 enum Removal {
     Removed {
@@ -103,37 +118,63 @@ impl Run<'_> {
                 taken.clear();
             }
             let plan = self.plan(page, &mut taken).await?;
-            let Some(last) = plan.last() else { break };
-            cursor = Some(last.entry.cursor());
-            self.evict_planned(plan).await?;
+            // The next page starts after what was looked at (kept or chosen).
+            let Some(last_seen) = plan.last_seen else { break };
+            cursor = Some(last_seen);
+            self.evict_planned(plan.chosen).await?;
         }
         Ok(())
     }
 
+    /// Why an entry the LRU order offers stays: pinned, or uploaded under `keep_uploads`.
+    fn kept(&self, entry: &NarinfoAccess) -> Option<Kept> {
+        if self.pinned.holds(&entry.hash) {
+            Some(Kept::Pinned)
+        } else if entry.uploaded && self.options.keep_uploads {
+            Some(Kept::Uploaded)
+        } else {
+            None
+        }
+    }
+
     /// The least recently used narinfos of `page` that bring the cache under its limit (as far
-    /// as the page goes), each with the NAR it frees. Looked up `CONCURRENCY` at a time, so a
-    /// small overshoot costs a few queries.
+    /// as the page goes), each with the NAR it frees; kept ones are counted and passed over.
+    /// Looked up `CONCURRENCY` at a time, so a small overshoot costs a few queries.
     async fn plan(
         &mut self,
         page: Vec<NarinfoAccess>,
         taken: &mut HashMap<NarFile, u64>,
-    ) -> Result<Vec<Planned>, DbError> {
+    ) -> Result<Plan, DbError> {
         let db: &dyn MetadataStore = &**self.db;
         let mut to_free = self.report.size_after().saturating_sub(self.report.max_size);
-        let mut plan = Vec::new();
+        let mut plan = Plan::default();
         for chunk in page.chunks(CONCURRENCY) {
+            let kept: Vec<Option<Kept>> = chunk.iter().map(|e| self.kept(e)).collect();
             // Collected first: a lazy iterator of futures held across the await makes the
             // run's future not `Send` (a higher-ranked lifetime rustc cannot prove).
             let lookups: Vec<_> = chunk
                 .iter()
-                .map(|e| nar_and_naming(db, e.nar_file.clone()))
+                .zip(&kept)
+                .filter(|(_, kept)| kept.is_none())
+                .map(|(e, _)| nar_and_naming(db, e.nar_file.clone()))
                 .collect();
             let facts: Vec<(Option<NarRecord>, u64)> =
                 stream::iter(lookups).buffered(CONCURRENCY).try_collect().await?;
-            for (entry, (nar, naming)) in chunk.iter().zip(facts) {
+            let mut facts = facts.into_iter();
+            for (entry, kept) in chunk.iter().zip(kept) {
                 if to_free == 0 {
                     return Ok(plan);
                 }
+                plan.last_seen = Some(entry.cursor());
+                match kept {
+                    Some(Kept::Pinned) => self.report.pinned_kept += 1,
+                    Some(Kept::Uploaded) => self.report.uploads_kept += 1,
+                    None => {}
+                }
+                // Only entries not kept were looked up.
+                let Some((nar, naming)) = kept.is_none().then(|| facts.next()).flatten() else {
+                    continue;
+                };
                 let n = taken.entry(entry.nar_file.clone()).or_insert(0);
                 *n += 1;
                 let last_naming = *n >= naming;
@@ -141,7 +182,7 @@ impl Run<'_> {
                 if let (true, Some((_, size))) = (last_naming, &nar) {
                     to_free = to_free.saturating_sub(*size);
                 }
-                plan.push(Planned {
+                plan.chosen.push(Planned {
                     entry: entry.clone(),
                     nar,
                     last_naming,
@@ -154,20 +195,27 @@ impl Run<'_> {
     /// Marks the planned narinfos evicted, then removes the NARs they freed. What succeeded is reported even when some
     /// request failed (the serving process's memory must hear of it), then the error returned.
     async fn evict_planned(&mut self, plan: Vec<Planned>) -> Result<(), DbError> {
-        let results: Vec<Result<(), DbError>> = if self.options.dry_run {
-            plan.iter().map(|_| Ok(())).collect()
+        let results: Vec<Result<bool, DbError>> = if self.options.dry_run {
+            plan.iter().map(|_| Ok(true)).collect()
         } else {
             let db: &dyn MetadataStore = &**self.db;
-            let evictions: Vec<_> = plan.iter().map(|p| evict_narinfo(db, p.entry.hash)).collect();
+            let before = self.before;
+            let evictions: Vec<_> = plan
+                .iter()
+                .map(|p| evict_narinfo(db, p.entry.hash, before))
+                .collect();
             stream::iter(evictions).buffered(CONCURRENCY).collect().await
         };
         let mut first_error = None;
         for (p, result) in plan.iter().zip(results) {
             match result {
-                Ok(()) => {
+                Ok(true) => {
                     (self.on_evict)(Evicted::Narinfo(&p.entry.hash));
                     self.report.narinfos_evicted += 1;
                 }
+                // Pinned since the run began, or gone already: its NAR stays named (or is an
+                // orphan, for the next run).
+                Ok(false) => {}
                 Err(err) => {
                     first_error.get_or_insert(err);
                 }
@@ -264,10 +312,16 @@ async fn nar_and_naming(db: &dyn MetadataStore, file: NarFile) -> Result<(Option
     Ok((Some(nar), db.count_narinfos_for_nar(&file).await?))
 }
 
-/// Marks a narinfo evicted. An uploaded one too: its NAR cannot be fetched again, and a client
-/// that cached the narinfo hears so (`410 Gone`) rather than a bare `404`.
-async fn evict_narinfo(db: &dyn MetadataStore, hash: StorePathHash) -> Result<(), DbError> {
-    db.evict_narinfo(&hash, Timestamp::now()).await.map(drop)
+/// Marks a narinfo evicted unless it is pinned or was accessed (or replaced, by an upload) since
+/// `before` (`false` then, or when it was not live). An uploaded one too: its NAR cannot be
+/// fetched again, and a client that cached the narinfo hears so (`410 Gone`) rather than a bare
+/// `404`.
+async fn evict_narinfo(
+    db: &dyn MetadataStore,
+    hash: StorePathHash,
+    before: Timestamp,
+) -> Result<bool, DbError> {
+    db.evict_unpinned_narinfo(&hash, Timestamp::now(), before).await
 }
 
 /// The NAR's row, if no live narinfo names it (in the same statement), then its object, under

@@ -12,6 +12,9 @@
 //! leaves an unrecorded object (invisible, overwritten when the NAR is fetched again). A NAR being streamed while it is
 //! removed still reaches its client: the open file (or S3 GET) keeps its bytes. One run at a
 //! time across all replicas (a lease row).
+//!
+//! Pinned paths and the closures of closure pins ([`crate::pins`]) are never evicted, nor
+//! their listings; with [`GcOptions::keep_uploads`] neither are uploaded paths.
 
 mod evict;
 mod side;
@@ -26,6 +29,7 @@ use nixcache_protocol::{NarFile, StorePathHash};
 use crate::{
     db::{DbError, LeaseClaim, LeaseKey, MetadataStore, Timestamp, Usage},
     lease::hold_lease,
+    pins::{closure_of, Closure},
     storage::BlobStore,
     units::format_size,
 };
@@ -55,6 +59,8 @@ pub struct GcOptions {
     /// Evicted narinfos are kept this long, then deleted: meanwhile a client that cached one
     /// finds its NAR (fetched again from the upstream URL kept; an uploaded one answers 410).
     pub keep_evicted: Duration,
+    /// Never evict a path a client uploaded (it exists nowhere else).
+    pub keep_uploads: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -85,6 +91,12 @@ pub struct GcReport {
     pub uploads_swept: u64,
     /// Narinfos evicted over [`GcOptions::keep_evicted`] ago, deleted for good.
     pub narinfos_purged: u64,
+    /// Pins, and the cached paths they hold (closures walked).
+    pub pins: u64,
+    pub pinned_paths: u64,
+    /// Narinfos that would have gone but are pinned, or uploaded under `keep_uploads`.
+    pub pinned_kept: u64,
+    pub uploads_kept: u64,
     pub elapsed: Duration,
 }
 
@@ -121,6 +133,20 @@ impl fmt::Display for GcReport {
             )?;
         }
         writeln!(f, "; limit {}", format_size(self.max_size))?;
+        if self.pins > 0 {
+            writeln!(
+                f,
+                "{prefix}{} pins hold {} cached paths; kept {} pinned paths it would have evicted",
+                self.pins, self.pinned_paths, self.pinned_kept
+            )?;
+        }
+        if self.uploads_kept > 0 {
+            writeln!(
+                f,
+                "{prefix}kept {} uploaded paths it would have evicted (--gc-keep-uploads)",
+                self.uploads_kept
+            )?;
+        }
         write!(
             f,
             "{prefix}evicted {} narinfos and {} NARs ({} without a narinfo), {} listings and logs, {verb} {} in {:.2} s; size now {}",
@@ -132,7 +158,9 @@ impl fmt::Display for GcReport {
             self.elapsed.as_secs_f64(),
             format_size(self.size_after()),
         )?;
-        if self.over_limit() {
+        if self.over_limit() && self.pinned_kept + self.uploads_kept > 0 {
+            write!(f, "\nstill over the limit: the rest is pinned, an upload kept, or accessed too recently to evict")?;
+        } else if self.over_limit() {
             write!(
                 f,
                 "\nstill over the limit: the rest was accessed too recently to evict"
@@ -185,6 +213,8 @@ struct Run<'a> {
     before: Timestamp,
     /// This run's name in the leases it takes.
     holder: &'a str,
+    /// What pins hold: never evicted.
+    pinned: Closure,
 }
 
 /// Evicts least-recently-used entries until the cache fits `options.max_size`. `holder` names
@@ -202,19 +232,31 @@ pub async fn run_once(
         return Err(GcError::Busy { holder: lease.holder });
     }
     let lease = hold_lease(Arc::clone(&db), key, holder.to_owned(), LEASE_TTL);
+    let before = db.usage().await?;
+    let over = before.nar_bytes + before.side_bytes > options.max_size;
+    // Read once the lease is held (and only when something is to go); a pin added during the
+    // run still keeps its own path (the eviction checks it), its closure from the next run on.
+    let (pins, pinned) = if over {
+        pinned(&*db).await?
+    } else {
+        (0, Closure::default())
+    };
     let mut run = Run {
         db: &db,
         storage,
         options,
         on_evict,
         report: GcReport {
-            before: db.usage().await?,
+            before,
             max_size: options.max_size,
             dry_run: options.dry_run,
+            pins,
+            pinned_paths: pinned.cached,
             ..GcReport::default()
         },
         before: Timestamp::now() - options.keep_recent,
         holder,
+        pinned,
     };
     let result = run.evict().await;
     lease.release().await;
@@ -228,4 +270,10 @@ pub async fn run_once(
     let mut report = run.report;
     report.elapsed = started.elapsed();
     Ok(report)
+}
+
+/// The pins, and the paths they hold.
+async fn pinned(db: &dyn MetadataStore) -> Result<(u64, Closure), DbError> {
+    let pins = db.pins().await?;
+    Ok((pins.len() as u64, closure_of(db, &pins).await?))
 }

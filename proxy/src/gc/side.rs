@@ -1,9 +1,15 @@
 //! Listings, logs and build traces go first, least recently used first: they are small, seldom
 //! read, and fetched again on demand, while the NARs are what the cache is for. Uploaded ones
-//! cannot be fetched again, but go the same way, as uploaded NARs do.
+//! cannot be fetched again, but go the same way, as uploaded NARs do (unless `keep_uploads`).
+//! The listings of pinned paths stay.
+
+use nixcache_protocol::StorePathHash;
 
 use super::{Run, PAGE};
-use crate::{db::DbError, storage::BlobKey};
+use crate::{
+    db::{DbError, SideFileAccess},
+    storage::BlobKey,
+};
 
 impl Run<'_> {
     pub(super) async fn evict_side_files(&mut self) -> Result<(), DbError> {
@@ -17,6 +23,9 @@ impl Run<'_> {
             for file in page {
                 if !self.report.over_limit() {
                     break;
+                }
+                if self.keeps_side_file(&file) {
+                    continue;
                 }
                 if !self.options.dry_run {
                     if !self.db.delete_side_file(&file.path).await? {
@@ -39,5 +48,16 @@ impl Run<'_> {
             }
         }
         Ok(())
+    }
+}
+
+impl Run<'_> {
+    /// An uploaded file under `keep_uploads`, or the listing (`<hash>.ls`) of a pinned path.
+    fn keeps_side_file(&self, file: &SideFileAccess) -> bool {
+        let listed = file
+            .path
+            .strip_suffix(".ls")
+            .and_then(|h| StorePathHash::parse(h).ok());
+        (file.uploaded && self.options.keep_uploads) || listed.is_some_and(|h| self.pinned.holds(&h))
     }
 }

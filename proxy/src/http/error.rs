@@ -8,6 +8,7 @@ use axum::{
 
 use crate::{
     cache::{CacheError, UploadError},
+    pins::PinError,
     storage::StorageError,
     upstream::UpstreamError,
 };
@@ -20,6 +21,16 @@ pub enum ApiError {
     NotReplica,
     Cache(CacheError),
     Upload(UploadError),
+    Pin(PinError),
+}
+
+impl From<PinError> for ApiError {
+    fn from(e: PinError) -> Self {
+        match e {
+            PinError::Db(db) => Self::Cache(CacheError::Db(db)),
+            other => Self::Pin(other),
+        }
+    }
 }
 
 impl From<CacheError> for ApiError {
@@ -155,6 +166,15 @@ impl IntoResponse for ApiError {
                     UploadError::Cache(inner) => classify(inner).0,
                 };
                 tracing::info!(status = status.as_u16(), error = %err, "upload refused");
+                plain(status, &err.to_string())
+            }
+            ApiError::Pin(PinError::Db(err)) => ApiError::Cache(CacheError::Db(err)).into_response(),
+            ApiError::Pin(err) => {
+                let status = match &err {
+                    PinError::NotPinned(_) => StatusCode::NOT_FOUND,
+                    _ => StatusCode::CONFLICT,
+                };
+                tracing::info!(status = status.as_u16(), error = %err, "pin refused");
                 plain(status, &err.to_string())
             }
             ApiError::Cache(err) => {

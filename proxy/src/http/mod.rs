@@ -11,6 +11,7 @@ mod landing;
 mod nar;
 mod narinfo;
 mod observe;
+mod pins;
 mod private;
 pub mod server;
 mod side;
@@ -37,6 +38,7 @@ use crate::cache::{replica::FILLS_ROUTE, Cache};
 pub use auth::{Credentials, CredentialsFileError, Grant, BCRYPT_AT_ONCE};
 pub use encoding::Encoders;
 pub use error::ApiError;
+pub use pins::PINS_ROUTE;
 pub use warm::WARM_ROUTE;
 
 /// The address a request came from (its connection's peer), set by the server: prefetching
@@ -92,6 +94,8 @@ pub struct Writes {
     pub max_upload_size: u64,
     /// `POST /_nixcache/warm` (`--allow-warm`; needs `auth` too).
     pub warm: Option<crate::warm::jobs::WarmJobs>,
+    /// `/_nixcache/pins` (`--allow-pins`; needs `auth` too).
+    pub pins: bool,
 }
 
 /// The whole HTTP API; tests call this directly.
@@ -111,6 +115,11 @@ pub fn router(state: AppState) -> Router {
         )
         .route(&format!("{FILLS_ROUTE}/{{file}}"), get(nar::get_fill))
         .route(warm::WARM_ROUTE, get(warm::warm_state).post(warm::start_warm))
+        .route(pins::PINS_ROUTE, get(pins::list_pins))
+        .route(
+            &format!("{}/{{hash}}", pins::PINS_ROUTE),
+            axum::routing::post(pins::add_pin).delete(pins::remove_pin),
+        )
         .route("/log/{drv}", get(side::get_log).put(side::put_log))
         .route(
             "/realisations/{id}",

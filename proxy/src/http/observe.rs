@@ -34,6 +34,7 @@ fn route_label(matched: Option<&MatchedPath>, path: &str) -> Route {
         Some("/build-trace-v2/{drv}/{output}") => Route::BuildTraceV2,
         Some(p) if p.starts_with(crate::cache::replica::FILLS_ROUTE) => Route::Fills,
         Some(super::WARM_ROUTE) => Route::Warm,
+        Some(p) if p.starts_with(super::PINS_ROUTE) => Route::Pins,
         _ => Route::Other,
     }
 }

@@ -69,6 +69,7 @@ mod tests {
             "/abc.narinfo",
             "/nar/abc.nar.xz",
             "/_nixcache/warm",
+            "/_nixcache/pins",
             "/_nixcache/fillsx",
             "/metrics/",
             "/healthz/x",

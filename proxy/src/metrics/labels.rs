@@ -170,6 +170,7 @@ label_value! {
         BuildTraceV2 => "/build-trace-v2/{drv}/{output}",
         Fills => "/_nixcache/fills/{file}",
         Warm => "/_nixcache/warm",
+        Pins => "/_nixcache/pins",
         Other => "other",
     }
 }
@@ -221,6 +222,16 @@ pub struct FsckResultLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct FsckProblemLabels {
     pub problem: FsckProblem,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KeptLabels {
+    pub reason: KeptReason,
+}
+
+label_value! {
+    /// Why GC kept an entry it would have evicted.
+    KeptReason { Pinned => "pinned", Upload => "upload" }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

@@ -21,10 +21,10 @@ use prometheus_client::{
 
 pub use labels::{
     ConnectionClosed, Encoding, EncodingLabels, FillLimit, FsckProblem, FsckProblemLabels, FsckResult,
-    FsckResultLabels, GcKind, GcLabels, GcResult, HttpLabels, KindLabels, LimitLabels, LookupLabels,
-    LookupResult, Method, ObjectKind, PrefetchOutcome, PrefetchOutcomeLabels, PrefetchSkip, ReasonLabels,
-    Route, RouteLabels, SkipLabels, UploadLabels, UploadResult, UpstreamErrorLabels, UpstreamFailure,
-    UpstreamLabels, UpstreamNameLabels,
+    FsckResultLabels, GcKind, GcLabels, GcResult, HttpLabels, KeptLabels, KeptReason, KindLabels,
+    LimitLabels, LookupLabels, LookupResult, Method, ObjectKind, PrefetchOutcome, PrefetchOutcomeLabels,
+    PrefetchSkip, ReasonLabels, Route, RouteLabels, SkipLabels, UploadLabels, UploadResult,
+    UpstreamErrorLabels, UpstreamFailure, UpstreamLabels, UpstreamNameLabels,
 };
 
 pub use fsck::FsckMetrics;
@@ -60,6 +60,10 @@ pub struct Metrics {
     pub gc_evictions: Family<KindLabels, Counter>,
     pub gc_freed_bytes: Counter,
     pub gc_duration: Histogram,
+    /// Entries GC would have evicted but kept: pinned, or uploaded under --gc-keep-uploads.
+    pub gc_kept: Family<KeptLabels, Counter>,
+    /// Cached paths the pins held at the last GC run.
+    pub gc_pinned_paths: Gauge,
     pub uploads: Family<UploadLabels, Counter>,
     pub scrubbed_bytes: Counter,
     pub scrub_dropped: Counter,
@@ -118,6 +122,8 @@ impl Metrics {
             gc_evictions: Family::default(),
             gc_freed_bytes: Counter::default(),
             gc_duration: latency_histogram(),
+            gc_kept: Family::default(),
+            gc_pinned_paths: Gauge::default(),
             uploads: Family::default(),
             scrubbed_bytes: Counter::default(),
             scrub_dropped: Counter::default(),
@@ -220,6 +226,15 @@ impl Metrics {
                     self.gc_evictions.get_or_create(&KindLabels { kind }).inc_by(n);
                 }
                 self.gc_freed_bytes.inc_by(report.bytes_freed);
+                let kept = [
+                    (KeptReason::Pinned, report.pinned_kept),
+                    (KeptReason::Upload, report.uploads_kept),
+                ];
+                for (reason, n) in kept {
+                    self.gc_kept.get_or_create(&KeptLabels { reason }).inc_by(n);
+                }
+                self.gc_pinned_paths
+                    .set(i64::try_from(report.pinned_paths).unwrap_or(i64::MAX));
                 self.gc_duration.observe(report.elapsed.as_secs_f64());
                 GcResult::Ok
             }

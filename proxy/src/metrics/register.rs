@@ -170,6 +170,16 @@ impl Metrics {
             Unit::Bytes,
             self.gc_freed_bytes.clone(),
         );
+        r.register(
+            "gc_kept",
+            "Narinfos garbage collection would have evicted but kept, by reason (pinned, upload)",
+            self.gc_kept.clone(),
+        );
+        r.register(
+            "gc_pinned_paths",
+            "Cached paths the pins held at the last garbage collection",
+            self.gc_pinned_paths.clone(),
+        );
         r.register_with_unit(
             "gc_duration",
             "Duration of garbage collections",

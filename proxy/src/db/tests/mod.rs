@@ -10,9 +10,11 @@ use super::{LeaseClaim, LeaseKey, MetadataStore, NarInfoRecord, NarRecord, Proxy
 mod audit;
 mod engines;
 mod lru;
+mod pins;
 mod side_files;
+mod verified;
 
-fn store_path(n: u8, name: &str) -> StorePath {
+pub(super) fn store_path(n: u8, name: &str) -> StorePath {
     let hash = nixcache_protocol::StorePathHash([n; 20]);
     StorePath::new(hash, name).unwrap()
 }

@@ -14,6 +14,8 @@ use crate::{
     storage::{BlobKey, BlobRead, BlobStore, ByteRange, ByteStream, LocalStore, StorageError},
 };
 
+mod pins;
+
 const ENTRIES: usize = 1200;
 const NAR_BYTES: u64 = 1000;
 
@@ -95,6 +97,7 @@ async fn run(db: &Arc<dyn MetadataStore>, storage: &dyn BlobStore, max_size: u64
         keep_recent: std::time::Duration::ZERO,
         dry_run,
         keep_evicted: super::DEFAULT_KEEP_EVICTED,
+        keep_uploads: false,
     };
     let mut heard = 0;
     let report = run_once(Arc::clone(db), storage, &options, "test", &mut |_| heard += 1)
@@ -232,6 +235,7 @@ async fn a_cancelled_run_releases_its_nar_lease() {
         keep_recent: std::time::Duration::ZERO,
         dry_run: false,
         keep_evicted: super::DEFAULT_KEEP_EVICTED,
+        keep_uploads: false,
     };
     let lease = LeaseKey::nar(&rec.nar_file);
     let mut ignore = |_: super::Evicted<'_>| {};
@@ -334,6 +338,7 @@ async fn evicted_narinfos_stay_for_keep_evicted_then_go() {
         keep_recent: std::time::Duration::ZERO,
         dry_run: false,
         keep_evicted: std::time::Duration::ZERO,
+        keep_uploads: false,
     };
     let report = run_once(Arc::clone(&db), &storage, &options, "test", &mut |_| {})
         .await

@@ -1,0 +1,13 @@
+-- Keep this logically identical in migrations/{sqlite,postgres,mysql}.
+-- Store paths GC never evicts (`nixcache pin`, /_nixcache/pins, serve --pin): the path itself,
+-- or with closure = 1 everything it references, as far as the cache holds it. Paths need not be
+-- cached when pinned.
+
+CREATE TABLE pins (
+    hash          VARCHAR(32) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+    store_path    VARCHAR(255) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,  -- base name, <hash>-<name>
+    closure       SMALLINT NOT NULL CHECK (closure IN (0, 1)),
+    declared      SMALLINT NOT NULL CHECK (declared IN (0, 1)),  -- 1: from serve --pin (a NixCache's spec.pins), kept in line with it at start
+    created_at    BIGINT NOT NULL,                                              -- unix seconds
+    PRIMARY KEY (hash)
+) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_bin;
