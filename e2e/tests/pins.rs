@@ -137,13 +137,17 @@ async fn pinned_closures_survive_gc_at_max_size_zero(nix: Nix) -> Result<()> {
     let gone = fetch(&proxy.url, &proxy.public_key, &[&cache.root], &all).await;
     ensure!(gone.is_err(), "the unpinned root still substitutes: {gone:?}");
 
-    // Unpinned over HTTP; the command line's pin stays.
-    let url = proxy.url_for(&format!("/_nixcache/pins/{}", hash_of(&small)?));
+    unpin(&proxy, &small, &alone).await
+}
+
+/// Unpinned over HTTP (once: again is a 404); the command line's pin stays.
+async fn unpin(proxy: &Proxy, small: &str, alone: &str) -> Result<()> {
+    let url = proxy.url_for(&format!("/_nixcache/pins/{}", hash_of(small)?));
     let removed = client().delete(&url).bearer_auth(TOKEN).send().await?;
     ensure!(removed.status() == 200, "unpin: {}", removed.status());
     let again = client().delete(&url).bearer_auth(TOKEN).send().await?;
     ensure!(again.status() == 404, "unpin again: {}", again.status());
     let listed = nixcache(&["pin", "ls"], &proxy.data_dir)?;
-    ensure!(listed.contains(&alone) && !listed.contains(&small), "{listed}");
+    ensure!(listed.contains(alone) && !listed.contains(small), "{listed}");
     Ok(())
 }

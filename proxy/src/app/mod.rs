@@ -54,8 +54,7 @@ pub async fn build_state(args: &ServeArgs) -> anyhow::Result<http::AppState> {
     let (writes, read_auth) = build_access(args, &metrics, &replica.options.peer_token)?;
     let scratch = scratch::create(data_dir, &replica.options.id)?;
 
-    let metadata = open_database(&args.backend).await?;
-    pin::sync_declared_pins(&*metadata, &args.gc).await?;
+    let metadata = open_metadata(args).await?;
     let storage = open_storage(&args.backend, scratch.path()).await?;
 
     tracing::info!(public_key = %signer.public_key(), upstreams = ?args.upstreams, "signing with key");
@@ -100,6 +99,13 @@ pub async fn build_state(args: &ServeArgs) -> anyhow::Result<http::AppState> {
         draining: Arc::new(AtomicBool::new(false)),
         encoders,
     })
+}
+
+/// The database, with the declared pins brought in line with the flags.
+async fn open_metadata(args: &ServeArgs) -> anyhow::Result<Arc<dyn db::MetadataStore>> {
+    let metadata = open_database(&args.backend).await?;
+    pin::sync_declared_pins(&*metadata, &args.gc).await?;
+    Ok(metadata)
 }
 
 async fn open_database(backend: &BackendArgs) -> anyhow::Result<Arc<dyn db::MetadataStore>> {

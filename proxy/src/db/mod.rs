@@ -27,10 +27,10 @@ use nixcache_protocol::{NarFile, StorePathHash};
 
 pub use engine::Engine;
 pub use model::{
-    AccessCursor, Lease, LeaseClaim, LeaseKey, NarAccess, NarInfoRecord, NarRecord, NarinfoAccess,
+    AccessCursor, Lease, LeaseClaim, LeaseKey, NarAccess, NarInfoRecord, NarRecord, NarinfoAccess, PathLinks,
     PendingUpload, PinRecord, ProxySignature, SideFileAccess, SideFileRecord, UploadRecord, Usage,
 };
-pub use pins::{PathLinks, PinStore};
+pub use pins::PinStore;
 pub use store::{MySqlMetadata, PostgresMetadata, SqliteMetadata};
 pub use time::Timestamp;
 pub use verified::{NarVerification, VerifiedStore};

@@ -219,3 +219,15 @@ pub struct PinRecord {
     /// Whole seconds.
     pub created_at: Timestamp,
 }
+
+/// What a closure walk reads of a narinfo, live or evicted (an evicted one still names its
+/// references: what is behind it may be cached).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PathLinks {
+    pub hash: nixcache_protocol::StorePathHash,
+    pub references: Vec<nixcache_protocol::StorePathHash>,
+    /// Its NAR file's size (NarSize where there is no FileSize).
+    pub bytes: u64,
+    /// Not evicted: the cache holds it.
+    pub live: bool,
+}

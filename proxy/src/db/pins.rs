@@ -9,24 +9,12 @@ use super::{
     sql::{Arg, SqlDb},
     statements::{as_int64, placeholders, upsert},
     store::SqlStore,
-    DbError, PinRecord, Timestamp,
+    DbError, PathLinks, PinRecord, Timestamp,
 };
 
 const PIN_COLUMNS: [&str; 5] = ["hash", "store_path", "closure", "declared", "created_at"];
 /// Hashes per `IN (…)` list of a closure walk.
 const IN_BATCH: usize = 500;
-
-/// What a closure walk reads of a narinfo, live or evicted (an evicted one still names its
-/// references: what is behind it may be cached).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PathLinks {
-    pub hash: StorePathHash,
-    pub references: Vec<StorePathHash>,
-    /// Its NAR file's size (NarSize where there is no FileSize).
-    pub bytes: u64,
-    /// Not evicted: the cache holds it.
-    pub live: bool,
-}
 
 #[async_trait]
 pub trait PinStore: Send + Sync {

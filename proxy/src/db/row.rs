@@ -303,7 +303,7 @@ pub(super) fn pin_args(rec: &PinRecord) -> Vec<Arg> {
 }
 
 /// A row of `narinfos` for a closure walk (`hash, refs, file_size, nar_size, evicted_at`).
-pub(super) fn path_links<DB: SqlDb>(row: &DB::Row) -> Result<super::pins::PathLinks, DbError> {
+pub(super) fn path_links<DB: SqlDb>(row: &DB::Row) -> Result<super::PathLinks, DbError> {
     let key = DB::text(row, "hash")?.unwrap_or_default();
     let c = Cols::<DB> { row, key };
     let hash = nixcache_protocol::StorePathHash::parse(&c.key).map_err(|e| corrupt(&c.key, "hash", e))?;
@@ -312,7 +312,7 @@ pub(super) fn path_links<DB: SqlDb>(row: &DB::Row) -> Result<super::pins::PathLi
         .split_ascii_whitespace()
         .map(|r| c.path("refs", r).map(|p| *p.hash()))
         .collect::<Result<_, _>>()?;
-    Ok(super::pins::PathLinks {
+    Ok(super::PathLinks {
         hash,
         references,
         bytes: c.size("file_size")?.map_or_else(|| c.req_size("nar_size"), Ok)?,

@@ -133,20 +133,7 @@ impl fmt::Display for GcReport {
             )?;
         }
         writeln!(f, "; limit {}", format_size(self.max_size))?;
-        if self.pins > 0 {
-            writeln!(
-                f,
-                "{prefix}{} pins hold {} cached paths; kept {} pinned paths it would have evicted",
-                self.pins, self.pinned_paths, self.pinned_kept
-            )?;
-        }
-        if self.uploads_kept > 0 {
-            writeln!(
-                f,
-                "{prefix}kept {} uploaded paths it would have evicted (--gc-keep-uploads)",
-                self.uploads_kept
-            )?;
-        }
+        self.write_kept(f, prefix)?;
         write!(
             f,
             "{prefix}evicted {} narinfos and {} NARs ({} without a narinfo), {} listings and logs, {verb} {} in {:.2} s; size now {}",
@@ -171,6 +158,27 @@ impl fmt::Display for GcReport {
                 f,
                 "\n{} objects could not be deleted from storage",
                 self.storage_errors
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl GcReport {
+    /// What pins and `--gc-keep-uploads` kept, when they kept anything.
+    fn write_kept(&self, f: &mut fmt::Formatter<'_>, prefix: &str) -> fmt::Result {
+        if self.pins > 0 {
+            writeln!(
+                f,
+                "{prefix}{} pins hold {} cached paths; kept {} pinned paths it would have evicted",
+                self.pins, self.pinned_paths, self.pinned_kept
+            )?;
+        }
+        if self.uploads_kept > 0 {
+            writeln!(
+                f,
+                "{prefix}kept {} uploaded paths it would have evicted (--gc-keep-uploads)",
+                self.uploads_kept
             )?;
         }
         Ok(())
