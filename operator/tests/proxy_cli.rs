@@ -172,8 +172,15 @@ fn pins_and_kept_uploads_parse(file: &str, mut nc: NixCache, plan: &Plan) {
             [(HELLO.to_owned(), true), (glibc.to_owned(), false)],
             "{file}"
         );
-        assert!(
-            serve.gc.sync_pins,
+        let container = first_container(pod);
+        let sync = container
+            .env
+            .iter()
+            .flatten()
+            .find(|e| e.name == "NIXCACHE_SYNC_PINS");
+        assert_eq!(
+            sync.and_then(|e| e.value.as_deref()),
+            Some("true"),
             "{file}: the replicas keep the declared pins in line"
         );
         assert_eq!(

@@ -86,7 +86,8 @@ pub struct GarbageCollection {
     /// build logs (default false: uploaded paths go in least-recently-used order like fetched
     /// ones). An uploaded path exists nowhere upstream, so once evicted it is lost to clients.
     /// Kept uploads still count towards `maxSize`: GC evicts fetched paths instead, and cannot
-    /// shrink the cache below what the uploads take.
+    /// shrink the cache below what the uploads take. Where the replicas collect garbage
+    /// themselves (`storage.persistentVolumeClaim`), a change restarts them, as other `gc` fields do.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub keep_uploads: bool,
 }

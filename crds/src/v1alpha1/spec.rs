@@ -139,8 +139,12 @@ pub struct NixCacheSpec {
     /// cache's declared pins exactly this list when it starts: a path removed from the list, or
     /// every path when the list is removed, is unpinned at that rollout. A listed path pinned by
     /// hand before (`nixcache pin`) becomes a declared pin, and removing it from the list unpins
-    /// it. At most 1000 paths, each listed once: every path is a command-line argument of the
-    /// replicas (pin more by hand or over HTTP, up to 10,000 in all).
+    /// it. The list is applied only when a replica starts: with `replicas: 0` a change waits for
+    /// the next one, and during a rollout an old replica that restarts late applies the old list
+    /// until a new one starts again. Needs a proxy image with pins (this operator's version or
+    /// newer). At most 1000 paths, each listed once: every path is a command-line argument of the
+    /// replicas (pin more with `nixcache pin`, or over HTTP with `extraArgs: ["--allow-pins"]`
+    /// and `spec.uploads` credentials, up to 10,000 in all).
     // Keyed by `storePath`: the API server refuses a path listed twice (no CEL rule, whose cost
     // grows with the square of the list), and server-side apply merges entries by path.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

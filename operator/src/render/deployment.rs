@@ -65,6 +65,9 @@ fn pod_template(nc: &NixCache, plan: &Plan) -> PodTemplateSpec {
     let (volumes, mounts) = pod::serve_volumes(nc, plan);
     let mut env = vec![pod::pod_ip_env()];
     env.extend(pod::env(nc, true));
+    // `--sync-pins` as the environment: a proxy image older than pins ignores it (a flag would
+    // stop it at start), and the declared pins follow `spec.pins` even when it is empty.
+    env.push(pod::plain("NIXCACHE_SYNC_PINS", "true"));
     let mut container = pod::container(nc, plan, "nixcache", serve_args(nc, plan));
     container.env = Some(env);
     container.ports = Some(vec![ContainerPort {
@@ -153,16 +156,20 @@ pub fn serve_args(nc: &NixCache, plan: &Plan) -> Vec<String> {
     args
 }
 
-/// `--sync-pins`, then `--pin-closure PATH` or `--pin PATH` per entry of `spec.pins`, in its
-/// order. Every replica gets them wherever GC runs: each makes the database's declared pins this
-/// list when it starts (`--sync-pins`: an empty list too), and the GC CronJob reads them there. A
-/// change of the list thus rolls the replicas.
+/// `--pin-closure PATH` or `--pin PATH` per entry of `spec.pins`, by path (the order of the list
+/// means nothing, and a reordering should not roll the replicas). Every replica gets them
+/// wherever GC runs: each makes the database's declared pins this list when it starts
+/// (`NIXCACHE_SYNC_PINS`: an empty list too), and the GC CronJob reads them there. A change of
+/// the list thus rolls the replicas.
 fn pin_args(nc: &NixCache) -> Vec<String> {
-    let pins = nc.spec.pins.iter().flat_map(|pin| {
-        let flag = if pin.closure { "--pin-closure" } else { "--pin" };
-        [flag.to_owned(), pin.store_path.clone()]
-    });
-    std::iter::once("--sync-pins".to_owned()).chain(pins).collect()
+    let mut pins: Vec<_> = nc.spec.pins.iter().collect();
+    pins.sort_by(|a, b| a.store_path.cmp(&b.store_path));
+    pins.into_iter()
+        .flat_map(|pin| {
+            let flag = if pin.closure { "--pin-closure" } else { "--pin" };
+            [flag.to_owned(), pin.store_path.clone()]
+        })
+        .collect()
 }
 
 /// The flags of the GC and fsck that `serve` runs itself: on a volume only this pod reaches the
@@ -260,16 +267,25 @@ mod tests {
     }
 
     #[test]
-    fn pins_become_pin_closure_or_pin_in_their_order_before_extra_args() {
+    fn pins_become_pin_closure_or_pin_by_path_before_extra_args() {
         assert!(from_pins(&fixtures::scaled("demo")).is_empty());
         // Always: a spec without pins (any more) clears the declared pins.
         let demo = fixtures::scaled("demo");
-        assert!(serve_args(&demo, &plan(&demo)).contains(&"--sync-pins".to_owned()));
+        let spec = deployment(&demo, &plan(&demo))
+            .spec
+            .unwrap()
+            .template
+            .spec
+            .unwrap();
+        let env = spec.containers[0].env.clone().unwrap_or_default();
+        let sync = env.iter().find(|e| e.name == "NIXCACHE_SYNC_PINS");
+        assert_eq!(sync.and_then(|e| e.value.as_deref()), Some("true"));
+        assert!(GLIBC < HELLO);
         let mut nc = fixtures::single("one").with_pins(&[(HELLO, true), (GLIBC, false)]);
         nc.spec.extra_args = vec!["--negative-ttl".into(), "5m".into()];
         assert_eq!(
             from_pins(&nc),
-            ["--pin-closure", HELLO, "--pin", GLIBC, "--negative-ttl", "5m"]
+            ["--pin", GLIBC, "--pin-closure", HELLO, "--negative-ttl", "5m"]
         );
         // With GC in a CronJob (S3) the replicas still declare the pins: the CronJob reads them.
         let nc = fixtures::scaled("demo").with_pins(&[(GLIBC, false), (HELLO, true)]);
@@ -284,6 +300,10 @@ mod tests {
         let alone = none.clone().with_pins(&[(HELLO, false)]);
         assert_ne!(template(&none), template(&closure));
         assert_ne!(template(&closure), template(&alone));
+        // Reordered: the same template (no rollout).
+        let two = none.clone().with_pins(&[(HELLO, true), (GLIBC, false)]);
+        let reordered = none.clone().with_pins(&[(GLIBC, false), (HELLO, true)]);
+        assert_eq!(template(&two), template(&reordered));
     }
 
     #[test]

@@ -109,7 +109,7 @@ pub(super) fn pod_ip_env() -> EnvVar {
     }
 }
 
-fn plain(name: &str, value: &str) -> EnvVar {
+pub(super) fn plain(name: &str, value: &str) -> EnvVar {
     EnvVar {
         name: name.into(),
         value: Some(value.into()),
