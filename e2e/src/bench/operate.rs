@@ -27,6 +27,9 @@ use crate::{TestUpstream, UpstreamCache};
 pub const GC_ENTRIES: usize = 10_000;
 /// Size of each synthetic NAR object.
 const GC_OBJECT_BYTES: usize = 1024;
+/// Entries 0..GC_CHAIN form a chain (each references the one before): the closure a pin of the
+/// last one holds, a walk of that many levels, in the GC run that keeps it.
+const GC_CHAIN: usize = 1000;
 
 /// narinfo req/s of two nixcache processes on the run's backend, one with access tracking
 /// (the default 10 s flush) and one without (`--access-flush-interval 0s`), alternated.
@@ -97,7 +100,8 @@ pub async fn access(
 }
 
 /// `nixcache gc` on 10,000 synthetic entries (narinfo + 1 KiB NAR each) in the run's backend:
-/// a dry run (the scan), then a real run evicting every entry.
+/// a dry run (the scan), then a real run evicting every entry; then, written again, a run that
+/// keeps a pinned closure of [`GC_CHAIN`] of them (a chain: one walk level per path).
 pub async fn gc(report: &mut Report, s: &Settings, cache: &UpstreamCache) -> Result<()> {
     let upstream = TestUpstream::start(&cache.dir)?;
     let cluster = fresh::cluster(s, 0, cache, &upstream).await?;
@@ -112,7 +116,27 @@ pub async fn gc(report: &mut Report, s: &Settings, cache: &UpstreamCache) -> Res
         "| `nixcache gc` on {GC_ENTRIES} entries ({:?}) | wall time (process) | GC's own time |\n|---|---|---|\n",
         s.backend
     );
-    for (what, flags) in [("dry run (scan only)", vec!["--dry-run"]), ("evict all", vec![])] {
+    let pinned = format!("evict all but a pinned closure of {GC_CHAIN} (a chain)");
+    for (what, flags) in [
+        ("dry run (scan only)", vec!["--dry-run"]),
+        ("evict all", vec![]),
+        (pinned.as_str(), vec![]),
+    ] {
+        let evicting = if what == pinned {
+            let (db, storage) = open(&args).await?;
+            fill(&db, &storage).await?;
+            let (last, _) = entry(GC_CHAIN - 1)?;
+            db.put_pin(&nixcache::db::PinRecord {
+                path: last.info.store_path,
+                closure: true,
+                declared: false,
+                created_at: nixcache::db::Timestamp::now(),
+            })
+            .await?;
+            GC_ENTRIES - GC_CHAIN
+        } else {
+            GC_ENTRIES
+        };
         let (wall, out) = run_gc(&bin, &args, &env, &flags)?;
         // "…, freed 9.8 MiB in 2.91 s; size now …": the number before " s; size now".
         let own = out
@@ -122,7 +146,7 @@ pub async fn gc(report: &mut Report, s: &Settings, cache: &UpstreamCache) -> Res
             .unwrap_or("?");
         eprintln!("[bench] gc {what}: {wall:.2} s\n{out}");
         ensure!(
-            out.contains(&format!("evicted {GC_ENTRIES} narinfos")),
+            out.contains(&format!("evicted {evicting} narinfos")),
             "unexpected report: {out}"
         );
         let _ = writeln!(table, "| {what} | {wall:.2} s | {own} s |");
@@ -163,9 +187,7 @@ fn entry(i: usize) -> Result<(NarInfoRecord, Vec<u8>)> {
     // Distinct contents: each narinfo has a NAR of its own.
     let mut bytes: Vec<u8> = (0..GC_OBJECT_BYTES).map(|b| (b ^ i) as u8).collect();
     bytes[..8].copy_from_slice(&(i as u64).to_le_bytes());
-    let digest = Sha256Hash::digest(format!("bench gc entry {i}").as_bytes());
-    let mut hash = [0u8; 20];
-    hash.copy_from_slice(&digest.0[..20]);
+    let hash = chain_hash(i).0;
     let nar_file = NarFile {
         hash: Sha256Hash::digest(&bytes),
         compression: Compression::None,
@@ -178,7 +200,10 @@ fn entry(i: usize) -> Result<(NarInfoRecord, Vec<u8>)> {
         file_size: Some(bytes.len() as u64),
         nar_hash: nar_file.hash,
         nar_size: bytes.len() as u64,
-        references: Vec::new(),
+        references: match i {
+            1..GC_CHAIN => vec![StorePath::new(chain_hash(i - 1), &format!("gc-bench-{}", i - 1))?],
+            _ => Vec::new(),
+        },
         deriver: None,
         sigs: Vec::new(),
         ca: None,
@@ -189,6 +214,14 @@ fn entry(i: usize) -> Result<(NarInfoRecord, Vec<u8>)> {
         proxy_sig: None,
     };
     Ok((record, bytes))
+}
+
+/// Entry `i`'s store path hash.
+fn chain_hash(i: usize) -> StorePathHash {
+    let digest = Sha256Hash::digest(format!("bench gc entry {i}").as_bytes());
+    let mut hash = [0u8; 20];
+    hash.copy_from_slice(&digest.0[..20]);
+    StorePathHash(hash)
 }
 
 /// Writes [`GC_ENTRIES`] narinfos, their NAR rows and objects, 16 at a time.

@@ -245,7 +245,7 @@ pub async fn run_once(
     // Read once the lease is held (and only when something is to go); a pin added during the
     // run still keeps its own path (the eviction checks it), its closure from the next run on.
     let (pins, pinned) = if over {
-        pinned(&*db).await?
+        pinned(&*db, options.max_size).await?
     } else {
         (0, Closure::default())
     };
@@ -280,8 +280,19 @@ pub async fn run_once(
     Ok(report)
 }
 
-/// The pins, and the paths they hold.
-async fn pinned(db: &dyn MetadataStore) -> Result<(u64, Closure), DbError> {
+/// The pins, and the paths they hold; says so when those alone take `max_size` or more (every
+/// run then evicts all the rest).
+async fn pinned(db: &dyn MetadataStore, max_size: u64) -> Result<(u64, Closure), DbError> {
     let pins = db.pins().await?;
-    Ok((pins.len() as u64, closure_of(db, &pins).await?))
+    let held = closure_of(db, &pins).await?;
+    if held.bytes >= max_size && held.cached > 0 {
+        tracing::warn!(
+            pinned = %format_size(held.bytes),
+            limit = %format_size(max_size),
+            paths = held.cached,
+            "pinned paths alone take the size limit or more: GC evicts everything else; \
+             raise --max-size or unpin some"
+        );
+    }
+    Ok((pins.len() as u64, held))
 }
