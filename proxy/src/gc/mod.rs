@@ -240,28 +240,25 @@ pub async fn run_once(
         return Err(GcError::Busy { holder: lease.holder });
     }
     let lease = hold_lease(Arc::clone(&db), key, holder.to_owned(), LEASE_TTL);
-    let before = db.usage().await?;
-    let over = before.nar_bytes + before.side_bytes > options.max_size;
+    let mut report = GcReport {
+        before: db.usage().await?,
+        max_size: options.max_size,
+        dry_run: options.dry_run,
+        ..GcReport::default()
+    };
     // Read once the lease is held (and only when something is to go); a pin added during the
     // run still keeps its own path (the eviction checks it), its closure from the next run on.
-    let (pins, pinned) = if over {
-        pinned(&*db, options.max_size).await?
-    } else {
-        (0, Closure::default())
-    };
+    let mut pinned = Closure::default();
+    if report.over_limit() {
+        (report.pins, pinned) = read_pins(&*db, options.max_size).await?;
+        report.pinned_paths = pinned.cached;
+    }
     let mut run = Run {
         db: &db,
         storage,
         options,
         on_evict,
-        report: GcReport {
-            before,
-            max_size: options.max_size,
-            dry_run: options.dry_run,
-            pins,
-            pinned_paths: pinned.cached,
-            ..GcReport::default()
-        },
+        report,
         before: Timestamp::now() - options.keep_recent,
         holder,
         pinned,
@@ -282,7 +279,7 @@ pub async fn run_once(
 
 /// The pins, and the paths they hold; says so when those alone take `max_size` or more (every
 /// run then evicts all the rest).
-async fn pinned(db: &dyn MetadataStore, max_size: u64) -> Result<(u64, Closure), DbError> {
+async fn read_pins(db: &dyn MetadataStore, max_size: u64) -> Result<(u64, Closure), DbError> {
     let pins = db.pins().await?;
     let held = closure_of(db, &pins).await?;
     if held.bytes >= max_size && held.cached > 0 {

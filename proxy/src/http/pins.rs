@@ -11,12 +11,7 @@ use axum::{
 use nixcache_protocol::StorePathHash;
 use serde::Serialize;
 
-use super::{
-    auth::{Grant, Refusal},
-    error,
-    status::json,
-    ApiError, AppState,
-};
+use super::{status::json, write, ApiError, AppState};
 use crate::{
     db::PinRecord,
     pins::{self, PinError, PinRequest},
@@ -95,15 +90,8 @@ pub async fn list_pins(State(state): State<AppState>, headers: HeaderMap) -> Res
 
 /// 404 while pins over HTTP are off (the resource does not exist), else the credential check.
 async fn admit(state: &AppState, headers: &HeaderMap) -> Result<(), Response> {
-    let (true, Some(auth)) = (state.writes.pins, &state.writes.auth) else {
-        return Err(error::plain(
-            StatusCode::NOT_FOUND,
-            "not found: pins over HTTP are off (--allow-pins)",
-        ));
-    };
-    auth.require(headers, Grant::Write)
-        .await
-        .map_err(Refusal::into_response)
+    let off = "not found: pins over HTTP are off (--allow-pins)";
+    write::admit_switched(state, state.writes.pins, off, headers).await
 }
 
 fn parse_hash(hash: &str) -> Result<StorePathHash, ApiError> {

@@ -12,12 +12,7 @@ use axum::{
 };
 use nixcache_protocol::{StorePath, StorePathError};
 
-use super::{
-    auth::{Grant, Refusal},
-    error,
-    status::json,
-    AppState,
-};
+use super::{error, status::json, write, AppState};
 use crate::warm::jobs::{WarmJobs, WarmRefused, MAX_PATHS};
 
 /// Route of both verbs.
@@ -95,16 +90,10 @@ pub async fn warm_state(State(state): State<AppState>, headers: HeaderMap) -> Re
 
 /// 404 while warm-ups are off (the resource does not exist), else the credential check.
 async fn admit<'a>(state: &'a AppState, headers: &HeaderMap) -> Result<&'a WarmJobs, Response> {
-    let (Some(jobs), Some(auth)) = (&state.writes.warm, &state.writes.auth) else {
-        return Err(error::plain(
-            StatusCode::NOT_FOUND,
-            "not found: warm-ups over HTTP are off (--allow-warm)",
-        ));
-    };
-    auth.require(headers, Grant::Write)
-        .await
-        .map_err(Refusal::into_response)?;
-    Ok(jobs)
+    let off = "not found: warm-ups over HTTP are off (--allow-warm)";
+    let jobs = state.writes.warm.as_ref();
+    write::admit_switched(state, jobs.is_some(), off, headers).await?;
+    jobs.ok_or_else(|| error::plain(StatusCode::NOT_FOUND, off))
 }
 
 /// `?narinfos-only` (or `=true`/`=1`); anything else is refused, so a typo never turns into a

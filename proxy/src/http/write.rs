@@ -24,6 +24,22 @@ pub(super) enum Verb {
     Delete,
 }
 
+/// For an endpoint that exists only when switched on (warm-ups, pins): 404 saying so (`off`)
+/// while it is off, else the check of a write credential.
+pub(super) async fn admit_switched(
+    state: &AppState,
+    on: bool,
+    off: &str,
+    headers: &HeaderMap,
+) -> Result<(), Response> {
+    let (true, Some(auth)) = (on, &state.writes.auth) else {
+        return Err(error::plain(StatusCode::NOT_FOUND, off));
+    };
+    auth.require(headers, Grant::Write)
+        .await
+        .map_err(Refusal::into_response)
+}
+
 /// 405 when the verb is off, 401 without an accepted credential.
 pub(super) async fn admit(
     state: &AppState,

@@ -8,7 +8,7 @@
 
 mod closure;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use nixcache_protocol::{StorePath, StorePathHash};
 
@@ -115,9 +115,9 @@ pub async fn sync_declared(db: &dyn MetadataStore, declared: &[PinRequest]) -> R
         .map(|p| (*p.path.hash(), p))
         .collect();
     let mut synced = Synced::default();
-    let mut wanted = HashMap::new();
+    let mut wanted = HashSet::new();
     for request in declared {
-        wanted.insert(*request.path.hash(), ());
+        wanted.insert(*request.path.hash());
         let same = current
             .get(request.path.hash())
             .is_some_and(|p| p.declared && p.closure == request.closure && p.path == request.path);
@@ -134,7 +134,7 @@ pub async fn sync_declared(db: &dyn MetadataStore, declared: &[PinRequest]) -> R
         synced.added += 1;
     }
     for (hash, pin) in &current {
-        if pin.declared && !wanted.contains_key(hash) {
+        if pin.declared && !wanted.contains(hash) {
             db.delete_pin(hash).await?;
             synced.removed += 1;
         }

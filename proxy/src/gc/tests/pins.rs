@@ -9,7 +9,7 @@ use nixcache_protocol::StorePath;
 
 use super::{fill, hash, ms, nar_file, nar_of, record, sqlite_and_local, ENTRIES};
 use crate::{
-    db::{MetadataStore, PinRecord, SideFileRecord, Timestamp},
+    db::{MetadataStore, NarInfoRecord, PinRecord, SideFileRecord, Timestamp},
     gc::{run_once, GcOptions, GcReport},
     storage::{BlobKey, BlobStore},
 };
@@ -23,24 +23,25 @@ fn pin(i: usize, closure: bool) -> PinRecord {
     }
 }
 
-/// Entry `i` references `refs`, and was accessed (long ago) as `fill` says.
-async fn set_references(db: &dyn MetadataStore, i: usize, refs: &[usize]) {
+/// Entry `i` replaced by `change(record)`, still accessed (long ago) as `fill` says.
+async fn replace(db: &dyn MetadataStore, i: usize, change: impl FnOnce(&mut NarInfoRecord)) {
     let mut rec = record(i);
-    rec.info.references = refs.iter().map(|&r| record(r).info.store_path).collect();
+    change(&mut rec);
     db.put_narinfo(&rec).await.unwrap();
     db.record_access(&[hash(i)], &[], ms(1_000 + i as i64), ms(i64::MAX))
         .await
         .unwrap();
 }
 
+/// Entry `i` references `refs`.
+async fn set_references(db: &dyn MetadataStore, i: usize, refs: &[usize]) {
+    let refs = refs.iter().map(|&r| record(r).info.store_path).collect();
+    replace(db, i, |rec| rec.info.references = refs).await;
+}
+
 /// Entry `i` made an uploaded path (its URL is relative).
 async fn set_uploaded(db: &dyn MetadataStore, i: usize) {
-    let mut rec = record(i);
-    rec.info.url = rec.nar_file.url();
-    db.put_narinfo(&rec).await.unwrap();
-    db.record_access(&[hash(i)], &[], ms(1_000 + i as i64), ms(i64::MAX))
-        .await
-        .unwrap();
+    replace(db, i, |rec| rec.info.url = rec.nar_file.url()).await;
 }
 
 async fn listing(db: &dyn MetadataStore, storage: &dyn BlobStore, i: usize) -> String {
