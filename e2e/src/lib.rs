@@ -13,6 +13,7 @@ pub mod http;
 pub mod kube;
 pub mod narinfo;
 pub mod nix_client;
+pub mod prometheus;
 pub mod proxy;
 pub mod upstream;
 pub mod util;

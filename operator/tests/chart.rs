@@ -3,8 +3,9 @@
 //!   values.schema.json describe the same documented keys (no tools needed);
 //! - `helm lint --strict` and `helm template` with the default values and every `ci/*-values.yaml`,
 //!   every rendered object through `kubernetes-validate --strict` for each supported Kubernetes
-//!   version; the two kinds it has no schema for are checked too: the ServiceMonitor with
-//!   prometheus-operator's API types, the NixCache against the chart's own CRD schema;
+//!   version; the kinds it has no schema for are checked too: the ServiceMonitor, PodMonitor and
+//!   PrometheusRule with prometheus-operator's API types, the NixCache against the chart's own
+//!   CRD schema (what the monitoring objects hold: `chart_monitoring.rs`);
 //! - wrong values rejected by the schema, naming the key;
 //! - what the Deployment passes the operator is what the operator reads;
 //! - `e2e/kind/run.sh` is shellcheck-clean and skips cleanly without Docker or kind.
@@ -278,9 +279,10 @@ fn kubernetes_validate(tool: &Path, label: &str, docs: &[Value]) -> BTreeSet<Str
     unknown
 }
 
-/// Validates ServiceMonitors with prometheus-operator's API types (types, enums, duration
-/// patterns); unknown fields are checked by [`service_monitor_selects_the_metrics_service`].
-fn check_service_monitors(label: &str, monitors: &[&Value]) {
+/// Validates ServiceMonitors, PodMonitors and PrometheusRules with prometheus-operator's API
+/// types (types, enums, duration patterns); unknown fields are checked by
+/// [`service_monitor_selects_the_metrics_service`] and `chart_monitoring.rs`.
+fn check_monitoring_objects(label: &str, objects: &[&Value]) {
     let Some((modules, node)) = tools::servicemonitor_checker() else {
         return;
     };
@@ -302,17 +304,17 @@ fn check_service_monitors(label: &str, monitors: &[&Value]) {
         .stdin
         .take()
         .unwrap()
-        .write_all(serde_json::to_string(monitors).unwrap().as_bytes())
+        .write_all(serde_json::to_string(objects).unwrap().as_bytes())
         .unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(
         out.status.success(),
-        "{label}: ServiceMonitor rejected:\n{}",
+        "{label}: Prometheus operator object rejected:\n{}",
         tools::text(&out)
     );
     assert_eq!(
-        tools::text(&out).matches("OK servicemonitor/").count(),
-        monitors.len(),
+        tools::text(&out).lines().filter(|l| l.starts_with("OK ")).count(),
+        objects.len(),
         "{}",
         tools::text(&out)
     );
@@ -365,6 +367,9 @@ fn close(schema: &mut Value) {
     }
 }
 
+/// The Prometheus operator's kinds the chart renders.
+const MONITORING_KINDS: [&str; 3] = ["ServiceMonitor", "PodMonitor", "PrometheusRule"];
+
 #[test]
 fn every_rendered_object_is_valid_for_every_supported_kubernetes_version() {
     let (Some(helm), Some(validate)) = (tools::helm(), tools::kubernetes_validate()) else {
@@ -376,17 +381,20 @@ fn every_rendered_object_is_valid_for_every_supported_kubernetes_version() {
         let docs = render(&helm, &args);
         kinds.extend(docs.iter().map(|d| d["kind"].as_str().unwrap().to_owned()));
         let unknown = kubernetes_validate(&validate, &label, &docs);
-        // Only the two custom kinds lack a bundled schema, and both are checked here instead.
+        // Only the custom kinds lack a bundled schema, and each is checked here instead.
         let expected: BTreeSet<String> = docs
             .iter()
             .map(|d| d["kind"].as_str().unwrap())
-            .filter(|k| ["ServiceMonitor", "NixCache"].contains(k))
+            .filter(|k| MONITORING_KINDS.contains(k) || *k == "NixCache")
             .map(str::to_owned)
             .collect();
         assert_eq!(unknown, expected, "{label}: kinds without a schema");
-        let monitors = of_kind(&docs, "ServiceMonitor");
-        if !monitors.is_empty() {
-            check_service_monitors(&label, &monitors);
+        let monitoring: Vec<&Value> = MONITORING_KINDS
+            .iter()
+            .flat_map(|kind| of_kind(&docs, kind))
+            .collect();
+        if !monitoring.is_empty() {
+            check_monitoring_objects(&label, &monitoring);
         }
         let caches = of_kind(&docs, "NixCache");
         if !caches.is_empty() {
@@ -396,10 +404,13 @@ fn every_rendered_object_is_valid_for_every_supported_kubernetes_version() {
     let all = [
         "ClusterRole",
         "ClusterRoleBinding",
+        "ConfigMap",
         "Deployment",
         "NetworkPolicy",
         "NixCache",
         "PodDisruptionBudget",
+        "PodMonitor",
+        "PrometheusRule",
         "Role",
         "RoleBinding",
         "Service",

@@ -10,6 +10,7 @@
 mod claim;
 mod leader;
 mod lifecycle;
+mod observability;
 mod private;
 mod rbac;
 mod secrets;

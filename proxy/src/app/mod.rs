@@ -40,6 +40,9 @@ use crate::{
 /// the first request. Starts the background work too (access times, size metrics, scheduled GC).
 pub async fn build_state(args: &ServeArgs) -> anyhow::Result<http::AppState> {
     let metrics = Arc::new(Metrics::new());
+    if let Some(max_size) = args.gc.max_size {
+        metrics.upkeep.set_max_size_flag(max_size);
+    }
     let upstreams = Arc::new(build_upstreams(args, &metrics)?);
     let encoders = http::Encoders::new(
         args.content_encoding == ContentEncodingMode::Auto,

@@ -156,6 +156,7 @@ impl Admission {
             return None;
         }
         in_flight.waiting += 1;
+        self.metrics.fills_waiting.inc();
         Some(Queued(Arc::clone(self)))
     }
 
@@ -196,6 +197,7 @@ struct Queued(Arc<Admission>);
 impl Drop for Queued {
     fn drop(&mut self) {
         self.0.lock().waiting -= 1;
+        self.0.metrics.fills_waiting.dec();
     }
 }
 

@@ -203,10 +203,8 @@ impl Cache {
         let (db, metrics) = (Arc::clone(&self.db), Arc::clone(&self.metrics));
         self.background.spawn("cache_size", move |stop| async move {
             loop {
-                match db.usage().await {
-                    Ok(usage) => metrics.set_usage(&usage),
-                    Err(err) => tracing::debug!(error = %err, "reading the cache size failed"),
-                }
+                metrics.sample_recent();
+                refresh_shared_metrics(&*db, &metrics).await;
                 if !stop.pause(USAGE_REFRESH).await {
                     return;
                 }
@@ -272,9 +270,7 @@ impl Cache {
         )
         .await;
         self.metrics.gc_finished(&result);
-        if let Ok(usage) = self.db.usage().await {
-            self.metrics.set_usage(&usage);
-        }
+        refresh_shared_metrics(&*self.db, &self.metrics).await;
         result
     }
 
@@ -286,6 +282,7 @@ impl Cache {
         let holder = self.replica.holder_for("fsck");
         let result = crate::fsck::run_once(Arc::clone(&self.db), &*self.storage, options, &holder).await;
         self.metrics.fsck.finished(&result);
+        refresh_shared_metrics(&*self.db, &self.metrics).await;
         result
     }
 
@@ -299,5 +296,18 @@ impl Cache {
         self.db.ping().await?;
         self.storage.ping().await?;
         Ok(())
+    }
+}
+
+/// Reads what the metrics take from the shared database: the cache's size, and what GC and fsck
+/// runs recorded (however they ran). A failure leaves the last values.
+async fn refresh_shared_metrics(db: &dyn MetadataStore, metrics: &Metrics) {
+    match db.usage().await {
+        Ok(usage) => metrics.set_usage(&usage),
+        Err(err) => tracing::debug!(error = %err, "reading the cache size failed"),
+    }
+    match db.upkeep().await {
+        Ok(records) => metrics.upkeep.set(records),
+        Err(err) => tracing::debug!(error = %err, "reading the GC and fsck records failed"),
     }
 }

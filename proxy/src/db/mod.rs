@@ -18,6 +18,7 @@ pub mod testdb;
 #[cfg(test)]
 mod tests;
 mod time;
+mod upkeep;
 mod verified;
 
 use std::time::Duration;
@@ -33,6 +34,7 @@ pub use model::{
 pub use pins::PinStore;
 pub use store::{MySqlMetadata, PostgresMetadata, SqliteMetadata};
 pub use time::Timestamp;
+pub use upkeep::{UpkeepKind, UpkeepRecord, UpkeepRun, UpkeepStore};
 pub use verified::{NarVerification, VerifiedStore};
 
 #[derive(Debug, thiserror::Error)]
@@ -77,7 +79,7 @@ pub enum DbError {
 
 /// The metadata store every engine implements; `tests.rs` holds the conformance suite.
 #[async_trait]
-pub trait MetadataStore: PinStore + VerifiedStore + Send + Sync + 'static {
+pub trait MetadataStore: PinStore + UpkeepStore + VerifiedStore + Send + Sync + 'static {
     async fn get_narinfo(&self, hash: &StorePathHash) -> Result<Option<NarInfoRecord>, DbError>;
     /// Inserts or replaces the narinfo for its store path hash.
     async fn put_narinfo(&self, record: &NarInfoRecord) -> Result<(), DbError>;

@@ -19,6 +19,7 @@
 mod content;
 mod nars;
 mod objects;
+mod record;
 mod report;
 mod side;
 #[cfg(test)]
@@ -27,7 +28,7 @@ mod tests;
 use std::{sync::Arc, time::Duration};
 
 use crate::{
-    db::{DbError, LeaseClaim, LeaseKey, MetadataStore},
+    db::{DbError, LeaseClaim, LeaseKey, MetadataStore, Timestamp},
     lease::hold_lease,
     storage::{BlobStore, StorageError},
 };
@@ -111,8 +112,24 @@ struct Run<'a> {
     missing_in_a_row: u32,
 }
 
-/// Checks (and with `options.repair`, repairs) the cache; `holder` names this run in leases.
+/// Checks (and with `options.repair`, repairs) the cache; `holder` names this run in leases. A
+/// run that ends (not a dry run, nor one that found another running) is recorded in the
+/// database.
 pub async fn run_once(
+    db: Arc<dyn MetadataStore>,
+    storage: &dyn BlobStore,
+    options: &FsckOptions,
+    holder: &str,
+) -> Result<FsckReport, FsckError> {
+    let started_at = Timestamp::now();
+    let result = check(Arc::clone(&db), storage, options, holder).await;
+    if !options.dry_run {
+        record::record(&*db, started_at, &result).await;
+    }
+    result
+}
+
+async fn check(
     db: Arc<dyn MetadataStore>,
     storage: &dyn BlobStore,
     options: &FsckOptions,

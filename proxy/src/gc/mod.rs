@@ -17,6 +17,7 @@
 //! their listings; with [`GcOptions::keep_uploads`] neither are uploaded paths.
 
 mod evict;
+mod record;
 mod side;
 #[cfg(test)]
 mod tests;
@@ -226,8 +227,24 @@ struct Run<'a> {
 }
 
 /// Evicts least-recently-used entries until the cache fits `options.max_size`. `holder` names
-/// this run in the GC lease; `on_evict` hears of every removal.
+/// this run in the GC lease; `on_evict` hears of every removal. A run that ends (not a dry
+/// run, nor one that found another running) is recorded in the database.
 pub async fn run_once(
+    db: Arc<dyn MetadataStore>,
+    storage: &dyn BlobStore,
+    options: &GcOptions,
+    holder: &str,
+    on_evict: &mut (dyn FnMut(Evicted<'_>) + Send),
+) -> Result<GcReport, GcError> {
+    let started_at = Timestamp::now();
+    let result = collect(Arc::clone(&db), storage, options, holder, on_evict).await;
+    if !options.dry_run {
+        record::record(&*db, started_at, options.max_size, &result).await;
+    }
+    result
+}
+
+async fn collect(
     db: Arc<dyn MetadataStore>,
     storage: &dyn BlobStore,
     options: &GcOptions,

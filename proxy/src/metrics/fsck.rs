@@ -2,9 +2,10 @@
 
 use prometheus_client::{
     metrics::{counter::Counter, family::Family, gauge::Gauge},
-    registry::{Registry, Unit},
+    registry::Unit,
 };
 
+use super::series::Described;
 use super::{FsckProblem, FsckProblemLabels, FsckResult, FsckResultLabels};
 use crate::fsck::{FsckError, FsckReport, Outcome};
 
@@ -19,7 +20,7 @@ pub struct FsckMetrics {
 }
 
 impl FsckMetrics {
-    pub(super) fn register(&self, r: &mut Registry) {
+    pub(super) fn register(&self, r: &mut Described<'_>) {
         r.register(
             "fsck_runs",
             "In-process fsck runs by result (clean, repaired, problems_left; busy: another was \

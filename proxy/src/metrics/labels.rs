@@ -281,3 +281,25 @@ pub struct SkipLabels {
     pub kind: ObjectKind,
     pub reason: PrefetchSkip,
 }
+
+label_value! {
+    /// What an upstream answered a narinfo lookup with: the narinfo, or that it has none.
+    UpstreamLookupResult { Hit => "hit", Miss => "miss" }
+}
+
+/// `upstream` is a configured upstream's URL: bounded by the configuration.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpstreamLookupLabels {
+    pub upstream: String,
+    pub result: UpstreamLookupResult,
+}
+
+label_value! {
+    /// The recorded kinds of upkeep (`crate::db::UpkeepKind`).
+    UpkeepKindLabel { Gc => "gc", Fsck => "fsck" }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpkeepLabels {
+    pub kind: UpkeepKindLabel,
+}

@@ -6,7 +6,10 @@ use std::{fmt::Write as _, time::Duration};
 mod fsck;
 mod labels;
 mod prefetch;
+mod recent;
 mod register;
+mod series;
+mod upkeep;
 
 use prometheus_client::{
     encoding::text::encode,
@@ -23,12 +26,15 @@ pub use labels::{
     ConnectionClosed, Encoding, EncodingLabels, FillLimit, FsckProblem, FsckProblemLabels, FsckResult,
     FsckResultLabels, GcKind, GcLabels, GcResult, HttpLabels, KeptLabels, KeptReason, KindLabels,
     LimitLabels, LookupLabels, LookupResult, Method, ObjectKind, PrefetchOutcome, PrefetchOutcomeLabels,
-    PrefetchSkip, ReasonLabels, Route, RouteLabels, SkipLabels, UploadLabels, UploadResult,
-    UpstreamErrorLabels, UpstreamFailure, UpstreamLabels, UpstreamNameLabels,
+    PrefetchSkip, ReasonLabels, Route, RouteLabels, SkipLabels, UpkeepKindLabel, UpkeepLabels, UploadLabels,
+    UploadResult, UpstreamErrorLabels, UpstreamFailure, UpstreamLabels, UpstreamLookupLabels,
+    UpstreamLookupResult, UpstreamNameLabels,
 };
 
 pub use fsck::FsckMetrics;
 pub use prefetch::PrefetchMetrics;
+pub use recent::{RecentTotals, Totals};
+pub use upkeep::UpkeepMetrics;
 
 use crate::db::Usage;
 
@@ -42,6 +48,8 @@ fn latency_histogram() -> Histogram {
 /// Every metric of the proxy; cloned handles share their values.
 pub struct Metrics {
     registry: Registry,
+    /// The name of every series the registered metrics may expose.
+    series: Vec<String>,
     pub http_requests: Family<HttpLabels, Counter>,
     pub http_duration: Histograms<RouteLabels>,
     pub lookups: Family<LookupLabels, Counter>,
@@ -50,7 +58,15 @@ pub struct Metrics {
     pub upstream_errors: Family<UpstreamErrorLabels, Counter>,
     /// 1 while an upstream answers its probes and requests, 0 while lookups skip it.
     pub upstream_up: Family<UpstreamNameLabels, Gauge>,
+    /// Narinfo lookups each upstream answered, with the narinfo or without.
+    pub upstream_lookups: Family<UpstreamLookupLabels, Counter>,
+    /// NAR bytes received from each upstream.
+    pub upstream_fetched: Family<UpstreamLabels, Counter>,
+    /// All of `upstream_fetched` (not exported: for `totals`).
+    fetched_total: Counter,
     pub fills_in_flight: Gauge,
+    /// Misses waiting for room to start their fill (a few seconds at most, then refused).
+    pub fills_waiting: Gauge,
     /// Requests that joined a lookup or download already under way instead of starting one.
     pub coalesced: Family<KindLabels, Counter>,
     pub size_bytes: Gauge,
@@ -88,6 +104,10 @@ pub struct Metrics {
     pub encoders_busy: Counter,
     pub prefetch: PrefetchMetrics,
     pub fsck: FsckMetrics,
+    /// What GC and fsck runs recorded in the database.
+    pub upkeep: UpkeepMetrics,
+    /// This process's totals over the last hour.
+    recent: RecentTotals,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -106,6 +126,7 @@ impl Metrics {
     pub fn new() -> Self {
         let mut m = Self {
             registry: Registry::with_prefix("nixcache"),
+            series: Vec::new(),
             http_requests: Family::default(),
             http_duration: Family::new_with_constructor(latency_histogram),
             lookups: Family::default(),
@@ -113,7 +134,11 @@ impl Metrics {
             upstream_duration: Family::new_with_constructor(latency_histogram),
             upstream_errors: Family::default(),
             upstream_up: Family::default(),
+            upstream_lookups: Family::default(),
+            upstream_fetched: Family::default(),
+            fetched_total: Counter::default(),
             fills_in_flight: Gauge::default(),
+            fills_waiting: Gauge::default(),
             coalesced: Family::default(),
             size_bytes: Gauge::default(),
             nars: Gauge::default(),
@@ -139,6 +164,8 @@ impl Metrics {
             encoders_busy: Counter::default(),
             prefetch: PrefetchMetrics::default(),
             fsck: FsckMetrics::default(),
+            upkeep: UpkeepMetrics::default(),
+            recent: RecentTotals::default(),
         };
         m.register();
         m
@@ -151,6 +178,11 @@ impl Metrics {
             let _ = writeln!(out, "# encoding failed");
         }
         out
+    }
+
+    /// The name of every series `/metrics` may show (a family shows none until it has a child).
+    pub fn series_names(&self) -> &[String] {
+        &self.series
     }
 
     pub fn lookup(&self, kind: ObjectKind, result: LookupResult) {
@@ -188,6 +220,37 @@ impl Metrics {
             reason,
         };
         self.upstream_errors.get_or_create(&labels).inc();
+    }
+
+    /// An upstream answered a narinfo lookup, with the narinfo (`Hit`) or without.
+    pub fn upstream_lookup(&self, upstream: &str, result: UpstreamLookupResult) {
+        let labels = UpstreamLookupLabels {
+            upstream: upstream.to_owned(),
+            result,
+        };
+        self.upstream_lookups.get_or_create(&labels).inc();
+    }
+
+    /// The counters of bytes received from `upstream`, to be counted as a body comes in.
+    pub fn fetched_counters(&self, upstream: &str, kind: ObjectKind) -> [Counter; 2] {
+        let labels = UpstreamLabels {
+            upstream: upstream.to_owned(),
+            kind,
+        };
+        [
+            self.upstream_fetched.get_or_create(&labels).clone(),
+            self.fetched_total.clone(),
+        ]
+    }
+
+    /// The size limit as known (see [`UpkeepMetrics::max_size`]).
+    pub fn max_size(&self) -> Option<u64> {
+        self.upkeep.max_size()
+    }
+
+    /// This process's totals over the last hour (see [`RecentTotals`]).
+    pub fn last_hour(&self) -> Totals {
+        self.recent.last_hour(self.totals())
     }
 
     /// The `upstream_up` gauge of one upstream (0 until it answers).

@@ -2,9 +2,10 @@
 
 use prometheus_client::{
     metrics::{counter::Counter, family::Family},
-    registry::{Registry, Unit},
+    registry::Unit,
 };
 
+use super::series::Described;
 use super::{ObjectKind, PrefetchOutcome, PrefetchOutcomeLabels, PrefetchSkip, SkipLabels};
 
 #[derive(Default)]
@@ -18,7 +19,7 @@ pub struct PrefetchMetrics {
 }
 
 impl PrefetchMetrics {
-    pub(super) fn register(&self, r: &mut Registry) {
+    pub(super) fn register(&self, r: &mut Described<'_>) {
         r.register(
             "prefetches",
             "Prefetches by kind (narinfo, nar) and outcome (started; used: a client asked for it; \

@@ -1,23 +1,31 @@
 //! Names, help texts and units of every metric (the README's metrics table lists them too).
 
-use prometheus_client::registry::{Registry, Unit};
+use prometheus_client::registry::Unit;
 
-use super::Metrics;
+use super::{series::Described, Metrics};
 
 impl Metrics {
     pub(super) fn register(&mut self) {
         let mut registry = std::mem::take(&mut self.registry);
-        self.register_http(&mut registry);
-        self.register_cache(&mut registry);
-        self.register_fills(&mut registry);
-        self.register_upkeep(&mut registry);
-        self.prefetch.register(&mut registry);
-        self.fsck.register(&mut registry);
+        let mut series = Vec::new();
+        let r = &mut Described {
+            registry: &mut registry,
+            series: &mut series,
+            prefix: "nixcache",
+        };
+        self.register_http(r);
+        self.register_cache(r);
+        self.register_fills(r);
+        self.register_upkeep(r);
+        self.prefetch.register(r);
+        self.fsck.register(r);
+        self.upkeep.register(r);
         self.registry = registry;
+        self.series = series;
     }
 
     /// Requests, connections and credential checks.
-    fn register_http(&self, r: &mut Registry) {
+    fn register_http(&self, r: &mut Described<'_>) {
         r.register(
             "http_requests",
             "HTTP requests by route, method and status",
@@ -62,7 +70,7 @@ impl Metrics {
     }
 
     /// Lookups, what was served, the size of the cache and writes.
-    fn register_cache(&self, r: &mut Registry) {
+    fn register_cache(&self, r: &mut Described<'_>) {
         r.register(
             "cache_lookups",
             "narinfo and NAR requests by result (hit, miss, not_found, error)",
@@ -95,7 +103,7 @@ impl Metrics {
     }
 
     /// Upstream requests and the fills they feed.
-    fn register_fills(&self, r: &mut Registry) {
+    fn register_fills(&self, r: &mut Described<'_>) {
         r.register_with_unit(
             "upstream_request_duration",
             "Time to an upstream's response headers",
@@ -113,9 +121,25 @@ impl Metrics {
             self.upstream_up.clone(),
         );
         r.register(
+            "upstream_lookups",
+            "Narinfo lookups each upstream answered, by result (hit: with the narinfo; miss: without)",
+            self.upstream_lookups.clone(),
+        );
+        r.register_with_unit(
+            "upstream_fetched",
+            "NAR bytes received from each upstream",
+            Unit::Bytes,
+            self.upstream_fetched.clone(),
+        );
+        r.register(
             "fills_in_flight",
             "NAR downloads (from an upstream or another replica) under way",
             self.fills_in_flight.clone(),
+        );
+        r.register(
+            "fills_waiting",
+            "NAR misses waiting for room under --max-fills/--max-fill-bytes (refused after a few seconds)",
+            self.fills_waiting.clone(),
         );
         r.register(
             "fills_refused",
@@ -142,7 +166,7 @@ impl Metrics {
     }
 
     /// The background scrub and garbage collection.
-    fn register_upkeep(&self, r: &mut Registry) {
+    fn register_upkeep(&self, r: &mut Described<'_>) {
         r.register_with_unit(
             "scrubbed",
             "Bytes of stored NARs re-hashed by the background scrub",

@@ -24,7 +24,7 @@ use tokio_util::task::AbortOnDropHandle;
 use tracing::Instrument;
 use url::Url;
 
-use crate::metrics::ObjectKind;
+use crate::metrics::{ObjectKind, UpstreamLookupResult};
 
 use params::{NarHost, UpstreamParams};
 use request::TaskContext;
@@ -198,9 +198,19 @@ impl Upstreams {
             match task.await {
                 Ok(Ok(Some(info))) => {
                     upstream.health.hit();
+                    self.ctx
+                        .options
+                        .metrics
+                        .upstream_lookup(&url, UpstreamLookupResult::Hit);
                     return Lookup::Found(Box::new(info));
                 }
-                Ok(Ok(None)) => upstream.health.miss(),
+                Ok(Ok(None)) => {
+                    upstream.health.miss();
+                    self.ctx
+                        .options
+                        .metrics
+                        .upstream_lookup(&url, UpstreamLookupResult::Miss);
+                }
                 Ok(Err(e)) => failure = Some(e),
                 Err(error) => failure = Some(UpstreamError::Task { url, error }),
             }
@@ -252,7 +262,13 @@ impl Upstreams {
         }
         let url = response.url().to_string();
         let size = response.content_length();
+        let fetched = metrics.fetched_counters(&label, ObjectKind::Nar);
         let body = response.bytes_stream().map(move |chunk| {
+            if let Ok(bytes) = &chunk {
+                fetched.iter().for_each(|c| {
+                    c.inc_by(bytes.len() as u64);
+                });
+            }
             chunk.map_err(|error| {
                 let err = UpstreamError::Request {
                     url: url.clone(),

@@ -129,6 +129,20 @@ impl Proxy {
         self.cache.upstreams().probe().await;
     }
 
+    /// One garbage collection down to `max_size`, as `serve --gc-schedule` runs it (nothing is
+    /// too recent to evict).
+    #[allow(dead_code)] // not every test binary collects
+    pub async fn collect_garbage(&self, max_size: u64) -> nixcache::gc::GcReport {
+        let options = nixcache::gc::GcOptions {
+            max_size,
+            keep_recent: Duration::ZERO,
+            dry_run: false,
+            keep_evicted: nixcache::gc::DEFAULT_KEEP_EVICTED,
+            keep_uploads: false,
+        };
+        self.cache.collect_garbage(&options).await.unwrap()
+    }
+
     /// `http://127.0.0.1:PORT` + `path`.
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)

@@ -31,15 +31,15 @@ macro_rules! on_engines {
 
 on_engines!(sqlite: crate::db::Engine::Sqlite =>
     stores_narinfos_and_nars, holds_leases, evicts_least_recent_first, deletes_expired_leases,
-    keeps_uploads, keeps_side_files, scans_for_fsck, keeps_pins, orders_nars_by_verification, refuses_corrupt_side_files, migrate_reports_then_up_to_date,
+    keeps_uploads, keeps_side_files, scans_for_fsck, keeps_pins, orders_nars_by_verification, records_upkeep, refuses_corrupt_side_files, migrate_reports_then_up_to_date,
     refuses_newer_schema, lease_race, expired_lease_race);
 on_engines!(postgres: crate::db::Engine::Postgres =>
     stores_narinfos_and_nars, holds_leases, evicts_least_recent_first, deletes_expired_leases,
-    keeps_uploads, keeps_side_files, scans_for_fsck, keeps_pins, orders_nars_by_verification, refuses_corrupt_side_files, migrate_reports_then_up_to_date,
+    keeps_uploads, keeps_side_files, scans_for_fsck, keeps_pins, orders_nars_by_verification, records_upkeep, refuses_corrupt_side_files, migrate_reports_then_up_to_date,
     refuses_newer_schema, lease_race, expired_lease_race, refuses_unmigrated, concurrent_migrate);
 on_engines!(mysql: crate::db::Engine::MySql =>
     stores_narinfos_and_nars, holds_leases, evicts_least_recent_first, deletes_expired_leases,
-    keeps_uploads, keeps_side_files, scans_for_fsck, keeps_pins, orders_nars_by_verification, refuses_corrupt_side_files, migrate_reports_then_up_to_date,
+    keeps_uploads, keeps_side_files, scans_for_fsck, keeps_pins, orders_nars_by_verification, records_upkeep, refuses_corrupt_side_files, migrate_reports_then_up_to_date,
     refuses_newer_schema, lease_race, expired_lease_race, refuses_unmigrated, concurrent_migrate,
     mariadb_scheme);
 
@@ -67,6 +67,7 @@ property!(
     scans_for_fsck => super::audit::audit_scans,
     keeps_pins => super::pins::pins,
     orders_nars_by_verification => super::verified::verification_order,
+    records_upkeep => super::upkeep::upkeep_records,
 );
 
 fn known(engine: Engine) -> usize {
@@ -89,6 +90,7 @@ async fn migrate_reports_then_up_to_date(engine: Engine) {
     assert!(report.contains("applied 0006 side files"), "{report}");
     assert!(report.contains("applied 0007 pins"), "{report}");
     assert!(report.contains("applied 0008 scrub records"), "{report}");
+    assert!(report.contains("applied 0009 upkeep runs"), "{report}");
 
     let again = migrate::run(db.url()).await.unwrap();
     assert_eq!(again, vec![]);

@@ -12,6 +12,7 @@ mod engines;
 mod lru;
 mod pins;
 mod side_files;
+mod upkeep;
 mod verified;
 
 pub(super) fn store_path(n: u8, name: &str) -> StorePath {
