@@ -10,9 +10,14 @@
 //! Secrets (a cluster's Helm release Secrets alone can be hundreds of MiB; the reconciler GETs
 //! the few it reads). Children whose API the cluster does not serve are not watched
 //! ([`crate::capabilities`]).
+//!
+//! A NixCache event whose only change is `status.cache` (the status poller writes it every
+//! minute, [`crate::cache_status`]) does not start a reconciliation: the NixCache stream is
+//! filtered by [`reconciled_fields`] (the store behind it still sees every change).
 
 use std::fmt::Debug;
 use std::future::Future;
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 
 use std::time::Duration;
@@ -30,7 +35,7 @@ use kube::runtime::controller::{self as runtime, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::utils::Backoff;
 use kube::runtime::watcher::DefaultBackoff;
-use kube::runtime::{watcher, WatchStreamExt};
+use kube::runtime::{watcher, PredicateConfig, WatchStreamExt};
 use kube::{Client, Resource, ResourceExt};
 use nixcache_crds::NixCache;
 use serde::de::DeserializeOwned;
@@ -55,7 +60,8 @@ pub enum Scope {
     Namespace(String),
 }
 
-fn api<K>(client: &Client, scope: &Scope) -> Api<K>
+/// `K` in `scope`.
+pub(crate) fn api<K>(client: &Client, scope: &Scope) -> Api<K>
 where
     K: Resource<Scope = NamespaceResourceScope, DynamicType = ()> + Clone + DeserializeOwned + Debug,
 {
@@ -81,7 +87,8 @@ pub async fn run(
     );
     let nixcaches = supervised(&ctx, NIXCACHE_WATCH.into(), nixcaches)
         .reflect(writer)
-        .applied_objects();
+        .applied_objects()
+        .predicate_filter(reconciled_fields, PredicateConfig::default());
     let mut controller = Controller::for_stream(nixcaches, store.clone())
         .owns_stream(owned::<Deployment>(&ctx, &scope))
         .owns_stream(owned::<Service>(&ctx, &scope))
@@ -233,4 +240,20 @@ pub fn users_of(store: &Store<NixCache>, secret: &impl Resource) -> Vec<ObjectRe
         .filter(|nc| nc.namespace() == ns && referenced_secret_names(nc).contains(&name))
         .map(|nc| ObjectRef::from_obj(nc.as_ref()))
         .collect()
+}
+
+/// A hash of everything in `nc` a reconciliation depends on: all but `status.cache` and what
+/// changes with every write (`resourceVersion`, `managedFields`). An event that leaves it as it
+/// was (a status poller write) is not reconciled. `None` (never, in practice) lets it through.
+pub fn reconciled_fields(nc: &NixCache) -> Option<u64> {
+    let mut nc = nc.clone();
+    nc.metadata.resource_version = None;
+    nc.metadata.managed_fields = None;
+    if let Some(status) = &mut nc.status {
+        status.cache = None;
+    }
+    let json = serde_json::to_vec(&nc).ok()?;
+    let mut hasher = DefaultHasher::new();
+    json.hash(&mut hasher);
+    Some(hasher.finish())
 }

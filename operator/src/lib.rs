@@ -10,6 +10,7 @@
 
 pub mod admin;
 pub mod blocker;
+pub mod cache_status;
 pub mod capabilities;
 pub mod config;
 pub mod context;

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
+use nixcache_operator::cache_status;
 use nixcache_operator::config::DEFAULT_PROXY_REPOSITORY;
 use nixcache_operator::controller::Scope;
 use nixcache_operator::leader::LeaseConfig;
@@ -50,6 +51,10 @@ struct Args {
     /// Pause between attempts to acquire or renew the Lease.
     #[arg(long, env = "NIXCACHE_OPERATOR_RETRY_PERIOD", default_value = "2s", value_parser = humantime::parse_duration)]
     retry_period: Duration,
+    /// How often the replicas' /status is read into each NixCache's status.cache (size, hit
+    /// ratio, upstreams, last GC and fsck); 0 turns it off.
+    #[arg(long, env = "NIXCACHE_OPERATOR_CACHE_STATUS_INTERVAL", default_value = "60s", value_parser = humantime::parse_duration)]
+    cache_status_interval: Duration,
     /// Log format: `json` or `text`.
     #[arg(long, env = "NIXCACHE_OPERATOR_LOG_FORMAT", default_value = "json")]
     log_format: String,
@@ -96,6 +101,8 @@ async fn main() -> anyhow::Result<()> {
             renew_deadline: args.renew_deadline,
             retry_period: args.retry_period,
         }),
+        cache_status: (!args.cache_status_interval.is_zero())
+            .then(|| cache_status::Options::every(args.cache_status_interval)),
     };
     nixcache_operator::run(ctx, options, nixcache_operator::shutdown_on_signal()).await?;
     Ok(())

@@ -11,6 +11,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::cache_status::client::PollResult;
 use crate::error::ErrorKind;
 
 /// Label of the failure counter: the error's kind, rendered as [`crate::Error::metric_label`].
@@ -27,6 +28,13 @@ pub struct WatchLabels {
     pub watch: String,
 }
 
+/// Label of the status poll counter: how asking a replica for its `/status` ended.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PollLabels {
+    /// `ok`, `timeout`, `unreachable`, `http_error` or `invalid`.
+    pub result: PollResult,
+}
+
 /// The operator's metrics, registered in their own registry.
 #[derive(Debug)]
 pub struct Metrics {
@@ -40,6 +48,8 @@ pub struct Metrics {
     pub leader: Gauge<i64, AtomicI64>,
     /// Failed list or watch requests of the controller, by watched resource.
     pub watch_errors: Family<WatchLabels, Counter>,
+    /// Replicas asked for their `/status` (for `status.cache`), by result.
+    pub status_polls: Family<PollLabels, Counter>,
     registry: Registry,
 }
 
@@ -51,6 +61,7 @@ impl Default for Metrics {
         let duration = Histogram::new([0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]);
         let leader = Gauge::<i64, AtomicI64>::default();
         let watch_errors = Family::<WatchLabels, Counter>::default();
+        let status_polls = Family::<PollLabels, Counter>::default();
         registry.register(
             "reconciliations",
             "Reconciliations started",
@@ -76,12 +87,18 @@ impl Default for Metrics {
             "Failed list or watch requests of the controller, by watched resource",
             watch_errors.clone(),
         );
+        registry.register(
+            "status_polls",
+            "Replicas asked for their /status (for status.cache), by result",
+            status_polls.clone(),
+        );
         Self {
             reconciliations,
             failures,
             duration,
             leader,
             watch_errors,
+            status_polls,
             registry,
         }
     }
@@ -111,6 +128,11 @@ impl Metrics {
                 watch: watch.to_owned(),
             })
             .inc();
+    }
+
+    /// Counts a replica asked for its `/status`.
+    pub fn status_polled(&self, result: PollResult) {
+        self.status_polls.get_or_create(&PollLabels { result }).inc();
     }
 
     /// The metrics in Prometheus' text format.

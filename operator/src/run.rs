@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::cache_status;
 use crate::capabilities::{self, Capabilities};
 use crate::context::Context;
 use crate::controller::{self, Scope};
@@ -23,6 +24,8 @@ pub struct RunOptions {
     pub scope: Scope,
     /// Leader election; `None` runs without (one replica only!).
     pub leader_election: Option<LeaseConfig>,
+    /// How often the leader reads the replicas' `/status` into `status.cache`; `None`: never.
+    pub cache_status: Option<cache_status::Options>,
 }
 
 /// How often the leader asks the API server again which optional APIs it serves (the controller
@@ -52,6 +55,7 @@ pub async fn run(ctx: Arc<Context>, options: RunOptions, shutdown: CancellationT
 
     let elector = options
         .leader_election
+        .clone()
         .map(|c| LeaderElector::new(ctx.client.clone(), c));
     if let Some(elector) = &elector {
         tokio::select! {
@@ -60,7 +64,7 @@ pub async fn run(ctx: Arc<Context>, options: RunOptions, shutdown: CancellationT
         }
         ctx.metrics.leader.set(1);
     }
-    let controller = control(ctx.clone(), options.scope, shutdown.clone());
+    let controller = lead(ctx.clone(), &options, shutdown.clone());
     let result = match &elector {
         Some(elector) => tokio::select! {
             () = controller => Ok(()),
@@ -81,6 +85,17 @@ pub async fn run(ctx: Arc<Context>, options: RunOptions, shutdown: CancellationT
     let _ = server.await;
     tracing::info!("stopped");
     result
+}
+
+/// What the leader runs: the controller and, beside it, the cache status poller, both until
+/// `shutdown` (or until the future is dropped, when the Lease is lost).
+async fn lead(ctx: Arc<Context>, options: &RunOptions, shutdown: CancellationToken) {
+    let controller = control(ctx.clone(), options.scope.clone(), shutdown.clone());
+    let Some(poll) = options.cache_status.filter(|o| !o.interval.is_zero()) else {
+        return controller.await;
+    };
+    let poller = cache_status::run(ctx, options.scope.clone(), poll, shutdown);
+    tokio::join!(controller, poller);
 }
 
 /// Discovers the cluster's optional APIs and runs the controller for them, until `shutdown`;

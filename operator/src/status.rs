@@ -167,6 +167,8 @@ pub fn status(nc: &NixCache, seen: &Observation, now: &Time) -> NixCacheStatus {
     .map(|parts| condition(parts, &previous, generation, now))
     .collect();
     conditions.extend(features_condition(&previous, seen, generation, now));
+    let url = render::service_url(nc);
+    let public_key = seen.public_key.clone().or(previous.public_key);
     let succeeded_job = match &seen.migration {
         Some(Migration::Succeeded(job)) => Some(job.clone()),
         _ => previous.migration_job.clone(),
@@ -181,11 +183,19 @@ pub fn status(nc: &NixCache, seen: &Observation, now: &Time) -> NixCacheStatus {
         replicas,
         ready_replicas,
         selector: Some(render::selector_string(nc)),
-        url: Some(render::service_url(nc)),
-        public_key: seen.public_key.clone().or(previous.public_key),
+        nix_conf: public_key.as_deref().map(|key| nix_conf(&url, key)),
+        url: Some(url),
+        public_key,
         image: seen.image.clone().or(previous.image),
         migration_job: succeeded_job,
+        // The status poller's (`crate::cache_status`), under its own field manager.
+        cache: None,
     }
+}
+
+/// `status.nixConf`: the lines a client adds to its `nix.conf` to use the cache at `url`.
+pub fn nix_conf(url: &str, public_key: &str) -> String {
+    format!("substituters = {url}\ntrusted-public-keys = {public_key}")
 }
 
 fn condition(parts: Parts, previous: &NixCacheStatus, generation: Option<i64>, now: &Time) -> Condition {

@@ -1,5 +1,5 @@
 //! The chart's RBAC is exactly what the operator uses: the operator's own code (reconciler,
-//! controller watches, event recorder, leader election) runs against the recording API server of
+//! controller watches, event recorder, leader election, status poller) runs against the recording API server of
 //! `common`, every request is turned into the RBAC check the API server would make
 //! (namespace, API group, resource or subresource, verb, name), and then
 //! - every such check is granted by the rules the chart binds to the operator's ServiceAccount
@@ -347,6 +347,39 @@ async fn controller_requests(scope: Scope) -> Vec<Recorded> {
     log
 }
 
+/// One round of the status poller in `scope`: lists the NixCaches and the pods of `demo`, asks
+/// its one ready pod (a mock replica on 127.0.0.1) and writes `status.cache`.
+async fn poller_requests(scope: Scope) -> Vec<Recorded> {
+    use nixcache_operator::cache_status::{Options, Poller};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let body = json!({"cache": {"size_bytes": 1}}).to_string();
+    let router = axum::Router::new().route("/status", axum::routing::get(move || async move { body }));
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    let w = World::new();
+    w.add(&fixtures::scaled("demo"));
+    let labels = nixcache_operator::render::selector_labels(&fixtures::scaled("demo"));
+    w.api.insert(
+        &format!("{NS}/pods/demo-0"),
+        json!({"apiVersion": "v1", "kind": "Pod",
+               "metadata": {"name": "demo-0", "namespace": "default", "labels": labels},
+               "spec": {"containers": [{"name": "nixcache", "ports": [{"name": "http", "containerPort": port}]}]},
+               "status": {"podIP": "127.0.0.1", "conditions": [{"type": "Ready", "status": "True"}]}}),
+    );
+    w.api.take_log();
+    Poller::new(w.ctx.clone(), scope, Options::every(Duration::from_secs(60)))
+        .round()
+        .await;
+    let log = w.api.take_log();
+    for line in [format!("GET {NS}/pods"), format!("PATCH {NC}/demo/status")] {
+        assert!(
+            log.iter().any(|r| r.line() == line),
+            "the poller never sent {line}"
+        );
+    }
+    log
+}
+
 /// Acquires, renews and releases the Lease `name` in `namespace`.
 async fn leader_election_requests(namespace: &str, name: &str) -> Vec<Recorded> {
     let (client, api) = common::start();
@@ -564,6 +597,7 @@ async fn the_chart_grants_exactly_the_requests_the_operator_makes() {
     );
     let mut requests = reconciler.clone();
     requests.extend(controller_requests(Scope::Cluster).await);
+    requests.extend(poller_requests(Scope::Cluster).await);
     assert_exact("default values", &grants(&docs), &requests);
 
     // 2. Two replicas: the Lease too, in the release namespace, by name.
@@ -604,6 +638,7 @@ async fn the_chart_grants_exactly_the_requests_the_operator_makes() {
     assert!(grants3.iter().all(|g| g.namespace.is_some()), "{grants3:#?}");
     let mut namespaced = reconciler.clone();
     namespaced.extend(controller_requests(Scope::Namespace("default".into())).await);
+    namespaced.extend(poller_requests(Scope::Namespace("default".into())).await);
     namespaced.extend(leases.iter().cloned());
     assert_exact("watchNamespace=default", &grants3, &namespaced);
     // And the cluster-wide watches of install 1 would be denied here.

@@ -102,6 +102,7 @@ async fn a_leader_that_loses_the_lease_stops_reconciling_before_its_next_write()
         admin_listen: "127.0.0.1:0".parse().unwrap(),
         scope: Scope::Cluster,
         leader_election: Some(config.clone()),
+        cache_status: None,
     };
     let running = tokio::spawn(nixcache_operator::run(
         ctx.clone(),

@@ -41,6 +41,7 @@ fn run_alone(
         admin_listen: addr,
         scope: Scope::Cluster,
         leader_election: None,
+        cache_status: None,
     };
     let shutdown = CancellationToken::new();
     let running = tokio::spawn(nixcache_operator::run(context(api), options, shutdown.clone()));

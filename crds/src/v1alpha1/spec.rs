@@ -42,7 +42,10 @@ use super::{
         json_path = ".status.conditions[?(@.type==\"Ready\")].status"
     ),
     printcolumn(name = "Replicas", type_ = "integer", json_path = ".status.readyReplicas"),
-    printcolumn(name = "URL", type_ = "string", json_path = ".status.url"),
+    printcolumn(name = "Size", type_ = "string", json_path = ".status.cache.size", description = "Size of the cached NARs and the GC's limit"),
+    printcolumn(name = "Hit ratio", type_ = "string", json_path = ".status.cache.hitRatioLastHour", description = "Lookups served from the cache in the last hour"),
+    printcolumn(name = "Upstreams", type_ = "string", json_path = ".status.cache.upstreamHealth", description = "Upstreams up, of all"),
+    printcolumn(name = "URL", type_ = "string", json_path = ".status.url", priority = 1),
     printcolumn(
         name = "Reason",
         type_ = "string",

@@ -4,6 +4,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::KubeSchema;
 use serde::{Deserialize, Serialize};
 
+use super::CacheStatus;
+
 /// Condition type: the cache serves (at least one replica is ready on the current spec).
 pub const CONDITION_READY: &str = "Ready";
 /// Condition type: a migration or a rollout is under way.
@@ -39,12 +41,24 @@ pub struct NixCacheStatus {
     /// The cache's public key, for `trusted-public-keys` in nix.conf.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub public_key: Option<String>,
+    /// The lines a client inside the cluster adds to its `nix.conf` (`substituters` and
+    /// `trusted-public-keys`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nix_conf: Option<String>,
     /// The image the replicas run (or are rolling to).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
     /// The latest migration Job that succeeded (PostgreSQL and MySQL only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub migration_job: Option<String>,
+    /// The cache at a glance: size, hit ratio, upstreams, last GC and fsck, read from the ready
+    /// replicas' `/status` every minute (the operator's `--cache-status-interval`). Sizes, paths
+    /// and the last GC and fsck are the shared database's; hits and bytes are summed over the
+    /// replicas that answered. What a replica's image does not report is left out. When no
+    /// replica answers, the last figures stand and `observedAt` ages. Absent for a private cache
+    /// (`spec.private`), whose `/status` needs a credential.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<CacheStatus>,
 }
 
 impl NixCacheStatus {

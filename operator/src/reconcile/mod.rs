@@ -26,7 +26,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::ResourceExt;
-use nixcache_crds::NixCache;
+use nixcache_crds::{NixCache, NixCacheStatus};
 
 use self::children::{apply, apply_claim, delete_if_present};
 use crate::blocker::Blocker;
@@ -229,7 +229,14 @@ async fn write_status(nc: &NixCache, ctx: &Context, seen: &Observation) -> Resul
     let now = Time(k8s_openapi::jiff::Timestamp::now());
     let new = status::status(nc, seen, &now);
     let old = nc.status.clone().unwrap_or_default();
-    if nc.status.as_ref() == Some(&new) {
+    // `status.cache` is the status poller's: not compared, and left out of this apply.
+    let unchanged = nc.status.as_ref().is_some_and(|s| {
+        NixCacheStatus {
+            cache: None,
+            ..s.clone()
+        } == new
+    });
+    if unchanged {
         return Ok(());
     }
     let ns = nc.namespace().unwrap_or_default();

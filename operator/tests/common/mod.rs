@@ -17,7 +17,8 @@
 //! (409) unless forced, which takes it over. Fields nobody owns are dropped (the API server keeps
 //! them; the operator's children have none). The applying manager's entry time moves only when
 //! something changed, `generation` only when the spec did. A Job's `spec.template` is immutable
-//! (422). A JSON merge patch honours a `metadata.resourceVersion` precondition. GET of a
+//! (422). An apply of `/status` keeps the top-level status fields other managers applied (the
+//! reconciler's and the status poller's). A JSON merge patch honours a `metadata.resourceVersion` precondition. GET of a
 //! namespaced collection with a `labelSelector` lists (equality selectors only).
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
@@ -34,6 +35,7 @@ use kube::client::Body;
 use serde_json::{json, Value};
 
 mod cluster;
+mod status;
 
 use cluster::{json_response, Held};
 use fields::{field_set, managed_entry, remove_field};
@@ -102,6 +104,8 @@ struct State {
     faults: Vec<Fault>,
     /// Writes the "API server" refuses, by object path: (code, reason, message).
     refusals: BTreeMap<String, (u16, String, String)>,
+    /// Server-side applies of `/status`: (object path, field manager) → the status keys it owns.
+    status_owners: status::Owners,
 }
 
 /// A failure the server answers instead of handling matching requests (see
@@ -270,12 +274,18 @@ impl FakeApi {
             }
             "PATCH" if r.path.ends_with("/status") => {
                 let key = r.path.trim_end_matches("/status").to_owned();
-                let status = r.body.as_ref().unwrap()["status"].clone();
+                let applied = r.body.as_ref().unwrap()["status"].clone();
                 state.resource_version += 1;
                 let rv = state.resource_version.to_string();
-                match state.objects.get_mut(&key) {
+                let manager = r.field_manager().unwrap_or_default();
+                let State {
+                    objects,
+                    status_owners,
+                    ..
+                } = &mut *state;
+                match objects.get_mut(&key) {
                     Some(o) => {
-                        o["status"] = status;
+                        o["status"] = status::apply(status_owners, &key, &manager, &o["status"], &applied);
                         o["metadata"]["resourceVersion"] = rv.into();
                         (StatusCode::OK, o.clone())
                     }
