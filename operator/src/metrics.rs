@@ -4,7 +4,7 @@
 use std::sync::atomic::AtomicI64;
 use std::time::Instant;
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -35,6 +35,41 @@ pub struct PollLabels {
     pub result: PollResult,
 }
 
+/// Labels of the replica gauge: which NixCache, and which count.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReplicaLabels {
+    pub namespace: String,
+    pub nixcache: String,
+    /// `desired` or `ready`.
+    pub state: ReplicaState,
+}
+
+/// Which replica count.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum ReplicaState {
+    Desired,
+    Ready,
+}
+
+impl EncodeLabelValue for ReplicaState {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let name = match self {
+            ReplicaState::Desired => "desired",
+            ReplicaState::Ready => "ready",
+        };
+        std::fmt::Write::write_str(encoder, name)
+    }
+}
+
+/// One NixCache's replica counts, as the leader last saw them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReplicaCounts {
+    pub namespace: String,
+    pub nixcache: String,
+    pub desired: i64,
+    pub ready: i64,
+}
+
 /// The operator's metrics, registered in their own registry.
 #[derive(Debug)]
 pub struct Metrics {
@@ -50,6 +85,9 @@ pub struct Metrics {
     pub watch_errors: Family<WatchLabels, Counter>,
     /// Replicas asked for their `/status` (for `status.cache`), by result.
     pub status_polls: Family<PollLabels, Counter>,
+    /// Every NixCache's desired and ready replicas, while this replica leads (the alert on
+    /// replicas not ready reads it; kube-state-metrics knows no NixCache).
+    pub replicas: Family<ReplicaLabels, Gauge>,
     registry: Registry,
 }
 
@@ -62,6 +100,7 @@ impl Default for Metrics {
         let leader = Gauge::<i64, AtomicI64>::default();
         let watch_errors = Family::<WatchLabels, Counter>::default();
         let status_polls = Family::<PollLabels, Counter>::default();
+        let replicas = Family::<ReplicaLabels, Gauge>::default();
         registry.register(
             "reconciliations",
             "Reconciliations started",
@@ -92,6 +131,11 @@ impl Default for Metrics {
             "Replicas asked for their /status (for status.cache), by result",
             status_polls.clone(),
         );
+        registry.register(
+            "replicas",
+            "Desired and ready replicas of every NixCache (the leader's, refreshed with status.cache)",
+            replicas.clone(),
+        );
         Self {
             reconciliations,
             failures,
@@ -99,6 +143,7 @@ impl Default for Metrics {
             leader,
             watch_errors,
             status_polls,
+            replicas,
             registry,
         }
     }
@@ -133,6 +178,21 @@ impl Metrics {
     /// Counts a replica asked for its `/status`.
     pub fn status_polled(&self, result: PollResult) {
         self.status_polls.get_or_create(&PollLabels { result }).inc();
+    }
+
+    /// Replaces every NixCache's replica counts with `counts` (a NixCache gone is dropped).
+    pub fn set_replicas(&self, counts: &[ReplicaCounts]) {
+        self.replicas.clear();
+        for c in counts {
+            for (state, n) in [(ReplicaState::Desired, c.desired), (ReplicaState::Ready, c.ready)] {
+                let labels = ReplicaLabels {
+                    namespace: c.namespace.clone(),
+                    nixcache: c.nixcache.clone(),
+                    state,
+                };
+                self.replicas.get_or_create(&labels).set(n);
+            }
+        }
     }
 
     /// The metrics in Prometheus' text format.

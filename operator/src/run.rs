@@ -76,6 +76,7 @@ pub async fn run(ctx: Arc<Context>, options: RunOptions, shutdown: CancellationT
         }
     };
     ctx.metrics.leader.set(0);
+    ctx.metrics.set_replicas(&[]);
     if result.is_ok() {
         if let Some(elector) = &elector {
             elector.release().await;

@@ -116,6 +116,9 @@ async fn the_poller_writes_status_cache_and_the_reconciler_leaves_it() {
     for line in [
         "nixcache_operator_status_polls_total{result=\"ok\"} 2",
         "nixcache_operator_status_polls_total{result=\"unreachable\"} 1",
+        // create_ready(3) made all three the scaled fixture asks for ready.
+        "nixcache_operator_replicas{namespace=\"default\",nixcache=\"demo\",state=\"ready\"} 3",
+        "nixcache_operator_replicas{namespace=\"default\",nixcache=\"demo\",state=\"desired\"} 3",
     ] {
         assert!(metrics.contains(line), "{line} in {metrics}");
     }

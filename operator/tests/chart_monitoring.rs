@@ -70,6 +70,14 @@ fn exported_series() -> BTreeSet<String> {
         .failures
         .get_or_create(&nixcache_operator::metrics::ErrorLabels { error })
         .inc();
+    let counts = nixcache_operator::metrics::ReplicaCounts {
+        namespace: "ci".into(),
+        nixcache: "cache".into(),
+        desired: 2,
+        ready: 1,
+    };
+    operator.set_replicas(&[counts]);
+    operator.status_polled(nixcache_operator::cache_status::client::PollResult::Ok);
     for line in operator.encode().lines() {
         let Some(rest) = line.strip_prefix("# TYPE ") else {
             continue;

@@ -1,6 +1,7 @@
 //! The dashboard and the alerts against real data: a NixCache's replicas on the real API server
 //! serve a real Nix client, `nixcache gc` and `nixcache fsck` run as the CronJobs run them (their
-//! own processes against the shared database and bucket), and a real Prometheus scrapes the
+//! own processes against the shared database and bucket), the operator reads every replica's
+//! `/status` into the NixCache's `status.cache`, and a real Prometheus scrapes the
 //! replicas, relabelled as the chart's PodMonitor asks, and the operator. Debian's Prometheus is
 //! built without Kubernetes discovery, so the test stands in for it: it lists the pods from the
 //! API server and hands Prometheus the `__meta_kubernetes_pod_*` labels that discovery would
@@ -40,6 +41,8 @@ async fn every_dashboard_panel_and_alert_works_on_real_data() -> Result<()> {
     let Some(mut world) = World::start("kube-obs").await? else {
         return Ok(());
     };
+    // status.cache every 3 s rather than every minute, to read it within the test.
+    world.operator_args = vec!["--cache-status-interval".into(), "3s".into()];
     world.start_operator("operator-a", None).await?;
     world.ns.apply(&world.nixcache_yaml(NAME, REPLICAS as i32, ""))?;
     let nc = world.wait_ready(NAME, REPLICAS, Duration::from_secs(240)).await?;
@@ -85,7 +88,53 @@ async fn every_dashboard_panel_and_alert_works_on_real_data() -> Result<()> {
 
     let report = every_panel_has_data(&prometheus, &world.ns.name).await?;
     eprintln!("{report}");
-    every_rule_evaluates(&prometheus).await
+    every_rule_evaluates(&prometheus).await?;
+    the_status_shows_the_cache(&world).await
+}
+
+/// The operator reads every replica's `/status` into `status.cache`, and `kubectl get` shows it.
+async fn the_status_shows_the_cache(world: &World) -> Result<()> {
+    let cache = wait::until(
+        "status.cache from both replicas",
+        Duration::from_secs(60),
+        || async {
+            let cache = world.nixcache(NAME)?["status"]["cache"].clone();
+            let complete = cache["replicasAnswered"] == REPLICAS
+                && cache["lastGc"]["result"] == "ok"
+                && cache["lastFsck"]["result"] == "clean"
+                && cache["fetchedBytesLastHour"].as_u64().is_some_and(|b| b > 0)
+                && cache["paths"].as_u64().is_some_and(|p| p > 0);
+            Ok(complete.then_some(cache))
+        },
+    )
+    .await
+    .with_context(|| world.describe(NAME))?;
+    ensure!(cache["upstreamHealth"] == "1/1 up", "{cache:#}");
+    ensure!(
+        cache["hitRatioLastHour"]
+            .as_str()
+            .is_some_and(|r| r.ends_with('%')),
+        "{cache:#}"
+    );
+    ensure!(
+        cache["size"].as_str().is_some_and(|s| s.ends_with("/ 10 GiB")),
+        "{cache:#}"
+    );
+    let nix_conf = world.nixcache(NAME)?["status"]["nixConf"].clone();
+    ensure!(
+        nix_conf
+            .as_str()
+            .is_some_and(|c| c.contains("trusted-public-keys = ")),
+        "{nix_conf}"
+    );
+    let table = world.ns.kubectl(&["get", "nixcache", NAME])?;
+    eprintln!("[obs] kubectl get nixcache:\n{table}");
+    let header = table.lines().next().unwrap_or_default();
+    for column in ["SIZE", "HIT RATIO", "UPSTREAMS"] {
+        ensure!(header.contains(column), "no {column} column: {table}");
+    }
+    ensure!(table.contains("1/1 up"), "{table}");
+    Ok(())
 }
 
 /// `nixcache gc`/`fsck` as the CronJob runs it: its own process on the NixCache's database and

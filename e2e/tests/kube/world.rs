@@ -27,6 +27,8 @@ pub struct World {
     pub bucket: String,
     pub kubelet: ProcessKubelet,
     pub operators: Vec<OperatorProcess>,
+    /// More flags for the operators started from now on.
+    pub operator_args: Vec<String>,
 }
 
 impl World {
@@ -74,6 +76,7 @@ impl World {
             bucket,
             kubelet,
             operators: Vec::new(),
+            operator_args: Vec::new(),
         }))
     }
 
@@ -101,7 +104,7 @@ impl World {
             proxy_image: IMAGE.into(),
             log_dir: self.ns.dir.path().to_path_buf(),
             clock_offset: clock_offset.map(str::to_owned),
-            extra_args: Vec::new(),
+            extra_args: self.operator_args.clone(),
         })
         .await?;
         self.operators.push(operator);

@@ -16,8 +16,10 @@
 //! - Private caches (`spec.private`) are not asked: their `/status` needs a credential the
 //!   operator does not have.
 //!
-//! The poller runs inside [`crate::run`]'s leader section, beside the controller: it starts
-//! when this replica leads, and stops with the controller on shutdown or a lost Lease.
+//! Each round also sets `nixcache_operator_replicas` (desired and ready, from every NixCache's
+//! spec and status). The poller runs inside [`crate::run`]'s leader section, beside the
+//! controller: it starts when this replica leads, and stops with the controller on shutdown or a
+//! lost Lease, when the counts are dropped (a former leader must not report stale ones).
 
 pub mod aggregate;
 pub mod client;
@@ -38,6 +40,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::context::Context;
 use crate::controller::{self, Scope};
+use crate::metrics::ReplicaCounts;
 use crate::Error;
 
 /// The default of `--cache-status-interval`.
@@ -88,6 +91,22 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, options: Options, shutdown: Ca
     }
 }
 
+/// What the alert on replicas not ready compares: the replicas the NixCache asks for (those that
+/// exist while an autoscaler decides) and those ready, from its status.
+fn replica_counts(nc: &NixCache) -> ReplicaCounts {
+    let status = nc.status.clone().unwrap_or_default();
+    let desired = match nc.spec.autoscaling {
+        Some(_) => status.replicas,
+        None => nc.spec.replicas,
+    };
+    ReplicaCounts {
+        namespace: nc.namespace().unwrap_or_default(),
+        nixcache: nc.name_any(),
+        desired: i64::from(desired),
+        ready: i64::from(status.ready_replicas),
+    }
+}
+
 /// The poller's state between rounds.
 pub struct Poller {
     ctx: Arc<Context>,
@@ -118,6 +137,9 @@ impl Poller {
                 return;
             }
         };
+        self.ctx
+            .metrics
+            .set_replicas(&caches.iter().map(replica_counts).collect::<Vec<_>>());
         for nc in caches.iter().filter(|nc| nc.spec.private.is_none()) {
             let key = format!("{}/{}", nc.namespace().unwrap_or_default(), nc.name_any());
             if let Err(message) = self.one(nc).await {
