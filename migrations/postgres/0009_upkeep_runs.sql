@@ -11,7 +11,7 @@ CREATE TABLE upkeep_runs (
     freed_bytes       BIGINT NOT NULL,   -- over all runs
     last_started_at   BIGINT NOT NULL,
     last_finished_at  BIGINT NOT NULL,
-    last_result       TEXT NOT NULL,      -- gc: ok, error; fsck: clean, repaired, problems_left, error
+    last_result       TEXT NOT NULL,      -- gc: ok, over_limit, error; fsck: clean, repaired, problems_left, error
     last_ok_at        BIGINT,             -- when the last run that did not fail ended; NULL: none yet
     last_freed_bytes  BIGINT NOT NULL,
     last_problems     BIGINT NOT NULL,   -- fsck: problems found; gc: objects it could not delete

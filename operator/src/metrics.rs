@@ -11,7 +11,6 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use crate::cache_status::client::PollResult;
 use crate::error::ErrorKind;
 
 /// Label of the failure counter: the error's kind, rendered as [`crate::Error::metric_label`].
@@ -26,6 +25,50 @@ pub struct ErrorLabels {
 pub struct WatchLabels {
     /// The resource.
     pub watch: String,
+}
+
+/// How a request for a replica's status ended (the `result` label of
+/// `nixcache_operator_status_polls_total`).
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum PollResult {
+    /// Answered with a status.
+    Ok,
+    /// No answer in time.
+    Timeout,
+    /// No connection, or it broke.
+    Unreachable,
+    /// Answered with an HTTP error.
+    HttpError,
+    /// Answered with something that is not a status (or too long).
+    Invalid,
+}
+
+impl PollResult {
+    /// Every result, for tests.
+    pub const ALL: [Self; 5] = [
+        Self::Ok,
+        Self::Timeout,
+        Self::Unreachable,
+        Self::HttpError,
+        Self::Invalid,
+    ];
+
+    /// The label value.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Timeout => "timeout",
+            Self::Unreachable => "unreachable",
+            Self::HttpError => "http_error",
+            Self::Invalid => "invalid",
+        }
+    }
+}
+
+impl EncodeLabelValue for PollResult {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        std::fmt::Write::write_str(encoder, self.name())
+    }
 }
 
 /// Label of the status poll counter: how asking a replica for its `/status` ended.
@@ -68,6 +111,15 @@ pub struct ReplicaCounts {
     pub nixcache: String,
     pub desired: i64,
     pub ready: i64,
+    /// `spec.gc` is set: a GC is expected to run (in the replicas or as a CronJob).
+    pub gc: bool,
+}
+
+/// Labels of a per-NixCache gauge.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CacheLabels {
+    pub namespace: String,
+    pub nixcache: String,
 }
 
 /// The operator's metrics, registered in their own registry.
@@ -88,6 +140,8 @@ pub struct Metrics {
     /// Every NixCache's desired and ready replicas, while this replica leads (the alert on
     /// replicas not ready reads it; kube-state-metrics knows no NixCache).
     pub replicas: Family<ReplicaLabels, Gauge>,
+    /// 1 for every NixCache with `spec.gc`, 0 for the others (the GC alerts read it).
+    pub gc_scheduled: Family<CacheLabels, Gauge>,
     registry: Registry,
 }
 
@@ -101,6 +155,7 @@ impl Default for Metrics {
         let watch_errors = Family::<WatchLabels, Counter>::default();
         let status_polls = Family::<PollLabels, Counter>::default();
         let replicas = Family::<ReplicaLabels, Gauge>::default();
+        let gc_scheduled = Family::<CacheLabels, Gauge>::default();
         registry.register(
             "reconciliations",
             "Reconciliations started",
@@ -136,6 +191,11 @@ impl Default for Metrics {
             "Desired and ready replicas of every NixCache (the leader's, refreshed with status.cache)",
             replicas.clone(),
         );
+        registry.register(
+            "gc_scheduled",
+            "1 for every NixCache whose spec asks for garbage collection, 0 for the others (the leader's)",
+            gc_scheduled.clone(),
+        );
         Self {
             reconciliations,
             failures,
@@ -144,6 +204,7 @@ impl Default for Metrics {
             watch_errors,
             status_polls,
             replicas,
+            gc_scheduled,
             registry,
         }
     }
@@ -180,10 +241,17 @@ impl Metrics {
         self.status_polls.get_or_create(&PollLabels { result }).inc();
     }
 
-    /// Replaces every NixCache's replica counts with `counts` (a NixCache gone is dropped).
+    /// Replaces every NixCache's replica counts and GC flag with `counts` (a NixCache gone is
+    /// dropped).
     pub fn set_replicas(&self, counts: &[ReplicaCounts]) {
         self.replicas.clear();
+        self.gc_scheduled.clear();
         for c in counts {
+            let cache = CacheLabels {
+                namespace: c.namespace.clone(),
+                nixcache: c.nixcache.clone(),
+            };
+            self.gc_scheduled.get_or_create(&cache).set(i64::from(c.gc));
             for (state, n) in [(ReplicaState::Desired, c.desired), (ReplicaState::Ready, c.ready)] {
                 let labels = ReplicaLabels {
                     namespace: c.namespace.clone(),

@@ -119,6 +119,7 @@ async fn the_poller_writes_status_cache_and_the_reconciler_leaves_it() {
         // create_ready(3) made all three the scaled fixture asks for ready.
         "nixcache_operator_replicas{namespace=\"default\",nixcache=\"demo\",state=\"ready\"} 3",
         "nixcache_operator_replicas{namespace=\"default\",nixcache=\"demo\",state=\"desired\"} 3",
+        "nixcache_operator_gc_scheduled{namespace=\"default\",nixcache=\"demo\"} 1",
     ] {
         assert!(metrics.contains(line), "{line} in {metrics}");
     }

@@ -698,7 +698,14 @@ fn service_monitor_selects_the_metrics_service() {
     let endpoint = monitor["spec"]["endpoints"][0].as_object().unwrap();
     assert_eq!(
         endpoint.keys().map(String::as_str).collect::<Vec<_>>(),
-        ["interval", "path", "port", "scheme", "scrapeTimeout"]
+        [
+            "honorLabels",
+            "interval",
+            "path",
+            "port",
+            "scheme",
+            "scrapeTimeout"
+        ]
     );
     assert_eq!(monitor["metadata"]["labels"]["release"], "kube-prometheus-stack");
     for (k, v) in monitor["spec"]["selector"]["matchLabels"].as_object().unwrap() {

@@ -115,6 +115,10 @@ async fn status_and_metrics_report_fetches_the_limit_and_recorded_upkeep() {
         "nixcache_upkeep_runs_total{kind=\"gc\"} 1".to_owned(),
         "nixcache_upkeep_runs_total{kind=\"fsck\"} 1".to_owned(),
         "nixcache_upkeep_last_run_failed{kind=\"gc\"} 0".to_owned(),
+        "nixcache_upkeep_last_run_result{kind=\"gc\",result=\"ok\"} 1".to_owned(),
+        "nixcache_upkeep_last_run_result{kind=\"gc\",result=\"over_limit\"} 0".to_owned(),
+        "nixcache_upkeep_last_run_result{kind=\"fsck\",result=\"clean\"} 1".to_owned(),
+        "nixcache_upkeep_last_run_result{kind=\"fsck\",result=\"problems_left\"} 0".to_owned(),
         format!(
             "nixcache_upkeep_freed_bytes_total{{kind=\"gc\"}} {}",
             report.bytes_freed

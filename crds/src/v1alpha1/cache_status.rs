@@ -87,7 +87,8 @@ pub struct UpkeepStatus {
     /// When it finished.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<Time>,
-    /// GC: `ok` or `error`; fsck: `clean`, `repaired`, `problems_left` or `error`.
+    /// GC: `ok`, `over_limit` (it ran, but what it may not evict takes more than the limit) or
+    /// `error`; fsck: `clean`, `repaired`, `problems_left` or `error`.
     pub result: String,
     /// What it did, in one line.
     #[serde(default, skip_serializing_if = "Option::is_none")]

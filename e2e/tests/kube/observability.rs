@@ -60,15 +60,7 @@ async fn every_dashboard_panel_and_alert_works_on_real_data() -> Result<()> {
     let status = reqwest::get(&unknown).await?.status();
     ensure!(status == reqwest::StatusCode::NOT_FOUND, "{unknown}: {status}");
 
-    let files = tempfile::tempdir()?;
-    let (rules, pods) = (files.path().join("rules.yaml"), files.path().join("pods.json"));
-    std::fs::write(
-        &rules,
-        repo_file("helm/nixcache-operator/alerts/nixcache.rules.yaml")?,
-    )?;
-    std::fs::write(&pods, discovered_pods(&world)?.to_string())?;
-    let config = scrape_config(&world, &pods.display().to_string(), &rules.display().to_string());
-    let prometheus = Prometheus::start(&binary, &config).await?;
+    let (prometheus, _files) = start_prometheus(&binary, &world).await?;
     scraped(&prometheus, &world)
         .await
         .with_context(|| prometheus.log())?;
@@ -86,6 +78,12 @@ async fn every_dashboard_panel_and_alert_works_on_real_data() -> Result<()> {
     }
     tokio::time::sleep(Duration::from_secs(6)).await;
 
+    // The alert on replicas not ready reads the operator's count under the NixCache's namespace.
+    let ready = format!(
+        "nixcache_operator_replicas{{namespace=\"{}\", nixcache=\"{NAME}\", state=\"ready\"}} == {REPLICAS}",
+        world.ns.name
+    );
+    ensure!(!prometheus.query(&ready).await?.is_empty(), "{ready}: no answer");
     let report = every_panel_has_data(&prometheus, &world.ns.name).await?;
     eprintln!("{report}");
     every_rule_evaluates(&prometheus).await?;
@@ -135,6 +133,23 @@ async fn the_status_shows_the_cache(world: &World) -> Result<()> {
     }
     ensure!(table.contains("1/1 up"), "{table}");
     Ok(())
+}
+
+/// A Prometheus over the replicas and the operator, with the alert rules; the files it reads are
+/// kept as long as the returned directory.
+async fn start_prometheus(
+    binary: &std::path::Path,
+    world: &World,
+) -> Result<(Prometheus, tempfile::TempDir)> {
+    let files = tempfile::tempdir()?;
+    let (rules, pods) = (files.path().join("rules.yaml"), files.path().join("pods.json"));
+    std::fs::write(
+        &rules,
+        repo_file("helm/nixcache-operator/alerts/nixcache.rules.yaml")?,
+    )?;
+    std::fs::write(&pods, discovered_pods(world)?.to_string())?;
+    let config = scrape_config(world, &pods.display().to_string(), &rules.display().to_string());
+    Ok((Prometheus::start(binary, &config).await?, files))
 }
 
 /// `nixcache gc`/`fsck` as the CronJob runs it: its own process on the NixCache's database and
@@ -235,9 +250,12 @@ scrape_configs:
         target_label: nixcache
         action: replace
   - job_name: nixcache-operator
+    # As the chart's ServiceMonitor: the operator's own namespace on the target, and the
+    # per-NixCache series keeping theirs (honorLabels).
+    honor_labels: true
     static_configs:
       - targets: ["{operator}"]
-        labels: {{pod: operator-a}}
+        labels: {{pod: operator-a, namespace: nixcache-system}}
 "#
     )
 }
@@ -347,6 +365,13 @@ async fn every_rule_evaluates(prometheus: &Prometheus) -> Result<()> {
         .map(|r| format!("{}: {} {}", r["name"], r["health"], r["lastError"]))
         .collect();
     ensure!(bad.is_empty(), "rules that do not evaluate: {bad:#?}");
+    // The cache is healthy: an alert pending or firing now would be a false alarm.
+    let raised: Vec<String> = rules
+        .iter()
+        .filter(|r| r["state"] != "inactive")
+        .map(|r| format!("{}: {} {}", r["name"], r["state"], r["alerts"]))
+        .collect();
+    ensure!(raised.is_empty(), "alerts raised on a healthy cache: {raised:#?}");
     eprintln!("[obs] {} alert rules evaluate on real data", rules.len());
     Ok(())
 }

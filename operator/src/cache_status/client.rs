@@ -7,28 +7,12 @@ use std::time::Duration;
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
-use prometheus_client::encoding::{EncodeLabelValue, LabelValueEncoder};
 
 use super::report::Report;
+pub use crate::metrics::PollResult;
 
 /// Longest answer read; a `/status` with a handful of upstreams is a few KiB.
 pub const MAX_BODY_BYTES: usize = 1 << 20;
-
-/// How a request for a replica's status ended (the `result` label of
-/// `nixcache_operator_status_polls_total`).
-#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
-pub enum PollResult {
-    /// Answered with a status.
-    Ok,
-    /// No answer in time.
-    Timeout,
-    /// No connection, or it broke.
-    Unreachable,
-    /// Answered with an HTTP error.
-    HttpError,
-    /// Answered with something that is not a status (or too long).
-    Invalid,
-}
 
 /// Why a replica's status could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -51,34 +35,6 @@ pub enum PollError {
     /// The body is not a status.
     #[error("the answer is not a status: {0}")]
     Json(#[source] serde_json::Error),
-}
-
-impl PollResult {
-    /// Every result, for tests.
-    pub const ALL: [Self; 5] = [
-        Self::Ok,
-        Self::Timeout,
-        Self::Unreachable,
-        Self::HttpError,
-        Self::Invalid,
-    ];
-
-    /// The label value.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Ok => "ok",
-            Self::Timeout => "timeout",
-            Self::Unreachable => "unreachable",
-            Self::HttpError => "http_error",
-            Self::Invalid => "invalid",
-        }
-    }
-}
-
-impl EncodeLabelValue for PollResult {
-    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
-        std::fmt::Write::write_str(encoder, self.name())
-    }
 }
 
 impl PollError {

@@ -104,6 +104,7 @@ fn replica_counts(nc: &NixCache) -> ReplicaCounts {
         nixcache: nc.name_any(),
         desired: i64::from(desired),
         ready: i64::from(status.ready_replicas),
+        gc: nc.spec.gc.is_some(),
     }
 }
 

@@ -87,7 +87,7 @@ pub struct UpkeepRun {
     pub last_started_unix_ms: Option<u64>,
     /// When the latest run finished.
     pub last_finished_unix_ms: Option<u64>,
-    /// Its result (`ok`, `error`, `clean`, `repaired`, `problems_left`).
+    /// Its result (`ok`, `over_limit`, `error`, `clean`, `repaired`, `problems_left`).
     pub last_result: Option<String>,
     /// When a run last succeeded.
     pub last_ok_unix_ms: Option<u64>,

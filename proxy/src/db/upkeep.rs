@@ -41,7 +41,8 @@ pub struct UpkeepRun {
     pub kind: UpkeepKind,
     pub started_at: Timestamp,
     pub finished_at: Timestamp,
-    /// gc: `ok`, `error`; fsck: `clean`, `repaired`, `problems_left`, `error`.
+    /// gc: `ok`, `over_limit` (it ran, but what it may not evict still takes more than the
+    /// limit), `error`; fsck: `clean`, `repaired`, `problems_left`, `error`.
     pub result: &'static str,
     pub failed: bool,
     pub freed_bytes: u64,
@@ -202,7 +203,7 @@ fn record<DB: SqlDb>(row: &DB::Row, kind: UpkeepKind, name: &str) -> Result<Upke
 
 /// The recorded result as one of the names runs record (`unknown` for any other).
 fn known_result(result: &str) -> &'static str {
-    ["ok", "error", "clean", "repaired", "problems_left"]
+    ["ok", "over_limit", "error", "clean", "repaired", "problems_left"]
         .into_iter()
         .find(|r| *r == result)
         .unwrap_or("unknown")

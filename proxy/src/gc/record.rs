@@ -36,6 +36,7 @@ fn upkeep_run(started_at: Timestamp, max_size: u64, result: &Result<GcReport, Gc
     };
     match result {
         Ok(report) => Some(UpkeepRun {
+            result: if report.over_limit() { "over_limit" } else { "ok" },
             freed_bytes: report.bytes_freed,
             problems: report.storage_errors,
             summary: summary(report),
@@ -87,6 +88,14 @@ mod tests {
             ..GcReport::default()
         };
         let at = Timestamp::from_unix_ms(5);
+        let over = GcReport {
+            before: crate::db::Usage {
+                nar_bytes: 2 << 20,
+                ..Default::default()
+            },
+            ..report.clone()
+        };
+        assert_eq!(upkeep_run(at, 1 << 20, &Ok(over)).unwrap().result, "over_limit");
         let ok = upkeep_run(at, 1 << 20, &Ok(report)).unwrap();
         assert_eq!(
             (ok.result, ok.failed, ok.freed_bytes, ok.problems),

@@ -303,3 +303,22 @@ label_value! {
 pub struct UpkeepLabels {
     pub kind: UpkeepKindLabel,
 }
+
+label_value! {
+    /// How a recorded GC or fsck run ended (`crate::db::UpkeepRun::result`).
+    UpkeepResult {
+        Ok => "ok",
+        OverLimit => "over_limit",
+        Clean => "clean",
+        Repaired => "repaired",
+        ProblemsLeft => "problems_left",
+        Error => "error",
+        Unknown => "unknown",
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpkeepResultLabels {
+    pub kind: UpkeepKindLabel,
+    pub result: UpkeepResult,
+}

@@ -26,9 +26,9 @@ pub use labels::{
     ConnectionClosed, Encoding, EncodingLabels, FillLimit, FsckProblem, FsckProblemLabels, FsckResult,
     FsckResultLabels, GcKind, GcLabels, GcResult, HttpLabels, KeptLabels, KeptReason, KindLabels,
     LimitLabels, LookupLabels, LookupResult, Method, ObjectKind, PrefetchOutcome, PrefetchOutcomeLabels,
-    PrefetchSkip, ReasonLabels, Route, RouteLabels, SkipLabels, UpkeepKindLabel, UpkeepLabels, UploadLabels,
-    UploadResult, UpstreamErrorLabels, UpstreamFailure, UpstreamLabels, UpstreamLookupLabels,
-    UpstreamLookupResult, UpstreamNameLabels,
+    PrefetchSkip, ReasonLabels, Route, RouteLabels, SkipLabels, UpkeepKindLabel, UpkeepLabels, UpkeepResult,
+    UpkeepResultLabels, UploadLabels, UploadResult, UpstreamErrorLabels, UpstreamFailure, UpstreamLabels,
+    UpstreamLookupLabels, UpstreamLookupResult, UpstreamNameLabels,
 };
 
 pub use fsck::FsckMetrics;

@@ -10,7 +10,7 @@ use prometheus_client::{
 };
 
 use super::series::Described;
-use super::{UpkeepKindLabel, UpkeepLabels};
+use super::{UpkeepKindLabel, UpkeepLabels, UpkeepResult, UpkeepResultLabels};
 use crate::db::{Timestamp, UpkeepKind, UpkeepRecord};
 
 #[derive(Default)]
@@ -21,6 +21,8 @@ pub struct UpkeepMetrics {
     last_run: Family<UpkeepLabels, Gauge>,
     last_success: Family<UpkeepLabels, Gauge>,
     last_failed: Family<UpkeepLabels, Gauge>,
+    /// 1 for the last recorded run's result, 0 for the kind's other results.
+    last_result: Family<UpkeepResultLabels, Gauge>,
     last_duration: Family<UpkeepLabels, Gauge<f64, AtomicU64>>,
     last_problems: Family<UpkeepLabels, Gauge>,
     last_freed_bytes: Family<UpkeepLabels, Gauge>,
@@ -31,12 +33,30 @@ pub struct UpkeepMetrics {
     records: Mutex<Vec<UpkeepRecord>>,
 }
 
-fn labels(kind: UpkeepKind) -> UpkeepLabels {
-    let kind = match kind {
+fn kind_label(kind: UpkeepKind) -> UpkeepKindLabel {
+    match kind {
         UpkeepKind::Gc => UpkeepKindLabel::Gc,
         UpkeepKind::Fsck => UpkeepKindLabel::Fsck,
-    };
-    UpkeepLabels { kind }
+    }
+}
+
+fn labels(kind: UpkeepKind) -> UpkeepLabels {
+    UpkeepLabels {
+        kind: kind_label(kind),
+    }
+}
+
+/// The results a kind's runs end with.
+fn results(kind: UpkeepKind) -> &'static [UpkeepResult] {
+    match kind {
+        UpkeepKind::Gc => &[UpkeepResult::Ok, UpkeepResult::OverLimit, UpkeepResult::Error],
+        UpkeepKind::Fsck => &[
+            UpkeepResult::Clean,
+            UpkeepResult::Repaired,
+            UpkeepResult::ProblemsLeft,
+            UpkeepResult::Error,
+        ],
+    }
 }
 
 fn int(n: u64) -> i64 {
@@ -91,6 +111,12 @@ impl UpkeepMetrics {
             "1 when the last recorded run of each kind failed",
             self.last_failed.clone(),
         );
+        r.register(
+            "upkeep_last_run_result",
+            "1 for how the last recorded run of each kind ended (gc: ok, over_limit, error; fsck: clean, \
+             repaired, problems_left, error), 0 for the others",
+            self.last_result.clone(),
+        );
         r.register_with_unit(
             "upkeep_last_run_duration",
             "How long the last recorded run of each kind took",
@@ -136,6 +162,18 @@ impl UpkeepMetrics {
         self.records.lock().map(|r| r.clone()).unwrap_or_default()
     }
 
+    fn set_result(&self, kind: UpkeepKind, result: &str) {
+        for &r in results(kind) {
+            let labels = UpkeepResultLabels {
+                kind: kind_label(kind),
+                result: r,
+            };
+            self.last_result
+                .get_or_create(&labels)
+                .set(i64::from(r.as_str() == result));
+        }
+    }
+
     /// Takes what the database holds now.
     pub fn set(&self, records: Vec<UpkeepRecord>) {
         for record in &records {
@@ -151,6 +189,7 @@ impl UpkeepMetrics {
             self.last_failed
                 .get_or_create(&labels)
                 .set(i64::from(last.failed));
+            self.set_result(last.kind, last.result);
             let took = last
                 .finished_at
                 .unix_ms()
