@@ -52,6 +52,18 @@ async fn status_and_metrics_report_fetches_the_limit_and_recorded_upkeep() {
         1u64 << 30,
         "the flag, before any GC"
     );
+    // Series at 0 before the first count, so that rate() sees that count.
+    let fresh = get(&client(), &proxy.url("/metrics")).await;
+    let upstream_label = format!("upstream=\"{}/\"", upstream.url.trim_end_matches('/'));
+    for line in [
+        "nixcache_cache_lookups_total{kind=\"narinfo\",result=\"hit\"} 0".to_owned(),
+        "nixcache_cache_lookups_total{kind=\"nar\",result=\"miss\"} 0".to_owned(),
+        "nixcache_fills_refused_total{limit=\"bytes\"} 0".to_owned(),
+        format!("nixcache_upstream_lookups_total{{{upstream_label},result=\"miss\"}} 0"),
+        format!("nixcache_upstream_fetched_bytes_total{{{upstream_label},kind=\"nar\"}} 0"),
+    ] {
+        assert!(fresh.text().contains(&line), "{line} in\n{}", fresh.text());
+    }
 
     let client = client();
     assert_eq!(
@@ -110,7 +122,6 @@ async fn status_and_metrics_report_fetches_the_limit_and_recorded_upkeep() {
 
     let metrics = get(&client, &proxy.url("/metrics")).await;
     let text = metrics.text();
-    let upstream_label = format!("upstream=\"{}/\"", upstream.url.trim_end_matches('/'));
     for line in [
         "nixcache_upkeep_runs_total{kind=\"gc\"} 1".to_owned(),
         "nixcache_upkeep_runs_total{kind=\"fsck\"} 1".to_owned(),

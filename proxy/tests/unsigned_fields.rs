@@ -55,6 +55,9 @@ async fn a_narinfo_claiming_another_stored_nar_is_refused() {
     let info = get(&client, &proxy.url(&stored.narinfo_path())).await.narinfo();
     let nar = get(&client, &proxy.url(&format!("/{}", info.url))).await;
     assert_eq!(nar.body, stored.file);
+    // The check below reads the stored NAR's row, which the fill writes a moment after the last
+    // byte went out (seen under load: the liar got in first).
+    proxy.wait_stored(&stored.file_name()).await;
 
     // Another path, correctly signed, whose unsigned FileHash/URL name the stored file.
     let mut liar = entry("liar", 5, &key);

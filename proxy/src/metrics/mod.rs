@@ -168,7 +168,40 @@ impl Metrics {
             recent: RecentTotals::default(),
         };
         m.register();
+        m.start_at_zero();
         m
+    }
+
+    /// The series of what every cache does, at 0 from the start: a series that appears at its
+    /// first count hides that count from `rate()` and `increase()` (its first sample is all
+    /// Prometheus knows), and a ratio of absent series shows nothing.
+    fn start_at_zero(&self) {
+        for kind in [ObjectKind::Narinfo, ObjectKind::Nar] {
+            for result in [LookupResult::Hit, LookupResult::Miss, LookupResult::NotFound] {
+                let _ = self.lookups.get_or_create(&LookupLabels { kind, result });
+            }
+            let _ = self.served_bytes.get_or_create(&KindLabels { kind });
+            let _ = self.coalesced.get_or_create(&KindLabels { kind });
+        }
+        for limit in [FillLimit::Fills, FillLimit::Bytes] {
+            let _ = self.fills_refused.get_or_create(&LimitLabels { limit });
+        }
+    }
+
+    /// An upstream's per-upstream series at 0 (see [`Self::start_at_zero`]).
+    pub fn upstream_at_zero(&self, upstream: &str) {
+        for result in [UpstreamLookupResult::Hit, UpstreamLookupResult::Miss] {
+            let labels = UpstreamLookupLabels {
+                upstream: upstream.to_owned(),
+                result,
+            };
+            let _ = self.upstream_lookups.get_or_create(&labels);
+        }
+        let labels = UpstreamLabels {
+            upstream: upstream.to_owned(),
+            kind: ObjectKind::Nar,
+        };
+        let _ = self.upstream_fetched.get_or_create(&labels);
     }
 
     /// The text exposition format.

@@ -153,6 +153,7 @@ impl Upstreams {
             base.set_query(None);
             let credentials = base.host_str().and_then(|h| options.netrc.lookup(h)).cloned();
             let up = options.metrics.upstream_up_gauge(base.as_str());
+            options.metrics.upstream_at_zero(base.as_str());
             list.push(Arc::new(Upstream {
                 base,
                 priority_fixed: priority.is_some(),
