@@ -59,6 +59,10 @@ mod tests {
         let wait = every_minute.until_next().unwrap_or_default();
         assert!(wait <= Duration::from_secs(60) && !wait.is_zero(), "{wait:?}");
         assert!("0 */6 * * *".parse::<Schedule>().is_ok());
+        // The nicknames the NixCache CRD takes (its SCHEDULE_PATTERN), as Kubernetes does.
+        for nickname in ["@yearly", "@annually", "@monthly", "@weekly", "@daily", "@hourly"] {
+            assert!(nickname.parse::<Schedule>().is_ok(), "{nickname}");
+        }
         let err = "every hour".parse::<Schedule>().unwrap_err();
         assert!(err.contains("invalid cron schedule \"every hour\""), "{err}");
     }

@@ -73,11 +73,12 @@ pub struct GarbageCollection {
     /// suffix `K`, `M`, `G`, `T` (powers of 1024), e.g. `50G`.
     #[schemars(regex(pattern = r"^[0-9]+[KMGT]?$"))]
     pub max_size: String,
-    /// When to run, in cron syntax (default `17 3 * * *`, daily at 03:17). With `storage.s3` a
+    /// When to run, in cron syntax or a nickname such as `@daily` (default `17 3 * * *`, daily
+    /// at 03:17). With `storage.s3` a
     /// CronJob runs `nixcache gc`; with `storage.persistentVolumeClaim` the replica itself runs it
     /// on this schedule (a second pod could not mount the volume on another node).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 9))]
+    #[schemars(regex(pattern = SCHEDULE_PATTERN))]
     pub schedule: Option<String>,
     /// Time zone of `schedule`, e.g. `Europe/Berlin` (default: the controller manager's, usually UTC).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -120,11 +121,11 @@ pub const MAX_DECLARED_PINS: u32 = 1000;
 #[serde(rename_all = "camelCase")]
 pub struct Fsck {
     /// When to run, as a five-field cron expression (minute hour day-of-month month
-    /// day-of-week), e.g. `0 5 * * 0` (Sundays at 05:00). With `storage.s3` a CronJob runs
+    /// day-of-week) or a nickname (`@weekly`, `@daily`, …), e.g. `0 5 * * 0` (Sundays at 05:00). With `storage.s3` a CronJob runs
     /// `nixcache fsck` (a run still going at the next time is not started twice); with
     /// `storage.persistentVolumeClaim` the replica itself runs it on this schedule, in UTC (a
     /// second pod could not mount the volume on another node).
-    #[schemars(length(min = 9))]
+    #[schemars(regex(pattern = SCHEDULE_PATTERN))]
     pub schedule: String,
     /// Time zone of `schedule` for the CronJob, e.g. `Europe/Berlin` (default: the controller
     /// manager's, usually UTC). The replica on a volume reads `schedule` in UTC.
@@ -157,6 +158,10 @@ fn default_repair() -> bool {
     true
 }
 
+/// A schedule both a Kubernetes CronJob and the replica's own scheduler (`croner`) take: five
+/// cron fields, or one of the nicknames both know (`@midnight` is Kubernetes' only).
+pub const SCHEDULE_PATTERN: &str = r"^(@(yearly|annually|monthly|weekly|daily|hourly)|\S+(\s+\S+){4})$";
+
 /// A store path as `nixcache warm` takes it: `/nix/store/<32 nixbase32 characters>-<name>`.
 pub const STORE_PATH_PATTERN: &str = r"^/nix/store/[0-9a-df-np-sv-z]{32}-[A-Za-z0-9+._?=-]{1,211}$";
 
@@ -164,10 +169,11 @@ pub const STORE_PATH_PATTERN: &str = r"^/nix/store/[0-9a-df-np-sv-z]{32}-[A-Za-z
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct Warm {
-    /// When to run, in cron syntax, e.g. `30 4 * * *` (daily at 04:30). A CronJob runs
+    /// When to run, in cron syntax or a nickname such as `@daily`, e.g. `30 4 * * *` (daily at
+    /// 04:30). A CronJob runs
     /// `nixcache warm` against this cache's Service; a run still going at the next time is not
     /// started twice.
-    #[schemars(length(min = 9))]
+    #[schemars(regex(pattern = SCHEDULE_PATTERN))]
     pub schedule: String,
     /// Time zone of `schedule`, e.g. `Europe/Berlin` (default: the controller manager's, usually UTC).
     #[serde(default, skip_serializing_if = "Option::is_none")]
