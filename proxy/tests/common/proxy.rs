@@ -186,6 +186,19 @@ impl Proxy {
         self.stored_file(name).unwrap()
     }
 
+    /// Waits (bounded) until this process's fills have ended: a fill stays joinable for a
+    /// moment after its file is stored, and a client joining it reads that file at the size the
+    /// fill knows, so a test that damages a stored file waits for this first.
+    #[allow(dead_code)] // only the tests that damage stored files
+    pub async fn wait_fills_ended(&self) {
+        let ended = super::wait_until(super::TIMEOUT, || async { self.cache.fills_in_progress() == 0 }).await;
+        assert!(
+            ended,
+            "{} fills still in progress",
+            self.cache.fills_in_progress()
+        );
+    }
+
     /// The default (SQLite) database in the data dir.
     pub fn sqlite_url(&self) -> String {
         format!("sqlite://{}/db.sqlite", self.data_dir.display())
