@@ -44,7 +44,6 @@ pub struct UpkeepRun {
     /// gc: `ok`, `over_limit` (it ran, but what it may not evict still takes more than the
     /// limit), `error`; fsck: `clean`, `repaired`, `problems_left`, `error`.
     pub result: &'static str,
-    pub failed: bool,
     pub freed_bytes: u64,
     /// fsck: problems found; gc: objects it could not delete.
     pub problems: u64,
@@ -52,6 +51,13 @@ pub struct UpkeepRun {
     pub limit_bytes: u64,
     /// One line for people.
     pub summary: String,
+}
+
+impl UpkeepRun {
+    /// The run did not get to its end.
+    pub fn failed(&self) -> bool {
+        self.result == "error"
+    }
 }
 
 /// What is recorded of one kind: totals over every run, and the last run.
@@ -140,10 +146,10 @@ fn one_line(summary: &str) -> String {
 #[async_trait]
 impl<DB: SqlDb> UpkeepStore for SqlStore<DB> {
     async fn record_upkeep(&self, run: &UpkeepRun) -> Result<(), DbError> {
-        let ok_at = (!run.failed).then(|| run.finished_at.unix_ms());
+        let ok_at = (!run.failed()).then(|| run.finished_at.unix_ms());
         let args: Vec<Arg> = vec![
             run.kind.as_str().into(),
-            i64::from(run.failed).into(),
+            i64::from(run.failed()).into(),
             int(run.freed_bytes),
             run.started_at.unix_ms().into(),
             run.finished_at.unix_ms().into(),
@@ -191,7 +197,6 @@ fn record<DB: SqlDb>(row: &DB::Row, kind: UpkeepKind, name: &str) -> Result<Upke
             kind,
             started_at: at("last_started_at")?.unwrap_or_default(),
             finished_at: at("last_finished_at")?.unwrap_or_default(),
-            failed: result == "error",
             result: known_result(&result),
             freed_bytes: count("last_freed_bytes")?,
             problems: count("last_problems")?,

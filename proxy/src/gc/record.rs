@@ -28,7 +28,6 @@ fn upkeep_run(started_at: Timestamp, max_size: u64, result: &Result<GcReport, Gc
         started_at,
         finished_at: Timestamp::now(),
         result: "ok",
-        failed: false,
         freed_bytes: 0,
         problems: 0,
         limit_bytes: max_size,
@@ -45,7 +44,6 @@ fn upkeep_run(started_at: Timestamp, max_size: u64, result: &Result<GcReport, Gc
         Err(GcError::Busy { .. }) => None,
         Err(err) => Some(UpkeepRun {
             result: "error",
-            failed: true,
             summary: format!("failed: {err}"),
             ..run
         }),
@@ -98,7 +96,7 @@ mod tests {
         assert_eq!(upkeep_run(at, 1 << 20, &Ok(over)).unwrap().result, "over_limit");
         let ok = upkeep_run(at, 1 << 20, &Ok(report)).unwrap();
         assert_eq!(
-            (ok.result, ok.failed, ok.freed_bytes, ok.problems),
+            (ok.result, ok.failed(), ok.freed_bytes, ok.problems),
             ("ok", false, 4096, 1)
         );
         assert!(
@@ -118,7 +116,7 @@ mod tests {
         let failed = Err(GcError::Db(crate::db::DbError::UnsupportedUrl("x".into())));
         let failed = upkeep_run(at, 7, &failed).unwrap();
         assert_eq!(
-            (failed.result, failed.failed, failed.limit_bytes),
+            (failed.result, failed.failed(), failed.limit_bytes),
             ("error", true, 7)
         );
         assert!(

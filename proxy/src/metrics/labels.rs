@@ -313,7 +313,6 @@ label_value! {
         Repaired => "repaired",
         ProblemsLeft => "problems_left",
         Error => "error",
-        Unknown => "unknown",
     }
 }
 

@@ -188,7 +188,7 @@ impl UpkeepMetrics {
             }
             self.last_failed
                 .get_or_create(&labels)
-                .set(i64::from(last.failed));
+                .set(i64::from(last.failed()));
             self.set_result(last.kind, last.result);
             let took = last
                 .finished_at

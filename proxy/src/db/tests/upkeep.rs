@@ -9,7 +9,6 @@ fn run(kind: UpkeepKind, at: i64, result: &'static str, freed: u64) -> UpkeepRun
         started_at: Timestamp::from_unix_ms(at - 500),
         finished_at: Timestamp::from_unix_ms(at),
         result,
-        failed: result == "error",
         freed_bytes: freed,
         problems: u64::from(result == "problems_left") * 3,
         limit_bytes: freed * 2,
