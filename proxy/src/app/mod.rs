@@ -101,6 +101,9 @@ pub async fn build_state(args: &ServeArgs) -> anyhow::Result<http::AppState> {
         metrics_elsewhere: args.access.metrics_listen.is_some(),
         draining: Arc::new(AtomicBool::new(false)),
         encoders,
+        trusted_proxies: Arc::new(http::forwarded::TrustedProxies::new(
+            args.connections.trusted_proxies.clone(),
+        )),
     })
 }
 

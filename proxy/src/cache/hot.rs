@@ -1,18 +1,26 @@
 //! In-memory copies of what hits need, so a warm narinfo or NAR lookup touches no database:
-//! rendered narinfos and the sizes of stored NAR files. Bounded by bytes, with a TTL that bounds
+//! rendered narinfos (with their records, which prefetching follows) and the sizes of stored NAR
+//! files. Bounded by bytes, with a TTL that bounds
 //! how long another process's change (a GC run) can go unseen here.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use moka::sync::Cache;
 use nixcache_protocol::{Compression, NarFile, Sha256Hash, StorePathHash};
 
-use crate::db::NarRecord;
+use crate::db::{NarInfoRecord, NarRecord};
 
 pub struct HotCache {
-    narinfos: Cache<StorePathHash, Bytes>,
+    narinfos: Cache<StorePathHash, HotNarinfo>,
     nar_sizes: Cache<NarFile, StoredNar>,
+}
+
+/// A narinfo as served, and the record it was rendered from.
+#[derive(Clone, Debug)]
+pub struct HotNarinfo {
+    pub text: Bytes,
+    pub record: Arc<NarInfoRecord>,
 }
 
 /// What serving a stored NAR file needs to know besides its bytes.
@@ -40,11 +48,12 @@ pub fn name_fixes_bytes(file: &NarFile, nar_hash: Sha256Hash) -> bool {
 }
 
 impl HotCache {
-    /// `max_bytes` of narinfo text (NAR entries are small and counted as 64 bytes each).
+    /// `max_bytes` of narinfos, each counted at twice its text (the record holds about as
+    /// much again); NAR entries are small and counted as 64 bytes each.
     pub fn new(max_bytes: u64, ttl: Duration) -> Self {
         let narinfos = Cache::builder()
             .max_capacity(max_bytes)
-            .weigher(|_, text: &Bytes| u32::try_from(text.len() + 64).unwrap_or(u32::MAX))
+            .weigher(|_, hot: &HotNarinfo| u32::try_from(2 * hot.text.len() + 64).unwrap_or(u32::MAX))
             .time_to_live(ttl)
             .build();
         let nar_sizes = Cache::builder()
@@ -54,12 +63,12 @@ impl HotCache {
         Self { narinfos, nar_sizes }
     }
 
-    pub fn narinfo(&self, hash: &StorePathHash) -> Option<Bytes> {
+    pub fn narinfo(&self, hash: &StorePathHash) -> Option<HotNarinfo> {
         self.narinfos.get(hash)
     }
 
-    pub fn put_narinfo(&self, hash: StorePathHash, text: Bytes) {
-        self.narinfos.insert(hash, text);
+    pub fn put_narinfo(&self, hash: StorePathHash, hot: HotNarinfo) {
+        self.narinfos.insert(hash, hot);
     }
 
     pub fn forget_narinfo(&self, hash: &StorePathHash) {

@@ -6,12 +6,12 @@ use std::{sync::Arc, time::Instant};
 use bytes::Bytes;
 use nixcache_protocol::{NarFile, NarInfo, StorePathHash};
 
-use super::{Cache, CacheError, CacheStatus, Interest, NARINFO_POLL};
+use super::{hot::HotNarinfo, Cache, CacheError, CacheStatus, Interest, NARINFO_POLL};
 
 /// Where a narinfo a client asked for came from, with its record when one was read.
 pub(super) enum Looked {
-    /// From memory: the text only.
-    Hot,
+    /// From memory.
+    Hot(Arc<NarInfoRecord>),
     /// From the database.
     Stored(Arc<NarInfoRecord>),
     /// Looked up in the upstreams now (by this request, or a lookup it joined).
@@ -48,12 +48,12 @@ impl Cache {
 
     /// The text, whether it was a hit or a miss, and where it came from.
     async fn narinfo_text(&self, hash: &StorePathHash) -> Result<(Bytes, LookupResult, Looked), CacheError> {
-        if let Some(text) = self.hot.narinfo(hash) {
-            return Ok((text, LookupResult::Hit, Looked::Hot));
+        if let Some(hot) = self.hot.narinfo(hash) {
+            return Ok((hot.text, LookupResult::Hit, Looked::Hot(hot.record)));
         }
         if let Some(record) = self.db.get_narinfo(hash).await? {
             let record = Arc::new(record);
-            let text = self.render((*record).clone());
+            let text = self.render(Arc::clone(&record));
             return Ok((text, LookupResult::Hit, Looked::Stored(record)));
         }
         if self.negative.contains(hash) {
@@ -61,7 +61,7 @@ impl Cache {
         }
         let (record, _) = self.shared_narinfo_lookup(*hash).await?;
         Ok((
-            self.render((*record).clone()),
+            self.render(Arc::clone(&record)),
             LookupResult::Miss,
             Looked::Fetched(record),
         ))
@@ -159,11 +159,12 @@ impl Cache {
         }
     }
 
-    pub(super) fn render(&self, record: NarInfoRecord) -> Bytes {
-        let mut info = record.info;
+    /// The narinfo as served (remembered in memory with `record`).
+    pub(super) fn render(&self, record: Arc<NarInfoRecord>) -> Bytes {
+        let mut info = record.info.clone();
         info.url = format!("nar/{}", record.nar_file.file_name());
-        let sig = match record.proxy_sig {
-            Some(p) if *p.public_key == *self.public_key => p.sig,
+        let sig = match &record.proxy_sig {
+            Some(p) if *p.public_key == *self.public_key => p.sig.clone(),
             _ => {
                 // Signed by an earlier key: sign now and remember it.
                 let fresh = self.sign(&info);
@@ -177,7 +178,11 @@ impl Cache {
         info.sigs.retain(|s| s.key_name() != self.signer.name());
         info.sigs.push(sig);
         let text = Bytes::from(info.to_string());
-        self.hot.put_narinfo(*info.store_path.hash(), text.clone());
+        let hot = HotNarinfo {
+            text: text.clone(),
+            record,
+        };
+        self.hot.put_narinfo(*info.store_path.hash(), hot);
         text
     }
 

@@ -1,8 +1,9 @@
 //! Limits on client connections (`serve`): how many, and how long one may sit without a request.
 
-use std::time::Duration;
+use std::{net::IpAddr, time::Duration};
 
 use clap::Args;
+use ipnet::IpNet;
 
 #[derive(Debug, Clone, Args)]
 pub struct ConnectionArgs {
@@ -29,4 +30,46 @@ pub struct ConnectionArgs {
     /// upstream) is not timed by it.
     #[arg(long, env = "NIXCACHE_SEND_TIMEOUT", default_value = "120s", value_parser = humantime::parse_duration)]
     pub send_timeout: Duration,
+
+    /// Reverse proxies and load balancers (addresses or ADDRESS/PREFIX, comma-separated) whose
+    /// X-Forwarded-For is believed: a request from one of them counts as from the client that
+    /// header names, so clients behind an ingress keep their own prefetch walks.
+    #[arg(long, env = "NIXCACHE_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_trusted_net)]
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+/// `10.0.0.0/8`, or one address (`10.1.2.3`); host bits of a network are dropped.
+pub fn parse_trusted_net(text: &str) -> Result<IpNet, String> {
+    let text = text.trim();
+    if let Ok(net) = text.parse::<IpNet>() {
+        return Ok(net.trunc());
+    }
+    text.parse::<IpAddr>()
+        .map(IpNet::from)
+        .map_err(|_| format!("`{text}` is neither an address nor a network (ADDRESS/PREFIX)"))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn trusted_nets_parse() {
+        assert_eq!(
+            parse_trusted_net("10.1.2.3/8").unwrap(),
+            "10.0.0.0/8".parse::<IpNet>().unwrap()
+        );
+        assert_eq!(
+            parse_trusted_net(" 10.1.2.3").unwrap(),
+            "10.1.2.3/32".parse::<IpNet>().unwrap()
+        );
+        assert_eq!(
+            parse_trusted_net("::1").unwrap(),
+            "::1/128".parse::<IpNet>().unwrap()
+        );
+        let err = parse_trusted_net("10.0.0.0/33").unwrap_err();
+        assert!(err.contains("10.0.0.0/33"), "{err}");
+        assert!(parse_trusted_net("ingress").is_err());
+    }
 }

@@ -4,6 +4,7 @@ mod auth;
 mod caching;
 mod encoding;
 mod error;
+pub mod forwarded;
 mod hashers;
 mod health;
 mod info;
@@ -41,8 +42,9 @@ pub use error::ApiError;
 pub use pins::PINS_ROUTE;
 pub use warm::WARM_ROUTE;
 
-/// The address a request came from (its connection's peer), set by the server: prefetching
-/// follows each client's walk apart.
+/// The address a request came from (its connection's peer, set by the server; or, from a
+/// trusted proxy, the client it names: see `forwarded`): prefetching follows each client's walk
+/// apart.
 #[derive(Clone, Copy, Debug)]
 pub struct ClientIp(pub std::net::IpAddr);
 
@@ -75,6 +77,8 @@ pub struct AppState {
     pub draining: Arc<AtomicBool>,
     /// `Content-Encoding` of what compresses well.
     pub encoders: Encoders,
+    /// `--trusted-proxies`: whose `X-Forwarded-For` names the client (none: the peer is).
+    pub trusted_proxies: Arc<forwarded::TrustedProxies>,
 }
 
 impl AppState {
@@ -101,7 +105,8 @@ pub struct Writes {
 /// The whole HTTP API; tests call this directly.
 pub fn router(state: AppState) -> Router {
     let metrics = Arc::clone(state.cache.metrics());
-    Router::new()
+    let trusted = Arc::clone(&state.trusted_proxies);
+    let routes = Router::new()
         .route("/", get(landing::landing))
         .route("/nix-cache-info", get(info::cache_info))
         .route("/pubkey", get(info::pubkey))
@@ -135,7 +140,13 @@ pub fn router(state: AppState) -> Router {
                 .put(upload::put_narinfo)
                 .delete(upload::delete_narinfo),
         )
-        .fallback(fallback)
+        .fallback(fallback);
+    // Not even a pass-through layer on the hot paths unless it is asked for.
+    let routes = match trusted.is_empty() {
+        true => routes,
+        false => routes.layer(middleware::from_fn_with_state(trusted, forwarded::resolve)),
+    };
+    routes
         .layer(middleware::from_fn_with_state(state.clone(), private::gate))
         .layer(encoding::layer())
         .layer(middleware::map_response_with_state(

@@ -12,19 +12,10 @@ use std::{
 
 use nixcache_protocol::{NarFile, StorePathHash};
 
-use super::walks::WalkPath;
-
 /// A prefetch no client asked for within this long counts as wasted.
 pub const USE_WINDOW: Duration = Duration::from_secs(600);
 /// Entries of each kind remembered at once; past it, a prefetch is not followed up.
 const MAX_ENTRIES: usize = 1 << 16;
-
-/// A prefetched narinfo: what a client's walk needs once it asks for it.
-#[derive(Clone, Debug)]
-pub struct PrefetchedNarinfo {
-    pub path: WalkPath,
-    pub references: Vec<StorePathHash>,
-}
 
 /// Prefetches that went unused: expired, or (NARs) failed.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -42,11 +33,11 @@ struct NarEntry {
     downloading: bool,
 }
 
-/// Prefetches by what they fetch; a narinfo's is `Some` once the prefetch looked it up (not
+/// Prefetches by what they fetch; a narinfo's flag is set once the prefetch looked it up (not
 /// joined another's lookup).
 #[derive(Default)]
 pub struct Ledger {
-    narinfos: HashMap<StorePathHash, (Instant, Option<PrefetchedNarinfo>)>,
+    narinfos: HashMap<StorePathHash, (Instant, bool)>,
     nars: HashMap<NarFile, NarEntry>,
     swept: Option<Instant>,
     /// How many narinfos are noted, readable without the ledger's lock.
@@ -68,15 +59,15 @@ impl Ledger {
         if self.narinfos.len() >= MAX_ENTRIES || self.narinfos.contains_key(&hash) {
             return false;
         }
-        self.narinfos.insert(hash, (now, None));
+        self.narinfos.insert(hash, (now, false));
         self.narinfos_changed();
         true
     }
 
-    /// The prefetch found it: what a walk needs is kept for the client that asks.
-    pub fn narinfo_found(&mut self, hash: StorePathHash, found: PrefetchedNarinfo) {
+    /// The prefetch found it: a client asking for it uses it.
+    pub fn narinfo_found(&mut self, hash: StorePathHash) {
         if let Some(entry) = self.narinfos.get_mut(&hash) {
-            entry.1 = Some(found);
+            entry.1 = true;
         }
     }
 
@@ -87,12 +78,12 @@ impl Ledger {
         self.narinfos_changed();
     }
 
-    /// A client asked for `hash`: its walk details when a prefetch looked it up. One still under
-    /// way is forgotten too (the client joins it): it counts for nothing.
-    pub fn narinfo_used(&mut self, hash: &StorePathHash) -> Option<PrefetchedNarinfo> {
+    /// A client asked for `hash`: whether a prefetch looked it up. One still under way is
+    /// forgotten too (the client joins it): it counts for nothing.
+    pub fn narinfo_used(&mut self, hash: &StorePathHash) -> bool {
         let noted = self.narinfos.remove(hash);
         self.narinfos_changed();
-        noted.and_then(|(_, found)| found)
+        noted.is_some_and(|(_, found)| found)
     }
 
     /// A prefetch of `nar` (at most `size` bytes) starts; `false` when one is noted already.
@@ -141,7 +132,7 @@ impl Ledger {
         let old = |at: &Instant| now.saturating_duration_since(*at) > USE_WINDOW;
         self.narinfos.retain(|_, (at, found)| {
             // One still being fetched is not judged yet.
-            let expired = found.is_some() && old(at);
+            let expired = *found && old(at);
             wasted.narinfos += u64::from(expired);
             !expired
         });
@@ -171,30 +162,19 @@ mod tests {
         }
     }
 
-    fn found(n: u8) -> PrefetchedNarinfo {
-        PrefetchedNarinfo {
-            path: WalkPath {
-                hash: StorePathHash([n; 20]),
-                nar: nar(n),
-                size: 10,
-            },
-            references: vec![],
-        }
-    }
-
     #[test]
     fn a_prefetch_is_used_once_and_only_when_started() {
         let (mut ledger, now) = (Ledger::default(), Instant::now());
         let hash = StorePathHash([1; 20]);
         assert!(ledger.narinfo_started(hash, now));
         assert!(!ledger.narinfo_started(hash, now), "one prefetch per narinfo");
-        ledger.narinfo_found(hash, found(1));
-        assert!(ledger.narinfo_used(&hash).is_some());
-        assert!(ledger.narinfo_used(&hash).is_none());
+        ledger.narinfo_found(hash);
+        assert!(ledger.narinfo_used(&hash));
+        assert!(!ledger.narinfo_used(&hash));
         assert_eq!(ledger.narinfos_noted().load(Ordering::Relaxed), 0);
         // A client that comes while the lookup is under way joins it: no prefetch of its own.
         ledger.narinfo_started(hash, now);
-        assert!(ledger.narinfo_used(&hash).is_none());
+        assert!(!ledger.narinfo_used(&hash));
         assert!(ledger.nar_started(&nar(2), 500, now));
         ledger.nar_dropped(&nar(2));
         assert_eq!(ledger.nar_used(&nar(2)), None);
@@ -209,7 +189,7 @@ mod tests {
     fn what_nobody_asked_for_expires_as_wasted() {
         let (mut ledger, now) = (Ledger::default(), Instant::now());
         ledger.narinfo_started(StorePathHash([1; 20]), now);
-        ledger.narinfo_found(StorePathHash([1; 20]), found(1));
+        ledger.narinfo_found(StorePathHash([1; 20]));
         ledger.narinfo_started(StorePathHash([2; 20]), now);
         ledger.nar_started(&nar(3), 700, now);
         ledger.nar_downloading(&nar(3));

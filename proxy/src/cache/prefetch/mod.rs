@@ -40,7 +40,7 @@ use crate::{
     db::NarInfoRecord,
     metrics::{ObjectKind, PrefetchOutcome},
 };
-use ledger::{Ledger, PrefetchedNarinfo};
+use ledger::Ledger;
 use walks::{Due, WalkLimits, WalkPath, Walks, MAX_REFS_PER_PATH};
 
 /// What is prefetched.
@@ -147,7 +147,13 @@ impl Prefetcher {
     }
 }
 
-impl PrefetchedNarinfo {
+/// A narinfo a client asked for (or a prefetch found): what its walk needs.
+struct AskedNarinfo {
+    path: WalkPath,
+    references: Vec<StorePathHash>,
+}
+
+impl AskedNarinfo {
     fn of(record: &NarInfoRecord) -> Self {
         let info = &record.info;
         Self {
@@ -156,49 +162,52 @@ impl PrefetchedNarinfo {
                 nar: record.nar_file.clone(),
                 size: max_file_size(info),
             },
-            references: info
-                .references
-                .iter()
-                .take(MAX_REFS_PER_PATH)
-                .map(|r| *r.hash())
-                .collect(),
+            references: followed_references(record),
         }
     }
 }
 
+/// The references of `record` a walk or a lookup ahead follows (bounded).
+fn followed_references(record: &NarInfoRecord) -> Vec<StorePathHash> {
+    let references = record.info.references.iter().take(MAX_REFS_PER_PATH);
+    references.map(|r| *r.hash()).collect()
+}
+
 impl Cache {
-    /// `client` `GET` a narinfo, `looked` up from memory, the database or the upstreams. What
-    /// was looked up now (by the client or a prefetch) joins the client's walk and has its
-    /// references looked up ahead; one read from the database joins the walk only (its
-    /// references were looked at when it was fetched); one from memory, nothing.
+    /// `client` `GET` a narinfo, `looked` up from memory, the database or the upstreams. Each
+    /// joins the client's walk. What was looked up now (by the client or a prefetch) also has its
+    /// references looked up ahead; a hit only when a prefetch looked it up (its references were
+    /// looked at when it was fetched).
     pub(super) fn narinfo_fetched(&self, client: Option<IpAddr>, hash: &StorePathHash, looked: Looked) {
         let mode = self.prefetch.options.mode;
         if mode == PrefetchMode::Off || self.prefetch.stopped() {
             return;
         }
-        // The hottest path: a hit from memory that no prefetch noted needs nothing, not even a lock.
-        if matches!(looked, Looked::Hot) && self.prefetch.narinfos_noted.load(Ordering::Relaxed) == 0 {
+        // The hottest path: a hit from memory joins a walk (`nar` mode) or, if a prefetch noted
+        // it, has its references looked up ahead; otherwise it needs nothing, not even a lock.
+        if matches!(looked, Looked::Hot(_))
+            && mode != PrefetchMode::Nar
+            && self.prefetch.narinfos_noted.load(Ordering::Relaxed) == 0
+        {
             return;
         }
         let now = Instant::now();
         let (asked, used, due) = {
             let mut book = self.prefetch.book();
             self.count_wasted(&mut book.ledger, now);
-            let prefetched = book.ledger.narinfo_used(hash);
-            let used = prefetched.is_some();
-            // A plain hit needs nothing: its references were looked at when it was fetched.
+            let used = book.ledger.narinfo_used(hash);
+            // A plain hit joins the walk only: its references were looked at when it was fetched.
             let (asked, ahead) = match looked {
-                Looked::Fetched(record) => (Some(PrefetchedNarinfo::of(&record)), true),
-                Looked::Stored(record) => (Some(PrefetchedNarinfo::of(&record)), used),
-                Looked::Hot => (prefetched, used),
+                Looked::Fetched(record) => (AskedNarinfo::of(&record), true),
+                Looked::Stored(record) | Looked::Hot(record) => (AskedNarinfo::of(&record), used),
             };
-            let due = match &asked {
-                Some(a) if mode == PrefetchMode::Nar => {
-                    book.walks.asked(client, a.path.clone(), &a.references, now)
-                }
+            let due = match mode {
+                PrefetchMode::Nar => book
+                    .walks
+                    .asked(client, asked.path.clone(), &asked.references, now),
                 _ => Due::default(),
             };
-            (asked.filter(|_| ahead), used, due)
+            (ahead.then_some(asked), used, due)
         };
         if used {
             let metrics = &self.metrics.prefetch;

@@ -11,7 +11,7 @@ use std::{
 use nixcache_protocol::StorePathHash;
 use tracing::{Instrument, Span};
 
-use super::{ledger::PrefetchedNarinfo, Cache};
+use super::{followed_references, Cache};
 use crate::{
     db::NarInfoRecord,
     metrics::{ObjectKind, PrefetchOutcome, PrefetchSkip},
@@ -94,11 +94,10 @@ impl Cache {
                 this.prefetch.book().ledger.narinfo_dropped(&hash);
                 return;
             };
-            let found = PrefetchedNarinfo::of(&record);
-            let references = found.references.clone();
-            this.prefetch.book().ledger.narinfo_found(hash, found);
+            let references = followed_references(&record);
+            this.prefetch.book().ledger.narinfo_found(hash);
             // Into the hot cache only now: a client that hits it finds what its walk needs.
-            this.render((*record).clone());
+            this.render(Arc::clone(&record));
             let metrics = &this.metrics.prefetch;
             metrics.count(ObjectKind::Narinfo, PrefetchOutcome::Started, 1);
             if depth > 1 {
