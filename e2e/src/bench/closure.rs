@@ -5,10 +5,12 @@
 //! straight from the upstream, which answers every request 50 ms late; then once more into
 //! another empty store through the now warm server. What is timed is Nix's command alone
 //! (`nix-store -r`), not the check after it. Also: the upstream bytes each fetched, against
-//! what the client needed, and a `nix path-info -r` of the wide closure through a fresh
-//! nixcache, which must make it download no NAR.
+//! what the client needed, the CPU time the server took for the cold run, and a `nix path-info
+//! -r` of the wide closure through a fresh nixcache, which must make it download no NAR. Under
+//! each table, the floor no proxy can beat: a path's references are known only from its
+//! narinfo, so a cold client waits for one upstream round trip per level of the closure.
 
-use std::time::Duration;
+use std::{collections::HashMap, time::Duration};
 
 use anyhow::{ensure, Context, Result};
 
@@ -49,12 +51,23 @@ enum Running {
     Direct,
 }
 
-/// Seconds cold and warm, and upstream bytes, over the runs of one client and one way.
+/// Seconds cold and warm, upstream bytes and the server's CPU seconds cold, over the runs of
+/// one client and one way.
 #[derive(Default)]
 struct Figures {
     cold: Vec<f64>,
     warm: Vec<f64>,
     upstream_bytes: Vec<f64>,
+    server_cpu: Vec<f64>,
+}
+
+/// What one measurement gave.
+struct Measured {
+    cold: f64,
+    warm: f64,
+    upstream_bytes: u64,
+    /// The server's CPU seconds during the cold run (none when there is no server).
+    server_cpu: Option<f64>,
 }
 
 pub async fn run(report: &mut Report, s: &Settings, chain: &UpstreamCache) -> Result<()> {
@@ -81,7 +94,7 @@ async fn table(s: &Settings, cache: &UpstreamCache, shape: &str) -> Result<Strin
     let mut table = format!(
         "The {shape}: {} paths, {mib:.1} MiB of NAR files, {}; median (min–max) of {} runs, fresh \
          servers and empty client stores each run.\n\n| client | via | cold s | ratio to nginx | \
-         warm s | upstream bytes / needed |\n|---|---|---|---|---|---|\n",
+         warm s | upstream bytes / needed | server CPU s cold |\n|---|---|---|---|---|---|---|\n",
         cache.paths.len(),
         delayed_label(),
         s.runs
@@ -99,24 +112,65 @@ async fn table(s: &Settings, cache: &UpstreamCache, shape: &str) -> Result<Strin
         for run in 0..s.runs {
             for (at, via) in ordered(run) {
                 let busy = procfs::wait_idle().await;
-                let (cold, warm, bytes) = measure(s, cache, &upstream, via, nix)
+                let m = measure(s, cache, &upstream, via, nix)
                     .await
                     .with_context(|| format!("{shape}, {client} via {}", via.name()))?;
                 eprintln!(
-                    "[bench] closure ({shape}), {client}, run {}/{}, {}: cold {cold:.2} s, warm \
-                     {warm:.2} s, upstream {bytes} B (busy before {busy:.0} %)",
+                    "[bench] closure ({shape}), {client}, run {}/{}, {}: cold {:.2} s, warm {:.2} \
+                     s, upstream {} B, server CPU {:.2} s (busy before {busy:.0} %)",
                     run + 1,
                     s.runs,
-                    via.name()
+                    via.name(),
+                    m.cold,
+                    m.warm,
+                    m.upstream_bytes,
+                    m.server_cpu.unwrap_or(f64::NAN),
                 );
-                figures[at].cold.push(cold);
-                figures[at].warm.push(warm);
-                figures[at].upstream_bytes.push(bytes as f64 / needed as f64);
+                let f = &mut figures[at];
+                f.cold.push(m.cold);
+                f.warm.push(m.warm);
+                f.upstream_bytes.push(m.upstream_bytes as f64 / needed as f64);
+                f.server_cpu.extend(m.server_cpu);
             }
         }
         table.push_str(&rows(&client, &figures));
     }
+    table.push_str(&floor(cache)?);
     Ok(table)
+}
+
+/// The floor under every cold time: the closure's depth in narinfo round trips.
+fn floor(cache: &UpstreamCache) -> Result<String> {
+    let levels = narinfo_levels(cache)?;
+    let delay = super::fresh::DELAY;
+    let seconds = delay.as_secs_f64() * levels as f64;
+    Ok(format!(
+        "\nFloor: the closure is {levels} narinfos deep, and a path's references are known only \
+         from its narinfo, so any proxy waits {levels} × {} ms = {seconds:.2} s for the upstream \
+         before the last narinfo, plus what the client does itself (about its warm time).\n",
+        delay.as_millis()
+    ))
+}
+
+/// The closure's depth as a client discovers it: the most narinfo lookups that must follow one
+/// another, each path's first found by the shortest way from the root (breadth first, as Nix
+/// and the prefetch look them up).
+fn narinfo_levels(cache: &UpstreamCache) -> Result<usize> {
+    let base = |path: &str| path.rsplit('/').next().unwrap_or(path).to_string();
+    let mut references: HashMap<String, Vec<String>> = HashMap::new();
+    for path in &cache.paths {
+        let info = cache.narinfo_for(path)?;
+        let refs = info.references().into_iter().map(String::from).collect();
+        references.insert(base(path), refs);
+    }
+    let mut seen = std::collections::HashSet::from([base(&cache.root)]);
+    let (mut level, mut levels) = (vec![base(&cache.root)], 0);
+    while !level.is_empty() {
+        levels += 1;
+        let next = level.iter().flat_map(|p| references.get(p).into_iter().flatten());
+        level = next.filter(|r| seen.insert((*r).clone())).cloned().collect();
+    }
+    Ok(levels)
 }
 
 /// The four ways, nginx and nixcache alternating first from run to run.
@@ -128,14 +182,15 @@ fn ordered(run: usize) -> Vec<(usize, Via)> {
     vias
 }
 
-/// Cold and warm seconds through `via`, and the bytes the upstream sent meanwhile.
+/// Cold and warm seconds through `via`, the bytes the upstream sent meanwhile and the server's
+/// CPU time cold.
 async fn measure(
     s: &Settings,
     cache: &UpstreamCache,
     upstream: &TestUpstream,
     via: Via,
     nix: Nix,
-) -> Result<(f64, f64, u64)> {
+) -> Result<Measured> {
     let running = match via {
         Via::Nixcache | Via::NixcacheNoPrefetch => {
             let mut c = cluster(s, 0, cache, upstream).await?;
@@ -159,12 +214,39 @@ async fn measure(
         Running::Direct => (upstream.url.clone(), cache.public_key.clone()),
     };
     upstream.reset_stats();
+    let pids = server_pids(&running);
+    let ticks_before = cpu_ticks(&pids);
     let cold = timed_fetch(&url, &key, cache, nix).await?;
+    let server_cpu =
+        (!pids.is_empty()).then(|| cpu_ticks(&pids).saturating_sub(ticks_before) as f64 / procfs::clk_tck());
     // What prefetches still run would count for the warm run: let them end first.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let bytes = nar_bytes_sent(upstream, cache)?;
+    let upstream_bytes = nar_bytes_sent(upstream, cache)?;
     let warm = timed_fetch(&url, &key, cache, nix).await?;
-    Ok((cold, warm, bytes))
+    Ok(Measured {
+        cold,
+        warm,
+        upstream_bytes,
+        server_cpu,
+    })
+}
+
+/// The processes serving the client: nixcache's, or nginx's master and workers.
+fn server_pids(running: &Running) -> Vec<u32> {
+    match running {
+        Running::Nixcache(c) => c.replicas.iter().filter_map(|r| r.pid()).collect(),
+        Running::Nginx(n) => {
+            let master = n.proxy_target().pid;
+            let mut pids = procfs::children_of(master);
+            pids.push(master);
+            pids
+        }
+        Running::Direct => Vec::new(),
+    }
+}
+
+fn cpu_ticks(pids: &[u32]) -> u64 {
+    pids.iter().filter_map(|&p| procfs::cpu_ticks(p)).sum()
 }
 
 async fn timed_fetch(url: &str, key: &str, cache: &UpstreamCache, nix: Nix) -> Result<f64> {
@@ -205,8 +287,12 @@ fn rows(client: &str, figures: &[Figures]) -> String {
     let nginx_cold = median(&figures[2].cold);
     let mut out = String::new();
     for (via, f) in VIAS.iter().zip(figures) {
+        let cpu = match f.server_cpu.is_empty() {
+            true => "—".to_string(),
+            false => format!("{:.2}", median(&f.server_cpu)),
+        };
         out.push_str(&format!(
-            "| {client} | {} | {} | {:.2}× | {} | {:.2} |\n",
+            "| {client} | {} | {} | {:.2}× | {} | {:.2} | {cpu} |\n",
             via.name(),
             spread(&f.cold),
             median(&f.cold) / nginx_cold,

@@ -68,7 +68,8 @@ pub(super) async fn open_upstream(
 }
 
 /// After the last byte is written: check the size, wait for the verifier, then store the file
-/// and record it. Clients get their last byte as soon as the hashes match.
+/// and record it. Clients get their last byte as soon as the hashes match, before the file is
+/// synced to disk.
 pub(super) async fn finish(
     cache: &Cache,
     fill: &Arc<Fill>,
@@ -88,11 +89,6 @@ pub(super) async fn finish(
             )));
         }
     }
-    let file = Arc::clone(&fill.file);
-    tokio::task::spawn_blocking(move || file.sync_all())
-        .await
-        .map_err(|e| CacheError::task_failed("writing to the temp file", e))?
-        .map_err(io_err)?;
     fill.downloaded(total);
     let digests = verify::digests(verifier, &fill.key).await?;
     if let Err(err) = check_digests(record, &digests) {
@@ -104,6 +100,13 @@ pub(super) async fn finish(
         return Err(err);
     }
     fill.verified();
+    // On disk before it is stored under its name (a crash must not leave a short file there);
+    // after the clients have their last byte, which never waited for the disk.
+    let file = Arc::clone(&fill.file);
+    tokio::task::spawn_blocking(move || file.sync_all())
+        .await
+        .map_err(|e| CacheError::task_failed("writing to the temp file", e))?
+        .map_err(io_err)?;
     cache
         .storage
         .put_file(&fill.key, fill.tmp_path())

@@ -62,11 +62,13 @@ impl Cache {
         interest: Interest,
     ) -> Result<NarResponse, CacheError> {
         let head = interest == Interest::Probe;
-        let response = self.record_lookup(ObjectKind::Nar, self.open_nar(file, range, head).await)?;
-        self.access.nar(file);
+        // Before this NAR is opened (a miss waits for the upstream's answer): the rest of the
+        // client's walk starts downloading meanwhile.
         if let Interest::Fetch { client } = interest {
             self.nar_fetched(client, file);
         }
+        let response = self.record_lookup(ObjectKind::Nar, self.open_nar(file, range, head).await)?;
+        self.access.nar(file);
         Ok(response)
     }
 

@@ -219,7 +219,7 @@ impl Cache {
         }
     }
 
-    /// `client` `GET` the NAR `file` (stored, or a fill it started or joined).
+    /// `client` `GET`s the NAR `file`, which is about to be opened (from storage, or a fill).
     pub(super) fn nar_fetched(&self, client: Option<IpAddr>, file: &NarFile) {
         let mode = self.prefetch.options.mode;
         if mode == PrefetchMode::Off || self.prefetch.stopped() {
