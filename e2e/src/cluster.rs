@@ -103,6 +103,25 @@ impl Cluster {
         (args, self.shared.env.clone())
     }
 
+    /// The S3 endpoint the replicas are given (S3 backends only).
+    pub fn s3_endpoint(&self) -> Option<&str> {
+        let args = &self.shared.args;
+        let at = args.iter().position(|a| a == "--s3-endpoint")?;
+        args.get(at + 1).map(String::as_str)
+    }
+
+    /// Replicas started from now on reach S3 at `endpoint` (a relay in front of the server).
+    pub fn set_s3_endpoint(&mut self, endpoint: &str) -> Result<()> {
+        let args = &mut self.shared.args;
+        let at = args
+            .iter()
+            .position(|a| a == "--s3-endpoint")
+            .context("not an S3 cluster")?;
+        let value = args.get_mut(at + 1).context("--s3-endpoint without a value")?;
+        *value = endpoint.to_string();
+        Ok(())
+    }
+
     /// The directory where the stored objects are files, to damage them behind the cache's back:
     /// sharded (`<first two characters>/<name>`) on a shared dir, flat in the S3 server's.
     pub fn object_dir(&self) -> &std::path::Path {

@@ -15,6 +15,7 @@ pub mod narinfo;
 pub mod nix_client;
 pub mod prometheus;
 pub mod proxy;
+pub mod throttle;
 pub mod upstream;
 pub mod util;
 pub mod writable;

@@ -143,11 +143,13 @@ async fn table(s: &Settings, cache: &UpstreamCache, shape: &str) -> Result<Strin
 fn floor(cache: &UpstreamCache) -> Result<String> {
     let levels = narinfo_levels(cache)?;
     let delay = super::fresh::DELAY;
-    let seconds = delay.as_secs_f64() * levels as f64;
+    let trips = levels + 1;
+    let seconds = delay.as_secs_f64() * trips as f64;
     Ok(format!(
         "\nFloor: the closure is {levels} narinfos deep, and a path's references are known only \
-         from its narinfo, so any proxy waits {levels} × {} ms = {seconds:.2} s for the upstream \
-         before the last narinfo, plus what the client does itself (about its warm time).\n",
+         from its narinfo, so any proxy waits {trips} upstream round trips ({levels} for the \
+         narinfos, one for the last NAR) × {} ms = {seconds:.2} s, plus what the client does \
+         itself (about its warm time).\n",
         delay.as_millis()
     ))
 }

@@ -22,6 +22,7 @@ pub mod replicas;
 pub mod report;
 pub mod setup;
 pub mod soak;
+pub mod storage;
 pub mod wrk;
 
 use std::net::SocketAddr;
@@ -126,10 +127,11 @@ pub struct Settings {
 }
 
 /// The parts of a run, for `--only`.
-pub const PARTS: [&str; 11] = [
+pub const PARTS: [&str; 12] = [
     "narinfo",
     "nar",
     "memory",
+    "storage",
     "misses",
     "first-byte",
     "replicas",
@@ -144,7 +146,7 @@ pub const PARTS: [&str; 11] = [
 pub const ON_REQUEST: [&str; 1] = ["soak"];
 
 /// Parts that need neither nginx nor wrk.
-const WITHOUT_TOOLS: [&str; 4] = ["first-byte", "gc", "fsck", "soak"];
+const WITHOUT_TOOLS: [&str; 5] = ["storage", "first-byte", "gc", "fsck", "soak"];
 
 impl Settings {
     /// True when `part` is to be run: named by `--only`, or, without it, not [`ON_REQUEST`].

@@ -5,7 +5,10 @@ use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 
-use crate::storage::S3Config;
+use crate::{
+    storage::{ReadAhead, S3Config},
+    units::parse_size,
+};
 
 #[derive(Debug, Clone, Args)]
 pub struct BackendArgs {
@@ -77,6 +80,20 @@ pub struct StorageArgs {
     /// Prefix for object names: objects go to PREFIX/nar/FILE.
     #[arg(long, env = "NIXCACHE_S3_PREFIX", default_value = "")]
     pub s3_prefix: String,
+
+    /// GETs in flight for one read of a large object (a NAR hit): its parts are read ahead, in
+    /// order, so one download is not held to one S3 stream's speed; 1 reads with one GET.
+    #[arg(long, env = "NIXCACHE_S3_PARALLEL_READS", default_value_t = 4,
+          value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub s3_parallel_reads: u16,
+
+    /// Size of those parts (at least 1 MiB); a range under two parts is read with one GET.
+    #[arg(long, env = "NIXCACHE_S3_READ_PART_SIZE", default_value = "8M", value_parser = parse_size)]
+    pub s3_read_part_size: u64,
+
+    /// Memory for parts read ahead, all reads together; a part without room is read in its turn.
+    #[arg(long, env = "NIXCACHE_S3_READ_AHEAD_MEMORY", default_value = "64M", value_parser = parse_size)]
+    pub s3_read_ahead_memory: u64,
 }
 
 impl StorageArgs {
@@ -105,6 +122,11 @@ impl StorageArgs {
                     prefix: self.s3_prefix.clone(),
                     credentials: None,
                     timeouts: Default::default(),
+                    read_ahead: ReadAhead::new(
+                        usize::from(self.s3_parallel_reads),
+                        self.s3_read_part_size,
+                        self.s3_read_ahead_memory,
+                    ),
                 }))
             }
         }

@@ -42,10 +42,18 @@ pub struct ConnectionArgs {
 pub fn parse_trusted_net(text: &str) -> Result<IpNet, String> {
     let text = text.trim();
     if let Ok(net) = text.parse::<IpNet>() {
+        // Peers are compared as IPv4 when they are IPv4-mapped: so are the networks.
+        if let IpNet::V6(v6) = net {
+            if let (Some(v4), Some(len)) = (v6.addr().to_ipv4_mapped(), v6.prefix_len().checked_sub(96)) {
+                return ipnet::Ipv4Net::new(v4, len)
+                    .map(|n| IpNet::V4(n.trunc()))
+                    .map_err(|e| e.to_string());
+            }
+        }
         return Ok(net.trunc());
     }
     text.parse::<IpAddr>()
-        .map(IpNet::from)
+        .map(|addr| IpNet::from(addr.to_canonical()))
         .map_err(|_| format!("`{text}` is neither an address nor a network (ADDRESS/PREFIX)"))
 }
 

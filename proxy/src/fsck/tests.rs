@@ -56,6 +56,7 @@ async fn cache(engine: Engine, s3: bool) -> Option<Cache> {
             ACCESS_KEY, SECRET_KEY, None, None, "test",
         )),
         timeouts: Default::default(),
+        read_ahead: Default::default(),
     };
     let storage = S3Store::connect(&config).await.unwrap();
     let object_dir = server.data_dir().join(bucket).join("cache/nar");

@@ -45,14 +45,17 @@ impl TrustedProxies {
         if !self.trusts(client) {
             return client;
         }
-        let hops: Vec<&str> = headers
+        // Nearest first; a header that is not text ends the walk like a bad entry.
+        let hops = headers
             .get_all("x-forwarded-for")
             .iter()
-            .filter_map(|value| value.to_str().ok())
-            .flat_map(|value| value.split(','))
-            .collect();
-        for hop in hops.iter().rev().take(MAX_HOPS) {
-            let Some(addr) = parse_hop(hop) else {
+            .rev()
+            .flat_map(|value| match value.to_str() {
+                Ok(text) => text.rsplit(',').map(Some).collect::<Vec<_>>(),
+                Err(_) => vec![None],
+            });
+        for hop in hops.take(MAX_HOPS) {
+            let Some(addr) = hop.and_then(parse_hop) else {
                 break;
             };
             client = addr.to_canonical();

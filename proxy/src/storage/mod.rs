@@ -14,7 +14,7 @@ use bytes::Bytes;
 use futures::stream::BoxStream;
 
 pub use local::LocalStore;
-pub use s3::{S3Config, S3Store, S3Timeouts};
+pub use s3::{ReadAhead, S3Config, S3Store, S3Timeouts};
 
 /// A validated object name such as `<52 nixbase32>.nar.xz`, `<hash>.ls` or `log/<drv>`: the
 /// path the cache serves it under, made from parsed protocol types only, never user text.

@@ -9,7 +9,9 @@ use futures::stream;
 
 use nixcache_testsupport::s3::{S3sFs, ACCESS_KEY, SECRET_KEY};
 
-use super::{local::collect, BlobKey, BlobStore, ByteRange, LocalStore, S3Config, S3Store, StorageError};
+use super::{
+    local::collect, BlobKey, BlobStore, ByteRange, LocalStore, ReadAhead, S3Config, S3Store, StorageError,
+};
 
 pub(super) fn key(n: u8) -> BlobKey {
     let hash = nixcache_protocol::Sha256Hash::digest(&[n]);
@@ -35,15 +37,23 @@ pub(super) fn s3_config(server: &S3sFs, bucket: &str, prefix: &str) -> S3Config 
             "nixcache-test",
         )),
         timeouts: Default::default(),
+        read_ahead: Default::default(),
     }
 }
 
 /// A store on a new bucket of the test server.
 pub(super) async fn s3_store(server: &S3sFs, prefix: &str) -> S3Store {
+    s3_store_reading(server, prefix, Default::default()).await
+}
+
+/// A store on a new bucket of the test server, reading large objects as `read_ahead` says.
+pub(super) async fn s3_store_reading(server: &S3sFs, prefix: &str, read_ahead: ReadAhead) -> S3Store {
     let bucket = server.create_bucket().unwrap();
-    S3Store::connect(&s3_config(server, &bucket, prefix))
-        .await
-        .unwrap()
+    let config = S3Config {
+        read_ahead,
+        ..s3_config(server, &bucket, prefix)
+    };
+    S3Store::connect(&config).await.unwrap()
 }
 
 pub(super) fn chunks(data: &[u8]) -> super::ByteStream {
@@ -84,6 +94,22 @@ macro_rules! conformance {
                         0,
                         "every multipart upload completed or aborted"
                     );
+                }
+            )*
+        }
+        // Large reads in 1 MiB parts, 3 GETs at once, with room for only two parts ahead: both
+        // kinds of part (read ahead, read in turn) and every boundary case show up.
+        mod on_s3_in_small_parts {
+            $(
+                #[tokio::test]
+                async fn $property() {
+                    let Some(server) = super::S3sFs::start().await.unwrap() else {
+                        return;
+                    };
+                    let read_ahead = super::ReadAhead::new(3, 1 << 20, 2 << 20);
+                    let store = super::s3_store_reading(&server, "nixcache/", read_ahead).await;
+                    let staging = tempfile::tempdir().unwrap();
+                    super::$property(&store, staging.path()).await;
                 }
             )*
         }
@@ -335,12 +361,27 @@ async fn large_objects(store: &dyn BlobStore, staging: &Path) {
             (8 * MIB - 10, 8 * MIB + 9),
             (MIB, 17 * MIB),
             (40 * MIB - 1, 40 * MIB - 1),
+            (3, 40 * MIB - 1),
+            (MIB - 1, 3 * MIB + 1),
         ] {
             let part = store.get(k, Some(ByteRange { start, end })).await.unwrap();
             assert_eq!(part.size, 40 * MIB, "size is the whole object's");
             let got = collect(part.body).await.unwrap();
             assert!(got == data[start as usize..=end as usize], "bytes {start}-{end}");
         }
+        let past = store
+            .get(
+                k,
+                Some(ByteRange {
+                    start: 0,
+                    end: 40 * MIB,
+                }),
+            )
+            .await;
+        assert!(
+            matches!(past, Err(StorageError::BadRange { size, .. }) if size == 40 * MIB),
+            "a long range past the end must be refused"
+        );
         assert!(store.delete(k).await.unwrap());
     }
 }

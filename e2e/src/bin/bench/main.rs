@@ -19,7 +19,7 @@ use nixcache_e2e::bench::report::Report;
 use nixcache_e2e::bench::setup::{self, Objects};
 use nixcache_e2e::bench::soak;
 use nixcache_e2e::bench::{
-    closure, first_byte, fresh, fsck, misses, operate, replicas, wrk, Settings, Target,
+    closure, first_byte, fresh, fsck, misses, operate, replicas, storage, wrk, Settings, Target,
 };
 use nixcache_e2e::util::target_dir;
 use nixcache_e2e::{TestUpstream, UpstreamCache};
@@ -120,6 +120,9 @@ async fn measure(s: &Settings, cache: &UpstreamCache) -> Result<Report> {
     let mut report = Report::default();
     if ["narinfo", "nar", "memory"].iter().any(|p| s.wants(p)) {
         hits(&mut report, s, cache, &objects).await?;
+    }
+    if s.wants("storage") {
+        storage::run(&mut report, s, cache, &objects).await?;
     }
     if s.wants("misses") {
         misses::rate_limited(&mut report, s, cache, &objects).await?;

@@ -191,7 +191,7 @@ impl Fill {
         self.progress.borrow().written
     }
 
-    /// Every byte, `total` of them, is in the (synced) temp file; verification is finishing.
+    /// Every byte, `total` of them, is in the temp file (not yet synced); verification is finishing.
     pub(super) fn downloaded(&self, total: u64) {
         self.progress.send_modify(|p| {
             p.size = Some(total);

@@ -192,15 +192,17 @@ impl Cache {
             return;
         }
         let now = Instant::now();
+        // Made before the lock is taken (it copies up to MAX_REFS_PER_PATH references).
+        let (fetched, asked) = match looked {
+            Looked::Fetched(record) => (true, AskedNarinfo::of(&record)),
+            Looked::Stored(record) | Looked::Hot(record) => (false, AskedNarinfo::of(&record)),
+        };
         let (asked, used, due) = {
             let mut book = self.prefetch.book();
             self.count_wasted(&mut book.ledger, now);
             let used = book.ledger.narinfo_used(hash);
             // A plain hit joins the walk only: its references were looked at when it was fetched.
-            let (asked, ahead) = match looked {
-                Looked::Fetched(record) => (AskedNarinfo::of(&record), true),
-                Looked::Stored(record) | Looked::Hot(record) => (AskedNarinfo::of(&record), used),
-            };
+            let ahead = fetched || used;
             let due = match mode {
                 PrefetchMode::Nar => book
                     .walks

@@ -6,6 +6,7 @@
 //! visible only once its upload completes, which gives the trait's all-or-nothing rule.
 
 mod list;
+mod read;
 mod upload;
 
 use std::{fmt, io, time::Duration};
@@ -20,6 +21,7 @@ use aws_sdk_s3::{
 use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
 
 use super::{BlobKey, BlobRead, BlobStore, ByteRange, ByteStream, StorageError};
+pub use read::ReadAhead;
 
 /// The region used when neither the flag nor the AWS chain names one.
 const DEFAULT_REGION: &str = "us-east-1";
@@ -40,6 +42,8 @@ pub struct S3Config {
     pub credentials: Option<Credentials>,
     /// The defaults, except in tests.
     pub timeouts: S3Timeouts,
+    /// Ranged GETs in flight per large read.
+    pub read_ahead: ReadAhead,
 }
 
 /// Bounds on S3 requests, so that a hung or unreachable server fails requests (503) instead of
@@ -102,6 +106,7 @@ impl fmt::Debug for S3Config {
             .field("prefix", &self.prefix)
             .field("credentials", &self.credentials.as_ref().map(|_| "***"))
             .field("timeouts", &self.timeouts)
+            .field("read_ahead", &self.read_ahead)
             .finish()
     }
 }
@@ -123,6 +128,7 @@ impl S3Config {
     }
 }
 
+#[derive(Clone)]
 pub struct S3Store {
     client: Client,
     bucket: String,
@@ -130,6 +136,7 @@ pub struct S3Store {
     key_prefix: String,
     endpoint: String,
     timeouts: S3Timeouts,
+    read_ahead: ReadAhead,
 }
 
 impl S3Store {
@@ -147,6 +154,7 @@ impl S3Store {
             key_prefix: format!("{}nar/", config.normalized_prefix()),
             endpoint: config.endpoint_label(),
             timeouts: config.timeouts,
+            read_ahead: config.read_ahead.clone(),
         })
     }
 
@@ -281,32 +289,31 @@ impl BlobStore for S3Store {
     }
 
     async fn get(&self, key: &BlobKey, range: Option<ByteRange>) -> Result<BlobRead, StorageError> {
-        let mut request = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(self.object_name(key));
-        if let Some(r) = range {
-            if r.start > r.end {
-                return Err(self.bad_range(key, r).await);
-            }
-            request = request.range(format!("bytes={}-{}", r.start, r.end));
-        }
-        let out = match request.send().await {
-            Ok(out) => out,
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => {
-                return Err(StorageError::NotFound(key.to_string()))
-            }
-            Err(e) => match (status(&e), range) {
-                (Some(416), Some(r)) => return Err(self.bad_range(key, r).await),
-                _ => return Err(backend(format!("reading {key}"), e)),
-            },
+        let Some(r) = range else {
+            return self.get_whole(key).await;
         };
-        let size = served_size(key, range, &out)?;
-        Ok(BlobRead {
-            size,
-            body: into_stream(out.body, self.timeouts.body_idle),
-        })
+        if r.start > r.end {
+            return Err(self.bad_range(key, r).await);
+        }
+        if !self.read_ahead.splits(r.end - r.start + 1) {
+            let (size, body) = self.get_range(key, r).await?;
+            return Ok(BlobRead { size, body });
+        }
+        let first = ByteRange {
+            start: r.start,
+            end: r.start + self.read_ahead.part_size - 1,
+        };
+        let (size, head) = self.get_range(key, first).await?;
+        if r.end >= size {
+            return Err(StorageError::BadRange {
+                key: key.to_string(),
+                start: r.start,
+                end: r.end,
+                size,
+            });
+        }
+        let body = self.read_in_parts(key, r, head);
+        Ok(BlobRead { size, body })
     }
 
     async fn put_stream(&self, key: &BlobKey, body: ByteStream) -> Result<u64, StorageError> {

@@ -292,3 +292,67 @@ async fn a_hung_server_fails_requests_and_body_reads_in_bounded_time() {
     server.resume().unwrap();
     assert_eq!(store.stat(&k).await.unwrap(), Some(data.len() as u64));
 }
+
+/// A large object read in 1 MiB parts, 4 GETs at once, with `memory` for parts read ahead.
+async fn reading_in_parts(server: &S3sFs, memory: u64) -> (S3Store, super::ReadAhead) {
+    let read_ahead = super::ReadAhead::new(4, 1 << 20, memory);
+    let store = crate::storage::tests::s3_store_reading(server, "", read_ahead.clone()).await;
+    (store, read_ahead)
+}
+
+#[tokio::test]
+async fn large_reads_come_whole_in_parts_with_or_without_room_ahead() {
+    let Some(server) = S3sFs::start().await.unwrap() else {
+        return;
+    };
+    let data = pseudo_random((5 << 20) + 12_345);
+    for memory in [0, 64 << 20] {
+        let (store, _) = reading_in_parts(&server, memory).await;
+        let k = key(20);
+        store.put_stream(&k, chunks(&data)).await.unwrap();
+        let whole = store.get(&k, None).await.unwrap();
+        assert_eq!(whole.size, data.len() as u64);
+        let got = crate::storage::local::collect(whole.body).await.unwrap();
+        assert!(got == data, "whole object, {memory} bytes ahead");
+        let range = crate::storage::ByteRange {
+            start: 100,
+            end: (4 << 20) + 7,
+        };
+        let part = store.get(&k, Some(range)).await.unwrap();
+        let got = crate::storage::local::collect(part.body).await.unwrap();
+        assert!(got == data[100..=(4 << 20) + 7], "a range, {memory} bytes ahead");
+        // Exactly two parts, and a small object in one GET.
+        let two = data[..2 << 20].to_vec();
+        store.put_stream(&key(21), chunks(&two)).await.unwrap();
+        let got = crate::storage::local::collect(store.get(&key(21), None).await.unwrap().body).await;
+        assert!(got.unwrap() == two);
+        store.put_stream(&key(22), chunks(&data[..10])).await.unwrap();
+        let got = crate::storage::local::collect(store.get(&key(22), None).await.unwrap().body).await;
+        assert_eq!(got.unwrap(), &data[..10]);
+    }
+}
+
+#[tokio::test]
+async fn a_read_dropped_midway_gives_its_room_back() {
+    let Some(server) = S3sFs::start().await.unwrap() else {
+        return;
+    };
+    let (store, read_ahead) = reading_in_parts(&server, 8 << 20).await;
+    let all = read_ahead.memory.available_permits();
+    let k = key(23);
+    store
+        .put_stream(&k, chunks(&pseudo_random(12 << 20)))
+        .await
+        .unwrap();
+    let mut body = store.get(&k, None).await.unwrap().body;
+    body.next().await.unwrap().unwrap();
+    wait_for("parts to be read ahead", || {
+        read_ahead.memory.available_permits() < all
+    })
+    .await;
+    drop(body);
+    wait_for("the room of parts read ahead", || {
+        read_ahead.memory.available_permits() == all
+    })
+    .await;
+}

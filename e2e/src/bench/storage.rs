@@ -1,0 +1,185 @@
+//! NAR hits by where the NAR is stored: the big NAR (64 MiB unless `--big-mib`) downloaded over
+//! and over by 1 and 8 clients from one warm nixcache on a local directory, on S3 read with one
+//! GET per download (`--s3-parallel-reads 1`, as before ranged reads), and on S3 read in
+//! parallel ranged parts (the default); the MiB/s and the replica's CPU seconds per GiB served.
+//! The S3 server is s3s-fs on loopback, where the two cores, not a stream, are the limit; so the
+//! two S3 ways run again through a relay that gives each connection a bucket's ceiling
+//! ([`LINK`]: a model, see [`crate::throttle`]).
+
+use std::time::Duration;
+
+use anyhow::{ensure, Context, Result};
+
+use super::hits::NAR_CONNS;
+use super::loadgen;
+use super::procfs::CpuWindow;
+use super::report::{num, Report};
+use super::setup::Objects;
+use super::{summary, Settings};
+use crate::cluster::{Backend, Cluster};
+use crate::throttle::{Link, Throttle};
+use crate::{TestUpstream, UpstreamCache};
+
+/// One way of storing, as the table names it.
+struct Way {
+    name: &'static str,
+    backend: Backend,
+    args: &'static [&'static str],
+    /// S3 reached through a relay that models this link.
+    link: Option<Link>,
+}
+
+/// What one S3 connection gives in the modelled case: about a real bucket's per-GET stream.
+pub const LINK: Link = Link {
+    rate: 64 << 20,
+    latency: Duration::from_millis(20),
+};
+
+const ONE_GET: &[&str] = &["--s3-parallel-reads", "1"];
+
+const WAYS: [Way; 5] = [
+    Way {
+        name: "local directory",
+        backend: Backend::SharedDir,
+        args: &[],
+        link: None,
+    },
+    Way {
+        name: "S3, one GET per download",
+        backend: Backend::PostgresS3,
+        args: ONE_GET,
+        link: None,
+    },
+    Way {
+        name: "S3, ranged parts in parallel (default)",
+        backend: Backend::PostgresS3,
+        args: &[],
+        link: None,
+    },
+    Way {
+        name: "S3 over a 64 MiB/s, 20 ms link, one GET per download",
+        backend: Backend::PostgresS3,
+        args: ONE_GET,
+        link: Some(LINK),
+    },
+    Way {
+        name: "S3 over a 64 MiB/s, 20 ms link, ranged parts in parallel",
+        backend: Backend::PostgresS3,
+        args: &[],
+        link: Some(LINK),
+    },
+];
+
+const MIB: f64 = 1024.0 * 1024.0;
+
+pub async fn run(report: &mut Report, s: &Settings, cache: &UpstreamCache, objects: &Objects) -> Result<()> {
+    let upstream = TestUpstream::start(&cache.dir)?;
+    let mut text = format!(
+        "The {} MiB NAR, warm in one nixcache, downloaded back to back for {} s per run by each \
+         client; median (min–max) of {} runs. CPU: the replica's user + system seconds per GiB \
+         it served.\n\n| stored in | clients | MiB/s | CPU s / GiB |\n|---|---|---|---|\n",
+        objects.big_mib,
+        s.duration.as_secs(),
+        s.runs
+    );
+    let mut per_way = Vec::new();
+    for way in &WAYS {
+        let rows = measure(s, cache, &upstream, objects, way)
+            .await
+            .with_context(|| format!("hits from {}", way.name))?;
+        per_way.push(rows);
+    }
+    for (conns, at) in NAR_CONNS.iter().zip(0..) {
+        for (way, rows) in WAYS.iter().zip(&per_way) {
+            let (rates, cpu): &(Vec<f64>, Vec<f64>) = &rows[at];
+            text.push_str(&format!(
+                "| {} | {conns} | {} | {} |\n",
+                way.name,
+                spread(rates),
+                spread(cpu)
+            ));
+        }
+    }
+    report.section("NAR hits by storage", text);
+    Ok(())
+}
+
+/// MiB/s and CPU s per GiB of each run, for each concurrency of [`NAR_CONNS`].
+async fn measure(
+    s: &Settings,
+    cache: &UpstreamCache,
+    upstream: &TestUpstream,
+    objects: &Objects,
+    way: &Way,
+) -> Result<Vec<(Vec<f64>, Vec<f64>)>> {
+    let mut cluster = Cluster::start(way.backend, 0, &upstream.url, &cache.public_key)
+        .await?
+        .with_context(|| format!("{:?} needs its database and s3s-fs", way.backend))?;
+    let _relay = match way.link {
+        Some(link) => Some(relay_s3(&mut cluster, link).await?),
+        None => None,
+    };
+    let proxy = cluster
+        .add_replica_with(&upstream.url, &cache.public_key, way.args)
+        .await?;
+    let (addr, pid) = (proxy.addr, proxy.pid().context("nixcache is not running")?);
+    let len = objects.big_bytes.len() as u64;
+    // The fill, then one hit compared byte for byte: the rate is of correct bodies.
+    let mut conn = loadgen::Conn::connect(addr, 64 * 1024).await?;
+    for path in [&objects.big_narinfo, &objects.big_nar, &objects.big_nar] {
+        let answer = conn.get(path, &loadgen::Check::Discard).await?;
+        ensure!(answer.status == 200, "GET {path}: {}", answer.status);
+    }
+    // Until its fill is forgotten, hits read the fill's temp file: they would measure the disk.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while proxy.metric("nixcache_fills_in_flight", "").await? > 0 {
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "the fill did not end within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let check = loadgen::Check::Equal(objects.big_bytes.clone());
+    let answer = conn.get(&objects.big_nar, &check).await?;
+    ensure!(answer.status == 200, "GET {}: {}", objects.big_nar, answer.status);
+    let mut rows = Vec::new();
+    for &conns in &NAR_CONNS {
+        let (mut rates, mut cpu) = (Vec::new(), Vec::new());
+        for run in 0..s.runs {
+            let window = CpuWindow::start(&[pid]);
+            let load = loadgen::load(addr, &objects.big_nar, len, conns, s.duration).await?;
+            let used = window.finish();
+            let rate = load.bytes as f64 / MIB / load.elapsed_s;
+            let per_gib = used.server_s / (load.bytes as f64 / (1024.0 * MIB));
+            eprintln!(
+                "[bench] storage, {}, c={conns}, run {}/{}: {rate:.0} MiB/s, {per_gib:.2} CPU s/GiB",
+                way.name,
+                run + 1,
+                s.runs
+            );
+            rates.push(rate);
+            cpu.push(per_gib);
+        }
+        rows.push((rates, cpu));
+    }
+    Ok(rows)
+}
+
+/// Puts a relay modelling `link` between the replicas started from now on and the S3 server.
+async fn relay_s3(cluster: &mut Cluster, link: Link) -> Result<Throttle> {
+    let endpoint = cluster.s3_endpoint().context("not an S3 cluster")?;
+    let target = endpoint
+        .trim_start_matches("http://")
+        .parse()
+        .with_context(|| format!("the S3 endpoint {endpoint}"))?;
+    let relay = Throttle::start(target, link).await?;
+    cluster.set_s3_endpoint(&format!("http://{}", relay.addr))?;
+    Ok(relay)
+}
+
+fn spread(values: &[f64]) -> String {
+    match summary(values) {
+        Some((m, lo, hi)) => format!("{} ({}–{})", num(m), num(lo), num(hi)),
+        None => "—".into(),
+    }
+}
