@@ -16,7 +16,7 @@ use anyhow::{ensure, Context, Result};
 
 use super::fresh::{cluster, delayed_label, delayed_upstream};
 use super::nginx::Nginx;
-use super::report::{num, Report};
+use super::report::{spread, Report};
 use super::{order, procfs, summary, Server, Settings};
 use crate::cluster::Cluster;
 use crate::nix_client::modern_version;
@@ -282,10 +282,6 @@ fn closure_file_bytes(cache: &UpstreamCache) -> Result<u64> {
 
 fn rows(client: &str, figures: &[Figures]) -> String {
     let median = |v: &[f64]| summary(v).map_or(f64::NAN, |(m, _, _)| m);
-    let spread = |v: &[f64]| match summary(v) {
-        Some((m, lo, hi)) => format!("{} ({}–{})", num(m), num(lo), num(hi)),
-        None => "—".into(),
-    };
     let nginx_cold = median(&figures[2].cold);
     let mut out = String::new();
     for (via, f) in VIAS.iter().zip(figures) {

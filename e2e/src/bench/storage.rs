@@ -13,9 +13,9 @@ use anyhow::{ensure, Context, Result};
 use super::hits::NAR_CONNS;
 use super::loadgen;
 use super::procfs::CpuWindow;
-use super::report::{num, Report};
+use super::report::{spread, Report};
 use super::setup::Objects;
-use super::{summary, Settings};
+use super::Settings;
 use crate::cluster::{Backend, Cluster};
 use crate::throttle::{Link, Throttle};
 use crate::{TestUpstream, UpstreamCache};
@@ -175,11 +175,4 @@ async fn relay_s3(cluster: &mut Cluster, link: Link) -> Result<Throttle> {
     let relay = Throttle::start(target, link).await?;
     cluster.set_s3_endpoint(&format!("http://{}", relay.addr))?;
     Ok(relay)
-}
-
-fn spread(values: &[f64]) -> String {
-    match summary(values) {
-        Some((m, lo, hi)) => format!("{} ({}–{})", num(m), num(lo), num(hi)),
-        None => "—".into(),
-    }
 }

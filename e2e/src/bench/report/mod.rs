@@ -346,6 +346,14 @@ fn ratio_num(x: f64) -> String {
     }
 }
 
+/// Median (min–max) of `values`, each as [`num`] writes it; "—" when there are none.
+pub fn spread(values: &[f64]) -> String {
+    match super::summary(values) {
+        Some((m, lo, hi)) => format!("{} ({}–{})", num(m), num(lo), num(hi)),
+        None => "—".into(),
+    }
+}
+
 /// A number with a precision that suits its size.
 pub fn num(v: f64) -> String {
     let a = v.abs();
