@@ -115,3 +115,43 @@ fn walk(node: &serde_json::Value, path: &str, undocumented: &mut Vec<String>) {
         }
     }
 }
+
+#[test]
+fn s3_hot_tier_is_on_and_redirect_off_by_default() {
+    let schema = serde_json::to_value(NixCache::crd()).unwrap();
+    let s3 = &schema["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+        ["storage"]["properties"]["s3"]["properties"];
+    assert_eq!(s3["hotTier"]["properties"]["enabled"]["default"], true, "{s3:#}");
+    assert_eq!(
+        s3["hotTier"]["properties"]["size"]["x-kubernetes-int-or-string"],
+        true
+    );
+    assert_eq!(
+        s3["redirect"]["properties"]["enabled"]["default"], false,
+        "{s3:#}"
+    );
+    // Absent, or present without `enabled`: the same defaults.
+    let parse = |yaml: &str| serde_yaml::from_str::<nixcache_crds::S3Storage>(yaml).unwrap();
+    assert_eq!(parse("bucket: nix").hot_tier, None);
+    let explicit = parse("{bucket: nix, hotTier: {size: 1Gi}, redirect: {expiry: 1h}}");
+    let tier = explicit.hot_tier.unwrap();
+    assert!(tier.enabled);
+    assert_eq!(tier.size.unwrap().0, "1Gi");
+    let redirect = explicit.redirect.unwrap();
+    assert!(!redirect.enabled);
+    assert_eq!(redirect.expiry.as_deref(), Some("1h"));
+}
+
+#[test]
+fn redirect_expiry_is_a_humantime_duration() {
+    let schema = serde_json::to_value(NixCache::crd()).unwrap();
+    let expiry = &schema["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+        ["properties"]["storage"]["properties"]["s3"]["properties"]["redirect"]["properties"]["expiry"];
+    let validator = jsonschema::draft4::new(expiry).unwrap();
+    for good in ["5m", "90s", "1h 30m", "1h30m", "7days", "300 s"] {
+        assert!(validator.is_valid(&good.into()), "{good} refused");
+    }
+    for bad in ["5", "", "m", "-5m", "5m!", "1.5h"] {
+        assert!(!validator.is_valid(&bad.into()), "{bad} accepted");
+    }
+}

@@ -21,6 +21,7 @@ pub mod fixtures;
 pub mod health;
 pub mod leader;
 pub mod metrics;
+pub mod quantity;
 pub mod reconcile;
 pub mod render;
 mod run;

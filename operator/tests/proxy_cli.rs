@@ -1,14 +1,16 @@
 //! The command lines the operator renders are ones the real `nixcache` accepts: for every
-//! example, the Deployment's `serve` (also with GC and fsck inside the replicas, and with pins),
-//! the migration Job's `migrate`, the CronJobs' `gc` and `fsck` and the warm-up CronJob's `warm`
-//! are parsed by the proxy's own CLI (flags and `NIXCACHE_*` env), so a renamed or removed flag
+//! example, the Deployment's `serve` (also with GC and fsck inside the replicas, with pins, and
+//! with the hot tier and S3 redirects), the migration Job's `migrate`, the CronJobs' `gc` and
+//! `fsck` and the warm-up CronJob's `warm` are parsed by the proxy's own CLI (flags and `NIXCACHE_*` env), so a renamed or removed flag
 //! on either side fails here rather than in a cluster.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use clap::Parser;
 use k8s_openapi::api::core::v1::Container;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use nixcache::cli::{Cli, Command};
 use nixcache_crds::NixCache;
 use nixcache_operator::capabilities::{Capabilities, OptionalApi};
@@ -117,7 +119,46 @@ fn rendered_command_lines_parse_with_the_proxy_cli() {
         }
         fsck_parses(&file, nc.clone(), &plan);
         pins_and_kept_uploads_parse(&file, nc.clone(), &plan);
+        s3_serving_parses(&file, nc.clone(), &plan);
         warm_parses(&file, nc, &plan);
+    }
+}
+
+/// Every example with a sized hot tier, then with redirects on (which leave the tier out: the
+/// proxy refuses the two together): on S3, `serve` reads the hot tier from the environment and
+/// takes the redirect flags; on a volume it gets neither.
+fn s3_serving_parses(file: &str, nc: NixCache, plan: &Plan) {
+    for redirect in [false, true] {
+        let mut nc = nc.clone();
+        if let Some(s3) = nc.spec.storage.s3.as_mut() {
+            s3.hot_tier = Some(nixcache_crds::HotTier {
+                enabled: true,
+                size: Some(Quantity("3Gi".into())),
+            });
+            s3.redirect = Some(nixcache_crds::S3Redirect {
+                enabled: redirect,
+                expiry: Some("1h 30m".into()),
+            });
+        }
+        let deployment = render::deployment(&nc, plan);
+        let pod = deployment.spec.as_ref().unwrap().template.spec.as_ref();
+        let Command::Serve(serve) = parse(first_container(pod)) else {
+            panic!("{file}: the Deployment does not run `nixcache serve`");
+        };
+        let hits = &serve.hits;
+        if nc.spec.storage.s3.is_none() {
+            assert_eq!(hits.hot_tier_dir, None, "{file}");
+            assert!(!hits.s3_redirect, "{file}");
+        } else if redirect {
+            assert_eq!(hits.hot_tier_dir, None, "{file}");
+            assert!(hits.s3_redirect, "{file}");
+            assert_eq!(hits.s3_redirect_expiry, Duration::from_secs(5400), "{file}");
+        } else {
+            let dir = Path::new(render::HOT_TIER_DIR);
+            assert_eq!(hits.hot_tier_dir.as_deref(), Some(dir), "{file}");
+            assert_eq!(hits.hot_tier_size, 3 << 30, "{file}");
+            assert!(!hits.s3_redirect, "{file}");
+        }
     }
 }
 

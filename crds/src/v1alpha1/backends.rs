@@ -41,7 +41,7 @@ pub struct Storage {
 }
 
 /// NARs in an S3 bucket. The bucket must exist; the proxy checks it at start.
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct S3Storage {
     /// Name of the bucket.
@@ -68,7 +68,65 @@ pub struct S3Storage {
     /// s3:PutObject, s3:DeleteObject and s3:AbortMultipartUpload.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_secret_ref: Option<S3CredentialsRef>,
+    /// A disk cache in each replica of the NARs it served from the bucket (an emptyDir), so a
+    /// NAR asked for again is read from the pod's own disk; the least recently used are dropped
+    /// beyond `size`. On by default, also when this field is absent. It starts empty whenever a
+    /// pod starts (a restart, a rollout, a rescheduling).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hot_tier: Option<HotTier>,
+    /// Answer a NAR hit (one not in the hot tier) with `307` to a presigned GET URL of its
+    /// object, so the bytes go from the bucket to the client, not through a replica. Off by
+    /// default. Only for clients that reach the bucket's endpoint themselves: Nix follows the
+    /// redirect and sends no netrc credentials to the bucket's host (the URL is the
+    /// credential). narinfos, and NARs not yet in the bucket, are still served by the replicas.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redirect: Option<S3Redirect>,
 }
+
+/// The hot tier of each replica on S3 (`serve --hot-tier-dir`, `--hot-tier-size`).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct HotTier {
+    /// Keep the hot tier (default true). `false`: every NAR hit is read from the bucket.
+    #[serde(default = "default_hot_tier_enabled")]
+    pub enabled: bool,
+    /// Most bytes of NARs a replica keeps, e.g. `20Gi` (default: half the `ephemeral-storage`
+    /// request in `spec.resources`, else `2Gi`). The emptyDir's `sizeLimit` is 25% more, for
+    /// filesystem overhead (the kubelet evicts a pod whose emptyDir exceeds it); the node needs
+    /// that much free disk, which the scheduler only counts with an `ephemeral-storage` request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<Quantity>,
+}
+
+impl Default for HotTier {
+    fn default() -> Self {
+        Self {
+            enabled: default_hot_tier_enabled(),
+            size: None,
+        }
+    }
+}
+
+fn default_hot_tier_enabled() -> bool {
+    true
+}
+
+/// Redirects of NAR hits to the bucket (`serve --s3-redirect`, `--s3-redirect-expiry`).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct S3Redirect {
+    /// Redirect NAR hits to the bucket (default false).
+    #[serde(default)]
+    pub enabled: bool,
+    /// How long a presigned URL stays valid, e.g. `5m`, `1h 30m` (default `5m`; at most 7
+    /// days, S3's limit). A client must start its download within it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub expiry: Option<String>,
+}
+
+/// A duration as `humantime` reads it: numbers each with a unit, e.g. `5m`, `1h 30m`, `90s`.
+pub const DURATION_PATTERN: &str = r"^\s*([0-9]+\s*[A-Za-zµ]+\s*)+$";
 
 /// A Secret holding S3 credentials.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]

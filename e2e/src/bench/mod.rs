@@ -18,6 +18,7 @@ pub mod misses;
 pub mod nginx;
 pub mod operate;
 pub mod procfs;
+pub mod redirected;
 pub mod replicas;
 pub mod report;
 pub mod setup;

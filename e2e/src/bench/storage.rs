@@ -4,7 +4,9 @@
 //! parallel ranged parts (the default); the MiB/s and the replica's CPU seconds per GiB served.
 //! The S3 server is s3s-fs on loopback, where the two cores, not a stream, are the limit; so the
 //! two S3 ways run again through a relay that gives each connection a bucket's ceiling
-//! ([`LINK`]: a model, see [`crate::throttle`]).
+//! ([`LINK`]: a model, see [`crate::throttle`]). Then hits from a hot tier, on loopback and
+//! over the link, and hits answered with a redirect that the clients follow to s3s-fs (the
+//! replica's CPU is then what the redirects cost it; the bytes are the bucket's).
 
 use std::time::Duration;
 
@@ -15,7 +17,7 @@ use super::loadgen;
 use super::procfs::CpuWindow;
 use super::report::{spread, Report};
 use super::setup::Objects;
-use super::Settings;
+use super::{redirected, Settings};
 use crate::cluster::{Backend, Cluster};
 use crate::throttle::{Link, Throttle};
 use crate::{TestUpstream, UpstreamCache};
@@ -27,6 +29,17 @@ struct Way {
     args: &'static [&'static str],
     /// S3 reached through a relay that models this link.
     link: Option<Link>,
+    /// How hits are served beside the plain stream.
+    serve: Serve,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Serve {
+    Streamed,
+    /// From a hot tier (`--hot-tier-dir`) the first hit filled.
+    HotTier,
+    /// As a 307 to the bucket (`--s3-redirect`), which the clients follow.
+    Redirect,
 }
 
 /// What one S3 connection gives in the modelled case: about a real bucket's per-GET stream.
@@ -37,36 +50,62 @@ pub const LINK: Link = Link {
 
 const ONE_GET: &[&str] = &["--s3-parallel-reads", "1"];
 
-const WAYS: [Way; 5] = [
+const WAYS: [Way; 8] = [
     Way {
         name: "local directory",
         backend: Backend::SharedDir,
         args: &[],
         link: None,
+        serve: Serve::Streamed,
     },
     Way {
         name: "S3, one GET per download",
         backend: Backend::PostgresS3,
         args: ONE_GET,
         link: None,
+        serve: Serve::Streamed,
     },
     Way {
         name: "S3, ranged parts in parallel (default)",
         backend: Backend::PostgresS3,
         args: &[],
         link: None,
+        serve: Serve::Streamed,
     },
     Way {
         name: "S3 over a 64 MiB/s, 20 ms link, one GET per download",
         backend: Backend::PostgresS3,
         args: ONE_GET,
         link: Some(LINK),
+        serve: Serve::Streamed,
     },
     Way {
         name: "S3 over a 64 MiB/s, 20 ms link, ranged parts in parallel",
         backend: Backend::PostgresS3,
         args: &[],
         link: Some(LINK),
+        serve: Serve::Streamed,
+    },
+    Way {
+        name: "S3, hits from the hot tier",
+        backend: Backend::PostgresS3,
+        args: &[],
+        link: None,
+        serve: Serve::HotTier,
+    },
+    Way {
+        name: "S3 over the link, hits from the hot tier",
+        backend: Backend::PostgresS3,
+        args: &[],
+        link: Some(LINK),
+        serve: Serve::HotTier,
+    },
+    Way {
+        name: "S3, hits redirected to the bucket (s3s-fs)",
+        backend: Backend::PostgresS3,
+        args: &["--s3-redirect"],
+        link: None,
+        serve: Serve::Redirect,
     },
 ];
 
@@ -119,8 +158,14 @@ async fn measure(
         Some(link) => Some(relay_s3(&mut cluster, link).await?),
         None => None,
     };
+    let tier = tempfile::tempdir()?;
+    let tier_dir = tier.path().display().to_string();
+    let mut args = way.args.to_vec();
+    if way.serve == Serve::HotTier {
+        args.extend(["--hot-tier-dir", &tier_dir, "--hot-tier-size", "2G"]);
+    }
     let proxy = cluster
-        .add_replica_with(&upstream.url, &cache.public_key, way.args)
+        .add_replica_with(&upstream.url, &cache.public_key, &args)
         .await?;
     let (addr, pid) = (proxy.addr, proxy.pid().context("nixcache is not running")?);
     let len = objects.big_bytes.len() as u64;
@@ -140,14 +185,27 @@ async fn measure(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let check = loadgen::Check::Equal(objects.big_bytes.clone());
-    let answer = conn.get(&objects.big_nar, &check).await?;
-    ensure!(answer.status == 200, "GET {}: {}", objects.big_nar, answer.status);
+    let url = proxy.url_for(&objects.big_nar);
+    if way.serve == Serve::Redirect {
+        redirected::check(&url, &objects.big_bytes).await?;
+    } else {
+        let answer = conn.get(&objects.big_nar, &check).await?;
+        ensure!(answer.status == 200, "GET {}: {}", objects.big_nar, answer.status);
+    }
+    if way.serve == Serve::HotTier {
+        // That hit filled the tier: the ones measured are read from it.
+        let filled = crate::util::wait_until(Duration::from_secs(30), || tier_holds_one(tier.path())).await;
+        ensure!(filled, "the hot tier did not take the NAR within 30 s");
+    }
     let mut rows = Vec::new();
     for &conns in &NAR_CONNS {
         let (mut rates, mut cpu) = (Vec::new(), Vec::new());
         for run in 0..s.runs {
             let window = CpuWindow::start(&[pid]);
-            let load = loadgen::load(addr, &objects.big_nar, len, conns, s.duration).await?;
+            let load = match way.serve {
+                Serve::Redirect => redirected::load(&url, len, conns, s.duration).await?,
+                _ => loadgen::load(addr, &objects.big_nar, len, conns, s.duration).await?,
+            };
             let used = window.finish();
             let rate = load.bytes as f64 / MIB / load.elapsed_s;
             let per_gib = used.server_s / (load.bytes as f64 / (1024.0 * MIB));
@@ -163,6 +221,15 @@ async fn measure(
         rows.push((rates, cpu));
     }
     Ok(rows)
+}
+
+/// Whether the hot tier in `dir` holds a NAR file (`nar/<shard>/<file>`).
+fn tier_holds_one(dir: &std::path::Path) -> bool {
+    let shards = std::fs::read_dir(dir.join("nar")).into_iter().flatten().flatten();
+    shards
+        .flat_map(|shard| std::fs::read_dir(shard.path()).into_iter().flatten().flatten())
+        .next()
+        .is_some()
 }
 
 /// Puts a relay modelling `link` between the replicas started from now on and the S3 server.

@@ -7,6 +7,7 @@ use nixcache_crds::{NixCacheSpec, Pin, MAX_DECLARED_PINS};
 use nixcache_protocol::{StorePath, StorePathError};
 
 use crate::blocker::Blocker;
+use crate::render;
 
 /// Why `spec.pins` is not passed to `serve`: a path it refuses would keep every new replica from
 /// starting, one hash under two names leaves unclear which to pin, and a longer list than the CRD
@@ -97,6 +98,9 @@ pub fn spec(spec: &NixCacheSpec) -> Result<(), Blocker> {
     if let Err(e) = pins(&spec.pins) {
         return Err(Blocker::new("InvalidSpec", e.to_string()));
     }
+    if let Err(e) = render::check_s3_serving(spec) {
+        return Err(Blocker::new("InvalidSpec", e.to_string()));
+    }
     if spec.replicas < 0 {
         return invalid("spec.replicas must not be negative");
     }
@@ -181,6 +185,30 @@ mod tests {
         assert!(blocker(&[(HELLO, true), (renamed, true)])
             .unwrap()
             .contains("spec.pins[0] and spec.pins[1]"));
+    }
+
+    #[test]
+    fn an_invalid_hot_tier_size_or_redirect_expiry_is_an_invalid_spec() {
+        let mut nc = fixtures::scaled("demo");
+        assert_eq!(spec(&nc.spec), Ok(()));
+        let s3 = nc.spec.storage.s3.as_mut().unwrap();
+        s3.hot_tier = Some(nixcache_crds::HotTier {
+            enabled: true,
+            size: Some(k8s_openapi::apimachinery::pkg::api::resource::Quantity(
+                "0".into(),
+            )),
+        });
+        let message = "spec.storage.s3.hotTier.size \"0\" must be more than zero bytes";
+        assert_eq!(spec(&nc.spec), Err(Blocker::new("InvalidSpec", message.into())));
+        let mut nc = fixtures::scaled("demo");
+        let s3 = nc.spec.storage.s3.as_mut().unwrap();
+        s3.redirect = Some(nixcache_crds::S3Redirect {
+            enabled: true,
+            expiry: Some("8d".into()),
+        });
+        let message = "spec.storage.s3.redirect.expiry \"8d\" is outside 1s to 7d (S3 refuses \
+                       presigned URLs valid longer than 7 days)";
+        assert_eq!(spec(&nc.spec), Err(Blocker::new("InvalidSpec", message.into())));
     }
 
     #[test]

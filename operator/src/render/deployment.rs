@@ -13,7 +13,7 @@ use kube::ResourceExt;
 use nixcache_crds::NixCache;
 
 use super::pod::{self, CONTAINER_PORT, DATA_DIR, READERS_DIR, SIGNING_DIR, UPLOADS_DIR};
-use super::{owned_meta, selector_labels, Plan, SECRETS_HASH_ANNOTATION};
+use super::{owned_meta, s3_serve, selector_labels, Plan, SECRETS_HASH_ANNOTATION};
 
 /// How long `serve` drains on SIGTERM (`--shutdown-grace`), after it kept accepting for
 /// `--shutdown-delay` while the Service's endpoints drop it; the pod gets 5 s more than both.
@@ -62,12 +62,17 @@ pub fn deployment(nc: &NixCache, plan: &Plan) -> Deployment {
 fn pod_template(nc: &NixCache, plan: &Plan) -> PodTemplateSpec {
     let mut annotations: BTreeMap<String, String> = nc.spec.pod_annotations.clone();
     annotations.insert(SECRETS_HASH_ANNOTATION.into(), plan.secrets_hash.clone());
-    let (volumes, mounts) = pod::serve_volumes(nc, plan);
+    let (mut volumes, mut mounts) = pod::serve_volumes(nc, plan);
     let mut env = vec![pod::pod_ip_env()];
     env.extend(pod::env(nc, true));
     // `--sync-pins` as the environment: a proxy image older than pins ignores it (a flag would
     // stop it at start), and the declared pins follow `spec.pins` even when it is empty.
     env.push(pod::plain("NIXCACHE_SYNC_PINS", "true"));
+    if let Some(tier) = s3_serve::hot_tier(&nc.spec) {
+        volumes.push(tier.volume);
+        mounts.push(tier.mount);
+        env.extend(tier.env);
+    }
     let mut container = pod::container(nc, plan, "nixcache", serve_args(nc, plan));
     container.env = Some(env);
     container.ports = Some(vec![ContainerPort {
@@ -120,6 +125,7 @@ pub fn serve_args(nc: &NixCache, plan: &Plan) -> Vec<String> {
         format!("{SIGNING_DIR}/secret-key"),
     ];
     args.extend(pod::storage_args(nc));
+    args.extend(s3_serve::redirect_args(&nc.spec));
     for (i, upstream) in spec.upstreams.iter().enumerate() {
         args.extend(["--upstream".into(), upstream_arg(upstream)]);
         if upstream.netrc_secret_ref.is_some() {

@@ -9,6 +9,9 @@ mod fsck_cronjob;
 mod gc_cronjob;
 mod migrate_job;
 mod pod;
+mod s3_serve;
+#[cfg(test)]
+mod s3_serve_tests;
 mod secrets;
 mod service;
 mod storage_cronjob;
@@ -27,6 +30,10 @@ pub use fsck_cronjob::fsck_cronjob;
 pub use gc_cronjob::gc_cronjob;
 pub use migrate_job::migrate_job;
 pub use pod::{CONTAINER_PORT, DATA_DIR};
+pub use s3_serve::{
+    check as check_s3_serving, hot_tier_bytes, InvalidS3Serving, DEFAULT_HOT_TIER_BYTES,
+    DEFAULT_REDIRECT_EXPIRY, HOT_TIER_DIR, HOT_TIER_VOLUME,
+};
 pub use secrets::{
     default_key_name, persistent_volume_claim, signing_key_deleted_with_cache, signing_secret,
     PUBLIC_KEY_ENTRY, SECRET_KEY_ENTRY,

@@ -214,7 +214,8 @@ fn secret_volume(name: &str, r: &SecretKeyRef, default_key: &str, file: &str) ->
     }
 }
 
-fn empty_dir(name: &str) -> Volume {
+/// An emptyDir volume `name` without a size limit.
+pub(super) fn empty_dir(name: &str) -> Volume {
     Volume {
         name: name.into(),
         empty_dir: Some(EmptyDirVolumeSource::default()),
@@ -222,7 +223,7 @@ fn empty_dir(name: &str) -> Volume {
     }
 }
 
-fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
+pub(super) fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
     VolumeMount {
         name: name.into(),
         mount_path: path.into(),

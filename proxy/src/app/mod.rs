@@ -1,5 +1,6 @@
 //! Wiring: build the cache from `ServeArgs`; [`serve`] runs it until SIGTERM/SIGINT.
 
+mod hits;
 mod pin;
 mod serve;
 
@@ -49,6 +50,7 @@ pub async fn build_state(args: &ServeArgs) -> anyhow::Result<http::AppState> {
         metrics.encoders_busy.clone(),
     );
     let schedule = gc_schedule(args)?;
+    hits::check_flags(args)?;
     let data_dir = &args.backend.data_dir;
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("creating the data dir {}", data_dir.display()))?;
@@ -59,6 +61,7 @@ pub async fn build_state(args: &ServeArgs) -> anyhow::Result<http::AppState> {
 
     let metadata = open_metadata(args).await?;
     let storage = open_storage(&args.backend, scratch.path()).await?;
+    let (storage, backing, hot_tier) = hits::with_hot_tier(args, storage, &metrics).await?;
 
     tracing::info!(public_key = %signer.public_key(), upstreams = ?args.upstreams, "signing with key");
     let negative = NegativeCache::new(args.negative_ttl);
@@ -66,6 +69,7 @@ pub async fn build_state(args: &ServeArgs) -> anyhow::Result<http::AppState> {
     let cache = Cache::new(CacheParts {
         db: metadata,
         storage,
+        backing,
         upstreams,
         signer,
         negative,
@@ -76,8 +80,12 @@ pub async fn build_state(args: &ServeArgs) -> anyhow::Result<http::AppState> {
         metrics,
         fill_limits: fill_limits(args),
         prefetch: args.prefetch.options(),
+        redirect: args.hits.s3_redirect.then_some(args.hits.s3_redirect_expiry),
     });
     cache.start_background();
+    if let Some(tier) = hot_tier {
+        hits::start_sweep(&cache, tier);
+    }
     if args.gc.scrub_rate > 0 {
         let (rate, interval) = (args.gc.scrub_rate, args.gc.scrub_interval);
         cache.start_scrub(ScrubOptions { rate, interval });

@@ -66,6 +66,8 @@ const OTHER_WORK_RETRY_AFTER: std::time::Duration = std::time::Duration::from_se
 pub struct CacheParts {
     pub db: Arc<dyn MetadataStore>,
     pub storage: Arc<dyn BlobStore>,
+    /// The storage behind a hot tier; `storage` itself without one.
+    pub backing: Arc<dyn BlobStore>,
     pub upstreams: Arc<Upstreams>,
     pub signer: SigningKey,
     pub negative: NegativeCache,
@@ -77,12 +79,19 @@ pub struct CacheParts {
     pub metrics: Arc<Metrics>,
     pub fill_limits: FillLimits,
     pub prefetch: PrefetchOptions,
+    /// `--s3-redirect`: a NAR hit the storage can hand out a URL for is answered with a
+    /// redirect to it, valid this long.
+    pub redirect: Option<std::time::Duration>,
 }
 
 #[derive(Clone)]
 pub struct Cache {
     db: Arc<dyn MetadataStore>,
     storage: Arc<dyn BlobStore>,
+    /// What scrub and fsck read: the store itself, not a replica's verified copies in its hot
+    /// tier (their reads would also churn it). Their deletes reach the tier through `storage`
+    /// (scrub) or its sweep (fsck, which removes the database row too).
+    backing: Arc<dyn BlobStore>,
     upstreams: Arc<Upstreams>,
     signer: Arc<SigningKey>,
     public_key: Arc<str>,
@@ -114,6 +123,7 @@ pub struct Cache {
     /// Cancelled when shutdown's grace period is over: the fills still running end as failed.
     fills_cancelled: CancellationToken,
     background: Background,
+    redirect: Option<std::time::Duration>,
 }
 
 impl Cache {
@@ -123,6 +133,7 @@ impl Cache {
         Self {
             db: parts.db,
             storage: parts.storage,
+            backing: parts.backing,
             upstreams: parts.upstreams,
             signer: Arc::new(parts.signer),
             public_key,
@@ -158,6 +169,7 @@ impl Cache {
             fill_tasks: TaskTracker::new(),
             fills_cancelled: CancellationToken::new(),
             background: Background::new(),
+            redirect: parts.redirect,
         }
     }
 
@@ -280,7 +292,7 @@ impl Cache {
         options: &crate::fsck::FsckOptions,
     ) -> Result<crate::fsck::FsckReport, crate::fsck::FsckError> {
         let holder = self.replica.holder_for("fsck");
-        let result = crate::fsck::run_once(Arc::clone(&self.db), &*self.storage, options, &holder).await;
+        let result = crate::fsck::run_once(Arc::clone(&self.db), &*self.backing, options, &holder).await;
         self.metrics.fsck.finished(&result);
         refresh_shared_metrics(&*self.db, &self.metrics).await;
         result
@@ -289,6 +301,11 @@ impl Cache {
     /// Whether an `Authorization` header value is another replica's (for the internal endpoint).
     pub fn is_replica(&self, authorization: Option<&str>) -> bool {
         self.replica.options.peer_token.accepts(authorization)
+    }
+
+    /// Whether the database records `file` as stored (for the hot tier's sweep).
+    pub async fn nar_recorded(&self, file: &nixcache_protocol::NarFile) -> Result<bool, CacheError> {
+        Ok(self.db.get_nar(file).await?.is_some())
     }
 
     /// Checks metadata and storage; for readiness.

@@ -7,16 +7,17 @@ use nixcache_formats::range::RangeSpec;
 use nixcache_protocol::NarFile;
 
 use super::{
+    answer::{follow_fill, resolve},
     download::max_file_size,
     feed::Feed,
-    fill::{Client, Fill},
+    fill::Fill,
     hot::{name_fixes_bytes, StoredNar},
     Cache, CacheError, CacheStatus, Interest, NarResponse, OTHER_WORK_RETRY_AFTER,
 };
 use crate::{
     db::{LeaseClaim, LeaseKey, NarInfoRecord},
     metrics::{LookupResult, ObjectKind},
-    storage::{BlobKey, BlobRead, ByteRange, StorageError},
+    storage::{BlobKey, BlobRead, StorageError},
 };
 
 /// Pause before looking again at a NAR whose fill was cancelled as this request came.
@@ -93,13 +94,8 @@ impl Cache {
         }
         let fixed_by_name = name_fixes_bytes(file, record.info.nar_hash);
         if let (true, Some(size)) = (head, record.info.file_size) {
-            let response = NarResponse {
-                size,
-                range: resolve(range, size)?,
-                body: None,
-                status: CacheStatus::Miss,
-                fixed_by_name,
-            };
+            let response =
+                NarResponse::headers_only(size, resolve(range, size)?, CacheStatus::Miss, fixed_by_name);
             return Ok((response, LookupResult::Miss));
         }
         let record = Arc::new(record);
@@ -300,6 +296,18 @@ impl Cache {
         }))
     }
 
+    /// `--s3-redirect`: a URL of the object for the client, when the storage makes one; when it
+    /// cannot (credentials being refreshed, say), the NAR is streamed instead.
+    async fn redirect_to(&self, key: &BlobKey) -> Option<String> {
+        match self.storage.presigned_get(key, self.redirect?).await {
+            Ok(url) => url,
+            Err(e) => {
+                tracing::warn!(nar = %key, error = %e, "cannot presign a NAR's URL; streaming it instead");
+                None
+            }
+        }
+    }
+
     /// `None` when the stored object is missing or damaged: it is dropped and fetched again.
     async fn serve_stored(
         &self,
@@ -312,21 +320,23 @@ impl Cache {
         let (size, fixed_by_name) = (stored.size, stored.fixed_by_name);
         let range = resolve(range, size)?;
         if head {
-            return Ok(Some(NarResponse {
+            return Ok(Some(NarResponse::headers_only(
                 size,
                 range,
-                body: None,
-                status: CacheStatus::Hit,
+                CacheStatus::Hit,
                 fixed_by_name,
+            )));
+        }
+        if let Some(redirect) = self.redirect_to(key).await {
+            return Ok(Some(NarResponse {
+                redirect: Some(redirect),
+                ..NarResponse::headers_only(size, range, CacheStatus::Hit, fixed_by_name)
             }));
         }
         match self.storage.get(key, range).await {
             Ok(read) if read.size == size => Ok(Some(NarResponse {
-                size,
-                range,
                 body: Some(read.body),
-                status: CacheStatus::Hit,
-                fixed_by_name,
+                ..NarResponse::headers_only(size, range, CacheStatus::Hit, fixed_by_name)
             })),
             Ok(BlobRead { size: found, .. }) | Err(StorageError::BadRange { size: found, .. }) => {
                 tracing::error!(nar = %key, expected = size, found, "stored NAR has the wrong size; dropping it");
@@ -343,41 +353,6 @@ impl Cache {
             }
             Err(e) => Err(e.into()),
         }
-    }
-}
-
-/// The answer for `client`, who counts for the fill while it waits and while its body streams;
-/// `(status, fixed_by_name)` as the caller knows them.
-async fn follow_fill(
-    fill: &Arc<Fill>,
-    client: Client,
-    range: Option<RangeSpec>,
-    head: bool,
-    (status, fixed_by_name): (CacheStatus, bool),
-) -> Result<NarResponse, CacheError> {
-    let size = fill.size().await?;
-    let range = resolve(range, size)?;
-    let body = match range.or(ByteRange::whole(size)) {
-        Some(bytes) if !head => Some(fill.follow(bytes, client)),
-        _ => None,
-    };
-    Ok(NarResponse {
-        size,
-        range,
-        body,
-        status,
-        fixed_by_name,
-    })
-}
-
-/// The byte range of an object of `size` a request asks for; 416 when it lies outside.
-fn resolve(range: Option<RangeSpec>, size: u64) -> Result<Option<ByteRange>, CacheError> {
-    match range {
-        None => Ok(None),
-        Some(spec) => spec
-            .resolve(size)
-            .map(Some)
-            .ok_or(CacheError::RangeNotSatisfiable { size }),
     }
 }
 

@@ -188,7 +188,7 @@ impl Cache {
         want: (Sha256Hash, u64),
         pace: Option<&mut Pace>,
     ) -> Result<Found, CacheError> {
-        let read = match self.storage.get(key, None).await {
+        let read = match self.backing.get(key, None).await {
             Ok(read) => read,
             Err(StorageError::NotFound(_)) => return Ok(Found::Missing),
             Err(err) => return Err(err.into()),

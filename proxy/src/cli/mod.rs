@@ -12,6 +12,7 @@ mod fsck;
 mod gc;
 mod pin;
 mod prefetch;
+mod tier;
 mod warm;
 pub use access::AccessArgs;
 pub use backend::{BackendArgs, DatabaseUrl, StorageArgs, StorageKind};
@@ -21,6 +22,7 @@ pub use fsck::FsckArgs;
 pub use gc::{GcArgs, ServeGcArgs};
 pub use pin::{PinAction, PinArgs};
 pub use prefetch::{PrefetchArg, PrefetchArgs};
+pub use tier::HitArgs;
 pub use warm::WarmArgs;
 
 /// The public key of cache.nixos.org, trusted by default.
@@ -179,6 +181,9 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub connections: ConnectionArgs,
+
+    #[command(flatten)]
+    pub hits: HitArgs,
 
     /// Content-Encoding of narinfos, listings, logs, build traces and uncompressed NARs of 4 KiB
     /// to 16 MiB: `auto` encodes them for a client that asks (Nix 2.34 does, Nix 2.8 does not),

@@ -11,7 +11,10 @@ use nixcache_formats::range::RangeSpec;
 use nixcache_protocol::{Compression, NarFile, MIME_NAR};
 
 use super::{caching, encoding::fused, ApiError, AppState, ClientIp};
-use crate::cache::NarResponse;
+use crate::{
+    cache::{CacheStatus, NarResponse},
+    storage::StorageError,
+};
 
 pub async fn get_nar(
     State(state): State<AppState>,
@@ -35,6 +38,9 @@ pub async fn get_nar(
     }
     let interest = ClientIp::interest(&method, client);
     let mut nar = state.cache.nar(&file, range, interest).await?;
+    if let Some(url) = nar.redirect.take() {
+        return redirect(url, nar.status);
+    }
     nar.body = nar.body.map(|body| counted(&state, body));
     let (status, etag) = (nar.status, caching::nar_etag(&file, nar.fixed_by_name));
     // A NAR stored without compression is worth encoding for a client that takes it.
@@ -46,6 +52,25 @@ pub async fn get_nar(
         state.encoders.offer(&mut response, &headers, size, whole);
     }
     caching::cache_status(response.headers_mut(), status);
+    Ok(response)
+}
+
+/// `307` to the object in the bucket (`--s3-redirect`): the client repeats its GET there, with
+/// its Range header. Not to be stored by caches in front: the URL expires.
+fn redirect(url: String, status: CacheStatus) -> Result<Response, ApiError> {
+    let location = HeaderValue::try_from(url).map_err(|e| {
+        let error = StorageError::Backend {
+            context: "presigning a NAR's URL".into(),
+            error: Box::new(e),
+        };
+        ApiError::Cache(error.into())
+    })?;
+    let mut response = Response::new(Body::empty());
+    *response.status_mut() = StatusCode::TEMPORARY_REDIRECT;
+    let headers = response.headers_mut();
+    headers.insert(header::LOCATION, location);
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    caching::cache_status(headers, status);
     Ok(response)
 }
 

@@ -103,6 +103,7 @@ pub struct Metrics {
     /// Answers that would have been encoded but went as stored, every encoder being busy.
     pub encoders_busy: Counter,
     pub prefetch: PrefetchMetrics,
+    pub hot_tier: crate::storage::HotTierMetrics,
     pub fsck: FsckMetrics,
     /// What GC and fsck runs recorded in the database.
     pub upkeep: UpkeepMetrics,
@@ -163,6 +164,7 @@ impl Metrics {
             encoded_responses: Family::default(),
             encoders_busy: Counter::default(),
             prefetch: PrefetchMetrics::default(),
+            hot_tier: Default::default(),
             fsck: FsckMetrics::default(),
             upkeep: UpkeepMetrics::default(),
             recent: RecentTotals::default(),

@@ -18,6 +18,7 @@ impl Metrics {
         self.register_fills(r);
         self.register_upkeep(r);
         self.prefetch.register(r);
+        self.register_hot_tier(r);
         self.fsck.register(r);
         self.upkeep.register(r);
         self.registry = registry;
@@ -162,6 +163,26 @@ impl Metrics {
             "The most the NAR fills in progress may write (what --max-fill-bytes bounds)",
             Unit::Bytes,
             self.fill_reserved_bytes.clone(),
+        );
+    }
+
+    /// A replica's hot tier (`--hot-tier-dir`); its series stay at zero without one.
+    fn register_hot_tier(&self, r: &mut Described<'_>) {
+        let tier = &self.hot_tier;
+        r.register_with_unit(
+            "hot_tier",
+            "Bytes of the hot tier's files and of the copies into it under way",
+            Unit::Bytes,
+            tier.bytes.clone(),
+        );
+        r.register("hot_tier_files", "NAR files in the hot tier", tier.files.clone());
+        r.register(
+            "hot_tier_reads",
+            "NAR reads on a replica with a hot tier, by result (hit: from the tier; copied: from \
+             the store, copied into the tier as it streams; miss: from the store only (a range, \
+             too large, or being copied already); changed: the tier's file changed since it was \
+             verified or is gone, and the store was read)",
+            tier.reads.clone(),
         );
     }
 

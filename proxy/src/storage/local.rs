@@ -160,7 +160,7 @@ impl BlobStore for LocalStore {
 
 /// Streams `range` of `file`: a task reads ahead up to `READ_AHEAD` pooled chunks, each read on
 /// the blocking pool and released at once, so a client that stops reading holds no thread.
-fn read_in_background(file: std::fs::File, range: ByteRange) -> ByteStream {
+pub(super) fn read_in_background(file: std::fs::File, range: ByteRange) -> ByteStream {
     const READ_AHEAD: usize = 3;
     let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(READ_AHEAD);
     let file = std::sync::Arc::new(file);

@@ -1,6 +1,7 @@
 //! Where NAR files live. One small trait; a local directory by default, or an S3 bucket (`s3`).
 
 pub mod bufpool;
+pub mod hot_tier;
 pub(crate) mod local;
 pub mod s3;
 #[cfg(test)]
@@ -13,6 +14,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::stream::BoxStream;
 
+pub use hot_tier::{HotTier, HotTierConfig, HotTierMetrics};
 pub use local::LocalStore;
 pub use s3::{ReadAhead, S3Config, S3Store, S3Timeouts};
 
@@ -170,6 +172,16 @@ pub trait BlobStore: Send + Sync + 'static {
     async fn delete(&self, key: &BlobKey) -> Result<bool, StorageError>;
     /// Checks the backend is reachable.
     async fn ping(&self) -> Result<(), StorageError>;
+    /// A URL a client can GET the object (or a range of it) from directly, valid for
+    /// `expires`; `None` where there is no such URL (the object is served from here).
+    /// Whether the object exists is not checked.
+    async fn presigned_get(
+        &self,
+        _key: &BlobKey,
+        _expires: std::time::Duration,
+    ) -> Result<Option<String>, StorageError> {
+        Ok(None)
+    }
     /// Lists every object, in no particular order; objects written or deleted meanwhile may or
     /// may not be seen.
     fn list(&self) -> Listing;

@@ -10,7 +10,8 @@ use futures::stream;
 use nixcache_testsupport::s3::{S3sFs, ACCESS_KEY, SECRET_KEY};
 
 use super::{
-    local::collect, BlobKey, BlobStore, ByteRange, LocalStore, ReadAhead, S3Config, S3Store, StorageError,
+    local::collect, BlobKey, BlobStore, ByteRange, HotTier, HotTierConfig, LocalStore, ReadAhead, S3Config,
+    S3Store, StorageError,
 };
 
 pub(super) fn key(n: u8) -> BlobKey {
@@ -94,6 +95,24 @@ macro_rules! conformance {
                         0,
                         "every multipart upload completed or aborted"
                     );
+                }
+            )*
+        }
+        // Through a replica's hot tier (what it keeps is tested in `hot_tier::tests`: these
+        // keys do not hash to their bytes, so the tier only passes them on).
+        mod on_s3_with_hot_tier {
+            $(
+                #[tokio::test]
+                async fn $property() {
+                    let Some(server) = super::S3sFs::start().await.unwrap() else {
+                        return;
+                    };
+                    let cold = std::sync::Arc::new(super::s3_store(&server, "nixcache/").await);
+                    let dir = tempfile::tempdir().unwrap();
+                    let config = super::HotTierConfig { dir: dir.path().into(), max_bytes: 256 << 20, metrics: Default::default() };
+                    let store = super::HotTier::open(&config, cold).await.unwrap();
+                    let staging = tempfile::tempdir().unwrap();
+                    super::$property(&store, staging.path()).await;
                 }
             )*
         }

@@ -131,7 +131,12 @@ enum Fetched {
 /// Walks the closures of `options.paths` through the cache; an `Err` only when the cache
 /// cannot be asked at all.
 pub async fn run(options: &WarmOptions) -> anyhow::Result<WarmReport> {
-    let mut client = reqwest::Client::builder().timeout(options.timeout);
+    // A stored NAR may be answered with a redirect to the bucket (`--s3-redirect`): that says
+    // it is stored, and following it would only download it from there.
+    let policy = reqwest::redirect::Policy::none();
+    let mut client = reqwest::Client::builder()
+        .timeout(options.timeout)
+        .redirect(policy);
     if options.direct {
         client = client.no_proxy();
     }
@@ -218,6 +223,13 @@ async fn fetch_once(client: &reqwest::Client, url: &str) -> Try {
     };
     match response.status() {
         reqwest::StatusCode::OK => {}
+        reqwest::StatusCode::TEMPORARY_REDIRECT if !url.ends_with(".narinfo") => {
+            let stored_before = true;
+            return Try::Done(Fetched::Nar {
+                bytes: 0,
+                stored_before,
+            });
+        }
         reqwest::StatusCode::NOT_FOUND => return Try::Done(Fetched::Missing(url.to_owned())),
         status @ (reqwest::StatusCode::BAD_GATEWAY
         | reqwest::StatusCode::SERVICE_UNAVAILABLE

@@ -16,6 +16,7 @@ use aws_sdk_s3::{
     config::{timeout::TimeoutConfig, BehaviorVersion, Credentials, Region},
     error::SdkError,
     operation::get_object::GetObjectOutput,
+    presigning::PresigningConfig,
     Client,
 };
 use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
@@ -345,6 +346,29 @@ impl BlobStore for S3Store {
 
     fn list(&self) -> crate::storage::Listing {
         list::list(self)
+    }
+
+    /// Signed with the store's credentials for this one GET of a NAR; a Range header is not
+    /// part of the signature, so ranged reads work through it.
+    async fn presigned_get(&self, key: &BlobKey, expires: Duration) -> Result<Option<String>, StorageError> {
+        let config = PresigningConfig::expires_in(expires).map_err(|e| StorageError::Backend {
+            context: format!("presigning a URL for {key}"),
+            error: Box::new(e),
+        })?;
+        let request = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(self.object_name(key))
+            // Some servers (s3s-fs) keep the `aws-chunked` of a checksummed upload as the
+            // object's Content-Encoding, which Nix and curl refuse. `none` is what both take as
+            // "not encoded" (`identity` would make Nix 2.8 look for a compression).
+            .response_content_encoding("none")
+            .response_content_type(nixcache_protocol::MIME_NAR)
+            .presigned(config)
+            .await
+            .map_err(|e| backend(format!("presigning a URL for {key}"), e))?;
+        Ok(Some(request.uri().to_owned()))
     }
 
     async fn ping(&self) -> Result<(), StorageError> {

@@ -356,3 +356,45 @@ async fn a_read_dropped_midway_gives_its_room_back() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn presigned_urls_serve_the_object_and_its_ranges() {
+    let Some(server) = S3sFs::start().await.unwrap() else {
+        return;
+    };
+    let store = s3_store(&server, "p/").await;
+    let data: Vec<u8> = (0..300_000u32).map(|i| (i % 253) as u8).collect();
+    let k = key(3);
+    // Stored as fills store NARs: from a staged file (a streamed, checksummed upload).
+    let staging = tempfile::tempdir().unwrap();
+    let staged = staging.path().join("nar");
+    std::fs::write(&staged, &data).unwrap();
+    store.put_file(&k, &staged).await.unwrap();
+    let url = store
+        .presigned_get(&k, Duration::from_secs(60))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(url.starts_with(&server.endpoint()), "{url}");
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let whole = client.get(&url).send().await.unwrap();
+    assert_eq!(whole.status(), 200);
+    let headers = whole.headers();
+    assert_eq!(
+        headers.get("content-encoding").unwrap(),
+        "none",
+        "not the upload's aws-chunked"
+    );
+    assert_eq!(headers.get("content-type").unwrap(), nixcache_protocol::MIME_NAR);
+    assert_eq!(whole.bytes().await.unwrap().as_ref(), &data[..]);
+    let part = client
+        .get(&url)
+        .header("range", "bytes=7-99")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(part.status(), 206);
+    assert_eq!(part.bytes().await.unwrap().as_ref(), &data[7..100]);
+    // Only GET is signed: a HEAD (or anything else) on the URL is refused.
+    assert_eq!(client.head(&url).send().await.unwrap().status(), 403);
+}
