@@ -109,6 +109,17 @@ const WAYS: [Way; 8] = [
     },
 ];
 
+/// The ways measured: all of them, or with `NIXCACHE_BENCH_STORAGE_AB=1` the local directory
+/// and the hot tier (on s3s-fs) twice each, alternating, so that the two are compared without
+/// the drift of a VM's disk-speed figures over the minutes between them in the full order.
+fn ways() -> Vec<&'static Way> {
+    if std::env::var_os("NIXCACHE_BENCH_STORAGE_AB").is_some_and(|v| v == "1") {
+        let (local, tier) = (&WAYS[0], &WAYS[5]);
+        return vec![local, tier, local, tier];
+    }
+    WAYS.iter().collect()
+}
+
 const MIB: f64 = 1024.0 * 1024.0;
 
 pub async fn run(report: &mut Report, s: &Settings, cache: &UpstreamCache, objects: &Objects) -> Result<()> {
@@ -122,14 +133,15 @@ pub async fn run(report: &mut Report, s: &Settings, cache: &UpstreamCache, objec
         s.runs
     );
     let mut per_way = Vec::new();
-    for way in &WAYS {
+    let ways = ways();
+    for way in &ways {
         let rows = measure(s, cache, &upstream, objects, way)
             .await
             .with_context(|| format!("hits from {}", way.name))?;
         per_way.push(rows);
     }
     for (conns, at) in NAR_CONNS.iter().zip(0..) {
-        for (way, rows) in WAYS.iter().zip(&per_way) {
+        for (way, rows) in ways.iter().zip(&per_way) {
             let (rates, cpu): &(Vec<f64>, Vec<f64>) = &rows[at];
             text.push_str(&format!(
                 "| {} | {conns} | {} | {} |\n",

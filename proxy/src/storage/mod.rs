@@ -3,6 +3,8 @@
 pub mod bufpool;
 pub mod hot_tier;
 pub(crate) mod local;
+#[cfg(test)]
+mod local_tests;
 pub mod s3;
 #[cfg(test)]
 mod tests;
