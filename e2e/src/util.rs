@@ -234,6 +234,16 @@ pub async fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) 
     }
 }
 
+/// The NAR files of a replica's hot tier in `dir` (`--hot-tier-dir`): `nar/<shard>/<file>`,
+/// not its temp files.
+pub fn hot_tier_files(dir: &Path) -> Vec<PathBuf> {
+    let shards = fs::read_dir(dir.join("nar")).into_iter().flatten().flatten();
+    shards
+        .flat_map(|shard| fs::read_dir(shard.path()).into_iter().flatten().flatten())
+        .map(|entry| entry.path())
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

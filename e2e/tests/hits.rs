@@ -7,7 +7,7 @@ use std::{path::Path, time::Duration};
 use anyhow::{ensure, Context, Result};
 use nixcache_e2e::cluster::{Backend, Cluster};
 use nixcache_e2e::http::{body_matches, client, get_narinfo};
-use nixcache_e2e::util::{nix_sha256, wait_until};
+use nixcache_e2e::util::{hot_tier_files, nix_sha256, wait_until};
 use nixcache_e2e::{fetch, FetchOptions, Nix, Proxy, TestUpstream, UpstreamCache};
 use reqwest::{header, StatusCode};
 
@@ -137,17 +137,8 @@ fn reads_as_counted(got: &[(&str, u64)], counted: &[(&str, usize)]) -> bool {
     }
 }
 
-/// Files of the hot tier's NARs (not its temp files).
-fn tier_files(dir: &Path) -> Vec<std::path::PathBuf> {
-    let shards = std::fs::read_dir(dir.join("nar")).into_iter().flatten().flatten();
-    shards
-        .flat_map(|shard| std::fs::read_dir(shard.path()).into_iter().flatten().flatten())
-        .map(|entry| entry.path())
-        .collect()
-}
-
 /// How many of the tier's files hold the bytes their name (a FileHash) says.
-fn whole_tier_files(dir: &Path) -> usize {
+fn whole_hot_tier_files(dir: &Path) -> usize {
     let whole = |path: &std::path::PathBuf| {
         let name = path
             .file_name()
@@ -156,7 +147,7 @@ fn whole_tier_files(dir: &Path) -> usize {
         let hash = name.split('.').next().unwrap_or_default().to_owned();
         std::fs::read(path).is_ok_and(|bytes| nix_sha256(&bytes) == format!("sha256:{hash}"))
     };
-    tier_files(dir).iter().filter(|path| whole(path)).count()
+    hot_tier_files(dir).iter().filter(|path| whole(path)).count()
 }
 
 /// Hits fill the tier; a damaged file in it is never served, and a wiped tier is filled again,
@@ -185,7 +176,7 @@ async fn substitutes_through_a_hot_tier(nix: Nix) -> Result<()> {
     for (round, counted) in rounds {
         match round {
             "a damaged tier" => {
-                for file in tier_files(tier.path()) {
+                for file in hot_tier_files(tier.path()) {
                     let len = std::fs::metadata(&file)?.len() as usize;
                     std::fs::write(&file, vec![0u8; len])?;
                 }
@@ -198,8 +189,14 @@ async fn substitutes_through_a_hot_tier(nix: Nix) -> Result<()> {
             .await
             .and_then(|outcome| outcome.expect_whole_closure(&cache))
             .with_context(|| format!("substituting with {round}"))?;
-        let filled = wait_until(Duration::from_secs(10), || whole_tier_files(tier.path()) == nars).await;
-        let (whole, all) = (whole_tier_files(tier.path()), tier_files(tier.path()).len());
+        let filled = wait_until(Duration::from_secs(10), || {
+            whole_hot_tier_files(tier.path()) == nars
+        })
+        .await;
+        let (whole, all) = (
+            whole_hot_tier_files(tier.path()),
+            hot_tier_files(tier.path()).len(),
+        );
         ensure!(
             filled && all == nars,
             "after {round}: {whole} whole of {all} files, for {nars} NARs"

@@ -206,7 +206,10 @@ async fn measure(
     }
     if way.serve == Serve::HotTier {
         // That hit filled the tier: the ones measured are read from it.
-        let filled = crate::util::wait_until(Duration::from_secs(30), || tier_holds_one(tier.path())).await;
+        let filled = crate::util::wait_until(Duration::from_secs(30), || {
+            !crate::util::hot_tier_files(tier.path()).is_empty()
+        })
+        .await;
         ensure!(filled, "the hot tier did not take the NAR within 30 s");
     }
     let mut rows = Vec::new();
@@ -233,15 +236,6 @@ async fn measure(
         rows.push((rates, cpu));
     }
     Ok(rows)
-}
-
-/// Whether the hot tier in `dir` holds a NAR file (`nar/<shard>/<file>`).
-fn tier_holds_one(dir: &std::path::Path) -> bool {
-    let shards = std::fs::read_dir(dir.join("nar")).into_iter().flatten().flatten();
-    shards
-        .flat_map(|shard| std::fs::read_dir(shard.path()).into_iter().flatten().flatten())
-        .next()
-        .is_some()
 }
 
 /// Puts a relay modelling `link` between the replicas started from now on and the S3 server.
